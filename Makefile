@@ -1,0 +1,139 @@
+# nervesfleet build. One binary; every module's objects also go into a static
+# library that the tests link against. Two build flavours share the sources:
+#   build/rel   optimised, what `make all` / `make install` ship
+#   build/asan  ASan+UBSan, what `make check` runs
+# New source files in a module folder, and new tests/test-*.c, are picked up
+# without editing this file.
+
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+CC       ?= cc
+PKGS      = glib-2.0 gio-2.0 gio-unix-2.0 jansson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+WARN      = -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
+            -Wmissing-prototypes -Wstrict-prototypes
+CPPFLAGS += -I. -D_GNU_SOURCE -DGLIB_VERSION_MIN_REQUIRED=GLIB_VERSION_2_74 \
+            -DGLIB_VERSION_MAX_ALLOWED=GLIB_VERSION_2_74
+REL_CFLAGS  = -O2 -g $(WARN)
+ASAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+              -fno-sanitize-recover=undefined $(WARN)
+
+MODULES  = qmp overlay supervisor cli
+LIB_SRCS = $(filter-out cli/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
+HDRS     = $(foreach m,$(MODULES),$(wildcard $(m)/*.h)) $(wildcard tests/lib/*.h)
+TESTLIB_SRCS = $(wildcard tests/lib/*.c)
+TEST_SRCS    = $(wildcard tests/test-*.c)
+TEST_HELPERS = $(wildcard tests/helpers/*.c)
+FUZZ_SRCS    = $(wildcard tests/fuzz/fuzz-*.c)
+BENCH_SRCS   = $(wildcard bench/*.c)
+
+# Where the default guest lives; the binary looks in the same place.
+NF_CACHE  ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/nervesfleet
+GUEST_DIR ?= $(NF_CACHE)/guest
+JOBS      ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 2 ? 2 : n )))
+
+.PHONY: all deps guest demo check unit check-build fuzz bench clean install uninstall format
+
+all: nervesfleet
+
+# --- objects -----------------------------------------------------------------
+build/rel/%.o: %.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(REL_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+build/asan/%.o: %.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(ASAN_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+build/rel/libnf.a: $(patsubst %.c,build/rel/%.o,$(LIB_SRCS))
+	@rm -f $@
+	ar rcs $@ $^
+
+build/asan/libnf.a: $(patsubst %.c,build/asan/%.o,$(LIB_SRCS))
+	@rm -f $@
+	ar rcs $@ $^
+
+nervesfleet: build/rel/cli/main.o build/rel/libnf.a
+	$(CC) $(REL_CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+build/asan/nervesfleet: build/asan/cli/main.o build/asan/libnf.a
+	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+# --- tests -------------------------------------------------------------------
+TEST_BINS   = $(patsubst tests/%.c,build/asan/tests/%,$(TEST_SRCS))
+HELPER_BINS = $(patsubst tests/helpers/%.c,build/asan/tests/helpers/%,$(TEST_HELPERS))
+TESTLIB_OBJS = $(patsubst %.c,build/asan/%.o,$(TESTLIB_SRCS))
+
+build/asan/tests/test-%: build/asan/tests/test-%.o $(TESTLIB_OBJS) build/asan/libnf.a
+	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+build/asan/tests/helpers/%: build/asan/tests/helpers/%.o build/asan/libnf.a
+	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+check-build: build/asan/nervesfleet $(TEST_BINS) $(HELPER_BINS)
+
+# The environment every test sees: where the binary and the guest are, and
+# sanitizer settings (GLib keeps a few process-lifetime allocations: tests/lsan.supp).
+TEST_ENV = NF_BIN=$(CURDIR)/build/asan/nervesfleet NF_GUEST_DIR=$(GUEST_DIR) \
+           NF_SRCDIR=$(CURDIR) NF_HELPERS=$(CURDIR)/build/asan/tests/helpers \
+           ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+           LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+           G_DEBUG=fatal-criticals
+
+check: check-build guest
+	$(TEST_ENV) prove --exec '' -j $(JOBS) --timer $(if $(T),$(patsubst %,build/asan/tests/%,$(T)),$(TEST_BINS))
+
+# Unit tests only (no qemu): quick inner loop.
+unit: check-build
+	$(TEST_ENV) prove --exec '' -j $(JOBS) $(filter %-unit,$(TEST_BINS))
+
+# --- fuzzing (clang/libFuzzer; not part of check) -----------------------------
+FUZZ_BINS = $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
+FUZZ_SECONDS ?= 60
+build/fuzz/%: tests/fuzz/%.c $(wildcard qmp/*.c) $(HDRS)
+	@mkdir -p $(@D)
+	clang $(CPPFLAGS) -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
+	  $(PKG_CFLAGS) -o $@ $< $(wildcard qmp/*.c) $(PKG_LIBS)
+
+fuzz: $(FUZZ_BINS)
+	@for f in $(FUZZ_BINS); do n=$$(basename $$f); \
+	  mkdir -p build/fuzz/corpus-$$n; \
+	  echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus-$$n tests/fuzz/corpus || exit 1; \
+	done
+
+# --- guest, demo, bench ------------------------------------------------------
+deps:
+	scripts/install-deps.sh
+
+guest:
+	guest/build-guest.sh "$(GUEST_DIR)"
+
+demo: deps all guest
+	./nervesfleet run 4
+
+BENCH_BINS = $(patsubst bench/%.c,build/rel/bench/%,$(BENCH_SRCS))
+build/rel/bench/%: build/rel/bench/%.o build/rel/libnf.a
+	$(CC) $(REL_CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+bench: all guest $(BENCH_BINS)
+	NF_BIN=$(CURDIR)/nervesfleet NF_GUEST_DIR=$(GUEST_DIR) BENCH_BIN_DIR=$(CURDIR)/build/rel/bench \
+	  bench/run.sh $(BENCH)
+
+# --- housekeeping -------------------------------------------------------------
+install: nervesfleet
+	install -D -m 0755 nervesfleet $(DESTDIR)$(PREFIX)/bin/nervesfleet
+	install -D -m 0755 guest/build-guest.sh $(DESTDIR)$(PREFIX)/share/nervesfleet/build-guest.sh
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/nervesfleet $(DESTDIR)$(PREFIX)/share/nervesfleet/build-guest.sh
+
+format:
+	clang-format -i $(foreach m,$(MODULES),$(wildcard $(m)/*.[ch])) $(wildcard tests/*.c tests/lib/*.[ch] tests/helpers/*.c tests/fuzz/*.c bench/*.c)
+
+clean:
+	rm -rf build nervesfleet
+
+.SECONDARY:
