@@ -1,0 +1,36 @@
+/*
+ * nf-test.h: helpers shared by the test programs (temp dirs, waiting on
+ * events with deadlines, leftover checks, the guest's files).
+ *
+ * Every test that starts processes runs inside its own temp dir made by
+ * nf_test_tmpdir_new(), and every process it starts carries that dir in its
+ * command line (a socket path, a -pidfile, a --state-dir...). That is how
+ * nf_test_tmpdir_cleanup() proves that nothing of the test is left running,
+ * without touching other tests that run in parallel.
+ */
+#pragma once
+#include <glib.h>
+
+/* A new empty directory $TMPDIR/nf-test-XXXXXX (short, so unix socket paths
+ * inside it fit). Never NULL; aborts the test on failure. */
+char *nf_test_tmpdir_new(void);
+
+/* Asserts that no process has `dir` in its command line (any found are
+ * SIGKILLed first so the run is left clean, then the test fails), then removes
+ * `dir` recursively. */
+void nf_test_tmpdir_cleanup(const char *dir);
+
+/* Lists pids whose /proc/PID/cmdline contains `needle` (excluding ourselves). */
+GArray *nf_test_pids_matching(const char *needle);
+
+/* Iterates the thread-default main context until `done` returns TRUE or
+ * `timeout_ms` passes; returns the last value of `done`. No sleeps. */
+gboolean nf_test_wait_for(gboolean (*done)(gpointer data), gpointer data, guint timeout_ms);
+
+/* Paths of the default guest's kernel and initramfs (from NF_GUEST_DIR).
+ * The test fails with a clear message if they are missing. */
+char *nf_test_guest_kernel(void);
+char *nf_test_guest_initrd(void);
+
+/* The nervesfleet binary under test (NF_BIN). */
+const char *nf_test_bin(void);
