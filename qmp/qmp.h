@@ -102,6 +102,9 @@ gboolean nf_qmp_is_responsive(NfQmp *qmp);
 json_t *nf_qmp_greeting(NfQmp *qmp);
 /* "7.2.22"-style version from the greeting, or NULL. Borrowed. */
 const char *nf_qmp_version_string(NfQmp *qmp);
+/* Commands issued whose callback has not run yet (sent or held back until
+ * negotiation finishes). For health views and tests. */
+guint nf_qmp_pending_count(NfQmp *qmp);
 
 /* Typed helpers: thin wrappers over nf_qmp_execute. */
 void nf_qmp_query_status(NfQmp *qmp, guint timeout_ms, NfQmpReplyFunc cb, gpointer ud);
