@@ -64,7 +64,7 @@ void nf_qmp_qom_set(NfQmp *qmp, const char *path, const char *property, json_t *
                     guint timeout_ms, NfQmpReplyFunc cb, gpointer ud)
 {
   nf_qmp_execute(qmp, "qom-set",
-                 json_pack("{s:s, s:s, s:o}", "path", path, "property", property, value),
+                 json_pack("{s:s, s:s, s:o}", "path", path, "property", property, "value", value),
                  timeout_ms, cb, ud);
 }
 
