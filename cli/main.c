@@ -1,0 +1,59 @@
+/*
+ * main.c: nervesfleet's entry point: finds the verb and hands it its argv.
+ * Verbs live in their own files (cmd-*.c); this file only dispatches.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <locale.h>
+
+#include "cli/verbs.h"
+
+#define NF_VERSION "0.1.0"
+
+static const NfVerb verbs[] = {
+    {"run", nf_cmd_run, "start N guests and supervise them until Ctrl-C"},
+};
+
+static void usage(FILE *out);
+
+static void usage(FILE *out)
+{
+  fprintf(out, "Usage: nervesfleet VERB [OPTION...]\n\n"
+               "Runs and supervises fleets of virtual Nerves devices (qemu aarch64 guests).\n\n"
+               "Verbs:\n");
+  for (gsize i = 0; i < G_N_ELEMENTS(verbs); i++)
+    fprintf(out, "  %-10s %s\n", verbs[i].name, verbs[i].summary);
+  fprintf(out, "\n`nervesfleet VERB --help` shows a verb's options.\n");
+}
+
+void nf_cli_error(const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "nervesfleet: %s\n", msg);
+}
+
+int main(int argc, char **argv)
+{
+  setlocale(LC_ALL, "");
+  if (argc < 2) {
+    usage(stderr);
+    return NF_EXIT_USAGE;
+  }
+  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+      strcmp(argv[1], "help") == 0) {
+    usage(stdout);
+    return NF_EXIT_OK;
+  }
+  if (strcmp(argv[1], "--version") == 0) {
+    printf("nervesfleet %s\n", NF_VERSION);
+    return NF_EXIT_OK;
+  }
+  for (gsize i = 0; i < G_N_ELEMENTS(verbs); i++)
+    if (strcmp(argv[1], verbs[i].name) == 0)
+      return verbs[i].run(argc - 1, argv + 1);
+  nf_cli_error("unknown verb '%s'; see `nervesfleet --help`", argv[1]);
+  return NF_EXIT_USAGE;
+}

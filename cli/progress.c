@@ -1,0 +1,103 @@
+/*
+ * progress.c: progress output for `run` (see progress.h).
+ */
+#include "cli/progress.h"
+
+struct NfProgress {
+  FILE *out;
+  gboolean tty;
+  gboolean quiet;
+  gint64 t0;
+  gboolean status_shown;
+  gboolean all_ready_said;
+};
+
+static double elapsed(NfProgress *p);
+static void clear_status(NfProgress *p);
+static void draw_status(NfProgress *p, NfFleet *fleet);
+
+NfProgress *nf_progress_new(FILE *out, gboolean tty, gboolean quiet)
+{
+  NfProgress *p = g_new0(NfProgress, 1);
+  p->out = out;
+  p->tty = tty;
+  p->quiet = quiet;
+  p->t0 = g_get_monotonic_time();
+  return p;
+}
+
+void nf_progress_free(NfProgress *p)
+{
+  g_free(p);
+}
+
+static double elapsed(NfProgress *p)
+{
+  return (double)(g_get_monotonic_time() - p->t0) / 1e6;
+}
+
+static void clear_status(NfProgress *p)
+{
+  if (p->tty && p->status_shown) {
+    fputs("\r\033[K", p->out);
+    p->status_shown = FALSE;
+  }
+}
+
+static void draw_status(NfProgress *p, NfFleet *fleet)
+{
+  NfFleetCounts c;
+  nf_fleet_counts(fleet, &c);
+  g_autoptr(GString) line = g_string_new(NULL);
+  g_string_printf(line, "[%7.1fs] %u guests: %u started, %u booting, %u ready, %u failed",
+                  elapsed(p), c.total, c.started, c.booting, c.ready, c.failed);
+  if (c.stopping)
+    g_string_append_printf(line, ", %u stopping", c.stopping);
+  if (p->tty) {
+    fprintf(p->out, "\r\033[K%s", line->str);
+    p->status_shown = TRUE;
+  }
+  fflush(p->out);
+}
+
+void nf_progress_say(NfProgress *p, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  clear_status(p);
+  fprintf(p->out, "[%7.1fs] %s\n", elapsed(p), msg);
+  fflush(p->out);
+}
+
+void nf_progress_vm(NfProgress *p, NfFleet *fleet, NfVm *vm, NfVmState old_state,
+                    const char *reason)
+{
+  NfVmState s = nf_vm_state(vm);
+  gboolean notable = s == NF_VM_FAILED || (!p->tty && (s == NF_VM_READY || s == NF_VM_STOPPED));
+  if (notable && !(p->quiet && s != NF_VM_FAILED)) {
+    if (s == NF_VM_READY)
+      nf_progress_say(p, "%s ready %s (pid %d, %.1fs after start)", nf_vm_name(vm),
+                      nf_vm_serial(vm), (int)nf_vm_pid(vm),
+                      (double)(nf_vm_ready_at(vm) - nf_vm_started_at(vm)) / 1e6);
+    else
+      nf_progress_say(p, "%s %s: %s", nf_vm_name(vm), nf_vm_state_name(s), reason);
+  }
+  NfFleetCounts c;
+  nf_fleet_counts(fleet, &c);
+  if (!p->all_ready_said && c.ready == c.total) {
+    p->all_ready_said = TRUE;
+    nf_progress_say(p, "all %u guests ready", c.total);
+  }
+  draw_status(p, fleet);
+}
+
+void nf_progress_finish(NfProgress *p)
+{
+  if (p->tty && p->status_shown) {
+    fputc('\n', p->out);
+    p->status_shown = FALSE;
+  }
+  fflush(p->out);
+}

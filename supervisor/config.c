@@ -1,0 +1,34 @@
+/*
+ * config.c: defaults and teardown of NfFleetConfig, kept in one place so
+ * that the CLI, the tests and (later) a config-file reader agree on them.
+ */
+#include "supervisor/config.h"
+
+void nf_fleet_config_init(NfFleetConfig *config)
+{
+  *config = (NfFleetConfig){
+      .name = g_strdup("default"),
+      .memory_mib = NF_DEFAULT_MEMORY_MIB,
+      .accel = NF_ACCEL_AUTO,
+      .qemu = g_strdup("qemu-system-aarch64"),
+      .serial_format = g_strdup(NF_DEFAULT_SERIAL_FORMAT),
+      .stop_timeout_ms = NF_DEFAULT_STOP_TIMEOUT_MS,
+      .boot_timeout_ms = NF_DEFAULT_BOOT_TIMEOUT_MS,
+      .ready_marker = g_strdup(NF_DEFAULT_READY_MARKER),
+  };
+}
+
+void nf_fleet_config_clear(NfFleetConfig *config)
+{
+  g_free(config->name);
+  g_free(config->qemu);
+  g_free(config->kernel);
+  g_free(config->initrd);
+  g_free(config->append);
+  g_strfreev(config->qemu_args);
+  g_free(config->state_dir);
+  g_free(config->runtime_dir);
+  g_free(config->serial_format);
+  g_free(config->ready_marker);
+  *config = (NfFleetConfig){0};
+}

@@ -1,0 +1,44 @@
+/*
+ * config.h: what a fleet is asked to be. Filled by the CLI from flags (and
+ * later a config file), read by the supervisor. Plain data, no behaviour, so
+ * that every module can take a `const NfFleetConfig *` without depending on
+ * the CLI.
+ */
+#pragma once
+#include <glib.h>
+
+typedef enum {
+  NF_ACCEL_AUTO = 0,
+  NF_ACCEL_KVM,
+  NF_ACCEL_TCG,
+  NF_ACCEL_HVF,
+} NfAccel;
+
+typedef struct {
+  char *name;              /* fleet name: selects the state and runtime dirs */
+  guint count;             /* guests to run */
+  guint batch;             /* guests booting at once; 0 = derived from cores */
+  guint64 memory_mib;      /* guest RAM */
+  NfAccel accel;           /* as asked; resolved by nf_accel_resolve() */
+  char *qemu;              /* qemu-system-aarch64 binary (name or path) */
+  char *kernel;            /* guest kernel */
+  char *initrd;            /* guest initramfs */
+  char *append;            /* extra kernel command line, appended to ours */
+  char **qemu_args;        /* extra qemu arguments, appended verbatim */
+  char *state_dir;         /* override of the fleet's state dir (NULL = default) */
+  char *runtime_dir;       /* override of the fleet's runtime dir (NULL = default) */
+  char *serial_format;     /* printf format of serial numbers, one %u */
+  guint id_offset;         /* first guest id - 1 */
+  guint stop_timeout_ms;   /* grace between QMP quit and SIGKILL */
+  guint boot_timeout_ms;   /* spawn to ready line, else the guest failed */
+  char *ready_marker;      /* text on the console that means "booted" */
+} NfFleetConfig;
+
+#define NF_DEFAULT_MEMORY_MIB 128
+#define NF_DEFAULT_SERIAL_FORMAT "NF-%06u"
+#define NF_DEFAULT_READY_MARKER "nervesfleet-ready"
+#define NF_DEFAULT_STOP_TIMEOUT_MS 10000
+#define NF_DEFAULT_BOOT_TIMEOUT_MS 180000
+
+void nf_fleet_config_init(NfFleetConfig *config);
+void nf_fleet_config_clear(NfFleetConfig *config);

@@ -1,0 +1,362 @@
+/*
+ * fleet.c: the fleet: input checks, dirs and lock, the batch limiter and the
+ * orderly stop (see fleet.h).
+ *
+ * The limiter is a sliding window rather than fixed batches: at most `batch`
+ * guests are between spawn and ready at any moment, and each guest that turns
+ * ready (or fails) admits the next. Early guests are usable early and the
+ * host never boots more at once than it has cores for.
+ */
+#include "supervisor/fleet.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <glib/gstdio.h>
+
+#include "supervisor/accel.h"
+#include "overlay/identity.h"
+#include "supervisor/paths.h"
+
+G_DEFINE_QUARK(nf-fleet-error-quark, nf_fleet_error)
+
+struct NfFleet {
+  const NfFleetConfig *config;
+  NfFleetCallbacks cb;
+  gpointer user_data;
+  NfFleetPaths paths;
+  NfVmEnv env;
+  char *lock_path;
+  int lock_fd;
+  guint batch;
+  GPtrArray *vms;
+  GQueue waiting;
+  guint per_state[NF_VM_N_STATES];
+  guint started;
+  gboolean admitting;
+  gboolean stopping;
+  gboolean start_failed_sent;
+  guint stopped_idle;
+  gboolean stopped_sent;
+};
+
+static gboolean check_file(const char *path, const char *what, const char *fix, GError **error);
+static gboolean take_lock(NfFleet *fleet, GError **error);
+static void remove_stale_runtime_files(NfFleet *fleet);
+static void raise_fd_limit(void);
+static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state,
+                          const char *reason, gpointer data);
+static void admit(NfFleet *fleet);
+static void maybe_stopped(NfFleet *fleet);
+static gboolean stopped_idle_cb(gpointer data);
+static gboolean is_booting(NfVmState s);
+
+static gboolean check_file(const char *path, const char *what, const char *fix, GError **error)
+{
+  if (path == NULL || !g_file_test(path, G_FILE_TEST_IS_REGULAR) || access(path, R_OK) != 0) {
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT, "%s %s %s; %s", what,
+                path ? path : "(none)",
+                path && g_file_test(path, G_FILE_TEST_EXISTS) ? "is not a readable file"
+                                                              : "does not exist",
+                fix);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean take_lock(NfFleet *fleet, GError **error)
+{
+  fleet->lock_path = g_build_filename(fleet->paths.runtime_dir, "fleet.lock", NULL);
+  fleet->lock_fd = open(fleet->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fleet->lock_fd < 0) {
+    int e = errno;
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
+                "cannot create %s: %s; choose another --runtime-dir", fleet->lock_path,
+                g_strerror(e));
+    return FALSE;
+  }
+  if (flock(fleet->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = "";
+    ssize_t n = pread(fleet->lock_fd, pid, sizeof(pid) - 1, 0);
+    pid[n > 0 ? n : 0] = '\0';
+    g_strchomp(pid);
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_BUSY,
+                "fleet '%s' is already running (supervisor pid %s); stop it first or choose "
+                "another --name",
+                fleet->config->name, pid[0] ? pid : "?");
+    close(fleet->lock_fd);
+    fleet->lock_fd = -1;
+    g_clear_pointer(&fleet->lock_path, g_free); /* not ours to remove */
+    return FALSE;
+  }
+  g_autofree char *pid = g_strdup_printf("%d\n", (int)getpid());
+  if (ftruncate(fleet->lock_fd, 0) != 0 || pwrite(fleet->lock_fd, pid, strlen(pid), 0) < 0) {
+  }
+  return TRUE;
+}
+
+static void remove_stale_runtime_files(NfFleet *fleet)
+{
+  /* We hold the lock, so whatever guest files are here belong to a
+   * supervisor that died without cleaning up (its guests died with it). */
+  g_autoptr(GDir) dir = g_dir_open(fleet->paths.runtime_dir, 0, NULL);
+  const char *name;
+  while (dir && (name = g_dir_read_name(dir)) != NULL) {
+    if (g_str_has_prefix(name, "vm-") &&
+        (g_str_has_suffix(name, ".qmp") || g_str_has_suffix(name, ".pid"))) {
+      g_autofree char *path = g_build_filename(fleet->paths.runtime_dir, name, NULL);
+      g_unlink(path);
+    }
+  }
+}
+
+static void raise_fd_limit(void)
+{
+  /* Each guest costs us a few fds (QMP, serial, pidfd); thousands of guests
+   * need far more than the usual soft limit of 1024. */
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callbacks,
+                      gpointer user_data, GError **error)
+{
+  g_autoptr(NfFleet) fleet = g_new0(NfFleet, 1);
+  fleet->config = config;
+  fleet->cb = *callbacks;
+  fleet->user_data = user_data;
+  fleet->lock_fd = -1;
+  fleet->vms = g_ptr_array_new_with_free_func((GDestroyNotify)nf_vm_free);
+  g_queue_init(&fleet->waiting);
+
+  if (config->count == 0) {
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
+                "the guest count must be a positive integer");
+    return NULL;
+  }
+  if (config->memory_mib < 16) {
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
+                "--memory %" G_GUINT64_FORMAT "M is too small; a guest needs at least 16M",
+                config->memory_mib);
+    return NULL;
+  }
+  if (!nf_identity_validate_serial_format(config->serial_format, error))
+    return NULL;
+
+  fleet->env.qemu_path = g_find_program_in_path(config->qemu);
+  if (fleet->env.qemu_path == NULL) {
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
+                "%s not found%s; install it with `make deps` (Debian package "
+                "qemu-system-arm) or pass --qemu PATH",
+                config->qemu, strchr(config->qemu, '/') ? "" : " in PATH");
+    return NULL;
+  }
+  if (!check_file(config->kernel, "guest kernel",
+                  "build the default guest with `make guest`, or pass --kernel", error) ||
+      (config->initrd && !check_file(config->initrd, "guest initramfs",
+                                     "build the default guest with `make guest`, or pass "
+                                     "--initrd",
+                                     error)))
+    return NULL;
+
+  NfHostInfo host;
+  nf_accel_detect_host(&host);
+  if (!nf_accel_resolve(config->accel, &host, &fleet->env.accel, error))
+    return NULL;
+  fleet->batch = config->batch ? config->batch : nf_accel_default_batch(fleet->env.accel, &host);
+
+  if (!nf_paths_resolve(&fleet->paths, config->name, config->runtime_dir, config->state_dir,
+                        error))
+    return NULL;
+  /* The longest socket name this fleet will use, checked before anything runs. */
+  guint last_id = config->id_offset + config->count;
+  g_autofree char *longest = nf_paths_guest_runtime(&fleet->paths, MAX(last_id, 9999), "qmp");
+  if (!nf_paths_check_socket(longest, error))
+    return NULL;
+  if (!nf_paths_ensure_dir(fleet->paths.runtime_dir, 0700, "--runtime-dir", error) ||
+      !nf_paths_ensure_dir(fleet->paths.state_dir, 0755, "--state-dir", error))
+    return NULL;
+  if (!take_lock(fleet, error))
+    return NULL;
+  remove_stale_runtime_files(fleet);
+  raise_fd_limit();
+
+  fleet->env.config = config;
+  fleet->env.paths = &fleet->paths;
+  static const NfVmCallbacks vm_cb = {.state_changed = vm_changed_cb};
+  for (guint i = 0; i < config->count; i++) {
+    NfVm *vm = nf_vm_new(config->id_offset + i + 1, &fleet->env, &vm_cb, fleet);
+    g_ptr_array_add(fleet->vms, vm);
+    fleet->per_state[NF_VM_CREATED]++;
+  }
+  return g_steal_pointer(&fleet);
+}
+
+static gboolean is_booting(NfVmState s)
+{
+  return s == NF_VM_STARTING || s == NF_VM_BOOTING;
+}
+
+void nf_fleet_start(NfFleet *fleet)
+{
+  for (guint i = 0; i < fleet->vms->len; i++) {
+    NfVm *vm = g_ptr_array_index(fleet->vms, i);
+    g_queue_push_tail(&fleet->waiting, vm);
+    nf_vm_set_queued(vm);
+  }
+  admit(fleet);
+}
+
+static void admit(NfFleet *fleet)
+{
+  /* nf_vm_start reports state changes synchronously, which call back here. */
+  if (fleet->admitting)
+    return;
+  fleet->admitting = TRUE;
+  while (!fleet->stopping && !fleet->start_failed_sent && !g_queue_is_empty(&fleet->waiting) &&
+         fleet->per_state[NF_VM_STARTING] + fleet->per_state[NF_VM_BOOTING] < fleet->batch) {
+    NfVm *vm = g_queue_pop_head(&fleet->waiting);
+    fleet->started++;
+    nf_vm_start(vm, NULL); /* a failure arrives as a state change */
+  }
+  fleet->admitting = FALSE;
+}
+
+static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state,
+                          const char *reason, gpointer data)
+{
+  NfFleet *fleet = data;
+  fleet->per_state[old_state]--;
+  fleet->per_state[new_state]++;
+
+  if (new_state == NF_VM_FAILED && nf_vm_failed_at_start(vm) && !fleet->start_failed_sent &&
+      !fleet->stopping) {
+    fleet->start_failed_sent = TRUE;
+    g_autofree char *tail = nf_vm_stderr_tail(vm, 5);
+    g_autoptr(GError) error =
+        g_error_new(NF_FLEET_ERROR, NF_FLEET_ERROR_START, "%s: %s before it was up%s%s",
+                    nf_vm_name(vm), reason, *tail ? "; qemu said:\n  " : "", tail);
+    if (fleet->cb.vm_changed)
+      fleet->cb.vm_changed(fleet, vm, old_state, reason, fleet->user_data);
+    if (fleet->cb.start_failed)
+      fleet->cb.start_failed(fleet, error, fleet->user_data);
+    return;
+  }
+  if (fleet->cb.vm_changed)
+    fleet->cb.vm_changed(fleet, vm, old_state, reason, fleet->user_data);
+  if (is_booting(old_state) && !is_booting(new_state))
+    admit(fleet);
+  if (fleet->stopping)
+    maybe_stopped(fleet);
+}
+
+void nf_fleet_stop(NfFleet *fleet, gboolean force)
+{
+  fleet->stopping = TRUE;
+  while (!g_queue_is_empty(&fleet->waiting))
+    nf_vm_stop(g_queue_pop_head(&fleet->waiting), force);
+  for (guint i = 0; i < fleet->vms->len; i++) {
+    NfVm *vm = g_ptr_array_index(fleet->vms, i);
+    if (nf_vm_is_running(vm))
+      nf_vm_stop(vm, force);
+    else if (nf_vm_state(vm) == NF_VM_CREATED)
+      nf_vm_stop(vm, force);
+  }
+  maybe_stopped(fleet);
+}
+
+static void maybe_stopped(NfFleet *fleet)
+{
+  if (fleet->stopped_sent || fleet->stopped_idle)
+    return;
+  for (guint i = 0; i < fleet->vms->len; i++)
+    if (nf_vm_is_running(g_ptr_array_index(fleet->vms, i)))
+      return;
+  /* From an idle, so the caller of nf_fleet_stop never sees it re-entrantly. */
+  fleet->stopped_idle = g_idle_add(stopped_idle_cb, fleet);
+}
+
+static gboolean stopped_idle_cb(gpointer data)
+{
+  NfFleet *fleet = data;
+  fleet->stopped_idle = 0;
+  fleet->stopped_sent = TRUE;
+  if (fleet->cb.stopped)
+    fleet->cb.stopped(fleet, fleet->user_data);
+  return G_SOURCE_REMOVE;
+}
+
+void nf_fleet_free(NfFleet *fleet)
+{
+  if (fleet == NULL)
+    return;
+  if (fleet->stopped_idle)
+    g_source_remove(fleet->stopped_idle);
+  g_queue_clear(&fleet->waiting);
+  g_ptr_array_unref(fleet->vms); /* kills and reaps anything still running */
+  if (fleet->lock_fd >= 0) {
+    remove_stale_runtime_files(fleet);
+    g_unlink(fleet->lock_path);
+    close(fleet->lock_fd);
+    /* Only empty dirs go: anything else in there is not ours to delete. */
+    g_rmdir(fleet->paths.runtime_dir);
+    if (fleet->config->runtime_dir == NULL) {
+      g_autofree char *parent = g_path_get_dirname(fleet->paths.runtime_dir);
+      g_rmdir(parent);
+    }
+  }
+  g_free(fleet->lock_path);
+  g_free(fleet->env.qemu_path);
+  nf_paths_clear(&fleet->paths);
+  g_free(fleet);
+}
+
+void nf_fleet_counts(const NfFleet *fleet, NfFleetCounts *c)
+{
+  const guint *s = fleet->per_state;
+  *c = (NfFleetCounts){
+      .total = fleet->vms->len,
+      .queued = s[NF_VM_QUEUED] + s[NF_VM_CREATED],
+      .booting = s[NF_VM_STARTING] + s[NF_VM_BOOTING],
+      .ready = s[NF_VM_READY],
+      .stopping = s[NF_VM_STOPPING],
+      .stopped = s[NF_VM_STOPPED],
+      .failed = s[NF_VM_FAILED],
+      .started = fleet->started,
+  };
+}
+
+guint nf_fleet_size(const NfFleet *fleet)
+{
+  return fleet->vms->len;
+}
+NfVm *nf_fleet_vm(const NfFleet *fleet, guint index)
+{
+  return index < fleet->vms->len ? g_ptr_array_index(fleet->vms, index) : NULL;
+}
+guint nf_fleet_batch(const NfFleet *fleet)
+{
+  return fleet->batch;
+}
+NfAccel nf_fleet_accel(const NfFleet *fleet)
+{
+  return fleet->env.accel;
+}
+const char *nf_fleet_runtime_dir(const NfFleet *fleet)
+{
+  return fleet->paths.runtime_dir;
+}
+const char *nf_fleet_state_dir(const NfFleet *fleet)
+{
+  return fleet->paths.state_dir;
+}
+const char *nf_fleet_qemu_path(const NfFleet *fleet)
+{
+  return fleet->env.qemu_path;
+}

@@ -1,0 +1,73 @@
+/*
+ * fleet.h: a fleet of guests under one supervisor: directories, the fleet
+ * lock, the batch limiter that keeps a boot storm from melting the host, and
+ * the orderly stop of everything.
+ *
+ * The fleet is built from a config in two steps: nf_fleet_new() checks every
+ * input (qemu binary, guest files, dirs, socket path lengths, the lock) before
+ * anything runs, so bad input fails with one clear error and nothing left
+ * behind; nf_fleet_start() then admits guests through the limiter.
+ */
+#pragma once
+#include <glib.h>
+#include "supervisor/config.h"
+#include "supervisor/vm.h"
+
+#define NF_FLEET_ERROR (nf_fleet_error_quark())
+GQuark nf_fleet_error_quark(void);
+typedef enum {
+  NF_FLEET_ERROR_INPUT,    /* a missing or unusable file, binary or value */
+  NF_FLEET_ERROR_BUSY,     /* another supervisor runs this fleet */
+  NF_FLEET_ERROR_START,    /* qemu could not start at all */
+} NfFleetError;
+
+typedef struct NfFleet NfFleet;
+
+typedef struct {
+  guint total;
+  guint queued;
+  guint booting;  /* starting + booting */
+  guint ready;
+  guint stopping;
+  guint stopped;
+  guint failed;
+  guint started;  /* spawned at least once */
+} NfFleetCounts;
+
+typedef struct {
+  /* A guest changed state (the fleet's counts are already updated). */
+  void (*vm_changed)(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason,
+                     gpointer user_data);
+  /* Starting cannot work (qemu fails before its monitor is up: a bad
+   * argument, a broken binary); the caller should stop the fleet and report
+   * `error`. Called at most once. */
+  void (*start_failed)(NfFleet *fleet, const GError *error, gpointer user_data);
+  /* After nf_fleet_stop(): every guest has been reaped. Called once. */
+  void (*stopped)(NfFleet *fleet, gpointer user_data);
+} NfFleetCallbacks;
+
+/* Validates `config` (borrowed; must outlive the fleet), resolves the
+ * accelerator, creates the dirs and takes the fleet lock. */
+NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callbacks,
+                      gpointer user_data, GError **error);
+
+/* Queues every guest; the limiter starts up to `batch` at once and admits the
+ * next as each becomes ready or fails. */
+void nf_fleet_start(NfFleet *fleet);
+
+/* Stops every guest (see nf_vm_stop); `force` kills at once. Calling it again
+ * with force escalates. callbacks.stopped follows when all are reaped. */
+void nf_fleet_stop(NfFleet *fleet, gboolean force);
+
+/* Kills what still runs, removes the runtime dir and releases the lock. */
+void nf_fleet_free(NfFleet *fleet);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfFleet, nf_fleet_free)
+
+void nf_fleet_counts(const NfFleet *fleet, NfFleetCounts *counts);
+guint nf_fleet_size(const NfFleet *fleet);
+NfVm *nf_fleet_vm(const NfFleet *fleet, guint index);
+guint nf_fleet_batch(const NfFleet *fleet);
+NfAccel nf_fleet_accel(const NfFleet *fleet);
+const char *nf_fleet_runtime_dir(const NfFleet *fleet);
+const char *nf_fleet_state_dir(const NfFleet *fleet);
+const char *nf_fleet_qemu_path(const NfFleet *fleet);

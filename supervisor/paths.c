@@ -1,0 +1,134 @@
+/*
+ * paths.c: fleet directory layout and socket path checks (see paths.h).
+ */
+#include "supervisor/paths.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <glib/gstdio.h>
+
+G_DEFINE_QUARK(nf-paths-error-quark, nf_paths_error)
+
+static gboolean name_ok(const char *name);
+
+static gboolean name_ok(const char *name)
+{
+  gsize n = strlen(name);
+  if (n == 0 || n > 64 || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+    return FALSE;
+  for (const char *c = name; *c; c++)
+    if (!g_ascii_isalnum(*c) && *c != '-' && *c != '_' && *c != '.')
+      return FALSE;
+  return TRUE;
+}
+
+gboolean nf_paths_resolve(NfFleetPaths *paths, const char *name, const char *runtime_override,
+                          const char *state_override, GError **error)
+{
+  if (!name_ok(name)) {
+    g_set_error(error, NF_PATHS_ERROR, NF_PATHS_ERROR_NAME,
+                "--name '%s': a fleet name is 1-64 letters, digits, '-', '_' or '.'", name);
+    return FALSE;
+  }
+  if (runtime_override) {
+    paths->runtime_dir = g_canonicalize_filename(runtime_override, NULL);
+  } else {
+    const char *xdg = g_getenv("XDG_RUNTIME_DIR");
+    if (xdg && *xdg)
+      paths->runtime_dir = g_build_filename(xdg, "nervesfleet", name, NULL);
+    else if (getuid() == 0)
+      paths->runtime_dir = g_build_filename("/run/nervesfleet", name, NULL);
+    else {
+      g_autofree char *base = g_strdup_printf("/tmp/nervesfleet-%u", (unsigned)getuid());
+      paths->runtime_dir = g_build_filename(base, name, NULL);
+    }
+  }
+  if (state_override) {
+    paths->state_dir = g_canonicalize_filename(state_override, NULL);
+  } else {
+    const char *xdg = g_getenv("XDG_STATE_HOME");
+    if (xdg && *xdg)
+      paths->state_dir = g_build_filename(xdg, "nervesfleet", name, NULL);
+    else
+      paths->state_dir =
+          g_build_filename(g_get_home_dir(), ".local", "state", "nervesfleet", name, NULL);
+  }
+  return TRUE;
+}
+
+void nf_paths_clear(NfFleetPaths *paths)
+{
+  g_clear_pointer(&paths->runtime_dir, g_free);
+  g_clear_pointer(&paths->state_dir, g_free);
+}
+
+gboolean nf_paths_ensure_dir(const char *dir, int mode, const char *flag, GError **error)
+{
+  if (g_mkdir_with_parents(dir, mode) != 0) {
+    int e = errno;
+    g_set_error(error, NF_PATHS_ERROR, NF_PATHS_ERROR_CREATE,
+                "cannot create directory %s: %s; choose another with %s", dir, g_strerror(e),
+                flag);
+    return FALSE;
+  }
+  /* mkdir -p leaves an existing dir's mode alone; ours must stay private. */
+  if (mode == 0700 && g_chmod(dir, 0700) != 0) {
+    int e = errno;
+    g_set_error(error, NF_PATHS_ERROR, NF_PATHS_ERROR_CREATE, "cannot chmod %s: %s; use %s",
+                dir, g_strerror(e), flag);
+    return FALSE;
+  }
+  if (access(dir, W_OK | X_OK) != 0) {
+    int e = errno;
+    g_set_error(error, NF_PATHS_ERROR, NF_PATHS_ERROR_CREATE,
+                "directory %s is not writable: %s; choose another with %s", dir, g_strerror(e),
+                flag);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean nf_paths_check_socket(const char *path, GError **error)
+{
+  struct sockaddr_un sun;
+  gsize len = strlen(path);
+  if (len > sizeof(sun.sun_path) - 1) {
+    g_set_error(error, NF_PATHS_ERROR, NF_PATHS_ERROR_TOO_LONG,
+                "socket path %s is %zu bytes, longer than the %zu a unix socket allows; "
+                "use a shorter --runtime-dir or --name",
+                path, len, sizeof(sun.sun_path) - 1);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+char *nf_paths_guest_name(guint id)
+{
+  return g_strdup_printf("vm-%04u", id);
+}
+
+char *nf_paths_guest_state_dir(const NfFleetPaths *p, guint id)
+{
+  g_autofree char *name = nf_paths_guest_name(id);
+  return g_build_filename(p->state_dir, name, NULL);
+}
+
+char *nf_paths_guest_runtime(const NfFleetPaths *p, guint id, const char *suffix)
+{
+  g_autofree char *file = g_strdup_printf("vm-%04u.%s", id, suffix);
+  return g_build_filename(p->runtime_dir, file, NULL);
+}
+
+char *nf_paths_default_guest_dir(void)
+{
+  const char *env = g_getenv("NERVESFLEET_GUEST_DIR");
+  if (env && *env)
+    return g_strdup(env);
+  const char *xdg = g_getenv("XDG_CACHE_HOME");
+  if (xdg && *xdg)
+    return g_build_filename(xdg, "nervesfleet", "guest", NULL);
+  return g_build_filename(g_get_home_dir(), ".cache", "nervesfleet", "guest", NULL);
+}

@@ -1,0 +1,49 @@
+/*
+ * paths.h: where a fleet keeps its files.
+ *   runtime dir (sockets, pid files, the fleet lock; short path, 0700):
+ *     --runtime-dir, else $XDG_RUNTIME_DIR/nervesfleet/<fleet>, else
+ *     /run/nervesfleet/<fleet> as root, else /tmp/nervesfleet-<uid>/<fleet>
+ *   state dir (logs, later overlays and status files): --state-dir, else
+ *     $XDG_STATE_HOME/nervesfleet/<fleet>, else ~/.local/state/nervesfleet/<fleet>
+ * Every path that will become a unix socket is checked against sun_path here,
+ * before anything starts: a too-long path is an error, never a truncation.
+ */
+#pragma once
+#include <glib.h>
+
+#define NF_PATHS_ERROR (nf_paths_error_quark())
+GQuark nf_paths_error_quark(void);
+typedef enum {
+  NF_PATHS_ERROR_NAME,     /* fleet name not usable in a path */
+  NF_PATHS_ERROR_TOO_LONG, /* a socket path would not fit sun_path */
+  NF_PATHS_ERROR_CREATE,   /* a directory could not be made or written */
+} NfPathsError;
+
+typedef struct {
+  char *runtime_dir;
+  char *state_dir;
+} NfFleetPaths;
+
+/* Resolves the two dirs for fleet `name` (overrides may be NULL). Checks the
+ * name (letters, digits, '-', '_', '.'; 1-64 chars; not "." or ".."). Creates
+ * nothing. */
+gboolean nf_paths_resolve(NfFleetPaths *paths, const char *name, const char *runtime_override,
+                          const char *state_override, GError **error);
+void nf_paths_clear(NfFleetPaths *paths);
+
+/* mkdir -p with `mode` for the last component, then proves it is writable.
+ * The error names the directory and the flag that moves it. */
+gboolean nf_paths_ensure_dir(const char *dir, int mode, const char *flag, GError **error);
+
+/* Fails with NF_PATHS_ERROR_TOO_LONG when `path` cannot be a unix socket
+ * address, naming the path, its length and the limit, and the fix. */
+gboolean nf_paths_check_socket(const char *path, GError **error);
+
+/* Guest file names inside the dirs. All return newly allocated strings. */
+char *nf_paths_guest_name(guint id);                              /* "vm-0003" */
+char *nf_paths_guest_state_dir(const NfFleetPaths *p, guint id);  /* <state>/vm-0003 */
+char *nf_paths_guest_runtime(const NfFleetPaths *p, guint id, const char *suffix);
+
+/* Where `make guest` puts the default guest: $NERVESFLEET_GUEST_DIR, else
+ * $XDG_CACHE_HOME/nervesfleet/guest, else ~/.cache/nervesfleet/guest. */
+char *nf_paths_default_guest_dir(void);

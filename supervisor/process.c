@@ -1,0 +1,153 @@
+/*
+ * process.c: child spawn with fd mapping, pdeathsig and pidfd exit watch
+ * (see process.h for why each).
+ */
+#include "supervisor/process.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <glib-unix.h>
+
+struct NfProcess {
+  GPid pid;
+  int pidfd;       /* -1 when the kernel has none: child watch instead */
+  guint watch_id;  /* fd source or child watch */
+  gboolean exited;
+  int status;
+  NfProcessExitFunc on_exit;
+  gpointer user_data;
+};
+
+typedef struct {
+  pid_t parent;
+  gboolean die_with_parent;
+} ChildSetup;
+
+static void child_setup(gpointer data);
+static gboolean pidfd_cb(int fd, GIOCondition cond, gpointer data);
+static void child_watch_cb(GPid pid, int status, gpointer data);
+static void deliver_exit(NfProcess *proc, int status);
+
+static void child_setup(gpointer data)
+{
+  const ChildSetup *cs = data;
+  /* Only async-signal-safe calls between fork and exec. */
+  setpgid(0, 0);
+  if (cs->die_with_parent) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    /* The parent may have died between fork and prctl: nobody would tell us. */
+    if (getppid() != cs->parent)
+      _exit(127);
+  }
+}
+
+NfProcess *nf_process_spawn(char *const *argv, const int *source_fds, const int *target_fds,
+                            guint n_fds, int log_fd, gboolean die_with_parent,
+                            NfProcessExitFunc on_exit, gpointer user_data, GError **error)
+{
+  ChildSetup cs = {.parent = getpid(), .die_with_parent = die_with_parent};
+  GPid pid = 0;
+  GSpawnFlags flags =
+      G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH | G_SPAWN_STDIN_FROM_DEV_NULL;
+
+  if (!g_spawn_async_with_pipes_and_fds(NULL, (const char *const *)argv, NULL, flags,
+                                        child_setup, &cs, -1, log_fd, log_fd, source_fds,
+                                        target_fds, n_fds, &pid, NULL, NULL, NULL, error))
+    return NULL;
+
+  NfProcess *proc = g_new0(NfProcess, 1);
+  proc->pid = pid;
+  proc->on_exit = on_exit;
+  proc->user_data = user_data;
+  proc->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (proc->pidfd >= 0) {
+    g_unix_set_fd_nonblocking(proc->pidfd, TRUE, NULL);
+    proc->watch_id = g_unix_fd_add(proc->pidfd, G_IO_IN, pidfd_cb, proc);
+  } else {
+    proc->watch_id = g_child_watch_add(pid, child_watch_cb, proc);
+  }
+  return proc;
+}
+
+static void deliver_exit(NfProcess *proc, int status)
+{
+  proc->exited = TRUE;
+  proc->status = status;
+  proc->watch_id = 0;
+  if (proc->pidfd >= 0) {
+    close(proc->pidfd);
+    proc->pidfd = -1;
+  }
+  if (proc->on_exit)
+    proc->on_exit(proc, status, proc->user_data);
+}
+
+static gboolean pidfd_cb(int fd, GIOCondition cond, gpointer data)
+{
+  NfProcess *proc = data;
+  int status = 0;
+  pid_t r = waitpid(proc->pid, &status, WNOHANG);
+  if (r == 0)
+    return G_SOURCE_CONTINUE; /* spurious: not a zombie yet */
+  if (r < 0)
+    status = W_EXITCODE(255, 0); /* reaped elsewhere: report a failure, once */
+  deliver_exit(proc, status);
+  return G_SOURCE_REMOVE;
+}
+
+static void child_watch_cb(GPid pid, int status, gpointer data)
+{
+  deliver_exit(data, status);
+}
+
+GPid nf_process_pid(const NfProcess *proc)
+{
+  return proc->pid;
+}
+
+gboolean nf_process_has_exited(const NfProcess *proc)
+{
+  return proc->exited;
+}
+
+void nf_process_signal(NfProcess *proc, int sig)
+{
+  if (proc->exited)
+    return;
+  if (proc->pidfd >= 0)
+    syscall(SYS_pidfd_send_signal, proc->pidfd, sig, NULL, 0);
+  else
+    kill(proc->pid, sig);
+}
+
+void nf_process_free(NfProcess *proc)
+{
+  if (proc == NULL)
+    return;
+  if (proc->watch_id)
+    g_source_remove(proc->watch_id);
+  if (!proc->exited) {
+    nf_process_signal(proc, SIGKILL);
+    int status;
+    while (waitpid(proc->pid, &status, 0) < 0 && errno == EINTR)
+      ;
+  }
+  if (proc->pidfd >= 0)
+    close(proc->pidfd);
+  g_free(proc);
+}
+
+char *nf_process_describe_status(int wait_status)
+{
+  if (WIFEXITED(wait_status))
+    return g_strdup_printf("exited with status %d", WEXITSTATUS(wait_status));
+  if (WIFSIGNALED(wait_status))
+    return g_strdup_printf("killed by signal %d (%s)", WTERMSIG(wait_status),
+                           g_strsignal(WTERMSIG(wait_status)));
+  return g_strdup_printf("ended with wait status 0x%x", wait_status);
+}

@@ -1,0 +1,40 @@
+/*
+ * process.h: start a child (qemu) with inherited channel fds and watch it exit.
+ *
+ * The child gets its own process group, so a terminal's Ctrl-C reaches only
+ * the supervisor, which then stops guests in order; and PR_SET_PDEATHSIG, so
+ * a supervisor killed with SIGKILL never leaves orphans behind. Exit is
+ * noticed through a pidfd on the main loop (no SIGCHLD handler, no polling);
+ * kernels without pidfd fall back to a GLib child watch.
+ */
+#pragma once
+#include <glib.h>
+
+typedef struct NfProcess NfProcess;
+
+/* `wait_status` as from waitpid(). The NfProcess stays valid; free it later. */
+typedef void (*NfProcessExitFunc)(NfProcess *proc, int wait_status, gpointer user_data);
+
+/* Spawns argv[0] (searched in PATH). `source_fds[i]` appears in the child as
+ * `target_fds[i]`; stdin is /dev/null; stdout and stderr go to `log_fd`
+ * (-1: inherit). `on_exit` runs once from the main loop when the child is
+ * reaped. `die_with_parent`: kill the child if the supervisor dies. */
+NfProcess *nf_process_spawn(char *const *argv, const int *source_fds, const int *target_fds,
+                            guint n_fds, int log_fd, gboolean die_with_parent,
+                            NfProcessExitFunc on_exit, gpointer user_data, GError **error);
+
+GPid nf_process_pid(const NfProcess *proc);
+gboolean nf_process_has_exited(const NfProcess *proc);
+
+/* Sends `sig` unless the child was already reaped (then does nothing). Uses
+ * the pidfd where there is one, so a recycled pid is never hit. */
+void nf_process_signal(NfProcess *proc, int sig);
+
+/* Frees the handle. A child still running is SIGKILLed and reaped first
+ * (blocking, bounded by the kernel's kill latency): no zombie, no orphan. */
+void nf_process_free(NfProcess *proc);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfProcess, nf_process_free)
+
+/* Describes a wait status for people: "exited with status 1",
+ * "killed by signal 9 (Killed)". */
+char *nf_process_describe_status(int wait_status);

@@ -1,0 +1,33 @@
+/*
+ * qemu-argv.h: the qemu command line of one guest, built as an array (never
+ * through a shell) from plain data, so it can be unit-tested for every
+ * accelerator without starting anything.
+ */
+#pragma once
+#include <glib.h>
+#include "supervisor/config.h"
+
+/* The fd numbers the child sees (the spawner maps ours onto these). */
+#define NF_QEMU_FD_QMP 3        /* private QMP: one end of a socketpair */
+#define NF_QEMU_FD_QMP_PUBLIC 4 /* listening unix socket for other QMP clients */
+#define NF_QEMU_FD_SERIAL 5     /* the serial console: one end of a socketpair */
+
+typedef struct {
+  const char *qemu;        /* binary */
+  NfAccel accel;           /* resolved: KVM, TCG or HVF */
+  guint64 memory_mib;
+  const char *kernel;
+  const char *initrd;
+  const char *append;      /* extra kernel command line, may be NULL */
+  const char *guest_name;  /* e.g. "vm-0003" */
+  const char *serial;      /* identity, e.g. "NF-000003" */
+  const char *pidfile;     /* qemu writes its pid there */
+  gboolean public_qmp;     /* pass NF_QEMU_FD_QMP_PUBLIC as a second monitor */
+  char *const *extra;      /* appended verbatim, may be NULL */
+} NfQemuSpec;
+
+/* Returns a NULL-terminated argv (free with g_strfreev). Pure. */
+char **nf_qemu_argv_build(const NfQemuSpec *spec);
+
+/* The argv as one line a person can paste into a shell (quoted). */
+char *nf_qemu_argv_to_string(char *const *argv);

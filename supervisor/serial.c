@@ -1,0 +1,146 @@
+/*
+ * serial.c: console stream capture, ring buffer and ready-marker scan (see
+ * serial.h for why the supervisor reads every byte).
+ */
+#include "supervisor/serial.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+#include <glib-unix.h>
+
+struct NfSerial {
+  int fd;
+  int log_fd;
+  guint watch_id;
+  char *marker;
+  NfSerialCallbacks cb;
+  gpointer user_data;
+  /* ring of recent output: `ring_len` valid bytes ending before `ring_pos` */
+  char ring[NF_SERIAL_RING_SIZE];
+  gsize ring_pos;
+  gsize ring_len;
+  /* current line for the scanner */
+  char line[NF_SERIAL_LINE_MAX + 1];
+  gsize line_len;
+  gboolean line_cut;
+};
+
+static gboolean read_cb(int fd, GIOCondition cond, gpointer data);
+static void ring_append(NfSerial *s, const char *data, gsize len);
+static void scan(NfSerial *s, const char *data, gsize len);
+static void finish_line(NfSerial *s);
+
+NfSerial *nf_serial_new(int fd, const char *log_path, const char *marker,
+                        const NfSerialCallbacks *callbacks, gpointer user_data, GError **error)
+{
+  int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) {
+    int e = errno;
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e),
+                "cannot open console log %s: %s", log_path, g_strerror(e));
+    close(fd);
+    return NULL;
+  }
+  NfSerial *s = g_new0(NfSerial, 1);
+  s->fd = fd;
+  s->log_fd = log_fd;
+  s->marker = g_strdup(marker);
+  s->cb = *callbacks;
+  s->user_data = user_data;
+  g_unix_set_fd_nonblocking(fd, TRUE, NULL);
+  s->watch_id = g_unix_fd_add(fd, G_IO_IN | G_IO_HUP | G_IO_ERR, read_cb, s);
+  return s;
+}
+
+static void ring_append(NfSerial *s, const char *data, gsize len)
+{
+  if (len >= NF_SERIAL_RING_SIZE) {
+    data += len - NF_SERIAL_RING_SIZE;
+    len = NF_SERIAL_RING_SIZE;
+  }
+  gsize first = MIN(len, NF_SERIAL_RING_SIZE - s->ring_pos);
+  memcpy(s->ring + s->ring_pos, data, first);
+  memcpy(s->ring, data + first, len - first);
+  s->ring_pos = (s->ring_pos + len) % NF_SERIAL_RING_SIZE;
+  s->ring_len = MIN(s->ring_len + len, NF_SERIAL_RING_SIZE);
+}
+
+static void finish_line(NfSerial *s)
+{
+  s->line[s->line_len] = '\0';
+  if (s->line_len && s->line[s->line_len - 1] == '\r')
+    s->line[s->line_len - 1] = '\0';
+  /* A cut line's head may still hold the marker; its tail is gone either way. */
+  if (s->marker && s->cb.marker && strstr(s->line, s->marker))
+    s->cb.marker(s, s->line, s->user_data);
+  s->line_len = 0;
+  s->line_cut = FALSE;
+}
+
+static void scan(NfSerial *s, const char *data, gsize len)
+{
+  for (gsize i = 0; i < len; i++) {
+    if (data[i] == '\n') {
+      finish_line(s);
+    } else if (s->line_len < NF_SERIAL_LINE_MAX) {
+      s->line[s->line_len++] = data[i] ? data[i] : ' ';
+    } else {
+      s->line_cut = TRUE;
+    }
+  }
+}
+
+static gboolean read_cb(int fd, GIOCondition cond, gpointer data)
+{
+  NfSerial *s = data;
+  char buf[4096];
+  ssize_t n = read(fd, buf, sizeof(buf));
+  if (n > 0) {
+    /* A full disk must not stall the guest: the log is best effort. */
+    if (write(s->log_fd, buf, (size_t)n) < 0) {
+    }
+    ring_append(s, buf, (gsize)n);
+    scan(s, buf, (gsize)n);
+    return G_SOURCE_CONTINUE;
+  }
+  if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    return G_SOURCE_CONTINUE;
+  s->watch_id = 0;
+  if (s->cb.eof)
+    s->cb.eof(s, s->user_data);
+  return G_SOURCE_REMOVE;
+}
+
+char *nf_serial_tail(NfSerial *s, gsize max)
+{
+  gsize n = MIN(max, s->ring_len);
+  char *out = g_malloc(n + 1);
+  gsize start = (s->ring_pos + NF_SERIAL_RING_SIZE - n) % NF_SERIAL_RING_SIZE;
+  gsize first = MIN(n, NF_SERIAL_RING_SIZE - start);
+  memcpy(out, s->ring + start, first);
+  memcpy(out + first, s->ring, n - first);
+  out[n] = '\0';
+  return out;
+}
+
+gssize nf_serial_write(NfSerial *s, const char *data, gsize len)
+{
+  ssize_t n = write(s->fd, data, len);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    return 0;
+  return n;
+}
+
+void nf_serial_free(NfSerial *s)
+{
+  if (s == NULL)
+    return;
+  if (s->watch_id)
+    g_source_remove(s->watch_id);
+  close(s->fd);
+  close(s->log_fd);
+  g_free(s->marker);
+  g_free(s);
+}

@@ -1,0 +1,40 @@
+/*
+ * serial.h: one guest's serial console as seen by the supervisor.
+ *
+ * The supervisor must read every guest's UART stream at all times, or the
+ * guest stalls when qemu's buffer fills. What it reads goes to the guest's
+ * console log file, into a small ring of recent output (replayed to a person
+ * who attaches, and quoted when a guest fails), and through a line scanner
+ * that spots the ready marker. Memory per guest stays bounded: a partial line
+ * longer than the scanner's buffer is cut, the ring never grows.
+ */
+#pragma once
+#include <glib.h>
+
+#define NF_SERIAL_RING_SIZE 8192
+#define NF_SERIAL_LINE_MAX 512
+
+typedef struct NfSerial NfSerial;
+
+typedef struct {
+  /* A console line containing the marker; `line` is borrowed, without "\r\n". */
+  void (*marker)(NfSerial *serial, const char *line, gpointer user_data);
+  /* The stream ended (qemu closed it or died). Called once. */
+  void (*eof)(NfSerial *serial, gpointer user_data);
+} NfSerialCallbacks;
+
+/* Takes ownership of `fd`. Appends to `log_path` (created 0644). Fails only
+ * when the log cannot be opened; the error names the file. */
+NfSerial *nf_serial_new(int fd, const char *log_path, const char *marker,
+                        const NfSerialCallbacks *callbacks, gpointer user_data, GError **error);
+
+/* Up to `max` most recent bytes of output, as a string (never NULL). */
+char *nf_serial_tail(NfSerial *serial, gsize max);
+
+/* Writes input for the guest (console). Best effort: drops what the socket
+ * cannot take right now rather than blocking the loop; returns bytes taken. */
+gssize nf_serial_write(NfSerial *serial, const char *data, gsize len);
+
+/* Stops reading and closes the fd and log. */
+void nf_serial_free(NfSerial *serial);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfSerial, nf_serial_free)
