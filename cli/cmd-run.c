@@ -5,6 +5,7 @@
  * orderly stop (a second Ctrl-C kills at once).
  */
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 #include <glib-unix.h>
 
@@ -123,6 +124,11 @@ static gboolean parse_run_options(int *argc, char ***argv, NfFleetConfig *cfg,
   if (!g_option_context_parse(ctx, argc, argv, error))
     return FALSE;
 
+  /* GOption leaves a "--" separator in place; it only ends the options. */
+  if (*argc >= 2 && g_strcmp0((*argv)[1], "--") == 0) {
+    memmove(*argv + 1, *argv + 2, sizeof(char *) * (gsize)(*argc - 1));
+    (*argc)--;
+  }
   if (*argc != 2) {
     g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                 *argc < 2 ? "missing the guest count N (e.g. `nervesfleet run 4`)"

@@ -146,8 +146,10 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
                 config->memory_mib);
     return NULL;
   }
-  if (!nf_identity_validate_serial_format(config->serial_format, error))
+  if (!nf_identity_validate_serial_format(config->serial_format, error)) {
+    g_prefix_error(error, "--serial-format: ");
     return NULL;
+  }
 
   fleet->env.qemu_path = g_find_program_in_path(config->qemu);
   if (fleet->env.qemu_path == NULL) {

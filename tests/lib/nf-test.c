@@ -10,10 +10,17 @@
 #include <string.h>
 #include <unistd.h>
 #include <glib/gstdio.h>
+#include <gio/gio.h>
+#include <glib-unix.h>
+#include <sys/syscall.h>
 
 static gboolean cmdline_contains(const char *pid, const char *needle);
 static gboolean timeout_cb(gpointer data);
 static char *guest_file(const char *name);
+static gboolean output_seen(gpointer data);
+static gboolean proc_done(gpointer data);
+static gboolean pidfd_gone_cb(int fd, GIOCondition cond, gpointer data);
+static gboolean pids_gone(gpointer data);
 
 char *nf_test_tmpdir_new(void)
 {
@@ -122,4 +129,197 @@ const char *nf_test_bin(void)
     g_error("NF_BIN (%s) is not an executable: run the tests with `make check`",
             bin ? bin : "unset");
   return bin;
+}
+
+struct NfTestProc {
+  GSubprocess *proc;
+  GString *out;
+  gboolean eof;
+  gboolean exited;
+  GCancellable *cancel;
+};
+
+static void read_cb(GObject *src, GAsyncResult *res, gpointer data);
+static void wait_cb(GObject *src, GAsyncResult *res, gpointer data);
+static void start_read(NfTestProc *p);
+
+static void start_read(NfTestProc *p)
+{
+  GInputStream *in = g_subprocess_get_stdout_pipe(p->proc);
+  g_input_stream_read_bytes_async(in, 65536, G_PRIORITY_DEFAULT, p->cancel, read_cb, p);
+}
+
+static void read_cb(GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GBytes) bytes = g_input_stream_read_bytes_finish(G_INPUT_STREAM(src), res, &error);
+  if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return;
+  NfTestProc *p = data;
+  if (bytes == NULL || g_bytes_get_size(bytes) == 0) {
+    p->eof = TRUE;
+    return;
+  }
+  gsize n;
+  const char *d = g_bytes_get_data(bytes, &n);
+  g_string_append_len(p->out, d, (gssize)n);
+  start_read(p);
+}
+
+static void wait_cb(GObject *src, GAsyncResult *res, gpointer data)
+{
+  g_autoptr(GError) error = NULL;
+  g_subprocess_wait_finish(G_SUBPROCESS(src), res, &error);
+  if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return;
+  ((NfTestProc *)data)->exited = TRUE;
+}
+
+NfTestProc *nf_test_proc_spawn(const char *tmpdir, const char *const *args)
+{
+  g_autoptr(GSubprocessLauncher) l =
+      g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_MERGE);
+  g_autofree char *run = g_build_filename(tmpdir, "run", NULL);
+  g_autofree char *state = g_build_filename(tmpdir, "state", NULL);
+  g_autofree char *cache = g_build_filename(tmpdir, "cache", NULL);
+  const char *guest = g_getenv("NF_GUEST_DIR");
+  g_mkdir_with_parents(run, 0700);
+  g_subprocess_launcher_setenv(l, "XDG_RUNTIME_DIR", run, TRUE);
+  g_subprocess_launcher_setenv(l, "XDG_STATE_HOME", state, TRUE);
+  g_subprocess_launcher_setenv(l, "XDG_CACHE_HOME", cache, TRUE);
+  if (guest)
+    g_subprocess_launcher_setenv(l, "NERVESFLEET_GUEST_DIR", guest, TRUE);
+
+  g_autoptr(GPtrArray) argv = g_ptr_array_new();
+  g_ptr_array_add(argv, (gpointer)nf_test_bin());
+  for (const char *const *a = args; *a; a++)
+    g_ptr_array_add(argv, (gpointer)*a);
+  g_ptr_array_add(argv, NULL);
+
+  g_autoptr(GError) error = NULL;
+  NfTestProc *p = g_new0(NfTestProc, 1);
+  p->out = g_string_new(NULL);
+  p->cancel = g_cancellable_new();
+  p->proc = g_subprocess_launcher_spawnv(l, (const char *const *)argv->pdata, &error);
+  g_assert_no_error(error);
+  start_read(p);
+  g_subprocess_wait_async(p->proc, p->cancel, wait_cb, p);
+  return p;
+}
+
+typedef struct {
+  NfTestProc *p;
+  const char *needle;
+} OutputWait;
+
+static gboolean output_seen(gpointer data)
+{
+  OutputWait *w = data;
+  return strstr(w->p->out->str, w->needle) != NULL || (w->p->exited && w->p->eof);
+}
+
+gboolean nf_test_proc_wait_output(NfTestProc *p, const char *needle, guint timeout_ms)
+{
+  OutputWait w = {p, needle};
+  nf_test_wait_for(output_seen, &w, timeout_ms);
+  return strstr(p->out->str, needle) != NULL;
+}
+
+static gboolean proc_done(gpointer data)
+{
+  NfTestProc *p = data;
+  return p->exited && p->eof;
+}
+
+int nf_test_proc_wait_exit(NfTestProc *p, guint timeout_ms)
+{
+  if (!nf_test_wait_for(proc_done, p, timeout_ms))
+    return -1;
+  if (g_subprocess_get_if_signaled(p->proc))
+    return 128 + g_subprocess_get_term_sig(p->proc);
+  return g_subprocess_get_exit_status(p->proc);
+}
+
+const char *nf_test_proc_output(NfTestProc *p)
+{
+  return p->out->str;
+}
+
+void nf_test_proc_signal(NfTestProc *p, int sig)
+{
+  if (!p->exited)
+    g_subprocess_send_signal(p->proc, sig);
+}
+
+GPid nf_test_proc_pid(NfTestProc *p)
+{
+  const char *id = g_subprocess_get_identifier(p->proc);
+  return id ? (GPid)atoi(id) : 0;
+}
+
+void nf_test_proc_free(NfTestProc *p)
+{
+  if (p == NULL)
+    return;
+  if (!p->exited) {
+    g_subprocess_force_exit(p->proc);
+    nf_test_wait_for(proc_done, p, 10000);
+  }
+  g_cancellable_cancel(p->cancel);
+  /* Let the cancelled callbacks run before their data goes away. */
+  while (g_main_context_iteration(NULL, FALSE))
+    ;
+  g_object_unref(p->proc);
+  g_object_unref(p->cancel);
+  g_string_free(p->out, TRUE);
+  g_free(p);
+}
+
+int nf_test_run_cli(const char *tmpdir, const char *const *args, guint timeout_ms,
+                    char **output)
+{
+  g_autoptr(NfTestProc) p = nf_test_proc_spawn(tmpdir, args);
+  int status = nf_test_proc_wait_exit(p, timeout_ms);
+  if (output)
+    *output = g_strdup(p->out->str);
+  return status;
+}
+
+typedef struct {
+  guint left;
+} PidsWait;
+
+static gboolean pidfd_gone_cb(int fd, GIOCondition cond, gpointer data)
+{
+  ((PidsWait *)data)->left--;
+  return G_SOURCE_REMOVE;
+}
+
+static gboolean pids_gone(gpointer data)
+{
+  return ((PidsWait *)data)->left == 0;
+}
+
+gboolean nf_test_wait_pids_gone(GArray *pids, guint timeout_ms)
+{
+  PidsWait w = {0};
+  g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+  g_autoptr(GArray) ids = g_array_new(FALSE, FALSE, sizeof(guint));
+  for (guint i = 0; i < pids->len; i++) {
+    int fd = (int)syscall(SYS_pidfd_open, g_array_index(pids, GPid, i), 0);
+    if (fd < 0)
+      continue; /* already gone */
+    guint id = g_unix_fd_add(fd, G_IO_IN, pidfd_gone_cb, &w);
+    w.left++;
+    g_array_append_val(fds, fd);
+    g_array_append_val(ids, id);
+  }
+  gboolean ok = nf_test_wait_for(pids_gone, &w, timeout_ms);
+  for (guint i = 0; i < fds->len; i++) {
+    GSource *s = g_main_context_find_source_by_id(NULL, g_array_index(ids, guint, i));
+    if (s)
+      g_source_destroy(s);
+    close(g_array_index(fds, int, i));
+  }
+  return ok;
 }

@@ -34,3 +34,28 @@ char *nf_test_guest_initrd(void);
 
 /* The nervesfleet binary under test (NF_BIN). */
 const char *nf_test_bin(void);
+
+/* A nervesfleet process under test. Its environment points XDG_RUNTIME_DIR,
+ * XDG_STATE_HOME and XDG_CACHE_HOME into `tmpdir` (so everything it makes
+ * lives there) and NERVESFLEET_GUEST_DIR at the built guest. stdout and
+ * stderr are collected (merged) as they arrive. */
+typedef struct NfTestProc NfTestProc;
+NfTestProc *nf_test_proc_spawn(const char *tmpdir, const char *const *args);
+/* Waits until the output contains `needle`; FALSE on timeout or exit first. */
+gboolean nf_test_proc_wait_output(NfTestProc *p, const char *needle, guint timeout_ms);
+/* Waits for exit; returns the exit status (128+signal when killed), or -1 on timeout. */
+int nf_test_proc_wait_exit(NfTestProc *p, guint timeout_ms);
+const char *nf_test_proc_output(NfTestProc *p);
+void nf_test_proc_signal(NfTestProc *p, int sig);
+GPid nf_test_proc_pid(NfTestProc *p);
+/* Kills it if still running and frees. */
+void nf_test_proc_free(NfTestProc *p);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfTestProc, nf_test_proc_free)
+
+/* Runs nervesfleet to completion (timeout_ms); returns the exit status and
+ * the merged output in *output. */
+int nf_test_run_cli(const char *tmpdir, const char *const *args, guint timeout_ms,
+                    char **output);
+
+/* Waits (on pidfds, no polling) until every pid in `pids` has exited. */
+gboolean nf_test_wait_pids_gone(GArray *pids, guint timeout_ms);

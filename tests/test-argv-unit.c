@@ -1,0 +1,182 @@
+/*
+ * test-argv-unit.c: the qemu command line and accelerator choice, for every
+ * host kind, without starting anything. Guards the KVM path that this x86
+ * machine cannot run: detection, argv, and the errors for impossible asks.
+ */
+#include <string.h>
+
+#include "cli/parse.h"
+#include "supervisor/accel.h"
+#include "supervisor/paths.h"
+#include "supervisor/qemu-argv.h"
+
+static NfHostInfo host(const char *os, const char *machine, gboolean kvm, guint cores)
+{
+  NfHostInfo h = {.kvm_usable = kvm, .cores = cores};
+  g_strlcpy(h.os, os, sizeof(h.os));
+  g_strlcpy(h.machine, machine, sizeof(h.machine));
+  if (!kvm)
+    g_strlcpy(h.kvm_problem, "/dev/kvm: No such file or directory", sizeof(h.kvm_problem));
+  return h;
+}
+
+/* Index of `a` followed by `b` in argv, or -1. */
+static int find_pair(char **argv, const char *a, const char *b)
+{
+  for (int i = 0; argv[i] && argv[i + 1]; i++)
+    if (strcmp(argv[i], a) == 0 && (b == NULL || strcmp(argv[i + 1], b) == 0))
+      return i;
+  return -1;
+}
+
+static char **build(NfAccel accel)
+{
+  char *extra[] = {"-netdev", "user,id=n0", NULL};
+  NfQemuSpec spec = {.qemu = "/usr/bin/qemu-system-aarch64",
+                     .accel = accel,
+                     .memory_mib = 96,
+                     .kernel = "/g/vmlinuz",
+                     .initrd = "/g/initrd.gz",
+                     .append = "nf.fault=panic",
+                     .guest_name = "vm-0007",
+                     .serial = "NF-000007",
+                     .pidfile = "/run/x/vm-0007.pid",
+                     .public_qmp = TRUE,
+                     .extra = extra};
+  return nf_qemu_argv_build(&spec);
+}
+
+static void test_argv_tcg(void)
+{
+  g_auto(GStrv) argv = build(NF_ACCEL_TCG);
+  g_assert_cmpstr(argv[0], ==, "/usr/bin/qemu-system-aarch64");
+  g_assert_cmpint(find_pair(argv, "-accel", "tcg,tb-size=32"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-cpu", "cortex-a53"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-cpu", "host"), ==, -1);
+  g_assert_cmpint(find_pair(argv, "-m", "96M"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-kernel", "/g/vmlinuz"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-initrd", "/g/initrd.gz"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-append", "console=ttyAMA0 quiet panic=-1 cma=0 nf.fault=panic"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-device", "i6300esb"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-fw_cfg", "name=opt/nervesfleet/serial,string=NF-000007"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-chardev", "socket,id=qmp0,fd=3"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-chardev", "socket,id=qmp1,fd=4,server=on,wait=off"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-chardev", "socket,id=ser0,fd=5"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-serial", "chardev:ser0"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-pidfile", "/run/x/vm-0007.pid"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-no-reboot", NULL), >, 0);
+  /* User extras come last, so they can add to what we set. */
+  guint n = g_strv_length(argv);
+  g_assert_cmpstr(argv[n - 2], ==, "-netdev");
+  g_assert_cmpstr(argv[n - 1], ==, "user,id=n0");
+}
+
+static void test_argv_kvm_and_hvf(void)
+{
+  g_auto(GStrv) kvm = build(NF_ACCEL_KVM);
+  g_assert_cmpint(find_pair(kvm, "-accel", "kvm"), >, 0);
+  g_assert_cmpint(find_pair(kvm, "-cpu", "host"), >, 0);
+  g_assert_cmpint(find_pair(kvm, "-cpu", "cortex-a53"), ==, -1);
+  g_auto(GStrv) hvf = build(NF_ACCEL_HVF);
+  g_assert_cmpint(find_pair(hvf, "-accel", "hvf"), >, 0);
+  g_assert_cmpint(find_pair(hvf, "-cpu", "host"), >, 0);
+}
+
+static void test_argv_to_string_quotes(void)
+{
+  char *argv[] = {"qemu", "-append", "console=ttyAMA0 quiet", "-name", "guest=vm-1", NULL};
+  g_autofree char *s = nf_qemu_argv_to_string(argv);
+  g_assert_cmpstr(s, ==, "qemu -append 'console=ttyAMA0 quiet' -name guest=vm-1");
+}
+
+static void test_accel_resolve(void)
+{
+  NfAccel r;
+  g_autoptr(GError) error = NULL;
+  NfHostInfo arm_kvm = host("Linux", "aarch64", TRUE, 8);
+  NfHostInfo arm_nokvm = host("Linux", "aarch64", FALSE, 8);
+  NfHostInfo x86 = host("Linux", "x86_64", TRUE, 2);
+  NfHostInfo mac = host("Darwin", "aarch64", FALSE, 8);
+
+  g_assert_true(nf_accel_resolve(NF_ACCEL_AUTO, &arm_kvm, &r, &error));
+  g_assert_cmpint(r, ==, NF_ACCEL_KVM);
+  g_assert_true(nf_accel_resolve(NF_ACCEL_AUTO, &arm_nokvm, &r, &error));
+  g_assert_cmpint(r, ==, NF_ACCEL_TCG);
+  /* /dev/kvm on x86 runs x86 guests only. */
+  g_assert_true(nf_accel_resolve(NF_ACCEL_AUTO, &x86, &r, &error));
+  g_assert_cmpint(r, ==, NF_ACCEL_TCG);
+  g_assert_true(nf_accel_resolve(NF_ACCEL_TCG, &arm_kvm, &r, &error));
+  g_assert_cmpint(r, ==, NF_ACCEL_TCG);
+  g_assert_true(nf_accel_resolve(NF_ACCEL_HVF, &mac, &r, &error));
+  g_assert_cmpint(r, ==, NF_ACCEL_HVF);
+  g_assert_no_error(error);
+
+  g_assert_false(nf_accel_resolve(NF_ACCEL_KVM, &x86, &r, &error));
+  g_assert_error(error, NF_ACCEL_ERROR, NF_ACCEL_ERROR_UNAVAILABLE);
+  g_assert_nonnull(strstr(error->message, "x86_64"));
+  g_assert_nonnull(strstr(error->message, "--accel tcg"));
+  g_clear_error(&error);
+  g_assert_false(nf_accel_resolve(NF_ACCEL_KVM, &arm_nokvm, &r, &error));
+  g_assert_nonnull(strstr(error->message, "/dev/kvm: No such file"));
+  g_clear_error(&error);
+  g_assert_false(nf_accel_resolve(NF_ACCEL_HVF, &arm_kvm, &r, &error));
+  g_assert_nonnull(strstr(error->message, "macOS"));
+  g_clear_error(&error);
+
+  g_assert_cmpuint(nf_accel_default_batch(NF_ACCEL_TCG, &x86), ==, 2);
+  g_assert_cmpuint(nf_accel_default_batch(NF_ACCEL_KVM, &arm_kvm), ==, 32);
+  g_assert_true(nf_accel_parse("kvm", &r, NULL));
+  g_assert_cmpint(r, ==, NF_ACCEL_KVM);
+  g_assert_false(nf_accel_parse("KVM!", &r, &error));
+  g_assert_error(error, NF_ACCEL_ERROR, NF_ACCEL_ERROR_INVALID);
+}
+
+static void test_socket_path_limit(void)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *ok = g_strnfill(107, 'a');
+  g_autofree char *bad = g_strnfill(108, 'a');
+  g_assert_true(nf_paths_check_socket(ok, &error));
+  g_assert_false(nf_paths_check_socket(bad, &error));
+  g_assert_error(error, NF_PATHS_ERROR, NF_PATHS_ERROR_TOO_LONG);
+}
+
+static void test_parse_values(void)
+{
+  guint64 mib;
+  guint n, ms;
+  g_assert_true(nf_parse_size_mib("--memory", "128M", &mib, NULL));
+  g_assert_cmpuint(mib, ==, 128);
+  g_assert_true(nf_parse_size_mib("--memory", "1G", &mib, NULL));
+  g_assert_cmpuint(mib, ==, 1024);
+  g_assert_true(nf_parse_size_mib("--memory", "256", &mib, NULL));
+  g_assert_cmpuint(mib, ==, 256);
+  g_assert_true(nf_parse_size_mib("--memory", "131072KiB", &mib, NULL));
+  g_assert_cmpuint(mib, ==, 128);
+  g_assert_false(nf_parse_size_mib("--memory", "12Q", &mib, NULL));
+  g_assert_false(nf_parse_size_mib("--memory", "", &mib, NULL));
+  g_assert_false(nf_parse_size_mib("--memory", "-5M", &mib, NULL));
+  g_assert_false(nf_parse_size_mib("--memory", "99999999999999999999G", &mib, NULL));
+  g_assert_true(nf_parse_count("N", "12", 100, &n, NULL));
+  g_assert_cmpuint(n, ==, 12);
+  g_assert_false(nf_parse_count("N", "101", 100, &n, NULL));
+  g_assert_false(nf_parse_count("N", "+3", 100, &n, NULL));
+  g_assert_false(nf_parse_count("N", "3x", 100, &n, NULL));
+  g_assert_true(nf_parse_seconds_ms("--stop-timeout", "2.5", &ms, NULL));
+  g_assert_cmpuint(ms, ==, 2500);
+  g_assert_false(nf_parse_seconds_ms("--stop-timeout", "-1", &ms, NULL));
+  g_assert_false(nf_parse_seconds_ms("--stop-timeout", "nan", &ms, NULL));
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/argv/tcg", test_argv_tcg);
+  g_test_add_func("/argv/kvm-and-hvf", test_argv_kvm_and_hvf);
+  g_test_add_func("/argv/to-string-quotes", test_argv_to_string_quotes);
+  g_test_add_func("/accel/resolve", test_accel_resolve);
+  g_test_add_func("/paths/socket-limit", test_socket_path_limit);
+  g_test_add_func("/parse/values", test_parse_values);
+  return g_test_run();
+}

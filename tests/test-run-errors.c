@@ -1,0 +1,119 @@
+/*
+ * test-run-errors.c: bad input to `nervesfleet run`. Guards: every mistake
+ * gets one clear line naming the thing and the fix, a non-zero status, and
+ * nothing left running or lying around in the runtime dir.
+ */
+#include <string.h>
+#include <glib/gstdio.h>
+
+#include "tests/lib/nf-test.h"
+
+typedef struct {
+  const char *path;
+  const char *args[12];
+  int status;
+  const char *says;
+} Case;
+
+static const Case cases[] = {
+    {"/run-errors/no-count", {"run", NULL}, 2, "missing the guest count N"},
+    {"/run-errors/zero", {"run", "0", NULL}, 2, "guest count '0': expected a whole number"},
+    {"/run-errors/not-a-number", {"run", "abc", NULL}, 2, "guest count 'abc'"},
+    {"/run-errors/negative", {"run", "--", "-3", NULL}, 2, "guest count '-3'"},
+    {"/run-errors/two-counts", {"run", "2", "3", NULL}, 2, "too many arguments"},
+    {"/run-errors/unknown-flag", {"run", "2", "--frobnicate", NULL}, 2, "Unknown option --frobnicate"},
+    {"/run-errors/unknown-verb", {"runn", "2", NULL}, 2, "unknown verb 'runn'"},
+    {"/run-errors/bad-memory", {"run", "2", "--memory", "lots", NULL}, 2, "--memory 'lots': expected a size"},
+    {"/run-errors/bad-accel", {"run", "2", "--accel", "warp", NULL}, 2, "--accel: unknown accelerator 'warp'"},
+    {"/run-errors/bad-timeout", {"run", "2", "--stop-timeout", "soon", NULL}, 2, "--stop-timeout 'soon'"},
+    {"/run-errors/missing-qemu", {"run", "2", "--qemu", "/nonexistent/qemu-system-aarch64", NULL}, 1,
+     "/nonexistent/qemu-system-aarch64 not found; install it with `make deps`"},
+    {"/run-errors/missing-kernel", {"run", "2", "--kernel", "/nonexistent/vmlinuz", NULL}, 1,
+     "guest kernel /nonexistent/vmlinuz does not exist; build the default guest with `make guest`"},
+    {"/run-errors/bad-serial-format", {"run", "2", "--serial-format", "NF-%s", NULL}, 1, "--serial-format"},
+    {"/run-errors/bad-name", {"run", "2", "--name", "../escape", NULL}, 1, "--name '../escape'"},
+    {"/run-errors/small-memory", {"run", "2", "--memory", "4M", NULL}, 1, "too small"},
+};
+
+static void run_case(gconstpointer data)
+{
+  const Case *c = data;
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *out = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, c->args, 30000, &out), ==, c->status);
+  if (strstr(out, c->says) == NULL)
+    g_test_message("output was: %s", out);
+  g_assert_nonnull(strstr(out, c->says));
+  g_assert_nonnull(strstr(out, "nervesfleet: "));
+  nf_test_tmpdir_cleanup(tmp);
+}
+
+/* A state dir that cannot be made (a path through a regular file). */
+static void test_unwritable_state_dir(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *file = g_build_filename(tmp, "plainfile", NULL);
+  g_assert_true(g_file_set_contents(file, "x", 1, NULL));
+  g_autofree char *dir = g_build_filename(file, "state", NULL);
+  const char *args[] = {"run", "1", "--state-dir", dir, NULL};
+  g_autofree char *out = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, args, 30000, &out), ==, 1);
+  g_assert_nonnull(strstr(out, "cannot create directory"));
+  g_assert_nonnull(strstr(out, "--state-dir"));
+  nf_test_tmpdir_cleanup(tmp);
+}
+
+/* A runtime dir so deep that a guest socket would not fit in sun_path. */
+static void test_socket_path_too_long(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *deep = g_strdup_printf("%s/%0120d", tmp, 0);
+  const char *args[] = {"run", "1", "--runtime-dir", deep, NULL};
+  g_autofree char *out = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, args, 30000, &out), ==, 1);
+  g_assert_nonnull(strstr(out, "longer than the 107 a unix socket allows"));
+  g_assert_false(g_file_test(deep, G_FILE_TEST_EXISTS)); /* refused before creating */
+  nf_test_tmpdir_cleanup(tmp);
+}
+
+/* kvm cannot serve aarch64 guests on this x86_64 host. */
+static void test_kvm_refused_here(void)
+{
+  if (g_strcmp0(g_getenv("HOSTTYPE"), "aarch64") == 0) {
+    g_test_skip("aarch64 host");
+    return;
+  }
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  const char *args[] = {"run", "1", "--accel", "kvm", NULL};
+  g_autofree char *out = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, args, 30000, &out), ==, 1);
+  g_assert_nonnull(strstr(out, "--accel kvm:"));
+  g_assert_nonnull(strstr(out, "use --accel tcg"));
+  nf_test_tmpdir_cleanup(tmp);
+}
+
+/* Real qemu refusing its command line: its own words reach the user. */
+static void test_qemu_fails_at_start(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  const char *args[] = {"run", "3", "--name", "bad", "--qemu-arg=-no-such-option", NULL};
+  g_autofree char *out = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, args, 60000, &out), ==, 1);
+  g_assert_nonnull(strstr(out, "before it was up"));
+  g_assert_nonnull(strstr(out, "-no-such-option: invalid option"));
+  g_autofree char *rt = g_build_filename(tmp, "run", "nervesfleet", NULL);
+  g_assert_false(g_file_test(rt, G_FILE_TEST_EXISTS));
+  nf_test_tmpdir_cleanup(tmp);
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++)
+    g_test_add_data_func(cases[i].path, &cases[i], run_case);
+  g_test_add_func("/run-errors/unwritable-state-dir", test_unwritable_state_dir);
+  g_test_add_func("/run-errors/socket-path-too-long", test_socket_path_too_long);
+  g_test_add_func("/run-errors/kvm-refused-on-x86", test_kvm_refused_here);
+  g_test_add_func("/run-errors/qemu-fails-at-start", test_qemu_fails_at_start);
+  return g_test_run();
+}
