@@ -303,10 +303,21 @@ gboolean nf_overlay_record_base(const char *dir, const NfOverlayBase *base, GErr
 
 gboolean nf_overlay_check_base(const char *dir, const NfOverlayBase *base, GError **error)
 {
+  if (g_mkdir_with_parents(dir, 0700) < 0) {
+    int e = errno;
+    g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO,
+                "cannot create overlay directory %s: %s", dir, g_strerror(e));
+    return FALSE;
+  }
   g_autofree char *record = g_build_filename(dir, NF_OVERLAY_BASE_RECORD, NULL);
   g_autoptr(GError) local = NULL;
   g_autoptr(NfOverlayBaseId) old = nf_overlay_base_id_load(record, &local);
   if (!old && !g_error_matches(local, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
+    if (local->domain == G_FILE_ERROR) {
+      g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO,
+                  "cannot read the base identity record: %s", local->message);
+      return FALSE;
+    }
     g_propagate_error(error, g_steal_pointer(&local));
     return FALSE;
   }
