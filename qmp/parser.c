@@ -14,6 +14,15 @@
  * newline, so a line split into many small reads costs O(length), not
  * O(length^2). A line longer than NF_QMP_MAX_LINE is rejected as soon as it is
  * known to be too long, before it is fully buffered.
+ *
+ * Unsigned 64-bit integers: qemu prints uint64 values as such, and jansson's
+ * integers are int64, so jansson refuses anything above INT64_MAX. qemu 7.2
+ * does send those: balloon guest-stats report every stat the guest has not
+ * filled in yet as 18446744073709551615 (uint64 -1). Such a reply must not
+ * kill the connection, so on that one error the line is re-read with those
+ * integers wrapped to int64 (two's complement, losslessly: cast
+ * json_integer_value() to guint64 to get the value back; "no value" reads
+ * as -1). Only the failing line pays for this.
  */
 #include "qmp/qmp.h"
 
@@ -30,6 +39,8 @@ struct NfQmpParser {
 
 static gboolean nf_qmp_parser_line(NfQmpParser *parser, const char *line, gsize len,
                                    GError **error);
+static json_t *nf_qmp_parser_decode(const char *line, gsize len, json_error_t *jerr);
+static char *nf_qmp_wrap_uint64(const char *line, gsize len, gsize *out_len);
 static void nf_qmp_parser_tail_append(NfQmpParser *parser, const char *data, gsize len);
 static void nf_qmp_parser_tail_reset(NfQmpParser *parser);
 static gboolean nf_qmp_parser_fail(NfQmpParser *parser, GError **error, const char *fmt, ...)
@@ -122,7 +133,7 @@ static gboolean nf_qmp_parser_line(NfQmpParser *parser, const char *line, gsize 
     return TRUE; /* blank line: harmless, qemu never sends one but a human might */
 
   json_error_t jerr;
-  json_auto_t *msg = json_loadb(line, len, 0, &jerr);
+  json_auto_t *msg = nf_qmp_parser_decode(line, len, &jerr);
   if (msg == NULL)
     return nf_qmp_parser_fail(parser, error, "invalid JSON from QMP peer: %s (column %d)",
                               jerr.text, jerr.column);
@@ -130,6 +141,72 @@ static gboolean nf_qmp_parser_line(NfQmpParser *parser, const char *line, gsize 
     return nf_qmp_parser_fail(parser, error, "QMP message is not a JSON object");
   parser->on_message(msg, parser->user_data);
   return TRUE;
+}
+
+static json_t *nf_qmp_parser_decode(const char *line, gsize len, json_error_t *jerr)
+{
+  json_t *msg = json_loadb(line, len, 0, jerr);
+  if (msg != NULL || json_error_code(jerr) != json_error_numeric_overflow)
+    return msg;
+  gsize wrapped_len = 0;
+  g_autofree char *wrapped = nf_qmp_wrap_uint64(line, len, &wrapped_len);
+  if (wrapped == NULL)
+    return NULL; /* a real overflow (beyond uint64, or a huge real): keep jansson's error */
+  return json_loadb(wrapped, wrapped_len, 0, jerr);
+}
+
+/* Copies `line` with every integer literal in (INT64_MAX, UINT64_MAX]
+ * outside strings replaced by its int64 wrap-around. Returns NULL when there
+ * was nothing to replace. */
+static char *nf_qmp_wrap_uint64(const char *line, gsize len, gsize *out_len)
+{
+  g_autoptr(GString) out = g_string_sized_new(len + 16);
+  gboolean changed = FALSE;
+  gsize i = 0;
+  while (i < len) {
+    char c = line[i];
+    if (c == '"') {
+      gsize j = i + 1;
+      while (j < len && line[j] != '"')
+        j += line[j] == '\\' ? 2 : 1;
+      j = MIN(j + 1, len);
+      g_string_append_len(out, line + i, j - i);
+      i = j;
+      continue;
+    }
+    if (!g_ascii_isdigit(c) && c != '-') {
+      g_string_append_c(out, c);
+      i++;
+      continue;
+    }
+    /* A whole number token, so that fractions and exponents are never split. */
+    gsize j = i;
+    gboolean digits_only = TRUE;
+    while (j < len && (g_ascii_isdigit(line[j]) || memchr("+-.eE", line[j], 5) != NULL)) {
+      digits_only = digits_only && g_ascii_isdigit(line[j]);
+      j++;
+    }
+    guint64 v = 0;
+    gboolean fits = digits_only;
+    for (gsize k = i; k < j && fits; k++) {
+      guint d = line[k] - '0';
+      if (v > (G_MAXUINT64 - d) / 10)
+        fits = FALSE;
+      else
+        v = v * 10 + d;
+    }
+    if (fits && v > (guint64)G_MAXINT64) {
+      g_string_append_printf(out, "%" G_GINT64_FORMAT, (gint64)v);
+      changed = TRUE;
+    } else {
+      g_string_append_len(out, line + i, j - i);
+    }
+    i = j;
+  }
+  if (!changed)
+    return NULL;
+  *out_len = out->len;
+  return g_string_free(g_steal_pointer(&out), FALSE);
 }
 
 static void nf_qmp_parser_tail_append(NfQmpParser *parser, const char *data, gsize len)

@@ -400,6 +400,39 @@ static void test_parser_errors(void)
   assert_parser_rejects(nul, "NUL in string");
 }
 
+/* qemu prints uint64 values above INT64_MAX (guest-stats says "no value yet"
+ * with 18446744073709551615): they must arrive, wrapped to int64. */
+static void test_parser_uint64(void)
+{
+  g_autoptr(GPtrArray) seen = g_ptr_array_new_with_free_func(free);
+  g_autoptr(NfQmpParser) p = nf_qmp_parser_new(count_message_cb, seen);
+  const char *line =
+      "{\"return\": {\"stats\": {\"stat-swap-in\": 18446744073709551615, \"b\": "
+      "9223372036854775808, \"c\": 9223372036854775807, \"s\": \"18446744073709551615 "
+      "\\\" 18446744073709551615\", \"r\": 1.5e300, \"f\": 0.18446744073709551615, "
+      "\"n\": -5}, \"last-update\": 0}, \"id\": 3}\r\n";
+  g_autoptr(GError) error = NULL;
+  g_assert_true(nf_qmp_parser_feed(p, line, strlen(line), &error));
+  g_assert_no_error(error);
+  g_assert_cmpuint(seen->len, ==, 1);
+  json_auto_t *msg = json_loads(seen->pdata[0], 0, NULL);
+  json_t *st = json_object_get(json_object_get(msg, "return"), "stats");
+  g_assert_cmpint(json_integer_value(json_object_get(st, "stat-swap-in")), ==, -1);
+  g_assert_cmpuint((guint64)json_integer_value(json_object_get(st, "b")), ==,
+                   9223372036854775808ULL);
+  g_assert_cmpint(json_integer_value(json_object_get(st, "c")), ==, G_MAXINT64);
+  g_assert_cmpstr(json_string_value(json_object_get(st, "s")), ==,
+                  "18446744073709551615 \" 18446744073709551615");
+  g_assert_cmpfloat(json_real_value(json_object_get(st, "f")), >, 0.18);
+  g_assert_cmpint(json_integer_value(json_object_get(st, "n")), ==, -5);
+
+  /* Beyond uint64, or below int64: still a protocol error. */
+  const char *too_big[] = {"{\"a\": 18446744073709551616}\n", NULL};
+  assert_parser_rejects(too_big, "beyond uint64");
+  const char *too_small[] = {"{\"a\": -9223372036854775809}\n", NULL};
+  assert_parser_rejects(too_small, "below int64");
+}
+
 static void test_parser_oversize(void)
 {
   g_autoptr(GPtrArray) seen = g_ptr_array_new_with_free_func(free);
@@ -913,6 +946,7 @@ int main(int argc, char **argv)
   g_test_add_func("/qmp/parser/partial", test_parser_partial_kept);
   g_test_add_func("/qmp/parser/errors", test_parser_errors);
   g_test_add_func("/qmp/parser/oversize", test_parser_oversize);
+  g_test_add_func("/qmp/parser/uint64", test_parser_uint64);
 #define T(name, fn) g_test_add("/qmp/client/" name, Fixture, NULL, fixture_setup, fn, fixture_teardown)
   T("negotiate", test_negotiate);
   T("out-of-order", test_out_of_order);
