@@ -104,6 +104,7 @@ static void nf_qmp_flush(NfQmp *qmp, gboolean in_dispatch);
 static void nf_qmp_watch_out(NfQmp *qmp, gboolean on);
 static void nf_qmp_expire(NfQmp *qmp);
 static void nf_qmp_rearm(NfQmp *qmp);
+static gint nf_qmp_pending_cmp_deadline(gconstpointer a, gconstpointer b);
 static void nf_qmp_pending_remove(NfQmp *qmp, NfQmpPending *p);
 static void nf_qmp_pending_complete(NfQmp *qmp, NfQmpPending *p, const NfQmpReply *reply);
 static void nf_qmp_pending_free(NfQmpPending *p);
@@ -449,9 +450,10 @@ static void nf_qmp_watch_out(NfQmp *qmp, gboolean on)
                           G_IO_IN | G_IO_HUP | G_IO_ERR | (on ? G_IO_OUT : 0));
 }
 
-/* Fails every command whose deadline passed. They are all unlinked before the
- * first callback runs, so a callback closing the connection cannot make one
- * of them fail twice. */
+/* Fails every command whose deadline passed, earliest deadline first (a
+ * stalled loop can find several expired at once). They are all unlinked
+ * before the first callback runs, so a callback closing the connection cannot
+ * make one of them fail twice. */
 static void nf_qmp_expire(NfQmp *qmp)
 {
   gint64 now = g_get_monotonic_time();
@@ -459,7 +461,7 @@ static void nf_qmp_expire(NfQmp *qmp)
   if (armed < 0 || armed > now)
     return;
 
-  GQueue expired = G_QUEUE_INIT;
+  g_autoptr(GPtrArray) expired = g_ptr_array_new();
   for (GList *l = qmp->pending.head; l != NULL;) {
     NfQmpPending *p = l->data;
     l = l->next;
@@ -469,21 +471,30 @@ static void nf_qmp_expire(NfQmp *qmp)
     g_hash_table_remove(qmp->by_id, &p->id);
     if (p->line == NULL) /* it was sent: qemu may still answer it */
       g_hash_table_add(qmp->timed_out, g_memdup2(&p->id, sizeof(p->id)));
-    g_queue_push_tail_link(&expired, &p->link);
+    g_ptr_array_add(expired, p);
   }
   nf_qmp_rearm(qmp);
-  if (!g_queue_is_empty(&expired))
-    qmp->responsive = FALSE;
+  if (expired->len == 0)
+    return;
+  qmp->responsive = FALSE;
+  g_ptr_array_sort(expired, nf_qmp_pending_cmp_deadline);
 
-  NfQmpPending *p;
-  while ((p = g_queue_peek_head(&expired)) != NULL) {
-    g_queue_unlink(&expired, &p->link);
+  for (guint i = 0; i < expired->len; i++) {
+    NfQmpPending *p = expired->pdata[i];
     g_autoptr(GError) error =
         g_error_new(NF_QMP_ERROR, NF_QMP_ERROR_TIMEOUT, "QMP command '%s' timed out after %u ms",
                     p->command, p->timeout_ms);
     NfQmpReply reply = {.error = error};
     nf_qmp_pending_complete(qmp, p, &reply);
   }
+}
+
+static gint nf_qmp_pending_cmp_deadline(gconstpointer a, gconstpointer b)
+{
+  const NfQmpPending *pa = *(NfQmpPending *const *)a, *pb = *(NfQmpPending *const *)b;
+  if (pa->deadline_us != pb->deadline_us)
+    return pa->deadline_us < pb->deadline_us ? -1 : 1;
+  return pa->id < pb->id ? -1 : pa->id > pb->id;
 }
 
 static void nf_qmp_rearm(NfQmp *qmp)

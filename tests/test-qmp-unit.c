@@ -758,24 +758,54 @@ static void test_timeout(Fixture *f, gconstpointer data)
   result_clear(&fast);
 }
 
+typedef struct {
+  int seq;          /* 1-based firing order, 0 = not yet */
+  gint64 fired_at;  /* monotonic */
+  gint64 earliest;  /* issue time (before execute) + timeout */
+  gint64 latest;    /* issue time (after execute) + timeout */
+} Fire;
+
+static int fire_seq;
+
+static void order_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data)
+{
+  Fire *fire = data;
+  g_assert_error(reply->error, NF_QMP_ERROR, NF_QMP_ERROR_TIMEOUT);
+  g_assert_cmpint(fire->seq, ==, 0);
+  fire->seq = ++fire_seq;
+  fire->fired_at = g_get_monotonic_time();
+}
+
+static gboolean all_fired(gpointer data)
+{
+  return fire_seq == 3;
+}
+
 static void test_timeout_order(Fixture *f, gconstpointer data)
 {
   /* Deadlines issued out of order must still fire in deadline order: the
-   * single per-connection timer is re-armed for the earliest. */
+   * single per-connection timer is re-armed for the earliest, and a loop
+   * stalled past several deadlines fails them earliest first. The test
+   * measures each deadline's bounds itself, since a loaded box can stall
+   * between two nf_qmp_execute() calls long enough to reorder them. */
   peer_negotiate(f);
-  Result r[3] = {0};
-  exec(f, "c", 90, &r[2], ACT_NONE);
-  exec(f, "a", 20, &r[0], ACT_NONE);
-  exec(f, "b", 50, &r[1], ACT_NONE);
-  g_assert_true(nf_test_wait_for(result_done, &r[0], WAIT_MS));
-  g_assert_cmpint(r[1].calls + r[2].calls, ==, 0);
-  g_assert_true(nf_test_wait_for(result_done, &r[1], WAIT_MS));
-  g_assert_cmpint(r[2].calls, ==, 0);
-  g_assert_true(nf_test_wait_for(result_done, &r[2], WAIT_MS));
+  Fire fire[3] = {0};
+  const guint timeouts[3] = {90, 20, 50};
+  fire_seq = 0;
   for (int i = 0; i < 3; i++) {
-    g_assert_error(r[i].error, NF_QMP_ERROR, NF_QMP_ERROR_TIMEOUT);
-    result_clear(&r[i]);
+    gint64 before = g_get_monotonic_time();
+    nf_qmp_execute(f->qmp, "t", NULL, timeouts[i], order_cb, &fire[i]);
+    fire[i].earliest = before + timeouts[i] * 1000;
+    fire[i].latest = g_get_monotonic_time() + timeouts[i] * 1000;
   }
+  g_assert_true(nf_test_wait_for(all_fired, NULL, WAIT_MS));
+  for (int i = 0; i < 3; i++) {
+    g_assert_cmpint(fire[i].fired_at, >=, fire[i].earliest); /* never early */
+    for (int j = 0; j < 3; j++)
+      if (fire[i].seq < fire[j].seq) /* i fired first: its deadline can't be later */
+        g_assert_cmpint(fire[i].earliest, <=, fire[j].latest);
+  }
+  g_assert_false(nf_qmp_is_responsive(f->qmp));
 }
 
 static void test_timeout_before_greeting(Fixture *f, gconstpointer data)
