@@ -127,6 +127,7 @@ G_DEFINE_QUARK(nf-qmp-error-quark, nf_qmp_error)
 NfQmp *nf_qmp_new_from_fd(int fd, GMainContext *context, const NfQmpCallbacks *callbacks,
                           gpointer user_data)
 {
+  g_return_val_if_fail(fd >= 0, NULL);
   /* The fd may come from a socketpair whose other end went to qemu; make sure
    * ours is non-blocking and not inherited by the next child we spawn. */
   int fl = fcntl(fd, F_GETFL);

@@ -12,6 +12,19 @@
  *
  * Ownership: NfQmp is refcounted. Callbacks may drop the last reference of
  * the caller's own; the client holds a temporary reference while it dispatches.
+ * Dropping the last reference of a connection that is still open closes it
+ * first, exactly as nf_qmp_close() would (pending callbacks fail, closed runs
+ * with NULL), so every callback promise below holds even then; call
+ * nf_qmp_close() before freeing whatever user_data the callbacks use.
+ *
+ * Cost: one GSource per connection (the socket watch, whose ready time is the
+ * earliest command deadline), no thread, no timer per command, and no read
+ * buffer while no partial line is pending.
+ *
+ * Integers: qemu prints uint64 values, jansson holds int64. Values above
+ * INT64_MAX arrive wrapped to int64 (cast json_integer_value() to guint64);
+ * notably balloon guest-stats report a stat the guest never filled in as
+ * uint64 -1, which reads as -1.
  */
 #pragma once
 
@@ -57,7 +70,11 @@ typedef struct {
   void (*event)(NfQmp *qmp, const char *name, json_t *data, gint64 timestamp_us,
                 gpointer user_data);
   /* The connection ended. Called exactly once, after every pending command's
-   * callback has run with an error. `error` says why (NULL after nf_qmp_close()). */
+   * callback has run with an error. `error` says why (NULL after nf_qmp_close()):
+   * NF_QMP_ERROR_DISCONNECTED (EOF, reset), NF_QMP_ERROR_PROTOCOL (broken
+   * peer, or qmp_capabilities refused), NF_QMP_ERROR_TIMEOUT (qemu did not
+   * answer qmp_capabilities within the default timeout). No deadline applies
+   * to the greeting itself: commands queued meanwhile time out on their own. */
   void (*closed)(NfQmp *qmp, const GError *error, gpointer user_data);
 } NfQmpCallbacks;
 
@@ -84,12 +101,16 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfQmp, nf_qmp_unref)
  * reference. */
 void nf_qmp_close(NfQmp *qmp);
 
-/* Sends `command` with `args` (stolen; may be NULL). `timeout_ms` == 0 means
+/* Sends `command` with `args` (stolen; may be NULL) as {"execute", "arguments",
+ * "id"} with a per-connection integer id. `timeout_ms` == 0 means
  * the client's default (nf_qmp_set_default_timeout, 5000 ms initially).
  * `callback` (may be NULL) runs exactly once. On a closed connection the
  * callback runs from an idle source with NF_QMP_ERROR_DISCONNECTED. Commands
  * issued before negotiation finished are queued and sent after it. A timed-out
- * command marks the connection unresponsive until a later reply arrives. */
+ * command marks the connection unresponsive until a later reply arrives (a
+ * late reply to the timed-out command itself counts, and is otherwise
+ * dropped). The callback never runs inside this call. A command that cannot
+ * be encoded (invalid UTF-8) fails with NF_QMP_ERROR_COMMAND. */
 void nf_qmp_execute(NfQmp *qmp, const char *command, json_t *args, guint timeout_ms,
                     NfQmpReplyFunc callback, gpointer user_data);
 
