@@ -141,8 +141,7 @@ int main(int argc, char **argv)
     g_autofree char *label = chunks[i] ? g_strdup_printf("nf_qmp_parser, %zu B chunks", chunk)
                                        : g_strdup("nf_qmp_parser, one chunk");
     /* ratio: parser throughput over json_loadb's (1.00 = framing costs nothing). */
-    printf("%-28s %12.0f %9.1f %12.0f %7.2f\n", label, n / best, mb / best, n / base,
-           base / best);
+    printf("%-28s %12.0f %9.1f %12.0f %7.2f\n", label, n / best, mb / best, n / base, base / best);
   }
   return 0;
 }

@@ -87,8 +87,8 @@ struct NfQmp {
 /* A write queue larger than this is freed once drained rather than kept. */
 #define NF_QMP_OUT_KEEP_CAP (16 * 1024)
 
-static NfQmp *nf_qmp_new_internal(int fd, GMainContext *context,
-                                  const NfQmpCallbacks *callbacks, gpointer user_data);
+static NfQmp *nf_qmp_new_internal(int fd, GMainContext *context, const NfQmpCallbacks *callbacks,
+                                  gpointer user_data);
 static gboolean nf_qmp_source_dispatch_cb(GSource *source, GSourceFunc cb, gpointer data);
 static void nf_qmp_read(NfQmp *qmp);
 static void nf_qmp_message_cb(json_t *message, gpointer user_data);
@@ -96,9 +96,8 @@ static void nf_qmp_handle_greeting(NfQmp *qmp, json_t *message);
 static void nf_qmp_handle_event(NfQmp *qmp, json_t *message);
 static void nf_qmp_handle_reply(NfQmp *qmp, json_t *message);
 static void nf_qmp_caps_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer user_data);
-static gint64 nf_qmp_send_command(NfQmp *qmp, const char *command, json_t *args,
-                                  guint timeout_ms, NfQmpReplyFunc callback,
-                                  gpointer user_data, gboolean hold);
+static gint64 nf_qmp_send_command(NfQmp *qmp, const char *command, json_t *args, guint timeout_ms,
+                                  NfQmpReplyFunc callback, gpointer user_data, gboolean hold);
 static void nf_qmp_out_append(NfQmp *qmp, const char *data, gsize len);
 static void nf_qmp_flush(NfQmp *qmp, gboolean in_dispatch);
 static void nf_qmp_watch_out(NfQmp *qmp, gboolean on);
@@ -120,7 +119,7 @@ static GSourceFuncs nf_qmp_source_funcs = {
     .dispatch = nf_qmp_source_dispatch_cb,
 };
 
-G_DEFINE_QUARK(nf-qmp-error-quark, nf_qmp_error)
+G_DEFINE_QUARK(nf - qmp - error - quark, nf_qmp_error)
 
 /* --- construction and lifetime ------------------------------------------ */
 
@@ -139,9 +138,8 @@ NfQmp *nf_qmp_new_from_fd(int fd, GMainContext *context, const NfQmpCallbacks *c
   return nf_qmp_new_internal(fd, context, callbacks, user_data);
 }
 
-NfQmp *nf_qmp_connect_unix(const char *path, GMainContext *context,
-                           const NfQmpCallbacks *callbacks, gpointer user_data,
-                           GError **error)
+NfQmp *nf_qmp_connect_unix(const char *path, GMainContext *context, const NfQmpCallbacks *callbacks,
+                           gpointer user_data, GError **error)
 {
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
   if (strlen(path) > sizeof(addr.sun_path) - 1) {
@@ -167,15 +165,14 @@ NfQmp *nf_qmp_connect_unix(const char *path, GMainContext *context,
   if (r < 0 && errno != EINPROGRESS) {
     int e = errno;
     close(fd);
-    g_set_error(error, NF_QMP_ERROR, NF_QMP_ERROR_CONNECT, "connect(%s): %s", path,
-                g_strerror(e));
+    g_set_error(error, NF_QMP_ERROR, NF_QMP_ERROR_CONNECT, "connect(%s): %s", path, g_strerror(e));
     return NULL;
   }
   return nf_qmp_new_internal(fd, context, callbacks, user_data);
 }
 
-static NfQmp *nf_qmp_new_internal(int fd, GMainContext *context,
-                                  const NfQmpCallbacks *callbacks, gpointer user_data)
+static NfQmp *nf_qmp_new_internal(int fd, GMainContext *context, const NfQmpCallbacks *callbacks,
+                                  gpointer user_data)
 {
   NfQmp *qmp = g_new0(NfQmp, 1);
   qmp->refcount = 1;
@@ -304,9 +301,8 @@ void nf_qmp_execute(NfQmp *qmp, const char *command, json_t *args, guint timeout
 /* Registers a pending command and queues its line (or holds it back until
  * negotiation finishes). Returns its id, or -1 if it could not be encoded
  * (nothing registered; the caller reports). Steals `args`. */
-static gint64 nf_qmp_send_command(NfQmp *qmp, const char *command, json_t *args,
-                                  guint timeout_ms, NfQmpReplyFunc callback,
-                                  gpointer user_data, gboolean hold)
+static gint64 nf_qmp_send_command(NfQmp *qmp, const char *command, json_t *args, guint timeout_ms,
+                                  NfQmpReplyFunc callback, gpointer user_data, gboolean hold)
 {
   json_auto_t *owned_args = args;
   gint64 id = qmp->next_id;
@@ -372,8 +368,8 @@ static void nf_qmp_read(NfQmp *qmp)
     if (errno == EAGAIN || errno == EINTR)
       return;
     int e = errno;
-    nf_qmp_shutdown(qmp, g_error_new(NF_QMP_ERROR, NF_QMP_ERROR_DISCONNECTED,
-                                     "QMP read failed: %s", g_strerror(e)));
+    nf_qmp_shutdown(qmp, g_error_new(NF_QMP_ERROR, NF_QMP_ERROR_DISCONNECTED, "QMP read failed: %s",
+                                     g_strerror(e)));
     return;
   }
   if (n == 0) {
@@ -538,14 +534,12 @@ static void nf_qmp_handle_greeting(NfQmp *qmp, json_t *message)
   json_t *major = json_object_get(v, "major"), *minor = json_object_get(v, "minor"),
          *micro = json_object_get(v, "micro");
   if (json_is_integer(major) && json_is_integer(minor) && json_is_integer(micro))
-    qmp->version = g_strdup_printf("%" JSON_INTEGER_FORMAT ".%" JSON_INTEGER_FORMAT
-                                   ".%" JSON_INTEGER_FORMAT,
-                                   json_integer_value(major), json_integer_value(minor),
-                                   json_integer_value(micro));
+    qmp->version = g_strdup_printf(
+        "%" JSON_INTEGER_FORMAT ".%" JSON_INTEGER_FORMAT ".%" JSON_INTEGER_FORMAT,
+        json_integer_value(major), json_integer_value(minor), json_integer_value(micro));
 
   qmp->state = NF_QMP_STATE_NEGOTIATING;
-  qmp->caps_id = nf_qmp_send_command(qmp, "qmp_capabilities", NULL, 0, nf_qmp_caps_cb, NULL,
-                                     FALSE);
+  qmp->caps_id = nf_qmp_send_command(qmp, "qmp_capabilities", NULL, 0, nf_qmp_caps_cb, NULL, FALSE);
 }
 
 static void nf_qmp_caps_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer user_data)
@@ -621,8 +615,8 @@ static void nf_qmp_handle_reply(NfQmp *qmp, json_t *message)
   }
   const char *cls = json_string_value(json_object_get(err, "class"));
   const char *desc = json_string_value(json_object_get(err, "desc"));
-  g_autoptr(GError) error = g_error_new(NF_QMP_ERROR, NF_QMP_ERROR_COMMAND, "%s",
-                                        desc ? desc : "QMP command failed");
+  g_autoptr(GError) error =
+      g_error_new(NF_QMP_ERROR, NF_QMP_ERROR_COMMAND, "%s", desc ? desc : "QMP command failed");
   NfQmpReply reply = {.error = error, .err_class = cls ? cls : "GenericError"};
   nf_qmp_pending_complete(qmp, p, &reply);
 }
@@ -723,11 +717,10 @@ static void nf_qmp_shutdown(NfQmp *qmp, GError *error)
 
   GQueue doomed = qmp->pending;
   g_queue_init(&qmp->pending);
-  g_autoptr(GError) lost =
-      reason ? g_error_new(NF_QMP_ERROR, NF_QMP_ERROR_DISCONNECTED, "QMP connection lost: %s",
-                           reason->message)
-             : g_error_new_literal(NF_QMP_ERROR, NF_QMP_ERROR_DISCONNECTED,
-                                   "QMP connection closed");
+  g_autoptr(GError) lost = reason ? g_error_new(NF_QMP_ERROR, NF_QMP_ERROR_DISCONNECTED,
+                                                "QMP connection lost: %s", reason->message)
+                                  : g_error_new_literal(NF_QMP_ERROR, NF_QMP_ERROR_DISCONNECTED,
+                                                        "QMP connection closed");
   NfQmpPending *p;
   while ((p = g_queue_peek_head(&doomed)) != NULL) {
     g_queue_unlink(&doomed, &p->link);

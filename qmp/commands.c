@@ -45,8 +45,7 @@ void nf_qmp_cont(NfQmp *qmp, guint timeout_ms, NfQmpReplyFunc cb, gpointer ud)
 /* Asks for a new guest memory size in bytes. The reply only acknowledges the
  * request; the guest gets there later, reported by BALLOON_CHANGE events
  * ("actual") and query-balloon. */
-void nf_qmp_balloon(NfQmp *qmp, guint64 bytes, guint timeout_ms, NfQmpReplyFunc cb,
-                    gpointer ud)
+void nf_qmp_balloon(NfQmp *qmp, guint64 bytes, guint timeout_ms, NfQmpReplyFunc cb, gpointer ud)
 {
   nf_qmp_execute(qmp, "balloon", json_pack("{s:I}", "value", (json_int_t)bytes), timeout_ms, cb,
                  ud);

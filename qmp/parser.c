@@ -31,7 +31,7 @@
 struct NfQmpParser {
   NfQmpMessageFunc on_message;
   gpointer user_data;
-  char *tail;     /* incomplete line carried over from earlier feeds, or NULL */
+  char *tail; /* incomplete line carried over from earlier feeds, or NULL */
   gsize tail_len;
   gsize tail_cap;
   gboolean broken; /* a protocol error happened; refuse further input */
@@ -81,8 +81,7 @@ gboolean nf_qmp_parser_feed(NfQmpParser *parser, const char *data, gsize len, GE
     const char *nl = memchr(p, '\n', len);
     if (nl == NULL) {
       if (parser->tail_len + len > NF_QMP_MAX_LINE)
-        return nf_qmp_parser_fail(parser, error, "QMP line longer than %d bytes",
-                                  NF_QMP_MAX_LINE);
+        return nf_qmp_parser_fail(parser, error, "QMP line longer than %d bytes", NF_QMP_MAX_LINE);
       nf_qmp_parser_tail_append(parser, p, len);
       return TRUE;
     }
@@ -120,8 +119,7 @@ gboolean nf_qmp_parser_feed(NfQmpParser *parser, const char *data, gsize len, GE
 }
 
 /* Decodes one line (without its '\n') and delivers it. */
-static gboolean nf_qmp_parser_line(NfQmpParser *parser, const char *line, gsize len,
-                                   GError **error)
+static gboolean nf_qmp_parser_line(NfQmpParser *parser, const char *line, gsize len, GError **error)
 {
   gsize i;
   for (i = 0; i < len; i++) {

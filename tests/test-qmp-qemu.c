@@ -88,30 +88,43 @@ static void vm_start(Vm *vm)
   g_autofree char *qmp_chardev = g_strdup_printf("socket,id=mon0,fd=%d", QMP_FD);
   g_autofree char *ser_chardev = g_strdup_printf("socket,id=ser0,fd=%d", SERIAL_FD);
   const char *argv[] = {"qemu-system-aarch64",
-                        "-M", "virt",
-                        "-accel", "tcg",
-                        "-cpu", "cortex-a53",
-                        "-m", "128",
-                        "-display", "none",
+                        "-M",
+                        "virt",
+                        "-accel",
+                        "tcg",
+                        "-cpu",
+                        "cortex-a53",
+                        "-m",
+                        "128",
+                        "-display",
+                        "none",
                         "-no-reboot",
                         "-nodefaults",
-                        "-kernel", kernel,
-                        "-initrd", initrd,
-                        "-append", "console=ttyAMA0 quiet panic=-1 cma=0",
-                        "-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on",
-                        "-chardev", qmp_chardev,
-                        "-mon", "chardev=mon0,mode=control",
-                        "-chardev", ser_chardev,
-                        "-serial", "chardev:ser0",
-                        "-pidfile", pidfile,
+                        "-kernel",
+                        kernel,
+                        "-initrd",
+                        initrd,
+                        "-append",
+                        "console=ttyAMA0 quiet panic=-1 cma=0",
+                        "-device",
+                        "virtio-balloon-pci,id=balloon0,free-page-reporting=on",
+                        "-chardev",
+                        qmp_chardev,
+                        "-mon",
+                        "chardev=mon0,mode=control",
+                        "-chardev",
+                        ser_chardev,
+                        "-serial",
+                        "chardev:ser0",
+                        "-pidfile",
+                        pidfile,
                         NULL};
   int source_fds[] = {qmp_sv[1], ser_sv[1]};
   int target_fds[] = {QMP_FD, SERIAL_FD};
   g_autoptr(GError) error = NULL;
   gboolean ok = g_spawn_async_with_pipes_and_fds(
-      vm->dir, argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD, child_setup, NULL,
-      -1, -1, -1, source_fds, target_fds, G_N_ELEMENTS(source_fds), &vm->pid, NULL, NULL, NULL,
-      &error);
+      vm->dir, argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD, child_setup, NULL, -1,
+      -1, -1, source_fds, target_fds, G_N_ELEMENTS(source_fds), &vm->pid, NULL, NULL, NULL, &error);
   g_assert_no_error(error);
   g_assert_true(ok);
   close(qmp_sv[1]);
@@ -320,9 +333,9 @@ static void test_qemu_session(void)
    * arrive, with the values wrapped to -1, and the connection stay up. */
   json_auto_t *early = vm_call(&vm, issue_guest_stats);
   if (json_integer_value(json_object_get(early, "last-update")) == 0) /* not booted yet */
-    g_assert_cmpint(json_integer_value(
-                        json_object_get(json_object_get(early, "stats"), "stat-total-memory")),
-                    ==, -1);
+    g_assert_cmpint(
+        json_integer_value(json_object_get(json_object_get(early, "stats"), "stat-total-memory")),
+        ==, -1);
   else
     g_test_message("guest reported stats already; uint64 -1 path not exercised");
   g_assert_false(nf_qmp_is_closed(vm.qmp));

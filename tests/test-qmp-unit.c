@@ -23,8 +23,8 @@
 
 #define WAIT_MS 5000
 
-#define GREETING                                                                                 \
-  "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, "             \
+#define GREETING                                                                                   \
+  "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, "                \
   "\"package\": \"Debian 1:7.2+dfsg-7+deb12u18\"}, \"capabilities\": [\"oob\"]}}\r\n"
 
 /* --- the scripted peer ---------------------------------------------------- */
@@ -60,7 +60,7 @@ typedef struct {
 typedef struct {
   Rec *rec;
   Result *res;
-  int action; /* ACT_* below */
+  int action;           /* ACT_* below */
   gboolean after_close; /* issued on an already closed connection */
 } Cmd;
 
@@ -553,10 +553,10 @@ static void test_command_error(Fixture *f, gconstpointer data)
   Result r = {0};
   exec(f, "nope", 0, &r, ACT_NONE);
   gint64 id = peer_expect_id(&f->peer, "nope");
-  g_autofree char *line = g_strdup_printf(
-      "{\"id\": %" G_GINT64_FORMAT ", \"error\": {\"class\": \"CommandNotFound\", "
-      "\"desc\": \"The command nope has not been found\"}}\r\n",
-      id);
+  g_autofree char *line =
+      g_strdup_printf("{\"id\": %" G_GINT64_FORMAT ", \"error\": {\"class\": \"CommandNotFound\", "
+                      "\"desc\": \"The command nope has not been found\"}}\r\n",
+                      id);
   peer_send(&f->peer, line);
   g_assert_true(nf_test_wait_for(result_done, &r, WAIT_MS));
   g_assert_error(r.error, NF_QMP_ERROR, NF_QMP_ERROR_COMMAND);
@@ -589,13 +589,13 @@ static void test_typed_helpers(Fixture *f, gconstpointer data)
 {
   peer_negotiate(f);
   nf_qmp_balloon(f->qmp, 64ULL << 20, 0, NULL, NULL);
-  nf_qmp_qom_set(f->qmp, NF_QMP_BALLOON_PATH, "guest-stats-polling-interval", json_integer(2),
-                 0, NULL, NULL);
+  nf_qmp_qom_set(f->qmp, NF_QMP_BALLOON_PATH, "guest-stats-polling-interval", json_integer(2), 0,
+                 NULL, NULL);
   nf_qmp_qom_get(f->qmp, NF_QMP_BALLOON_PATH, "guest-stats", 0, NULL, NULL);
   nf_qmp_stop(f->qmp, 0, NULL, NULL);
   json_auto_t *b = peer_expect(&f->peer, "balloon");
-  g_assert_cmpint(json_integer_value(json_object_get(json_object_get(b, "arguments"), "value")),
-                  ==, 64 << 20);
+  g_assert_cmpint(json_integer_value(json_object_get(json_object_get(b, "arguments"), "value")), ==,
+                  64 << 20);
   json_auto_t *s = peer_expect(&f->peer, "qom-set");
   json_t *sa = json_object_get(s, "arguments");
   g_assert_cmpstr(json_string_value(json_object_get(sa, "path")), ==, NF_QMP_BALLOON_PATH);
@@ -686,10 +686,10 @@ static void test_caps_refused(Fixture *f, gconstpointer data)
 {
   peer_send(&f->peer, GREETING);
   gint64 id = peer_expect_id(&f->peer, "qmp_capabilities");
-  g_autofree char *line = g_strdup_printf(
-      "{\"id\": %" G_GINT64_FORMAT ", \"error\": {\"class\": \"GenericError\", \"desc\": "
-      "\"no\"}}\r\n",
-      id);
+  g_autofree char *line = g_strdup_printf("{\"id\": %" G_GINT64_FORMAT
+                                          ", \"error\": {\"class\": \"GenericError\", \"desc\": "
+                                          "\"no\"}}\r\n",
+                                          id);
   peer_send(&f->peer, line);
   g_assert_true(nf_test_wait_for(rec_closed, &f->rec, WAIT_MS));
   g_assert_error(f->rec.closed_error, NF_QMP_ERROR, NF_QMP_ERROR_PROTOCOL);
@@ -759,10 +759,10 @@ static void test_timeout(Fixture *f, gconstpointer data)
 }
 
 typedef struct {
-  int seq;          /* 1-based firing order, 0 = not yet */
-  gint64 fired_at;  /* monotonic */
-  gint64 earliest;  /* issue time (before execute) + timeout */
-  gint64 latest;    /* issue time (after execute) + timeout */
+  int seq;         /* 1-based firing order, 0 = not yet */
+  gint64 fired_at; /* monotonic */
+  gint64 earliest; /* issue time (before execute) + timeout */
+  gint64 latest;   /* issue time (after execute) + timeout */
 } Fire;
 
 static int fire_seq;
@@ -977,7 +977,8 @@ int main(int argc, char **argv)
   g_test_add_func("/qmp/parser/errors", test_parser_errors);
   g_test_add_func("/qmp/parser/oversize", test_parser_oversize);
   g_test_add_func("/qmp/parser/uint64", test_parser_uint64);
-#define T(name, fn) g_test_add("/qmp/client/" name, Fixture, NULL, fixture_setup, fn, fixture_teardown)
+#define T(name, fn)                                                                                \
+  g_test_add("/qmp/client/" name, Fixture, NULL, fixture_setup, fn, fixture_teardown)
   T("negotiate", test_negotiate);
   T("out-of-order", test_out_of_order);
   T("split-frames", test_split_frames);
