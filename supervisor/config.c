@@ -15,6 +15,15 @@ void nf_fleet_config_init(NfFleetConfig *config)
       .stop_timeout_ms = NF_DEFAULT_STOP_TIMEOUT_MS,
       .boot_timeout_ms = NF_DEFAULT_BOOT_TIMEOUT_MS,
       .ready_marker = g_strdup(NF_DEFAULT_READY_MARKER),
+      .restart = {.mode = NF_RESTART_ON_FAILURE,
+                  .backoff_initial_ms = 1000,
+                  .backoff_max_ms = 60000,
+                  .max_restarts = 5,
+                  .window_ms = 60000},
+      .health_interval_ms = NF_DEFAULT_HEALTH_INTERVAL_MS,
+      .health_timeout_ms = NF_DEFAULT_HEALTH_TIMEOUT_MS,
+      .heartbeat_timeout_ms = NF_DEFAULT_HEARTBEAT_TIMEOUT_MS,
+      .adopt = TRUE,
   };
 }
 

@@ -6,6 +6,7 @@
  */
 #pragma once
 #include <glib.h>
+#include "supervisor/restart-policy.h"
 
 typedef enum {
   NF_ACCEL_AUTO = 0,
@@ -32,6 +33,13 @@ typedef struct {
   guint stop_timeout_ms;   /* grace between QMP quit and SIGKILL */
   guint boot_timeout_ms;   /* spawn to ready line, else the guest failed */
   char *ready_marker;      /* text on the console that means "booted" */
+  NfRestartPolicy restart; /* what happens when a guest ends */
+  guint health_interval_ms; /* QMP ping period; 0 = off */
+  guint health_timeout_ms;  /* QMP ping deadline: missed = hung */
+  guint heartbeat_timeout_ms; /* guest-stats must advance within this; 0 = off */
+  guint64 memory_limit_mib; /* per-guest cgroup memory.max; 0 = no limit */
+  gboolean detached;       /* guests outlive the supervisor (daemon mode) */
+  gboolean adopt;          /* take over running guests of a dead supervisor */
 } NfFleetConfig;
 
 #define NF_DEFAULT_MEMORY_MIB 128
@@ -39,6 +47,9 @@ typedef struct {
 #define NF_DEFAULT_READY_MARKER "nervesfleet-ready"
 #define NF_DEFAULT_STOP_TIMEOUT_MS 10000
 #define NF_DEFAULT_BOOT_TIMEOUT_MS 180000
+#define NF_DEFAULT_HEALTH_INTERVAL_MS 5000
+#define NF_DEFAULT_HEALTH_TIMEOUT_MS 15000
+#define NF_DEFAULT_HEARTBEAT_TIMEOUT_MS 60000
 
 void nf_fleet_config_init(NfFleetConfig *config);
 void nf_fleet_config_clear(NfFleetConfig *config);

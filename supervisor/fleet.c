@@ -20,6 +20,7 @@
 #include "supervisor/accel.h"
 #include "overlay/identity.h"
 #include "supervisor/paths.h"
+#include "supervisor/vm-private.h"
 
 G_DEFINE_QUARK(nf-fleet-error-quark, nf_fleet_error)
 
@@ -41,7 +42,23 @@ struct NfFleet {
   gboolean start_failed_sent;
   guint stopped_idle;
   gboolean stopped_sent;
+  gboolean any_up;       /* some guest got as far as QMP: the setup works */
+  gboolean detaching;    /* leave guests running when freed */
+  GArray *listeners;     /* Listener */
+  guint next_listener;
+  GHashTable *retiring;  /* NfVm* being scaled away */
+  guint retire_idle;
+  gint64 paused_until;   /* restarts held back until then (monotonic µs) */
+  guint resume_timer;
+  gint64 fail_times[256];
+  guint fail_next;
 };
+
+typedef struct {
+  guint id;
+  NfFleetCallbacks cb;
+  gpointer user_data;
+} Listener;
 
 static gboolean check_file(const char *path, const char *what, const char *fix, GError **error);
 static gboolean take_lock(NfFleet *fleet, GError **error);
@@ -53,6 +70,12 @@ static void admit(NfFleet *fleet);
 static void maybe_stopped(NfFleet *fleet);
 static gboolean stopped_idle_cb(gpointer data);
 static gboolean is_booting(NfVmState s);
+static gboolean restarts_paused(NfFleet *fleet);
+static gboolean resume_cb(gpointer data);
+static void notice(NfFleet *fleet, const char *message);
+static void note_failure(NfFleet *fleet);
+static void emit_vm_changed(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason);
+static gboolean retire_cb(gpointer data);
 
 static gboolean check_file(const char *path, const char *what, const char *fix, GError **error)
 {
@@ -100,13 +123,18 @@ static gboolean take_lock(NfFleet *fleet, GError **error)
 
 static void remove_stale_runtime_files(NfFleet *fleet)
 {
-  /* We hold the lock, so whatever guest files are here belong to a
-   * supervisor that died without cleaning up (its guests died with it). */
+  /* We hold the lock, so guest files here that no running guest of ours
+   * owns belong to a supervisor that died without cleaning up. */
   g_autoptr(GDir) dir = g_dir_open(fleet->paths.runtime_dir, 0, NULL);
   const char *name;
   while (dir && (name = g_dir_read_name(dir)) != NULL) {
+    guint id = (guint)g_ascii_strtoull(name + MIN(strlen(name), 3), NULL, 10);
+    NfVm *vm = nf_fleet_find_vm(fleet, id);
+    if (vm && nf_vm_is_running(vm))
+      continue;
     if (g_str_has_prefix(name, "vm-") &&
-        (g_str_has_suffix(name, ".qmp") || g_str_has_suffix(name, ".pid"))) {
+        (g_str_has_suffix(name, ".qmp") || g_str_has_suffix(name, ".pid") ||
+         g_str_has_suffix(name, ".ctl") || g_str_has_suffix(name, ".serial"))) {
       g_autofree char *path = g_build_filename(fleet->paths.runtime_dir, name, NULL);
       g_unlink(path);
     }
@@ -133,6 +161,8 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   fleet->user_data = user_data;
   fleet->lock_fd = -1;
   fleet->vms = g_ptr_array_new_with_free_func((GDestroyNotify)nf_vm_free);
+  fleet->listeners = g_array_new(FALSE, FALSE, sizeof(Listener));
+  fleet->retiring = g_hash_table_new(NULL, NULL);
   g_queue_init(&fleet->waiting);
 
   if (config->count == 0) {
@@ -178,7 +208,7 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
     return NULL;
   /* The longest socket name this fleet will use, checked before anything runs. */
   guint last_id = config->id_offset + config->count;
-  g_autofree char *longest = nf_paths_guest_runtime(&fleet->paths, MAX(last_id, 9999), "qmp");
+  g_autofree char *longest = nf_paths_guest_runtime(&fleet->paths, MAX(last_id, 9999), "serial");
   if (!nf_paths_check_socket(longest, error))
     return NULL;
   if (!nf_paths_ensure_dir(fleet->paths.runtime_dir, 0700, "--runtime-dir", error) ||
@@ -186,8 +216,8 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
     return NULL;
   if (!take_lock(fleet, error))
     return NULL;
-  remove_stale_runtime_files(fleet);
   raise_fd_limit();
+  fleet->env.use_cgroups = TRUE;
 
   fleet->env.config = config;
   fleet->env.paths = &fleet->paths;
@@ -207,12 +237,20 @@ static gboolean is_booting(NfVmState s)
 
 void nf_fleet_start(NfFleet *fleet)
 {
+  /* Guests a dead supervisor of this fleet left running are taken over, not
+   * started twice; the rest queue up for the limiter. */
   for (guint i = 0; i < fleet->vms->len; i++) {
     NfVm *vm = g_ptr_array_index(fleet->vms, i);
-    g_queue_push_tail(&fleet->waiting, vm);
-    nf_vm_set_queued(vm);
+    if (!(fleet->config->adopt && nf_vm_adopt(vm)))
+      nf_vm_queue(vm);
   }
+  remove_stale_runtime_files(fleet);
   admit(fleet);
+}
+
+static gboolean restarts_paused(NfFleet *fleet)
+{
+  return fleet->paused_until > g_get_monotonic_time();
 }
 
 static void admit(NfFleet *fleet)
@@ -221,13 +259,78 @@ static void admit(NfFleet *fleet)
   if (fleet->admitting)
     return;
   fleet->admitting = TRUE;
-  while (!fleet->stopping && !fleet->start_failed_sent && !g_queue_is_empty(&fleet->waiting) &&
+  gboolean paused = restarts_paused(fleet);
+  GList *l = fleet->waiting.head;
+  while (l && !fleet->stopping && !fleet->start_failed_sent &&
          fleet->per_state[NF_VM_STARTING] + fleet->per_state[NF_VM_BOOTING] < fleet->batch) {
-    NfVm *vm = g_queue_pop_head(&fleet->waiting);
-    fleet->started++;
-    nf_vm_start(vm, NULL); /* a failure arrives as a state change */
+    GList *next = l->next;
+    NfVm *vm = l->data;
+    if (!(paused && nf_vm_is_restart(vm))) {
+      g_queue_delete_link(&fleet->waiting, l);
+      fleet->started++;
+      nf_vm_start(vm, NULL); /* a failure arrives as a state change */
+    }
+    l = next;
   }
   fleet->admitting = FALSE;
+}
+
+static gboolean resume_cb(gpointer data)
+{
+  NfFleet *fleet = data;
+  fleet->resume_timer = 0;
+  notice(fleet, "restarts resumed");
+  admit(fleet);
+  return G_SOURCE_REMOVE;
+}
+
+static void notice(NfFleet *fleet, const char *message)
+{
+  if (fleet->cb.notice)
+    fleet->cb.notice(fleet, message, fleet->user_data);
+  g_autoptr(GArray) ls = g_array_copy(fleet->listeners);
+  for (guint i = 0; i < ls->len; i++) {
+    Listener *li = &g_array_index(ls, Listener, i);
+    if (li->cb.notice)
+      li->cb.notice(fleet, message, li->user_data);
+  }
+}
+
+/* A fleet-wide failure storm (host trouble: OOM, disk, a bad base image)
+ * must not turn into a restart storm: when a large share of the fleet fails
+ * within the restart window, restarts wait a window before going on. */
+static void note_failure(NfFleet *fleet)
+{
+  const NfRestartPolicy *p = &fleet->config->restart;
+  gint64 now = g_get_monotonic_time();
+  fleet->fail_times[fleet->fail_next] = now;
+  fleet->fail_next = (fleet->fail_next + 1) % G_N_ELEMENTS(fleet->fail_times);
+  guint recent = 0;
+  for (guint i = 0; i < G_N_ELEMENTS(fleet->fail_times); i++)
+    if (fleet->fail_times[i] && now - fleet->fail_times[i] <= (gint64)p->window_ms * 1000)
+      recent++;
+  guint threshold = MAX(3, (fleet->vms->len + 1) / 2);
+  if (recent >= threshold && !restarts_paused(fleet) && fleet->vms->len >= 3) {
+    fleet->paused_until = now + (gint64)p->window_ms * 1000;
+    g_autofree char *msg = g_strdup_printf(
+        "restarts paused for %u s: %u guests failed within %u s (host trouble?)",
+        p->window_ms / 1000, recent, p->window_ms / 1000);
+    notice(fleet, msg);
+    nf_vm_clear_timer(&fleet->resume_timer);
+    fleet->resume_timer = g_timeout_add(p->window_ms, resume_cb, fleet);
+  }
+}
+
+static void emit_vm_changed(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason)
+{
+  if (fleet->cb.vm_changed)
+    fleet->cb.vm_changed(fleet, vm, old_state, reason, fleet->user_data);
+  g_autoptr(GArray) ls = g_array_copy(fleet->listeners);
+  for (guint i = 0; i < ls->len; i++) {
+    Listener *li = &g_array_index(ls, Listener, i);
+    if (li->cb.vm_changed)
+      li->cb.vm_changed(fleet, vm, old_state, reason, li->user_data);
+  }
 }
 
 static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state,
@@ -236,40 +339,156 @@ static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state,
   NfFleet *fleet = data;
   fleet->per_state[old_state]--;
   fleet->per_state[new_state]++;
+  if (new_state == NF_VM_BOOTING || new_state == NF_VM_READY)
+    fleet->any_up = TRUE;
 
-  if (new_state == NF_VM_FAILED && nf_vm_failed_at_start(vm) && !fleet->start_failed_sent &&
-      !fleet->stopping) {
+  emit_vm_changed(fleet, vm, old_state, reason);
+
+  if ((new_state == NF_VM_BACKOFF || new_state == NF_VM_FAILED) && nf_vm_failed_at_start(vm) &&
+      !fleet->any_up && !fleet->start_failed_sent && !fleet->stopping) {
+    /* No guest of this fleet ever came up: it is the setup, not the guest. */
     fleet->start_failed_sent = TRUE;
-    g_autofree char *tail = nf_vm_stderr_tail(vm, 5);
     g_autoptr(GError) error =
-        g_error_new(NF_FLEET_ERROR, NF_FLEET_ERROR_START, "%s: %s before it was up%s%s",
-                    nf_vm_name(vm), reason, *tail ? "; qemu said:\n  " : "", tail);
-    if (fleet->cb.vm_changed)
-      fleet->cb.vm_changed(fleet, vm, old_state, reason, fleet->user_data);
+        g_error_new(NF_FLEET_ERROR, NF_FLEET_ERROR_START, "%s: qemu failed before it was up: %s",
+                    nf_vm_name(vm), nf_vm_exit_reason(vm));
     if (fleet->cb.start_failed)
       fleet->cb.start_failed(fleet, error, fleet->user_data);
     return;
   }
-  if (fleet->cb.vm_changed)
-    fleet->cb.vm_changed(fleet, vm, old_state, reason, fleet->user_data);
-  if (is_booting(old_state) && !is_booting(new_state))
+  if ((new_state == NF_VM_BACKOFF || new_state == NF_VM_FAILED) &&
+      nf_exit_kind_is_failure(nf_vm_exit_kind(vm)))
+    note_failure(fleet);
+  if (new_state == NF_VM_QUEUED) {
+    if (fleet->stopping)
+      nf_vm_stop(vm, FALSE);
+    else
+      g_queue_push_tail(&fleet->waiting, vm);
+  }
+  if (old_state == NF_VM_QUEUED && new_state != NF_VM_STARTING)
+    g_queue_remove(&fleet->waiting, vm);
+  if ((is_booting(old_state) && !is_booting(new_state)) || new_state == NF_VM_QUEUED)
     admit(fleet);
+  if (!nf_vm_is_running(vm) && g_hash_table_contains(fleet->retiring, vm) &&
+      fleet->retire_idle == 0)
+    fleet->retire_idle = g_idle_add(retire_cb, fleet);
   if (fleet->stopping)
     maybe_stopped(fleet);
+}
+
+static gboolean retire_cb(gpointer data)
+{
+  NfFleet *fleet = data;
+  fleet->retire_idle = 0;
+  for (guint i = fleet->vms->len; i-- > 0;) {
+    NfVm *vm = g_ptr_array_index(fleet->vms, i);
+    if (g_hash_table_contains(fleet->retiring, vm) && !nf_vm_is_running(vm)) {
+      g_hash_table_remove(fleet->retiring, vm);
+      g_queue_remove(&fleet->waiting, vm);
+      fleet->per_state[nf_vm_state(vm)]--;
+      g_ptr_array_remove_index(fleet->vms, i); /* frees it */
+    }
+  }
+  return G_SOURCE_REMOVE;
+}
+
+guint nf_fleet_add_listener(NfFleet *fleet, const NfFleetCallbacks *callbacks,
+                            gpointer user_data)
+{
+  Listener li = {.id = ++fleet->next_listener, .cb = *callbacks, .user_data = user_data};
+  g_array_append_val(fleet->listeners, li);
+  return li.id;
+}
+
+void nf_fleet_remove_listener(NfFleet *fleet, guint id)
+{
+  for (guint i = 0; i < fleet->listeners->len; i++)
+    if (g_array_index(fleet->listeners, Listener, i).id == id) {
+      g_array_remove_index(fleet->listeners, i);
+      return;
+    }
+}
+
+NfVm *nf_fleet_find_vm(const NfFleet *fleet, guint id)
+{
+  for (guint i = 0; i < fleet->vms->len; i++) {
+    NfVm *vm = g_ptr_array_index(fleet->vms, i);
+    if (nf_vm_id(vm) == id && !g_hash_table_contains(fleet->retiring, vm))
+      return vm;
+  }
+  return NULL;
+}
+
+void nf_fleet_start_vm(NfFleet *fleet, NfVm *vm)
+{
+  if (!fleet->stopping)
+    nf_vm_queue(vm);
+}
+
+void nf_fleet_stop_vm(NfFleet *fleet, NfVm *vm, gboolean force)
+{
+  nf_vm_stop(vm, force);
+}
+
+void nf_fleet_restart_vm(NfFleet *fleet, NfVm *vm)
+{
+  if (!fleet->stopping)
+    nf_vm_restart(vm);
+}
+
+gboolean nf_fleet_scale(NfFleet *fleet, guint count, GError **error)
+{
+  if (count == 0 || count > 100000) {
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
+                "scale: %u guests is out of range (1-100000)", count);
+    return FALSE;
+  }
+  if (fleet->stopping) {
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT, "scale: the fleet is stopping");
+    return FALSE;
+  }
+  guint live = fleet->vms->len - g_hash_table_size(fleet->retiring);
+  if (count > live) {
+    guint last = fleet->config->id_offset + live;
+    g_autofree char *longest = nf_paths_guest_runtime(&fleet->paths, last + (count - live), "serial");
+    if (!nf_paths_check_socket(longest, error))
+      return FALSE;
+    static const NfVmCallbacks vm_cb = {.state_changed = vm_changed_cb};
+    for (guint id = last + 1; id <= last + (count - live); id++) {
+      NfVm *vm = nf_vm_new(id, &fleet->env, &vm_cb, fleet);
+      g_ptr_array_add(fleet->vms, vm);
+      fleet->per_state[NF_VM_CREATED]++;
+      nf_vm_queue(vm);
+    }
+  } else {
+    /* The highest ids go: the vms array is in id order, retiring ones last. */
+    guint to_retire = live - count;
+    for (guint i = fleet->vms->len; i-- > 0 && to_retire > 0;) {
+      NfVm *vm = g_ptr_array_index(fleet->vms, i);
+      if (g_hash_table_contains(fleet->retiring, vm))
+        continue;
+      g_hash_table_add(fleet->retiring, vm);
+      to_retire--;
+      nf_vm_stop(vm, FALSE);
+      if (!nf_vm_is_running(vm) && fleet->retire_idle == 0)
+        fleet->retire_idle = g_idle_add(retire_cb, fleet);
+    }
+  }
+  return TRUE;
+}
+
+void nf_fleet_detach(NfFleet *fleet)
+{
+  fleet->detaching = TRUE;
 }
 
 void nf_fleet_stop(NfFleet *fleet, gboolean force)
 {
   fleet->stopping = TRUE;
+  nf_vm_clear_timer(&fleet->resume_timer);
   while (!g_queue_is_empty(&fleet->waiting))
     nf_vm_stop(g_queue_pop_head(&fleet->waiting), force);
-  for (guint i = 0; i < fleet->vms->len; i++) {
-    NfVm *vm = g_ptr_array_index(fleet->vms, i);
-    if (nf_vm_is_running(vm))
-      nf_vm_stop(vm, force);
-    else if (nf_vm_state(vm) == NF_VM_CREATED)
-      nf_vm_stop(vm, force);
-  }
+  for (guint i = 0; i < fleet->vms->len; i++)
+    nf_vm_stop(g_ptr_array_index(fleet->vms, i), force);
   maybe_stopped(fleet);
 }
 
@@ -300,10 +519,20 @@ void nf_fleet_free(NfFleet *fleet)
     return;
   if (fleet->stopped_idle)
     g_source_remove(fleet->stopped_idle);
+  nf_vm_clear_timer(&fleet->retire_idle);
+  nf_vm_clear_timer(&fleet->resume_timer);
   g_queue_clear(&fleet->waiting);
-  g_ptr_array_unref(fleet->vms); /* kills and reaps anything still running */
+  if (fleet->detaching)
+    for (guint i = 0; i < fleet->vms->len; i++)
+      nf_vm_detach(g_ptr_array_index(fleet->vms, i));
+  /* Freeing a guest kills and reaps whatever still runs (detached ones were
+   * let go above). */
+  GPtrArray *vms = g_steal_pointer(&fleet->vms);
+  fleet->vms = g_ptr_array_new();
+  g_ptr_array_unref(vms);
   if (fleet->lock_fd >= 0) {
-    remove_stale_runtime_files(fleet);
+    if (!fleet->detaching)
+      remove_stale_runtime_files(fleet);
     g_unlink(fleet->lock_path);
     close(fleet->lock_fd);
     /* Only empty dirs go: anything else in there is not ours to delete. */
@@ -313,6 +542,9 @@ void nf_fleet_free(NfFleet *fleet)
       g_rmdir(parent);
     }
   }
+  g_ptr_array_unref(fleet->vms);
+  g_array_unref(fleet->listeners);
+  g_hash_table_unref(fleet->retiring);
   g_free(fleet->lock_path);
   g_free(fleet->env.qemu_path);
   nf_paths_clear(&fleet->paths);
@@ -327,8 +559,10 @@ void nf_fleet_counts(const NfFleet *fleet, NfFleetCounts *c)
       .queued = s[NF_VM_QUEUED] + s[NF_VM_CREATED],
       .booting = s[NF_VM_STARTING] + s[NF_VM_BOOTING],
       .ready = s[NF_VM_READY],
+      .unhealthy = s[NF_VM_UNHEALTHY],
       .stopping = s[NF_VM_STOPPING],
       .stopped = s[NF_VM_STOPPED],
+      .backoff = s[NF_VM_BACKOFF],
       .failed = s[NF_VM_FAILED],
       .started = fleet->started,
   };
@@ -357,6 +591,14 @@ const char *nf_fleet_runtime_dir(const NfFleet *fleet)
 const char *nf_fleet_state_dir(const NfFleet *fleet)
 {
   return fleet->paths.state_dir;
+}
+const char *nf_fleet_name(const NfFleet *fleet)
+{
+  return fleet->config->name;
+}
+const NfFleetConfig *nf_fleet_config(const NfFleet *fleet)
+{
+  return fleet->config;
 }
 const char *nf_fleet_qemu_path(const NfFleet *fleet)
 {

@@ -28,10 +28,12 @@ typedef struct {
   guint queued;
   guint booting;  /* starting + booting */
   guint ready;
+  guint unhealthy;
   guint stopping;
   guint stopped;
+  guint backoff;
   guint failed;
-  guint started;  /* spawned at least once */
+  guint started;  /* spawns so far, restarts included */
 } NfFleetCounts;
 
 typedef struct {
@@ -44,6 +46,8 @@ typedef struct {
   void (*start_failed)(NfFleet *fleet, const GError *error, gpointer user_data);
   /* After nf_fleet_stop(): every guest has been reaped. Called once. */
   void (*stopped)(NfFleet *fleet, gpointer user_data);
+  /* A fleet-wide message for people ("restarts paused: ..."). May be NULL. */
+  void (*notice)(NfFleet *fleet, const char *message, gpointer user_data);
 } NfFleetCallbacks;
 
 /* Validates `config` (borrowed; must outlive the fleet), resolves the
@@ -63,6 +67,28 @@ void nf_fleet_stop(NfFleet *fleet, gboolean force);
 void nf_fleet_free(NfFleet *fleet);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfFleet, nf_fleet_free)
 
+/* More observers of the same callbacks (the control socket, event streams).
+ * start_failed and stopped go to the owner only. Returns an id > 0. */
+guint nf_fleet_add_listener(NfFleet *fleet, const NfFleetCallbacks *callbacks,
+                            gpointer user_data);
+void nf_fleet_remove_listener(NfFleet *fleet, guint id);
+
+/* Per-guest operations, for the CLI and the control socket. They act through
+ * the guest's state table, so any may be asked at any time. */
+NfVm *nf_fleet_find_vm(const NfFleet *fleet, guint id); /* NULL if no such id */
+void nf_fleet_start_vm(NfFleet *fleet, NfVm *vm);      /* queue it (limiter) */
+void nf_fleet_stop_vm(NfFleet *fleet, NfVm *vm, gboolean force);
+void nf_fleet_restart_vm(NfFleet *fleet, NfVm *vm);
+
+/* Grows (new guests with the next ids, queued through the limiter) or
+ * shrinks (stops the highest ids, freed once reaped) the fleet to `count`. */
+gboolean nf_fleet_scale(NfFleet *fleet, guint count, GError **error);
+
+/* The fleet leaves its guests running when freed (daemon mode hand-over). */
+void nf_fleet_detach(NfFleet *fleet);
+
+const char *nf_fleet_name(const NfFleet *fleet);
+const NfFleetConfig *nf_fleet_config(const NfFleet *fleet);
 void nf_fleet_counts(const NfFleet *fleet, NfFleetCounts *counts);
 guint nf_fleet_size(const NfFleet *fleet);
 NfVm *nf_fleet_vm(const NfFleet *fleet, guint index);

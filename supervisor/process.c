@@ -12,12 +12,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <glib-unix.h>
+#include <gio/gio.h>
 
 struct NfProcess {
   GPid pid;
   int pidfd;       /* -1 when the kernel has none: child watch instead */
   guint watch_id;  /* fd source or child watch */
   gboolean exited;
+  gboolean is_child;
+  gboolean status_known;
   int status;
   NfProcessExitFunc on_exit;
   gpointer user_data;
@@ -62,6 +65,7 @@ NfProcess *nf_process_spawn(char *const *argv, const int *source_fds, const int 
 
   NfProcess *proc = g_new0(NfProcess, 1);
   proc->pid = pid;
+  proc->is_child = TRUE;
   proc->on_exit = on_exit;
   proc->user_data = user_data;
   proc->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -91,18 +95,46 @@ static gboolean pidfd_cb(int fd, GIOCondition cond, gpointer data)
 {
   NfProcess *proc = data;
   int status = 0;
+  if (!proc->is_child) {
+    deliver_exit(proc, 0);
+    return G_SOURCE_REMOVE;
+  }
   pid_t r = waitpid(proc->pid, &status, WNOHANG);
   if (r == 0)
     return G_SOURCE_CONTINUE; /* spurious: not a zombie yet */
-  if (r < 0)
-    status = W_EXITCODE(255, 0); /* reaped elsewhere: report a failure, once */
-  deliver_exit(proc, status);
+  proc->status_known = r > 0;
+  deliver_exit(proc, r > 0 ? status : 0);
   return G_SOURCE_REMOVE;
 }
 
 static void child_watch_cb(GPid pid, int status, gpointer data)
 {
+  ((NfProcess *)data)->status_known = TRUE;
   deliver_exit(data, status);
+}
+
+NfProcess *nf_process_adopt(GPid pid, NfProcessExitFunc on_exit, gpointer user_data,
+                            GError **error)
+{
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0) {
+    int e = errno;
+    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "pid %d: %s", (int)pid,
+                g_strerror(e));
+    return NULL;
+  }
+  NfProcess *proc = g_new0(NfProcess, 1);
+  proc->pid = pid;
+  proc->pidfd = fd;
+  proc->on_exit = on_exit;
+  proc->user_data = user_data;
+  proc->watch_id = g_unix_fd_add(fd, G_IO_IN, pidfd_cb, proc);
+  return proc;
+}
+
+gboolean nf_process_status_known(const NfProcess *proc)
+{
+  return proc->status_known;
 }
 
 GPid nf_process_pid(const NfProcess *proc)
@@ -131,12 +163,26 @@ void nf_process_free(NfProcess *proc)
     return;
   if (proc->watch_id)
     g_source_remove(proc->watch_id);
-  if (!proc->exited) {
+  if (!proc->exited && proc->is_child) {
     nf_process_signal(proc, SIGKILL);
     int status;
     while (waitpid(proc->pid, &status, 0) < 0 && errno == EINTR)
       ;
+  } else if (!proc->exited) {
+    /* Not ours to reap; kill it and let its parent (init) collect it. */
+    nf_process_signal(proc, SIGKILL);
   }
+  if (proc->pidfd >= 0)
+    close(proc->pidfd);
+  g_free(proc);
+}
+
+void nf_process_forget(NfProcess *proc)
+{
+  if (proc == NULL)
+    return;
+  if (proc->watch_id)
+    g_source_remove(proc->watch_id);
   if (proc->pidfd >= 0)
     close(proc->pidfd);
   g_free(proc);

@@ -23,6 +23,14 @@ NfProcess *nf_process_spawn(char *const *argv, const int *source_fds, const int 
                             guint n_fds, int log_fd, gboolean die_with_parent,
                             NfProcessExitFunc on_exit, gpointer user_data, GError **error);
 
+/* Watches a running process that is not our child (a guest adopted from a
+ * supervisor that died). Its exit is seen through a pidfd, but its exit
+ * status cannot be: nf_process_status_known() is FALSE then. Fails when the
+ * process is already gone. */
+NfProcess *nf_process_adopt(GPid pid, NfProcessExitFunc on_exit, gpointer user_data,
+                            GError **error);
+gboolean nf_process_status_known(const NfProcess *proc);
+
 GPid nf_process_pid(const NfProcess *proc);
 gboolean nf_process_has_exited(const NfProcess *proc);
 
@@ -34,6 +42,10 @@ void nf_process_signal(NfProcess *proc, int sig);
  * (blocking, bounded by the kernel's kill latency): no zombie, no orphan. */
 void nf_process_free(NfProcess *proc);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfProcess, nf_process_free)
+
+/* Frees the handle but leaves the process running (a detached supervisor
+ * going away without stopping its guests). */
+void nf_process_forget(NfProcess *proc);
 
 /* Describes a wait status for people: "exited with status 1",
  * "killed by signal 9 (Killed)". */

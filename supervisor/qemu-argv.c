@@ -5,7 +5,9 @@
  * guest-stats at a fixed QOM path) with free page reporting lets the host take
  * memory back; i6300esb gives the guest a watchdog whose expiry qemu reports
  * as a QMP WATCHDOG event; fw_cfg carries the identity without a disk. The
- * channels arrive as inherited fds, so there is no socket file to wait for.
+ * channels arrive as inherited, already listening sockets (server=on,
+ * wait=off): there is no socket file to wait for, and a later supervisor can
+ * connect to the same sockets again to adopt a running guest.
  * `-no-reboot` plus `panic=-1` turns a guest kernel panic into a qemu exit the
  * supervisor can see and classify.
  */
@@ -91,7 +93,7 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
   add(a, "-fw_cfg");
   addf(a, "name=opt/nervesfleet/serial,string=%s", spec->serial);
   add(a, "-chardev");
-  addf(a, "socket,id=qmp0,fd=%d", NF_QEMU_FD_QMP);
+  addf(a, "socket,id=qmp0,fd=%d,server=on,wait=off", NF_QEMU_FD_QMP);
   add(a, "-mon");
   add(a, "chardev=qmp0,mode=control");
   if (spec->public_qmp) {
@@ -101,7 +103,7 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
     add(a, "chardev=qmp1,mode=control");
   }
   add(a, "-chardev");
-  addf(a, "socket,id=ser0,fd=%d", NF_QEMU_FD_SERIAL);
+  addf(a, "socket,id=ser0,fd=%d,server=on,wait=off", NF_QEMU_FD_SERIAL);
   add(a, "-serial");
   add(a, "chardev:ser0");
   if (spec->pidfile) {

@@ -7,10 +7,11 @@
 #include <glib.h>
 #include "supervisor/config.h"
 
-/* The fd numbers the child sees (the spawner maps ours onto these). */
-#define NF_QEMU_FD_QMP 3        /* private QMP: one end of a socketpair */
-#define NF_QEMU_FD_QMP_PUBLIC 4 /* listening unix socket for other QMP clients */
-#define NF_QEMU_FD_SERIAL 5     /* the serial console: one end of a socketpair */
+/* The fd numbers the child sees (the spawner maps ours onto these). Each is
+ * a unix socket the supervisor bound and listens on, in the runtime dir. */
+#define NF_QEMU_FD_QMP 3        /* the supervisor's QMP monitor (vm-NNNN.ctl) */
+#define NF_QEMU_FD_QMP_PUBLIC 4 /* a QMP monitor for other tools (vm-NNNN.qmp) */
+#define NF_QEMU_FD_SERIAL 5     /* the serial console stream (vm-NNNN.serial) */
 
 typedef struct {
   const char *qemu;        /* binary */

@@ -7,14 +7,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <stdio.h>
 #include <unistd.h>
 #include <glib-unix.h>
 
 struct NfSerial {
   int fd;
   int log_fd;
+  char *log_path;
+  gsize log_max;
+  gsize log_size;
   guint watch_id;
-  char *marker;
+  const char *const *markers;
   NfSerialCallbacks cb;
   gpointer user_data;
   /* ring of recent output: `ring_len` valid bytes ending before `ring_pos` */
@@ -31,9 +35,11 @@ static gboolean read_cb(int fd, GIOCondition cond, gpointer data);
 static void ring_append(NfSerial *s, const char *data, gsize len);
 static void scan(NfSerial *s, const char *data, gsize len);
 static void finish_line(NfSerial *s);
+static void log_write(NfSerial *s, const char *buf, gsize n);
 
-NfSerial *nf_serial_new(int fd, const char *log_path, const char *marker,
-                        const NfSerialCallbacks *callbacks, gpointer user_data, GError **error)
+NfSerial *nf_serial_new(int fd, const char *log_path, gsize log_max,
+                        const char *const *markers, const NfSerialCallbacks *callbacks,
+                        gpointer user_data, GError **error)
 {
   int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) {
@@ -46,7 +52,10 @@ NfSerial *nf_serial_new(int fd, const char *log_path, const char *marker,
   NfSerial *s = g_new0(NfSerial, 1);
   s->fd = fd;
   s->log_fd = log_fd;
-  s->marker = g_strdup(marker);
+  s->markers = markers;
+  s->log_path = g_strdup(log_path);
+  s->log_max = log_max ? log_max : NF_SERIAL_LOG_MAX_DEFAULT;
+  s->log_size = (gsize)MAX(lseek(log_fd, 0, SEEK_END), 0);
   s->cb = *callbacks;
   s->user_data = user_data;
   g_unix_set_fd_nonblocking(fd, TRUE, NULL);
@@ -73,8 +82,9 @@ static void finish_line(NfSerial *s)
   if (s->line_len && s->line[s->line_len - 1] == '\r')
     s->line[s->line_len - 1] = '\0';
   /* A cut line's head may still hold the marker; its tail is gone either way. */
-  if (s->marker && s->cb.marker && strstr(s->line, s->marker))
-    s->cb.marker(s, s->line, s->user_data);
+  for (guint i = 0; s->markers && s->markers[i]; i++)
+    if (s->cb.marker && strstr(s->line, s->markers[i]))
+      s->cb.marker(s, i, s->line, s->user_data);
   s->line_len = 0;
   s->line_cut = FALSE;
 }
@@ -92,16 +102,35 @@ static void scan(NfSerial *s, const char *data, gsize len)
   }
 }
 
+static void log_write(NfSerial *s, const char *buf, gsize n)
+{
+  if (s->log_size + n > s->log_max) {
+    /* One old generation is enough to read what led up to a failure. */
+    g_autofree char *old = g_strconcat(s->log_path, ".1", NULL);
+    int fd = -1;
+    if (rename(s->log_path, old) == 0)
+      fd = open(s->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      close(s->log_fd);
+      s->log_fd = fd;
+      s->log_size = 0;
+    }
+  }
+  /* A full disk must not stall the guest: the log is best effort. */
+  if (write(s->log_fd, buf, n) > 0)
+    s->log_size += n;
+}
+
 static gboolean read_cb(int fd, GIOCondition cond, gpointer data)
 {
   NfSerial *s = data;
   char buf[4096];
   ssize_t n = read(fd, buf, sizeof(buf));
   if (n > 0) {
-    /* A full disk must not stall the guest: the log is best effort. */
-    if (write(s->log_fd, buf, (size_t)n) < 0) {
-    }
+    log_write(s, buf, (gsize)n);
     ring_append(s, buf, (gsize)n);
+    if (s->cb.data)
+      s->cb.data(s, buf, (gsize)n, s->user_data);
     scan(s, buf, (gsize)n);
     return G_SOURCE_CONTINUE;
   }
@@ -141,6 +170,6 @@ void nf_serial_free(NfSerial *s)
     g_source_remove(s->watch_id);
   close(s->fd);
   close(s->log_fd);
-  g_free(s->marker);
+  g_free(s->log_path);
   g_free(s);
 }

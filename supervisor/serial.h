@@ -3,30 +3,37 @@
  *
  * The supervisor must read every guest's UART stream at all times, or the
  * guest stalls when qemu's buffer fills. What it reads goes to the guest's
- * console log file, into a small ring of recent output (replayed to a person
- * who attaches, and quoted when a guest fails), and through a line scanner
- * that spots the ready marker. Memory per guest stays bounded: a partial line
- * longer than the scanner's buffer is cut, the ring never grows.
+ * console log file (size-capped, rotated once to .1), into a small ring of
+ * recent output (replayed to a person who attaches, quoted when a guest
+ * fails), to any attached watchers, and through a line scanner that spots
+ * markers (the ready line, a kernel panic). Memory per guest stays bounded:
+ * a partial line longer than the scanner's buffer is cut, the ring never grows.
  */
 #pragma once
 #include <glib.h>
 
 #define NF_SERIAL_RING_SIZE 8192
 #define NF_SERIAL_LINE_MAX 512
+#define NF_SERIAL_LOG_MAX_DEFAULT (4 * 1024 * 1024)
 
 typedef struct NfSerial NfSerial;
 
 typedef struct {
-  /* A console line containing the marker; `line` is borrowed, without "\r\n". */
-  void (*marker)(NfSerial *serial, const char *line, gpointer user_data);
+  /* A console line containing markers[which]; `line` is borrowed, no "\r\n". */
+  void (*marker)(NfSerial *serial, guint which, const char *line, gpointer user_data);
+  /* Raw output as it arrives (for attached consoles). May be NULL. */
+  void (*data)(NfSerial *serial, const char *buf, gsize len, gpointer user_data);
   /* The stream ended (qemu closed it or died). Called once. */
   void (*eof)(NfSerial *serial, gpointer user_data);
 } NfSerialCallbacks;
 
-/* Takes ownership of `fd`. Appends to `log_path` (created 0644). Fails only
- * when the log cannot be opened; the error names the file. */
-NfSerial *nf_serial_new(int fd, const char *log_path, const char *marker,
-                        const NfSerialCallbacks *callbacks, gpointer user_data, GError **error);
+/* Takes ownership of `fd` (a connected stream). Appends to `log_path`
+ * (created 0644), rotating it to `log_path`.1 past `log_max` bytes (0: the
+ * default). `markers` is a NULL-terminated list (borrowed; must outlive the
+ * serial). Fails only when the log cannot be opened; the error names it. */
+NfSerial *nf_serial_new(int fd, const char *log_path, gsize log_max,
+                        const char *const *markers, const NfSerialCallbacks *callbacks,
+                        gpointer user_data, GError **error);
 
 /* Up to `max` most recent bytes of output, as a string (never NULL). */
 char *nf_serial_tail(NfSerial *serial, gsize max);

@@ -1,14 +1,17 @@
 /*
- * vm.c: one guest's life from spawn to reap (see vm.h).
+ * vm.c: one guest's mechanics: channels, spawn, adoption, console fan-out,
+ * status file (see vm.h). Decisions (what an event means in a state, restart
+ * or not) live in lifecycle.c; deadlines in health.c.
  *
- * Channels are made here, before the spawn, and handed to qemu as inherited
- * fds: a socketpair for our private QMP monitor, a socketpair for the serial
- * console, and a listening unix socket in the runtime dir as a second, public
- * QMP monitor for other tools. Nothing waits for a socket file to appear.
- * qemu's stdout/stderr go to <state>/vm-NNNN/qemu.log after a header line
- * holding the exact command, so a failure can quote qemu's own words.
+ * Channels: the supervisor binds three unix sockets in the runtime dir and
+ * hands them to qemu as inherited listening fds (vm-NNNN.ctl: our QMP
+ * monitor; vm-NNNN.qmp: a QMP monitor for other tools; vm-NNNN.serial: the
+ * console), then connects to its own two. No socket file to wait for, no race
+ * at start, and a later supervisor reconnects to the very same sockets to
+ * adopt a running guest. qemu's stdout/stderr go to <state>/vm-NNNN/qemu.log
+ * after a header line holding the exact command.
  */
-#include "supervisor/vm.h"
+#include "supervisor/vm-private.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,67 +21,27 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include <glib/gstdio.h>
+#include <jansson.h>
 
-#include "qmp/qmp.h"
-#include "supervisor/accel.h"
 #include "overlay/identity.h"
-#include "supervisor/process.h"
 #include "supervisor/qemu-argv.h"
-#include "supervisor/serial.h"
 
-struct NfVm {
-  guint id;
-  char *name;
-  char *serial;
-  const NfVmEnv *env;
-  NfVmCallbacks cb;
-  gpointer user_data;
+/* Console markers: index 0 is the configured ready marker. */
+enum { MARKER_READY, MARKER_PANIC };
 
-  NfVmState state;
-  char *exit_reason;
-  gboolean failed_at_start;
-  gboolean qmp_negotiated;
-  gint64 started_at;
-  gint64 ready_at;
-
-  char *state_dir;
-  char *qemu_log;
-  char *console_log;
-  char *pidfile;
-  char *qmp_path;
-
-  NfProcess *proc;
-  NfQmp *qmp;
-  NfSerial *console;
-  guint boot_timer;
-  guint kill_timer;
-};
-
-static void set_state(NfVm *vm, NfVmState state, const char *reason);
-static void release_channels(NfVm *vm);
-static void remove_runtime_files(NfVm *vm);
 static int listen_unix(const char *path, GError **error);
+static int connect_unix(const char *path, GError **error);
+static gboolean attach_channels(NfVm *vm, GError **error);
 static void on_exit_cb(NfProcess *proc, int status, gpointer data);
 static void qmp_ready_cb(NfQmp *qmp, gpointer data);
 static void qmp_event_cb(NfQmp *qmp, const char *name, json_t *data, gint64 ts, gpointer ud);
 static void qmp_closed_cb(NfQmp *qmp, const GError *error, gpointer data);
-static void marker_cb(NfSerial *serial, const char *line, gpointer data);
-static void serial_eof_cb(NfSerial *serial, gpointer data);
-static gboolean boot_timeout_cb(gpointer data);
-static gboolean kill_timeout_cb(gpointer data);
-static void clear_timer(guint *id);
-
-static const char *const state_names[NF_VM_N_STATES] = {
-    [NF_VM_CREATED] = "created",   [NF_VM_QUEUED] = "queued",
-    [NF_VM_STARTING] = "starting", [NF_VM_BOOTING] = "booting",
-    [NF_VM_READY] = "ready",       [NF_VM_STOPPING] = "stopping",
-    [NF_VM_STOPPED] = "stopped",   [NF_VM_FAILED] = "failed",
-};
-
-const char *nf_vm_state_name(NfVmState state)
-{
-  return state < NF_VM_N_STATES ? state_names[state] : "?";
-}
+static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer data);
+static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpointer data);
+static void remove_runtime_files(NfVm *vm);
+static void reset_run_facts(NfVm *vm);
+static gboolean pid_is_our_qemu(NfVm *vm, GPid pid);
+static char *read_pidfile(const char *path, GPid *pid);
 
 NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks,
                 gpointer user_data)
@@ -91,35 +54,28 @@ NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks,
   vm->name = nf_paths_guest_name(id);
   /* The format was validated when the fleet was built. */
   vm->serial = nf_identity_serial(env->config->serial_format, id, NULL);
+  vm->mac = nf_identity_mac(env->config->name, id, NULL);
   vm->state_dir = nf_paths_guest_state_dir(env->paths, id);
   vm->qemu_log = g_build_filename(vm->state_dir, "qemu.log", NULL);
   vm->console_log = g_build_filename(vm->state_dir, "console.log", NULL);
+  vm->status_path = g_build_filename(vm->state_dir, "status.json", NULL);
   vm->pidfile = nf_paths_guest_runtime(env->paths, id, "pid");
+  vm->ctl_path = nf_paths_guest_runtime(env->paths, id, "ctl");
   vm->qmp_path = nf_paths_guest_runtime(env->paths, id, "qmp");
+  vm->serial_path = nf_paths_guest_runtime(env->paths, id, "serial");
+  vm->balloon_actual = env->config->memory_mib * 1024 * 1024;
+  vm->watchers = g_array_new(FALSE, FALSE, sizeof(NfVmWatcher));
+  vm->markers[MARKER_READY] = env->config->ready_marker;
+  vm->markers[MARKER_PANIC] = "Kernel panic - not syncing";
   return vm;
 }
 
-static void clear_timer(guint *id)
+void nf_vm_clear_timer(guint *id)
 {
   if (*id) {
     g_source_remove(*id);
     *id = 0;
   }
-}
-
-static void set_state(NfVm *vm, NfVmState state, const char *reason)
-{
-  NfVmState old = vm->state;
-  if (old == state)
-    return;
-  vm->state = state;
-  if (vm->cb.state_changed)
-    vm->cb.state_changed(vm, old, state, reason, vm->user_data);
-}
-
-void nf_vm_set_queued(NfVm *vm)
-{
-  set_state(vm, NF_VM_QUEUED, "waiting for a boot slot");
 }
 
 static int listen_unix(const char *path, GError **error)
@@ -129,56 +85,95 @@ static int listen_unix(const char *path, GError **error)
     return -1;
   g_strlcpy(sun.sun_path, path, sizeof(sun.sun_path));
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    goto fail;
-  unlink(path); /* a stale socket from a killed supervisor */
-  if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, 4) < 0)
-    goto fail;
-  return fd;
-fail:;
+  if (fd >= 0) {
+    unlink(path); /* a stale socket from a supervisor that died */
+    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 && chmod(path, 0600) == 0 &&
+        listen(fd, 8) == 0)
+      return fd;
+  }
   int e = errno;
   if (fd >= 0)
     close(fd);
-  g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot listen on %s: %s",
-              path, g_strerror(e));
+  g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot listen on %s: %s%s",
+              path, g_strerror(e), e == EMFILE ? " (raise the open file limit: ulimit -n)" : "");
   return -1;
 }
 
-gboolean nf_vm_start(NfVm *vm, GError **error)
+static int connect_unix(const char *path, GError **error)
+{
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  g_strlcpy(sun.sun_path, path, sizeof(sun.sun_path));
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  /* A listening unix socket with room in its backlog accepts at once. */
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0)
+    return fd;
+  int e = errno;
+  if (fd >= 0)
+    close(fd);
+  g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot connect to %s: %s", path,
+              g_strerror(e));
+  return -1;
+}
+
+static gboolean attach_channels(NfVm *vm, GError **error)
+{
+  static const NfQmpCallbacks qmp_cb = {
+      .ready = qmp_ready_cb, .event = qmp_event_cb, .closed = qmp_closed_cb};
+  static const NfSerialCallbacks ser_cb = {.marker = marker_cb, .data = console_data_cb};
+
+  vm->qmp = nf_qmp_connect_unix(vm->ctl_path, NULL, &qmp_cb, vm, error);
+  if (vm->qmp == NULL)
+    return FALSE;
+  nf_qmp_set_default_timeout(vm->qmp, MAX(vm->env->config->health_timeout_ms, 1000));
+  int fd = connect_unix(vm->serial_path, error);
+  if (fd < 0)
+    return FALSE;
+  vm->console = nf_serial_new(fd, vm->console_log, 0, vm->markers, &ser_cb, vm, error);
+  return vm->console != NULL;
+}
+
+static void reset_run_facts(NfVm *vm)
+{
+  vm->qmp_negotiated = FALSE;
+  vm->stop_requested = FALSE;
+  vm->hung = FALSE;
+  vm->watchdog_event = FALSE;
+  vm->panic_seen = FALSE;
+  g_clear_pointer(&vm->shutdown_reason, g_free);
+  g_clear_pointer(&vm->health_problem, g_free);
+  vm->failed_at_start = FALSE;
+  vm->ready_at = 0;
+  vm->stats_polling_set = FALSE;
+  vm->stats_last_update = 0;
+  vm->stats_advanced_at = 0;
+  vm->balloon_actual = vm->env->config->memory_mib * 1024 * 1024;
+}
+
+gboolean nf_vm_spawn(NfVm *vm, GError **error)
 {
   const NfFleetConfig *cfg = vm->env->config;
-  int qmp_pair[2] = {-1, -1}, ser_pair[2] = {-1, -1}, qmp_listen = -1, log_fd = -1;
-  g_autoptr(GError) local = NULL;
+  int fds[3] = {-1, -1, -1};
+  int log_fd = -1;
+  gboolean ok = FALSE;
   g_auto(GStrv) argv = NULL;
 
-  g_return_val_if_fail(!nf_vm_is_running(vm), FALSE);
-  g_clear_pointer(&vm->exit_reason, g_free);
-  vm->failed_at_start = FALSE;
-  vm->qmp_negotiated = FALSE;
-  vm->ready_at = 0;
-
+  reset_run_facts(vm);
   if (g_mkdir_with_parents(vm->state_dir, 0755) != 0) {
     int e = errno;
-    g_set_error(&local, G_FILE_ERROR, g_file_error_from_errno(e), "cannot create %s: %s",
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot create %s: %s",
                 vm->state_dir, g_strerror(e));
-    goto fail;
+    goto out;
   }
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qmp_pair) < 0 ||
-      socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ser_pair) < 0) {
-    int e = errno;
-    g_set_error(&local, G_FILE_ERROR, g_file_error_from_errno(e), "socketpair: %s%s",
-                g_strerror(e), e == EMFILE ? " (raise the open file limit: ulimit -n)" : "");
-    goto fail;
-  }
-  qmp_listen = listen_unix(vm->qmp_path, &local);
-  if (qmp_listen < 0)
-    goto fail;
+  if ((fds[0] = listen_unix(vm->ctl_path, error)) < 0 ||
+      (fds[1] = listen_unix(vm->qmp_path, error)) < 0 ||
+      (fds[2] = listen_unix(vm->serial_path, error)) < 0)
+    goto out;
   log_fd = open(vm->qemu_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) {
     int e = errno;
-    g_set_error(&local, G_FILE_ERROR, g_file_error_from_errno(e), "cannot open %s: %s",
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot open %s: %s",
                 vm->qemu_log, g_strerror(e));
-    goto fail;
+    goto out;
   }
 
   NfQemuSpec spec = {
@@ -201,58 +196,114 @@ gboolean nf_vm_start(NfVm *vm, GError **error)
     g_autofree char *stamp = g_date_time_format_iso8601(now);
     g_autofree char *header = g_strdup_printf("=== %s starting %s: %s\n", stamp, vm->name, line);
     if (write(log_fd, header, strlen(header)) < 0) {
+      /* the log is best effort; qemu's own errors still go there */
     }
   }
 
-  int sources[] = {qmp_pair[1], qmp_listen, ser_pair[1]};
-  int targets[] = {NF_QEMU_FD_QMP, NF_QEMU_FD_QMP_PUBLIC, NF_QEMU_FD_SERIAL};
-  vm->proc = nf_process_spawn(argv, sources, targets, G_N_ELEMENTS(sources), log_fd, TRUE,
-                              on_exit_cb, vm, &local);
-  if (vm->proc == NULL) {
-    g_prefix_error(&local, "cannot start %s: ", vm->env->qemu_path);
-    goto fail;
+  if (vm->env->use_cgroups && vm->cgroup == NULL) {
+    g_autoptr(GError) cg_error = NULL;
+    vm->cgroup = nf_cgroup_new(cfg->name, vm->name, cfg->memory_limit_mib, &cg_error);
+    if (vm->cgroup == NULL && cfg->memory_limit_mib) {
+      g_propagate_prefixed_error(error, g_steal_pointer(&cg_error), "--memory-limit: ");
+      goto out;
+    }
   }
-  /* The child holds its ends now; ours would keep EOF from ever arriving. */
-  close(qmp_pair[1]);
-  close(ser_pair[1]);
-  close(qmp_listen);
-  close(log_fd);
 
-  static const NfQmpCallbacks qmp_cb = {
-      .ready = qmp_ready_cb, .event = qmp_event_cb, .closed = qmp_closed_cb};
-  vm->qmp = nf_qmp_new_from_fd(qmp_pair[0], NULL, &qmp_cb, vm);
-  static const NfSerialCallbacks ser_cb = {.marker = marker_cb, .eof = serial_eof_cb};
-  vm->console = nf_serial_new(ser_pair[0], vm->console_log, cfg->ready_marker, &ser_cb, vm,
-                              &local);
-  if (vm->console == NULL) {
-    /* Spawned but unusable: kill it, the exit callback is not wanted now. */
-    nf_process_free(g_steal_pointer(&vm->proc));
-    g_clear_pointer(&vm->qmp, nf_qmp_unref);
-    goto fail_quiet;
+  int targets[] = {NF_QEMU_FD_QMP, NF_QEMU_FD_QMP_PUBLIC, NF_QEMU_FD_SERIAL};
+  vm->proc = nf_process_spawn(argv, fds, targets, 3, log_fd, !cfg->detached, on_exit_cb, vm,
+                              error);
+  if (vm->proc == NULL) {
+    g_prefix_error(error, "cannot start %s: ", vm->env->qemu_path);
+    goto out;
+  }
+  if (vm->cgroup) {
+    nf_cgroup_add_pid(vm->cgroup, nf_process_pid(vm->proc), NULL);
+    vm->oom_kills_at_start = nf_cgroup_oom_kills(vm->cgroup);
   }
   vm->started_at = g_get_monotonic_time();
-  if (cfg->boot_timeout_ms)
-    vm->boot_timer = g_timeout_add(cfg->boot_timeout_ms, boot_timeout_cb, vm);
-  set_state(vm, NF_VM_STARTING, "qemu spawned");
-  return TRUE;
-
-fail:
-  for (int i = 0; i < 2; i++) {
-    if (qmp_pair[i] >= 0)
-      close(qmp_pair[i]);
-    if (ser_pair[i] >= 0)
-      close(ser_pair[i]);
+  vm->started_wall = g_get_real_time();
+  if (!attach_channels(vm, error)) {
+    nf_process_free(g_steal_pointer(&vm->proc)); /* kills and reaps */
+    goto out;
   }
-  if (qmp_listen >= 0)
-    close(qmp_listen);
+  ok = TRUE;
+out:
+  /* qemu holds the listening sockets now; our copies would only leak. */
+  for (int i = 0; i < 3; i++)
+    if (fds[i] >= 0)
+      close(fds[i]);
   if (log_fd >= 0)
     close(log_fd);
-fail_quiet:
+  if (!ok)
+    nf_vm_release(vm);
+  return ok;
+}
+
+static char *read_pidfile(const char *path, GPid *pid)
+{
+  g_autofree char *text = NULL;
+  if (!g_file_get_contents(path, &text, NULL, NULL))
+    return NULL;
+  *pid = (GPid)g_ascii_strtoll(g_strstrip(text), NULL, 10);
+  return *pid > 0 ? g_strdup(text) : NULL;
+}
+
+static gboolean pid_is_our_qemu(NfVm *vm, GPid pid)
+{
+  /* Our pid file path is unique to this fleet and guest, and qemu got it on
+   * its command line: a recycled pid cannot carry it. */
+  g_autofree char *path = g_strdup_printf("/proc/%d/cmdline", (int)pid);
+  g_autofree char *cmd = NULL;
+  gsize len = 0;
+  if (!g_file_get_contents(path, &cmd, &len, NULL))
+    return FALSE;
+  for (gsize i = 0; i + 1 < len; i++)
+    if (cmd[i] == '\0')
+      cmd[i] = ' ';
+  return strstr(cmd, vm->pidfile) != NULL && strstr(cmd, "-name guest=") != NULL;
+}
+
+gboolean nf_vm_adopt(NfVm *vm)
+{
+  GPid pid = 0;
+  g_autofree char *pidtext = read_pidfile(vm->pidfile, &pid);
+  g_autoptr(GError) error = NULL;
+  json_auto_t *status = json_load_file(vm->status_path, 0, NULL);
+  const char *was = json_string_value(json_object_get(status, "state"));
+
+  if (pidtext && pid_is_our_qemu(vm, pid)) {
+    reset_run_facts(vm);
+    vm->proc = nf_process_adopt(pid, on_exit_cb, vm, &error);
+    if (vm->proc && attach_channels(vm, &error)) {
+      vm->started_at = g_get_monotonic_time();
+      vm->started_wall = json_integer_value(json_object_get(status, "started_at_us"));
+      vm->restarts = (guint)json_integer_value(json_object_get(status, "restarts"));
+      if (vm->env->use_cgroups)
+        vm->cgroup = nf_cgroup_new(vm->env->config->name, vm->name, 0, NULL);
+      if (vm->cgroup)
+        vm->oom_kills_at_start = nf_cgroup_oom_kills(vm->cgroup);
+      nf_vm_set_state(vm, NF_VM_STARTING, "adopted from a previous supervisor");
+      if (g_strcmp0(was, "ready") == 0) {
+        vm->ready_at = g_get_monotonic_time();
+        /* It was ready before; the QMP handshake and health confirm it is alive. */
+        vm->qmp_negotiated = FALSE;
+      }
+      return TRUE;
+    }
+    g_clear_pointer(&vm->proc, nf_process_forget);
+    nf_vm_release(vm);
+  }
   remove_runtime_files(vm);
-  vm->exit_reason = g_strdup(local->message);
-  vm->failed_at_start = TRUE;
-  set_state(vm, NF_VM_FAILED, local->message);
-  g_propagate_error(error, g_steal_pointer(&local));
+  /* Recorded as up, but gone: it died while nobody was watching. */
+  if (was && (g_str_equal(was, "ready") || g_str_equal(was, "booting") ||
+              g_str_equal(was, "starting"))) {
+    reset_run_facts(vm);
+    vm->status_known = FALSE;
+    vm->restarts = (guint)json_integer_value(json_object_get(status, "restarts"));
+    nf_vm_set_state(vm, NF_VM_STARTING, "recorded as running by a previous supervisor");
+    nf_vm_dispatch(vm, NF_VM_EV_EXIT, "died while no supervisor was watching");
+    return TRUE;
+  }
   return FALSE;
 }
 
@@ -260,141 +311,179 @@ static void qmp_ready_cb(NfQmp *qmp, gpointer data)
 {
   NfVm *vm = data;
   vm->qmp_negotiated = TRUE;
-  if (vm->state == NF_VM_STARTING)
-    set_state(vm, NF_VM_BOOTING, "QMP connected");
+  nf_vm_dispatch(vm, NF_VM_EV_QMP_UP, "QMP connected");
 }
 
 static void qmp_event_cb(NfQmp *qmp, const char *name, json_t *data, gint64 ts, gpointer ud)
 {
   NfVm *vm = ud;
-  if (g_strcmp0(name, "SHUTDOWN") == 0 && vm->state != NF_VM_STOPPING) {
-    /* Keep qemu's own word for why it is going: it classifies the exit. */
-    const char *reason = json_string_value(json_object_get(data, "reason"));
-    g_free(vm->exit_reason);
-    vm->exit_reason = g_strdup_printf("guest shutdown (%s)", reason ? reason : "unknown");
+  if (g_str_equal(name, "SHUTDOWN")) {
+    /* qemu's own word for why it is going: it classifies the exit. */
+    g_free(vm->shutdown_reason);
+    vm->shutdown_reason = g_strdup(json_string_value(json_object_get(data, "reason")));
+  } else if (g_str_equal(name, "WATCHDOG")) {
+    vm->watchdog_event = TRUE;
+  } else if (g_str_equal(name, "GUEST_PANICKED")) {
+    vm->panic_seen = TRUE;
+  } else if (g_str_equal(name, "BALLOON_CHANGE")) {
+    json_t *actual = json_object_get(data, "actual");
+    if (json_is_integer(actual))
+      vm->balloon_actual = (guint64)json_integer_value(actual);
   }
 }
 
 static void qmp_closed_cb(NfQmp *qmp, const GError *error, gpointer data)
 {
-  /* Process exit is the authority on a guest's end; a closed monitor alone
-   * is not (the exit callback follows). */
+  /* The process exit is the authority on a guest's end; a closed monitor
+   * alone is not (its exit callback follows, or health notices a hang). */
 }
 
-static void marker_cb(NfSerial *serial, const char *line, gpointer data)
+static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer data)
 {
   NfVm *vm = data;
-  if (vm->state != NF_VM_STARTING && vm->state != NF_VM_BOOTING)
+  if (which == MARKER_PANIC) {
+    vm->panic_seen = TRUE;
     return;
-  clear_timer(&vm->boot_timer);
-  vm->ready_at = g_get_monotonic_time();
+  }
   const char *s = strstr(line, "serial=");
   g_autofree char *reason = g_strdup_printf("ready (%s)", s ? s : line);
-  set_state(vm, NF_VM_READY, reason);
+  nf_vm_dispatch(vm, NF_VM_EV_READY, reason);
 }
 
-static void serial_eof_cb(NfSerial *serial, gpointer data)
-{
-}
-
-static gboolean boot_timeout_cb(gpointer data)
+static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpointer data)
 {
   NfVm *vm = data;
-  vm->boot_timer = 0;
-  g_free(vm->exit_reason);
-  vm->exit_reason = g_strdup_printf("no ready line within %u s (boot timeout)",
-                                    vm->env->config->boot_timeout_ms / 1000);
-  nf_process_signal(vm->proc, SIGKILL);
-  return G_SOURCE_REMOVE;
-}
-
-static gboolean kill_timeout_cb(gpointer data)
-{
-  NfVm *vm = data;
-  vm->kill_timer = 0;
-  nf_process_signal(vm->proc, SIGKILL);
-  return G_SOURCE_REMOVE;
-}
-
-void nf_vm_stop(NfVm *vm, gboolean force)
-{
-  if (!nf_vm_is_running(vm)) {
-    if (vm->state != NF_VM_FAILED)
-      set_state(vm, NF_VM_STOPPED, "stopped before it started");
-    return;
+  for (guint i = 0; i < vm->watchers->len; i++) {
+    NfVmWatcher *w = &g_array_index(vm->watchers, NfVmWatcher, i);
+    w->func(vm, buf, len, w->user_data);
   }
-  if (force) {
-    nf_process_signal(vm->proc, SIGKILL);
-    set_state(vm, NF_VM_STOPPING, "killing");
-    return;
-  }
-  if (vm->state == NF_VM_STOPPING)
-    return;
-  if (vm->qmp_negotiated)
-    nf_qmp_quit(vm->qmp, vm->env->config->stop_timeout_ms, NULL, NULL);
-  else
-    nf_process_signal(vm->proc, SIGTERM); /* qemu exits cleanly on SIGTERM too */
-  clear_timer(&vm->boot_timer);
-  vm->kill_timer = g_timeout_add(MAX(vm->env->config->stop_timeout_ms, 1), kill_timeout_cb, vm);
-  set_state(vm, NF_VM_STOPPING, "asked to quit");
 }
 
 static void on_exit_cb(NfProcess *proc, int status, gpointer data)
 {
   NfVm *vm = data;
-  g_autofree char *how = nf_process_describe_status(status);
-  gboolean asked = vm->state == NF_VM_STOPPING;
-  /* `exit_reason` may already hold the cause (boot timeout, the guest's own
-   * SHUTDOWN reason); the process status completes it. */
-  g_autofree char *cause = g_steal_pointer(&vm->exit_reason);
-
-  if (!vm->qmp_negotiated && !asked && cause == NULL)
-    vm->failed_at_start = TRUE;
-  if (cause && !asked)
-    vm->exit_reason = g_strdup_printf("%s; qemu %s", cause, how);
-  else
-    vm->exit_reason = g_strdup_printf("qemu %s", how);
-  release_channels(vm);
-  nf_process_free(g_steal_pointer(&vm->proc));
-  set_state(vm, asked ? NF_VM_STOPPED : NF_VM_FAILED, vm->exit_reason);
-}
-
-static void release_channels(NfVm *vm)
-{
-  clear_timer(&vm->boot_timer);
-  clear_timer(&vm->kill_timer);
-  if (vm->qmp) {
-    nf_qmp_close(vm->qmp);
-    g_clear_pointer(&vm->qmp, nf_qmp_unref);
-  }
-  g_clear_pointer(&vm->console, nf_serial_free);
-  remove_runtime_files(vm);
+  vm->wait_status = status;
+  vm->status_known = nf_process_status_known(proc);
+  /* Drain what the console still holds? The guest is gone; the ring keeps
+   * what arrived, and a reader may not block here. */
+  nf_vm_dispatch(vm, NF_VM_EV_EXIT, NULL);
 }
 
 static void remove_runtime_files(NfVm *vm)
 {
+  g_unlink(vm->ctl_path);
   g_unlink(vm->qmp_path);
+  g_unlink(vm->serial_path);
   g_unlink(vm->pidfile);
+}
+
+void nf_vm_release(NfVm *vm)
+{
+  nf_vm_clear_timer(&vm->boot_timer);
+  nf_vm_clear_timer(&vm->kill_timer);
+  nf_vm_health_stop(vm);
+  if (vm->qmp) {
+    NfQmp *qmp = g_steal_pointer(&vm->qmp);
+    nf_qmp_close(qmp);
+    nf_qmp_unref(qmp);
+  }
+  g_clear_pointer(&vm->console, nf_serial_free);
+  if (vm->proc == NULL) {
+    g_clear_pointer(&vm->cgroup, nf_cgroup_free);
+    remove_runtime_files(vm);
+  }
+}
+
+void nf_vm_detach(NfVm *vm)
+{
+  if (vm->proc == NULL)
+    return;
+  /* Leave qemu, its sockets and pid file for the next supervisor. */
+  nf_process_forget(g_steal_pointer(&vm->proc));
+  nf_vm_clear_timer(&vm->boot_timer);
+  nf_vm_clear_timer(&vm->kill_timer);
+  nf_vm_health_stop(vm);
+  if (vm->qmp) {
+    NfQmp *qmp = g_steal_pointer(&vm->qmp);
+    nf_qmp_close(qmp);
+    nf_qmp_unref(qmp);
+  }
+  g_clear_pointer(&vm->console, nf_serial_free);
+  if (vm->cgroup) {
+    /* Not ours to remove while qemu lives in it. */
+    g_free(vm->cgroup);
+    vm->cgroup = NULL;
+  }
 }
 
 void nf_vm_free(NfVm *vm)
 {
   if (vm == NULL)
     return;
-  if (vm->proc) {
-    /* Freeing kills and reaps synchronously; no exit callback then. */
-    nf_process_free(g_steal_pointer(&vm->proc));
-  }
-  release_channels(vm);
+  nf_vm_clear_timer(&vm->backoff_timer);
+  if (vm->proc)
+    nf_process_free(g_steal_pointer(&vm->proc)); /* kills and reaps; no callback */
+  nf_vm_release(vm);
+  g_array_unref(vm->watchers);
   g_free(vm->name);
   g_free(vm->serial);
+  g_free(vm->mac);
   g_free(vm->exit_reason);
+  g_free(vm->shutdown_reason);
+  g_free(vm->health_problem);
   g_free(vm->state_dir);
   g_free(vm->qemu_log);
   g_free(vm->console_log);
+  g_free(vm->status_path);
   g_free(vm->pidfile);
+  g_free(vm->ctl_path);
   g_free(vm->qmp_path);
+  g_free(vm->serial_path);
   g_free(vm);
+}
+
+void nf_vm_write_status(NfVm *vm)
+{
+  json_auto_t *o = json_pack(
+      "{s:i, s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:s, s:s?, s:I}", "id", (int)vm->id, "name",
+      vm->name, "serial", vm->serial, "mac", vm->mac, "state", nf_vm_state_name(vm->state),
+      "pid", (json_int_t)nf_vm_pid(vm), "started_at_us", (json_int_t)vm->started_wall,
+      "restarts", (int)vm->restarts, "last_exit", nf_exit_kind_name(vm->exit_kind),
+      "last_exit_reason", vm->exit_reason, "last_exit_at_us", (json_int_t)vm->exit_time);
+  if (o == NULL || g_mkdir_with_parents(vm->state_dir, 0755) != 0)
+    return;
+  g_autofree char *text = json_dumps(o, JSON_COMPACT);
+  /* g_file_set_contents writes a temp file and renames it: atomic. */
+  g_file_set_contents(vm->status_path, text, -1, NULL);
+}
+
+guint nf_vm_console_watch(NfVm *vm, NfVmConsoleFunc func, gpointer user_data)
+{
+  NfVmWatcher w = {.id = ++vm->next_watcher_id, .func = func, .user_data = user_data};
+  g_array_append_val(vm->watchers, w);
+  return w.id;
+}
+
+void nf_vm_console_unwatch(NfVm *vm, guint id)
+{
+  for (guint i = 0; i < vm->watchers->len; i++)
+    if (g_array_index(vm->watchers, NfVmWatcher, i).id == id) {
+      g_array_remove_index(vm->watchers, i);
+      return;
+    }
+}
+
+gssize nf_vm_console_write(NfVm *vm, const char *buf, gsize len)
+{
+  return vm->console ? nf_serial_write(vm->console, buf, len) : -1;
+}
+
+gboolean nf_vm_balloon(NfVm *vm, guint64 bytes, NfQmpReplyFunc cb, gpointer user_data)
+{
+  if (vm->qmp == NULL || !vm->qmp_negotiated)
+    return FALSE;
+  nf_qmp_balloon(vm->qmp, bytes, 0, cb, user_data);
+  return TRUE;
 }
 
 guint nf_vm_id(const NfVm *vm)
@@ -409,6 +498,10 @@ const char *nf_vm_serial(const NfVm *vm)
 {
   return vm->serial;
 }
+const char *nf_vm_mac(const NfVm *vm)
+{
+  return vm->mac;
+}
 NfVmState nf_vm_state(const NfVm *vm)
 {
   return vm->state;
@@ -421,9 +514,25 @@ gboolean nf_vm_is_running(const NfVm *vm)
 {
   return vm->proc != NULL;
 }
+gboolean nf_vm_is_restart(const NfVm *vm)
+{
+  return vm->restart_pending;
+}
+guint nf_vm_restarts(const NfVm *vm)
+{
+  return vm->restarts;
+}
+NfExitKind nf_vm_exit_kind(const NfVm *vm)
+{
+  return vm->exit_kind;
+}
 const char *nf_vm_exit_reason(const NfVm *vm)
 {
   return vm->exit_reason;
+}
+gint64 nf_vm_exit_time(const NfVm *vm)
+{
+  return vm->exit_time;
 }
 gboolean nf_vm_failed_at_start(const NfVm *vm)
 {
@@ -436,6 +545,36 @@ gint64 nf_vm_started_at(const NfVm *vm)
 gint64 nf_vm_ready_at(const NfVm *vm)
 {
   return vm->ready_at;
+}
+guint64 nf_vm_balloon_actual(const NfVm *vm)
+{
+  return vm->balloon_actual;
+}
+NfQmp *nf_vm_qmp(const NfVm *vm)
+{
+  return vm->qmp;
+}
+const char *nf_vm_console_log_path(const NfVm *vm)
+{
+  return vm->console_log;
+}
+
+guint64 nf_vm_rss(const NfVm *vm)
+{
+  if (vm->proc == NULL)
+    return 0;
+  char path[64], buf[128];
+  g_snprintf(path, sizeof(path), "/proc/%d/statm", (int)nf_process_pid(vm->proc));
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0)
+    return 0;
+  buf[n] = '\0';
+  char *p = strchr(buf, ' ');
+  return p ? g_ascii_strtoull(p + 1, NULL, 10) * (guint64)sysconf(_SC_PAGESIZE) : 0;
 }
 
 char *nf_vm_console_tail(const NfVm *vm, gsize max_bytes)

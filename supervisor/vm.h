@@ -1,12 +1,15 @@
 /*
- * vm.h: one guest: its qemu process, QMP connection, serial console and
- * state. The fleet decides *when* a guest starts (batching); the guest owns
- * *how*: channels, argv, spawn, readiness, orderly stop, and what its exit
- * means.
+ * vm.h: one guest: its qemu process, QMP connection, serial console, health
+ * and restart state. The fleet decides *when* a guest may boot (the batch
+ * limiter); the guest owns *how*: channels, argv, spawn or adoption,
+ * readiness, health, orderly stop, what its exit means and whether it comes
+ * back. Its life is an explicit state x event table (lifecycle.c).
  */
 #pragma once
 #include <glib.h>
+#include "qmp/qmp.h"
 #include "supervisor/config.h"
+#include "supervisor/exit-kind.h"
 #include "supervisor/paths.h"
 
 typedef enum {
@@ -14,10 +17,12 @@ typedef enum {
   NF_VM_QUEUED,    /* waiting for the batch limiter */
   NF_VM_STARTING,  /* qemu spawned, QMP not negotiated yet */
   NF_VM_BOOTING,   /* QMP up, waiting for the ready line */
-  NF_VM_READY,     /* ready line seen */
+  NF_VM_READY,     /* ready line seen, health checks passing */
+  NF_VM_UNHEALTHY, /* missed a health deadline; being killed */
   NF_VM_STOPPING,  /* we asked it to quit */
-  NF_VM_STOPPED,   /* ended because we asked */
-  NF_VM_FAILED,    /* ended on its own, or missed its boot deadline */
+  NF_VM_STOPPED,   /* down, and staying down (asked, or policy says so) */
+  NF_VM_BACKOFF,   /* ended; restarts when its backoff delay is over */
+  NF_VM_FAILED,    /* given up on: a person must restart it */
   NF_VM_N_STATES
 } NfVmState;
 
@@ -29,49 +34,92 @@ typedef struct {
   const NfFleetPaths *paths;
   NfAccel accel;   /* resolved */
   char *qemu_path; /* resolved binary */
+  gboolean use_cgroups; /* cleared after the first failure to make one */
 } NfVmEnv;
 
 typedef struct NfVm NfVm;
 
 typedef struct {
-  /* Every transition, with a short reason for the log ("ready", "qemu exited
-   * with status 1", ...). */
+  /* Every transition, with a short reason ("ready", "exited: crashed (qemu
+   * killed by signal 9)", ...). */
   void (*state_changed)(NfVm *vm, NfVmState old_state, NfVmState new_state,
                         const char *reason, gpointer user_data);
 } NfVmCallbacks;
 
 NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks,
                 gpointer user_data);
-/* Stops (SIGKILL) anything still running, removes its runtime files, frees. */
+/* Kills (or, for a detached fleet going away, leaves running: see
+ * nf_vm_detach) whatever runs, removes its runtime files, frees. */
 void nf_vm_free(NfVm *vm);
 
-/* Marks the guest queued (the fleet's limiter will call nf_vm_start). */
-void nf_vm_set_queued(NfVm *vm);
+/* Asks for the guest to run: CREATED/STOPPED/FAILED/BACKOFF -> QUEUED (the
+ * fleet's limiter then calls nf_vm_start). A user restart of a FAILED guest
+ * starts its restart tally afresh. */
+void nf_vm_queue(NfVm *vm);
 
-/* Creates the channels and spawns qemu. On failure the guest is FAILED and
- * the error says why (it is also the reason given to state_changed). */
+/* The limiter admitted it: creates the channels and spawns qemu. On failure
+ * the guest is FAILED and the error says why. */
 gboolean nf_vm_start(NfVm *vm, GError **error);
 
+/* Takes over a guest left running by a supervisor that died: checks the pid
+ * file names a live qemu of ours (its command line carries our pid file),
+ * reconnects QMP and the console, and watches it through a pidfd. Returns
+ * TRUE when adopted; FALSE when there was nothing to adopt (stale files are
+ * removed; a guest recorded as running that died meanwhile is classified and
+ * goes through the restart policy). */
+gboolean nf_vm_adopt(NfVm *vm);
+
 /* Orderly stop: QMP quit (SIGTERM before QMP is up), SIGKILL after the
- * fleet's stop timeout. `force`: SIGKILL now. A guest not running goes to
- * STOPPED at once. Safe to call again (a second call may force). */
+ * stop timeout. `force`: SIGKILL now. A guest not running goes to STOPPED.
+ * The guest stays down afterwards. */
 void nf_vm_stop(NfVm *vm, gboolean force);
+
+/* Stop, then queue again (restart in place). */
+void nf_vm_restart(NfVm *vm);
+
+/* The supervisor leaves without stopping the guest (daemon mode): drop the
+ * channels, leave qemu and its runtime files for the next supervisor. */
+void nf_vm_detach(NfVm *vm);
 
 guint nf_vm_id(const NfVm *vm);
 const char *nf_vm_name(const NfVm *vm);
 const char *nf_vm_serial(const NfVm *vm);
+const char *nf_vm_mac(const NfVm *vm);
 NfVmState nf_vm_state(const NfVm *vm);
-GPid nf_vm_pid(const NfVm *vm);           /* 0 when not running */
+GPid nf_vm_pid(const NfVm *vm);            /* 0 when not running */
 gboolean nf_vm_is_running(const NfVm *vm); /* a qemu process exists */
-/* Why it last ended ("exited with status 1", "boot timeout"), or NULL. */
+gboolean nf_vm_is_restart(const NfVm *vm); /* queued to come back after an exit */
+guint nf_vm_restarts(const NfVm *vm);      /* restarts since the supervisor began */
+/* The last exit: kind (NF_EXIT_NONE if none), a sentence, and when (unix µs). */
+NfExitKind nf_vm_exit_kind(const NfVm *vm);
 const char *nf_vm_exit_reason(const NfVm *vm);
+gint64 nf_vm_exit_time(const NfVm *vm);
 /* TRUE when qemu ended before its QMP handshake: a start failure (bad argv,
  * missing file, ...), as opposed to a guest that ran and then died. */
 gboolean nf_vm_failed_at_start(const NfVm *vm);
 /* Last lines qemu wrote to stderr (from its log), for error messages. */
 char *nf_vm_stderr_tail(const NfVm *vm, guint max_lines);
-/* Recent console output. */
+/* Recent console output (from the in-memory ring). */
 char *nf_vm_console_tail(const NfVm *vm, gsize max_bytes);
+const char *nf_vm_console_log_path(const NfVm *vm);
 /* Monotonic times (g_get_monotonic_time) of the last spawn and ready; 0 if none. */
 gint64 nf_vm_started_at(const NfVm *vm);
 gint64 nf_vm_ready_at(const NfVm *vm);
+/* Balloon size in bytes as last reported (BALLOON_CHANGE / query-balloon). */
+guint64 nf_vm_balloon_actual(const NfVm *vm);
+/* qemu's resident set in bytes (from /proc), 0 when not running. */
+guint64 nf_vm_rss(const NfVm *vm);
+/* The supervisor's QMP connection, or NULL when not connected. Borrowed. */
+NfQmp *nf_vm_qmp(const NfVm *vm);
+
+/* Console watchers: every byte of output from now on (also across restarts)
+ * goes to `func` until unwatched. Returns an id > 0. */
+typedef void (*NfVmConsoleFunc)(NfVm *vm, const char *buf, gsize len, gpointer user_data);
+guint nf_vm_console_watch(NfVm *vm, NfVmConsoleFunc func, gpointer user_data);
+void nf_vm_console_unwatch(NfVm *vm, guint id);
+/* Input for the guest's console; -1 when it has no console now. */
+gssize nf_vm_console_write(NfVm *vm, const char *buf, gsize len);
+
+/* Sets the balloon target (bytes) over QMP; `cb` gets qemu's reply. FALSE
+ * (and no callback) when the guest has no QMP connection now. */
+gboolean nf_vm_balloon(NfVm *vm, guint64 bytes, NfQmpReplyFunc cb, gpointer user_data);

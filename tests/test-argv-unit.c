@@ -60,9 +60,9 @@ static void test_argv_tcg(void)
   g_assert_cmpint(find_pair(argv, "-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on"), >, 0);
   g_assert_cmpint(find_pair(argv, "-device", "i6300esb"), >, 0);
   g_assert_cmpint(find_pair(argv, "-fw_cfg", "name=opt/nervesfleet/serial,string=NF-000007"), >, 0);
-  g_assert_cmpint(find_pair(argv, "-chardev", "socket,id=qmp0,fd=3"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-chardev", "socket,id=qmp0,fd=3,server=on,wait=off"), >, 0);
   g_assert_cmpint(find_pair(argv, "-chardev", "socket,id=qmp1,fd=4,server=on,wait=off"), >, 0);
-  g_assert_cmpint(find_pair(argv, "-chardev", "socket,id=ser0,fd=5"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-chardev", "socket,id=ser0,fd=5,server=on,wait=off"), >, 0);
   g_assert_cmpint(find_pair(argv, "-serial", "chardev:ser0"), >, 0);
   g_assert_cmpint(find_pair(argv, "-pidfile", "/run/x/vm-0007.pid"), >, 0);
   g_assert_cmpint(find_pair(argv, "-no-reboot", NULL), >, 0);

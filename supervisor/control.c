@@ -1,0 +1,533 @@
+/*
+ * control.c: the control socket's server half: the listening socket, peer
+ * checks, per-client framing and bounded buffers, the fleet listener that
+ * feeds event streams, and console streams. Commands themselves live in
+ * control-cmds.c; the protocol is in control-protocol.md.
+ *
+ * Every fd is non-blocking and watched by the one GMainLoop. Output goes
+ * out as soon as the socket takes it; what it does not take waits in a
+ * per-client buffer, and a client that lets NF_CONTROL_OUT_MAX pile up is
+ * dropped. Clients are refcounted because a request may finish later (a
+ * balloon reply, a wait) after its client went away: `dead` then says so.
+ */
+#include "supervisor/control-private.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <glib-unix.h>
+#include <glib/gstdio.h>
+
+#include "supervisor/paths.h"
+
+static gboolean accept_cb(int fd, GIOCondition cond, gpointer data);
+static gboolean client_in_cb(int fd, GIOCondition cond, gpointer data);
+static gboolean client_out_cb(int fd, GIOCondition cond, gpointer data);
+static void client_new(NfControl *ctl, int fd);
+static void client_close(NfCtlClient *c);
+static void client_flush(NfCtlClient *c);
+static void client_handle_line(NfCtlClient *c, const char *line, gsize len);
+static void client_feed(NfCtlClient *c, const char *buf, gsize len);
+static void console_data_cb(NfVm *vm, const char *buf, gsize len, gpointer data);
+static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason,
+                          gpointer data);
+static void notice_cb(NfFleet *fleet, const char *message, gpointer data);
+static void broadcast_event(NfControl *ctl, json_t *event);
+
+void nf_ctl_log(NfControl *ctl, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  if (ctl->hooks.log)
+    ctl->hooks.log(msg, ctl->hooks_data);
+  else
+    fprintf(stderr, "nervesfleet: control: %s\n", msg);
+}
+
+NfControl *nf_control_new(NfFleet *fleet, const NfControlHooks *hooks, gpointer user_data,
+                          GError **error)
+{
+  g_autofree char *path =
+      g_build_filename(nf_fleet_runtime_dir(fleet), NF_CONTROL_SOCKET_NAME, NULL);
+  if (!nf_paths_check_socket(path, error))
+    return NULL;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    int e = errno;
+    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "control socket: %s",
+                g_strerror(e));
+    return NULL;
+  }
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  g_strlcpy(addr.sun_path, path, sizeof(addr.sun_path));
+  /* We hold the fleet lock, so a socket file here is a dead supervisor's. */
+  (void)unlink(path);
+  mode_t old_mask = umask(0177);
+  int rc = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
+  int e = errno;
+  umask(old_mask);
+  if (rc < 0 || chmod(path, 0600) < 0 || listen(fd, 128) < 0) {
+    e = rc < 0 ? e : errno;
+    close(fd);
+    (void)unlink(path);
+    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "control socket %s: %s", path,
+                g_strerror(e));
+    return NULL;
+  }
+  NfControl *ctl = g_new0(NfControl, 1);
+  ctl->fleet = fleet;
+  if (hooks)
+    ctl->hooks = *hooks;
+  ctl->hooks_data = user_data;
+  ctl->path = g_steal_pointer(&path);
+  ctl->listen_fd = fd;
+  ctl->listen_src = g_unix_fd_add(fd, G_IO_IN, accept_cb, ctl);
+  ctl->writers = g_hash_table_new(g_direct_hash, g_direct_equal);
+  ctl->run_starts = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
+  static const NfFleetCallbacks listener = {.vm_changed = vm_changed_cb, .notice = notice_cb};
+  ctl->listener_id = nf_fleet_add_listener(fleet, &listener, ctl);
+  return ctl;
+}
+
+void nf_control_free(NfControl *ctl)
+{
+  if (!ctl)
+    return;
+  nf_fleet_remove_listener(ctl->fleet, ctl->listener_id);
+  g_source_remove(ctl->listen_src);
+  close(ctl->listen_fd);
+  (void)unlink(ctl->path);
+  nf_ctl_waits_free_all(ctl);
+  if (ctl->eval_src)
+    g_source_remove(ctl->eval_src);
+  /* Best effort: whatever is queued goes out now if the socket takes it. */
+  while (ctl->clients) {
+    NfCtlClient *c = ctl->clients->data;
+    client_flush(c);
+    client_close(c);
+  }
+  g_hash_table_unref(ctl->writers);
+  g_hash_table_unref(ctl->run_starts);
+  g_free(ctl->path);
+  g_free(ctl);
+}
+
+const char *nf_control_socket_path(const NfControl *ctl)
+{
+  return ctl->path;
+}
+
+guint nf_control_n_clients(const NfControl *ctl)
+{
+  return g_list_length(ctl->clients);
+}
+
+/* --- connections ------------------------------------------------------------- */
+
+static gboolean accept_cb(int fd, GIOCondition cond, gpointer data)
+{
+  NfControl *ctl = data;
+  /* A bounded number per wake-up, so a connect storm cannot starve the loop. */
+  for (int i = 0; i < 64; i++) {
+    int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (cfd < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+          errno != ECONNABORTED)
+        nf_ctl_log(ctl, "accept: %s", g_strerror(errno));
+      break;
+    }
+    client_new(ctl, cfd);
+  }
+  return G_SOURCE_CONTINUE;
+}
+
+static void client_new(NfControl *ctl, int fd)
+{
+  NfCtlClient *c = g_new0(NfCtlClient, 1);
+  c->ctl = ctl;
+  c->refs = 1;
+  c->fd = fd;
+  c->in = g_string_new(NULL);
+  c->out = g_byte_array_new();
+  ctl->clients = g_list_prepend(ctl->clients, c);
+
+  struct ucred cred;
+  socklen_t len = sizeof(cred);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+    nf_ctl_log(ctl, "refused a client: SO_PEERCRED: %s", g_strerror(errno));
+    client_close(c);
+    return;
+  }
+  c->uid = cred.uid;
+  c->pid = cred.pid;
+  c->in_src = g_unix_fd_add(fd, G_IO_IN, client_in_cb, c);
+  uid_t me = getuid();
+  if (cred.uid != me && cred.uid != 0) {
+    nf_ctl_log(ctl, "refused control client pid %d: uid %u is neither %u nor root", (int)cred.pid,
+               (unsigned)cred.uid, (unsigned)me);
+    nf_ctl_reply_error(c, NULL, "permission_denied", NULL,
+                       "uid %u may not control fleet '%s' (only uid %u or root)",
+                       (unsigned)cred.uid, nf_fleet_name(ctl->fleet), (unsigned)me);
+    c->close_when_flushed = TRUE;
+    client_flush(c);
+    return;
+  }
+  if (g_list_length(ctl->clients) > NF_CONTROL_MAX_CLIENTS) {
+    nf_ctl_reply_error(c, NULL, "busy", NULL, "too many control clients (%d)",
+                       NF_CONTROL_MAX_CLIENTS);
+    c->close_when_flushed = TRUE;
+    client_flush(c);
+  }
+}
+
+NfCtlClient *nf_ctl_client_ref(NfCtlClient *c)
+{
+  c->refs++;
+  return c;
+}
+
+void nf_ctl_client_unref(NfCtlClient *c)
+{
+  if (--c->refs > 0)
+    return;
+  g_string_free(c->in, TRUE);
+  g_byte_array_unref(c->out);
+  g_free(c);
+}
+
+static void client_close(NfCtlClient *c)
+{
+  if (c->dead)
+    return;
+  NfControl *ctl = c->ctl;
+  c->dead = TRUE;
+  if (c->in_src)
+    g_source_remove(c->in_src);
+  if (c->out_src)
+    g_source_remove(c->out_src);
+  c->in_src = c->out_src = 0;
+  if (c->watch_id) {
+    /* The guest may have been removed (scale down) since we attached. */
+    NfVm *vm = nf_fleet_find_vm(ctl->fleet, c->vm_id);
+    if (vm)
+      nf_vm_console_unwatch(vm, c->watch_id);
+    c->watch_id = 0;
+  }
+  if (c->writer && g_hash_table_lookup(ctl->writers, GUINT_TO_POINTER(c->vm_id)) == c)
+    g_hash_table_remove(ctl->writers, GUINT_TO_POINTER(c->vm_id));
+  close(c->fd);
+  c->fd = -1;
+  ctl->clients = g_list_remove(ctl->clients, c);
+  nf_ctl_client_unref(c);
+}
+
+/* Writes what the socket takes now; watches for writability for the rest. */
+static void client_flush(NfCtlClient *c)
+{
+  if (c->dead)
+    return;
+  while (c->out_pos < c->out->len) {
+    ssize_t n = send(c->fd, c->out->data + c->out_pos, c->out->len - c->out_pos,
+                     MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        break;
+      client_close(c); /* EPIPE, ECONNRESET: the peer is gone */
+      return;
+    }
+    c->out_pos += (gsize)n;
+  }
+  if (c->out_pos == c->out->len) {
+    g_byte_array_set_size(c->out, 0);
+    c->out_pos = 0;
+    if (c->out_src) {
+      g_source_remove(c->out_src);
+      c->out_src = 0;
+    }
+    if (c->close_when_flushed)
+      client_close(c);
+    return;
+  }
+  /* Keep the buffer compact: drop what was sent once it is most of it. */
+  if (c->out_pos > 65536 && c->out_pos * 2 > c->out->len) {
+    g_byte_array_remove_range(c->out, 0, (guint)c->out_pos);
+    c->out_pos = 0;
+  }
+  if (!c->out_src)
+    c->out_src = g_unix_fd_add(c->fd, G_IO_OUT, client_out_cb, c);
+}
+
+static gboolean client_out_cb(int fd, GIOCondition cond, gpointer data)
+{
+  NfCtlClient *c = data;
+  c->out_src = 0; /* re-added by client_flush if still needed */
+  nf_ctl_client_ref(c);
+  client_flush(c);
+  gboolean again = !c->dead && c->out_src != 0;
+  if (again) {
+    /* client_flush added a new source; keep this one instead. */
+    g_source_remove(c->out_src);
+    c->out_src = 0;
+  }
+  guint keep = again;
+  if (again)
+    c->out_src = g_source_get_id(g_main_current_source());
+  nf_ctl_client_unref(c);
+  return keep ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
+}
+
+void nf_ctl_send(NfCtlClient *c, const char *buf, gsize len)
+{
+  if (c->dead || len == 0)
+    return;
+  if (c->out->len - c->out_pos >= NF_CONTROL_OUT_MAX) {
+    nf_ctl_log(c->ctl, "dropped control client pid %d: %u bytes of output unread",
+               (int)c->pid, (unsigned)(c->out->len - c->out_pos));
+    client_close(c);
+    return;
+  }
+  g_byte_array_append(c->out, (const guint8 *)buf, (guint)len);
+  client_flush(c);
+}
+
+void nf_ctl_send_json(NfCtlClient *c, json_t *msg)
+{
+  char *text = json_dumps(msg, JSON_COMPACT);
+  json_decref(msg);
+  if (!text)
+    return;
+  gsize n = strlen(text);
+  text[n] = '\0';
+  nf_ctl_send(c, text, n);
+  nf_ctl_send(c, "\n", 1);
+  free(text);
+}
+
+void nf_ctl_reply_ok(NfCtlClient *c, json_t *id, json_t *result)
+{
+  nf_ctl_send_json(c, json_pack("{s:i, s:O?, s:b, s:o}", "v", NF_CONTROL_PROTOCOL, "id",
+                                id ? id : json_null(), "ok", 1, "result",
+                                result ? result : json_object()));
+}
+
+void nf_ctl_reply_error(NfCtlClient *c, json_t *id, const char *code, json_t *details,
+                        const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  json_t *err = json_pack("{s:s, s:s}", "code", code, "message", msg);
+  if (details)
+    json_object_set_new(err, "guests", details);
+  nf_ctl_send_json(c, json_pack("{s:i, s:O?, s:b, s:o}", "v", NF_CONTROL_PROTOCOL, "id",
+                                id ? id : json_null(), "ok", 0, "error", err));
+}
+
+/* --- input ------------------------------------------------------------------- */
+
+static gboolean client_in_cb(int fd, GIOCondition cond, gpointer data)
+{
+  NfCtlClient *c = data;
+  char buf[16384];
+  nf_ctl_client_ref(c);
+  /* A bounded amount per wake-up keeps one busy client from starving others. */
+  for (int i = 0; i < 8 && !c->dead; i++) {
+    ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      break;
+    if (n <= 0) {
+      /* EOF: an answer still queued goes out if it can, then we close. */
+      client_flush(c);
+      client_close(c);
+      break;
+    }
+    client_feed(c, buf, (gsize)n);
+  }
+  gboolean dead = c->dead;
+  if (dead)
+    c->in_src = 0;
+  nf_ctl_client_unref(c);
+  return dead ? G_SOURCE_REMOVE : G_SOURCE_CONTINUE;
+}
+
+static void client_feed(NfCtlClient *c, const char *buf, gsize len)
+{
+  if (c->mode == NF_CTL_MODE_RAW) {
+    if (c->writer) {
+      NfVm *vm = nf_fleet_find_vm(c->ctl->fleet, c->vm_id);
+      if (vm)
+        (void)nf_vm_console_write(vm, buf, len);
+    }
+    return; /* read-only watchers' typing goes nowhere */
+  }
+  if (c->mode == NF_CTL_MODE_EVENTS)
+    return;
+  while (len > 0 && !c->dead && c->mode == NF_CTL_MODE_REQUESTS) {
+    const char *nl = memchr(buf, '\n', len);
+    gsize take = nl ? (gsize)(nl - buf) + 1 : len;
+    if (c->discarding) {
+      if (nl)
+        c->discarding = FALSE;
+    } else if (c->in->len + take - (nl ? 1 : 0) > NF_CONTROL_MAX_LINE) {
+      g_string_truncate(c->in, 0);
+      nf_ctl_reply_error(c, NULL, "too_large", NULL, "request line longer than %d bytes",
+                         NF_CONTROL_MAX_LINE);
+      c->discarding = nl == NULL;
+    } else {
+      g_string_append_len(c->in, buf, (gssize)take);
+      if (nl) {
+        g_autofree char *line = g_strndup(c->in->str, c->in->len - 1);
+        gsize line_len = c->in->len - 1;
+        g_string_truncate(c->in, 0);
+        client_handle_line(c, line, line_len);
+      }
+    }
+    buf += take;
+    len -= take;
+  }
+  /* Bytes after the request that switched the client to a stream. */
+  if (len > 0 && !c->dead && c->mode != NF_CTL_MODE_REQUESTS)
+    client_feed(c, buf, len);
+}
+
+static void client_handle_line(NfCtlClient *c, const char *line, gsize len)
+{
+  if (len > 0 && line[len - 1] == '\r')
+    len--;
+  if (len == 0)
+    return; /* blank lines are keep-alives */
+  json_error_t jerr;
+  json_auto_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+  if (!req) {
+    nf_ctl_reply_error(c, NULL, "bad_request", NULL, "not JSON: %s", jerr.text);
+    return;
+  }
+  if (!json_is_object(req)) {
+    nf_ctl_reply_error(c, NULL, "bad_request", NULL, "a request is a JSON object");
+    return;
+  }
+  json_t *id = json_object_get(req, "id");
+  if (id && !json_is_string(id) && !json_is_integer(id) && !json_is_null(id)) {
+    nf_ctl_reply_error(c, NULL, "bad_request", NULL, "\"id\" must be a string or an integer");
+    return;
+  }
+  json_t *v = json_object_get(req, "v");
+  if (!json_is_integer(v)) {
+    nf_ctl_reply_error(c, id, "bad_request", NULL,
+                       "missing \"v\": this server speaks protocol version %d",
+                       NF_CONTROL_PROTOCOL);
+    return;
+  }
+  if (json_integer_value(v) != NF_CONTROL_PROTOCOL) {
+    nf_ctl_reply_error(c, id, "unsupported_version", NULL,
+                       "protocol version %" JSON_INTEGER_FORMAT " not supported (this is %d)",
+                       json_integer_value(v), NF_CONTROL_PROTOCOL);
+    return;
+  }
+  json_t *cmd = json_object_get(req, "cmd");
+  if (!json_is_string(cmd)) {
+    nf_ctl_reply_error(c, id, "bad_request", NULL, "\"cmd\" must be a string");
+    return;
+  }
+  json_t *args = json_object_get(req, "args");
+  if (args && json_is_null(args))
+    args = NULL;
+  if (args && !json_is_object(args)) {
+    nf_ctl_reply_error(c, id, "bad_args", NULL, "\"args\" must be an object");
+    return;
+  }
+  json_auto_t *empty = json_object();
+  nf_ctl_dispatch(c, id, json_string_value(cmd), args ? args : empty);
+}
+
+/* --- streams ----------------------------------------------------------------- */
+
+static void console_data_cb(NfVm *vm, const char *buf, gsize len, gpointer data)
+{
+  nf_ctl_send(data, buf, len);
+}
+
+void nf_ctl_client_attach_console(NfCtlClient *c, NfVm *vm, gboolean writer, gsize replay)
+{
+  c->mode = NF_CTL_MODE_RAW;
+  c->vm_id = nf_vm_id(vm);
+  c->writer = writer;
+  if (writer)
+    g_hash_table_insert(c->ctl->writers, GUINT_TO_POINTER(c->vm_id), c);
+  if (replay) {
+    g_autofree char *tail = nf_vm_console_tail(vm, replay);
+    nf_ctl_send(c, tail, strlen(tail));
+  }
+  if (!c->dead)
+    c->watch_id = nf_vm_console_watch(vm, console_data_cb, c);
+}
+
+static void broadcast_event(NfControl *ctl, json_t *event)
+{
+  g_autofree char *text = json_dumps(event, JSON_COMPACT);
+  json_decref(event);
+  if (!text)
+    return;
+  gsize n = strlen(text);
+  text = g_realloc(text, n + 2);
+  text[n] = '\n';
+  text[n + 1] = '\0';
+  /* Sending may drop a slow client, which edits the list: walk a copy. */
+  GList *copy = g_list_copy(ctl->clients);
+  for (GList *l = copy; l; l = l->next) {
+    NfCtlClient *c = l->data;
+    if (c->mode == NF_CTL_MODE_EVENTS)
+      nf_ctl_send(c, text, n + 1);
+  }
+  g_list_free(copy);
+}
+
+static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason,
+                          gpointer data)
+{
+  NfControl *ctl = data;
+  NfVmState state = nf_vm_state(vm);
+  if (state == NF_VM_STARTING) {
+    /* Where this run's console output starts, for `logs --since start`. */
+    GStatBuf st;
+    gint64 *off = g_new(gint64, 1);
+    *off = g_stat(nf_vm_console_log_path(vm), &st) == 0 ? (gint64)st.st_size : 0;
+    g_hash_table_insert(ctl->run_starts, GUINT_TO_POINTER(nf_vm_id(vm)), off);
+  }
+  nf_ctl_waits_changed(ctl, vm, state);
+  gboolean any = FALSE;
+  for (GList *l = ctl->clients; l && !any; l = l->next)
+    any = ((NfCtlClient *)l->data)->mode == NF_CTL_MODE_EVENTS;
+  if (!any)
+    return;
+  json_t *ev = json_pack("{s:i, s:s, s:f, s:I, s:s, s:s, s:s, s:s?}", "v", NF_CONTROL_PROTOCOL,
+                         "event", "state", "time", (double)g_get_real_time() / 1e6, "id",
+                         (json_int_t)nf_vm_id(vm), "name", nf_vm_name(vm), "from",
+                         nf_vm_state_name(old_state), "to", nf_vm_state_name(state), "reason",
+                         reason);
+  if (nf_vm_pid(vm) > 0)
+    json_object_set_new(ev, "pid", json_integer(nf_vm_pid(vm)));
+  if (nf_vm_exit_kind(vm) != NF_EXIT_NONE && !nf_vm_is_running(vm))
+    json_object_set_new(ev, "exit", json_string(nf_exit_kind_name(nf_vm_exit_kind(vm))));
+  broadcast_event(ctl, ev);
+}
+
+static void notice_cb(NfFleet *fleet, const char *message, gpointer data)
+{
+  NfControl *ctl = data;
+  broadcast_event(ctl, json_pack("{s:i, s:s, s:f, s:s}", "v", NF_CONTROL_PROTOCOL, "event",
+                                 "notice", "time", (double)g_get_real_time() / 1e6, "message",
+                                 message));
+}
