@@ -11,9 +11,10 @@
  * full disk or a permission problem never leaves a half-written overlay that
  * a later run would mistake for a good one.
  *
- * Creation is asynchronous: qemu-img children run on the caller's
- * thread-default GMainContext, at most `max_parallel` at a time, so the
- * supervisor's loop keeps serving running guests meanwhile.
+ * Creation is asynchronous on the caller's thread-default GMainContext: the
+ * first overlay comes from a qemu-img child, the others are copies of it made
+ * in idle time slices of at most 5 ms, so the supervisor's loop keeps
+ * serving running guests meanwhile.
  */
 #pragma once
 #include <gio/gio.h>
@@ -48,9 +49,10 @@ typedef enum {
 typedef void (*NfOverlayItemFunc)(guint index, const char *path, gboolean created,
                                   const GError *error, gpointer user_data);
 
-/* Makes sure an overlay over `base` exists at each of `paths` (NULL-terminated),
- * running at most `max_parallel` (0 means 4) qemu-img at a time. One guest's
- * failure does not stop the others. `base` and `paths` are copied. When all
+/* Makes sure an overlay over `base` exists at each of `paths` (NULL-terminated).
+ * `max_parallel` (0: number of CPUs, at least 2) bounds concurrent qemu-img
+ * runs, which only matters when copying is off (an overlay over 16 MiB).
+ * One guest's failure does not stop the others. `base` and `paths` are copied. When all
  * are done (or, after `cancellable` fires, all started ones), `done_cb` runs;
  * call nf_overlay_ensure_finish() from it. Cancellation starts no new ones. */
 void nf_overlay_ensure_async(const NfOverlayBase *base, const char *const *paths,

@@ -4,18 +4,21 @@
  * - a bad base (missing, a directory, empty, truncated qcow2, garbage, wrong
  *   format named, unsupported format, missing backing file) is refused with
  *   a message naming the file;
- * - 20 overlays are created in parallel on the caller's main context, and a
- *   second run creates nothing;
+ * - 20 overlays are created on the caller's main context (the first by
+ *   qemu-img, the others copied from it: qemu-img check must accept them),
+ *   a second run creates nothing, cancellation leaves no temp;
  * - a base changed under existing overlays is refused until a reflash;
  * - reflash gives a fresh overlay; remove/remove_all leave nothing;
  * - the U-Boot env is written into the overlay, never the base, and read back
  *   identically by all three read paths and by fw_printenv;
- * - ENOTDIR, a read-only mount and a full disk give clear errors and leave
+ * - ENOTDIR, a read-only mount and a full disk (in qemu-img or while copying)
+ *   give clear errors and leave
  *   no temp file, and do not disturb the overlays already there.
  * Each test works in its own temp dir; the process's TMPDIR is private too,
  * and both must be empty at the end (no temp left by the library).
  */
 #include <errno.h>
+#include <sched.h>
 #include <glib/gstdio.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -212,6 +215,7 @@ typedef struct {
   guint items, created, failed;
   GMainLoop *loop;
   GAsyncResult *result;
+  GCancellable *cancel_after_first;
 } Progress;
 
 static void item_cb(guint index, const char *path, gboolean created, const GError *error,
@@ -220,6 +224,8 @@ static void item_cb(guint index, const char *path, gboolean created, const GErro
   Progress *p = data;
   p->items++;
   p->created += created;
+  if (p->cancel_after_first)
+    g_cancellable_cancel(p->cancel_after_first);
   if (error) {
     p->failed++;
     g_test_message("guest %u: %s", index, error->message);
@@ -261,6 +267,10 @@ static void test_create_parallel(void)
   for (guint i = 0; i < 20; i++)
     t_assert_overlay_of(paths[i], raw);
   g_assert_cmpuint(t_count_temps(odir), ==, 0);
+  /* Most are copies of the first qemu-img output: qemu must find them sound. */
+  g_free(t_ok("qemu-img check -q %s && qemu-io -f qcow2 -c 'write -P 7 0 1M' %s >/dev/null && "
+              "qemu-img check -q %s",
+              paths[19], paths[19], paths[19]));
 
   /* Second run: nothing to do, nothing touched. */
   g_autofree char *before = t_sha256_file(paths[7]);
@@ -281,6 +291,33 @@ static void test_create_parallel(void)
   g_assert_true(nf_overlay_remove_all(odir, &error));
   g_assert_no_error(error);
   g_assert_false(g_file_test(odir, G_FILE_TEST_EXISTS));
+  nf_test_tmpdir_cleanup(dir);
+}
+
+static void test_cancel(void)
+{
+  g_autofree char *dir = nf_test_tmpdir_new();
+  g_autofree char *raw = t_raw_base(dir, "base.raw", "8M");
+  g_autoptr(NfOverlayBase) base = nf_overlay_base_inspect(raw, NULL, NULL);
+  g_auto(GStrv) paths = t_guest_paths(dir, 50);
+  g_autoptr(GCancellable) cancel = g_cancellable_new();
+  g_autoptr(GMainContext) ctx = g_main_context_new();
+  g_main_context_push_thread_default(ctx);
+  Progress p = {.loop = g_main_loop_new(ctx, FALSE), .cancel_after_first = cancel};
+  nf_overlay_ensure_async(base, (const char *const *)paths, 0, 2, cancel, item_cb, &p, done_cb,
+                          &p);
+  g_main_loop_run(p.loop);
+  g_autoptr(GError) error = NULL;
+  guint created = 0;
+  g_assert_false(nf_overlay_ensure_finish(p.result, &created, &error));
+  g_assert_error(error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+  g_main_context_pop_thread_default(ctx);
+  g_main_loop_unref(p.loop);
+  g_object_unref(p.result);
+  g_assert_cmpuint(created, >=, 1);
+  g_assert_cmpuint(created, <, 50);
+  g_assert_cmpuint(created, ==, p.created);
+  g_assert_cmpuint(t_count_temps(dir), ==, 0);
   nf_test_tmpdir_cleanup(dir);
 }
 
@@ -432,6 +469,54 @@ static void test_env_in_overlay(void)
   nf_test_tmpdir_cleanup(dir);
 }
 
+/* The in-process reader must see exactly what qemu sees: overlay over a
+ * qcow2 over a raw base, partial-cluster writes, zero clusters, a range past
+ * the raw base's end; compressed clusters are refused (and AUTO falls back). */
+static void test_qcow2_reader(void)
+{
+  g_autofree char *dir = nf_test_tmpdir_new();
+  g_free(t_ok("cd %s && truncate -s 3M base.raw && qemu-io -f raw -c 'write -P 0x11 0 3M' "
+              "base.raw >/dev/null && truncate -s 4M base.raw && "
+              "qemu-img create -q -f qcow2 -F raw -b %s/base.raw mid.qcow2 6M && "
+              "qemu-io -f qcow2 -c 'write -P 0x22 100k 10k' -c 'write -z 1M 64k' mid.qcow2 "
+              ">/dev/null && qemu-img create -q -f qcow2 -F qcow2 -b %s/mid.qcow2 top.qcow2 && "
+              "qemu-io -f qcow2 -c 'write -P 0x33 105k 1k' -c 'write -P 0x44 2M 200k' top.qcow2 "
+              ">/dev/null && qemu-img convert -f qcow2 -O raw top.qcow2 flat.raw",
+              dir, dir, dir));
+  g_autofree char *top = g_build_filename(dir, "top.qcow2", NULL);
+  g_autofree char *flat = g_build_filename(dir, "flat.raw", NULL);
+  g_autofree char *expect = NULL;
+  gsize len = 0;
+  g_assert_true(g_file_get_contents(flat, &expect, &len, NULL));
+  g_assert_cmpuint(len, ==, 6 << 20); /* the last 2 MiB are past the raw base's end */
+  g_autofree guint8 *got = g_malloc(len);
+  g_autoptr(GError) error = NULL;
+  g_assert_true(nf_overlay_qcow2_pread(top, got, len, 0, &error));
+  g_assert_no_error(error);
+  g_assert_cmpmem(got, len, expect, len);
+  g_assert_true(nf_overlay_qcow2_pread(top, got, 5000, 104 * 1024 + 7, &error));
+  g_assert_cmpmem(got, 5000, expect + 104 * 1024 + 7, 5000);
+  g_assert_false(nf_overlay_qcow2_pread(top, got, 2, len - 1, &error));
+  g_assert_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_BASE_INVALID);
+  g_clear_error(&error);
+
+  /* A compressed cluster where the env block lives. */
+  g_autofree char *env_raw = t_raw_base(dir, "fw.img", "1M");
+  g_free(t_ok("cd %s && printf 'nerves_serial_number=NF-9\n' | mkenvimage -s 0x20000 -o e.bin - "
+              "&& qemu-img create -q -f qcow2 -F raw -b %s c.qcow2 && qemu-io -f qcow2 -c "
+              "'write -c -s e.bin 0 0x20000' c.qcow2 >/dev/null && rm e.bin",
+              dir, env_raw));
+  g_autofree char *c = g_build_filename(dir, "c.qcow2", NULL);
+  g_autoptr(NfUbootEnv) env = NULL;
+  g_assert_false(nf_overlay_env_read_with(NF_OVERLAY_ENV_READ_NATIVE, c, 0, 0x20000, &env, &error));
+  g_assert_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_UNSUPPORTED);
+  g_clear_error(&error);
+  g_assert_true(nf_overlay_env_read(c, 0, 0x20000, &env, &error));
+  g_assert_no_error(error);
+  g_assert_cmpstr(nf_ubootenv_get(env, "nerves_serial_number"), ==, "NF-9");
+  nf_test_tmpdir_cleanup(dir);
+}
+
 static void test_enotdir(void)
 {
   g_autofree char *dir = nf_test_tmpdir_new();
@@ -499,16 +584,39 @@ static void test_disk_full_and_readonly(void)
                                         &created, &error));
   g_assert_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO);
   g_assert_nonnull(strstr(error->message, "Read-only file system"));
+  g_clear_error(&error);
   g_assert_false(nf_overlay_reflash(base, paths[0], NULL));
   g_autofree char *sum_ro = t_sha256_file(paths[0]);
   g_assert_cmpstr(sum, ==, sum_ro);
   g_assert_cmpuint(t_count_temps(mnt), ==, 0);
+  g_assert_cmpint(umount(mnt), ==, 0);
+
+  /* Full while copying the first overlay (49 pages each, 128 in all): two
+   * fit, the other two fail cleanly. */
+  g_assert_cmpint(mount("tmpfs", mnt, "tmpfs", 0, "size=512k"), ==, 0);
+  Progress q = {0};
+  g_assert_false(nf_overlay_ensure_sync(base, (const char *const *)paths, 0, 2, item_cb, &q,
+                                        &created, &error));
+  g_test_message("%s", error->message);
+  g_assert_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO);
+  g_assert_nonnull(strstr(error->message, "No space left on device"));
+  g_assert_cmpuint(created, ==, 2);
+  g_assert_cmpuint(q.failed, ==, 2);
+  g_assert_cmpuint(t_count_temps(mnt), ==, 0);
+  g_free(t_ok("qemu-img check -q %s && qemu-img check -q %s", paths[0], paths[1]));
+  g_assert_false(g_file_test(paths[2], G_FILE_TEST_EXISTS));
+  g_assert_false(g_file_test(paths[3], G_FILE_TEST_EXISTS));
   g_assert_cmpint(umount(mnt), ==, 0);
   nf_test_tmpdir_cleanup(dir);
 }
 
 int main(int argc, char **argv)
 {
+  /* Our own mount namespace (before any thread exists): the tmpfs mounts of
+   * the disk-full test vanish with this process even if an assertion aborts
+   * it. Without the privilege, that test skips. */
+  if (unshare(CLONE_NEWNS) == 0)
+    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
   /* A private TMPDIR, set before GLib caches it, so that temps the library
    * makes (env blocks) can be proven gone. */
   char root[] = "/tmp/nf-test-root-XXXXXX";
@@ -518,9 +626,11 @@ int main(int argc, char **argv)
   g_test_add_func("/overlay/base/valid", test_base_valid);
   g_test_add_func("/overlay/base/errors", test_base_errors);
   g_test_add_func("/overlay/create/parallel-idempotent", test_create_parallel);
+  g_test_add_func("/overlay/create/cancel", test_cancel);
   g_test_add_func("/overlay/base-change", test_base_change);
   g_test_add_func("/overlay/reflash-remove", test_reflash_remove);
   g_test_add_func("/overlay/env", test_env_in_overlay);
+  g_test_add_func("/overlay/qcow2-reader", test_qcow2_reader);
   g_test_add_func("/overlay/failure/enotdir", test_enotdir);
   g_test_add_func("/overlay/failure/disk-full-readonly", test_disk_full_and_readonly);
   int rc = g_test_run();
