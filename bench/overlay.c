@@ -46,8 +46,8 @@ static void bench_env(const NfOverlayBase *base, const char *dir, guint n_env)
   double dt;
   /* Env reads over n_env overlays; 1 in 10 has its own serial written. */
   g_auto(GStrv) envs = make_paths(dir, "e", n_env);
-  g_assert_true(nf_overlay_ensure_sync(base, (const char *const *)envs, 0, 4, NULL, NULL, NULL,
-                                       &error));
+  g_assert_true(
+      nf_overlay_ensure_sync(base, (const char *const *)envs, 0, 4, NULL, NULL, NULL, &error));
   guint written = 0;
   t0 = g_get_monotonic_time();
   for (guint i = 0; i < n_env; i += 10, written++) {
@@ -106,8 +106,8 @@ int main(int argc, char **argv)
   g_auto(GStrv) serial = make_paths(dir, "s", n);
   gint64 t0 = g_get_monotonic_time();
   for (guint i = 0; i < n; i++) {
-    const char *a[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", fw,
-                       serial[i], NULL};
+    const char *a[] = {"qemu-img", "create", "-q", "-f",      "qcow2", "-F",
+                       "raw",      "-b",     fw,   serial[i], NULL};
     g_assert_true(nf_overlay_tool_run(a, NULL, NULL, NULL, NULL));
   }
   double dt = (double)(g_get_monotonic_time() - t0) / 1e6;
@@ -121,18 +121,17 @@ int main(int argc, char **argv)
     g_auto(GStrv) paths = make_paths(dir, prefix, n);
     guint created = 0;
     t0 = g_get_monotonic_time();
-    g_assert_true(nf_overlay_ensure_sync(base, (const char *const *)paths, 0, levels[l], NULL,
-                                         NULL, &created, &error));
+    g_assert_true(nf_overlay_ensure_sync(base, (const char *const *)paths, 0, levels[l], NULL, NULL,
+                                         &created, &error));
     dt = (double)(g_get_monotonic_time() - t0) / 1e6;
     g_assert_cmpuint(created, ==, n);
     g_print("ensure_j%u %.1f overlays/s (%u in %.2f s)\n", levels[l], n / dt, n, dt);
     t0 = g_get_monotonic_time();
-    g_assert_true(nf_overlay_ensure_sync(base, (const char *const *)paths, 0, levels[l], NULL,
-                                         NULL, &created, &error));
+    g_assert_true(nf_overlay_ensure_sync(base, (const char *const *)paths, 0, levels[l], NULL, NULL,
+                                         &created, &error));
     g_assert_cmpuint(created, ==, 0);
     if (l == 0)
-      g_print("ensure_existing %.1f us/overlay\n",
-              (double)(g_get_monotonic_time() - t0) / n);
+      g_print("ensure_existing %.1f us/overlay\n", (double)(g_get_monotonic_time() - t0) / n);
     for (guint i = 0; i < n; i++)
       g_unlink(paths[i]);
   }

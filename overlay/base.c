@@ -61,8 +61,8 @@ static gboolean check_qcow2(const char *path, const char *display, GError **erro
   if (status == 2 && end > 0 && stat(path, &st) == 0 && st.st_size < end) {
     g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_BASE_INVALID,
                 "image %s is truncated: its qcow2 metadata needs %" JSON_INTEGER_FORMAT
-                " bytes but the file holds %" G_GINT64_FORMAT
-                " (%" JSON_INTEGER_FORMAT " corruptions); copy or download it again",
+                " bytes but the file holds %" G_GINT64_FORMAT " (%" JSON_INTEGER_FORMAT
+                " corruptions); copy or download it again",
                 display, end, (gint64)st.st_size, corruptions);
   } else {
     g_autofree char *line = nf_overlay_tool_first_line(err);
@@ -96,8 +96,9 @@ static gboolean base_parse_chain(NfOverlayBase *base, const char *json_text, GEr
     json_t *img = json_array_get(chain, i);
     const char *name = json_string_value(json_object_get(img, "filename"));
     const char *f = json_string_value(json_object_get(img, "format"));
-    g_autofree char *display =
-        i == 0 ? g_strdup(base->path) : g_strdup_printf("%s (backing file of %s)", name, base->path);
+    g_autofree char *display = i == 0
+                                   ? g_strdup(base->path)
+                                   : g_strdup_printf("%s (backing file of %s)", name, base->path);
     if (g_strcmp0(f, "raw") != 0 && g_strcmp0(f, "qcow2") != 0) {
       g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_BASE_INVALID,
                   "image %s is in format \"%s\"; only raw and qcow2 are supported: convert it "
@@ -161,8 +162,8 @@ NfOverlayBase *nf_overlay_base_inspect(const char *path, const char *format, GEr
   close(fd);
 
   /* -U: the base is normally in use by running guests (shared read lock). */
-  const char *argv[] = {"qemu-img", "info",      "-U", "--output=json", "--backing-chain",
-                        base->path, NULL};
+  const char *argv[] = {"qemu-img",        "info",     "-U", "--output=json",
+                        "--backing-chain", base->path, NULL};
   g_autofree char *out = NULL, *err = NULL;
   g_autoptr(GError) local = NULL;
   if (!nf_overlay_tool_run(argv, &out, &err, NULL, &local)) {
@@ -210,8 +211,8 @@ NfOverlayBaseId *nf_overlay_base_id_compute(const NfOverlayBase *base, GError **
     if (n < 0) {
       int e = errno;
       close(fd);
-      g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e),
-                  "cannot read base image %s: %s", base->path, g_strerror(e));
+      g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot read base image %s: %s",
+                  base->path, g_strerror(e));
       return NULL;
     }
     if (n == 0)
@@ -256,8 +257,8 @@ gboolean nf_overlay_base_id_save(const NfOverlayBaseId *id, const char *json_pat
   g_autofree char *text = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
   g_autoptr(GError) local = NULL;
   g_autofree char *with_nl = g_strconcat(text ? text : "", "\n", NULL);
-  if (!text || !g_file_set_contents_full(json_path, with_nl, -1,
-                                         G_FILE_SET_CONTENTS_CONSISTENT, 0644, &local)) {
+  if (!text || !g_file_set_contents_full(json_path, with_nl, -1, G_FILE_SET_CONTENTS_CONSISTENT,
+                                         0644, &local)) {
     g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO, "cannot record the base identity: %s",
                 local ? local->message : "JSON encoding failed");
     return FALSE;
@@ -274,9 +275,10 @@ NfOverlayBaseId *nf_overlay_base_id_load(const char *json_path, GError **error)
   json_auto_t *j = json_loads(text, 0, &jerr);
   const char *path = NULL, *format = NULL, *sha = NULL;
   json_int_t version = 0, size = 0, mtime = 0;
-  if (!j || json_unpack_ex(j, &jerr, 0, "{s:I, s:s, s:s, s:I, s:I, s:s}", "version", &version,
-                           "path", &path, "format", &format, "size", &size, "mtime_ns", &mtime,
-                           "sha256_first_mib", &sha) < 0 ||
+  if (!j ||
+      json_unpack_ex(j, &jerr, 0, "{s:I, s:s, s:s, s:I, s:I, s:s}", "version", &version, "path",
+                     &path, "format", &format, "size", &size, "mtime_ns", &mtime,
+                     "sha256_first_mib", &sha) < 0 ||
       version != 1) {
     g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_RECORD,
                 "base identity record %s is malformed (%s): remove it if the base is known "

@@ -48,8 +48,8 @@ static gboolean read_qemu_img(const char *overlay, guint64 offset, gsize size, g
   g_autofree char *count_arg = g_strdup_printf("count=%" G_GUINT64_FORMAT, (offset + size) / bs);
   g_autofree char *if_arg = g_strconcat("if=", overlay, NULL);
   g_autofree char *of_arg = g_strconcat("of=", out, NULL);
-  const char *argv[] = {"qemu-img", "dd", "-U", "-f", "qcow2", "-O", "raw",
-                        bs_arg, count_arg, if_arg, of_arg, NULL};
+  const char *argv[] = {"qemu-img", "dd",   "-U",      "-f",   "qcow2", "-O",
+                        "raw",      bs_arg, count_arg, if_arg, of_arg,  NULL};
   g_autofree char *contents = NULL;
   gsize len = 0;
   gboolean ok = nf_overlay_tool_run(argv, NULL, NULL, NULL, error) &&
@@ -70,8 +70,7 @@ static gboolean read_qemu_img(const char *overlay, guint64 offset, gsize size, g
 static gboolean read_qemu_io(const char *overlay, guint64 offset, gsize size, guint8 *buf,
                              GError **error)
 {
-  g_autofree char *cmd =
-      g_strdup_printf("read -v %" G_GUINT64_FORMAT " %zu", offset, size);
+  g_autofree char *cmd = g_strdup_printf("read -v %" G_GUINT64_FORMAT " %zu", offset, size);
   const char *argv[] = {"qemu-io", "-r", "-U", "-f", "qcow2", "-c", cmd, overlay, NULL};
   g_autofree char *out = NULL;
   if (!nf_overlay_tool_run(argv, &out, NULL, NULL, error))
@@ -91,8 +90,8 @@ static gboolean read_qemu_io(const char *overlay, guint64 offset, gsize size, gu
           p++;
         if (!g_ascii_isxdigit(p[0]) || !g_ascii_isxdigit(p[1]))
           break;
-        buf[addr + i - offset] = (guint8)(g_ascii_xdigit_value(p[0]) << 4 |
-                                          g_ascii_xdigit_value(p[1]));
+        buf[addr + i - offset] =
+            (guint8)(g_ascii_xdigit_value(p[0]) << 4 | g_ascii_xdigit_value(p[1]));
         filled++;
         p += 2;
       }
@@ -167,14 +166,21 @@ gboolean nf_overlay_env_write(const char *overlay, guint64 offset, const NfUboot
     return FALSE;
   }
   close(fd);
+  if (strpbrk(tmp, " \t\n\"'")) { /* qemu-io splits its -c command on blanks */
+    g_unlink(tmp);
+    g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO,
+                "cannot write the U-Boot environment of %s: temp path %s contains blanks or "
+                "quotes, which qemu-io cannot take; set TMPDIR to a plain path",
+                overlay, tmp);
+    return FALSE;
+  }
   if (!g_file_set_contents(tmp, (const char *)block, (gssize)len, &local)) {
     g_unlink(tmp);
     g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO,
                 "cannot write the U-Boot environment of %s: %s", overlay, local->message);
     return FALSE;
   }
-  g_autofree char *cmd =
-      g_strdup_printf("write -s %s %" G_GUINT64_FORMAT " %zu", tmp, offset, len);
+  g_autofree char *cmd = g_strdup_printf("write -s %s %" G_GUINT64_FORMAT " %zu", tmp, offset, len);
   const char *argv[] = {"qemu-io", "-f", "qcow2", "-c", cmd, overlay, NULL};
   g_autofree char *out = NULL;
   gboolean ok = nf_overlay_tool_run(argv, &out, NULL, NULL, &local);

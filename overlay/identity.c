@@ -8,7 +8,7 @@
 
 #include <string.h>
 
-G_DEFINE_QUARK(nf-identity-error-quark, nf_identity_error)
+G_DEFINE_QUARK(nf - identity - error - quark, nf_identity_error)
 
 static gboolean bad_format(GError **error, const char *format, const char *why);
 
@@ -26,7 +26,8 @@ gboolean nf_identity_validate_serial_format(const char *format, GError **error)
   for (const char *p = format; *p; p++) {
     if (*p != '%') {
       if (!g_ascii_isalnum(*p) && !strchr("-_.:", *p))
-        return bad_format(error, format, "only letters, digits and \"-_.:\" may surround the number");
+        return bad_format(error, format,
+                          "only letters, digits and \"-_.:\" may surround the number");
       continue;
     }
     p++;

@@ -66,8 +66,8 @@ static gboolean ensure_spawn(GTask *task, guint index, gboolean as_template);
 static void ensure_created_cb(GObject *source, GAsyncResult *res, gpointer data);
 static gboolean ensure_copy_cb(gpointer data);
 static void ensure_copy_one(GTask *task, guint index);
-static gboolean ensure_commit(EnsureJob *job, const char *tmp, const char *path,
-                              gboolean *created, GError **error);
+static gboolean ensure_commit(EnsureJob *job, const char *tmp, const char *path, gboolean *created,
+                              GError **error);
 static gboolean dir_has_overlays(const char *dir);
 static void sync_done_cb(GObject *source, GAsyncResult *res, gpointer data);
 
@@ -126,8 +126,8 @@ static char *ensure_mktemp(const char *path, int *fd, GError **error)
   *fd = g_mkstemp_full(tmp, O_RDWR | O_CLOEXEC, 0600);
   if (*fd < 0) {
     int e = errno;
-    g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO, "cannot create overlay %s: %s",
-                path, g_strerror(e));
+    g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO, "cannot create overlay %s: %s", path,
+                g_strerror(e));
     return NULL;
   }
   return g_steal_pointer(&tmp);
@@ -145,15 +145,16 @@ static gboolean ensure_spawn(GTask *task, guint index, gboolean as_template)
     return FALSE;
   }
   close(fd);
-  const char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", job->base_format,
-                        "-b", job->base_path, tmp, NULL};
+  const char *argv[] = {"qemu-img",       "create", "-q",           "-f", "qcow2", "-F",
+                        job->base_format, "-b",     job->base_path, tmp,  NULL};
   g_autoptr(GSubprocess) proc = g_subprocess_newv(
       argv, G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_PIPE, &error);
   if (!proc) {
     unlink(tmp);
-    GError *e = g_error_new(NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_TOOL,
-                            "cannot create overlay %s: cannot run qemu-img (install qemu-utils): %s",
-                            path, error->message);
+    GError *e =
+        g_error_new(NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_TOOL,
+                    "cannot create overlay %s: cannot run qemu-img (install qemu-utils): %s", path,
+                    error->message);
     g_error_free(error);
     ensure_report(task, index, FALSE, e);
     return FALSE;
@@ -170,16 +171,16 @@ static gboolean ensure_spawn(GTask *task, guint index, gboolean as_template)
   return TRUE;
 }
 
-static gboolean ensure_commit(EnsureJob *job, const char *tmp, const char *path,
-                              gboolean *created, GError **error)
+static gboolean ensure_commit(EnsureJob *job, const char *tmp, const char *path, gboolean *created,
+                              GError **error)
 {
   int fd = open(tmp, O_RDONLY | O_CLOEXEC);
   if (fd < 0 || fsync(fd) < 0) {
     int e = errno;
     if (fd >= 0)
       close(fd);
-    g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO, "cannot create overlay %s: %s",
-                path, g_strerror(e));
+    g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO, "cannot create overlay %s: %s", path,
+                g_strerror(e));
     return FALSE;
   }
   close(fd);
@@ -191,8 +192,8 @@ static gboolean ensure_commit(EnsureJob *job, const char *tmp, const char *path,
       unlink(tmp);
       return TRUE;
     }
-    g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO, "cannot create overlay %s: %s",
-                path, g_strerror(e));
+    g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO, "cannot create overlay %s: %s", path,
+                g_strerror(e));
     return FALSE;
   }
   *created = TRUE;
@@ -262,8 +263,8 @@ static void ensure_copy_one(GTask *task, guint index)
         continue;
       if (w <= 0) {
         int e = w < 0 ? errno : EIO;
-        g_set_error(&error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO,
-                    "cannot create overlay %s: %s", path, g_strerror(e));
+        g_set_error(&error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO, "cannot create overlay %s: %s",
+                    path, g_strerror(e));
         break;
       }
       done += (gsize)w;
@@ -379,8 +380,8 @@ gboolean nf_overlay_ensure_sync(const NfOverlayBase *base, const char *const *pa
   g_autoptr(GMainContext) ctx = g_main_context_new();
   g_main_context_push_thread_default(ctx);
   g_autoptr(GAsyncResult) res = NULL;
-  nf_overlay_ensure_async(base, paths, flags, max_parallel, NULL, item_cb, item_data,
-                          sync_done_cb, &res);
+  nf_overlay_ensure_async(base, paths, flags, max_parallel, NULL, item_cb, item_data, sync_done_cb,
+                          &res);
   while (!res)
     g_main_context_iteration(ctx, TRUE);
   g_main_context_pop_thread_default(ctx);
@@ -390,16 +391,15 @@ gboolean nf_overlay_ensure_sync(const NfOverlayBase *base, const char *const *pa
 gboolean nf_overlay_reflash(const NfOverlayBase *base, const char *path, GError **error)
 {
   const char *paths[] = {path, NULL};
-  return nf_overlay_ensure_sync(base, paths, NF_OVERLAY_ENSURE_REPLACE, 1, NULL, NULL, NULL,
-                                error);
+  return nf_overlay_ensure_sync(base, paths, NF_OVERLAY_ENSURE_REPLACE, 1, NULL, NULL, NULL, error);
 }
 
 gboolean nf_overlay_remove(const char *path, GError **error)
 {
   if (unlink(path) < 0 && errno != ENOENT) {
     int e = errno;
-    g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO, "cannot remove overlay %s: %s",
-                path, g_strerror(e));
+    g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO, "cannot remove overlay %s: %s", path,
+                g_strerror(e));
     return FALSE;
   }
   return TRUE;

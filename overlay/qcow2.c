@@ -40,8 +40,8 @@ static guint64 be64(const guint8 *p);
 static gboolean image_open(Image *img, const char *path, GError **error);
 static gboolean chain_read(const char *path, const char *format, guint8 *buf, gsize len,
                            guint64 offset, guint depth, GError **error);
-static gboolean qcow2_read(const char *path, guint8 *buf, gsize len, guint64 offset,
-                           guint depth, GError **error);
+static gboolean qcow2_read(const char *path, guint8 *buf, gsize len, guint64 offset, guint depth,
+                           GError **error);
 
 static guint32 be32(const guint8 *p)
 {
@@ -66,8 +66,8 @@ static gboolean image_pread(Image *img, void *buf, gsize len, guint64 off, GErro
       continue;
     if (n < 0) {
       int e = errno;
-      g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot read %s: %s",
-                  img->path, g_strerror(e));
+      g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot read %s: %s", img->path,
+                  g_strerror(e));
       return FALSE;
     }
     if (n == 0) {
@@ -171,8 +171,8 @@ static gboolean chain_read(const char *path, const char *format, guint8 *buf, gs
   if (strcmp(format, "qcow2") == 0)
     return qcow2_read(path, buf, len, offset, depth + 1, error);
   if (strcmp(format, "raw") != 0) {
-    g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_UNSUPPORTED,
-                "%s: backing format %s", path, format);
+    g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_UNSUPPORTED, "%s: backing format %s",
+                path, format);
     return FALSE;
   }
   Image raw = {.fd = open(path, O_RDONLY | O_CLOEXEC), .path = path};
@@ -206,8 +206,8 @@ static gboolean chain_read(const char *path, const char *format, guint8 *buf, gs
   return ok;
 }
 
-static gboolean qcow2_read(const char *path, guint8 *buf, gsize len, guint64 offset,
-                           guint depth, GError **error)
+static gboolean qcow2_read(const char *path, guint8 *buf, gsize len, guint64 offset, guint depth,
+                           GError **error)
 {
   Image img = {.fd = -1};
   gboolean ok = image_open(&img, path, error);
@@ -237,8 +237,8 @@ static gboolean qcow2_read(const char *path, guint8 *buf, gsize len, guint64 off
     if (!ok)
       break;
     if (entry & L2_COMPRESSED) {
-      g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_UNSUPPORTED,
-                  "%s: compressed cluster", path);
+      g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_UNSUPPORTED, "%s: compressed cluster",
+                  path);
       ok = FALSE;
     } else if (entry & L2_ZERO) {
       memset(buf + done, 0, chunk);

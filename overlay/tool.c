@@ -8,7 +8,7 @@
 #include <gio/gio.h>
 #include <string.h>
 
-G_DEFINE_QUARK(nf-overlay-error-quark, nf_overlay_error)
+G_DEFINE_QUARK(nf - overlay - error - quark, nf_overlay_error)
 
 char *nf_overlay_tool_first_line(const char *text)
 {
@@ -38,8 +38,7 @@ gboolean nf_overlay_tool_run(const char *const *argv, char **out, char **err, in
   }
   g_autofree char *o = NULL, *e = NULL;
   if (!g_subprocess_communicate_utf8(proc, NULL, NULL, &o, &e, &local)) {
-    g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_TOOL, "%s: %s", argv[0],
-                local->message);
+    g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_TOOL, "%s: %s", argv[0], local->message);
     return FALSE;
   }
   gboolean exited = g_subprocess_get_if_exited(proc);

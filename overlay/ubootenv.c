@@ -28,7 +28,7 @@ struct NfUbootEnv {
 static gint env_find(const NfUbootEnv *env, const char *key);
 static gboolean pread_all(int fd, guint8 *buf, gsize len, goffset off, gsize *got);
 
-G_DEFINE_QUARK(nf-ubootenv-error-quark, nf_ubootenv_error)
+G_DEFINE_QUARK(nf - ubootenv - error - quark, nf_ubootenv_error)
 
 guint32 nf_ubootenv_crc32(const guint8 *data, gsize len)
 {
@@ -90,8 +90,8 @@ NfUbootEnv *nf_ubootenv_parse(const guint8 *data, gsize len, const char *origin,
                 "U-Boot environment in %s: block of %zu bytes is too small", origin, len);
     return NULL;
   }
-  guint32 stored = (guint32)data[0] | (guint32)data[1] << 8 | (guint32)data[2] << 16 |
-                   (guint32)data[3] << 24;
+  guint32 stored =
+      (guint32)data[0] | (guint32)data[1] << 8 | (guint32)data[2] << 16 | (guint32)data[3] << 24;
   guint32 computed = nf_ubootenv_crc32(data + CRC_LEN, len - CRC_LEN);
   if (stored != computed) {
     g_set_error(error, NF_UBOOTENV_ERROR, NF_UBOOTENV_ERROR_BAD_CRC,
@@ -141,8 +141,8 @@ guint8 *nf_ubootenv_serialize(const NfUbootEnv *env, gsize *len, GError **error)
     /* Room for this entry plus the final empty string. */
     if (pos + kl + 1 + vl + 1 + 1 > env->size) {
       g_set_error(error, NF_UBOOTENV_ERROR, NF_UBOOTENV_ERROR_TOO_LARGE,
-                  "U-Boot environment variables do not fit in 0x%zx bytes (at \"%s\")",
-                  env->size, k);
+                  "U-Boot environment variables do not fit in 0x%zx bytes (at \"%s\")", env->size,
+                  k);
       return NULL;
     }
     memcpy(buf + pos, k, kl);
@@ -241,8 +241,8 @@ NfUbootEnv *nf_ubootenv_load_file(const char *path, goffset offset, gsize size, 
                 g_strerror(e));
     return NULL;
   }
-  g_autofree char *origin = g_strdup_printf("%s at offset 0x%" G_GINT64_MODIFIER "x", path,
-                                            (gint64)offset);
+  g_autofree char *origin =
+      g_strdup_printf("%s at offset 0x%" G_GINT64_MODIFIER "x", path, (gint64)offset);
   if (got < size) {
     g_set_error(error, NF_UBOOTENV_ERROR, NF_UBOOTENV_ERROR_INVALID,
                 "U-Boot environment in %s: file ends %zu bytes into the 0x%zx-byte block", origin,

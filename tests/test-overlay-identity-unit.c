@@ -12,8 +12,8 @@
 static void test_serial_formats(void)
 {
   const char *good[] = {"NF-%06u", "dev%u", "%x", "A%%B-%04d", "%-8i", "sn.%#o:x", "%.3X", NULL};
-  const char *bad[] = {"%s",  "%n",   "NF",      "%u%u",  "%lu", "%*u", "NF %u",
-                       "a,%u", "%100u", "%u%",  "%.123u", "%p",  "é%u", "",       NULL};
+  const char *bad[] = {"%s",    "%n",  "NF",     "%u%u", "%lu", "%*u", "NF %u", "a,%u",
+                       "%100u", "%u%", "%.123u", "%p",   "é%u", "",    NULL};
   for (const char **f = good; *f; f++) {
     g_autoptr(GError) error = NULL;
     if (!nf_identity_validate_serial_format(*f, &error))
@@ -40,8 +40,8 @@ static void test_serial_values(void)
   g_assert_null(nf_identity_serial("%s", 1, &error));
   g_assert_error(error, NF_IDENTITY_ERROR, NF_IDENTITY_ERROR_BAD_FORMAT);
   g_clear_error(&error);
-  g_assert_null(nf_identity_serial("XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX%u",
-                                   1, &error));
+  g_assert_null(nf_identity_serial(
+      "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX%u", 1, &error));
   g_assert_error(error, NF_IDENTITY_ERROR, NF_IDENTITY_ERROR_RANGE);
 }
 
@@ -52,16 +52,16 @@ static void test_mac(void)
     char *mac = nf_identity_mac("lab", i, NULL);
     g_assert_cmpuint(strlen(mac), ==, 17);
     guint first = (guint)g_ascii_strtoull(mac, NULL, 16);
-    g_assert_true(first & 0x02);    /* locally administered */
-    g_assert_false(first & 0x01);   /* unicast */
+    g_assert_true(first & 0x02);                /* locally administered */
+    g_assert_false(first & 0x01);               /* unicast */
     g_assert_true(g_hash_table_add(seen, mac)); /* unique */
   }
   g_autofree char *again = nf_identity_mac("lab", 42, NULL);
   g_autofree char *same = nf_identity_mac("lab", 42, NULL);
   g_assert_cmpstr(again, ==, same);
   g_autofree char *other = nf_identity_mac("lab2", 42, NULL);
-  g_assert_cmpstr(again + 9, ==, other + 9);       /* index part */
-  g_assert_cmpstr(again, !=, other);               /* fleet part */
+  g_assert_cmpstr(again + 9, ==, other + 9); /* index part */
+  g_assert_cmpstr(again, !=, other);         /* fleet part */
   g_autofree char *last = nf_identity_mac("lab", 0xffffff, NULL);
   g_assert_nonnull(last);
   g_assert_true(g_str_has_suffix(last, ":ff:ff:ff"));

@@ -51,8 +51,8 @@ static char *t_sh(int *status, const char *fmt, ...)
   char *out = NULL;
   int st = 0;
   g_autoptr(GError) error = NULL;
-  g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL, &out, NULL,
-               &st, &error);
+  g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL, &out, NULL, &st,
+               &error);
   g_assert_no_error(error);
   *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return out;
@@ -304,8 +304,7 @@ static void test_cancel(void)
   g_autoptr(GMainContext) ctx = g_main_context_new();
   g_main_context_push_thread_default(ctx);
   Progress p = {.loop = g_main_loop_new(ctx, FALSE), .cancel_after_first = cancel};
-  nf_overlay_ensure_async(base, (const char *const *)paths, 0, 2, cancel, item_cb, &p, done_cb,
-                          &p);
+  nf_overlay_ensure_async(base, (const char *const *)paths, 0, 2, cancel, item_cb, &p, done_cb, &p);
   g_main_loop_run(p.loop);
   g_autoptr(GError) error = NULL;
   guint created = 0;
@@ -330,8 +329,8 @@ static void test_base_change(void)
   g_autoptr(GError) error = NULL;
   g_assert_true(nf_overlay_check_base(odir, base, &error));
   g_auto(GStrv) paths = t_guest_paths(odir, 3);
-  g_assert_true(nf_overlay_ensure_sync(base, (const char *const *)paths, 0, 0, NULL, NULL, NULL,
-                                       &error));
+  g_assert_true(
+      nf_overlay_ensure_sync(base, (const char *const *)paths, 0, 0, NULL, NULL, NULL, &error));
   g_assert_true(nf_overlay_check_base(odir, base, &error));
   g_assert_no_error(error);
 
@@ -354,8 +353,8 @@ static void test_base_change(void)
   /* The way out: reflash all, then record. */
   g_autoptr(NfOverlayBase) base2 = nf_overlay_base_inspect(raw, NULL, NULL);
   guint created = 0;
-  g_assert_true(nf_overlay_ensure_sync(base2, (const char *const *)paths,
-                                       NF_OVERLAY_ENSURE_REPLACE, 0, NULL, NULL, &created, &error));
+  g_assert_true(nf_overlay_ensure_sync(base2, (const char *const *)paths, NF_OVERLAY_ENSURE_REPLACE,
+                                       0, NULL, NULL, &created, &error));
   g_assert_cmpuint(created, ==, 3);
   g_assert_true(nf_overlay_record_base(odir, base2, &error));
   g_assert_true(nf_overlay_check_base(odir, base2, &error));
@@ -461,8 +460,8 @@ static void test_env_in_overlay(void)
   g_clear_error(&error);
   g_assert_false(nf_overlay_env_set_serial(ov2, "NF-1", &error));
   g_clear_error(&error);
-  g_assert_true(nf_overlay_env_set(ov2, 0x2000, 0x20000, "nerves_serial_number", "NF-1", TRUE,
-                                   &error));
+  g_assert_true(
+      nf_overlay_env_set(ov2, 0x2000, 0x20000, "nerves_serial_number", "NF-1", TRUE, &error));
   g_assert_true(nf_overlay_env_read(ov2, 0x2000, 0x20000, &none, &error));
   g_assert_cmpstr(nf_ubootenv_get(none, "nerves_serial_number"), ==, "NF-1");
   g_assert_cmpuint(t_count_temps(dir), ==, 0);

@@ -28,8 +28,7 @@ static char *t_sh(const char *fmt, ...)
   g_autofree char *err = NULL;
   int status = 0;
   g_autoptr(GError) error = NULL;
-  g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err, &status,
-               &error);
+  g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err, &status, &error);
   g_assert_no_error(error);
   if (!g_spawn_check_wait_status(status, NULL))
     g_error("command failed: %s\n%s", cmd, err);
@@ -51,14 +50,13 @@ static char *t_read(const char *name, gsize *len)
   return data;
 }
 
-static const char *const sample_env =
-    "nerves_fw_active=a\n"
-    "a.nerves_fw_version=1.2.3\n"
-    "b.nerves_fw_version=\n"
-    "bootargs=console=ttyAMA0 root=/dev/vda2 rootwait\n"
-    "upgrade_available=0\n"
-    "bootcount=1\n"
-    "nerves_serial_number=NF-000001\n";
+static const char *const sample_env = "nerves_fw_active=a\n"
+                                      "a.nerves_fw_version=1.2.3\n"
+                                      "b.nerves_fw_version=\n"
+                                      "bootargs=console=ttyAMA0 root=/dev/vda2 rootwait\n"
+                                      "upgrade_available=0\n"
+                                      "bootcount=1\n"
+                                      "nerves_serial_number=NF-000001\n";
 
 static void test_crc32(void)
 {
@@ -90,7 +88,8 @@ static void test_matches_mkenvimage(void)
   g_autoptr(GError) error = NULL;
   g_autoptr(NfUbootEnv) parsed = nf_ubootenv_parse(mk, mk_len, "mk.bin", &error);
   g_assert_no_error(error);
-  g_assert_cmpstr(nf_ubootenv_get(parsed, "bootargs"), ==, "console=ttyAMA0 root=/dev/vda2 rootwait");
+  g_assert_cmpstr(nf_ubootenv_get(parsed, "bootargs"), ==,
+                  "console=ttyAMA0 root=/dev/vda2 rootwait");
   g_assert_cmpstr(nf_ubootenv_get(parsed, "b.nerves_fw_version"), ==, "");
   g_assert_null(nf_ubootenv_get(parsed, "missing"));
   g_auto(GStrv) keys = nf_ubootenv_keys(parsed);
@@ -189,13 +188,13 @@ static void test_edit_and_limits(void)
   g_assert_false(nf_ubootenv_unset(env, "a"));
 
   /* 4 CRC + "b=2\0" + "x=" + 53 + "\0" + final "\0" = 65 > 64; with 52 it fills 64. */
-  g_assert_true(nf_ubootenv_set(env, "x", "01234567890123456789012345678901234567890123456789012",
-                                NULL));
+  g_assert_true(
+      nf_ubootenv_set(env, "x", "01234567890123456789012345678901234567890123456789012", NULL));
   g_assert_null(nf_ubootenv_serialize(env, NULL, &error));
   g_assert_error(error, NF_UBOOTENV_ERROR, NF_UBOOTENV_ERROR_TOO_LARGE);
   g_clear_error(&error);
-  g_assert_true(nf_ubootenv_set(env, "x", "0123456789012345678901234567890123456789012345678901",
-                                NULL));
+  g_assert_true(
+      nf_ubootenv_set(env, "x", "0123456789012345678901234567890123456789012345678901", NULL));
   gsize len = 0;
   g_autofree guint8 *block = nf_ubootenv_serialize(env, &len, &error);
   g_assert_no_error(error);
