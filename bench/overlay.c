@@ -9,7 +9,8 @@
  * - ensure_jK: nf_overlay_ensure_sync with max_parallel K (the first overlay
  *   by qemu-img, the others copied from it; temp + fsync + rename each);
  * - env_read_<path>: per-overlay latency of each env read path, and the total
- *   for N_ENV overlays (qemu paths are sampled on 50 and extrapolated).
+ *   for N_ENV overlays (qemu paths are sampled on 50 and extrapolated), and
+ *   through NfOverlayEnvCache (first pass: misses; second: hits).
  * Everything it creates is removed at the end.
  */
 #include <glib.h>
@@ -76,6 +77,15 @@ static void bench_env(const NfOverlayBase *base, const char *dir, guint n_env)
     double per_ms = (double)(g_get_monotonic_time() - t0) / 1e3 / paths[p].sample;
     g_print("env_read_%s %.3f ms/overlay, %.2f s for %u overlays%s\n", paths[p].name, per_ms,
             per_ms * n_env / 1e3, n_env, paths[p].sample < n_env ? " (extrapolated)" : "");
+  }
+  g_autoptr(NfOverlayEnvCache) cache = nf_overlay_env_cache_new(0x2000, 0x20000);
+  for (guint pass = 0; pass < 2; pass++) {
+    t0 = g_get_monotonic_time();
+    for (guint i = 0; i < n_env; i++)
+      g_assert_nonnull(nf_overlay_env_cache_get(cache, envs[i], NULL));
+    dt = (double)(g_get_monotonic_time() - t0) / 1e3;
+    g_print("env_cache_%s %.3f ms/overlay, %.1f ms for %u overlays\n", pass ? "hit" : "miss",
+            dt / n_env, dt, n_env);
   }
   for (guint i = 0; i < n_env; i++)
     g_unlink(envs[i]);

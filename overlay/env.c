@@ -25,6 +25,20 @@ static gboolean read_qemu_img(const char *overlay, guint64 offset, gsize size, g
 static gboolean read_qemu_io(const char *overlay, guint64 offset, gsize size, guint8 *buf,
                              GError **error);
 static guint64 gcd64(guint64 a, guint64 b);
+static void cache_entry_free(gpointer data);
+
+struct NfOverlayEnvCache {
+  guint64 offset;
+  gsize size;
+  GHashTable *entries; /* overlay path -> CacheEntry */
+};
+
+typedef struct {
+  gint64 mtime_ns;
+  goffset file_size;
+  NfUbootEnv *env; /* or NULL and error */
+  GError *error;
+} CacheEntry;
 
 static guint64 gcd64(guint64 a, guint64 b)
 {
@@ -216,6 +230,63 @@ gboolean nf_overlay_env_set(const char *overlay, guint64 offset, gsize size, con
   else if (!nf_ubootenv_set(env, key, value, error))
     return FALSE;
   return nf_overlay_env_write(overlay, offset, env, error);
+}
+
+static void cache_entry_free(gpointer data)
+{
+  CacheEntry *e = data;
+  nf_ubootenv_free(e->env);
+  g_clear_error(&e->error);
+  g_free(e);
+}
+
+NfOverlayEnvCache *nf_overlay_env_cache_new(guint64 offset, gsize size)
+{
+  NfOverlayEnvCache *cache = g_new0(NfOverlayEnvCache, 1);
+  cache->offset = offset;
+  cache->size = size;
+  cache->entries = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, cache_entry_free);
+  return cache;
+}
+
+void nf_overlay_env_cache_free(NfOverlayEnvCache *cache)
+{
+  if (!cache)
+    return;
+  g_hash_table_unref(cache->entries);
+  g_free(cache);
+}
+
+void nf_overlay_env_cache_forget(NfOverlayEnvCache *cache, const char *overlay)
+{
+  g_hash_table_remove(cache->entries, overlay);
+}
+
+const NfUbootEnv *nf_overlay_env_cache_get(NfOverlayEnvCache *cache, const char *overlay,
+                                           GError **error)
+{
+  GStatBuf st;
+  if (g_stat(overlay, &st) < 0) {
+    int e = errno;
+    g_hash_table_remove(cache->entries, overlay);
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e),
+                "cannot read the U-Boot environment of %s: %s", overlay, g_strerror(e));
+    return NULL;
+  }
+  gint64 mtime_ns = (gint64)st.st_mtim.tv_sec * G_GINT64_CONSTANT(1000000000) + st.st_mtim.tv_nsec;
+  CacheEntry *e = g_hash_table_lookup(cache->entries, overlay);
+  if (!e || e->mtime_ns != mtime_ns || e->file_size != st.st_size) {
+    e = g_new0(CacheEntry, 1);
+    e->mtime_ns = mtime_ns;
+    e->file_size = st.st_size;
+    nf_overlay_env_read(overlay, cache->offset, cache->size, &e->env, &e->error);
+    g_hash_table_replace(cache->entries, g_strdup(overlay), e);
+  }
+  if (e->error) {
+    g_propagate_error(error, g_error_copy(e->error));
+    return NULL;
+  }
+  return e->env;
 }
 
 gboolean nf_overlay_env_set_serial(const char *overlay, const char *serial, GError **error)

@@ -46,6 +46,30 @@ gboolean nf_overlay_env_write(const char *overlay, guint64 offset, const NfUboot
 gboolean nf_overlay_env_set(const char *overlay, guint64 offset, gsize size, const char *key,
                             const char *value, gboolean create_if_invalid, GError **error);
 
+/* A cache of decoded env blocks for `ps`-style polling of many overlays: an
+ * overlay is re-read only when its size or mtime changed (the env changes
+ * only while its guest runs). Failures are cached the same way. Caveats: a
+ * running qemu may hold qcow2 metadata updates not yet written, so a read
+ * can lag behind the guest's last writes until it flushes; mtime ticks are
+ * coarse (a few ms), so a write in the same tick as a read may be missed
+ * until the next one. */
+typedef struct NfOverlayEnvCache NfOverlayEnvCache;
+
+/* A cache for blocks at `offset`, `size` bytes. Never NULL. */
+NfOverlayEnvCache *nf_overlay_env_cache_new(guint64 offset, gsize size);
+void nf_overlay_env_cache_free(NfOverlayEnvCache *cache);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfOverlayEnvCache, nf_overlay_env_cache_free)
+
+/* The env of `overlay`, borrowed from the cache (valid until the next
+ * nf_overlay_env_cache_get/forget for that overlay, or the cache's free), or
+ * NULL with the (possibly cached) error of nf_overlay_env_read(). A missing
+ * overlay is a G_FILE_ERROR_NOENT and is not cached. */
+const NfUbootEnv *nf_overlay_env_cache_get(NfOverlayEnvCache *cache, const char *overlay,
+                                           GError **error);
+
+/* Drops what is cached for `overlay` (after a reflash or remove). */
+void nf_overlay_env_cache_forget(NfOverlayEnvCache *cache, const char *overlay);
+
 /* Sets nerves_serial_number (where Nerves devices read their serial from) in
  * the default block (0x2000, 0x20000), keeping every other variable. The
  * block must exist (the firmware image provides it). */

@@ -435,6 +435,24 @@ static void test_env_in_overlay(void)
     g_assert_cmpstr(nf_ubootenv_get(env, "nerves_fw_active"), ==, "a");
     g_assert_null(nf_ubootenv_get(env, "upgrade_available"));
   }
+  /* The cache: same object while the overlay is unchanged, fresh after a write. */
+  g_autoptr(NfOverlayEnvCache) cache = nf_overlay_env_cache_new(0x2000, 0x20000);
+  const NfUbootEnv *c1 = nf_overlay_env_cache_get(cache, ov, &error);
+  g_assert_no_error(error);
+  g_assert_true(nf_overlay_env_cache_get(cache, ov, NULL) == c1);
+  g_assert_true(nf_overlay_env_set_serial(ov, "NF-000043", &error));
+  const NfUbootEnv *c2 = nf_overlay_env_cache_get(cache, ov, &error);
+  g_assert_cmpstr(nf_ubootenv_get(c2, "nerves_serial_number"), ==, "NF-000043");
+  g_assert_true(nf_overlay_env_set_serial(ov, "NF-000042", &error));
+  g_assert_cmpstr(
+      nf_ubootenv_get(nf_overlay_env_cache_get(cache, ov, NULL), "nerves_serial_number"), ==,
+      "NF-000042");
+  g_autofree char *nowhere = g_build_filename(dir, "nowhere.qcow2", NULL);
+  g_assert_null(nf_overlay_env_cache_get(cache, nowhere, &error));
+  g_assert_error(error, G_FILE_ERROR, G_FILE_ERROR_NOENT);
+  g_clear_error(&error);
+  nf_overlay_env_cache_forget(cache, ov);
+
   g_autofree char *base_sum_after = t_sha256_file(raw);
   g_assert_cmpstr(base_sum, ==, base_sum_after);
 
