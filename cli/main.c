@@ -11,7 +11,8 @@
 #define NF_VERSION "0.1.0"
 
 static const NfVerb verbs[] = {
-    {"run", nf_cmd_run, "start N guests and supervise them until Ctrl-C"},
+    {"run", nf_cmd_run, "start N guests and supervise them (-d: in the background)"},
+    {"down", nf_cmd_down, "stop a fleet running in the background"},
 };
 
 static void usage(FILE *out);

@@ -51,6 +51,8 @@ static void draw_status(NfProgress *p, NfFleet *fleet)
   g_autoptr(GString) line = g_string_new(NULL);
   g_string_printf(line, "[%7.1fs] %u guests: %u started, %u booting, %u ready, %u failed",
                   elapsed(p), c.total, c.started, c.booting, c.ready, c.failed);
+  if (c.backoff)
+    g_string_append_printf(line, ", %u restarting", c.backoff);
   if (c.stopping)
     g_string_append_printf(line, ", %u stopping", c.stopping);
   if (p->tty) {
@@ -75,14 +77,23 @@ void nf_progress_vm(NfProgress *p, NfFleet *fleet, NfVm *vm, NfVmState old_state
                     const char *reason)
 {
   NfVmState s = nf_vm_state(vm);
-  gboolean notable = s == NF_VM_FAILED || (!p->tty && (s == NF_VM_READY || s == NF_VM_STOPPED));
-  if (notable && !(p->quiet && s != NF_VM_FAILED)) {
-    if (s == NF_VM_READY)
-      nf_progress_say(p, "%s ready %s (pid %d, %.1fs after start)", nf_vm_name(vm),
+  /* Trouble is always worth a line; routine progress only in logs, where
+   * there is no status line to show it. */
+  gboolean trouble = s == NF_VM_FAILED || s == NF_VM_BACKOFF || s == NF_VM_UNHEALTHY;
+  gboolean routine = s == NF_VM_READY || s == NF_VM_STOPPED;
+  if (trouble || (routine && !p->tty && !p->quiet)) {
+    if (s == NF_VM_READY && g_str_has_prefix(reason, "adopted")) {
+      nf_progress_say(p, "%s %s adopted from a previous supervisor (pid %d)", nf_vm_name(vm),
+                      nf_vm_serial(vm), (int)nf_vm_pid(vm));
+    } else if (s == NF_VM_READY) {
+      g_autofree char *restarts =
+          nf_vm_restarts(vm) ? g_strdup_printf(", restart %u", nf_vm_restarts(vm)) : g_strdup("");
+      nf_progress_say(p, "%s ready %s (pid %d, %.1fs after start%s)", nf_vm_name(vm),
                       nf_vm_serial(vm), (int)nf_vm_pid(vm),
-                      (double)(nf_vm_ready_at(vm) - nf_vm_started_at(vm)) / 1e6);
-    else
+                      (double)(nf_vm_ready_at(vm) - nf_vm_started_at(vm)) / 1e6, restarts);
+    } else {
       nf_progress_say(p, "%s %s: %s", nf_vm_name(vm), nf_vm_state_name(s), reason);
+    }
   }
   NfFleetCounts c;
   nf_fleet_counts(fleet, &c);

@@ -19,6 +19,7 @@ typedef struct {
 } NfVerb;
 
 int nf_cmd_run(int argc, char **argv);
+int nf_cmd_down(int argc, char **argv);
 
 /* Prints "nervesfleet: <message>" to stderr. */
 void nf_cli_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);

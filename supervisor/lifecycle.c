@@ -158,7 +158,8 @@ static void spawn(NfVm *vm, const char *detail)
 static void qmp_up(NfVm *vm, const char *detail)
 {
   nf_vm_health_start(vm);
-  nf_vm_set_state(vm, vm->ready_at ? NF_VM_READY : NF_VM_BOOTING, detail);
+  nf_vm_set_state(vm, vm->ready_at ? NF_VM_READY : NF_VM_BOOTING,
+                  vm->ready_at ? "adopted: was ready, QMP answers" : detail);
   if (vm->ready_at) {
     /* Adopted while ready: no ready line will come again. */
     nf_vm_clear_timer(&vm->boot_timer);

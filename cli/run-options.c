@@ -1,0 +1,157 @@
+/*
+ * run-options.c: flags of `nervesfleet run` (see run-options.h). Every value
+ * is checked here, with an error that names the flag and an example.
+ */
+#include <string.h>
+
+#include "cli/parse.h"
+#include "cli/run-options.h"
+#include "supervisor/accel.h"
+#include "supervisor/paths.h"
+
+gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRunMode *mode,
+                              GError **error)
+{
+  g_autofree char *name = NULL, *memory = NULL, *accel = NULL, *qemu = NULL, *kernel = NULL,
+                  *initrd = NULL, *append = NULL, *state_dir = NULL, *runtime_dir = NULL,
+                  *serial_format = NULL, *stop_timeout = NULL, *boot_timeout = NULL,
+                  *batch = NULL, *id_offset = NULL, *restart = NULL, *backoff = NULL,
+                  *backoff_max = NULL, *max_restarts = NULL, *restart_window = NULL,
+                  *health_interval = NULL, *health_timeout = NULL, *heartbeat_timeout = NULL,
+                  *memory_limit = NULL;
+  g_auto(GStrv) qemu_args = NULL;
+  GOptionEntry entries[] = {
+      {"name", 'n', 0, G_OPTION_ARG_STRING, &name, "Fleet name (default: default)", "NAME"},
+      {"batch", 'b', 0, G_OPTION_ARG_STRING, &batch,
+       "Guests booting at once (default: one per core under TCG)", "K"},
+      {"memory", 'm', 0, G_OPTION_ARG_STRING, &memory, "Guest RAM (default: 128M)", "SIZE"},
+      {"accel", 0, 0, G_OPTION_ARG_STRING, &accel, "auto, kvm, tcg or hvf (default: auto)",
+       "ACCEL"},
+      {"qemu", 0, 0, G_OPTION_ARG_FILENAME, &qemu,
+       "qemu binary (default: qemu-system-aarch64)", "PATH"},
+      {"kernel", 0, 0, G_OPTION_ARG_FILENAME, &kernel, "Guest kernel (default: built guest)",
+       "FILE"},
+      {"initrd", 0, 0, G_OPTION_ARG_FILENAME, &initrd,
+       "Guest initramfs (default: built guest)", "FILE"},
+      {"append", 0, 0, G_OPTION_ARG_STRING, &append, "Extra kernel command line", "ARGS"},
+      {"qemu-arg", 0, 0, G_OPTION_ARG_STRING_ARRAY, &qemu_args,
+       "Extra qemu argument (repeatable)", "ARG"},
+      {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir,
+       "Logs and disks (default: $XDG_STATE_HOME/nervesfleet/NAME)", "DIR"},
+      {"runtime-dir", 0, 0, G_OPTION_ARG_FILENAME, &runtime_dir,
+       "Sockets and pid files (default: $XDG_RUNTIME_DIR/nervesfleet/NAME)", "DIR"},
+      {"serial-format", 0, 0, G_OPTION_ARG_STRING, &serial_format,
+       "Serial numbers (default: NF-%06u)", "FMT"},
+      {"id-offset", 0, 0, G_OPTION_ARG_STRING, &id_offset,
+       "First guest id minus one (default: 0)", "K"},
+      {"stop-timeout", 0, 0, G_OPTION_ARG_STRING, &stop_timeout,
+       "Seconds between QMP quit and SIGKILL (default: 10)", "S"},
+      {"boot-timeout", 0, 0, G_OPTION_ARG_STRING, &boot_timeout,
+       "Seconds from start to ready line before a guest fails (default: 180)", "S"},
+      {"restart", 0, 0, G_OPTION_ARG_STRING, &restart,
+       "always, on-failure or never (default: on-failure)", "MODE"},
+      {"backoff", 0, 0, G_OPTION_ARG_STRING, &backoff,
+       "First restart delay in seconds, doubling per failure (default: 1)", "S"},
+      {"backoff-max", 0, 0, G_OPTION_ARG_STRING, &backoff_max,
+       "Longest restart delay (default: 60)", "S"},
+      {"max-restarts", 0, 0, G_OPTION_ARG_STRING, &max_restarts,
+       "More restarts than this within --restart-window: failed (default: 5)", "R"},
+      {"restart-window", 0, 0, G_OPTION_ARG_STRING, &restart_window,
+       "Seconds over which restarts are counted (default: 60)", "S"},
+      {"health-interval", 0, 0, G_OPTION_ARG_STRING, &health_interval,
+       "Seconds between health probes; 0 turns them off (default: 5)", "S"},
+      {"health-timeout", 0, 0, G_OPTION_ARG_STRING, &health_timeout,
+       "Seconds QMP may take to answer a probe before the guest is hung (default: 15)", "S"},
+      {"heartbeat-timeout", 0, 0, G_OPTION_ARG_STRING, &heartbeat_timeout,
+       "Seconds the guest kernel may go without updating its balloon stats; 0: off (default: 60)",
+       "S"},
+      {"memory-limit", 0, 0, G_OPTION_ARG_STRING, &memory_limit,
+       "Hard memory cap per guest's qemu (cgroup), e.g. 256M (default: none)", "SIZE"},
+      {"detach", 'd', 0, G_OPTION_ARG_NONE, &mode->detach,
+       "Run the supervisor in the background; guests survive its crash", NULL},
+      {"quiet", 'q', 0, G_OPTION_ARG_NONE, &mode->quiet, "Only the status line and failures",
+       NULL},
+      {NULL}};
+  g_autoptr(GOptionContext) ctx = g_option_context_new("N");
+  g_option_context_set_summary(
+      ctx, "Starts N guests in batches and supervises them until Ctrl-C or SIGTERM,\n"
+           "which stops them in order (a second Ctrl-C kills them at once).");
+  g_option_context_add_main_entries(ctx, entries, NULL);
+  if (!g_option_context_parse(ctx, argc, argv, error))
+    return FALSE;
+
+  /* GOption leaves a "--" separator in place; it only ends the options. */
+  if (*argc >= 2 && g_strcmp0((*argv)[1], "--") == 0) {
+    memmove(*argv + 1, *argv + 2, sizeof(char *) * (gsize)(*argc - 1));
+    (*argc)--;
+  }
+  if (*argc != 2) {
+    g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                *argc < 2 ? "missing the guest count N (e.g. `nervesfleet run 4`)"
+                          : "too many arguments: expected only the guest count N");
+    return FALSE;
+  }
+  if (!nf_parse_count("guest count", (*argv)[1], 100000, &cfg->count, error))
+    return FALSE;
+  if (name) {
+    g_free(cfg->name);
+    cfg->name = g_steal_pointer(&name);
+  }
+  if (batch && !nf_parse_count("--batch", batch, 100000, &cfg->batch, error))
+    return FALSE;
+  if (memory && !nf_parse_size_mib("--memory", memory, &cfg->memory_mib, error))
+    return FALSE;
+  if (accel && !nf_accel_parse(accel, &cfg->accel, error))
+    return FALSE;
+  if (qemu) {
+    g_free(cfg->qemu);
+    cfg->qemu = g_steal_pointer(&qemu);
+  }
+  g_autofree char *guest_dir = nf_paths_default_guest_dir();
+  cfg->kernel = kernel ? g_steal_pointer(&kernel) : g_build_filename(guest_dir, "vmlinuz", NULL);
+  cfg->initrd = initrd ? g_steal_pointer(&initrd) : g_build_filename(guest_dir, "initrd.gz", NULL);
+  cfg->append = g_steal_pointer(&append);
+  cfg->qemu_args = g_steal_pointer(&qemu_args);
+  cfg->state_dir = g_steal_pointer(&state_dir);
+  cfg->runtime_dir = g_steal_pointer(&runtime_dir);
+  if (serial_format) {
+    g_free(cfg->serial_format);
+    cfg->serial_format = g_steal_pointer(&serial_format);
+  }
+  if (id_offset) {
+    guint v = 0;
+    if (g_strcmp0(id_offset, "0") != 0 &&
+        !nf_parse_count("--id-offset", id_offset, 10000000, &v, error))
+      return FALSE;
+    cfg->id_offset = v;
+  }
+  if (stop_timeout && !nf_parse_seconds_ms("--stop-timeout", stop_timeout,
+                                           &cfg->stop_timeout_ms, error))
+    return FALSE;
+  if (boot_timeout && !nf_parse_seconds_ms("--boot-timeout", boot_timeout,
+                                           &cfg->boot_timeout_ms, error))
+    return FALSE;
+  if (restart && !nf_restart_mode_parse(restart, &cfg->restart.mode, error))
+    return FALSE;
+  if ((backoff && !nf_parse_seconds_ms("--backoff", backoff, &cfg->restart.backoff_initial_ms,
+                                       error)) ||
+      (backoff_max && !nf_parse_seconds_ms("--backoff-max", backoff_max,
+                                           &cfg->restart.backoff_max_ms, error)) ||
+      (restart_window && !nf_parse_seconds_ms("--restart-window", restart_window,
+                                              &cfg->restart.window_ms, error)) ||
+      (max_restarts && !nf_parse_count("--max-restarts", max_restarts, 1000000,
+                                       &cfg->restart.max_restarts, error)) ||
+      (health_interval && !nf_parse_seconds_ms("--health-interval", health_interval,
+                                               &cfg->health_interval_ms, error)) ||
+      (health_timeout && !nf_parse_seconds_ms("--health-timeout", health_timeout,
+                                              &cfg->health_timeout_ms, error)) ||
+      (heartbeat_timeout && !nf_parse_seconds_ms("--heartbeat-timeout", heartbeat_timeout,
+                                                 &cfg->heartbeat_timeout_ms, error)) ||
+      (memory_limit && !nf_parse_size_mib("--memory-limit", memory_limit,
+                                          &cfg->memory_limit_mib, error)))
+    return FALSE;
+  cfg->restart.backoff_max_ms = MAX(cfg->restart.backoff_max_ms, cfg->restart.backoff_initial_ms);
+  cfg->detached = mode->detach;
+  return TRUE;
+}
+

@@ -1,0 +1,18 @@
+/*
+ * run-options.h: the flags of `nervesfleet run`, parsed into an
+ * NfFleetConfig (what the fleet is) and an NfRunMode (how this invocation
+ * runs it: foreground, detached, quiet).
+ */
+#pragma once
+#include <glib.h>
+#include "supervisor/config.h"
+
+typedef struct {
+  gboolean quiet;
+  gboolean detach;
+} NfRunMode;
+
+/* Parses argv (`run` first) into `cfg` (already initialised with defaults)
+ * and `mode`. Errors are G_OPTION_ERROR with a message naming the flag. */
+gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRunMode *mode,
+                              GError **error);
