@@ -124,7 +124,8 @@ static gboolean attach_channels(NfVm *vm, GError **error)
   vm->qmp = nf_qmp_connect_unix(vm->ctl_path, NULL, &qmp_cb, vm, error);
   if (vm->qmp == NULL)
     return FALSE;
-  nf_qmp_set_default_timeout(vm->qmp, MAX(vm->env->config->health_timeout_ms, 1000));
+  /* Also bounds the handshake, which a host busy with a boot storm may slow. */
+  nf_qmp_set_default_timeout(vm->qmp, MAX(vm->env->config->health_timeout_ms, 10000));
   int fd = connect_unix(vm->serial_path, error);
   if (fd < 0)
     return FALSE;

@@ -21,6 +21,11 @@ static gboolean output_seen(gpointer data);
 static gboolean proc_done(gpointer data);
 static gboolean pidfd_gone_cb(int fd, GIOCondition cond, gpointer data);
 static gboolean pids_gone(gpointer data);
+typedef struct FileWait FileWait;
+static gboolean file_has(FileWait *w);
+static void file_changed_cb(GFileMonitor *m, GFile *f, GFile *o, GFileMonitorEvent e,
+                            gpointer data);
+static gboolean file_found(gpointer data);
 
 char *nf_test_tmpdir_new(void)
 {
@@ -322,4 +327,43 @@ gboolean nf_test_wait_pids_gone(GArray *pids, guint timeout_ms)
     close(g_array_index(fds, int, i));
   }
   return ok;
+}
+
+struct FileWait {
+  const char *path;
+  const char *needle;
+  gboolean found;
+};
+
+static gboolean file_has(FileWait *w)
+{
+  g_autofree char *text = NULL;
+  if (!w->found && g_file_get_contents(w->path, &text, NULL, NULL) && strstr(text, w->needle))
+    w->found = TRUE;
+  return w->found;
+}
+
+static void file_changed_cb(GFileMonitor *m, GFile *f, GFile *o, GFileMonitorEvent e,
+                            gpointer data)
+{
+  file_has(data);
+}
+
+static gboolean file_found(gpointer data)
+{
+  return ((FileWait *)data)->found;
+}
+
+gboolean nf_test_wait_file_contains(const char *path, const char *needle, guint timeout_ms)
+{
+  FileWait w = {path, needle, FALSE};
+  g_autoptr(GFile) file = g_file_new_for_path(path);
+  g_autoptr(GFileMonitor) mon = g_file_monitor_file(file, G_FILE_MONITOR_NONE, NULL, NULL);
+  g_assert_nonnull(mon);
+  g_signal_connect(mon, "changed", G_CALLBACK(file_changed_cb), &w);
+  if (!file_has(&w))
+    nf_test_wait_for(file_found, &w, timeout_ms);
+  g_signal_handlers_disconnect_by_data(mon, &w);
+  g_file_monitor_cancel(mon);
+  return w.found;
 }

@@ -59,3 +59,7 @@ int nf_test_run_cli(const char *tmpdir, const char *const *args, guint timeout_m
 
 /* Waits (on pidfds, no polling) until every pid in `pids` has exited. */
 gboolean nf_test_wait_pids_gone(GArray *pids, guint timeout_ms);
+
+/* Waits (on inotify via GFileMonitor) until the file at `path` exists and
+ * contains `needle`. */
+gboolean nf_test_wait_file_contains(const char *path, const char *needle, guint timeout_ms);
