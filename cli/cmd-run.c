@@ -14,6 +14,7 @@
 #include "cli/run-options.h"
 #include "cli/verbs.h"
 #include "supervisor/accel.h"
+#include "supervisor/control.h"
 #include "supervisor/fleet.h"
 #include "supervisor/paths.h"
 
@@ -21,6 +22,7 @@ typedef struct {
   GMainLoop *loop;
   NfFleet *fleet;
   NfProgress *progress;
+  NfControl *control;
   int exit_code;
   guint signals_seen;
   gboolean stopping;
@@ -32,6 +34,24 @@ static void start_failed_cb(NfFleet *fleet, const GError *error, gpointer data);
 static void stopped_cb(NfFleet *fleet, gpointer data);
 static gboolean signal_cb(gpointer data);
 static void notice_cb(NfFleet *fleet, const char *message, gpointer data);
+static void control_down_cb(gboolean force, gpointer data);
+static void control_log_cb(const char *message, gpointer data);
+
+/* `nervesfleet down` over the control socket: the same as SIGTERM (twice
+ * when forced). */
+static void control_down_cb(gboolean force, gpointer data)
+{
+  RunState *rs = data;
+  signal_cb(rs);
+  if (force && rs->signals_seen < 2)
+    signal_cb(rs);
+}
+
+static void control_log_cb(const char *message, gpointer data)
+{
+  RunState *rs = data;
+  nf_progress_say(rs->progress, "control: %s", message);
+}
 
 static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason,
                           gpointer data)
@@ -137,8 +157,17 @@ int nf_cmd_run(int argc, char **argv)
                   nf_fleet_batch(rs.fleet), nf_restart_mode_name(cfg.restart.mode));
   nf_progress_say(rs.progress, "logs in %s; %s", nf_fleet_state_dir(rs.fleet),
                   mode.detach ? "`nervesfleet down` stops the fleet" : "Ctrl-C stops the fleet");
+  static const NfControlHooks hooks = {.down = control_down_cb, .log = control_log_cb};
+  rs.control = nf_control_new(rs.fleet, &hooks, &rs, &error);
+  if (rs.control == NULL) {
+    /* Guests still run without it; say so rather than refuse the fleet. */
+    nf_progress_say(rs.progress, "no control socket (ps, console... will not work): %s",
+                    error->message);
+    g_clear_error(&error);
+  }
   nf_fleet_start(rs.fleet);
   g_main_loop_run(rs.loop);
+  nf_control_free(rs.control);
 
   for (gsize i = 0; i < G_N_ELEMENTS(sigs); i++)
     g_source_remove(sigs[i]);

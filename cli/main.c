@@ -6,6 +6,7 @@
 #include <string.h>
 #include <locale.h>
 
+#include "cli/fleet-verbs.h"
 #include "cli/verbs.h"
 
 #define NF_VERSION "0.1.0"
@@ -13,6 +14,17 @@
 static const NfVerb verbs[] = {
     {"run", nf_cmd_run, "start N guests and supervise them (-d: in the background)"},
     {"down", nf_cmd_down, "stop a fleet running in the background"},
+    {"ps", nf_cmd_ps, "list the guests (--json: the stable schema)"},
+    {"start", nf_cmd_start, "start guests: an id, a range 3-17, a list 1,4,7-9, or all"},
+    {"stop", nf_cmd_stop, "stop guests in order"},
+    {"restart", nf_cmd_restart, "stop guests and start them again"},
+    {"kill", nf_cmd_kill, "kill guests now"},
+    {"scale", nf_cmd_scale, "grow or shrink the fleet to N guests"},
+    {"balloon", nf_cmd_balloon, "set guests' balloon size (e.g. 96M)"},
+    {"logs", nf_cmd_logs, "print a guest's console log (-f: follow)"},
+    {"console", nf_cmd_console, "attach to a guest's serial console (Ctrl-] q detaches)"},
+    {"wait", nf_cmd_wait, "block until guests are ready"},
+    {"events", nf_cmd_events, "stream lifecycle events"},
 };
 
 static void usage(FILE *out);

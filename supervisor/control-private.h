@@ -9,7 +9,6 @@
 #include <sys/types.h>
 #include "supervisor/control.h"
 
-
 typedef enum {
   NF_CTL_MODE_REQUESTS, /* JSON lines in, replies out */
   NF_CTL_MODE_EVENTS,   /* after `events`: event lines out, input ignored */
@@ -27,8 +26,10 @@ struct NfControl {
   int listen_fd;
   guint listen_src;
   guint listener_id;
-  GList *clients;         /* NfCtlClient*, each holding one ref */
+  GList *clients; /* NfCtlClient*, each holding one ref */
+  guint n_clients;
   GList *waits;           /* NfCtlWait* pending */
+  GList *balloons;        /* balloon requests waiting for qemu or the guest */
   guint eval_src;         /* idle that re-evaluates waits after changes */
   GHashTable *writers;    /* vm id -> NfCtlClient* holding the console's input */
   GHashTable *run_starts; /* vm id -> console.log offset at its latest spawn */
@@ -47,6 +48,7 @@ struct NfCtlClient {
   GByteArray *out;
   gsize out_pos;
   gboolean close_when_flushed;
+  gboolean dropping; /* too much unread output: closing on the next idle */
   NfCtlMode mode;
   guint vm_id;     /* RAW: whose console */
   guint watch_id;  /* RAW: nf_vm_console_watch id */
@@ -74,5 +76,7 @@ void nf_ctl_dispatch(NfCtlClient *c, json_t *id, const char *cmd, json_t *args);
 void nf_ctl_waits_changed(NfControl *ctl, NfVm *vm, NfVmState new_state);
 void nf_ctl_waits_evaluate(NfControl *ctl);
 void nf_ctl_waits_free_all(NfControl *ctl);
+/* Cancels pending balloon requests; QMP answers still due are then ignored. */
+void nf_ctl_balloons_orphan(NfControl *ctl);
 /* JSON for one guest, as in `ps` (see control-protocol.md). */
 json_t *nf_ctl_guest_json(NfControl *ctl, NfVm *vm, gint64 now_mono);

@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <gio/gio.h>
 #include <glib-unix.h>
 #include <glib/gstdio.h>
 
@@ -38,6 +39,13 @@ static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const c
                           gpointer data);
 static void notice_cb(NfFleet *fleet, const char *message, gpointer data);
 static void broadcast_event(NfControl *ctl, json_t *event);
+static gboolean drop_idle_cb(gpointer data);
+
+static gboolean drop_idle_cb(gpointer data)
+{
+  client_close(data);
+  return G_SOURCE_REMOVE;
+}
 
 void nf_ctl_log(NfControl *ctl, const char *fmt, ...)
 {
@@ -61,19 +69,19 @@ NfControl *nf_control_new(NfFleet *fleet, const NfControlHooks *hooks, gpointer 
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
     int e = errno;
-    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "control socket: %s",
-                g_strerror(e));
+    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "control socket: %s", g_strerror(e));
     return NULL;
   }
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
   g_strlcpy(addr.sun_path, path, sizeof(addr.sun_path));
   /* We hold the fleet lock, so a socket file here is a dead supervisor's. */
   (void)unlink(path);
+  /* Born 0600: no window in which another user could connect. */
   mode_t old_mask = umask(0177);
   int rc = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
   int e = errno;
   umask(old_mask);
-  if (rc < 0 || chmod(path, 0600) < 0 || listen(fd, 128) < 0) {
+  if (rc < 0 || listen(fd, 128) < 0) {
     e = rc < 0 ? e : errno;
     close(fd);
     (void)unlink(path);
@@ -105,6 +113,7 @@ void nf_control_free(NfControl *ctl)
   close(ctl->listen_fd);
   (void)unlink(ctl->path);
   nf_ctl_waits_free_all(ctl);
+  nf_ctl_balloons_orphan(ctl);
   if (ctl->eval_src)
     g_source_remove(ctl->eval_src);
   /* Best effort: whatever is queued goes out now if the socket takes it. */
@@ -126,7 +135,7 @@ const char *nf_control_socket_path(const NfControl *ctl)
 
 guint nf_control_n_clients(const NfControl *ctl)
 {
-  return g_list_length(ctl->clients);
+  return ctl->n_clients;
 }
 
 /* --- connections ------------------------------------------------------------- */
@@ -138,8 +147,7 @@ static gboolean accept_cb(int fd, GIOCondition cond, gpointer data)
   for (int i = 0; i < 64; i++) {
     int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (cfd < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-          errno != ECONNABORTED)
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
         nf_ctl_log(ctl, "accept: %s", g_strerror(errno));
       break;
     }
@@ -157,6 +165,7 @@ static void client_new(NfControl *ctl, int fd)
   c->in = g_string_new(NULL);
   c->out = g_byte_array_new();
   ctl->clients = g_list_prepend(ctl->clients, c);
+  ctl->n_clients++;
 
   struct ucred cred;
   socklen_t len = sizeof(cred);
@@ -179,7 +188,7 @@ static void client_new(NfControl *ctl, int fd)
     client_flush(c);
     return;
   }
-  if (g_list_length(ctl->clients) > NF_CONTROL_MAX_CLIENTS) {
+  if (ctl->n_clients > NF_CONTROL_MAX_CLIENTS) {
     nf_ctl_reply_error(c, NULL, "busy", NULL, "too many control clients (%d)",
                        NF_CONTROL_MAX_CLIENTS);
     c->close_when_flushed = TRUE;
@@ -225,6 +234,7 @@ static void client_close(NfCtlClient *c)
   close(c->fd);
   c->fd = -1;
   ctl->clients = g_list_remove(ctl->clients, c);
+  ctl->n_clients--;
   nf_ctl_client_unref(c);
 }
 
@@ -269,30 +279,26 @@ static void client_flush(NfCtlClient *c)
 static gboolean client_out_cb(int fd, GIOCondition cond, gpointer data)
 {
   NfCtlClient *c = data;
-  c->out_src = 0; /* re-added by client_flush if still needed */
+  c->out_src = 0; /* client_flush watches again if output remains */
   nf_ctl_client_ref(c);
   client_flush(c);
-  gboolean again = !c->dead && c->out_src != 0;
-  if (again) {
-    /* client_flush added a new source; keep this one instead. */
-    g_source_remove(c->out_src);
-    c->out_src = 0;
-  }
-  guint keep = again;
-  if (again)
-    c->out_src = g_source_get_id(g_main_current_source());
   nf_ctl_client_unref(c);
-  return keep ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
+  return G_SOURCE_REMOVE;
 }
 
 void nf_ctl_send(NfCtlClient *c, const char *buf, gsize len)
 {
   if (c->dead || len == 0)
     return;
+  if (c->dropping)
+    return;
   if (c->out->len - c->out_pos >= NF_CONTROL_OUT_MAX) {
-    nf_ctl_log(c->ctl, "dropped control client pid %d: %u bytes of output unread",
-               (int)c->pid, (unsigned)(c->out->len - c->out_pos));
-    client_close(c);
+    /* Closed from an idle: we may be inside a guest's watcher loop now. */
+    nf_ctl_log(c->ctl, "dropped control client pid %d: %u bytes of output unread", (int)c->pid,
+               (unsigned)(c->out->len - c->out_pos));
+    c->dropping = TRUE;
+    g_idle_add_full(G_PRIORITY_DEFAULT, drop_idle_cb, nf_ctl_client_ref(c),
+                    (GDestroyNotify)nf_ctl_client_unref);
     return;
   }
   g_byte_array_append(c->out, (const guint8 *)buf, (guint)len);
@@ -301,13 +307,11 @@ void nf_ctl_send(NfCtlClient *c, const char *buf, gsize len)
 
 void nf_ctl_send_json(NfCtlClient *c, json_t *msg)
 {
-  char *text = json_dumps(msg, JSON_COMPACT);
+  char *text = json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(10));
   json_decref(msg);
   if (!text)
     return;
-  gsize n = strlen(text);
-  text[n] = '\0';
-  nf_ctl_send(c, text, n);
+  nf_ctl_send(c, text, strlen(text));
   nf_ctl_send(c, "\n", 1);
   free(text);
 }
@@ -476,7 +480,7 @@ void nf_ctl_client_attach_console(NfCtlClient *c, NfVm *vm, gboolean writer, gsi
 
 static void broadcast_event(NfControl *ctl, json_t *event)
 {
-  g_autofree char *text = json_dumps(event, JSON_COMPACT);
+  g_autofree char *text = json_dumps(event, JSON_COMPACT | JSON_REAL_PRECISION(10));
   json_decref(event);
   if (!text)
     return;
@@ -512,11 +516,11 @@ static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const c
     any = ((NfCtlClient *)l->data)->mode == NF_CTL_MODE_EVENTS;
   if (!any)
     return;
-  json_t *ev = json_pack("{s:i, s:s, s:f, s:I, s:s, s:s, s:s, s:s?}", "v", NF_CONTROL_PROTOCOL,
-                         "event", "state", "time", (double)g_get_real_time() / 1e6, "id",
-                         (json_int_t)nf_vm_id(vm), "name", nf_vm_name(vm), "from",
-                         nf_vm_state_name(old_state), "to", nf_vm_state_name(state), "reason",
-                         reason);
+  json_t *ev =
+      json_pack("{s:i, s:s, s:f, s:I, s:s, s:s, s:s, s:s?}", "v", NF_CONTROL_PROTOCOL, "event",
+                "state", "time", (double)g_get_real_time() / 1e6, "id", (json_int_t)nf_vm_id(vm),
+                "name", nf_vm_name(vm), "from", nf_vm_state_name(old_state), "to",
+                nf_vm_state_name(state), "reason", reason);
   if (nf_vm_pid(vm) > 0)
     json_object_set_new(ev, "pid", json_integer(nf_vm_pid(vm)));
   if (nf_vm_exit_kind(vm) != NF_EXIT_NONE && !nf_vm_is_running(vm))
@@ -527,7 +531,7 @@ static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const c
 static void notice_cb(NfFleet *fleet, const char *message, gpointer data)
 {
   NfControl *ctl = data;
-  broadcast_event(ctl, json_pack("{s:i, s:s, s:f, s:s}", "v", NF_CONTROL_PROTOCOL, "event",
-                                 "notice", "time", (double)g_get_real_time() / 1e6, "message",
-                                 message));
+  broadcast_event(ctl,
+                  json_pack("{s:i, s:s, s:f, s:s}", "v", NF_CONTROL_PROTOCOL, "event", "notice",
+                            "time", (double)g_get_real_time() / 1e6, "message", message));
 }

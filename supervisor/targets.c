@@ -20,7 +20,7 @@ struct NfTargets {
   GArray *ranges; /* of Range */
 };
 
-G_DEFINE_QUARK(nf-targets-error-quark, nf_targets_error)
+G_DEFINE_QUARK(nf - targets - error - quark, nf_targets_error)
 
 static gboolean parse_id(const char *text, gsize len, guint *out);
 static gint cmp_uint(gconstpointer a, gconstpointer b);

@@ -33,8 +33,7 @@ gboolean nf_targets_contains(const NfTargets *targets, guint id);
 /* Checks that every id named explicitly is in `present` (ids the fleet has,
  * any order; `n` of them): FALSE with NF_TARGETS_ERROR_MISSING naming up to a
  * few absent ids otherwise. "all" always passes. */
-gboolean nf_targets_check(const NfTargets *targets, const guint *present, gsize n,
-                          GError **error);
+gboolean nf_targets_check(const NfTargets *targets, const guint *present, gsize n, GError **error);
 
 /* The normalised text ("1,4,7-9", "all"). */
 char *nf_targets_to_string(const NfTargets *targets);

@@ -13,9 +13,9 @@ static void test_good(void)
   static const struct {
     const char *in, *norm;
   } cases[] = {
-      {"3", "3"},         {"3-17", "3-17"}, {"1,4,7-9", "1,4,7-9"},
-      {"all", "all"},     {"ALL", "all"},   {"vm-0003", "3"},
-      {"vm-1-vm-3", "1-3"}, {"5-5", "5"},   {"10000000", "10000000"},
+      {"3", "3"},           {"3-17", "3-17"}, {"1,4,7-9", "1,4,7-9"},
+      {"all", "all"},       {"ALL", "all"},   {"vm-0003", "3"},
+      {"vm-1-vm-3", "1-3"}, {"5-5", "5"},     {"10000000", "10000000"},
   };
   for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
     g_autoptr(GError) error = NULL;
@@ -28,9 +28,9 @@ static void test_good(void)
 
 static void test_bad(void)
 {
-  static const char *bad[] = {"", "0", "-", "3-", "-3", "17-3", "1,,2", "1,", ",1", "a",
-                              "1 2", "3-x", "vm-", "all,1", "99999999999", "10000001",
-                              "1-2-3", "+1", " 1"};
+  static const char *bad[] = {
+      "",    "0",   "-",   "3-",    "-3",          "17-3",     "1,,2",  "1,", ",1", "a",
+      "1 2", "3-x", "vm-", "all,1", "99999999999", "10000001", "1-2-3", "+1", " 1"};
   for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
     g_autoptr(GError) error = NULL;
     g_autoptr(NfTargets) t = nf_targets_parse(bad[i], &error);

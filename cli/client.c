@@ -1,0 +1,305 @@
+/*
+ * client.c: control-socket client (see client.h). One connection, blocking
+ * reads bounded by poll() deadlines, a small read buffer shared by the
+ * line reader and the raw reader so no byte after a reply is lost.
+ */
+#include "cli/client.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "supervisor/control.h"
+#include "supervisor/paths.h"
+
+struct NfClient {
+  int fd;
+  char *fleet;
+  GString *buf; /* received, not consumed */
+  gsize pos;
+  guint next_id;
+  json_t *last_error;
+};
+
+G_DEFINE_QUARK(nf - client - error - quark, nf_client_error)
+
+static gssize fill(NfClient *c, gint64 deadline, GError **error);
+
+void nf_client_options_clear(NfClientOptions *o)
+{
+  g_clear_pointer(&o->name, g_free);
+  g_clear_pointer(&o->runtime_dir, g_free);
+}
+
+NfClient *nf_client_connect(const NfClientOptions *o, GError **error)
+{
+  const char *name = o->name ? o->name : "default";
+  NfFleetPaths paths = {0};
+  g_autoptr(GError) local = NULL;
+  if (!nf_paths_resolve(&paths, name, o->runtime_dir, NULL, &local)) {
+    g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_USAGE, "%s", local->message);
+    return NULL;
+  }
+  g_autofree char *path = g_build_filename(paths.runtime_dir, NF_CONTROL_SOCKET_NAME, NULL);
+  nf_paths_clear(&paths);
+  g_autofree char *hint = g_strdup_printf(
+      "no fleet '%s' running; start one with `nervesfleet run N%s%s%s%s`", name,
+      o->name ? " --name " : "", o->name ? name : "", o->runtime_dir ? " --runtime-dir " : "",
+      o->runtime_dir ? o->runtime_dir : "");
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof(addr.sun_path)) {
+    g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_USAGE, "control socket path too long: %s",
+                path);
+    return NULL;
+  }
+  g_strlcpy(addr.sun_path, path, sizeof(addr.sun_path));
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+    int e = errno;
+    if (fd >= 0)
+      close(fd);
+    if (e == ENOENT || e == ECONNREFUSED || e == ENOTDIR)
+      g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_NO_FLEET, "%s", hint);
+    else
+      g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_NO_FLEET, "%s (%s: %s)", hint, path,
+                  g_strerror(e));
+    return NULL;
+  }
+  NfClient *c = g_new0(NfClient, 1);
+  c->fd = fd;
+  c->fleet = g_strdup(name);
+  c->buf = g_string_new(NULL);
+  return c;
+}
+
+void nf_client_free(NfClient *c)
+{
+  if (!c)
+    return;
+  close(c->fd);
+  g_free(c->fleet);
+  g_string_free(c->buf, TRUE);
+  if (c->last_error)
+    json_decref(c->last_error);
+  g_free(c);
+}
+
+int nf_client_fd(NfClient *c)
+{
+  return c->fd;
+}
+
+/* Reads more into the buffer. 0 at EOF, -1 on error or deadline. */
+static gssize fill(NfClient *c, gint64 deadline, GError **error)
+{
+  if (c->pos > 0 && c->pos == c->buf->len) {
+    g_string_truncate(c->buf, 0);
+    c->pos = 0;
+  }
+  for (;;) {
+    int wait_ms = -1;
+    if (deadline) {
+      gint64 left = deadline - g_get_monotonic_time();
+      if (left <= 0) {
+        g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_IO, "fleet '%s' did not answer in time",
+                    c->fleet);
+        return -1;
+      }
+      wait_ms = (int)MIN(left / 1000 + 1, G_MAXINT);
+    }
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    int r = poll(&p, 1, wait_ms);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r == 0)
+      continue; /* the deadline check above reports it */
+    char tmp[16384];
+    ssize_t n = read(c->fd, tmp, sizeof(tmp));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_IO, "control socket: %s",
+                  g_strerror(errno));
+      return -1;
+    }
+    g_string_append_len(c->buf, tmp, n);
+    return n;
+  }
+}
+
+static char *read_line_until(NfClient *c, gint64 deadline, GError **error)
+{
+  for (;;) {
+    const char *start = c->buf->str + c->pos;
+    const char *nl = memchr(start, '\n', c->buf->len - c->pos);
+    if (nl) {
+      char *line = g_strndup(start, (gsize)(nl - start));
+      c->pos += (gsize)(nl - start) + 1;
+      return line;
+    }
+    gssize n = fill(c, deadline, error);
+    if (n <= 0)
+      return NULL;
+  }
+}
+
+char *nf_client_read_line(NfClient *c, GError **error)
+{
+  return read_line_until(c, 0, error);
+}
+
+gboolean nf_client_has_buffered(NfClient *c)
+{
+  return c->pos < c->buf->len;
+}
+
+gssize nf_client_read_raw(NfClient *c, char *out, gsize size, GError **error)
+{
+  if (c->pos == c->buf->len) {
+    gssize n = fill(c, 0, error);
+    if (n <= 0)
+      return n;
+  }
+  gsize take = MIN(size, c->buf->len - c->pos);
+  memcpy(out, c->buf->str + c->pos, take);
+  c->pos += take;
+  return (gssize)take;
+}
+
+gboolean nf_client_write_all(NfClient *c, const char *buf, gsize len, GError **error)
+{
+  while (len > 0) {
+    ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_IO, "control socket: %s",
+                  g_strerror(errno));
+      return FALSE;
+    }
+    buf += n;
+    len -= (gsize)n;
+  }
+  return TRUE;
+}
+
+json_t *nf_client_last_error(NfClient *c)
+{
+  return c->last_error;
+}
+
+const char *nf_client_last_code(NfClient *c)
+{
+  const char *code =
+      c->last_error ? json_string_value(json_object_get(c->last_error, "code")) : NULL;
+  return code ? code : "";
+}
+
+json_t *nf_client_call(NfClient *c, const char *cmd, json_t *args, guint timeout_ms, GError **error)
+{
+  guint id = ++c->next_id;
+  json_auto_t *req = json_pack("{s:i, s:i, s:s, s:o}", "v", NF_CONTROL_PROTOCOL, "id", (int)id,
+                               "cmd", cmd, "args", args ? args : json_object());
+  g_autofree char *text = json_dumps(req, JSON_COMPACT);
+  g_autofree char *line = g_strconcat(text, "\n", NULL);
+  if (!nf_client_write_all(c, line, strlen(line), error))
+    return NULL;
+  gint64 deadline = timeout_ms ? g_get_monotonic_time() + (gint64)timeout_ms * 1000 : 0;
+  for (;;) {
+    g_autoptr(GError) local = NULL;
+    g_autofree char *reply_text = read_line_until(c, deadline, &local);
+    if (!reply_text) {
+      if (local)
+        g_propagate_error(error, g_steal_pointer(&local));
+      else
+        g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_IO,
+                    "fleet '%s' closed the connection without answering", c->fleet);
+      return NULL;
+    }
+    json_error_t jerr;
+    json_auto_t *reply = json_loads(reply_text, 0, &jerr);
+    if (!json_is_object(reply)) {
+      g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_PROTOCOL, "bad reply: %s", reply_text);
+      return NULL;
+    }
+    json_t *rid = json_object_get(reply, "id");
+    /* An unsolicited error (id null: refused peer, busy) is for us too. */
+    if (json_is_integer(rid) && json_integer_value(rid) != (json_int_t)id)
+      continue;
+    if (json_is_true(json_object_get(reply, "ok"))) {
+      json_t *result = json_object_get(reply, "result");
+      return json_incref(result ? result : json_null());
+    }
+    json_t *err = json_object_get(reply, "error");
+    if (c->last_error)
+      json_decref(c->last_error);
+    c->last_error = json_incref(err ? err : json_object());
+    const char *msg = json_string_value(json_object_get(c->last_error, "message"));
+    g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_REMOTE, "%s",
+                msg ? msg : "the supervisor refused the request");
+    return NULL;
+  }
+}
+
+gboolean nf_client_parse_args(const char *verb, const char *params, const char *summary,
+                              GOptionEntry *entries, int *argc, char ***argv)
+{
+  g_autofree char *prg = g_strdup_printf("nervesfleet %s", verb);
+  g_set_prgname(prg);
+  g_autoptr(GOptionContext) ctx = g_option_context_new(params);
+  g_option_context_set_summary(ctx, summary);
+  g_option_context_add_main_entries(ctx, entries, NULL);
+  g_autoptr(GError) error = NULL;
+  if (!g_option_context_parse(ctx, argc, argv, &error)) {
+    fprintf(stderr, "nervesfleet: %s: %s; see `nervesfleet %s --help`\n", verb, error->message,
+            verb);
+    return FALSE;
+  }
+  /* GOption leaves a "--" separator in place; it only ends the options. */
+  if (*argc >= 2 && g_strcmp0((*argv)[1], "--") == 0) {
+    memmove(*argv + 1, *argv + 2, sizeof(char *) * (gsize)(*argc - 1));
+    (*argc)--;
+  }
+  return TRUE;
+}
+
+int nf_client_fail(const char *verb, const GError *error, NfClient *c)
+{
+  fprintf(stderr, "nervesfleet: %s: %s\n", verb, error->message);
+  if (g_error_matches(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_USAGE))
+    return 2;
+  if (c && g_error_matches(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_REMOTE) &&
+      strcmp(nf_client_last_code(c), "bad_args") == 0)
+    return 2;
+  return 1;
+}
+
+void nf_client_print_problems(NfClient *c, guint tail_lines)
+{
+  json_t *guests = c->last_error ? json_object_get(c->last_error, "guests") : NULL;
+  gsize i;
+  json_t *g;
+  json_array_foreach(guests, i, g)
+  {
+    const char *name = json_string_value(json_object_get(g, "name"));
+    const char *reason = json_string_value(json_object_get(g, "reason"));
+    fprintf(stderr, "  %s: %s, state %s%s%s\n", name ? name : "?",
+            json_string_value(json_object_get(g, "problem")) ?: "?",
+            json_string_value(json_object_get(g, "state")) ?: "gone", reason ? ", last exit: " : "",
+            reason ? reason : "");
+    const char *tail = json_string_value(json_object_get(g, "console_tail"));
+    if (!tail || !*tail || tail_lines == 0)
+      continue;
+    g_auto(GStrv) lines = g_strsplit(tail, "\n", -1);
+    guint n = g_strv_length(lines);
+    while (n > 0 && !*g_strstrip(lines[n - 1]))
+      n--;
+    fprintf(stderr, "  last console lines of %s:\n", name ? name : "?");
+    for (guint k = n > tail_lines ? n - tail_lines : 0; k < n; k++)
+      fprintf(stderr, "    | %s\n", g_strchomp(lines[k]));
+  }
+}

@@ -1,0 +1,128 @@
+/*
+ * cmd-ps.c: `nervesfleet ps [--json] [TARGET]`: what every guest is doing.
+ * The supervisor answers from memory (control `ps`), so this is one round
+ * trip however many guests run. --json prints the reply's result as is: a
+ * stable schema documented in supervisor/control-protocol.md; otherwise a
+ * table for people.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/client.h"
+#include "cli/fleet-verbs.h"
+#include "cli/verbs.h"
+#include "supervisor/targets.h"
+
+static void print_table(json_t *result);
+static char *fmt_bytes(json_t *v);
+static char *fmt_secs(json_t *v);
+
+static char *fmt_bytes(json_t *v)
+{
+  if (!json_is_integer(v))
+    return g_strdup("-");
+  double b = (double)json_integer_value(v);
+  if (b >= 1024.0 * 1024 * 1024)
+    return g_strdup_printf("%.1fG", b / (1024.0 * 1024 * 1024));
+  return g_strdup_printf("%.0fM", b / (1024.0 * 1024));
+}
+
+static char *fmt_secs(json_t *v)
+{
+  if (!json_is_number(v))
+    return g_strdup("-");
+  guint64 s = (guint64)json_number_value(v);
+  if (s < 60)
+    return g_strdup_printf("%" G_GUINT64_FORMAT "s", s);
+  if (s < 3600)
+    return g_strdup_printf("%" G_GUINT64_FORMAT "m%02" G_GUINT64_FORMAT "s", s / 60, s % 60);
+  if (s < 86400)
+    return g_strdup_printf("%" G_GUINT64_FORMAT "h%02" G_GUINT64_FORMAT "m", s / 3600, s / 60 % 60);
+  return g_strdup_printf("%" G_GUINT64_FORMAT "d%02" G_GUINT64_FORMAT "h", s / 86400,
+                         s / 3600 % 24);
+}
+
+static void print_table(json_t *result)
+{
+  json_t *guests = json_object_get(result, "guests");
+  GString *out = g_string_sized_new(128 + 128 * json_array_size(guests));
+  g_string_append_printf(out, "%-8s %-10s %-10s %7s %8s %4s %7s %7s  %s\n", "NAME", "SERIAL",
+                         "STATE", "PID", "UPTIME", "RST", "BALLOON", "RSS", "LAST EXIT");
+  gsize i;
+  json_t *g;
+  json_array_foreach(guests, i, g)
+  {
+    g_autofree char *pid = json_is_integer(json_object_get(g, "pid"))
+                               ? g_strdup_printf("%" JSON_INTEGER_FORMAT,
+                                                 json_integer_value(json_object_get(g, "pid")))
+                               : g_strdup("-");
+    g_autofree char *up = fmt_secs(json_object_get(g, "uptime_s"));
+    g_autofree char *bal = fmt_bytes(json_object_get(g, "balloon_bytes"));
+    g_autofree char *rss = fmt_bytes(json_object_get(g, "rss_bytes"));
+    json_t *last = json_object_get(g, "last_exit");
+    const char *why =
+        json_is_object(last) ? json_string_value(json_object_get(last, "reason")) : NULL;
+    if (!why && json_is_object(last))
+      why = json_string_value(json_object_get(last, "kind"));
+    g_string_append_printf(out, "%-8s %-10s %-10s %7s %8s %4" JSON_INTEGER_FORMAT " %7s %7s  %s\n",
+                           json_string_value(json_object_get(g, "name")),
+                           json_string_value(json_object_get(g, "serial")) ?: "-",
+                           json_string_value(json_object_get(g, "state")), pid, up,
+                           json_integer_value(json_object_get(g, "restarts")), bal, rss,
+                           why ? why : "-");
+  }
+  json_t *k = json_object_get(result, "counts");
+  g_string_append_printf(out,
+                         "%" JSON_INTEGER_FORMAT " guests: %" JSON_INTEGER_FORMAT
+                         " ready, %" JSON_INTEGER_FORMAT " booting, %" JSON_INTEGER_FORMAT
+                         " stopped, %" JSON_INTEGER_FORMAT " failed\n",
+                         json_integer_value(json_object_get(result, "count")),
+                         json_integer_value(json_object_get(k, "ready")),
+                         json_integer_value(json_object_get(k, "booting")) +
+                             json_integer_value(json_object_get(k, "queued")),
+                         json_integer_value(json_object_get(k, "stopped")),
+                         json_integer_value(json_object_get(k, "failed")));
+  fwrite(out->str, 1, out->len, stdout);
+  g_string_free(out, TRUE);
+}
+
+int nf_cmd_ps(int argc, char **argv)
+{
+  g_auto(NfClientOptions) o = {0};
+  gboolean json = FALSE;
+  GOptionEntry entries[] = {
+      {"json", 0, 0, G_OPTION_ARG_NONE, &json, "Print the stable JSON document", NULL},
+      NF_CLIENT_OPTION_ENTRIES(&o),
+      {NULL}};
+  if (!nf_client_parse_args("ps", "[TARGET]",
+                            "Lists the fleet's guests: state, pid, uptime, restarts, last exit,\n"
+                            "balloon size and qemu RSS. TARGET: 3, 3-17, 1,4,7-9 or all.",
+                            entries, &argc, &argv))
+    return NF_EXIT_USAGE;
+  if (argc > 2) {
+    nf_cli_error("ps: too many arguments; see `nervesfleet ps --help`");
+    return NF_EXIT_USAGE;
+  }
+  const char *target = argc == 2 ? argv[1] : "all";
+  g_autoptr(GError) error = NULL;
+  g_autoptr(NfTargets) t = nf_targets_parse(target, &error);
+  if (!t) {
+    nf_cli_error("ps: %s", error->message);
+    return NF_EXIT_USAGE;
+  }
+  g_autoptr(NfClient) c = nf_client_connect(&o, &error);
+  if (!c)
+    return nf_client_fail("ps", error, NULL);
+  json_auto_t *result =
+      nf_client_call(c, "ps", json_pack("{s:s}", "targets", target), NF_CLIENT_TIMEOUT_MS, &error);
+  if (!result)
+    return nf_client_fail("ps", error, c);
+  if (json) {
+    json_dumpf(result, stdout, JSON_COMPACT);
+    fputc('\n', stdout);
+  } else {
+    print_table(result);
+  }
+  return NF_EXIT_OK;
+}

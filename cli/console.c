@@ -1,0 +1,166 @@
+/*
+ * console.c: the console relay loop and raw terminal handling (see
+ * console.h). The saved termios lives in a static so that the signal
+ * handler and the atexit hook can restore it: those are the only ways to
+ * reach it from an exit path we do not control.
+ */
+#include "cli/console.h"
+
+#include <errno.h>
+#include <gio/gio.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+static struct termios saved_tio;
+static volatile sig_atomic_t tio_saved;
+
+static void tty_restore(void);
+static void tty_restore_signal(int sig);
+static gboolean tty_raw(void);
+static gboolean out_all(const char *buf, gsize len);
+
+static void tty_restore(void)
+{
+  if (tio_saved) {
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved_tio);
+    tio_saved = 0;
+  }
+}
+
+/* Async-signal-safe: tcsetattr, signal and raise are. */
+static void tty_restore_signal(int sig)
+{
+  tty_restore();
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+static gboolean tty_raw(void)
+{
+  if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_tio) < 0)
+    return FALSE;
+  static gboolean hooked;
+  if (!hooked) {
+    atexit(tty_restore);
+    hooked = TRUE;
+  }
+  struct sigaction sa = {.sa_handler = tty_restore_signal};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGQUIT, &sa, NULL);
+  struct termios raw = saved_tio;
+  cfmakeraw(&raw);
+  tio_saved = 1;
+  if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &raw) < 0) {
+    tio_saved = 0;
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean out_all(const char *buf, gsize len)
+{
+  while (len > 0) {
+    ssize_t n = write(STDOUT_FILENO, buf, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return FALSE;
+    buf += n;
+    len -= (gsize)n;
+  }
+  return TRUE;
+}
+
+NfConsoleEnd nf_console_run(NfClient *c, gboolean writer, GError **error)
+{
+  gboolean raw = tty_raw();
+  const char *nl = raw ? "\r\n" : "\n";
+  gboolean escaped = FALSE, warned = FALSE, stdin_open = TRUE;
+  NfConsoleEnd end = NF_CONSOLE_CLOSED;
+  char buf[16384];
+  for (;;) {
+    if (nf_client_has_buffered(c)) {
+      gssize n = nf_client_read_raw(c, buf, sizeof(buf), error);
+      if (n > 0 && !out_all(buf, (gsize)n))
+        break;
+      continue;
+    }
+    struct pollfd p[2] = {{.fd = nf_client_fd(c), .events = POLLIN},
+                          {.fd = STDIN_FILENO, .events = POLLIN}};
+    int r = poll(p, stdin_open ? 2 : 1, -1);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0) {
+      g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "poll: %s", g_strerror(errno));
+      end = NF_CONSOLE_ERROR;
+      break;
+    }
+    if (p[0].revents) {
+      gssize n = nf_client_read_raw(c, buf, sizeof(buf), error);
+      if (n < 0) {
+        end = NF_CONSOLE_ERROR;
+        break;
+      }
+      if (n == 0) {
+        end = NF_CONSOLE_CLOSED;
+        break;
+      }
+      if (!out_all(buf, (gsize)n))
+        break;
+    }
+    if (stdin_open && p[1].revents) {
+      ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0) {
+        /* stdin ended (a pipe): keep showing output until the fleet ends. */
+        stdin_open = FALSE;
+        continue;
+      }
+      /* Pass keys through, except the escape sequence. */
+      g_autoptr(GString) send = g_string_new(NULL);
+      gboolean detach = FALSE;
+      for (ssize_t i = 0; i < n && !detach; i++) {
+        char ch = buf[i];
+        if (escaped) {
+          escaped = FALSE;
+          if (ch == 'q' || ch == 'Q' || ch == '.') {
+            detach = TRUE;
+            break;
+          }
+          g_string_append_c(send, NF_CONSOLE_ESCAPE);
+          if (ch != NF_CONSOLE_ESCAPE)
+            g_string_append_c(send, ch);
+        } else if (ch == NF_CONSOLE_ESCAPE) {
+          escaped = TRUE;
+        } else {
+          g_string_append_c(send, ch);
+        }
+      }
+      if (send->len && writer) {
+        if (!nf_client_write_all(c, send->str, send->len, error)) {
+          end = NF_CONSOLE_ERROR;
+          break;
+        }
+      } else if (send->len && !warned) {
+        g_autofree char *note = g_strdup_printf(
+            "%s[read-only console: input ignored; " NF_CONSOLE_ESCAPE_HINT "]%s", nl, nl);
+        out_all(note, strlen(note));
+        warned = TRUE;
+      }
+      if (detach) {
+        end = NF_CONSOLE_DETACHED;
+        break;
+      }
+    }
+  }
+  tty_restore();
+  return end;
+}

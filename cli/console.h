@@ -1,0 +1,24 @@
+/*
+ * console.h: the interactive side of `nervesfleet console`: puts the
+ * terminal in raw mode, relays keys to the control connection and guest
+ * output to the terminal, and watches for the escape (Ctrl-] then q). The
+ * terminal is restored on every way out: detach, the fleet going away, an
+ * error, SIGTERM/SIGHUP/SIGINT from outside, and exit().
+ */
+#pragma once
+#include <glib.h>
+#include "cli/client.h"
+
+#define NF_CONSOLE_ESCAPE 0x1d /* Ctrl-] */
+#define NF_CONSOLE_ESCAPE_HINT "Ctrl-] then q detaches"
+
+typedef enum {
+  NF_CONSOLE_DETACHED, /* the user pressed the escape */
+  NF_CONSOLE_CLOSED,   /* the supervisor closed the connection (fleet stopped) */
+  NF_CONSOLE_ERROR,    /* I/O error; `error` says which */
+} NfConsoleEnd;
+
+/* Relays between stdin/stdout and `c` (already attached) until one of the
+ * ends above. `writer`: keys go to the guest; otherwise they are dropped
+ * (a note says so once) and only the escape works. */
+NfConsoleEnd nf_console_run(NfClient *c, gboolean writer, GError **error);
