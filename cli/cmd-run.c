@@ -8,9 +8,11 @@
 #include <string.h>
 #include <unistd.h>
 #include <glib-unix.h>
+#include <glib/gstdio.h>
 
 #include "cli/daemon.h"
 #include "cli/progress.h"
+#include "cli/run-exec.h"
 #include "cli/run-options.h"
 #include "cli/verbs.h"
 #include "supervisor/accel.h"
@@ -23,6 +25,7 @@ typedef struct {
   NfFleet *fleet;
   NfProgress *progress;
   NfControl *control;
+  NfRunExec *exec; /* --exec */
   int exit_code;
   guint signals_seen;
   gboolean stopping;
@@ -36,6 +39,19 @@ static gboolean signal_cb(gpointer data);
 static void notice_cb(NfFleet *fleet, const char *message, gpointer data);
 static void control_down_cb(gboolean force, gpointer data);
 static void control_log_cb(const char *message, gpointer data);
+static void exec_done_cb(int status, gpointer data);
+
+/* --exec: CMD ended (or never ran: a guest failed): stop the fleet in
+ * order and exit with CMD's status. */
+static void exec_done_cb(int status, gpointer data)
+{
+  RunState *rs = data;
+  rs->exit_code = status;
+  if (!rs->stopping) {
+    rs->stopping = TRUE;
+    nf_fleet_stop(rs->fleet, FALSE);
+  }
+}
 
 /* `nervesfleet down` over the control socket: the same as SIGTERM (twice
  * when forced). */
@@ -65,6 +81,8 @@ static void start_failed_cb(NfFleet *fleet, const GError *error, gpointer data)
   RunState *rs = data;
   nf_progress_finish(rs->progress);
   nf_cli_error("%s", error->message);
+  if (rs->exec)
+    nf_run_exec_cancel(rs->exec);
   rs->exit_code = NF_EXIT_FAILURE;
   rs->stopping = TRUE;
   nf_fleet_stop(fleet, FALSE);
@@ -90,6 +108,8 @@ static gboolean signal_cb(gpointer data)
 {
   RunState *rs = data;
   rs->signals_seen++;
+  if (rs->exec)
+    nf_run_exec_cancel(rs->exec);
   if (rs->signals_seen == 1 && !rs->stopping) {
     NfFleetCounts c;
     nf_fleet_counts(rs->fleet, &c);
@@ -116,6 +136,13 @@ int nf_cmd_run(int argc, char **argv)
   if (!nf_run_options_parse(&argc, &argv, &cfg, &mode, &error)) {
     nf_cli_error("run: %s; see `nervesfleet run --help`", error->message);
     nf_fleet_config_clear(&cfg);
+    g_strfreev(mode.exec_argv);
+    return NF_EXIT_USAGE;
+  }
+  if (mode.detach && mode.exec_argv) {
+    nf_cli_error("run: --exec and -d exclude each other; see `nervesfleet run --help`");
+    nf_fleet_config_clear(&cfg);
+    g_strfreev(mode.exec_argv);
     return NF_EXIT_USAGE;
   }
   if (mode.detach)
@@ -135,6 +162,7 @@ int nf_cmd_run(int argc, char **argv)
       nf_cli_error("run: %s", error->message);
     g_main_loop_unref(rs.loop);
     nf_fleet_config_clear(&cfg);
+    g_strfreev(mode.exec_argv);
     return NF_EXIT_FAILURE;
   }
   if (report_fd >= 0) {
@@ -165,15 +193,31 @@ int nf_cmd_run(int argc, char **argv)
                     error->message);
     g_clear_error(&error);
   }
+  if (mode.exec_argv)
+    rs.exec = nf_run_exec_new(rs.fleet, mode.exec_argv,
+                              rs.control ? nf_control_socket_path(rs.control) : NULL,
+                              exec_done_cb, &rs);
   nf_fleet_start(rs.fleet);
   g_main_loop_run(rs.loop);
+  nf_run_exec_free(rs.exec);
   nf_control_free(rs.control);
+  g_autofree char *state_dir = g_strdup(nf_fleet_state_dir(rs.fleet));
 
   for (gsize i = 0; i < G_N_ELEMENTS(sigs); i++)
     g_source_remove(sigs[i]);
   nf_fleet_free(rs.fleet);
+  if (mode.ephemeral) {
+    /* Nothing left on disk: the fleet's state dir, and the XDG
+     * "nervesfleet" level above it if that is now empty. */
+    nf_run_remove_tree(state_dir);
+    g_autofree char *parent = g_path_get_dirname(state_dir);
+    g_autofree char *base = g_path_get_basename(parent);
+    if (g_str_equal(base, "nervesfleet"))
+      g_rmdir(parent);
+  }
   nf_progress_free(rs.progress);
   g_main_loop_unref(rs.loop);
   nf_fleet_config_clear(&cfg);
+  g_strfreev(mode.exec_argv);
   return rs.exit_code;
 }

@@ -18,8 +18,10 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
                   *batch = NULL, *id_offset = NULL, *restart = NULL, *backoff = NULL,
                   *backoff_max = NULL, *max_restarts = NULL, *restart_window = NULL,
                   *health_interval = NULL, *health_timeout = NULL, *heartbeat_timeout = NULL,
-                  *memory_limit = NULL;
+                  *memory_limit = NULL, *profile = NULL, *disk = NULL, *disk_format = NULL,
+                  *firmware = NULL, *loader = NULL, *ready_marker = NULL;
   g_auto(GStrv) qemu_args = NULL;
+  gboolean exec_flag = FALSE;
   GOptionEntry entries[] = {
       {"name", 'n', 0, G_OPTION_ARG_STRING, &name, "Fleet name (default: default)", "NAME"},
       {"batch", 'b', 0, G_OPTION_ARG_STRING, &batch,
@@ -67,11 +69,47 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
        "S"},
       {"memory-limit", 0, 0, G_OPTION_ARG_STRING, &memory_limit,
        "Hard memory cap per guest's qemu (cgroup), e.g. 256M (default: none)", "SIZE"},
+      {"profile", 0, 0, G_OPTION_ARG_STRING, &profile,
+       "sim (default guest) or nerves (little_loader + firmware disk)", "PROFILE"},
+      {"disk", 0, 0, G_OPTION_ARG_FILENAME, &disk,
+       "Base image; each guest gets its own persistent qcow2 overlay of it", "FILE"},
+      {"disk-format", 0, 0, G_OPTION_ARG_STRING, &disk_format,
+       "raw or qcow2 (default: detected)", "FMT"},
+      {"firmware", 0, 0, G_OPTION_ARG_FILENAME, &firmware,
+       "Nerves profile: the fwup-made firmware disk image (the base)", "FILE"},
+      {"loader", 0, 0, G_OPTION_ARG_FILENAME, &loader,
+       "Nerves profile: little_loader.elf (qemu's -kernel)", "FILE"},
+      {"reflash-all", 0, 0, G_OPTION_ARG_NONE, &cfg->reflash_all,
+       "Recreate every guest's disk from the base before starting", NULL},
+      {"ready-marker", 0, 0, G_OPTION_ARG_STRING, &ready_marker,
+       "Console text that means a guest is up (default: nervesfleet-ready)", "TEXT"},
       {"detach", 'd', 0, G_OPTION_ARG_NONE, &mode->detach,
        "Run the supervisor in the background; guests survive its crash", NULL},
       {"quiet", 'q', 0, G_OPTION_ARG_NONE, &mode->quiet, "Only the status line and failures",
        NULL},
+      {"ephemeral", 0, 0, G_OPTION_ARG_NONE, &mode->ephemeral,
+       "Remove the fleet's state dir (logs, disks) when it stops", NULL},
+      {"exec", 0, 0, G_OPTION_ARG_NONE, &exec_flag,
+       "CI mode: once all guests are ready run CMD (the rest of the line), then stop the fleet "
+       "and exit with CMD's status",
+       "CMD..."},
       {NULL}};
+  /* --exec takes the rest of the command line verbatim: split it off first. */
+  for (int i = 1; i < *argc; i++)
+    if (g_strcmp0((*argv)[i], "--exec") == 0) {
+      if (i + 1 >= *argc) {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "--exec needs a command (e.g. `--exec make test`)");
+        return FALSE;
+      }
+      g_strfreev(mode->exec_argv);
+      mode->exec_argv = g_new0(char *, (gsize)(*argc - i));
+      for (int j = i + 1; j < *argc; j++)
+        mode->exec_argv[j - i - 1] = g_strdup((*argv)[j]);
+      (*argv)[i] = NULL;
+      *argc = i;
+      break;
+    }
   g_autoptr(GOptionContext) ctx = g_option_context_new("N");
   g_option_context_set_summary(
       ctx, "Starts N guests in batches and supervises them until Ctrl-C or SIGTERM,\n"
@@ -107,9 +145,55 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
     g_free(cfg->qemu);
     cfg->qemu = g_steal_pointer(&qemu);
   }
-  g_autofree char *guest_dir = nf_paths_default_guest_dir();
-  cfg->kernel = kernel ? g_steal_pointer(&kernel) : g_build_filename(guest_dir, "vmlinuz", NULL);
-  cfg->initrd = initrd ? g_steal_pointer(&initrd) : g_build_filename(guest_dir, "initrd.gz", NULL);
+  if (profile) {
+    if (g_str_equal(profile, "nerves"))
+      cfg->profile = NF_PROFILE_NERVES;
+    else if (!g_str_equal(profile, "sim")) {
+      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                  "--profile '%s': use sim or nerves", profile);
+      return FALSE;
+    }
+  }
+  if (cfg->profile == NF_PROFILE_NERVES) {
+    if (firmware == NULL || loader == NULL) {
+      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                  "--profile nerves needs --firmware DISK.img and --loader little_loader.elf");
+      return FALSE;
+    }
+    cfg->kernel = g_steal_pointer(&loader);
+    cfg->initrd = g_steal_pointer(&initrd);
+    cfg->disk = g_steal_pointer(&firmware);
+    if (memory == NULL)
+      cfg->memory_mib = 256;
+    if (ready_marker == NULL) {
+      g_free(cfg->ready_marker);
+      cfg->ready_marker = g_strdup("Interactive Elixir");
+    }
+  } else {
+    if (firmware || loader) {
+      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                  "%s is for --profile nerves", firmware ? "--firmware" : "--loader");
+      return FALSE;
+    }
+    g_autofree char *guest_dir = nf_paths_default_guest_dir();
+    cfg->kernel = kernel ? g_steal_pointer(&kernel) : g_build_filename(guest_dir, "vmlinuz", NULL);
+    cfg->initrd =
+        initrd ? g_steal_pointer(&initrd) : g_build_filename(guest_dir, "initrd.gz", NULL);
+  }
+  if (disk) {
+    g_free(cfg->disk);
+    cfg->disk = g_steal_pointer(&disk);
+  }
+  cfg->disk_format = g_steal_pointer(&disk_format);
+  if (ready_marker) {
+    if (!*ready_marker) {
+      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                  "--ready-marker must not be empty");
+      return FALSE;
+    }
+    g_free(cfg->ready_marker);
+    cfg->ready_marker = g_steal_pointer(&ready_marker);
+  }
   cfg->append = g_steal_pointer(&append);
   cfg->qemu_args = g_steal_pointer(&qemu_args);
   cfg->state_dir = g_steal_pointer(&state_dir);

@@ -10,6 +10,8 @@
 typedef struct {
   gboolean quiet;
   gboolean detach;
+  gboolean ephemeral; /* remove the fleet's state dir when it stops */
+  char **exec_argv;   /* --exec CMD...: everything after --exec (owned), or NULL */
 } NfRunMode;
 
 /* Parses argv (`run` first) into `cfg` (already initialised with defaults)

@@ -688,7 +688,7 @@ static json_t *guest_problem(NfVm *vm, guint vm_id, const char *why)
 {
   if (!vm)
     return json_pack("{s:I, s:s}", "id", (json_int_t)vm_id, "problem", why);
-  g_autofree char *tail = nf_vm_console_tail(vm, FAIL_TAIL_BYTES);
+  g_autofree char *tail = nf_control_console_tail(vm, FAIL_TAIL_BYTES);
   json_t *p = json_pack("{s:I, s:s, s:s?, s:s, s:s}", "id", (json_int_t)vm_id, "name",
                         nf_vm_name(vm), "serial", nf_vm_serial(vm), "state",
                         nf_vm_state_name(nf_vm_state(vm)), "problem", why);
@@ -697,12 +697,7 @@ static json_t *guest_problem(NfVm *vm, guint vm_id, const char *why)
     if (nf_vm_exit_reason(vm))
       json_object_set_new(p, "reason", json_string(nf_vm_exit_reason(vm)));
   }
-  if (g_utf8_validate(tail, -1, NULL))
-    json_object_set_new(p, "console_tail", json_string(tail));
-  else {
-    g_autofree char *fixed = g_utf8_make_valid(tail, -1);
-    json_object_set_new(p, "console_tail", json_string(fixed));
-  }
+  json_object_set_new(p, "console_tail", json_string(tail));
   return p;
 }
 

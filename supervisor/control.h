@@ -46,5 +46,9 @@ void nf_control_free(NfControl *ctl);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfControl, nf_control_free)
 
 const char *nf_control_socket_path(const NfControl *ctl);
+/* A guest's recent console output: the live ring, or, once qemu is gone,
+ * the end of its console log (at most `max` bytes, valid UTF-8). */
+char *nf_control_console_tail(NfVm *vm, gsize max);
+
 /* Clients connected now (for tests and `hello`). */
 guint nf_control_n_clients(const NfControl *ctl);

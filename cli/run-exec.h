@@ -1,0 +1,32 @@
+/*
+ * run-exec.h: `run N --exec CMD...`, the CI mode. Waits until every guest is
+ * ready, runs CMD with the fleet's coordinates in its environment, and
+ * reports CMD's exit status; if a guest fails first, reports why (with the
+ * last console lines of each failed guest) instead of running CMD. Also the
+ * --ephemeral cleanup. The caller (cmd-run.c) owns the fleet and its stop.
+ */
+#pragma once
+#include <glib.h>
+#include "supervisor/fleet.h"
+
+typedef struct NfRunExec NfRunExec;
+
+/* Called once: CMD ended (`status` is its exit code, 128+signal if killed),
+ * or it never ran because the fleet failed to come up (`status` 1, the
+ * reason already printed). The caller should stop the fleet. */
+typedef void (*NfRunExecDone)(int status, gpointer user_data);
+
+/* Watches `fleet` (a listener) and starts `argv` (borrowed; must outlive
+ * the watcher) once all guests are ready. `socket` is the control socket
+ * path for NERVESFLEET_SOCKET (may be NULL). */
+NfRunExec *nf_run_exec_new(NfFleet *fleet, char **argv, const char *socket, NfRunExecDone done,
+                           gpointer user_data);
+/* The fleet is being stopped for another reason (a signal): SIGTERM to CMD
+ * if it runs. */
+void nf_run_exec_cancel(NfRunExec *x);
+/* Whether CMD is still running (the caller waits for it before exiting). */
+gboolean nf_run_exec_running(const NfRunExec *x);
+void nf_run_exec_free(NfRunExec *x);
+
+/* rm -rf `dir` (symlinks are removed, never followed). */
+void nf_run_remove_tree(const char *dir);
