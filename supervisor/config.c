@@ -31,6 +31,8 @@ void nf_fleet_config_clear(NfFleetConfig *config)
 {
   g_free(config->name);
   g_free(config->qemu);
+  g_free(config->disk);
+  g_free(config->disk_format);
   g_free(config->kernel);
   g_free(config->initrd);
   g_free(config->append);

@@ -15,8 +15,17 @@ typedef enum {
   NF_ACCEL_HVF,
 } NfAccel;
 
+typedef enum {
+  NF_PROFILE_SIM = 0, /* the default guest: Linux kernel + initramfs */
+  NF_PROFILE_NERVES,  /* a Nerves firmware disk booted by little_loader */
+} NfProfile;
+
 typedef struct {
   char *name;              /* fleet name: selects the state and runtime dirs */
+  NfProfile profile;
+  char *disk;              /* base image each guest gets a qcow2 overlay of (NULL: none) */
+  char *disk_format;       /* "raw"/"qcow2" as named by the user, or NULL to detect */
+  gboolean reflash_all;    /* recreate every overlay from the base at start */
   guint count;             /* guests to run */
   guint batch;             /* guests booting at once; 0 = derived from cores */
   guint64 memory_mib;      /* guest RAM */

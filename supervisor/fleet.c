@@ -18,6 +18,7 @@
 #include <glib/gstdio.h>
 
 #include "supervisor/accel.h"
+#include "supervisor/disks.h"
 #include "overlay/identity.h"
 #include "supervisor/paths.h"
 #include "supervisor/vm-private.h"
@@ -189,8 +190,11 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
                 config->qemu, strchr(config->qemu, '/') ? "" : " in PATH");
     return NULL;
   }
-  if (!check_file(config->kernel, "guest kernel",
-                  "build the default guest with `make guest`, or pass --kernel", error) ||
+  gboolean nerves = config->profile == NF_PROFILE_NERVES;
+  if (!check_file(config->kernel, nerves ? "--loader" : "guest kernel",
+                  nerves ? "pass the path of little_loader.elf"
+                         : "build the default guest with `make guest`, or pass --kernel",
+                  error) ||
       (config->initrd && !check_file(config->initrd, "guest initramfs",
                                      "build the default guest with `make guest`, or pass "
                                      "--initrd",
@@ -218,6 +222,12 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
     return NULL;
   raise_fd_limit();
   fleet->env.use_cgroups = TRUE;
+  if (config->disk) {
+    fleet->env.disks = nf_disks_new(config, &fleet->paths, error);
+    if (fleet->env.disks == NULL ||
+        !nf_disks_prepare(fleet->env.disks, config->id_offset + 1, config->count, error))
+      return NULL;
+  }
 
   fleet->env.config = config;
   fleet->env.paths = &fleet->paths;
@@ -476,6 +486,25 @@ gboolean nf_fleet_scale(NfFleet *fleet, guint count, GError **error)
   return TRUE;
 }
 
+gboolean nf_fleet_reflash_vm(NfFleet *fleet, NfVm *vm, GError **error)
+{
+  if (fleet->env.disks == NULL) {
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
+                "reflash: fleet '%s' has no disks (start it with --disk or --profile nerves "
+                "--firmware)",
+                fleet->config->name);
+    return FALSE;
+  }
+  if (!fleet->stopping)
+    nf_vm_reflash(vm);
+  return TRUE;
+}
+
+const NfUbootEnv *nf_fleet_vm_firmware_env(NfFleet *fleet, NfVm *vm)
+{
+  return fleet->env.disks ? nf_disks_env(fleet->env.disks, nf_vm_id(vm)) : NULL;
+}
+
 void nf_fleet_detach(NfFleet *fleet)
 {
   fleet->detaching = TRUE;
@@ -547,6 +576,7 @@ void nf_fleet_free(NfFleet *fleet)
   g_hash_table_unref(fleet->retiring);
   g_free(fleet->lock_path);
   g_free(fleet->env.qemu_path);
+  g_clear_pointer(&fleet->env.disks, nf_disks_free);
   nf_paths_clear(&fleet->paths);
   g_free(fleet);
 }

@@ -11,6 +11,7 @@
 #pragma once
 #include <glib.h>
 #include "supervisor/config.h"
+#include "overlay/ubootenv.h"
 #include "supervisor/vm.h"
 
 #define NF_FLEET_ERROR (nf_fleet_error_quark())
@@ -79,6 +80,13 @@ NfVm *nf_fleet_find_vm(const NfFleet *fleet, guint id); /* NULL if no such id */
 void nf_fleet_start_vm(NfFleet *fleet, NfVm *vm);      /* queue it (limiter) */
 void nf_fleet_stop_vm(NfFleet *fleet, NfVm *vm, gboolean force);
 void nf_fleet_restart_vm(NfFleet *fleet, NfVm *vm);
+
+/* Factory reset of one guest's disk (see nf_vm_reflash). */
+gboolean nf_fleet_reflash_vm(NfFleet *fleet, NfVm *vm, GError **error);
+
+/* The guest's firmware (U-Boot) environment read from its overlay, cached;
+ * NULL when the fleet has no disks or the disk has no valid env. Borrowed. */
+const NfUbootEnv *nf_fleet_vm_firmware_env(NfFleet *fleet, NfVm *vm);
 
 /* Grows (new guests with the next ids, queued through the limiter) or
  * shrinks (stops the highest ids, freed once reaped) the fleet to `count`. */

@@ -113,6 +113,15 @@ void nf_vm_restart(NfVm *vm)
   }
 }
 
+gboolean nf_vm_reflash(NfVm *vm)
+{
+  if (vm->env->disks == NULL)
+    return FALSE;
+  vm->reflash_pending = TRUE;
+  nf_vm_restart(vm);
+  return TRUE;
+}
+
 /* Actions */
 
 static void ignore(NfVm *vm, const char *detail)

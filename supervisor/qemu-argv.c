@@ -72,18 +72,47 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
   add(a, "-display");
   add(a, "none");
   add(a, "-no-user-config");
-  add(a, "-no-reboot");
+  gboolean nerves = spec->profile == NF_PROFILE_NERVES;
+  /* A Nerves device reboots into the slot little_loader picks: qemu must
+   * reset in place. The sim guest's reboot is an exit the supervisor sees. */
+  if (!nerves)
+    add(a, "-no-reboot");
   add(a, "-kernel");
   add(a, spec->kernel);
   if (spec->initrd) {
     add(a, "-initrd");
     add(a, spec->initrd);
   }
-  add(a, "-append");
-  if (spec->append && *spec->append)
-    addf(a, "console=ttyAMA0 quiet panic=-1 cma=0 %s", spec->append);
-  else
-    add(a, "console=ttyAMA0 quiet panic=-1 cma=0");
+  if (!nerves) {
+    add(a, "-append");
+    if (spec->append && *spec->append)
+      addf(a, "console=ttyAMA0 quiet panic=-1 cma=0 %s", spec->append);
+    else
+      add(a, "console=ttyAMA0 quiet panic=-1 cma=0");
+  } else if (spec->append && *spec->append) {
+    add(a, "-append");
+    add(a, spec->append);
+  }
+  if (nerves) {
+    /* little_loader hard-codes the first virtio-mmio slot, modern mode. */
+    add(a, "-global");
+    add(a, "virtio-mmio.force-legacy=false");
+    if (spec->disk) {
+      add(a, "-drive");
+      addf(a, "if=none,file=%s,format=qcow2,id=vdisk", spec->disk);
+      add(a, "-device");
+      add(a, "virtio-blk-device,drive=vdisk,bus=virtio-mmio-bus.0");
+    }
+    add(a, "-netdev");
+    add(a, "user,id=eth0");
+    add(a, "-device");
+    addf(a, "virtio-net-device,netdev=eth0,mac=%s", spec->mac ? spec->mac : "52:54:00:12:34:56");
+  } else if (spec->disk) {
+    add(a, "-drive");
+    addf(a, "if=none,file=%s,format=qcow2,id=vdisk", spec->disk);
+    add(a, "-device");
+    add(a, "virtio-blk-pci,drive=vdisk");
+  }
   add(a, "-device");
   add(a, "virtio-balloon-pci,id=balloon0,free-page-reporting=on");
   add(a, "-device");

@@ -24,6 +24,9 @@ typedef struct {
   const char *serial;      /* identity, e.g. "NF-000003" */
   const char *pidfile;     /* qemu writes its pid there */
   gboolean public_qmp;     /* pass NF_QEMU_FD_QMP_PUBLIC as a second monitor */
+  NfProfile profile;       /* SIM: Linux + initramfs; NERVES: little_loader + firmware disk */
+  const char *disk;        /* the guest's overlay (qcow2), or NULL */
+  const char *mac;         /* NIC address (NERVES profile) */
   char *const *extra;      /* appended verbatim, may be NULL */
 } NfQemuSpec;
 

@@ -52,6 +52,9 @@ struct NfVm {
   char *health_problem;
   guint64 oom_kills_at_start;
   gboolean restart_pending;
+  gboolean reflash_pending;
+  guint reboots;
+  char *disk_path;
   gboolean requeue_after_stop;
 
   /* the last exit */

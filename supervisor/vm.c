@@ -24,6 +24,7 @@
 #include <jansson.h>
 
 #include "overlay/identity.h"
+#include "supervisor/disks.h"
 #include "supervisor/qemu-argv.h"
 
 /* Console markers: index 0 is the configured ready marker. */
@@ -64,6 +65,8 @@ NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks,
   vm->qmp_path = nf_paths_guest_runtime(env->paths, id, "qmp");
   vm->serial_path = nf_paths_guest_runtime(env->paths, id, "serial");
   vm->balloon_actual = env->config->memory_mib * 1024 * 1024;
+  if (env->disks)
+    vm->disk_path = nf_disks_overlay_path(env->disks, id);
   vm->watchers = g_array_new(FALSE, FALSE, sizeof(NfVmWatcher));
   vm->markers[MARKER_READY] = env->config->ready_marker;
   vm->markers[MARKER_PANIC] = "Kernel panic - not syncing";
@@ -176,6 +179,12 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
                 vm->qemu_log, g_strerror(e));
     goto out;
   }
+  if (vm->env->disks) {
+    gboolean reflash = vm->reflash_pending;
+    vm->reflash_pending = FALSE;
+    if (!nf_disks_ensure_one(vm->env->disks, vm->id, reflash, error))
+      goto out;
+  }
 
   NfQemuSpec spec = {
       .qemu = vm->env->qemu_path,
@@ -189,6 +198,9 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
       .pidfile = vm->pidfile,
       .public_qmp = TRUE,
       .extra = cfg->qemu_args,
+      .profile = cfg->profile,
+      .disk = vm->disk_path,
+      .mac = vm->mac,
   };
   argv = nf_qemu_argv_build(&spec);
   {
@@ -324,6 +336,11 @@ static void qmp_event_cb(NfQmp *qmp, const char *name, json_t *data, gint64 ts, 
     vm->shutdown_reason = g_strdup(json_string_value(json_object_get(data, "reason")));
   } else if (g_str_equal(name, "WATCHDOG")) {
     vm->watchdog_event = TRUE;
+  } else if (g_str_equal(name, "RESET")) {
+    /* Only without -no-reboot (Nerves): the guest rebooted in place and
+     * will print its ready line again. */
+    if (json_is_true(json_object_get(data, "guest")))
+      vm->reboots++;
   } else if (g_str_equal(name, "GUEST_PANICKED")) {
     vm->panic_seen = TRUE;
   } else if (g_str_equal(name, "BALLOON_CHANGE")) {
@@ -440,6 +457,7 @@ void nf_vm_free(NfVm *vm)
   g_free(vm->ctl_path);
   g_free(vm->qmp_path);
   g_free(vm->serial_path);
+  g_free(vm->disk_path);
   g_free(vm);
 }
 
@@ -522,6 +540,14 @@ gboolean nf_vm_is_restart(const NfVm *vm)
 guint nf_vm_restarts(const NfVm *vm)
 {
   return vm->restarts;
+}
+guint nf_vm_reboots(const NfVm *vm)
+{
+  return vm->reboots;
+}
+const char *nf_vm_disk_path(const NfVm *vm)
+{
+  return vm->disk_path;
 }
 NfExitKind nf_vm_exit_kind(const NfVm *vm)
 {

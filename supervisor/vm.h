@@ -35,6 +35,7 @@ typedef struct {
   NfAccel accel;   /* resolved */
   char *qemu_path; /* resolved binary */
   gboolean use_cgroups; /* cleared after the first failure to make one */
+  struct NfDisks *disks; /* per-guest overlays, or NULL */
 } NfVmEnv;
 
 typedef struct NfVm NfVm;
@@ -77,6 +78,10 @@ void nf_vm_stop(NfVm *vm, gboolean force);
 /* Stop, then queue again (restart in place). */
 void nf_vm_restart(NfVm *vm);
 
+/* Factory reset: stop (if running), recreate the guest's disk from the
+ * base, start again. FALSE when the fleet has no disks. */
+gboolean nf_vm_reflash(NfVm *vm);
+
 /* The supervisor leaves without stopping the guest (daemon mode): drop the
  * channels, leave qemu and its runtime files for the next supervisor. */
 void nf_vm_detach(NfVm *vm);
@@ -90,6 +95,9 @@ GPid nf_vm_pid(const NfVm *vm);            /* 0 when not running */
 gboolean nf_vm_is_running(const NfVm *vm); /* a qemu process exists */
 gboolean nf_vm_is_restart(const NfVm *vm); /* queued to come back after an exit */
 guint nf_vm_restarts(const NfVm *vm);      /* restarts since the supervisor began */
+guint nf_vm_reboots(const NfVm *vm);       /* in-place guest resets (Nerves profile) */
+/* Path of the guest's disk overlay, or NULL when the fleet has no disks. */
+const char *nf_vm_disk_path(const NfVm *vm);
 /* The last exit: kind (NF_EXIT_NONE if none), a sentence, and when (unix µs). */
 NfExitKind nf_vm_exit_kind(const NfVm *vm);
 const char *nf_vm_exit_reason(const NfVm *vm);

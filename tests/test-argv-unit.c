@@ -83,6 +83,32 @@ static void test_argv_kvm_and_hvf(void)
   g_assert_cmpint(find_pair(hvf, "-cpu", "host"), >, 0);
 }
 
+static void test_argv_disks_and_nerves(void)
+{
+  NfQemuSpec sim = {.qemu = "q", .accel = NF_ACCEL_TCG, .memory_mib = 128, .kernel = "k",
+                    .initrd = "i", .guest_name = "vm-0001", .serial = "S", .disk = "/d/o.qcow2"};
+  g_auto(GStrv) a = nf_qemu_argv_build(&sim);
+  g_assert_cmpint(find_pair(a, "-drive", "if=none,file=/d/o.qcow2,format=qcow2,id=vdisk"), >, 0);
+  g_assert_cmpint(find_pair(a, "-device", "virtio-blk-pci,drive=vdisk"), >, 0);
+  g_assert_cmpint(find_pair(a, "-no-reboot", NULL), >, 0);
+
+  NfQemuSpec nerves = {.qemu = "q", .accel = NF_ACCEL_KVM, .memory_mib = 256,
+                       .kernel = "/fw/little_loader.elf", .guest_name = "vm-0002", .serial = "S",
+                       .disk = "/d/o2.qcow2", .profile = NF_PROFILE_NERVES,
+                       .mac = "5e:00:00:00:00:02"};
+  g_auto(GStrv) n = nf_qemu_argv_build(&nerves);
+  g_assert_cmpint(find_pair(n, "-kernel", "/fw/little_loader.elf"), >, 0);
+  g_assert_cmpint(find_pair(n, "-global", "virtio-mmio.force-legacy=false"), >, 0);
+  g_assert_cmpint(find_pair(n, "-device", "virtio-blk-device,drive=vdisk,bus=virtio-mmio-bus.0"), >, 0);
+  g_assert_cmpint(find_pair(n, "-netdev", "user,id=eth0"), >, 0);
+  g_assert_cmpint(find_pair(n, "-device", "virtio-net-device,netdev=eth0,mac=5e:00:00:00:00:02"), >, 0);
+  g_assert_cmpint(find_pair(n, "-m", "256M"), >, 0);
+  /* little_loader picks the slot at reset: qemu must reboot in place. */
+  g_assert_cmpint(find_pair(n, "-no-reboot", NULL), ==, -1);
+  g_assert_cmpint(find_pair(n, "-append", NULL), ==, -1);
+  g_assert_cmpint(find_pair(n, "-accel", "kvm"), >, 0);
+}
+
 static void test_argv_to_string_quotes(void)
 {
   char *argv[] = {"qemu", "-append", "console=ttyAMA0 quiet", "-name", "guest=vm-1", NULL};
@@ -175,6 +201,7 @@ int main(int argc, char **argv)
   g_test_add_func("/argv/tcg", test_argv_tcg);
   g_test_add_func("/argv/kvm-and-hvf", test_argv_kvm_and_hvf);
   g_test_add_func("/argv/to-string-quotes", test_argv_to_string_quotes);
+  g_test_add_func("/argv/disks-and-nerves", test_argv_disks_and_nerves);
   g_test_add_func("/accel/resolve", test_accel_resolve);
   g_test_add_func("/paths/socket-limit", test_socket_path_limit);
   g_test_add_func("/parse/values", test_parse_values);
