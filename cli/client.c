@@ -37,10 +37,15 @@ void nf_client_options_clear(NfClientOptions *o)
 
 NfClient *nf_client_connect(const NfClientOptions *o, GError **error)
 {
-  const char *name = o->name ? o->name : "default";
+  /* Inside `run --exec CMD`, the fleet's own coordinates are the default. */
+  const char *env_name = g_getenv("NERVESFLEET_NAME");
+  const char *name = o->name ? o->name : env_name ? env_name : "default";
+  const char *runtime_dir = o->runtime_dir;
+  if (!runtime_dir && !o->name && env_name)
+    runtime_dir = g_getenv("NERVESFLEET_RUNTIME_DIR");
   NfFleetPaths paths = {0};
   g_autoptr(GError) local = NULL;
-  if (!nf_paths_resolve(&paths, name, o->runtime_dir, NULL, &local)) {
+  if (!nf_paths_resolve(&paths, name, runtime_dir, NULL, &local)) {
     g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_USAGE, "%s", local->message);
     return NULL;
   }

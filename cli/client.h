@@ -40,7 +40,9 @@ void nf_client_options_clear(NfClientOptions *o);
 
 typedef struct NfClient NfClient;
 
-/* Connects to the fleet's control socket. NF_CLIENT_ERROR_NO_FLEET with
+/* Connects to the fleet's control socket: --name/--runtime-dir, else
+ * $NERVESFLEET_NAME/$NERVESFLEET_RUNTIME_DIR (set for `run --exec` CMDs),
+ * else the fleet 'default'. NF_CLIENT_ERROR_NO_FLEET with
  * "no fleet 'x' running; start one with `nervesfleet run N --name x`" when
  * there is no socket or nobody listens (a stale one). */
 NfClient *nf_client_connect(const NfClientOptions *o, GError **error);
