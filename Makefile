@@ -126,9 +126,11 @@ bench: all guest $(BENCH_BINS)
 install: nervesfleet
 	install -D -m 0755 nervesfleet $(DESTDIR)$(PREFIX)/bin/nervesfleet
 	install -D -m 0755 guest/build-guest.sh $(DESTDIR)$(PREFIX)/share/nervesfleet/build-guest.sh
+	install -D -m 0644 guest/init $(DESTDIR)$(PREFIX)/share/nervesfleet/init
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/nervesfleet $(DESTDIR)$(PREFIX)/share/nervesfleet/build-guest.sh
+	rm -f $(DESTDIR)$(PREFIX)/bin/nervesfleet $(DESTDIR)$(PREFIX)/share/nervesfleet/build-guest.sh \
+	  $(DESTDIR)$(PREFIX)/share/nervesfleet/init
 
 format:
 	clang-format -i $(foreach m,$(MODULES),$(wildcard $(m)/*.[ch])) $(wildcard tests/*.c tests/lib/*.[ch] tests/helpers/*.c tests/fuzz/*.c bench/*.c)
