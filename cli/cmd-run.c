@@ -165,6 +165,14 @@ int nf_cmd_run(int argc, char **argv)
     g_strfreev(mode.exec_argv);
     return NF_EXIT_FAILURE;
   }
+  /* Before -d reports success: once `run` returns, the fleet answers. */
+  static const NfControlHooks hooks = {.down = control_down_cb, .log = control_log_cb};
+  rs.control = nf_control_new(rs.fleet, &hooks, &rs, &error);
+  if (rs.control == NULL) {
+    /* Guests still run without it; say so rather than refuse the fleet. */
+    nf_cli_error("run: no control socket (ps, console... will not work): %s", error->message);
+    g_clear_error(&error);
+  }
   if (report_fd >= 0) {
     g_autofree char *log = g_build_filename(nf_fleet_state_dir(rs.fleet), "supervisor.log", NULL);
     g_autofree char *msg = g_strdup_printf(
@@ -185,14 +193,6 @@ int nf_cmd_run(int argc, char **argv)
                   nf_fleet_batch(rs.fleet), nf_restart_mode_name(cfg.restart.mode));
   nf_progress_say(rs.progress, "logs in %s; %s", nf_fleet_state_dir(rs.fleet),
                   mode.detach ? "`nervesfleet down` stops the fleet" : "Ctrl-C stops the fleet");
-  static const NfControlHooks hooks = {.down = control_down_cb, .log = control_log_cb};
-  rs.control = nf_control_new(rs.fleet, &hooks, &rs, &error);
-  if (rs.control == NULL) {
-    /* Guests still run without it; say so rather than refuse the fleet. */
-    nf_progress_say(rs.progress, "no control socket (ps, console... will not work): %s",
-                    error->message);
-    g_clear_error(&error);
-  }
   if (mode.exec_argv)
     rs.exec = nf_run_exec_new(rs.fleet, mode.exec_argv,
                               rs.control ? nf_control_socket_path(rs.control) : NULL,
