@@ -1,0 +1,227 @@
+/*
+ * test-console.c: `nervesfleet console` in a real pseudo-terminal, against
+ * one real guest. Guards: attaching prints the escape hint and replays the
+ * prompt; the terminal goes raw while attached; a typed command runs in the
+ * guest shell and its output comes back; a --ro watcher sees the same
+ * output while its own typing never reaches the guest; a second writer is
+ * refused; Ctrl-] q detaches with exit 0; and the terminal's settings are
+ * exactly restored after a detach and after a SIGTERM.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+#include <glib-unix.h>
+
+#include "tests/lib/nf-test.h"
+
+#define BOOT_MS 120000
+#define WAIT_MS 60000
+
+typedef struct {
+  int master, slave;
+  GPid pid;
+  GString *out;
+  guint src;
+  gboolean exited;
+  int status;
+  const char *needle;
+} Pty;
+
+static char *tmp;
+
+static gboolean pty_read_cb(int fd, GIOCondition cond, gpointer data)
+{
+  Pty *p = data;
+  char buf[4096];
+  ssize_t n = read(fd, buf, sizeof(buf));
+  if (n > 0) {
+    g_string_append_len(p->out, buf, n);
+    return G_SOURCE_CONTINUE;
+  }
+  p->src = 0;
+  return G_SOURCE_REMOVE;
+}
+
+static void pty_exit_cb(GPid pid, gint status, gpointer data)
+{
+  Pty *p = data;
+  p->exited = TRUE;
+  p->status = status;
+  g_spawn_close_pid(pid);
+}
+
+/* Runs `nervesfleet ARGS --name con` on a fresh pty (its controlling tty). */
+static Pty *pty_spawn(const char *const *args)
+{
+  Pty *p = g_new0(Pty, 1);
+  p->out = g_string_new(NULL);
+  p->master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  g_assert_cmpint(p->master, >=, 0);
+  g_assert_cmpint(grantpt(p->master), ==, 0);
+  g_assert_cmpint(unlockpt(p->master), ==, 0);
+  g_autofree char *name = g_strdup(ptsname(p->master));
+  /* We keep the slave open too: to read its termios after the child left. */
+  p->slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+  g_assert_cmpint(p->slave, >=, 0);
+
+  g_autofree char *run = g_build_filename(tmp, "run", NULL);
+  g_autofree char *state = g_build_filename(tmp, "state", NULL);
+  g_auto(GStrv) env = g_get_environ();
+  env = g_environ_setenv(env, "XDG_RUNTIME_DIR", run, TRUE);
+  env = g_environ_setenv(env, "XDG_STATE_HOME", state, TRUE);
+  g_autoptr(GPtrArray) argv = g_ptr_array_new();
+  g_ptr_array_add(argv, (gpointer)nf_test_bin());
+  for (const char *const *a = args; *a; a++)
+    g_ptr_array_add(argv, (gpointer)*a);
+  g_ptr_array_add(argv, "--name");
+  g_ptr_array_add(argv, "con");
+  g_ptr_array_add(argv, NULL);
+
+  p->pid = fork();
+  g_assert_cmpint(p->pid, >=, 0);
+  if (p->pid == 0) {
+    setsid();
+    int t = open(name, O_RDWR); /* the session's controlling tty */
+    if (t < 0)
+      _exit(126);
+    dup2(t, 0);
+    dup2(t, 1);
+    dup2(t, 2);
+    execve(nf_test_bin(), (char **)argv->pdata, env);
+    _exit(127);
+  }
+  g_unix_set_fd_nonblocking(p->master, TRUE, NULL);
+  p->src = g_unix_fd_add(p->master, G_IO_IN | G_IO_HUP | G_IO_ERR, pty_read_cb, p);
+  g_child_watch_add(p->pid, pty_exit_cb, p);
+  return p;
+}
+
+static gboolean pty_has(gpointer data)
+{
+  Pty *p = data;
+  return strstr(p->out->str, p->needle) != NULL;
+}
+
+static gboolean pty_wait(Pty *p, const char *needle)
+{
+  p->needle = needle;
+  gboolean ok = nf_test_wait_for(pty_has, p, WAIT_MS);
+  if (!ok)
+    g_test_message("pty output so far: %s", p->out->str);
+  return ok;
+}
+
+static gboolean pty_exited(gpointer data)
+{
+  return ((Pty *)data)->exited;
+}
+
+static void pty_type(Pty *p, const char *text)
+{
+  g_assert_cmpint(write(p->master, text, strlen(text)), ==, (gssize)strlen(text));
+}
+
+static void pty_free(Pty *p)
+{
+  if (p->src)
+    g_source_remove(p->src);
+  close(p->master);
+  close(p->slave);
+  g_string_free(p->out, TRUE);
+  g_free(p);
+}
+
+static void assert_same_termios(const struct termios *a, const struct termios *b)
+{
+  g_assert_cmphex(a->c_iflag, ==, b->c_iflag);
+  g_assert_cmphex(a->c_oflag, ==, b->c_oflag);
+  g_assert_cmphex(a->c_cflag, ==, b->c_cflag);
+  g_assert_cmphex(a->c_lflag, ==, b->c_lflag);
+  g_assert_cmpmem(a->c_cc, sizeof(a->c_cc), b->c_cc, sizeof(b->c_cc));
+}
+
+static void test_console(void)
+{
+  const char *run[] = {"run", "1", "--name", "con", "--stop-timeout", "5", NULL};
+  g_autoptr(NfTestProc) fleet = nf_test_proc_spawn(tmp, run);
+  g_assert_true(nf_test_proc_wait_output(fleet, "all 1 guests ready", BOOT_MS));
+
+  /* The writer: hint, replayed prompt, raw mode while attached. */
+  const char *attach[] = {"console", "1", NULL};
+  Pty *w = pty_spawn(attach);
+  struct termios before, during, after;
+  g_assert_cmpint(tcgetattr(w->slave, &before), ==, 0);
+  g_assert_true(pty_wait(w, "Ctrl-] then q detaches"));
+  g_assert_true(pty_wait(w, "NF-000001#"));
+  g_assert_cmpint(tcgetattr(w->slave, &during), ==, 0);
+  g_assert_false(during.c_lflag & ICANON);
+  g_assert_false(during.c_lflag & ECHO);
+
+  /* A read-only watcher. */
+  const char *watch[] = {"console", "1", "--ro", NULL};
+  Pty *ro = pty_spawn(watch);
+  g_assert_true(pty_wait(ro, "read-only; Ctrl-] then q detaches"));
+  g_assert_true(pty_wait(ro, "NF-000001#"));
+  pty_type(ro, "echo ro-$((6*7))\r");
+  g_assert_true(pty_wait(ro, "input ignored"));
+
+  /* A second writer is refused while the first is attached. */
+  const char *second[] = {"console", "1", "--name", "con", NULL};
+  g_autofree char *refused = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, second, WAIT_MS, &refused), ==, 1);
+  g_assert_nonnull(strstr(refused, "already has a writer"));
+
+  /* Typing reaches the guest shell; both see the result. */
+  pty_type(w, "echo hi-$((6*7))\r");
+  g_assert_true(pty_wait(w, "hi-42"));
+  g_assert_true(pty_wait(ro, "hi-42"));
+  /* The watcher's command, typed before, never ran anywhere. */
+  g_assert_null(strstr(w->out->str, "ro-42"));
+  g_assert_null(strstr(ro->out->str, "ro-42"));
+  g_assert_null(strstr(ro->out->str, "echo ro-"));
+
+  /* Detach: exit 0, and the terminal is exactly as it was. */
+  pty_type(w, "\x1dq");
+  g_assert_true(nf_test_wait_for(pty_exited, w, WAIT_MS));
+  g_assert_true(WIFEXITED(w->status) && WEXITSTATUS(w->status) == 0);
+  g_assert_true(pty_wait(w, "detached from vm-0001"));
+  g_assert_cmpint(tcgetattr(w->slave, &after), ==, 0);
+  assert_same_termios(&before, &after);
+  pty_free(w);
+
+  pty_type(ro, "\x1dq");
+  g_assert_true(nf_test_wait_for(pty_exited, ro, WAIT_MS));
+  g_assert_true(WIFEXITED(ro->status) && WEXITSTATUS(ro->status) == 0);
+  pty_free(ro);
+
+  /* SIGTERM while attached: the terminal is restored all the same, and the
+   * writer's seat is free again for the next one. */
+  Pty *k = pty_spawn(attach);
+  g_assert_cmpint(tcgetattr(k->slave, &before), ==, 0);
+  g_assert_true(pty_wait(k, "Ctrl-] then q detaches"));
+  g_assert_true(pty_wait(k, "NF-000001#"));
+  kill(k->pid, SIGTERM);
+  g_assert_true(nf_test_wait_for(pty_exited, k, WAIT_MS));
+  g_assert_true(WIFSIGNALED(k->status) && WTERMSIG(k->status) == SIGTERM);
+  g_assert_cmpint(tcgetattr(k->slave, &after), ==, 0);
+  assert_same_termios(&before, &after);
+  pty_free(k);
+
+  nf_test_proc_signal(fleet, SIGTERM);
+  g_assert_cmpint(nf_test_proc_wait_exit(fleet, WAIT_MS), ==, 0);
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  tmp = nf_test_tmpdir_new();
+  g_test_add_func("/console/attach-type-watch-detach", test_console);
+  int rc = g_test_run();
+  nf_test_tmpdir_cleanup(tmp);
+  g_free(tmp);
+  return rc;
+}
