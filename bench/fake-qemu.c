@@ -1,0 +1,657 @@
+/*
+ * fake-qemu.c: a stand-in for qemu-system-aarch64 that costs almost nothing,
+ * so the supervisor itself can be measured at 1,000-10,000 guests
+ * (`nervesfleet run N --qemu build/rel/bench/fake-qemu`). Benchmarks only:
+ * tests and demos use real qemu.
+ *
+ * It accepts the argv the supervisor builds (supervisor/qemu-argv.c), skips
+ * every option it does not know (and that option's value), and honours:
+ *   -chardev socket,id=X,fd=N[,server=on][,wait=off]   an inherited fd: with
+ *            server=on a listening socket (one client at a time; the next is
+ *            accepted after the previous disconnects), else a connected stream
+ *   -chardev socket,id=X,path=P,server=on              the same, bound here
+ *   -mon chardev=X,mode=control    a QMP monitor on chardev X
+ *   -serial chardev:X              the console on chardev X
+ *   -fw_cfg name=...,string=S      S is the serial printed in the ready line
+ *   -m SIZE, -name guest=NAME, -pidfile PATH
+ *
+ * Console: on each client (or at start for a connected stream) a few lines of
+ * boot noise, then `nervesfleet-ready serial=S` once FAKE_QEMU_BOOT_MS (default
+ * 0) have passed since start or since the last system_reset; input is echoed.
+ * QMP: greeting, qmp_capabilities, query-status, query-version, quit,
+ * system_reset, system_powerdown, stop, cont, balloon, query-balloon, qom-get
+ * and qom-set of the balloon's guest-stats(-polling-interval); anything else
+ * gets CommandNotFound, like qemu. Replies echo `id`; events go to every
+ * negotiated monitor with qemu's timestamp. SIGTERM/SIGINT/SIGHUP: SHUTDOWN
+ * (host-signal) and exit 0, as qemu does.
+ *
+ * One ppoll loop, no threads, no GLib: a few KiB of heap per process, so ten
+ * thousand of them fit next to the supervisor being measured.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_CHARDEVS 8
+#define OUT_MAX (1 << 20) /* a client that stops reading loses output past this */
+
+typedef enum { KIND_NONE, KIND_QMP, KIND_SERIAL } Kind;
+
+typedef struct {
+  char id[64];
+  Kind kind;
+  int listen_fd; /* server=on: accept clients here; else -1 */
+  int fd;        /* the current connection, -1 when none */
+  bool negotiated;
+  char *in;
+  size_t in_len, in_cap;
+  char *out;
+  size_t out_len, out_cap;
+  int64_t ready_due_ms; /* serial: when to print the ready line; 0: not pending */
+} Chardev;
+
+static Chardev chardevs[MAX_CHARDEVS];
+static int n_chardevs;
+static const char *serial_string = "unknown";
+static const char *guest_name = "fake";
+static const char *pidfile;
+static int64_t ram_bytes = 128LL << 20;
+static int64_t balloon_actual;
+static int64_t stats_interval;
+static bool running = true;
+static int64_t boot_ms;
+static int64_t booted_at_ms; /* start, or the last reset, plus boot_ms */
+static int64_t powerdown_due_ms;
+static volatile sig_atomic_t got_signal;
+
+static int64_t now_ms(void);
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void parse_chardev(const char *value);
+static void parse_args(int argc, char **argv);
+static bool takes_no_value(const char *opt);
+static void out_append(Chardev *c, const char *data, size_t len);
+static void out_flush(Chardev *c);
+static void conn_open(Chardev *c, int fd);
+static void conn_close(Chardev *c);
+static void serial_boot(Chardev *c);
+static void send_json(Chardev *c, json_t *msg);
+static void emit_event(const char *name, json_t *data);
+static void reply(Chardev *c, json_t *id, json_t *ret);
+static void reply_error(Chardev *c, json_t *id, const char *cls, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static json_t *guest_stats(void);
+static void handle_command(Chardev *c, json_t *req);
+static void qmp_input(Chardev *c);
+static void conn_readable(Chardev *c);
+static void finish(int code, const char *reason);
+static void on_signal(int sig);
+
+static int64_t now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void die(const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("qemu-system-aarch64: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  exit(1);
+}
+
+static void parse_chardev(const char *value)
+{
+  char buf[1024];
+  snprintf(buf, sizeof(buf), "%s", value);
+  char *save = NULL, *tok = strtok_r(buf, ",", &save);
+  if (tok == NULL || strcmp(tok, "socket") != 0)
+    return; /* other backends: nothing a benchmark needs */
+  if (n_chardevs == MAX_CHARDEVS)
+    die("too many -chardev");
+  Chardev *c = &chardevs[n_chardevs];
+  int fd = -1;
+  bool server = false;
+  const char *path = NULL;
+  while ((tok = strtok_r(NULL, ",", &save)) != NULL) {
+    char *eq = strchr(tok, '=');
+    const char *v = eq ? eq + 1 : "on";
+    if (eq)
+      *eq = '\0';
+    if (strcmp(tok, "id") == 0)
+      snprintf(c->id, sizeof(c->id), "%s", v);
+    else if (strcmp(tok, "fd") == 0)
+      fd = atoi(v);
+    else if (strcmp(tok, "path") == 0)
+      path = v;
+    else if (strcmp(tok, "server") == 0)
+      server = strcmp(v, "on") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0;
+  }
+  if (c->id[0] == '\0')
+    die("-chardev %s: 'id' is missing", value);
+  if (fd < 0 && path && server) {
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sun.sun_path))
+      die("-chardev %s: path too long", value);
+    strcpy(sun.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    unlink(path);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, 4) < 0)
+      die("-chardev %s: %s", value, strerror(errno));
+  }
+  if (fd < 0 || fcntl(fd, F_GETFD) < 0)
+    die("-chardev %s: no usable fd", value);
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  c->listen_fd = server ? fd : -1;
+  c->fd = server ? -1 : fd; /* a connected stream opens once its kind is known */
+  n_chardevs++;
+}
+
+static bool takes_no_value(const char *opt)
+{
+  static const char *const flags[] = {
+      "nodefaults", "no-user-config", "no-reboot", "no-shutdown", "S", "snapshot",
+      "nographic", "enable-kvm", "daemonize", "s", "no-hpet", "no-acpi", "only-migratable",
+      "preconfig", "full-screen", "usb", "no-quit", "alt-grab", "ctrl-grab", "enable-fips",
+      "version", "help", "h", "no-fd-bootchk", "win2k-hack", NULL};
+  for (const char *const *f = flags; *f; f++)
+    if (strcmp(opt, *f) == 0)
+      return true;
+  return false;
+}
+
+static void parse_args(int argc, char **argv)
+{
+  const char *serial_dev = NULL;
+  const char *qmp_devs[MAX_CHARDEVS];
+  int n_qmp = 0;
+
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (a[0] != '-')
+      continue; /* a positional disk image: ignored */
+    const char *opt = a + (a[1] == '-' ? 2 : 1);
+    if (takes_no_value(opt))
+      continue;
+    if (i + 1 >= argc)
+      die("%s: requires an argument", a);
+    const char *v = argv[++i];
+    if (strcmp(opt, "chardev") == 0) {
+      parse_chardev(v);
+    } else if (strcmp(opt, "mon") == 0) {
+      const char *cd = strstr(v, "chardev=");
+      if (cd && strstr(v, "mode=control") && n_qmp < MAX_CHARDEVS)
+        qmp_devs[n_qmp++] = cd + strlen("chardev=");
+    } else if (strcmp(opt, "serial") == 0) {
+      if (strncmp(v, "chardev:", 8) == 0)
+        serial_dev = v + 8;
+    } else if (strcmp(opt, "fw_cfg") == 0) {
+      const char *s = strstr(v, "string=");
+      if (s && strstr(v, "opt/nervesfleet/serial"))
+        serial_string = s + strlen("string=");
+    } else if (strcmp(opt, "pidfile") == 0) {
+      pidfile = v;
+    } else if (strcmp(opt, "name") == 0) {
+      guest_name = strncmp(v, "guest=", 6) == 0 ? v + 6 : v;
+    } else if (strcmp(opt, "m") == 0) {
+      const char *s = strncmp(v, "size=", 5) == 0 ? v + 5 : v;
+      char *end = NULL;
+      long long n = strtoll(s, &end, 10);
+      int shift = 20; /* qemu's default unit is MiB */
+      if (end && (*end == 'G' || *end == 'g'))
+        shift = 30;
+      else if (end && (*end == 'K' || *end == 'k'))
+        shift = 10;
+      if (n > 0)
+        ram_bytes = n << shift;
+    }
+  }
+  /* -mon and -serial name chardevs; the ids end at the next comma. */
+  for (int i = 0; i < n_chardevs; i++) {
+    Chardev *c = &chardevs[i];
+    size_t len = strlen(c->id);
+    for (int q = 0; q < n_qmp; q++)
+      if (strncmp(qmp_devs[q], c->id, len) == 0 && (qmp_devs[q][len] == ',' || !qmp_devs[q][len]))
+        c->kind = KIND_QMP;
+    if (serial_dev && strcmp(serial_dev, c->id) == 0)
+      c->kind = KIND_SERIAL;
+    if (c->listen_fd < 0)
+      conn_open(c, c->fd);
+  }
+}
+
+static void out_append(Chardev *c, const char *data, size_t len)
+{
+  if (c->fd < 0 || c->out_len + len > OUT_MAX)
+    return;
+  if (c->out_len + len > c->out_cap) {
+    size_t cap = c->out_cap ? c->out_cap : 1024;
+    while (cap < c->out_len + len)
+      cap *= 2;
+    c->out = realloc(c->out, cap);
+    if (c->out == NULL)
+      die("out of memory");
+    c->out_cap = cap;
+  }
+  memcpy(c->out + c->out_len, data, len);
+  c->out_len += len;
+  out_flush(c);
+}
+
+static void out_flush(Chardev *c)
+{
+  while (c->fd >= 0 && c->out_len) {
+    ssize_t n = write(c->fd, c->out, c->out_len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno == EAGAIN)
+      return;
+    if (n <= 0) {
+      conn_close(c);
+      return;
+    }
+    memmove(c->out, c->out + n, c->out_len - (size_t)n);
+    c->out_len -= (size_t)n;
+  }
+}
+
+static void conn_open(Chardev *c, int fd)
+{
+  c->fd = fd;
+  c->negotiated = false;
+  c->in_len = c->out_len = 0;
+  if (c->kind == KIND_QMP) {
+    static const char greeting[] =
+        "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, "
+        "\"package\": \"fake\"}, \"capabilities\": [\"oob\"]}}\r\n";
+    out_append(c, greeting, sizeof(greeting) - 1);
+  } else if (c->kind == KIND_SERIAL) {
+    serial_boot(c);
+  }
+}
+
+static void conn_close(Chardev *c)
+{
+  if (c->fd >= 0 && c->fd != c->listen_fd)
+    close(c->fd);
+  c->fd = -1;
+  c->negotiated = false;
+  c->in_len = c->out_len = 0;
+  c->ready_due_ms = 0;
+  /* Keep the buffers: the next client reuses them. */
+}
+
+static void serial_boot(Chardev *c)
+{
+  char buf[512];
+  int n = snprintf(buf, sizeof(buf),
+                   "[    0.000000] Booting Linux on physical CPU 0x0000000000 [0x410fd034]\r\n"
+                   "[    0.000000] Linux version 6.1.0-fake (nervesfleet bench)\r\n"
+                   "[    0.000000] Machine model: linux,dummy-virt (%s)\r\n"
+                   "[    0.010000] Run /init as init process\r\n",
+                   guest_name);
+  out_append(c, buf, (size_t)n);
+  int64_t now = now_ms();
+  c->ready_due_ms = booted_at_ms > now ? booted_at_ms : now;
+  if (c->ready_due_ms == 0)
+    c->ready_due_ms = 1;
+}
+
+static void send_json(Chardev *c, json_t *msg)
+{
+  char *s = json_dumps(msg, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  if (s) {
+    out_append(c, s, strlen(s));
+    out_append(c, "\r\n", 2);
+    free(s);
+  }
+  json_decref(msg);
+}
+
+static void emit_event(const char *name, json_t *data)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  for (int i = 0; i < n_chardevs; i++) {
+    Chardev *c = &chardevs[i];
+    if (c->kind != KIND_QMP || c->fd < 0 || !c->negotiated)
+      continue;
+    json_t *ev = json_pack("{s:{s:I,s:I},s:s}", "timestamp", "seconds", (json_int_t)ts.tv_sec,
+                           "microseconds", (json_int_t)(ts.tv_nsec / 1000), "event", name);
+    if (data)
+      json_object_set(ev, "data", data);
+    send_json(c, ev);
+  }
+  json_decref(data);
+}
+
+static void reply(Chardev *c, json_t *id, json_t *ret)
+{
+  json_t *r = json_pack("{s:o}", "return", ret ? ret : json_object());
+  if (id)
+    json_object_set(r, "id", id);
+  send_json(c, r);
+}
+
+static void reply_error(Chardev *c, json_t *id, const char *cls, const char *fmt, ...)
+{
+  char desc[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(desc, sizeof(desc), fmt, ap);
+  va_end(ap);
+  json_t *r = json_pack("{s:{s:s,s:s}}", "error", "class", cls, "desc", desc);
+  if (id)
+    json_object_set(r, "id", id);
+  send_json(c, r);
+}
+
+static json_t *guest_stats(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  json_int_t free_mem = (json_int_t)(balloon_actual * 3 / 4);
+  return json_pack("{s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:I}", "stats",
+                   "stat-swap-in", (json_int_t)0, "stat-swap-out", (json_int_t)0,
+                   "stat-major-faults", (json_int_t)0, "stat-minor-faults", (json_int_t)1234,
+                   "stat-free-memory", free_mem, "stat-total-memory", (json_int_t)balloon_actual,
+                   "stat-available-memory", free_mem, "stat-disk-caches", (json_int_t)4 << 20,
+                   "stat-htlb-pgalloc", (json_int_t)0, "stat-htlb-pgfail", (json_int_t)0,
+                   "last-update", (json_int_t)ts.tv_sec);
+}
+
+static void handle_command(Chardev *c, json_t *req)
+{
+  json_t *id = json_object_get(req, "id");
+  const char *cmd = json_string_value(json_object_get(req, "execute"));
+  if (cmd == NULL)
+    cmd = json_string_value(json_object_get(req, "exec-oob"));
+  json_t *args = json_object_get(req, "arguments");
+  if (cmd == NULL) {
+    reply_error(c, id, "GenericError", "QMP input lacks member 'execute'");
+    return;
+  }
+  if (!c->negotiated) {
+    if (strcmp(cmd, "qmp_capabilities") == 0) {
+      c->negotiated = true;
+      reply(c, id, NULL);
+    } else {
+      reply_error(c, id, "CommandNotFound",
+                  "Expecting capabilities negotiation with 'qmp_capabilities'");
+    }
+    return;
+  }
+  if (strcmp(cmd, "qmp_capabilities") == 0) {
+    reply_error(c, id, "CommandNotFound",
+                "Capabilities negotiation is already complete, command ignored");
+  } else if (strcmp(cmd, "query-status") == 0) {
+    reply(c, id, json_pack("{s:s,s:b,s:b}", "status", running ? "running" : "paused",
+                           "singlestep", 0, "running", running));
+  } else if (strcmp(cmd, "query-version") == 0) {
+    reply(c, id, json_pack("{s:{s:i,s:i,s:i},s:s}", "qemu", "micro", 22, "minor", 2, "major", 7,
+                           "package", "fake"));
+  } else if (strcmp(cmd, "quit") == 0) {
+    reply(c, id, NULL);
+    finish(0, "host-qmp-quit");
+  } else if (strcmp(cmd, "system_reset") == 0) {
+    reply(c, id, NULL);
+    emit_event("RESET", json_pack("{s:b,s:s}", "guest", 0, "reason", "host-qmp-system-reset"));
+    booted_at_ms = now_ms() + boot_ms;
+    for (int i = 0; i < n_chardevs; i++)
+      if (chardevs[i].kind == KIND_SERIAL && chardevs[i].fd >= 0)
+        serial_boot(&chardevs[i]);
+  } else if (strcmp(cmd, "system_powerdown") == 0) {
+    reply(c, id, NULL);
+    emit_event("POWERDOWN", NULL);
+    if (running && powerdown_due_ms == 0)
+      powerdown_due_ms = now_ms() + 100; /* the guest's init takes a moment */
+  } else if (strcmp(cmd, "stop") == 0) {
+    reply(c, id, NULL);
+    if (running) {
+      running = false;
+      emit_event("STOP", NULL);
+    }
+  } else if (strcmp(cmd, "cont") == 0) {
+    reply(c, id, NULL);
+    if (!running) {
+      running = true;
+      emit_event("RESUME", NULL);
+    }
+  } else if (strcmp(cmd, "balloon") == 0) {
+    json_t *v = json_object_get(args, "value");
+    if (!json_is_integer(v)) {
+      reply_error(c, id, "GenericError", "Parameter 'value' is missing");
+      return;
+    }
+    json_int_t target = json_integer_value(v);
+    if (target <= 0) {
+      reply_error(c, id, "GenericError", "Parameter 'target' expects a size");
+      return;
+    }
+    balloon_actual = target > ram_bytes ? ram_bytes : target;
+    reply(c, id, NULL);
+    emit_event("BALLOON_CHANGE", json_pack("{s:I}", "actual", (json_int_t)balloon_actual));
+  } else if (strcmp(cmd, "query-balloon") == 0) {
+    reply(c, id, json_pack("{s:I}", "actual", (json_int_t)balloon_actual));
+  } else if (strcmp(cmd, "qom-set") == 0 || strcmp(cmd, "qom-get") == 0) {
+    const char *path = json_string_value(json_object_get(args, "path"));
+    const char *prop = json_string_value(json_object_get(args, "property"));
+    if (path == NULL || prop == NULL) {
+      reply_error(c, id, "GenericError", "Parameter '%s' is missing", path ? "property" : "path");
+    } else if (strstr(path, "balloon") == NULL) {
+      reply_error(c, id, "DeviceNotFound", "Device '%s' not found", path);
+    } else if (strcmp(prop, "guest-stats-polling-interval") == 0) {
+      if (cmd[4] == 's') {
+        json_t *v = json_object_get(args, "value");
+        if (!json_is_integer(v) || json_integer_value(v) < 0) {
+          reply_error(c, id, "GenericError", "balloon: invalid value");
+          return;
+        }
+        stats_interval = json_integer_value(v);
+        reply(c, id, NULL);
+      } else {
+        reply(c, id, json_integer(stats_interval));
+      }
+    } else if (strcmp(prop, "guest-stats") == 0 && cmd[4] == 'g') {
+      reply(c, id, guest_stats());
+    } else {
+      reply_error(c, id, "GenericError", "Property '%s.%s' not found", path, prop);
+    }
+  } else {
+    reply_error(c, id, "CommandNotFound", "The command %s has not been found", cmd);
+  }
+}
+
+static void qmp_input(Chardev *c)
+{
+  size_t pos = 0;
+  while (c->fd >= 0) {
+    while (pos < c->in_len && strchr(" \t\r\n", c->in[pos]))
+      pos++;
+    if (pos >= c->in_len)
+      break;
+    json_error_t err;
+    json_t *req = json_loadb(c->in + pos, c->in_len - pos, JSON_DISABLE_EOF_CHECK, &err);
+    if (req == NULL) {
+      if (json_error_code(&err) == json_error_premature_end_of_input)
+        break; /* wait for the rest */
+      reply_error(c, NULL, "GenericError", "JSON parse error, %s", err.text);
+      char *nl = memchr(c->in + pos, '\n', c->in_len - pos);
+      pos = nl ? (size_t)(nl - c->in) + 1 : c->in_len;
+      continue;
+    }
+    pos += (size_t)err.position;
+    if (json_is_object(req))
+      handle_command(c, req);
+    else
+      reply_error(c, NULL, "GenericError", "QMP input must be a JSON object");
+    json_decref(req);
+  }
+  if (c->fd < 0)
+    return;
+  memmove(c->in, c->in + pos, c->in_len - pos);
+  c->in_len -= pos;
+}
+
+static void conn_readable(Chardev *c)
+{
+  char buf[4096];
+  ssize_t n = read(c->fd, buf, sizeof(buf));
+  if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    return;
+  if (n <= 0) {
+    conn_close(c);
+    return;
+  }
+  if (c->kind == KIND_SERIAL) {
+    out_append(c, buf, (size_t)n); /* the console echoes */
+  } else if (c->kind == KIND_QMP) {
+    if (c->in_len + (size_t)n > c->in_cap) {
+      size_t cap = c->in_cap ? c->in_cap : 1024;
+      while (cap < c->in_len + (size_t)n)
+        cap *= 2;
+      if (cap > OUT_MAX) {
+        conn_close(c); /* qemu drops a monitor that floods it too */
+        return;
+      }
+      c->in = realloc(c->in, cap);
+      if (c->in == NULL)
+        die("out of memory");
+      c->in_cap = cap;
+    }
+    memcpy(c->in + c->in_len, buf, (size_t)n);
+    c->in_len += (size_t)n;
+    qmp_input(c);
+  }
+}
+
+static void finish(int code, const char *reason)
+{
+  emit_event("SHUTDOWN", json_pack("{s:b,s:s}", "guest", strcmp(reason, "guest-shutdown") == 0,
+                                    "reason", reason));
+  /* Deliver what is queued (bounded), then go, as qemu does. */
+  int64_t deadline = now_ms() + 1000;
+  for (int i = 0; i < n_chardevs; i++) {
+    Chardev *c = &chardevs[i];
+    while (c->fd >= 0 && c->out_len && now_ms() < deadline) {
+      struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+      poll(&p, 1, 100);
+      out_flush(c);
+    }
+  }
+  if (pidfile)
+    unlink(pidfile);
+  exit(code);
+}
+
+static void on_signal(int sig)
+{
+  got_signal = sig;
+}
+
+int main(int argc, char **argv)
+{
+  const char *b = getenv("FAKE_QEMU_BOOT_MS");
+  boot_ms = b ? atoll(b) : 0;
+  booted_at_ms = now_ms() + boot_ms;
+
+  sigset_t block, orig;
+  sigemptyset(&block);
+  sigaddset(&block, SIGTERM);
+  sigaddset(&block, SIGINT);
+  sigaddset(&block, SIGHUP);
+  sigprocmask(SIG_BLOCK, &block, &orig);
+  struct sigaction sa = {.sa_handler = on_signal};
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  parse_args(argc, argv);
+  balloon_actual = ram_bytes;
+  if (pidfile) {
+    FILE *f = fopen(pidfile, "w");
+    if (f == NULL)
+      die("cannot create PID file: %s", strerror(errno));
+    fprintf(f, "%d\n", (int)getpid());
+    fclose(f);
+  }
+
+  for (;;) {
+    struct pollfd pfds[MAX_CHARDEVS];
+    Chardev *owner[MAX_CHARDEVS];
+    int n = 0;
+    int64_t now = now_ms(), due = -1;
+
+    for (int i = 0; i < n_chardevs; i++) {
+      Chardev *c = &chardevs[i];
+      if (c->fd >= 0 && c->ready_due_ms && c->ready_due_ms <= now) {
+        char line[256];
+        int len = snprintf(line, sizeof(line), "nervesfleet-ready serial=%s\r\n", serial_string);
+        c->ready_due_ms = 0;
+        out_append(c, line, (size_t)len);
+      }
+      if (c->fd >= 0 && c->ready_due_ms && (due < 0 || c->ready_due_ms < due))
+        due = c->ready_due_ms;
+      if (c->fd >= 0) {
+        pfds[n] = (struct pollfd){.fd = c->fd, .events = POLLIN | (c->out_len ? POLLOUT : 0)};
+        owner[n++] = c;
+      } else if (c->listen_fd >= 0) {
+        pfds[n] = (struct pollfd){.fd = c->listen_fd, .events = POLLIN};
+        owner[n++] = c;
+      }
+    }
+    if (powerdown_due_ms && powerdown_due_ms <= now)
+      finish(0, "guest-shutdown");
+    if (powerdown_due_ms && (due < 0 || powerdown_due_ms < due))
+      due = powerdown_due_ms;
+
+    struct timespec ts, *tsp = NULL;
+    if (due >= 0) {
+      int64_t wait = due - now;
+      ts.tv_sec = wait / 1000;
+      ts.tv_nsec = (wait % 1000) * 1000000;
+      tsp = &ts;
+    }
+    int r = ppoll(pfds, (nfds_t)n, tsp, &orig);
+    if (got_signal)
+      finish(0, "host-signal");
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      die("poll: %s", strerror(errno));
+    }
+    for (int i = 0; i < n; i++) {
+      Chardev *c = owner[i];
+      if (pfds[i].revents == 0)
+        continue;
+      if (pfds[i].fd == c->listen_fd && c->fd < 0) {
+        int fd = accept4(c->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0)
+          conn_open(c, fd);
+        continue;
+      }
+      if (pfds[i].revents & POLLOUT)
+        out_flush(c);
+      if (c->fd >= 0 && (pfds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+        conn_readable(c);
+    }
+  }
+}
