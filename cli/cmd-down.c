@@ -82,11 +82,14 @@ static int kill_orphans(const char *runtime_dir)
 int nf_cmd_down(int argc, char **argv)
 {
   g_autofree char *name = NULL, *runtime_dir = NULL, *timeout = NULL;
+  gboolean leave = FALSE;
   g_autoptr(GError) error = NULL;
   GOptionEntry entries[] = {
       {"name", 'n', 0, G_OPTION_ARG_STRING, &name, "Fleet name (default: default)", "NAME"},
       {"runtime-dir", 0, 0, G_OPTION_ARG_FILENAME, &runtime_dir, "The fleet's runtime dir",
        "DIR"},
+      {"leave-running", 0, 0, G_OPTION_ARG_NONE, &leave,
+       "Stop only the supervisor; the guests keep running for the next one (upgrade)", NULL},
       {"timeout", 0, 0, G_OPTION_ARG_STRING, &timeout,
        "Seconds to wait for the supervisor to finish (default: 120)", "S"},
       {NULL}};
@@ -120,6 +123,12 @@ int nf_cmd_down(int argc, char **argv)
     return NF_EXIT_FAILURE;
   }
   int code = NF_EXIT_OK;
+  if (flock(fd, LOCK_SH | LOCK_NB) == 0 && leave) {
+    close(fd);
+    nf_cli_error("down: no supervisor runs fleet '%s'; nothing to leave", fleet);
+    nf_paths_clear(&paths);
+    return NF_EXIT_FAILURE;
+  }
   if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
     /* Nobody holds the lock: the supervisor died. Clean up after it. */
     close(fd);
@@ -132,7 +141,7 @@ int nf_cmd_down(int argc, char **argv)
     close(fd);
     buf[n > 0 ? n : 0] = '\0';
     GPid pid = (GPid)g_ascii_strtoll(buf, NULL, 10);
-    if (pid <= 0 || kill(pid, SIGTERM) != 0) {
+    if (pid <= 0 || kill(pid, leave ? SIGUSR1 : SIGTERM) != 0) {
       nf_cli_error("down: cannot signal the supervisor of '%s' (pid %s): %s", fleet, buf,
                    g_strerror(errno));
       code = NF_EXIT_FAILURE;
@@ -141,6 +150,10 @@ int nf_cmd_down(int argc, char **argv)
                    "`nervesfleet down` again to wait more",
                    fleet, (int)pid, timeout_ms / 1000.0);
       code = NF_EXIT_FAILURE;
+    } else if (leave) {
+      printf("supervisor of '%s' stopped; its guests keep running (`nervesfleet run N -d "
+             "--name %s` adopts them)\n",
+             fleet, fleet);
     } else {
       printf("fleet '%s' stopped\n", fleet);
     }

@@ -36,6 +36,7 @@ static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const c
 static void start_failed_cb(NfFleet *fleet, const GError *error, gpointer data);
 static void stopped_cb(NfFleet *fleet, gpointer data);
 static gboolean signal_cb(gpointer data);
+static gboolean leave_cb(gpointer data);
 static void notice_cb(NfFleet *fleet, const char *message, gpointer data);
 static void control_down_cb(gboolean force, gpointer data);
 static void control_log_cb(const char *message, gpointer data);
@@ -102,6 +103,22 @@ static void notice_cb(NfFleet *fleet, const char *message, gpointer data)
 {
   RunState *rs = data;
   nf_progress_say(rs->progress, "%s", message);
+}
+
+/* SIGUSR1 (`down --leave-running`): a detached supervisor goes away and
+ * leaves its guests running for the next one (an upgrade). */
+static gboolean leave_cb(gpointer data)
+{
+  RunState *rs = data;
+  if (!nf_fleet_config(rs->fleet)->detached) {
+    nf_progress_say(rs->progress, "SIGUSR1 ignored: only a detached (-d) fleet can be left "
+                                  "running");
+    return G_SOURCE_CONTINUE;
+  }
+  nf_progress_say(rs->progress, "leaving the guests running for the next supervisor");
+  nf_fleet_detach(rs->fleet);
+  g_main_loop_quit(rs->loop);
+  return G_SOURCE_CONTINUE;
 }
 
 static gboolean signal_cb(gpointer data)
@@ -184,7 +201,8 @@ int nf_cmd_run(int argc, char **argv)
   rs.progress = nf_progress_new(stdout, isatty(STDOUT_FILENO), mode.quiet);
   guint sigs[] = {g_unix_signal_add(SIGINT, signal_cb, &rs),
                   g_unix_signal_add(SIGTERM, signal_cb, &rs),
-                  g_unix_signal_add(SIGHUP, signal_cb, &rs)};
+                  g_unix_signal_add(SIGHUP, signal_cb, &rs),
+                  g_unix_signal_add(SIGUSR1, leave_cb, &rs)};
 
   nf_progress_say(rs.progress,
                   "fleet '%s': %u guests, %s, %" G_GUINT64_FORMAT "M each, %u booting at once, "

@@ -126,6 +126,13 @@ void nf_cgroup_free(NfCgroup *cg)
     return;
   g_rmdir(cg->dir);
   g_rmdir(cg->parent); /* fails while other guests' cgroups remain: fine */
+  nf_cgroup_forget(cg);
+}
+
+void nf_cgroup_forget(NfCgroup *cg)
+{
+  if (cg == NULL)
+    return;
   g_free(cg->dir);
   g_free(cg->parent);
   g_free(cg);

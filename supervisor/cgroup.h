@@ -23,3 +23,6 @@ guint64 nf_cgroup_oom_kills(NfCgroup *cg);
  * that is empty. */
 void nf_cgroup_free(NfCgroup *cg);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfCgroup, nf_cgroup_free)
+
+/* Frees the handle but leaves the cgroup (a detached guest still lives in it). */
+void nf_cgroup_forget(NfCgroup *cg);

@@ -53,6 +53,8 @@ struct NfVm {
   guint64 oom_kills_at_start;
   gboolean restart_pending;
   gboolean reflash_pending;
+  gboolean state_dir_made;
+  gboolean detached; /* let go of a running qemu: its files are not ours to remove */
   guint reboots;
   char *disk_path;
   gboolean requeue_after_stop;

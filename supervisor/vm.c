@@ -40,6 +40,7 @@ static void qmp_closed_cb(NfQmp *qmp, const GError *error, gpointer data);
 static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer data);
 static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpointer data);
 static void remove_runtime_files(NfVm *vm);
+static void drop_channels(NfVm *vm);
 static void reset_run_facts(NfVm *vm);
 static gboolean pid_is_our_qemu(NfVm *vm, GPid pid);
 static char *read_pidfile(const char *path, GPid *pid);
@@ -395,7 +396,8 @@ static void remove_runtime_files(NfVm *vm)
   g_unlink(vm->pidfile);
 }
 
-void nf_vm_release(NfVm *vm)
+/* Timers, probes, QMP and console of the current run; not the process. */
+static void drop_channels(NfVm *vm)
 {
   nf_vm_clear_timer(&vm->boot_timer);
   nf_vm_clear_timer(&vm->kill_timer);
@@ -406,6 +408,11 @@ void nf_vm_release(NfVm *vm)
     nf_qmp_unref(qmp);
   }
   g_clear_pointer(&vm->console, nf_serial_free);
+}
+
+void nf_vm_release(NfVm *vm)
+{
+  drop_channels(vm);
   if (vm->proc == NULL) {
     g_clear_pointer(&vm->cgroup, nf_cgroup_free);
     remove_runtime_files(vm);
@@ -416,22 +423,11 @@ void nf_vm_detach(NfVm *vm)
 {
   if (vm->proc == NULL)
     return;
-  /* Leave qemu, its sockets and pid file for the next supervisor. */
+  /* Leave qemu, its sockets, pid file and cgroup for the next supervisor. */
   nf_process_forget(g_steal_pointer(&vm->proc));
-  nf_vm_clear_timer(&vm->boot_timer);
-  nf_vm_clear_timer(&vm->kill_timer);
-  nf_vm_health_stop(vm);
-  if (vm->qmp) {
-    NfQmp *qmp = g_steal_pointer(&vm->qmp);
-    nf_qmp_close(qmp);
-    nf_qmp_unref(qmp);
-  }
-  g_clear_pointer(&vm->console, nf_serial_free);
-  if (vm->cgroup) {
-    /* Not ours to remove while qemu lives in it. */
-    g_free(vm->cgroup);
-    vm->cgroup = NULL;
-  }
+  drop_channels(vm);
+  nf_cgroup_forget(g_steal_pointer(&vm->cgroup));
+  vm->detached = TRUE;
 }
 
 void nf_vm_free(NfVm *vm)
@@ -441,7 +437,8 @@ void nf_vm_free(NfVm *vm)
   nf_vm_clear_timer(&vm->backoff_timer);
   if (vm->proc)
     nf_process_free(g_steal_pointer(&vm->proc)); /* kills and reaps; no callback */
-  nf_vm_release(vm);
+  if (!vm->detached)
+    nf_vm_release(vm);
   g_array_unref(vm->watchers);
   g_free(vm->name);
   g_free(vm->serial);
@@ -469,11 +466,21 @@ void nf_vm_write_status(NfVm *vm)
       "pid", (json_int_t)nf_vm_pid(vm), "started_at_us", (json_int_t)vm->started_wall,
       "restarts", (int)vm->restarts, "last_exit", nf_exit_kind_name(vm->exit_kind),
       "last_exit_reason", vm->exit_reason, "last_exit_at_us", (json_int_t)vm->exit_time);
-  if (o == NULL || g_mkdir_with_parents(vm->state_dir, 0755) != 0)
+  if (o == NULL || (!vm->state_dir_made && g_mkdir_with_parents(vm->state_dir, 0755) != 0))
     return;
+  vm->state_dir_made = TRUE;
   g_autofree char *text = json_dumps(o, JSON_COMPACT);
-  /* g_file_set_contents writes a temp file and renames it: atomic. */
-  g_file_set_contents(vm->status_path, text, -1, NULL);
+  /* Temp file + rename: readers never see half a file. No fsync: this runs
+   * at every transition of thousands of guests, and after a host crash the
+   * guests are gone anyway. */
+  g_autofree char *tmp = g_strconcat(vm->status_path, ".tmp", NULL);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return;
+  gboolean ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+  close(fd);
+  if (!ok || rename(tmp, vm->status_path) != 0)
+    g_unlink(tmp);
 }
 
 guint nf_vm_console_watch(NfVm *vm, NfVmConsoleFunc func, gpointer user_data)

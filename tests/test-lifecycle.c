@@ -180,6 +180,32 @@ static void test_daemon_readoption(void)
   stop_and_clean(p, tmp);
 }
 
+/* An upgrade: the supervisor goes, the guests stay, the next one adopts them. */
+static void test_daemon_leave_running(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  const char *args[] = {"run", "1", "-d", "--name", "up", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, args, 30000, NULL), ==, 0);
+  g_autofree char *log = g_build_filename(tmp, "state/nervesfleet/up/supervisor.log", NULL);
+  g_assert_true(nf_test_wait_file_contains(log, "all 1 guests ready", BOOT_MS));
+  GPid guest = only_qemu(tmp);
+
+  const char *leave[] = {"down", "--name", "up", "--leave-running", NULL};
+  g_autofree char *out = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, leave, STOP_MS, &out), ==, 0);
+  g_assert_nonnull(strstr(out, "its guests keep running"));
+  g_assert_cmpint(only_qemu(tmp), ==, guest);
+
+  g_assert_cmpint(nf_test_run_cli(tmp, args, 30000, NULL), ==, 0);
+  g_assert_true(nf_test_wait_file_contains(log, "adopted from a previous supervisor", BOOT_MS));
+  g_assert_cmpint(only_qemu(tmp), ==, guest);
+  const char *down[] = {"down", "--name", "up", NULL};
+  g_clear_pointer(&out, g_free);
+  g_assert_cmpint(nf_test_run_cli(tmp, down, STOP_MS, &out), ==, 0);
+  g_assert_nonnull(strstr(out, "fleet 'up' stopped"));
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -191,5 +217,6 @@ int main(int argc, char **argv)
   g_test_add_func("/lifecycle/crash-every-boot-gives-up", test_crash_every_boot_gives_up);
   g_test_add_func("/lifecycle/oom-killed", test_oom_killed);
   g_test_add_func("/lifecycle/daemon-readoption", test_daemon_readoption);
+  g_test_add_func("/lifecycle/daemon-leave-running", test_daemon_leave_running);
   return g_test_run();
 }
