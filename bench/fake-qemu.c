@@ -12,6 +12,7 @@
  *   -chardev socket,id=X,path=P,server=on              the same, bound here
  *   -mon chardev=X,mode=control    a QMP monitor on chardev X
  *   -serial chardev:X              the console on chardev X
+ *   -serial stdio                  the console on stdout (output only)
  *   -fw_cfg name=...,string=S      S is the serial printed in the ready line
  *   -m SIZE, -name guest=NAME, -pidfile PATH
  *
@@ -200,8 +201,17 @@ static void parse_args(int argc, char **argv)
       if (cd && strstr(v, "mode=control") && n_qmp < MAX_CHARDEVS)
         qmp_devs[n_qmp++] = cd + strlen("chardev=");
     } else if (strcmp(opt, "serial") == 0) {
-      if (strncmp(v, "chardev:", 8) == 0)
+      if (strncmp(v, "chardev:", 8) == 0) {
         serial_dev = v + 8;
+      } else if (strcmp(v, "stdio") == 0 && n_chardevs < MAX_CHARDEVS) {
+        /* The console on stdout (output only), for naive baselines. */
+        Chardev *c = &chardevs[n_chardevs++];
+        snprintf(c->id, sizeof(c->id), "serial-stdio");
+        c->listen_fd = -1;
+        c->fd = STDOUT_FILENO;
+        fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+        serial_dev = c->id;
+      }
     } else if (strcmp(opt, "fw_cfg") == 0) {
       const char *s = strstr(v, "string=");
       if (s && strstr(v, "opt/nervesfleet/serial"))
