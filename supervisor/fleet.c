@@ -25,6 +25,8 @@
 
 G_DEFINE_QUARK(nf-fleet-error-quark, nf_fleet_error)
 
+#define NF_FLEET_ADMIT_SLICE_US 20000
+
 struct NfFleet {
   const NfFleetConfig *config;
   NfFleetCallbacks cb;
@@ -38,7 +40,7 @@ struct NfFleet {
   GQueue waiting;
   guint per_state[NF_VM_N_STATES];
   guint started;
-  gboolean admitting;
+  guint admit_idle;
   gboolean stopping;
   gboolean start_failed_sent;
   guint stopped_idle;
@@ -68,6 +70,7 @@ static void raise_fd_limit(void);
 static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state,
                           const char *reason, gpointer data);
 static void admit(NfFleet *fleet);
+static gboolean admit_one_cb(gpointer data);
 static void maybe_stopped(NfFleet *fleet);
 static gboolean stopped_idle_cb(gpointer data);
 static gboolean is_booting(NfVmState s);
@@ -265,13 +268,21 @@ static gboolean restarts_paused(NfFleet *fleet)
 
 static void admit(NfFleet *fleet)
 {
-  /* nf_vm_start reports state changes synchronously, which call back here. */
-  if (fleet->admitting)
-    return;
-  fleet->admitting = TRUE;
+  /* Spawning costs milliseconds of file system and fork work; do it in
+   * slices of NF_FLEET_ADMIT_SLICE_US per main loop iteration, so a boot
+   * storm of thousands never keeps the control socket or QMP replies
+   * waiting behind one long burst. */
+  if (fleet->admit_idle == 0 && !g_queue_is_empty(&fleet->waiting))
+    fleet->admit_idle = g_idle_add_full(G_PRIORITY_DEFAULT, admit_one_cb, fleet, NULL);
+}
+
+static gboolean admit_one_cb(gpointer data)
+{
+  NfFleet *fleet = data;
   gboolean paused = restarts_paused(fleet);
+  gint64 until = g_get_monotonic_time() + NF_FLEET_ADMIT_SLICE_US;
   GList *l = fleet->waiting.head;
-  while (l && !fleet->stopping && !fleet->start_failed_sent &&
+  while (l && g_get_monotonic_time() < until && !fleet->stopping && !fleet->start_failed_sent &&
          fleet->per_state[NF_VM_STARTING] + fleet->per_state[NF_VM_BOOTING] < fleet->batch) {
     GList *next = l->next;
     NfVm *vm = l->data;
@@ -279,10 +290,16 @@ static void admit(NfFleet *fleet)
       g_queue_delete_link(&fleet->waiting, l);
       fleet->started++;
       nf_vm_start(vm, NULL); /* a failure arrives as a state change */
+      next = fleet->waiting.head; /* callbacks may have changed the queue */
     }
     l = next;
   }
-  fleet->admitting = FALSE;
+  /* More to do now: go on next iteration. Otherwise a guest leaving
+   * STARTING/BOOTING (or a new one queued) calls admit() again. */
+  if (l && g_get_monotonic_time() >= until)
+    return G_SOURCE_CONTINUE;
+  fleet->admit_idle = 0;
+  return G_SOURCE_REMOVE;
 }
 
 static gboolean resume_cb(gpointer data)
@@ -549,6 +566,7 @@ void nf_fleet_free(NfFleet *fleet)
   if (fleet->stopped_idle)
     g_source_remove(fleet->stopped_idle);
   nf_vm_clear_timer(&fleet->retire_idle);
+  nf_vm_clear_timer(&fleet->admit_idle);
   nf_vm_clear_timer(&fleet->resume_timer);
   g_queue_clear(&fleet->waiting);
   if (fleet->detaching)

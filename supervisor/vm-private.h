@@ -54,6 +54,7 @@ struct NfVm {
   gboolean restart_pending;
   gboolean reflash_pending;
   gboolean state_dir_made;
+  guint status_timer;
   gboolean detached; /* let go of a running qemu: its files are not ours to remove */
   guint reboots;
   char *disk_path;
@@ -103,6 +104,8 @@ struct NfVm {
   GArray *watchers; /* NfVmWatcher */
   guint next_watcher_id;
 };
+
+#define NF_VM_STATUS_DELAY_MS 500
 
 /* lifecycle.c */
 void nf_vm_dispatch(NfVm *vm, NfVmEvent event, const char *detail);

@@ -41,6 +41,8 @@ static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer 
 static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpointer data);
 static void remove_runtime_files(NfVm *vm);
 static void drop_channels(NfVm *vm);
+static void write_status_now(NfVm *vm);
+static gboolean status_flush_cb(gpointer data);
 static void reset_run_facts(NfVm *vm);
 static gboolean pid_is_our_qemu(NfVm *vm, GPid pid);
 static char *read_pidfile(const char *path, GPid *pid);
@@ -435,6 +437,10 @@ void nf_vm_free(NfVm *vm)
   if (vm == NULL)
     return;
   nf_vm_clear_timer(&vm->backoff_timer);
+  if (vm->status_timer) {
+    nf_vm_clear_timer(&vm->status_timer);
+    write_status_now(vm);
+  }
   if (vm->proc)
     nf_process_free(g_steal_pointer(&vm->proc)); /* kills and reaps; no callback */
   if (!vm->detached)
@@ -458,7 +464,31 @@ void nf_vm_free(NfVm *vm)
   g_free(vm);
 }
 
+static gboolean status_flush_cb(gpointer data)
+{
+  NfVm *vm = data;
+  vm->status_timer = 0;
+  write_status_now(vm);
+  return G_SOURCE_REMOVE;
+}
+
 void nf_vm_write_status(NfVm *vm)
+{
+  /* A guest passes several states within a second of a boot; writing each
+   * costs a new inode. Passing states are coalesced (the file lags by at
+   * most the delay); the ones a later supervisor relies on, such as READY
+   * for adoption, are written at once. */
+  NfVmState s = vm->state;
+  if (s != NF_VM_QUEUED && s != NF_VM_STARTING && s != NF_VM_BOOTING) {
+    nf_vm_clear_timer(&vm->status_timer);
+    write_status_now(vm);
+    return;
+  }
+  if (vm->status_timer == 0)
+    vm->status_timer = g_timeout_add(NF_VM_STATUS_DELAY_MS, status_flush_cb, vm);
+}
+
+static void write_status_now(NfVm *vm)
 {
   json_auto_t *o = json_pack(
       "{s:i, s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:s, s:s?, s:I}", "id", (int)vm->id, "name",
