@@ -26,6 +26,8 @@
 G_DEFINE_QUARK(nf-fleet-error-quark, nf_fleet_error)
 
 #define NF_FLEET_ADMIT_SLICE_US 20000
+#define NF_FLEET_FDS_PER_GUEST 4
+#define NF_FLEET_FDS_SPARE 256 /* clients, spawning, libraries */
 
 struct NfFleet {
   const NfFleetConfig *config;
@@ -66,7 +68,7 @@ typedef struct {
 static gboolean check_file(const char *path, const char *what, const char *fix, GError **error);
 static gboolean take_lock(NfFleet *fleet, GError **error);
 static void remove_stale_runtime_files(NfFleet *fleet);
-static void raise_fd_limit(void);
+static gboolean ensure_fd_limit(guint guests, GError **error);
 static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state,
                           const char *reason, gpointer data);
 static void admit(NfFleet *fleet);
@@ -145,15 +147,32 @@ static void remove_stale_runtime_files(NfFleet *fleet)
   }
 }
 
-static void raise_fd_limit(void)
+/* Each running guest holds NF_FLEET_FDS_PER_GUEST of our fds (QMP socket,
+ * console socket, console log, pidfd); thousands of guests need far more than
+ * the usual soft limit of 1024. Raises the soft limit as far as allowed and
+ * fails, naming the numbers and the fix, when `guests` cannot fit. */
+static gboolean ensure_fd_limit(guint guests, GError **error)
 {
-  /* Each guest costs us a few fds (QMP, serial, pidfd); thousands of guests
-   * need far more than the usual soft limit of 1024. */
   struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return TRUE;
+  rlim_t need = (rlim_t)guests * NF_FLEET_FDS_PER_GUEST + NF_FLEET_FDS_SPARE;
+  if (rl.rlim_cur < need && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = MIN(rl.rlim_max, MAX(need, rl.rlim_cur));
     setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
   }
+  if (rl.rlim_cur >= need)
+    return TRUE;
+  g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
+              "%u guests need about %lu open files (%d each) but this process may open only "
+              "%lu (hard limit %lu); raise the limit (`ulimit -Hn %lu` as root, or LimitNOFILE= "
+              "in a service unit) or run at most %lu guests per supervisor",
+              guests, (unsigned long)need, NF_FLEET_FDS_PER_GUEST, (unsigned long)rl.rlim_cur,
+              (unsigned long)rl.rlim_max, (unsigned long)need,
+              (unsigned long)((rl.rlim_cur - MIN(rl.rlim_cur, NF_FLEET_FDS_SPARE)) /
+                              NF_FLEET_FDS_PER_GUEST));
+  return FALSE;
 }
 
 NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callbacks,
@@ -223,7 +242,8 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
     return NULL;
   if (!take_lock(fleet, error))
     return NULL;
-  raise_fd_limit();
+  if (!ensure_fd_limit(config->count, error))
+    return NULL;
   fleet->env.use_cgroups = TRUE;
   if (config->disk) {
     fleet->env.disks = nf_disks_new(config, &fleet->paths, error);
@@ -474,6 +494,8 @@ gboolean nf_fleet_scale(NfFleet *fleet, guint count, GError **error)
     return FALSE;
   }
   guint live = fleet->vms->len - g_hash_table_size(fleet->retiring);
+  if (count > live && !ensure_fd_limit(fleet->vms->len + (count - live), error))
+    return FALSE;
   if (count > live) {
     guint last = fleet->config->id_offset + live;
     g_autofree char *longest = nf_paths_guest_runtime(&fleet->paths, last + (count - live), "serial");

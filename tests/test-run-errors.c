@@ -4,6 +4,7 @@
  * nothing left running or lying around in the runtime dir.
  */
 #include <string.h>
+#include <sys/wait.h>
 #include <glib/gstdio.h>
 
 #include "tests/lib/nf-test.h"
@@ -106,6 +107,32 @@ static void test_qemu_fails_at_start(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* More guests than the open-file limit allows: refused up front with the
+ * numbers and the fix, instead of failing guest by guest with EMFILE. */
+static void test_fd_limit_too_low(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *run = g_build_filename(tmp, "run", NULL);
+  g_autofree char *state = g_build_filename(tmp, "state", NULL);
+  g_autofree char *env_run = g_strdup_printf("XDG_RUNTIME_DIR=%s", run);
+  g_autofree char *env_state = g_strdup_printf("XDG_STATE_HOME=%s", state);
+  const char *argv[] = {"env", env_run, env_state, "prlimit", "--nofile=300:300", "--",
+                        nf_test_bin(), "run", "100", NULL};
+  g_autofree char *out = NULL, *err = NULL;
+  int status = 0;
+  g_autoptr(GError) error = NULL;
+  g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status,
+               &error);
+  g_assert_no_error(error);
+  g_assert_true(WIFEXITED(status));
+  g_assert_cmpint(WEXITSTATUS(status), ==, 1);
+  g_assert_nonnull(strstr(err, "100 guests need about 656 open files"));
+  g_assert_nonnull(strstr(err, "or run at most 11 guests per supervisor"));
+  g_autofree char *rt = g_build_filename(run, "nervesfleet", NULL);
+  g_assert_false(g_file_test(rt, G_FILE_TEST_EXISTS));
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -115,5 +142,6 @@ int main(int argc, char **argv)
   g_test_add_func("/run-errors/socket-path-too-long", test_socket_path_too_long);
   g_test_add_func("/run-errors/kvm-refused-on-x86", test_kvm_refused_here);
   g_test_add_func("/run-errors/qemu-fails-at-start", test_qemu_fails_at_start);
+  g_test_add_func("/run-errors/fd-limit-too-low", test_fd_limit_too_low);
   return g_test_run();
 }
