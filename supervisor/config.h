@@ -48,6 +48,7 @@ typedef struct {
   guint heartbeat_timeout_ms; /* guest-stats must advance within this; 0 = off */
   guint64 memory_limit_mib; /* per-guest cgroup memory.max; 0 = no limit */
   gboolean detached;       /* guests outlive the supervisor (daemon mode) */
+  gboolean ksm;            /* turn on host KSM page merging while the fleet runs */
   gboolean adopt;          /* take over running guests of a dead supervisor */
 } NfFleetConfig;
 
