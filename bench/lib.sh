@@ -60,40 +60,56 @@ bench_cleanup() {
     kill -KILL $pids 2>/dev/null || true
   fi
   [ -n "${SUP_PID:-}" ] && kill -KILL "$SUP_PID" 2>/dev/null || true
+  # The supervisor's last output, for a look after the fact.
+  [ -n "${SUP_LOG:-}" ] && [ -f "$SUP_LOG" ] && cp "$SUP_LOG" "$RESULTS_DIR/$BENCH_NAME-supervisor.log"
   rm -rf "$T"
   return $rc
 }
 
 # --- the supervisor -------------------------------------------------------------
 # sup_start N [run options...]: `$NF_BIN run N` on a pipe (fd $SUP_FD), its
-# output also kept in $SUP_LOG. Sets SUP_PID, SUP_T0 (epoch seconds, float).
+# output also kept in $SUP_LOG. Sets SUP_PID.
 sup_start() {
   local n=$1
   shift
   SUP_LOG=$T/sup-$RANDOM.log
   : >"$SUP_LOG"
-  SUP_T0=$EPOCHREALTIME
   exec {SUP_FD}< <(exec "$NF_BIN" run "$n" --name "nfb-${BENCH_NAME}" \
     --state-dir "$T/state" "$@" 2>&1)
   SUP_PID=$!
 }
 
+# now_us: microseconds since the epoch, without a fork (latencies of a few
+# ms are measured with it). us_to_s / us_to_ms format a difference.
+now_us() { NOW_US=${EPOCHREALTIME/./}; }
+us_to_s() { printf '%d.%03d' $(($1 / 1000000)) $((($1 % 1000000) / 1000)); }
+us_to_ms() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
+
 # sup_wait REGEX TIMEOUT_S: read supervisor lines until one matches (returns
-# 0, the line in SUP_LINE and the time it arrived in SUP_LINE_AT, seconds
-# since sup_start) or the deadline passes / output ends (returns 1).
+# 0, the line in SUP_LINE and when it arrived in SUP_LINE_US, epoch us) or
+# the deadline passes / output ends (returns 1). Bash builtins only: no fork
+# between a line's arrival and its timestamp.
 sup_wait() {
-  local re=$1 deadline line left
-  deadline=$(awk -v t="$EPOCHREALTIME" -v d="$2" 'BEGIN{printf "%.3f", t+d}')
+  local re=$1 line left deadline timeout_us
+  local whole=${2%%.*} frac=
+  [[ $2 == *.* ]] && frac=${2#*.}
+  frac=${frac}000000
+  timeout_us=$((10#${whole:-0} * 1000000 + 10#${frac:0:6}))
+  now_us
+  deadline=$((NOW_US + timeout_us))
   while :; do
-    left=$(awk -v d="$deadline" -v t="$EPOCHREALTIME" 'BEGIN{l=d-t; printf "%.3f", (l>0 ? l : 0)}')
-    [ "$left" = "0.000" ] && return 1
+    now_us
+    left=$((deadline - NOW_US))
+    [ "$left" -le 0 ] && return 1
+    printf -v left '%d.%06d' $((left / 1000000)) $((left % 1000000))
     if ! IFS= read -r -t "$left" -u "$SUP_FD" line; then
       return 1
     fi
+    now_us
     printf '%s\n' "$line" >>"$SUP_LOG"
     if [[ $line =~ $re ]]; then
       SUP_LINE=$line
-      SUP_LINE_AT=$(awk -v a="$EPOCHREALTIME" -v b="$SUP_T0" 'BEGIN{printf "%.3f", a-b}')
+      SUP_LINE_US=$NOW_US
       return 0
     fi
   done
@@ -102,12 +118,15 @@ sup_wait() {
 # sup_stop [TIMEOUT_S]: SIGINT (an orderly stop), read to EOF, reap. Sets
 # SUP_STOP_S (SIGINT to exit) and SUP_RC.
 sup_stop() {
-  local t0=$EPOCHREALTIME
+  local t0
+  now_us
+  t0=$NOW_US
   kill -INT "$SUP_PID" 2>/dev/null || true
   sup_wait '^\0never' "${1:-120}" || true
   SUP_RC=0
   wait "$SUP_PID" || SUP_RC=$?
-  SUP_STOP_S=$(awk -v a="$EPOCHREALTIME" -v b="$t0" 'BEGIN{printf "%.3f", a-b}')
+  now_us
+  SUP_STOP_S=$(us_to_s $((NOW_US - t0)))
   exec {SUP_FD}<&-
   SUP_PID=
 }
@@ -185,9 +204,10 @@ pctl() { sort -g | awk -v p="$1" '{v[NR]=$1} END{if(!NR){print "null"; exit}
 # calc EXPR: awk arithmetic, 3 decimals.
 calc() { awk "BEGIN{printf \"%.3f\", ($1)}"; }
 # ratio A B: A/B, or null when B is missing or zero.
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if(b==""||b=="null"||b+0==0||a=="null"){print "null"} else printf "%.2f", a/b}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{n="^-?[0-9]+([.][0-9]+)?$";
+  if (a !~ n || b !~ n || b+0 == 0) print "null"; else printf "%.2f", a/b}'; }
 # met VALUE OP TARGET: yes/no/n/a
-met() { awk -v v="$1" -v o="$2" -v t="$3" 'BEGIN{ if(v=="null"||v==""||v=="n/a"){print "n/a"; exit}
+met() { awk -v v="$1" -v o="$2" -v t="$3" 'BEGIN{ if (v !~ /^-?[0-9]+([.][0-9]+)?$/) {print "n/a"; exit}
   r = (o=="<=") ? v+0<=t+0 : (o==">=") ? v+0>=t+0 : 0; print r ? "yes" : "NO"}'; }
 
 # jget KEY JSON: a number, or an array's items one per line, from storm's
