@@ -1,7 +1,8 @@
 /*
- * cmd-guests.c: `start|stop|restart|kill TARGET` and `wait [TARGET]`: act on
- * a set of guests through the control socket. stop and kill return once the
- * guests are down; start and restart once they are queued (--wait: ready);
+ * cmd-guests.c: `start|stop|restart|kill|reflash TARGET` and `wait [TARGET]`:
+ * act on a set of guests through the control socket. stop and kill return
+ * once the guests are down; start, restart and reflash (a factory reset of
+ * the guest's disk, then a start) once they are queued (--wait: ready);
  * wait blocks until they are ready (or down) and names the ones that failed,
  * with their last console lines, or that were still pending at --timeout.
  */
@@ -33,14 +34,17 @@ static int act(const char *verb, int argc, char **argv)
     memmove(&entries[0], &entries[1], sizeof(entries) - sizeof(entries[0]));
   else
     memmove(&entries[1], &entries[2], sizeof(entries) - 2 * sizeof(entries[0]));
-  const char *summary = strcmp(verb, "start") == 0
-                            ? "Starts stopped or failed guests (queued through the batch limiter)."
-                        : strcmp(verb, "stop") == 0
-                            ? "Stops guests in order (QMP quit, SIGKILL after the stop timeout)\n"
-                              "and returns once they are down."
-                        : strcmp(verb, "kill") == 0
-                            ? "Kills guests now (SIGKILL) and returns once they are down."
-                            : "Stops guests in order and starts them again.";
+  const char *summary =
+      strcmp(verb, "start") == 0
+          ? "Starts stopped or failed guests (queued through the batch limiter)."
+      : strcmp(verb, "stop") == 0
+          ? "Stops guests in order (QMP quit, SIGKILL after the stop timeout)\n"
+            "and returns once they are down."
+      : strcmp(verb, "kill") == 0 ? "Kills guests now (SIGKILL) and returns once they are down."
+      : strcmp(verb, "reflash") == 0
+          ? "Factory reset: stops guests, recreates their disk overlays from the\n"
+            "fleet's base image and starts them again (needs a fleet with disks)."
+          : "Stops guests in order and starts them again.";
   g_autofree char *full = g_strdup_printf("%s\nTARGET: an id (3), a range (3-17), a list "
                                           "(1,4,7-9) or all.",
                                           summary);
@@ -74,6 +78,7 @@ static int act(const char *verb, int argc, char **argv)
   gsize n = json_array_size(json_object_get(result, "guests"));
   const char *done = strcmp(verb, "start") == 0     ? (do_wait ? "ready" : "starting")
                      : strcmp(verb, "restart") == 0 ? (do_wait ? "restarted, ready" : "restarting")
+                     : strcmp(verb, "reflash") == 0 ? (do_wait ? "reflashed, ready" : "reflashing")
                      : strcmp(verb, "stop") == 0    ? (do_wait ? "stopped" : "stopping")
                                                     : (do_wait ? "killed" : "being killed");
   g_autofree char *norm = nf_targets_to_string(t);
@@ -96,6 +101,10 @@ int nf_cmd_restart(int argc, char **argv)
 int nf_cmd_kill(int argc, char **argv)
 {
   return act("kill", argc, argv);
+}
+int nf_cmd_reflash(int argc, char **argv)
+{
+  return act("reflash", argc, argv);
 }
 
 int nf_cmd_wait(int argc, char **argv)

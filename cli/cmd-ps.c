@@ -3,7 +3,8 @@
  * The supervisor answers from memory (control `ps`), so this is one round
  * trip however many guests run. --json prints the reply's result as is: a
  * stable schema documented in supervisor/control-protocol.md; otherwise a
- * table for people.
+ * table for people, with a firmware column (active slot, validated) only
+ * when some guest runs Nerves firmware, so sim fleets keep a narrow table.
  */
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 static void print_table(json_t *result);
 static char *fmt_bytes(json_t *v);
 static char *fmt_secs(json_t *v);
+static char *fmt_firmware(json_t *guest);
 
 static char *fmt_bytes(json_t *v)
 {
@@ -43,14 +45,41 @@ static char *fmt_secs(json_t *v)
                          s / 3600 % 24);
 }
 
+/* "a", "a valid" or "b unvalidated" from a guest's extras; NULL when its
+ * disk has no Nerves firmware env. An unvalidated slot is the one a reboot
+ * reverts, which is what someone watching an OTA rollout looks for. */
+static char *fmt_firmware(json_t *guest)
+{
+  json_t *extras = json_object_get(guest, "extras");
+  const char *active = json_string_value(json_object_get(extras, "fw_active"));
+  if (!active)
+    return NULL;
+  const char *validated = json_string_value(json_object_get(extras, "fw_validated"));
+  if (!validated)
+    return g_strdup(active);
+  return g_strdup_printf(
+      "%s %s", active,
+      strcmp(validated, "1") == 0 || strcmp(validated, "true") == 0 ? "valid" : "unvalidated");
+}
+
 static void print_table(json_t *result)
 {
   json_t *guests = json_object_get(result, "guests");
   GString *out = g_string_sized_new(128 + 128 * json_array_size(guests));
-  g_string_append_printf(out, "%-8s %-10s %-10s %7s %8s %4s %7s %7s  %s\n", "NAME", "SERIAL",
-                         "STATE", "PID", "UPTIME", "RST", "BALLOON", "RSS", "LAST EXIT");
   gsize i;
   json_t *g;
+  gboolean firmware = FALSE;
+  json_array_foreach(guests, i, g)
+  {
+    firmware = json_object_get(json_object_get(g, "extras"), "fw_active") != NULL;
+    if (firmware)
+      break;
+  }
+  g_string_append_printf(out, "%-8s %-10s %-10s %7s %8s %4s %7s %7s  ", "NAME", "SERIAL", "STATE",
+                         "PID", "UPTIME", "RST", "BALLOON", "RSS");
+  if (firmware)
+    g_string_append_printf(out, "%-13s  ", "FIRMWARE");
+  g_string_append(out, "LAST EXIT\n");
   json_array_foreach(guests, i, g)
   {
     g_autofree char *pid = json_is_integer(json_object_get(g, "pid"))
@@ -65,12 +94,16 @@ static void print_table(json_t *result)
         json_is_object(last) ? json_string_value(json_object_get(last, "reason")) : NULL;
     if (!why && json_is_object(last))
       why = json_string_value(json_object_get(last, "kind"));
-    g_string_append_printf(out, "%-8s %-10s %-10s %7s %8s %4" JSON_INTEGER_FORMAT " %7s %7s  %s\n",
+    g_string_append_printf(out, "%-8s %-10s %-10s %7s %8s %4" JSON_INTEGER_FORMAT " %7s %7s  ",
                            json_string_value(json_object_get(g, "name")),
                            json_string_value(json_object_get(g, "serial")) ?: "-",
                            json_string_value(json_object_get(g, "state")), pid, up,
-                           json_integer_value(json_object_get(g, "restarts")), bal, rss,
-                           why ? why : "-");
+                           json_integer_value(json_object_get(g, "restarts")), bal, rss);
+    if (firmware) {
+      g_autofree char *fw = fmt_firmware(g);
+      g_string_append_printf(out, "%-13s  ", fw ? fw : "-");
+    }
+    g_string_append_printf(out, "%s\n", why ? why : "-");
   }
   json_t *k = json_object_get(result, "counts");
   g_string_append_printf(out,
@@ -97,7 +130,8 @@ int nf_cmd_ps(int argc, char **argv)
       {NULL}};
   if (!nf_client_parse_args("ps", "[TARGET]",
                             "Lists the fleet's guests: state, pid, uptime, restarts, last exit,\n"
-                            "balloon size and qemu RSS. TARGET: 3, 3-17, 1,4,7-9 or all.",
+                            "balloon size, qemu RSS and, for Nerves firmware, the active slot.\n"
+                            "TARGET: 3, 3-17, 1,4,7-9 or all.",
                             entries, &argc, &argv))
     return NF_EXIT_USAGE;
   if (argc > 2) {

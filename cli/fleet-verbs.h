@@ -10,6 +10,7 @@ int nf_cmd_start(int argc, char **argv);
 int nf_cmd_stop(int argc, char **argv);
 int nf_cmd_restart(int argc, char **argv);
 int nf_cmd_kill(int argc, char **argv);
+int nf_cmd_reflash(int argc, char **argv);
 int nf_cmd_scale(int argc, char **argv);
 int nf_cmd_balloon(int argc, char **argv);
 int nf_cmd_logs(int argc, char **argv);

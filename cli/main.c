@@ -19,6 +19,7 @@ static const NfVerb verbs[] = {
     {"stop", nf_cmd_stop, "stop guests in order"},
     {"restart", nf_cmd_restart, "stop guests and start them again"},
     {"kill", nf_cmd_kill, "kill guests now"},
+    {"reflash", nf_cmd_reflash, "factory-reset guests' disks from the base and restart them"},
     {"scale", nf_cmd_scale, "grow or shrink the fleet to N guests"},
     {"balloon", nf_cmd_balloon, "set guests' balloon size (e.g. 96M)"},
     {"logs", nf_cmd_logs, "print a guest's console log (-f: follow)"},

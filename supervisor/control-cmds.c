@@ -3,8 +3,9 @@
  * waits some of them leave pending (`wait`, `stop` until down, `scale`,
  * `balloon` until the guest reports its new size). See control-protocol.md.
  *
- * Handlers answer from memory: `ps` reads the guests' fields and /proc (for
- * RSS), never QMP, so it stays fast on thousands of guests. A handler either
+ * Handlers answer from memory: `ps` reads the guests' fields, /proc (for
+ * RSS) and firmware envs cached by overlay mtime, never QMP, so it stays
+ * fast on thousands of guests. A handler either
  * replies at once or hands a pending wait its own reference on the client;
  * a wait whose client went away is dropped at its next evaluation.
  */
@@ -45,6 +46,7 @@ static void cmd_start(NfCtlClient *c, json_t *id, json_t *args);
 static void cmd_stop(NfCtlClient *c, json_t *id, json_t *args);
 static void cmd_restart(NfCtlClient *c, json_t *id, json_t *args);
 static void cmd_kill(NfCtlClient *c, json_t *id, json_t *args);
+static void cmd_reflash(NfCtlClient *c, json_t *id, json_t *args);
 static void cmd_scale(NfCtlClient *c, json_t *id, json_t *args);
 static void cmd_balloon(NfCtlClient *c, json_t *id, json_t *args);
 static void cmd_logs(NfCtlClient *c, json_t *id, json_t *args);
@@ -61,7 +63,7 @@ static const struct {
     {"stop", cmd_stop},       {"restart", cmd_restart}, {"kill", cmd_kill},
     {"scale", cmd_scale},     {"balloon", cmd_balloon}, {"logs", cmd_logs},
     {"console", cmd_console}, {"events", cmd_events},   {"wait", cmd_wait},
-    {"down", cmd_down},
+    {"down", cmd_down},       {"reflash", cmd_reflash},
 };
 
 static gboolean arg_string(NfCtlClient *c, json_t *id, json_t *args, const char *key,
@@ -73,6 +75,8 @@ static gboolean arg_uint(NfCtlClient *c, json_t *id, json_t *args, const char *k
 static GPtrArray *arg_targets(NfCtlClient *c, json_t *id, json_t *args, const char *def);
 static NfVm *arg_vm(NfCtlClient *c, json_t *id, json_t *args);
 static json_t *ids_json(GPtrArray *vms);
+static void extra_from_env(json_t *extras, const char *key, const NfUbootEnv *env, const char *var);
+static json_t *guest_extras(NfFleet *fleet, NfVm *vm);
 static void act_on_targets(NfCtlClient *c, json_t *id, json_t *args, const char *what);
 static NfCtlWait *wait_new(NfCtlClient *c, json_t *id, WaitUntil until, json_t *result);
 static void wait_add(NfCtlWait *w, guint vm_id, gboolean fresh);
@@ -213,6 +217,40 @@ void nf_ctl_dispatch(NfCtlClient *c, json_t *id, const char *cmd, json_t *args)
 
 /* --- ps ------------------------------------------------------------------------ */
 
+/* Sets key to the env variable's value when the env has it. */
+static void extra_from_env(json_t *extras, const char *key, const NfUbootEnv *env, const char *var)
+{
+  const char *value = nf_ubootenv_get(env, var);
+  if (value)
+    json_object_set_new(extras, key, json_string(value));
+}
+
+/* The disk and, when the overlay holds a valid U-Boot env, the Nerves
+ * firmware state, so an OTA rollout shows which devices reverted. The env
+ * read is cached by overlay mtime: a stat per guest, no I/O while idle. */
+static json_t *guest_extras(NfFleet *fleet, NfVm *vm)
+{
+  json_t *extras = json_object();
+  const char *disk = nf_vm_disk_path(vm);
+  if (!disk)
+    return extras;
+  json_object_set_new(extras, "disk", json_string(disk));
+  const NfUbootEnv *env = nf_fleet_vm_firmware_env(fleet, vm);
+  if (!env)
+    return extras;
+  const char *active = nf_ubootenv_get(env, "nerves_fw_active");
+  if (active) {
+    json_object_set_new(extras, "fw_active", json_string(active));
+    g_autofree char *version_key = g_strconcat(active, ".nerves_fw_version", NULL);
+    extra_from_env(extras, "fw_version", env, version_key);
+  }
+  extra_from_env(extras, "upgrade_available", env, "upgrade_available");
+  extra_from_env(extras, "fw_validated", env, "nerves_fw_validated");
+  /* Resets in place are the Nerves way to switch slots; only they count here. */
+  json_object_set_new(extras, "reboots", json_integer(nf_vm_reboots(vm)));
+  return extras;
+}
+
 json_t *nf_ctl_guest_json(NfControl *ctl, NfVm *vm, gint64 now)
 {
   gboolean running = nf_vm_is_running(vm);
@@ -239,7 +277,7 @@ json_t *nf_ctl_guest_json(NfControl *ctl, NfVm *vm, gint64 now)
   json_object_set_new(g, "balloon_bytes",
                       balloon ? json_integer((json_int_t)balloon) : json_null());
   json_object_set_new(g, "rss_bytes", rss ? json_integer((json_int_t)rss) : json_null());
-  json_object_set_new(g, "extras", json_object());
+  json_object_set_new(g, "extras", guest_extras(ctl->fleet, vm));
   return g;
 }
 
@@ -278,7 +316,7 @@ static void cmd_ps(NfCtlClient *c, json_t *id, json_t *args)
                             "guests", guests));
 }
 
-/* --- start / stop / restart / kill ---------------------------------------------- */
+/* --- start / stop / restart / kill / reflash ------------------------------------ */
 
 static void act_on_targets(NfCtlClient *c, json_t *id, json_t *args, const char *what)
 {
@@ -291,7 +329,9 @@ static void act_on_targets(NfCtlClient *c, json_t *id, json_t *args, const char 
     return;
   NfFleet *fleet = c->ctl->fleet;
   gboolean down = strcmp(what, "stop") == 0 || strcmp(what, "kill") == 0;
-  gboolean fresh = strcmp(what, "restart") == 0;
+  gboolean reflash = strcmp(what, "reflash") == 0;
+  /* A reflashed guest is stopped and started too: --wait means ready again. */
+  gboolean fresh = reflash || strcmp(what, "restart") == 0;
   NfCtlWait *w = wait ? wait_new(c, id, down ? WAIT_DOWN : WAIT_READY,
                                  json_pack("{s:o}", "guests", ids_json(vms)))
                       : NULL;
@@ -305,6 +345,16 @@ static void act_on_targets(NfCtlClient *c, json_t *id, json_t *args, const char 
         nf_fleet_start_vm(fleet, vm);
     } else if (down) {
       nf_fleet_stop_vm(fleet, vm, strcmp(what, "kill") == 0);
+    } else if (reflash) {
+      g_autoptr(GError) error = NULL;
+      if (!nf_fleet_reflash_vm(fleet, vm, &error)) {
+        /* Only a fleet without disks refuses, and then it refuses its
+         * first guest: nothing was done, so one error says it all. */
+        if (w)
+          wait_free(w);
+        nf_ctl_reply_error(c, id, "unsupported", NULL, "%s", error->message);
+        return;
+      }
     } else {
       nf_fleet_restart_vm(fleet, vm);
     }
@@ -330,6 +380,10 @@ static void cmd_restart(NfCtlClient *c, json_t *id, json_t *args)
 static void cmd_kill(NfCtlClient *c, json_t *id, json_t *args)
 {
   act_on_targets(c, id, args, "kill");
+}
+static void cmd_reflash(NfCtlClient *c, json_t *id, json_t *args)
+{
+  act_on_targets(c, id, args, "reflash");
 }
 
 static void cmd_wait(NfCtlClient *c, json_t *id, json_t *args)
