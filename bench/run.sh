@@ -18,8 +18,12 @@ names=("$@")
 run_binary() {
   local name=$1 bin=$BENCH_BIN_DIR/$1 out rc
   mkdir -p "$here/results"
-  out=$("$bin" 2>&1 | tee /dev/stderr)
+  local tmp
+  tmp=$(mktemp)
+  "$bin" 2>&1 | tee "$tmp" # (not tee /dev/stderr: that reopens and truncates a log file)
   rc=${PIPESTATUS[0]}
+  out=$(cat "$tmp")
+  rm -f "$tmp"
   {
     printf '{\n  "bench": "%s",\n  "date": "%s",\n  "cores": %s,\n  "lines": [' \
       "$name" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(nproc)"
