@@ -250,6 +250,8 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
     return NULL;
   if (!ensure_fd_limit(config->count, error))
     return NULL;
+  if (config->health_interval_ms)
+    fleet->env.health = nf_health_wheel_new(config->health_interval_ms);
   if (config->ksm && (fleet->ksm = nf_ksm_enable(NF_FLEET_KSM_PAGES, NF_FLEET_KSM_SLEEP_MS,
                                                   error)) == NULL)
     return NULL;
@@ -634,6 +636,7 @@ void nf_fleet_free(NfFleet *fleet)
   g_free(fleet->env.qemu_path);
   g_clear_pointer(&fleet->env.disks, nf_disks_free);
   g_clear_pointer(&fleet->ksm, nf_ksm_restore);
+  g_clear_pointer(&fleet->env.health, nf_health_wheel_free);
   nf_paths_clear(&fleet->paths);
   g_free(fleet);
 }

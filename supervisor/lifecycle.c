@@ -19,6 +19,7 @@ static void queue(NfVm *vm, const char *detail);
 static void requeue_fresh(NfVm *vm, const char *detail);
 static void spawn(NfVm *vm, const char *detail);
 static void qmp_up(NfVm *vm, const char *detail);
+static void qmp_up_late(NfVm *vm, const char *detail);
 static void ready(NfVm *vm, const char *detail);
 static void kill_hung(NfVm *vm, const char *detail);
 static void exited(NfVm *vm, const char *detail);
@@ -38,7 +39,7 @@ static const Action table[NF_VM_N_STATES][NF_VM_N_EVENTS] = {
   [NF_VM_QUEUED]    = {ignore,        spawn,  ignore, ignore, ignore,     ignore, stop_idle, stop_idle, ignore},
   [NF_VM_STARTING]  = {ignore,        ignore, qmp_up, ready,  kill_hung,  exited, stop,      kill_now,  ignore},
   [NF_VM_BOOTING]   = {ignore,        ignore, ignore, ready,  kill_hung,  exited, stop,      kill_now,  ignore},
-  [NF_VM_READY]     = {ignore,        ignore, ignore, ignore, kill_hung,  exited, stop,      kill_now,  ignore},
+  [NF_VM_READY]     = {ignore,        ignore, qmp_up_late, ignore, kill_hung, exited, stop,   kill_now,  ignore},
   [NF_VM_UNHEALTHY] = {ignore,        ignore, ignore, ignore, ignore,     exited, mark_stop, kill_now,  ignore},
   [NF_VM_STOPPING]  = {ignore,        ignore, ignore, ignore, ignore,     exited, ignore,    kill_now,  ignore},
   [NF_VM_STOPPED]   = {requeue_fresh, ignore, ignore, ignore, ignore,     ignore, ignore,    ignore,    ignore},
@@ -174,6 +175,13 @@ static void qmp_up(NfVm *vm, const char *detail)
     nf_vm_clear_timer(&vm->boot_timer);
     nf_vm_health_ready(vm);
   }
+}
+
+/* The ready line beat the QMP handshake (a fast guest): probes start now. */
+static void qmp_up_late(NfVm *vm, const char *detail)
+{
+  nf_vm_health_start(vm);
+  nf_vm_health_ready(vm);
 }
 
 static void ready(NfVm *vm, const char *detail)

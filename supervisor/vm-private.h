@@ -93,7 +93,7 @@ struct NfVm {
   guint boot_timer;
   guint kill_timer;
   guint backoff_timer;
-  guint health_timer;
+  gint64 next_probe_at; /* monotonic µs; see health.c's wheel */
   gboolean ping_in_flight;
   gboolean stats_in_flight;
   gboolean stats_polling_set;
@@ -117,7 +117,9 @@ void nf_vm_release(NfVm *vm); /* drop channels, timers, runtime files */
 void nf_vm_write_status(NfVm *vm);
 void nf_vm_clear_timer(guint *id);
 
-/* health.c */
+/* health.c: a fleet-wide probe timer shared by all guests */
+NfHealthWheel *nf_health_wheel_new(guint interval_ms);
+void nf_health_wheel_free(NfHealthWheel *wheel);
 void nf_vm_health_start(NfVm *vm);  /* after QMP is up */
 void nf_vm_health_ready(NfVm *vm);  /* after the ready line: heartbeat too */
 void nf_vm_health_stop(NfVm *vm);

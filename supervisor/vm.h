@@ -36,9 +36,11 @@ typedef struct {
   char *qemu_path; /* resolved binary */
   gboolean use_cgroups; /* cleared after the first failure to make one */
   struct NfDisks *disks; /* per-guest overlays, or NULL */
+  struct NfHealthWheel *health; /* probe scheduler, NULL when probes are off */
 } NfVmEnv;
 
 typedef struct NfVm NfVm;
+typedef struct NfHealthWheel NfHealthWheel;
 
 typedef struct {
   /* Every transition, with a short reason ("ready", "exited: crashed (qemu
