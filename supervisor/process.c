@@ -3,6 +3,7 @@
  * (see process.h for why each).
  */
 #include "supervisor/process.h"
+#include "supervisor/poller.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -17,7 +18,7 @@
 struct NfProcess {
   GPid pid;
   int pidfd;       /* -1 when the kernel has none: child watch instead */
-  guint watch_id;  /* fd source or child watch */
+  guint watch_id;  /* poller id (pidfd) or GLib child watch */
   gboolean exited;
   gboolean is_child;
   gboolean status_known;
@@ -32,7 +33,8 @@ typedef struct {
 } ChildSetup;
 
 static void child_setup(gpointer data);
-static gboolean pidfd_cb(int fd, GIOCondition cond, gpointer data);
+static gboolean pidfd_cb(int fd, guint32 events, gpointer data);
+static void unwatch(NfProcess *proc);
 static void child_watch_cb(GPid pid, int status, gpointer data);
 static void deliver_exit(NfProcess *proc, int status);
 
@@ -71,18 +73,37 @@ NfProcess *nf_process_spawn(char *const *argv, const int *source_fds, const int 
   proc->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (proc->pidfd >= 0) {
     g_unix_set_fd_nonblocking(proc->pidfd, TRUE, NULL);
-    proc->watch_id = g_unix_fd_add(proc->pidfd, G_IO_IN, pidfd_cb, proc);
-  } else {
+    proc->watch_id = nf_poller_add(proc->pidfd, EPOLLIN, pidfd_cb, proc);
+  }
+  if (proc->watch_id == 0) {
+    if (proc->pidfd >= 0)
+      close(proc->pidfd);
+    proc->pidfd = -1;
     proc->watch_id = g_child_watch_add(pid, child_watch_cb, proc);
   }
   return proc;
+}
+
+static void unwatch(NfProcess *proc)
+{
+  if (proc->watch_id == 0)
+    return;
+  /* Out of the poller before the pidfd closes: its number may be reused. */
+  if (proc->pidfd >= 0)
+    nf_poller_remove(proc->watch_id);
+  else
+    g_source_remove(proc->watch_id);
+  proc->watch_id = 0;
 }
 
 static void deliver_exit(NfProcess *proc, int status)
 {
   proc->exited = TRUE;
   proc->status = status;
-  proc->watch_id = 0;
+  if (proc->pidfd >= 0)
+    unwatch(proc);
+  else
+    proc->watch_id = 0; /* the child watch source is finishing by itself */
   if (proc->pidfd >= 0) {
     close(proc->pidfd);
     proc->pidfd = -1;
@@ -91,7 +112,7 @@ static void deliver_exit(NfProcess *proc, int status)
     proc->on_exit(proc, status, proc->user_data);
 }
 
-static gboolean pidfd_cb(int fd, GIOCondition cond, gpointer data)
+static gboolean pidfd_cb(int fd, guint32 events, gpointer data)
 {
   NfProcess *proc = data;
   int status = 0;
@@ -128,7 +149,15 @@ NfProcess *nf_process_adopt(GPid pid, NfProcessExitFunc on_exit, gpointer user_d
   proc->pidfd = fd;
   proc->on_exit = on_exit;
   proc->user_data = user_data;
-  proc->watch_id = g_unix_fd_add(fd, G_IO_IN, pidfd_cb, proc);
+  proc->watch_id = nf_poller_add(fd, EPOLLIN, pidfd_cb, proc);
+  if (proc->watch_id == 0) {
+    int e = errno;
+    close(fd);
+    g_free(proc);
+    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "pid %d: cannot watch: %s",
+                (int)pid, g_strerror(e));
+    return NULL;
+  }
   return proc;
 }
 
@@ -161,8 +190,7 @@ void nf_process_free(NfProcess *proc)
 {
   if (proc == NULL)
     return;
-  if (proc->watch_id)
-    g_source_remove(proc->watch_id);
+  unwatch(proc);
   if (!proc->exited && proc->is_child) {
     nf_process_signal(proc, SIGKILL);
     int status;
@@ -181,8 +209,7 @@ void nf_process_forget(NfProcess *proc)
 {
   if (proc == NULL)
     return;
-  if (proc->watch_id)
-    g_source_remove(proc->watch_id);
+  unwatch(proc);
   if (proc->pidfd >= 0)
     close(proc->pidfd);
   g_free(proc);

@@ -3,6 +3,7 @@
  * serial.h for why the supervisor reads every byte).
  */
 #include "supervisor/serial.h"
+#include "supervisor/poller.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,7 +32,7 @@ struct NfSerial {
   gboolean line_cut;
 };
 
-static gboolean read_cb(int fd, GIOCondition cond, gpointer data);
+static gboolean read_cb(int fd, guint32 events, gpointer data);
 static void ring_append(NfSerial *s, const char *data, gsize len);
 static void scan(NfSerial *s, const char *data, gsize len);
 static void finish_line(NfSerial *s);
@@ -59,7 +60,7 @@ NfSerial *nf_serial_new(int fd, const char *log_path, gsize log_max,
   s->cb = *callbacks;
   s->user_data = user_data;
   g_unix_set_fd_nonblocking(fd, TRUE, NULL);
-  s->watch_id = g_unix_fd_add(fd, G_IO_IN | G_IO_HUP | G_IO_ERR, read_cb, s);
+  s->watch_id = nf_poller_add(fd, EPOLLIN, read_cb, s);
   return s;
 }
 
@@ -121,7 +122,7 @@ static void log_write(NfSerial *s, const char *buf, gsize n)
     s->log_size += n;
 }
 
-static gboolean read_cb(int fd, GIOCondition cond, gpointer data)
+static gboolean read_cb(int fd, guint32 events, gpointer data)
 {
   NfSerial *s = data;
   char buf[4096];
@@ -136,6 +137,7 @@ static gboolean read_cb(int fd, GIOCondition cond, gpointer data)
   }
   if (n < 0 && (errno == EAGAIN || errno == EINTR))
     return G_SOURCE_CONTINUE;
+  nf_poller_remove(s->watch_id); /* before anyone may close the fd */
   s->watch_id = 0;
   if (s->cb.eof)
     s->cb.eof(s, s->user_data);
@@ -166,8 +168,7 @@ void nf_serial_free(NfSerial *s)
 {
   if (s == NULL)
     return;
-  if (s->watch_id)
-    g_source_remove(s->watch_id);
+  nf_poller_remove(s->watch_id);
   close(s->fd);
   close(s->log_fd);
   g_free(s->log_path);
