@@ -153,7 +153,7 @@ int nf_cmd_ps(int argc, char **argv)
   if (!result)
     return nf_client_fail("ps", error, c);
   if (json) {
-    json_dumpf(result, stdout, JSON_COMPACT);
+    json_dumpf(result, stdout, JSON_COMPACT | JSON_REAL_PRECISION(10));
     fputc('\n', stdout);
   } else {
     print_table(result);

@@ -102,6 +102,7 @@ static void probe(NfVm *vm)
 {
   if (vm->qmp == NULL)
     return;
+  nf_vm_sample_rss(vm);
   guint deadline = vm->env->config->health_timeout_ms;
   /* One probe at a time: a slow qemu must not pile them up. The heartbeat's
    * reply also proves QMP answers, so a ready guest needs no separate ping. */

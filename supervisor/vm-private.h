@@ -93,7 +93,9 @@ struct NfVm {
   guint boot_timer;
   guint kill_timer;
   guint backoff_timer;
-  gint64 next_probe_at; /* monotonic µs; see health.c's wheel */
+  gint64 next_probe_at;
+  guint64 rss_bytes;     /* last sample of qemu's RSS */
+  gint64 rss_at;         /* monotonic µs of that sample */ /* monotonic µs; see health.c's wheel */
   gboolean ping_in_flight;
   gboolean stats_in_flight;
   gboolean stats_polling_set;
@@ -106,6 +108,10 @@ struct NfVm {
 };
 
 #define NF_VM_STATUS_DELAY_MS 500
+#define NF_VM_RSS_MAX_AGE_US (30 * G_USEC_PER_SEC)
+
+/* Reads qemu's RSS from /proc now (the health probe calls it). */
+void nf_vm_sample_rss(NfVm *vm);
 
 /* lifecycle.c */
 void nf_vm_dispatch(NfVm *vm, NfVmEvent event, const char *detail);

@@ -623,22 +623,35 @@ const char *nf_vm_console_log_path(const NfVm *vm)
   return vm->console_log;
 }
 
-guint64 nf_vm_rss(const NfVm *vm)
+void nf_vm_sample_rss(NfVm *vm)
 {
+  vm->rss_at = g_get_monotonic_time();
+  vm->rss_bytes = 0;
   if (vm->proc == NULL)
-    return 0;
+    return;
   char path[64], buf[128];
   g_snprintf(path, sizeof(path), "/proc/%d/statm", (int)nf_process_pid(vm->proc));
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    return 0;
+    return;
   ssize_t n = read(fd, buf, sizeof(buf) - 1);
   close(fd);
   if (n <= 0)
-    return 0;
+    return;
   buf[n] = '\0';
   char *p = strchr(buf, ' ');
-  return p ? g_ascii_strtoull(p + 1, NULL, 10) * (guint64)sysconf(_SC_PAGESIZE) : 0;
+  vm->rss_bytes = p ? g_ascii_strtoull(p + 1, NULL, 10) * (guint64)sysconf(_SC_PAGESIZE) : 0;
+}
+
+guint64 nf_vm_rss(const NfVm *vm)
+{
+  /* Sampled with the health probe, so `ps` on thousands of guests reads no
+   * /proc files; read here only when the sample is missing or stale. */
+  if (vm->proc == NULL)
+    return 0;
+  if (g_get_monotonic_time() - vm->rss_at > NF_VM_RSS_MAX_AGE_US)
+    nf_vm_sample_rss((NfVm *)vm);
+  return vm->rss_bytes;
 }
 
 char *nf_vm_console_tail(const NfVm *vm, gsize max_bytes)

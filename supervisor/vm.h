@@ -117,7 +117,8 @@ gint64 nf_vm_started_at(const NfVm *vm);
 gint64 nf_vm_ready_at(const NfVm *vm);
 /* Balloon size in bytes as last reported (BALLOON_CHANGE / query-balloon). */
 guint64 nf_vm_balloon_actual(const NfVm *vm);
-/* qemu's resident set in bytes (from /proc), 0 when not running. */
+/* qemu's resident set in bytes, 0 when not running: sampled from /proc with
+ * each health probe (at most 30 s old). */
 guint64 nf_vm_rss(const NfVm *vm);
 /* The supervisor's QMP connection, or NULL when not connected. Borrowed. */
 NfQmp *nf_vm_qmp(const NfVm *vm);
