@@ -10,6 +10,7 @@
 #include "supervisor/fleet.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/file.h>
@@ -27,6 +28,7 @@
 G_DEFINE_QUARK(nf-fleet-error-quark, nf_fleet_error)
 
 #define NF_FLEET_ADMIT_SLICE_US 20000
+#define NF_FLEET_ADAPT_MS 250
 #define NF_FLEET_FDS_PER_GUEST 4
 /* ksmd's pace with --ksm: about 1 GiB/s of guest RAM scanned, which merged
  * ~600 MB across 20 idle guests within a minute on a 2-core host. */
@@ -61,6 +63,11 @@ struct NfFleet {
   gint64 paused_until;   /* restarts held back until then (monotonic µs) */
   guint resume_timer;
   NfKsm *ksm;            /* host KSM settings to restore, when --ksm */
+  gboolean adaptive;     /* no --batch given: the window grows into idle CPU */
+  guint bonus;           /* guests admitted beyond the batch while CPU idles */
+  guint adapt_timer;
+  guint cores;
+  guint64 cpu_total, cpu_idle;
   gint64 fail_times[256];
   guint fail_next;
 };
@@ -78,6 +85,8 @@ static gboolean ensure_fd_limit(guint guests, GError **error);
 static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state,
                           const char *reason, gpointer data);
 static void admit(NfFleet *fleet);
+static gboolean adapt_cb(gpointer data);
+static double idle_cores_since_last(NfFleet *fleet);
 static gboolean admit_one_cb(gpointer data);
 static void maybe_stopped(NfFleet *fleet);
 static gboolean stopped_idle_cb(gpointer data);
@@ -234,6 +243,8 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   if (!nf_accel_resolve(config->accel, &host, &fleet->env.accel, error))
     return NULL;
   fleet->batch = config->batch ? config->batch : nf_accel_default_batch(fleet->env.accel, &host);
+  fleet->adaptive = config->batch == 0;
+  fleet->cores = MAX(host.cores, 1);
 
   if (!nf_paths_resolve(&fleet->paths, config->name, config->runtime_dir, config->state_dir,
                         error))
@@ -297,8 +308,55 @@ static gboolean restarts_paused(NfFleet *fleet)
   return fleet->paused_until > g_get_monotonic_time();
 }
 
+/* Host CPU idle, in cores, since the previous call (from /proc/stat). */
+static double idle_cores_since_last(NfFleet *fleet)
+{
+  g_autofree char *text = NULL;
+  if (!g_file_get_contents("/proc/stat", &text, NULL, NULL))
+    return 0;
+  guint64 v[8] = {0};
+  if (sscanf(text, "cpu %lu %lu %lu %lu %lu %lu %lu %lu", &v[0], &v[1], &v[2], &v[3], &v[4],
+             &v[5], &v[6], &v[7]) < 5)
+    return 0;
+  guint64 total = 0;
+  for (int i = 0; i < 8; i++)
+    total += v[i];
+  guint64 idle = v[3] + v[4];
+  double r = 0;
+  if (fleet->cpu_total && total > fleet->cpu_total)
+    r = (double)(idle - fleet->cpu_idle) / (double)(total - fleet->cpu_total) * fleet->cores;
+  fleet->cpu_total = total;
+  fleet->cpu_idle = idle;
+  return r;
+}
+
+/* The batch adapts to the host: while guests wait, a core left idle (qemu
+ * starting up, a guest between boot stages, a hand-over gap) admits one more
+ * guest; a saturated host takes the extra back. --batch is the floor. */
+static gboolean adapt_cb(gpointer data)
+{
+  NfFleet *fleet = data;
+  if (g_queue_is_empty(&fleet->waiting) || fleet->stopping) {
+    fleet->bonus = 0;
+    fleet->adapt_timer = 0;
+    fleet->cpu_total = 0;
+    return G_SOURCE_REMOVE;
+  }
+  double idle = idle_cores_since_last(fleet);
+  guint booting = fleet->per_state[NF_VM_STARTING] + fleet->per_state[NF_VM_BOOTING];
+  if (idle >= 0.6 && booting >= fleet->batch + fleet->bonus && fleet->bonus < fleet->batch) {
+    fleet->bonus++;
+    admit(fleet);
+  } else if (idle < 0.1 && fleet->bonus > 0) {
+    fleet->bonus--;
+  }
+  return G_SOURCE_CONTINUE;
+}
+
 static void admit(NfFleet *fleet)
 {
+  if (fleet->adaptive && fleet->adapt_timer == 0 && !g_queue_is_empty(&fleet->waiting))
+    fleet->adapt_timer = g_timeout_add(NF_FLEET_ADAPT_MS, adapt_cb, fleet);
   /* Spawning costs milliseconds of file system and fork work; do it in
    * slices of NF_FLEET_ADMIT_SLICE_US per main loop iteration, so a boot
    * storm of thousands never keeps the control socket or QMP replies
@@ -314,7 +372,8 @@ static gboolean admit_one_cb(gpointer data)
   gint64 until = g_get_monotonic_time() + NF_FLEET_ADMIT_SLICE_US;
   GList *l = fleet->waiting.head;
   while (l && g_get_monotonic_time() < until && !fleet->stopping && !fleet->start_failed_sent &&
-         fleet->per_state[NF_VM_STARTING] + fleet->per_state[NF_VM_BOOTING] < fleet->batch) {
+         fleet->per_state[NF_VM_STARTING] + fleet->per_state[NF_VM_BOOTING] <
+             fleet->batch + fleet->bonus) {
     GList *next = l->next;
     NfVm *vm = l->data;
     if (!(paused && nf_vm_is_restart(vm))) {
@@ -607,6 +666,7 @@ void nf_fleet_free(NfFleet *fleet)
     g_source_remove(fleet->stopped_idle);
   nf_vm_clear_timer(&fleet->retire_idle);
   nf_vm_clear_timer(&fleet->admit_idle);
+  nf_vm_clear_timer(&fleet->adapt_timer);
   nf_vm_clear_timer(&fleet->resume_timer);
   g_queue_clear(&fleet->waiting);
   if (fleet->detaching)
