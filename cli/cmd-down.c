@@ -19,6 +19,7 @@
 
 #include "cli/parse.h"
 #include "cli/verbs.h"
+#include "supervisor/cgroup.h"
 #include "supervisor/paths.h"
 
 static int kill_orphans(const char *runtime_dir);
@@ -133,6 +134,8 @@ int nf_cmd_down(int argc, char **argv)
     /* Nobody holds the lock: the supervisor died. Clean up after it. */
     close(fd);
     int n = kill_orphans(paths.runtime_dir);
+    g_autofree char *cgroup_name = nf_paths_cgroup_name(&paths, fleet);
+    nf_cgroup_sweep(cgroup_name);
     printf("fleet '%s' had no supervisor; killed %d orphaned guest%s and removed its files\n",
            fleet, n, n == 1 ? "" : "s");
   } else {

@@ -17,6 +17,7 @@ struct NfCgroup {
 
 static char *own_cgroup_path(const char *controller_tag);
 static gboolean write_file(const char *dir, const char *file, const char *value, GError **error);
+static char *own_memory_cgroup(gboolean *v2);
 
 /* Our cgroup path from /proc/self/cgroup: the line whose controller list is
  * `tag` ("" for the v2 line "0::/path"). */
@@ -51,25 +52,50 @@ static gboolean write_file(const char *dir, const char *file, const char *value,
   return TRUE;
 }
 
+/* The memory cgroup we live in, where guests' cgroups go; NULL if none. */
+static char *own_memory_cgroup(gboolean *v2)
+{
+  g_autofree char *v1_path = own_cgroup_path("memory");
+  g_autofree char *v2_path = own_cgroup_path("");
+  *v2 = FALSE;
+  if (v1_path && g_file_test("/sys/fs/cgroup/memory/memory.limit_in_bytes", G_FILE_TEST_EXISTS))
+    return g_build_filename("/sys/fs/cgroup/memory", v1_path, NULL);
+  if (v2_path) {
+    g_autofree char *controllers = NULL;
+    g_file_get_contents("/sys/fs/cgroup/cgroup.controllers", &controllers, NULL, NULL);
+    if (controllers && strstr(controllers, "memory")) {
+      *v2 = TRUE;
+      return g_build_filename("/sys/fs/cgroup", v2_path, NULL);
+    }
+  }
+  return NULL;
+}
+
+void nf_cgroup_sweep(const char *fleet)
+{
+  gboolean v2;
+  g_autofree char *base = own_memory_cgroup(&v2);
+  if (base == NULL)
+    return;
+  g_autofree char *name = g_strdup_printf("nervesfleet-%s", fleet);
+  g_autofree char *parent = g_build_filename(base, name, NULL);
+  g_autoptr(GDir) dir = g_dir_open(parent, 0, NULL);
+  const char *entry;
+  while (dir && (entry = g_dir_read_name(dir)) != NULL) {
+    if (!g_str_has_prefix(entry, "vm-"))
+      continue;
+    g_autofree char *child = g_build_filename(parent, entry, NULL);
+    g_rmdir(child); /* fails, as it should, while a guest lives in it */
+  }
+  g_rmdir(parent);
+}
+
 NfCgroup *nf_cgroup_new(const char *fleet, const char *guest, guint64 limit_mib,
                         GError **error)
 {
   g_autofree char *fleet_dir_name = g_strdup_printf("nervesfleet-%s", fleet);
-  g_autofree char *v1_path = own_cgroup_path("memory");
-  g_autofree char *v2_path = own_cgroup_path("");
-  g_autofree char *base = NULL;
   gboolean v2 = FALSE;
-
-  if (v1_path && g_file_test("/sys/fs/cgroup/memory/memory.limit_in_bytes", G_FILE_TEST_EXISTS)) {
-    base = g_build_filename("/sys/fs/cgroup/memory", v1_path, NULL);
-  } else if (v2_path) {
-    g_autofree char *controllers = NULL;
-    g_file_get_contents("/sys/fs/cgroup/cgroup.controllers", &controllers, NULL, NULL);
-    if (controllers && strstr(controllers, "memory")) {
-      base = g_build_filename("/sys/fs/cgroup", v2_path, NULL);
-      v2 = TRUE;
-    }
-  }
+  g_autofree char *base = own_memory_cgroup(&v2);
   if (base == NULL || access(base, W_OK) != 0) {
     g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_NOENT,
                 "no writable memory cgroup (need root and the memory controller)");

@@ -11,7 +11,8 @@
 
 typedef struct NfCgroup NfCgroup;
 
-/* Creates <our cgroup>/nervesfleet-<fleet>/<guest> with memory limit
+/* `fleet` below is the fleet's cgroup name (nf_paths_cgroup_name).
+ * Creates <our cgroup>/nervesfleet-<fleet>/<guest> with memory limit
  * `limit_mib` (0: none). NULL with `error` when cgroups are not usable. */
 NfCgroup *nf_cgroup_new(const char *fleet, const char *guest, guint64 limit_mib,
                         GError **error);
@@ -23,6 +24,11 @@ guint64 nf_cgroup_oom_kills(NfCgroup *cg);
  * that is empty. */
 void nf_cgroup_free(NfCgroup *cg);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfCgroup, nf_cgroup_free)
+
+/* Removes the fleet's guest cgroups that hold no process any more (left by a
+ * supervisor that died), and the fleet's parent cgroup when it is empty.
+ * Cgroups with live guests are kept (the kernel refuses to remove them). */
+void nf_cgroup_sweep(const char *fleet);
 
 /* Frees the handle but leaves the cgroup (a detached guest still lives in it). */
 void nf_cgroup_forget(NfCgroup *cg);

@@ -19,6 +19,7 @@
 #include <glib/gstdio.h>
 
 #include "supervisor/accel.h"
+#include "supervisor/cgroup.h"
 #include "supervisor/disks.h"
 #include "supervisor/ksm.h"
 #include "overlay/identity.h"
@@ -259,6 +260,7 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
     return NULL;
   if (!take_lock(fleet, error))
     return NULL;
+  fleet->env.cgroup_name = nf_paths_cgroup_name(&fleet->paths, config->name);
   if (!ensure_fd_limit(config->count, error))
     return NULL;
   if (config->health_interval_ms)
@@ -300,6 +302,7 @@ void nf_fleet_start(NfFleet *fleet)
       nf_vm_queue(vm);
   }
   remove_stale_runtime_files(fleet);
+  nf_cgroup_sweep(fleet->env.cgroup_name);
   admit(fleet);
 }
 
@@ -689,11 +692,14 @@ void nf_fleet_free(NfFleet *fleet)
       g_rmdir(parent);
     }
   }
+  if (!fleet->detaching)
+    nf_cgroup_sweep(fleet->env.cgroup_name);
   g_ptr_array_unref(fleet->vms);
   g_array_unref(fleet->listeners);
   g_hash_table_unref(fleet->retiring);
   g_free(fleet->lock_path);
   g_free(fleet->env.qemu_path);
+  g_free(fleet->env.cgroup_name);
   g_clear_pointer(&fleet->env.disks, nf_disks_free);
   g_clear_pointer(&fleet->ksm, nf_ksm_restore);
   g_clear_pointer(&fleet->env.health, nf_health_wheel_free);

@@ -132,3 +132,8 @@ char *nf_paths_default_guest_dir(void)
     return g_build_filename(xdg, "nervesfleet", "guest", NULL);
   return g_build_filename(g_get_home_dir(), ".cache", "nervesfleet", "guest", NULL);
 }
+
+char *nf_paths_cgroup_name(const NfFleetPaths *p, const char *fleet)
+{
+  return g_strdup_printf("%s-%08x", fleet, g_str_hash(p->runtime_dir));
+}

@@ -47,3 +47,8 @@ char *nf_paths_guest_runtime(const NfFleetPaths *p, guint id, const char *suffix
 /* Where `make guest` puts the default guest: $NERVESFLEET_GUEST_DIR, else
  * $XDG_CACHE_HOME/nervesfleet/guest, else ~/.cache/nervesfleet/guest. */
 char *nf_paths_default_guest_dir(void);
+
+/* The name of the fleet's memory cgroup dir: "<fleet>-<hash of the runtime
+ * dir>", so two fleets of the same name in different runtime dirs (another
+ * user, a test) never share guest cgroups. */
+char *nf_paths_cgroup_name(const NfFleetPaths *p, const char *fleet);

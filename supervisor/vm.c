@@ -218,7 +218,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
 
   if (vm->env->use_cgroups && vm->cgroup == NULL) {
     g_autoptr(GError) cg_error = NULL;
-    vm->cgroup = nf_cgroup_new(cfg->name, vm->name, cfg->memory_limit_mib, &cg_error);
+    vm->cgroup = nf_cgroup_new(vm->env->cgroup_name, vm->name, cfg->memory_limit_mib, &cg_error);
     if (vm->cgroup == NULL && cfg->memory_limit_mib) {
       g_propagate_prefixed_error(error, g_steal_pointer(&cg_error), "--memory-limit: ");
       goto out;
@@ -295,7 +295,7 @@ gboolean nf_vm_adopt(NfVm *vm)
       vm->started_wall = json_integer_value(json_object_get(status, "started_at_us"));
       vm->restarts = (guint)json_integer_value(json_object_get(status, "restarts"));
       if (vm->env->use_cgroups)
-        vm->cgroup = nf_cgroup_new(vm->env->config->name, vm->name, 0, NULL);
+        vm->cgroup = nf_cgroup_new(vm->env->cgroup_name, vm->name, 0, NULL);
       if (vm->cgroup)
         vm->oom_kills_at_start = nf_cgroup_oom_kills(vm->cgroup);
       nf_vm_set_state(vm, NF_VM_STARTING, "adopted from a previous supervisor");

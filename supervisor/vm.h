@@ -37,6 +37,7 @@ typedef struct {
   gboolean use_cgroups; /* cleared after the first failure to make one */
   struct NfDisks *disks; /* per-guest overlays, or NULL */
   struct NfHealthWheel *health; /* probe scheduler, NULL when probes are off */
+  char *cgroup_name; /* this fleet's cgroup dir name (see nf_paths_cgroup_name) */
 } NfVmEnv;
 
 typedef struct NfVm NfVm;

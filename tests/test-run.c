@@ -56,6 +56,22 @@ static void test_boot_and_sigterm(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* <our memory cgroup>/nervesfleet-<fleet>-<hash>, where the fleet's guest cgroups go
+ * (cgroup v1 here; NULL elsewhere). */
+static char *fleet_cgroup(const char *tmp, const char *fleet)
+{
+  g_autofree char *rt = g_strdup_printf("%s/run/nervesfleet/%s", tmp, fleet);
+  g_autofree char *text = NULL;
+  if (!g_file_get_contents("/proc/self/cgroup", &text, NULL, NULL))
+    return NULL;
+  const char *m = strstr(text, ":memory:");
+  if (m == NULL)
+    return NULL;
+  g_autofree char *path = g_strndup(m + 8, strcspn(m + 8, "\n"));
+  return g_strdup_printf("/sys/fs/cgroup/memory%s/nervesfleet-%s-%08x", path, fleet,
+                         g_str_hash(rt));
+}
+
 static void test_sigkill_leaves_no_orphans(void)
 {
   g_autofree char *tmp = nf_test_tmpdir_new();
@@ -71,13 +87,17 @@ static void test_sigkill_leaves_no_orphans(void)
   /* PR_SET_PDEATHSIG does the work: nothing of ours may survive. */
   g_assert_true(nf_test_wait_pids_gone(qemus, STOP_MS));
 
-  /* The stale runtime files of the dead supervisor do not block a new one. */
+  /* The stale runtime files of the dead supervisor do not block a new one,
+   * which also sweeps the dead one's guest cgroups (vm-0002 is not its own). */
   const char *again[] = {"run", "1", "--name", "orphans", NULL};
   g_autoptr(NfTestProc) p2 = nf_test_proc_spawn(tmp, again);
   g_assert_true(nf_test_proc_wait_output(p2, "all 1 guests ready", BOOT_MS));
   nf_test_proc_signal(p2, SIGINT);
   g_assert_cmpint(nf_test_proc_wait_exit(p2, STOP_MS), ==, 0);
   assert_runtime_gone(tmp);
+  g_autofree char *cg = fleet_cgroup(tmp, "orphans");
+  if (cg)
+    g_assert_false(g_file_test(cg, G_FILE_TEST_EXISTS));
   nf_test_tmpdir_cleanup(tmp);
 }
 
