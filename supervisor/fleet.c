@@ -1,16 +1,11 @@
 /*
- * fleet.c: the fleet: input checks, dirs and lock, the batch limiter and the
- * orderly stop (see fleet.h).
- *
- * The limiter is a sliding window rather than fixed batches: at most `batch`
- * guests are between spawn and ready at any moment, and each guest that turns
- * ready (or fails) admits the next. Early guests are usable early and the
- * host never boots more at once than it has cores for.
+ * fleet.c: the fleet: input checks, dirs and lock, guests queued through the
+ * boot window (limiter.c), the fleet-wide failure-storm guard, scaling,
+ * listeners and the orderly stop (see fleet.h).
  */
 #include "supervisor/fleet.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/file.h>
@@ -22,14 +17,13 @@
 #include "supervisor/cgroup.h"
 #include "supervisor/disks.h"
 #include "supervisor/ksm.h"
+#include "supervisor/limiter.h"
 #include "overlay/identity.h"
 #include "supervisor/paths.h"
 #include "supervisor/vm-private.h"
 
 G_DEFINE_QUARK(nf-fleet-error-quark, nf_fleet_error)
 
-#define NF_FLEET_ADMIT_SLICE_US 20000
-#define NF_FLEET_ADAPT_MS 250
 #define NF_FLEET_FDS_PER_GUEST 4
 /* ksmd's pace with --ksm: about 1 GiB/s of guest RAM scanned, which merged
  * ~600 MB across 20 idle guests within a minute on a 2-core host. */
@@ -45,12 +39,10 @@ struct NfFleet {
   NfVmEnv env;
   char *lock_path;
   int lock_fd;
-  guint batch;
   GPtrArray *vms;
-  GQueue waiting;
+  NfLimiter *limiter;    /* the boot window */
   guint per_state[NF_VM_N_STATES];
   guint started;
-  guint admit_idle;
   gboolean stopping;
   gboolean start_failed_sent;
   guint stopped_idle;
@@ -61,14 +53,8 @@ struct NfFleet {
   guint next_listener;
   GHashTable *retiring;  /* NfVm* being scaled away */
   guint retire_idle;
-  gint64 paused_until;   /* restarts held back until then (monotonic µs) */
   guint resume_timer;
   NfKsm *ksm;            /* host KSM settings to restore, when --ksm */
-  gboolean adaptive;     /* no --batch given: the window grows into idle CPU */
-  guint bonus;           /* guests admitted beyond the batch while CPU idles */
-  guint adapt_timer;
-  guint cores;
-  guint64 cpu_total, cpu_idle;
   gint64 fail_times[256];
   guint fail_next;
 };
@@ -85,14 +71,11 @@ static void remove_stale_runtime_files(NfFleet *fleet);
 static gboolean ensure_fd_limit(guint guests, GError **error);
 static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state,
                           const char *reason, gpointer data);
-static void admit(NfFleet *fleet);
-static gboolean adapt_cb(gpointer data);
-static double idle_cores_since_last(NfFleet *fleet);
-static gboolean admit_one_cb(gpointer data);
+static guint booting_cb(gpointer data);
+static void start_cb(NfVm *vm, gpointer data);
 static void maybe_stopped(NfFleet *fleet);
 static gboolean stopped_idle_cb(gpointer data);
 static gboolean is_booting(NfVmState s);
-static gboolean restarts_paused(NfFleet *fleet);
 static gboolean resume_cb(gpointer data);
 static void notice(NfFleet *fleet, const char *message);
 static void note_failure(NfFleet *fleet);
@@ -202,7 +185,6 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   fleet->vms = g_ptr_array_new_with_free_func((GDestroyNotify)nf_vm_free);
   fleet->listeners = g_array_new(FALSE, FALSE, sizeof(Listener));
   fleet->retiring = g_hash_table_new(NULL, NULL);
-  g_queue_init(&fleet->waiting);
 
   if (config->count == 0) {
     g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
@@ -243,9 +225,10 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   nf_accel_detect_host(&host);
   if (!nf_accel_resolve(config->accel, &host, &fleet->env.accel, error))
     return NULL;
-  fleet->batch = config->batch ? config->batch : nf_accel_default_batch(fleet->env.accel, &host);
-  fleet->adaptive = config->batch == 0;
-  fleet->cores = MAX(host.cores, 1);
+  static const NfLimiterOps limiter_ops = {.booting = booting_cb, .start = start_cb};
+  fleet->limiter = nf_limiter_new(
+      config->batch ? config->batch : nf_accel_default_batch(fleet->env.accel, &host),
+      config->batch == 0, host.cores, &limiter_ops, fleet);
 
   if (!nf_paths_resolve(&fleet->paths, config->name, config->runtime_dir, config->state_dir,
                         error))
@@ -303,96 +286,20 @@ void nf_fleet_start(NfFleet *fleet)
   }
   remove_stale_runtime_files(fleet);
   nf_cgroup_sweep(fleet->env.cgroup_name);
-  admit(fleet);
+  nf_limiter_kick(fleet->limiter);
 }
 
-static gboolean restarts_paused(NfFleet *fleet)
-{
-  return fleet->paused_until > g_get_monotonic_time();
-}
-
-/* Host CPU idle, in cores, since the previous call (from /proc/stat). */
-static double idle_cores_since_last(NfFleet *fleet)
-{
-  g_autofree char *text = NULL;
-  if (!g_file_get_contents("/proc/stat", &text, NULL, NULL))
-    return 0;
-  guint64 v[8] = {0};
-  if (sscanf(text, "cpu %lu %lu %lu %lu %lu %lu %lu %lu", &v[0], &v[1], &v[2], &v[3], &v[4],
-             &v[5], &v[6], &v[7]) < 5)
-    return 0;
-  guint64 total = 0;
-  for (int i = 0; i < 8; i++)
-    total += v[i];
-  guint64 idle = v[3] + v[4];
-  double r = 0;
-  if (fleet->cpu_total && total > fleet->cpu_total)
-    r = (double)(idle - fleet->cpu_idle) / (double)(total - fleet->cpu_total) * fleet->cores;
-  fleet->cpu_total = total;
-  fleet->cpu_idle = idle;
-  return r;
-}
-
-/* The batch adapts to the host: while guests wait, a core left idle (qemu
- * starting up, a guest between boot stages, a hand-over gap) admits one more
- * guest; a saturated host takes the extra back. --batch is the floor. */
-static gboolean adapt_cb(gpointer data)
+static guint booting_cb(gpointer data)
 {
   NfFleet *fleet = data;
-  if (g_queue_is_empty(&fleet->waiting) || fleet->stopping) {
-    fleet->bonus = 0;
-    fleet->adapt_timer = 0;
-    fleet->cpu_total = 0;
-    return G_SOURCE_REMOVE;
-  }
-  double idle = idle_cores_since_last(fleet);
-  guint booting = fleet->per_state[NF_VM_STARTING] + fleet->per_state[NF_VM_BOOTING];
-  if (idle >= 0.6 && booting >= fleet->batch + fleet->bonus && fleet->bonus < fleet->batch) {
-    fleet->bonus++;
-    admit(fleet);
-  } else if (idle < 0.1 && fleet->bonus > 0) {
-    fleet->bonus--;
-  }
-  return G_SOURCE_CONTINUE;
+  return fleet->per_state[NF_VM_STARTING] + fleet->per_state[NF_VM_BOOTING];
 }
 
-static void admit(NfFleet *fleet)
-{
-  if (fleet->adaptive && fleet->adapt_timer == 0 && !g_queue_is_empty(&fleet->waiting))
-    fleet->adapt_timer = g_timeout_add(NF_FLEET_ADAPT_MS, adapt_cb, fleet);
-  /* Spawning costs milliseconds of file system and fork work; do it in
-   * slices of NF_FLEET_ADMIT_SLICE_US per main loop iteration, so a boot
-   * storm of thousands never keeps the control socket or QMP replies
-   * waiting behind one long burst. */
-  if (fleet->admit_idle == 0 && !g_queue_is_empty(&fleet->waiting))
-    fleet->admit_idle = g_idle_add_full(G_PRIORITY_DEFAULT, admit_one_cb, fleet, NULL);
-}
-
-static gboolean admit_one_cb(gpointer data)
+static void start_cb(NfVm *vm, gpointer data)
 {
   NfFleet *fleet = data;
-  gboolean paused = restarts_paused(fleet);
-  gint64 until = g_get_monotonic_time() + NF_FLEET_ADMIT_SLICE_US;
-  GList *l = fleet->waiting.head;
-  while (l && g_get_monotonic_time() < until && !fleet->stopping && !fleet->start_failed_sent &&
-         fleet->per_state[NF_VM_STARTING] + fleet->per_state[NF_VM_BOOTING] <
-             fleet->batch + fleet->bonus) {
-    GList *next = l->next;
-    NfVm *vm = l->data;
-    if (!(paused && nf_vm_is_restart(vm))) {
-      g_queue_delete_link(&fleet->waiting, l);
-      fleet->started++;
-      nf_vm_start(vm, NULL); /* a failure arrives as a state change */
-      next = fleet->waiting.head; /* callbacks may have changed the queue */
-    }
-    l = next;
-  }
-  /* More to do now: go on next iteration. Otherwise a guest leaving
-   * STARTING/BOOTING (or a new one queued) calls admit() again. */
-  if (l && g_get_monotonic_time() >= until)
-    return G_SOURCE_CONTINUE;
-  fleet->admit_idle = 0;
-  return G_SOURCE_REMOVE;
+  fleet->started++;
+  nf_vm_start(vm, NULL); /* a failure arrives as a state change */
 }
 
 static gboolean resume_cb(gpointer data)
@@ -400,7 +307,7 @@ static gboolean resume_cb(gpointer data)
   NfFleet *fleet = data;
   fleet->resume_timer = 0;
   notice(fleet, "restarts resumed");
-  admit(fleet);
+  nf_limiter_kick(fleet->limiter);
   return G_SOURCE_REMOVE;
 }
 
@@ -430,8 +337,9 @@ static void note_failure(NfFleet *fleet)
     if (fleet->fail_times[i] && now - fleet->fail_times[i] <= (gint64)p->window_ms * 1000)
       recent++;
   guint threshold = MAX(3, (fleet->vms->len + 1) / 2);
-  if (recent >= threshold && !restarts_paused(fleet) && fleet->vms->len >= 3) {
-    fleet->paused_until = now + (gint64)p->window_ms * 1000;
+  if (recent >= threshold && !nf_limiter_restarts_held(fleet->limiter) &&
+      fleet->vms->len >= 3) {
+    nf_limiter_hold_restarts(fleet->limiter, now + (gint64)p->window_ms * 1000);
     g_autofree char *msg = g_strdup_printf(
         "restarts paused for %u s: %u guests failed within %u s (host trouble?)",
         p->window_ms / 1000, recent, p->window_ms / 1000);
@@ -468,6 +376,7 @@ static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state,
       !fleet->any_up && !fleet->start_failed_sent && !fleet->stopping) {
     /* No guest of this fleet ever came up: it is the setup, not the guest. */
     fleet->start_failed_sent = TRUE;
+    nf_limiter_close(fleet->limiter);
     g_autoptr(GError) error =
         g_error_new(NF_FLEET_ERROR, NF_FLEET_ERROR_START, "%s: qemu failed before it was up: %s",
                     nf_vm_name(vm), nf_vm_exit_reason(vm));
@@ -482,12 +391,12 @@ static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state,
     if (fleet->stopping)
       nf_vm_stop(vm, FALSE);
     else
-      g_queue_push_tail(&fleet->waiting, vm);
+      nf_limiter_push(fleet->limiter, vm);
   }
   if (old_state == NF_VM_QUEUED && new_state != NF_VM_STARTING)
-    g_queue_remove(&fleet->waiting, vm);
-  if ((is_booting(old_state) && !is_booting(new_state)) || new_state == NF_VM_QUEUED)
-    admit(fleet);
+    nf_limiter_remove(fleet->limiter, vm);
+  if (is_booting(old_state) && !is_booting(new_state))
+    nf_limiter_kick(fleet->limiter);
   if (!nf_vm_is_running(vm) && g_hash_table_contains(fleet->retiring, vm) &&
       fleet->retire_idle == 0)
     fleet->retire_idle = g_idle_add(retire_cb, fleet);
@@ -503,7 +412,7 @@ static gboolean retire_cb(gpointer data)
     NfVm *vm = g_ptr_array_index(fleet->vms, i);
     if (g_hash_table_contains(fleet->retiring, vm) && !nf_vm_is_running(vm)) {
       g_hash_table_remove(fleet->retiring, vm);
-      g_queue_remove(&fleet->waiting, vm);
+      nf_limiter_remove(fleet->limiter, vm);
       fleet->per_state[nf_vm_state(vm)]--;
       g_ptr_array_remove_index(fleet->vms, i); /* frees it */
     }
@@ -633,8 +542,9 @@ void nf_fleet_stop(NfFleet *fleet, gboolean force)
   }
   fleet->stopping = TRUE;
   nf_vm_clear_timer(&fleet->resume_timer);
-  while (!g_queue_is_empty(&fleet->waiting))
-    nf_vm_stop(g_queue_pop_head(&fleet->waiting), force);
+  nf_limiter_close(fleet->limiter);
+  for (NfVm *vm; (vm = nf_limiter_pop(fleet->limiter)) != NULL;)
+    nf_vm_stop(vm, force);
   for (guint i = 0; i < fleet->vms->len; i++)
     nf_vm_stop(g_ptr_array_index(fleet->vms, i), force);
   maybe_stopped(fleet);
@@ -668,10 +578,8 @@ void nf_fleet_free(NfFleet *fleet)
   if (fleet->stopped_idle)
     g_source_remove(fleet->stopped_idle);
   nf_vm_clear_timer(&fleet->retire_idle);
-  nf_vm_clear_timer(&fleet->admit_idle);
-  nf_vm_clear_timer(&fleet->adapt_timer);
   nf_vm_clear_timer(&fleet->resume_timer);
-  g_queue_clear(&fleet->waiting);
+  g_clear_pointer(&fleet->limiter, nf_limiter_free);
   if (fleet->detaching)
     for (guint i = 0; i < fleet->vms->len; i++)
       nf_vm_detach(g_ptr_array_index(fleet->vms, i));
@@ -734,7 +642,7 @@ NfVm *nf_fleet_vm(const NfFleet *fleet, guint index)
 }
 guint nf_fleet_batch(const NfFleet *fleet)
 {
-  return fleet->batch;
+  return nf_limiter_batch(fleet->limiter);
 }
 NfAccel nf_fleet_accel(const NfFleet *fleet)
 {
