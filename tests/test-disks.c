@@ -17,34 +17,8 @@
 #define BOOT_MS 120000
 #define STOP_MS 60000
 
-static void sh(const char *cmd)
-{
-  g_autofree char *out = NULL, *err = NULL;
-  int status = 0;
-  g_autoptr(GError) error = NULL;
-  const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
-  g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err, &status,
-               &error);
-  g_assert_no_error(error);
-  if (!g_spawn_check_wait_status(status, NULL))
-    g_error("`%s` failed: %s", cmd, err);
-}
 
-static char *sha256_file(const char *path)
-{
-  g_autofree char *data = NULL;
-  gsize len = 0;
-  g_assert_true(g_file_get_contents(path, &data, &len, NULL));
-  return g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)data, len);
-}
 
-static char *make_ext4_base(const char *tmp)
-{
-  char *img = g_build_filename(tmp, "data.img", NULL);
-  g_autofree char *cmd = g_strdup_printf("mke2fs -q -t ext4 -F '%s' 16M", img);
-  sh(cmd);
-  return img;
-}
 
 static int run_to_end(NfTestProc *p)
 {
@@ -55,8 +29,8 @@ static int run_to_end(NfTestProc *p)
 static void test_persistence_and_reflash(void)
 {
   g_autofree char *tmp = nf_test_tmpdir_new();
-  g_autofree char *base = make_ext4_base(tmp);
-  g_autofree char *before = sha256_file(base);
+  g_autofree char *base = nf_test_make_ext4_base(tmp);
+  g_autofree char *before = nf_test_sha256_file(base);
   g_autofree char *console = g_build_filename(tmp, "state/nervesfleet/disk/vm-0001/console.log", NULL);
   const char *args[] = {"run", "1", "--name", "disk", "--disk", base, "--backoff", "0.2", NULL};
 
@@ -86,7 +60,7 @@ static void test_persistence_and_reflash(void)
   g_assert_nonnull(strstr(strstr(text, "boots=3"), "nervesfleet-data boots=1"));
   g_assert_cmpint(run_to_end(p3), ==, 0);
 
-  g_autofree char *after = sha256_file(base);
+  g_autofree char *after = nf_test_sha256_file(base);
   g_assert_cmpstr(before, ==, after);
   nf_test_tmpdir_cleanup(tmp);
 }
@@ -94,14 +68,14 @@ static void test_persistence_and_reflash(void)
 static void test_base_changed_is_refused(void)
 {
   g_autofree char *tmp = nf_test_tmpdir_new();
-  g_autofree char *base = make_ext4_base(tmp);
+  g_autofree char *base = nf_test_make_ext4_base(tmp);
   const char *args[] = {"run", "1", "--name", "chg", "--disk", base, NULL};
   g_autoptr(NfTestProc) p = nf_test_proc_spawn(tmp, args);
   g_assert_true(nf_test_proc_wait_output(p, "all 1 guests ready", BOOT_MS));
   g_assert_cmpint(run_to_end(p), ==, 0);
 
   g_autofree char *cmd = g_strdup_printf("printf x | dd of='%s' bs=1 seek=100 conv=notrunc 2>/dev/null", base);
-  sh(cmd);
+  nf_test_sh(cmd);
   g_autofree char *out = NULL;
   g_assert_cmpint(nf_test_run_cli(tmp, args, 60000, &out), ==, 1);
   g_assert_nonnull(strstr(out, "--reflash-all"));
@@ -129,20 +103,8 @@ static void test_bad_base(void)
 static void test_nerves_profile_env_serials(void)
 {
   g_autofree char *tmp = nf_test_tmpdir_new();
-  g_autofree char *env_txt = g_build_filename(tmp, "env.txt", NULL);
-  g_autofree char *env_bin = g_build_filename(tmp, "env.bin", NULL);
-  g_autofree char *disk = g_build_filename(tmp, "firmware.img", NULL);
-  g_assert_true(g_file_set_contents(env_txt,
-                                    "nerves_fw_active=a\na.nerves_fw_version=1.0.0\n"
-                                    "b.nerves_fw_version=0.9.0\nupgrade_available=0\n"
-                                    "nerves_fw_validated=1\nnerves_serial_number=BASE-0\n",
-                                    -1, NULL));
-  g_autofree char *cmd = g_strdup_printf(
-      "mkenvimage -s 0x20000 -o '%s' '%s' && truncate -s 4M '%s' && "
-      "dd if='%s' of='%s' bs=512 seek=16 conv=notrunc 2>/dev/null",
-      env_bin, env_txt, disk, env_bin, disk);
-  sh(cmd);
-  g_autofree char *before = sha256_file(disk);
+  g_autofree char *disk = nf_test_make_firmware_disk(tmp);
+  g_autofree char *before = nf_test_sha256_file(disk);
   g_autofree char *kernel = nf_test_guest_kernel();
   g_autofree char *initrd = nf_test_guest_initrd();
   /* little_loader is not packaged: the sim kernel stands in for it, behind
@@ -166,7 +128,7 @@ static void test_nerves_profile_env_serials(void)
     g_assert_null(strstr(qtext, "-no-reboot"));
   }
   g_assert_cmpint(run_to_end(p), ==, 0);
-  g_autofree char *after = sha256_file(disk);
+  g_autofree char *after = nf_test_sha256_file(disk);
   g_assert_cmpstr(before, ==, after);
   nf_test_tmpdir_cleanup(tmp);
 }

@@ -19,32 +19,12 @@
 #define CLI_MS 180000
 #define STOP_MS 60000
 
-static void sh(const char *cmd);
-static char *sha256_file(const char *path);
 static char *cli(const char *tmp, int want, const char *const *args);
 static json_t *ps_guest(const char *tmp, const char *fleet, guint id);
 static char *last_boots_line(const char *console);
 static int run_to_end(NfTestProc *p);
 
-static void sh(const char *cmd)
-{
-  g_autofree char *out = NULL, *err = NULL;
-  int status = 0;
-  g_autoptr(GError) error = NULL;
-  const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
-  g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err, &status, &error);
-  g_assert_no_error(error);
-  if (!g_spawn_check_wait_status(status, NULL))
-    g_error("`%s` failed: %s", cmd, err);
-}
 
-static char *sha256_file(const char *path)
-{
-  g_autofree char *data = NULL;
-  gsize len = 0;
-  g_assert_true(g_file_get_contents(path, &data, &len, NULL));
-  return g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)data, len);
-}
 
 /* Runs one CLI command to completion, asserts its exit status, returns its
  * merged output. */
@@ -98,10 +78,8 @@ static int run_to_end(NfTestProc *p)
 static void test_reflash_running_guest(void)
 {
   g_autofree char *tmp = nf_test_tmpdir_new();
-  g_autofree char *base = g_build_filename(tmp, "data.img", NULL);
-  g_autofree char *mkfs = g_strdup_printf("mke2fs -q -t ext4 -F '%s' 16M", base);
-  sh(mkfs);
-  g_autofree char *before = sha256_file(base);
+  g_autofree char *base = nf_test_make_ext4_base(tmp);
+  g_autofree char *before = nf_test_sha256_file(base);
   g_autofree char *console =
       g_build_filename(tmp, "state/nervesfleet/rf/vm-0001/console.log", NULL);
   g_autofree char *overlay = g_build_filename(tmp, "state/nervesfleet/rf/disks/rf-1.qcow2", NULL);
@@ -139,7 +117,7 @@ static void test_reflash_running_guest(void)
   }
 
   g_assert_cmpint(run_to_end(p), ==, 0);
-  g_autofree char *after = sha256_file(base);
+  g_autofree char *after = nf_test_sha256_file(base);
   g_assert_cmpstr(before, ==, after);
   nf_test_tmpdir_cleanup(tmp);
 }
@@ -171,19 +149,7 @@ static void test_reflash_without_disks(void)
 static void test_ps_nerves_firmware_extras(void)
 {
   g_autofree char *tmp = nf_test_tmpdir_new();
-  g_autofree char *env_txt = g_build_filename(tmp, "env.txt", NULL);
-  g_autofree char *env_bin = g_build_filename(tmp, "env.bin", NULL);
-  g_autofree char *disk = g_build_filename(tmp, "firmware.img", NULL);
-  g_assert_true(g_file_set_contents(env_txt,
-                                    "nerves_fw_active=a\na.nerves_fw_version=1.0.0\n"
-                                    "b.nerves_fw_version=0.9.0\nupgrade_available=0\n"
-                                    "nerves_fw_validated=1\nnerves_serial_number=BASE-0\n",
-                                    -1, NULL));
-  g_autofree char *cmd =
-      g_strdup_printf("mkenvimage -s 0x20000 -o '%s' '%s' && truncate -s 4M '%s' && "
-                      "dd if='%s' of='%s' bs=512 seek=16 conv=notrunc 2>/dev/null",
-                      env_bin, env_txt, disk, env_bin, disk);
-  sh(cmd);
+  g_autofree char *disk = nf_test_make_firmware_disk(tmp);
   g_autofree char *kernel = nf_test_guest_kernel();
   g_autofree char *initrd = nf_test_guest_initrd();
   /* The sim kernel stands in for little_loader (not packaged), as in

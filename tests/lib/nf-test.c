@@ -367,3 +367,50 @@ gboolean nf_test_wait_file_contains(const char *path, const char *needle, guint 
   g_file_monitor_cancel(mon);
   return w.found;
 }
+
+void nf_test_sh(const char *cmd)
+{
+  g_autofree char *out = NULL, *err = NULL;
+  int status = 0;
+  g_autoptr(GError) error = NULL;
+  const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+  g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err, &status,
+               &error);
+  g_assert_no_error(error);
+  if (!g_spawn_check_wait_status(status, NULL))
+    g_error("`%s` failed: %s", cmd, err);
+}
+
+char *nf_test_sha256_file(const char *path)
+{
+  g_autofree char *data = NULL;
+  gsize len = 0;
+  g_assert_true(g_file_get_contents(path, &data, &len, NULL));
+  return g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)data, len);
+}
+
+char *nf_test_make_ext4_base(const char *dir)
+{
+  char *img = g_build_filename(dir, "data.img", NULL);
+  g_autofree char *cmd = g_strdup_printf("mke2fs -q -t ext4 -F '%s' 16M", img);
+  nf_test_sh(cmd);
+  return img;
+}
+
+char *nf_test_make_firmware_disk(const char *dir)
+{
+  g_autofree char *env_txt = g_build_filename(dir, "env.txt", NULL);
+  g_autofree char *env_bin = g_build_filename(dir, "env.bin", NULL);
+  char *disk = g_build_filename(dir, "firmware.img", NULL);
+  g_assert_true(g_file_set_contents(env_txt,
+                                    "nerves_fw_active=a\na.nerves_fw_version=1.0.0\n"
+                                    "b.nerves_fw_version=0.9.0\nupgrade_available=0\n"
+                                    "nerves_fw_validated=1\nnerves_serial_number=BASE-0\n",
+                                    -1, NULL));
+  g_autofree char *cmd =
+      g_strdup_printf("mkenvimage -s 0x20000 -o '%s' '%s' && truncate -s 4M '%s' && "
+                      "dd if='%s' of='%s' bs=512 seek=16 conv=notrunc 2>/dev/null",
+                      env_bin, env_txt, disk, env_bin, disk);
+  nf_test_sh(cmd);
+  return disk;
+}

@@ -63,3 +63,14 @@ gboolean nf_test_wait_pids_gone(GArray *pids, guint timeout_ms);
 /* Waits (on inotify via GFileMonitor) until the file at `path` exists and
  * contains `needle`. */
 gboolean nf_test_wait_file_contains(const char *path, const char *needle, guint timeout_ms);
+
+/* Runs `cmd` with /bin/sh; the test fails (with its stderr) if it does. */
+void nf_test_sh(const char *cmd);
+/* Hex SHA-256 of a file's contents. */
+char *nf_test_sha256_file(const char *path);
+/* A 16 MiB ext4 image at <dir>/data.img (a base for --disk). */
+char *nf_test_make_ext4_base(const char *dir);
+/* A 4 MiB raw "Nerves firmware" disk at <dir>/firmware.img: a U-Boot env
+ * (mkenvimage, 128 KiB) at byte 0x2000 with slot a active, version 1.0.0,
+ * validated, and a placeholder nerves_serial_number. */
+char *nf_test_make_firmware_disk(const char *dir);
