@@ -67,6 +67,7 @@ void nf_vm_set_state(NfVm *vm, NfVmState state, const char *reason)
   if (old == state)
     return;
   vm->state = state;
+  nf_vm_log_transition(vm, old, state, reason);
   nf_vm_write_status(vm);
   if (vm->cb.state_changed)
     vm->cb.state_changed(vm, old, state, reason, vm->user_data);

@@ -121,6 +121,9 @@ void nf_vm_set_state(NfVm *vm, NfVmState state, const char *reason);
 gboolean nf_vm_spawn(NfVm *vm, GError **error);
 void nf_vm_release(NfVm *vm); /* drop channels, timers, runtime files */
 void nf_vm_write_status(NfVm *vm);
+/* Appends "<time> <old> -> <new>: <reason>" to <state>/vm-NNNN/events.log. */
+void nf_vm_log_transition(NfVm *vm, NfVmState old_state, NfVmState new_state,
+                          const char *reason);
 void nf_vm_clear_timer(guint *id);
 
 /* health.c: a fleet-wide probe timer shared by all guests */

@@ -42,6 +42,7 @@ static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpoint
 static void remove_runtime_files(NfVm *vm);
 static void drop_channels(NfVm *vm);
 static void write_status_now(NfVm *vm);
+static gboolean ensure_state_dir(NfVm *vm);
 static gboolean status_flush_cb(gpointer data);
 static void reset_run_facts(NfVm *vm);
 static gboolean pid_is_our_qemu(NfVm *vm, GPid pid);
@@ -464,6 +465,34 @@ void nf_vm_free(NfVm *vm)
   g_free(vm);
 }
 
+static gboolean ensure_state_dir(NfVm *vm)
+{
+  if (!vm->state_dir_made && g_mkdir_with_parents(vm->state_dir, 0755) == 0)
+    vm->state_dir_made = TRUE;
+  return vm->state_dir_made;
+}
+
+void nf_vm_log_transition(NfVm *vm, NfVmState old_state, NfVmState new_state,
+                          const char *reason)
+{
+  /* Opened per line: transitions are rare after boot, and a held fd per
+   * guest would count against the open-file limit at thousands of guests. */
+  if (!ensure_state_dir(vm))
+    return;
+  g_autofree char *path = g_build_filename(vm->state_dir, "events.log", NULL);
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return;
+  g_autoptr(GDateTime) now = g_date_time_new_now_utc();
+  g_autofree char *stamp = g_date_time_format(now, "%FT%T.%fZ");
+  g_autofree char *line = g_strdup_printf("%s %s -> %s: %s\n", stamp, nf_vm_state_name(old_state),
+                                          nf_vm_state_name(new_state), reason ? reason : "");
+  if (write(fd, line, strlen(line)) < 0) {
+    /* best effort, like the console log */
+  }
+  close(fd);
+}
+
 static gboolean status_flush_cb(gpointer data)
 {
   NfVm *vm = data;
@@ -496,9 +525,8 @@ static void write_status_now(NfVm *vm)
       "pid", (json_int_t)nf_vm_pid(vm), "started_at_us", (json_int_t)vm->started_wall,
       "restarts", (int)vm->restarts, "last_exit", nf_exit_kind_name(vm->exit_kind),
       "last_exit_reason", vm->exit_reason, "last_exit_at_us", (json_int_t)vm->exit_time);
-  if (o == NULL || (!vm->state_dir_made && g_mkdir_with_parents(vm->state_dir, 0755) != 0))
+  if (o == NULL || !ensure_state_dir(vm))
     return;
-  vm->state_dir_made = TRUE;
   g_autofree char *text = json_dumps(o, JSON_COMPACT);
   /* Temp file + rename: readers never see half a file. No fsync: this runs
    * at every transition of thousands of guests, and after a host crash the

@@ -66,6 +66,14 @@ static void test_kill9_crashed_then_restarted(void)
   g_assert_true(g_file_get_contents(status, &text, NULL, NULL));
   g_assert_nonnull(strstr(text, "\"last_exit\":\"crashed\""));
   g_assert_nonnull(strstr(text, "\"restarts\":1"));
+  /* Every transition is logged with its reason. */
+  g_autofree char *events = g_build_filename(tmp, "state/nervesfleet/k9/vm-0001/events.log", NULL);
+  g_autofree char *etext = NULL;
+  g_assert_true(g_file_get_contents(events, &etext, NULL, NULL));
+  g_assert_nonnull(strstr(etext, " created -> queued: "));
+  g_assert_nonnull(strstr(etext, " starting -> booting: QMP connected"));
+  g_assert_nonnull(strstr(etext, " ready -> backoff: exited: crashed (qemu killed by signal 9"));
+  g_assert_nonnull(strstr(etext, " backoff -> queued: restarting after backoff"));
   stop_and_clean(p, tmp);
 }
 
