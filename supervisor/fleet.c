@@ -439,7 +439,16 @@ void nf_fleet_remove_listener(NfFleet *fleet, guint id)
 
 NfVm *nf_fleet_find_vm(const NfFleet *fleet, guint id)
 {
-  for (guint i = 0; i < fleet->vms->len; i++) {
+  /* Ids are contiguous from id_offset + 1 in array order (scale adds and
+   * removes at the end), so this is a direct index; called per runtime file
+   * at start and per TARGET id, a scan would be quadratic at thousands. */
+  guint i = id - fleet->config->id_offset - 1;
+  if (id > fleet->config->id_offset && i < fleet->vms->len) {
+    NfVm *vm = g_ptr_array_index(fleet->vms, i);
+    if (nf_vm_id(vm) == id)
+      return g_hash_table_contains(fleet->retiring, vm) ? NULL : vm;
+  }
+  for (i = 0; i < fleet->vms->len; i++) {
     NfVm *vm = g_ptr_array_index(fleet->vms, i);
     if (nf_vm_id(vm) == id && !g_hash_table_contains(fleet->retiring, vm))
       return vm;
