@@ -9,8 +9,13 @@ PREFIX   ?= /usr/local
 DESTDIR  ?=
 CC       ?= cc
 PKGS      = glib-2.0 gio-2.0 gio-unix-2.0 jansson
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# Read when a compile or link first needs them, not when this file is parsed:
+# `make demo` / `make check` install the packages first (scripts/install-deps.sh)
+# and only then build in a sub-make, so a fresh machine works the first time.
+PKG_CFLAGS = $(eval PKG_CFLAGS := $$(call pkg_config,--cflags))$(PKG_CFLAGS)
+PKG_LIBS   = $(eval PKG_LIBS := $$(call pkg_config,--libs))$(PKG_LIBS)
+pkg_config = $(or $(shell pkg-config $(1) $(PKGS) 2>/dev/null),\
+  $(error pkg-config finds no $(PKGS): install the dependencies first with `make deps`))
 WARN      = -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
             -Wmissing-prototypes -Wstrict-prototypes
 CPPFLAGS += -I. -D_GNU_SOURCE -DGLIB_VERSION_MIN_REQUIRED=GLIB_VERSION_2_74 \
@@ -33,7 +38,8 @@ NF_CACHE  ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/nervesfleet
 GUEST_DIR ?= $(NF_CACHE)/guest
 JOBS      ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 2 ? 2 : n )))
 
-.PHONY: all deps guest demo check unit check-build fuzz bench clean install uninstall format
+.PHONY: all deps guest demo check unit check-build fuzz bench clean install uninstall format \
+        format-check
 
 all: nervesfleet
 
@@ -82,7 +88,11 @@ TEST_ENV = NF_BIN=$(CURDIR)/build/asan/nervesfleet NF_GUEST_DIR=$(GUEST_DIR) \
            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
            G_DEBUG=fatal-criticals
 
-check: check-build guest
+# Installs what is missing first (a no-op when all is there), then builds in a
+# sub-make that sees the installed libraries.
+check:
+	scripts/install-deps.sh
+	$(MAKE) check-build guest
 	$(TEST_ENV) prove --exec '' -j $(JOBS) --timer $(if $(T),$(patsubst %,build/asan/tests/%,$(T)),$(TEST_BINS))
 
 # Unit tests only (no qemu): quick inner loop.
@@ -111,8 +121,13 @@ deps:
 guest:
 	guest/build-guest.sh "$(GUEST_DIR)"
 
-demo: deps all guest
-	./nervesfleet run 4
+# The README's first command. DEMO_ARGS lets CI take the very same path
+# without a terminal (`make demo DEMO_ARGS='--exec true'`).
+DEMO_ARGS ?=
+demo:
+	scripts/install-deps.sh
+	$(MAKE) all guest
+	./nervesfleet run 4 $(DEMO_ARGS)
 
 BENCH_BINS = $(patsubst bench/%.c,build/rel/bench/%,$(BENCH_SRCS))
 build/rel/bench/%: build/rel/bench/%.o build/rel/libnf.a
@@ -132,8 +147,14 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/nervesfleet $(DESTDIR)$(PREFIX)/share/nervesfleet/build-guest.sh \
 	  $(DESTDIR)$(PREFIX)/share/nervesfleet/init
 
+FORMAT_SRCS = $(foreach m,$(MODULES),$(wildcard $(m)/*.[ch])) \
+  $(wildcard tests/*.c tests/lib/*.[ch] tests/helpers/*.c tests/fuzz/*.c bench/*.c)
 format:
-	clang-format -i $(foreach m,$(MODULES),$(wildcard $(m)/*.[ch])) $(wildcard tests/*.c tests/lib/*.[ch] tests/helpers/*.c tests/fuzz/*.c bench/*.c)
+	clang-format -i $(FORMAT_SRCS)
+
+# CI: fails when a file is not in the checked-in style (`make format` fixes it).
+format-check:
+	clang-format --dry-run -Werror $(FORMAT_SRCS)
 
 clean:
 	rm -rf build nervesfleet

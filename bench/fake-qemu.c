@@ -167,11 +167,32 @@ static void parse_chardev(const char *value)
 
 static bool takes_no_value(const char *opt)
 {
-  static const char *const flags[] = {
-      "nodefaults", "no-user-config", "no-reboot", "no-shutdown", "S", "snapshot",
-      "nographic", "enable-kvm", "daemonize", "s", "no-hpet", "no-acpi", "only-migratable",
-      "preconfig", "full-screen", "usb", "no-quit", "alt-grab", "ctrl-grab", "enable-fips",
-      "version", "help", "h", "no-fd-bootchk", "win2k-hack", NULL};
+  static const char *const flags[] = {"nodefaults",
+                                      "no-user-config",
+                                      "no-reboot",
+                                      "no-shutdown",
+                                      "S",
+                                      "snapshot",
+                                      "nographic",
+                                      "enable-kvm",
+                                      "daemonize",
+                                      "s",
+                                      "no-hpet",
+                                      "no-acpi",
+                                      "only-migratable",
+                                      "preconfig",
+                                      "full-screen",
+                                      "usb",
+                                      "no-quit",
+                                      "alt-grab",
+                                      "ctrl-grab",
+                                      "enable-fips",
+                                      "version",
+                                      "help",
+                                      "h",
+                                      "no-fd-bootchk",
+                                      "win2k-hack",
+                                      NULL};
   for (const char *const *f = flags; *f; f++)
     if (strcmp(opt, *f) == 0)
       return true;
@@ -378,10 +399,10 @@ static json_t *guest_stats(void)
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   json_int_t free_mem = (json_int_t)(balloon_actual * 3 / 4);
-  return json_pack("{s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:I}", "stats",
-                   "stat-swap-in", (json_int_t)0, "stat-swap-out", (json_int_t)0,
-                   "stat-major-faults", (json_int_t)0, "stat-minor-faults", (json_int_t)1234,
-                   "stat-free-memory", free_mem, "stat-total-memory", (json_int_t)balloon_actual,
+  return json_pack("{s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:I}", "stats", "stat-swap-in",
+                   (json_int_t)0, "stat-swap-out", (json_int_t)0, "stat-major-faults",
+                   (json_int_t)0, "stat-minor-faults", (json_int_t)1234, "stat-free-memory",
+                   free_mem, "stat-total-memory", (json_int_t)balloon_actual,
                    "stat-available-memory", free_mem, "stat-disk-caches", (json_int_t)4 << 20,
                    "stat-htlb-pgalloc", (json_int_t)0, "stat-htlb-pgfail", (json_int_t)0,
                    "last-update", (json_int_t)ts.tv_sec);
@@ -412,11 +433,13 @@ static void handle_command(Chardev *c, json_t *req)
     reply_error(c, id, "CommandNotFound",
                 "Capabilities negotiation is already complete, command ignored");
   } else if (strcmp(cmd, "query-status") == 0) {
-    reply(c, id, json_pack("{s:s,s:b,s:b}", "status", running ? "running" : "paused",
-                           "singlestep", 0, "running", running));
+    reply(c, id,
+          json_pack("{s:s,s:b,s:b}", "status", running ? "running" : "paused", "singlestep", 0,
+                    "running", running));
   } else if (strcmp(cmd, "query-version") == 0) {
-    reply(c, id, json_pack("{s:{s:i,s:i,s:i},s:s}", "qemu", "micro", 22, "minor", 2, "major", 7,
-                           "package", "fake"));
+    reply(c, id,
+          json_pack("{s:{s:i,s:i,s:i},s:s}", "qemu", "micro", 22, "minor", 2, "major", 7, "package",
+                    "fake"));
   } else if (strcmp(cmd, "quit") == 0) {
     reply(c, id, NULL);
     finish(0, "host-qmp-quit");
@@ -555,7 +578,7 @@ static void conn_readable(Chardev *c)
 static void finish(int code, const char *reason)
 {
   emit_event("SHUTDOWN", json_pack("{s:b,s:s}", "guest", strcmp(reason, "guest-shutdown") == 0,
-                                    "reason", reason));
+                                   "reason", reason));
   /* Deliver what is queued (bounded), then go, as qemu does. */
   int64_t deadline = now_ms() + 1000;
   for (int i = 0; i < n_chardevs; i++) {

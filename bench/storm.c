@@ -274,8 +274,7 @@ int main(int argc, char **argv)
     g_string_append_printf(j, "%s%.3f", i ? ", " : "", c[i]);
   g_string_append_printf(j,
                          "], \"rss_kib\": %" G_GUINT64_FORMAT ", \"pss_kib\": %" G_GUINT64_FORMAT
-                         ", \"mem_available_kib\": %" G_GUINT64_FORMAT
-                         ", \"idle_cpu_pct\": %.2f}",
+                         ", \"mem_available_kib\": %" G_GUINT64_FORMAT ", \"idle_cpu_pct\": %.2f}",
                          rss, pss, avail, idle_pct);
   puts(j->str);
   fflush(stdout);

@@ -25,7 +25,12 @@ struct NfClient {
   json_t *last_error;
 };
 
-G_DEFINE_QUARK(nf - client - error - quark, nf_client_error)
+/* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
+ * reads the dashes as operators and the quark string would change. */
+GQuark nf_client_error_quark(void)
+{
+  return g_quark_from_static_string("nf-client-error-quark");
+}
 
 static gssize fill(NfClient *c, gint64 deadline, GError **error);
 

@@ -87,8 +87,7 @@ int nf_cmd_down(int argc, char **argv)
   g_autoptr(GError) error = NULL;
   GOptionEntry entries[] = {
       {"name", 'n', 0, G_OPTION_ARG_STRING, &name, "Fleet name (default: default)", "NAME"},
-      {"runtime-dir", 0, 0, G_OPTION_ARG_FILENAME, &runtime_dir, "The fleet's runtime dir",
-       "DIR"},
+      {"runtime-dir", 0, 0, G_OPTION_ARG_FILENAME, &runtime_dir, "The fleet's runtime dir", "DIR"},
       {"leave-running", 0, 0, G_OPTION_ARG_NONE, &leave,
        "Stop only the supervisor; the guests keep running for the next one (upgrade)", NULL},
       {"timeout", 0, 0, G_OPTION_ARG_STRING, &timeout,

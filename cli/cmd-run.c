@@ -199,10 +199,9 @@ int nf_cmd_run(int argc, char **argv)
     nf_daemon_report_ok(report_fd, msg, log);
   }
   rs.progress = nf_progress_new(stdout, isatty(STDOUT_FILENO), mode.quiet);
-  guint sigs[] = {g_unix_signal_add(SIGINT, signal_cb, &rs),
-                  g_unix_signal_add(SIGTERM, signal_cb, &rs),
-                  g_unix_signal_add(SIGHUP, signal_cb, &rs),
-                  g_unix_signal_add(SIGUSR1, leave_cb, &rs)};
+  guint sigs[] = {
+      g_unix_signal_add(SIGINT, signal_cb, &rs), g_unix_signal_add(SIGTERM, signal_cb, &rs),
+      g_unix_signal_add(SIGHUP, signal_cb, &rs), g_unix_signal_add(SIGUSR1, leave_cb, &rs)};
 
   nf_progress_say(rs.progress,
                   "fleet '%s': %u guests, %s, %" G_GUINT64_FORMAT "M each, %u booting at once, "
@@ -212,9 +211,9 @@ int nf_cmd_run(int argc, char **argv)
   nf_progress_say(rs.progress, "logs in %s; %s", nf_fleet_state_dir(rs.fleet),
                   mode.detach ? "`nervesfleet down` stops the fleet" : "Ctrl-C stops the fleet");
   if (mode.exec_argv)
-    rs.exec = nf_run_exec_new(rs.fleet, mode.exec_argv,
-                              rs.control ? nf_control_socket_path(rs.control) : NULL,
-                              exec_done_cb, &rs);
+    rs.exec =
+        nf_run_exec_new(rs.fleet, mode.exec_argv,
+                        rs.control ? nf_control_socket_path(rs.control) : NULL, exec_done_cb, &rs);
   nf_fleet_start(rs.fleet);
   g_main_loop_run(rs.loop);
   nf_run_exec_free(rs.exec);

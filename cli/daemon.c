@@ -68,7 +68,7 @@ void nf_daemon_start(int *report_fd)
   }
   fprintf(stderr, "nervesfleet: %s\n",
           g_str_has_prefix(msg->str, "error ") ? msg->str + 6
-                                                : "run -d: the supervisor died while starting");
+                                               : "run -d: the supervisor died while starting");
   exit(1);
 }
 

@@ -48,8 +48,7 @@ gboolean nf_parse_size_mib(const char *flag, const char *text, guint64 *mib, GEr
   return TRUE;
 }
 
-gboolean nf_parse_count(const char *what, const char *text, guint max, guint *out,
-                        GError **error)
+gboolean nf_parse_count(const char *what, const char *text, guint max, guint *out, GError **error)
 {
   char *end = NULL;
   errno = 0;

@@ -14,12 +14,12 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
 {
   g_autofree char *name = NULL, *memory = NULL, *accel = NULL, *qemu = NULL, *kernel = NULL,
                   *initrd = NULL, *append = NULL, *state_dir = NULL, *runtime_dir = NULL,
-                  *serial_format = NULL, *stop_timeout = NULL, *boot_timeout = NULL,
-                  *batch = NULL, *id_offset = NULL, *restart = NULL, *backoff = NULL,
-                  *backoff_max = NULL, *max_restarts = NULL, *restart_window = NULL,
-                  *health_interval = NULL, *health_timeout = NULL, *heartbeat_timeout = NULL,
-                  *memory_limit = NULL, *profile = NULL, *disk = NULL, *disk_format = NULL,
-                  *firmware = NULL, *loader = NULL, *ready_marker = NULL;
+                  *serial_format = NULL, *stop_timeout = NULL, *boot_timeout = NULL, *batch = NULL,
+                  *id_offset = NULL, *restart = NULL, *backoff = NULL, *backoff_max = NULL,
+                  *max_restarts = NULL, *restart_window = NULL, *health_interval = NULL,
+                  *health_timeout = NULL, *heartbeat_timeout = NULL, *memory_limit = NULL,
+                  *profile = NULL, *disk = NULL, *disk_format = NULL, *firmware = NULL,
+                  *loader = NULL, *ready_marker = NULL;
   g_auto(GStrv) qemu_args = NULL;
   gboolean exec_flag = FALSE;
   GOptionEntry entries[] = {
@@ -29,23 +29,23 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       {"memory", 'm', 0, G_OPTION_ARG_STRING, &memory, "Guest RAM (default: 128M)", "SIZE"},
       {"accel", 0, 0, G_OPTION_ARG_STRING, &accel, "auto, kvm, tcg or hvf (default: auto)",
        "ACCEL"},
-      {"qemu", 0, 0, G_OPTION_ARG_FILENAME, &qemu,
-       "qemu binary (default: qemu-system-aarch64)", "PATH"},
+      {"qemu", 0, 0, G_OPTION_ARG_FILENAME, &qemu, "qemu binary (default: qemu-system-aarch64)",
+       "PATH"},
       {"kernel", 0, 0, G_OPTION_ARG_FILENAME, &kernel, "Guest kernel (default: built guest)",
        "FILE"},
-      {"initrd", 0, 0, G_OPTION_ARG_FILENAME, &initrd,
-       "Guest initramfs (default: built guest)", "FILE"},
+      {"initrd", 0, 0, G_OPTION_ARG_FILENAME, &initrd, "Guest initramfs (default: built guest)",
+       "FILE"},
       {"append", 0, 0, G_OPTION_ARG_STRING, &append, "Extra kernel command line", "ARGS"},
-      {"qemu-arg", 0, 0, G_OPTION_ARG_STRING_ARRAY, &qemu_args,
-       "Extra qemu argument (repeatable)", "ARG"},
+      {"qemu-arg", 0, 0, G_OPTION_ARG_STRING_ARRAY, &qemu_args, "Extra qemu argument (repeatable)",
+       "ARG"},
       {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir,
        "Logs and disks (default: $XDG_STATE_HOME/nervesfleet/NAME)", "DIR"},
       {"runtime-dir", 0, 0, G_OPTION_ARG_FILENAME, &runtime_dir,
        "Sockets and pid files (default: $XDG_RUNTIME_DIR/nervesfleet/NAME)", "DIR"},
       {"serial-format", 0, 0, G_OPTION_ARG_STRING, &serial_format,
        "Serial numbers (default: NF-%06u)", "FMT"},
-      {"id-offset", 0, 0, G_OPTION_ARG_STRING, &id_offset,
-       "First guest id minus one (default: 0)", "K"},
+      {"id-offset", 0, 0, G_OPTION_ARG_STRING, &id_offset, "First guest id minus one (default: 0)",
+       "K"},
       {"stop-timeout", 0, 0, G_OPTION_ARG_STRING, &stop_timeout,
        "Seconds between QMP quit and SIGKILL (default: 10)", "S"},
       {"boot-timeout", 0, 0, G_OPTION_ARG_STRING, &boot_timeout,
@@ -73,8 +73,8 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
        "sim (default guest) or nerves (little_loader + firmware disk)", "PROFILE"},
       {"disk", 0, 0, G_OPTION_ARG_FILENAME, &disk,
        "Base image; each guest gets its own persistent qcow2 overlay of it", "FILE"},
-      {"disk-format", 0, 0, G_OPTION_ARG_STRING, &disk_format,
-       "raw or qcow2 (default: detected)", "FMT"},
+      {"disk-format", 0, 0, G_OPTION_ARG_STRING, &disk_format, "raw or qcow2 (default: detected)",
+       "FMT"},
       {"firmware", 0, 0, G_OPTION_ARG_FILENAME, &firmware,
        "Nerves profile: the fwup-made firmware disk image (the base)", "FILE"},
       {"loader", 0, 0, G_OPTION_ARG_FILENAME, &loader,
@@ -84,12 +84,10 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       {"ready-marker", 0, 0, G_OPTION_ARG_STRING, &ready_marker,
        "Console text that means a guest is up (default: nervesfleet-ready)", "TEXT"},
       {"ksm", 0, 0, G_OPTION_ARG_NONE, &cfg->ksm,
-       "Merge identical guest pages (host KSM, needs root); restored when the fleet stops",
-       NULL},
+       "Merge identical guest pages (host KSM, needs root); restored when the fleet stops", NULL},
       {"detach", 'd', 0, G_OPTION_ARG_NONE, &mode->detach,
        "Run the supervisor in the background; guests survive its crash", NULL},
-      {"quiet", 'q', 0, G_OPTION_ARG_NONE, &mode->quiet, "Only the status line and failures",
-       NULL},
+      {"quiet", 'q', 0, G_OPTION_ARG_NONE, &mode->quiet, "Only the status line and failures", NULL},
       {"ephemeral", 0, 0, G_OPTION_ARG_NONE, &mode->ephemeral,
        "Remove the fleet's state dir (logs, disks) when it stops", NULL},
       {"exec", 0, 0, G_OPTION_ARG_NONE, &exec_flag,
@@ -174,8 +172,8 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
     }
   } else {
     if (firmware || loader) {
-      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                  "%s is for --profile nerves", firmware ? "--firmware" : "--loader");
+      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "%s is for --profile nerves",
+                  firmware ? "--firmware" : "--loader");
       return FALSE;
     }
     g_autofree char *guest_dir = nf_paths_default_guest_dir();
@@ -212,33 +210,32 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       return FALSE;
     cfg->id_offset = v;
   }
-  if (stop_timeout && !nf_parse_seconds_ms("--stop-timeout", stop_timeout,
-                                           &cfg->stop_timeout_ms, error))
+  if (stop_timeout &&
+      !nf_parse_seconds_ms("--stop-timeout", stop_timeout, &cfg->stop_timeout_ms, error))
     return FALSE;
-  if (boot_timeout && !nf_parse_seconds_ms("--boot-timeout", boot_timeout,
-                                           &cfg->boot_timeout_ms, error))
+  if (boot_timeout &&
+      !nf_parse_seconds_ms("--boot-timeout", boot_timeout, &cfg->boot_timeout_ms, error))
     return FALSE;
   if (restart && !nf_restart_mode_parse(restart, &cfg->restart.mode, error))
     return FALSE;
-  if ((backoff && !nf_parse_seconds_ms("--backoff", backoff, &cfg->restart.backoff_initial_ms,
-                                       error)) ||
-      (backoff_max && !nf_parse_seconds_ms("--backoff-max", backoff_max,
-                                           &cfg->restart.backoff_max_ms, error)) ||
-      (restart_window && !nf_parse_seconds_ms("--restart-window", restart_window,
-                                              &cfg->restart.window_ms, error)) ||
+  if ((backoff &&
+       !nf_parse_seconds_ms("--backoff", backoff, &cfg->restart.backoff_initial_ms, error)) ||
+      (backoff_max &&
+       !nf_parse_seconds_ms("--backoff-max", backoff_max, &cfg->restart.backoff_max_ms, error)) ||
+      (restart_window &&
+       !nf_parse_seconds_ms("--restart-window", restart_window, &cfg->restart.window_ms, error)) ||
       (max_restarts && !nf_parse_count("--max-restarts", max_restarts, 1000000,
                                        &cfg->restart.max_restarts, error)) ||
       (health_interval && !nf_parse_seconds_ms("--health-interval", health_interval,
                                                &cfg->health_interval_ms, error)) ||
-      (health_timeout && !nf_parse_seconds_ms("--health-timeout", health_timeout,
-                                              &cfg->health_timeout_ms, error)) ||
+      (health_timeout &&
+       !nf_parse_seconds_ms("--health-timeout", health_timeout, &cfg->health_timeout_ms, error)) ||
       (heartbeat_timeout && !nf_parse_seconds_ms("--heartbeat-timeout", heartbeat_timeout,
                                                  &cfg->heartbeat_timeout_ms, error)) ||
-      (memory_limit && !nf_parse_size_mib("--memory-limit", memory_limit,
-                                          &cfg->memory_limit_mib, error)))
+      (memory_limit &&
+       !nf_parse_size_mib("--memory-limit", memory_limit, &cfg->memory_limit_mib, error)))
     return FALSE;
   cfg->restart.backoff_max_ms = MAX(cfg->restart.backoff_max_ms, cfg->restart.backoff_initial_ms);
   cfg->detached = mode->detach;
   return TRUE;
 }
-

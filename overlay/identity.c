@@ -8,7 +8,12 @@
 
 #include <string.h>
 
-G_DEFINE_QUARK(nf - identity - error - quark, nf_identity_error)
+/* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
+ * reads the dashes as operators and the quark string would change. */
+GQuark nf_identity_error_quark(void)
+{
+  return g_quark_from_static_string("nf-identity-error-quark");
+}
 
 static gboolean bad_format(GError **error, const char *format, const char *why);
 

@@ -8,7 +8,12 @@
 #include <gio/gio.h>
 #include <string.h>
 
-G_DEFINE_QUARK(nf - overlay - error - quark, nf_overlay_error)
+/* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
+ * reads the dashes as operators and the quark string would change. */
+GQuark nf_overlay_error_quark(void)
+{
+  return g_quark_from_static_string("nf-overlay-error-quark");
+}
 
 char *nf_overlay_tool_first_line(const char *text)
 {

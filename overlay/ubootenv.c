@@ -28,7 +28,12 @@ struct NfUbootEnv {
 static gint env_find(const NfUbootEnv *env, const char *key);
 static gboolean pread_all(int fd, guint8 *buf, gsize len, goffset off, gsize *got);
 
-G_DEFINE_QUARK(nf - ubootenv - error - quark, nf_ubootenv_error)
+/* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
+ * reads the dashes as operators and the quark string would change. */
+GQuark nf_ubootenv_error_quark(void)
+{
+  return g_quark_from_static_string("nf-ubootenv-error-quark");
+}
 
 guint32 nf_ubootenv_crc32(const guint8 *data, gsize len)
 {

@@ -119,7 +119,12 @@ static GSourceFuncs nf_qmp_source_funcs = {
     .dispatch = nf_qmp_source_dispatch_cb,
 };
 
-G_DEFINE_QUARK(nf - qmp - error - quark, nf_qmp_error)
+/* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
+ * reads the dashes as operators and the quark string would change. */
+GQuark nf_qmp_error_quark(void)
+{
+  return g_quark_from_static_string("nf-qmp-error-quark");
+}
 
 /* --- construction and lifetime ------------------------------------------ */
 

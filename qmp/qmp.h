@@ -88,9 +88,8 @@ NfQmp *nf_qmp_new_from_fd(int fd, GMainContext *context, const NfQmpCallbacks *c
 /* Connects (non-blocking) to a unix socket at `path`. Returns NULL and sets
  * `error` (NF_QMP_ERROR_CONNECT) when the socket cannot be created or the
  * path is too long for sun_path; a refused connection also fails here. */
-NfQmp *nf_qmp_connect_unix(const char *path, GMainContext *context,
-                           const NfQmpCallbacks *callbacks, gpointer user_data,
-                           GError **error);
+NfQmp *nf_qmp_connect_unix(const char *path, GMainContext *context, const NfQmpCallbacks *callbacks,
+                           gpointer user_data, GError **error);
 
 NfQmp *nf_qmp_ref(NfQmp *qmp);
 void nf_qmp_unref(NfQmp *qmp);
@@ -134,8 +133,7 @@ void nf_qmp_system_reset(NfQmp *qmp, guint timeout_ms, NfQmpReplyFunc cb, gpoint
 void nf_qmp_system_powerdown(NfQmp *qmp, guint timeout_ms, NfQmpReplyFunc cb, gpointer ud);
 void nf_qmp_stop(NfQmp *qmp, guint timeout_ms, NfQmpReplyFunc cb, gpointer ud);
 void nf_qmp_cont(NfQmp *qmp, guint timeout_ms, NfQmpReplyFunc cb, gpointer ud);
-void nf_qmp_balloon(NfQmp *qmp, guint64 bytes, guint timeout_ms, NfQmpReplyFunc cb,
-                    gpointer ud);
+void nf_qmp_balloon(NfQmp *qmp, guint64 bytes, guint timeout_ms, NfQmpReplyFunc cb, gpointer ud);
 void nf_qmp_query_balloon(NfQmp *qmp, guint timeout_ms, NfQmpReplyFunc cb, gpointer ud);
 void nf_qmp_qom_set(NfQmp *qmp, const char *path, const char *property, json_t *value,
                     guint timeout_ms, NfQmpReplyFunc cb, gpointer ud);

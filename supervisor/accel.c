@@ -9,7 +9,12 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-G_DEFINE_QUARK(nf-accel-error-quark, nf_accel_error)
+/* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
+ * reads the dashes as operators and the quark string would change. */
+GQuark nf_accel_error_quark(void)
+{
+  return g_quark_from_static_string("nf-accel-error-quark");
+}
 
 void nf_accel_detect_host(NfHostInfo *host)
 {
@@ -24,8 +29,7 @@ void nf_accel_detect_host(NfHostInfo *host)
     host->kvm_usable = TRUE;
     close(fd);
   } else {
-    g_snprintf(host->kvm_problem, sizeof(host->kvm_problem), "/dev/kvm: %s",
-               g_strerror(errno));
+    g_snprintf(host->kvm_problem, sizeof(host->kvm_problem), "/dev/kvm: %s", g_strerror(errno));
   }
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   host->cores = n > 0 ? (guint)n : 1;

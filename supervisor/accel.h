@@ -12,11 +12,11 @@ GQuark nf_accel_error_quark(void);
 typedef enum { NF_ACCEL_ERROR_UNAVAILABLE, NF_ACCEL_ERROR_INVALID } NfAccelError;
 
 typedef struct {
-  char machine[32];    /* uname -m: "aarch64", "x86_64", ... */
-  char os[32];         /* uname -s: "Linux", "Darwin" */
-  gboolean kvm_usable; /* /dev/kvm exists and opens read-write */
+  char machine[32];      /* uname -m: "aarch64", "x86_64", ... */
+  char os[32];           /* uname -s: "Linux", "Darwin" */
+  gboolean kvm_usable;   /* /dev/kvm exists and opens read-write */
   char kvm_problem[128]; /* why not, when it is not */
-  guint cores;         /* online processors */
+  guint cores;           /* online processors */
 } NfHostInfo;
 
 /* Reads the facts of this host. Never fails (unknown facts stay empty). */

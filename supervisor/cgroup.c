@@ -90,8 +90,7 @@ void nf_cgroup_sweep(const char *fleet)
   g_rmdir(parent);
 }
 
-NfCgroup *nf_cgroup_new(const char *fleet, const char *guest, guint64 limit_mib,
-                        GError **error)
+NfCgroup *nf_cgroup_new(const char *fleet, const char *guest, guint64 limit_mib, GError **error)
 {
   g_autofree char *fleet_dir_name = g_strdup_printf("nervesfleet-%s", fleet);
   gboolean v2 = FALSE;
@@ -105,8 +104,8 @@ NfCgroup *nf_cgroup_new(const char *fleet, const char *guest, guint64 limit_mib,
   g_autofree char *dir = g_build_filename(parent, guest, NULL);
   if (g_mkdir_with_parents(dir, 0755) != 0) {
     int e = errno;
-    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot create cgroup %s: %s",
-                dir, g_strerror(e));
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot create cgroup %s: %s", dir,
+                g_strerror(e));
     return NULL;
   }
   /* v2 delegates the controller level by level; failing here means no limit

@@ -14,8 +14,7 @@ typedef struct NfCgroup NfCgroup;
 /* `fleet` below is the fleet's cgroup name (nf_paths_cgroup_name).
  * Creates <our cgroup>/nervesfleet-<fleet>/<guest> with memory limit
  * `limit_mib` (0: none). NULL with `error` when cgroups are not usable. */
-NfCgroup *nf_cgroup_new(const char *fleet, const char *guest, guint64 limit_mib,
-                        GError **error);
+NfCgroup *nf_cgroup_new(const char *fleet, const char *guest, guint64 limit_mib, GError **error);
 /* Moves `pid` into the cgroup. */
 gboolean nf_cgroup_add_pid(NfCgroup *cg, GPid pid, GError **error);
 /* How many times the kernel's OOM killer killed a process in this cgroup. */

@@ -9,11 +9,9 @@
 #include <sys/wait.h>
 
 static const char *const names[NF_EXIT_N_KINDS] = {
-    [NF_EXIT_NONE] = "none",         [NF_EXIT_STOPPED] = "stopped",
-    [NF_EXIT_POWEROFF] = "poweroff", [NF_EXIT_REBOOT] = "reboot",
-    [NF_EXIT_PANIC] = "panic",       [NF_EXIT_WATCHDOG] = "watchdog",
-    [NF_EXIT_HUNG] = "hung",         [NF_EXIT_CRASHED] = "crashed",
-    [NF_EXIT_OOM_KILLED] = "oom-killed",
+    [NF_EXIT_NONE] = "none",     [NF_EXIT_STOPPED] = "stopped", [NF_EXIT_POWEROFF] = "poweroff",
+    [NF_EXIT_REBOOT] = "reboot", [NF_EXIT_PANIC] = "panic",     [NF_EXIT_WATCHDOG] = "watchdog",
+    [NF_EXIT_HUNG] = "hung",     [NF_EXIT_CRASHED] = "crashed", [NF_EXIT_OOM_KILLED] = "oom-killed",
 };
 
 const char *nf_exit_kind_name(NfExitKind kind)

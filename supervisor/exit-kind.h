@@ -21,14 +21,14 @@ typedef enum {
 } NfExitKind;
 
 typedef struct {
-  gboolean stop_requested;    /* we sent quit/SIGTERM/SIGKILL to stop it */
-  gboolean hung;              /* we killed it for a missed health deadline */
-  gboolean watchdog_event;    /* QMP WATCHDOG seen */
-  gboolean panic_seen;        /* GUEST_PANICKED or a kernel panic on the console */
+  gboolean stop_requested;     /* we sent quit/SIGTERM/SIGKILL to stop it */
+  gboolean hung;               /* we killed it for a missed health deadline */
+  gboolean watchdog_event;     /* QMP WATCHDOG seen */
+  gboolean panic_seen;         /* GUEST_PANICKED or a kernel panic on the console */
   const char *shutdown_reason; /* QMP SHUTDOWN "reason", or NULL */
-  gboolean status_known;      /* FALSE for an adopted guest (not our child) */
-  int wait_status;            /* as from waitpid, when known */
-  gboolean oom_kill_counted;  /* the guest's cgroup counted an oom_kill */
+  gboolean status_known;       /* FALSE for an adopted guest (not our child) */
+  int wait_status;             /* as from waitpid, when known */
+  gboolean oom_kill_counted;   /* the guest's cgroup counted an oom_kill */
 } NfExitFacts;
 
 NfExitKind nf_exit_kind_classify(const NfExitFacts *facts);

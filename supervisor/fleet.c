@@ -22,7 +22,12 @@
 #include "supervisor/paths.h"
 #include "supervisor/vm-private.h"
 
-G_DEFINE_QUARK(nf-fleet-error-quark, nf_fleet_error)
+/* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
+ * reads the dashes as operators and the quark string would change. */
+GQuark nf_fleet_error_quark(void)
+{
+  return g_quark_from_static_string("nf-fleet-error-quark");
+}
 
 #define NF_FLEET_FDS_PER_GUEST 4
 /* ksmd's pace with --ksm: about 1 GiB/s of guest RAM scanned, which merged
@@ -40,21 +45,21 @@ struct NfFleet {
   char *lock_path;
   int lock_fd;
   GPtrArray *vms;
-  NfLimiter *limiter;    /* the boot window */
+  NfLimiter *limiter; /* the boot window */
   guint per_state[NF_VM_N_STATES];
   guint started;
   gboolean stopping;
   gboolean start_failed_sent;
   guint stopped_idle;
   gboolean stopped_sent;
-  gboolean any_up;       /* some guest got as far as QMP: the setup works */
-  gboolean detaching;    /* leave guests running when freed */
-  GArray *listeners;     /* Listener */
+  gboolean any_up;    /* some guest got as far as QMP: the setup works */
+  gboolean detaching; /* leave guests running when freed */
+  GArray *listeners;  /* Listener */
   guint next_listener;
-  GHashTable *retiring;  /* NfVm* being scaled away */
+  GHashTable *retiring; /* NfVm* being scaled away */
   guint retire_idle;
   guint resume_timer;
-  NfKsm *ksm;            /* host KSM settings to restore, when --ksm */
+  NfKsm *ksm; /* host KSM settings to restore, when --ksm */
   gint64 fail_times[256];
   guint fail_next;
 };
@@ -69,8 +74,8 @@ static gboolean check_file(const char *path, const char *what, const char *fix, 
 static gboolean take_lock(NfFleet *fleet, GError **error);
 static void remove_stale_runtime_files(NfFleet *fleet);
 static gboolean ensure_fd_limit(guint guests, GError **error);
-static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state,
-                          const char *reason, gpointer data);
+static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state, const char *reason,
+                          gpointer data);
 static guint booting_cb(gpointer data);
 static void start_cb(NfVm *vm, gpointer data);
 static void maybe_stopped(NfFleet *fleet);
@@ -85,11 +90,10 @@ static gboolean retire_cb(gpointer data);
 static gboolean check_file(const char *path, const char *what, const char *fix, GError **error)
 {
   if (path == NULL || !g_file_test(path, G_FILE_TEST_IS_REGULAR) || access(path, R_OK) != 0) {
-    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT, "%s %s %s; %s", what,
-                path ? path : "(none)",
-                path && g_file_test(path, G_FILE_TEST_EXISTS) ? "is not a readable file"
-                                                              : "does not exist",
-                fix);
+    g_set_error(
+        error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT, "%s %s %s; %s", what, path ? path : "(none)",
+        path && g_file_test(path, G_FILE_TEST_EXISTS) ? "is not a readable file" : "does not exist",
+        fix);
     return FALSE;
   }
   return TRUE;
@@ -226,12 +230,11 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   if (!nf_accel_resolve(config->accel, &host, &fleet->env.accel, error))
     return NULL;
   static const NfLimiterOps limiter_ops = {.booting = booting_cb, .start = start_cb};
-  fleet->limiter = nf_limiter_new(
-      config->batch ? config->batch : nf_accel_default_batch(fleet->env.accel, &host),
-      config->batch == 0, host.cores, &limiter_ops, fleet);
+  fleet->limiter = nf_limiter_new(config->batch ? config->batch
+                                                : nf_accel_default_batch(fleet->env.accel, &host),
+                                  config->batch == 0, host.cores, &limiter_ops, fleet);
 
-  if (!nf_paths_resolve(&fleet->paths, config->name, config->runtime_dir, config->state_dir,
-                        error))
+  if (!nf_paths_resolve(&fleet->paths, config->name, config->runtime_dir, config->state_dir, error))
     return NULL;
   /* The longest socket name this fleet will use, checked before anything runs. */
   guint last_id = config->id_offset + config->count;
@@ -248,8 +251,8 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
     return NULL;
   if (config->health_interval_ms)
     fleet->env.health = nf_health_wheel_new(config->health_interval_ms);
-  if (config->ksm && (fleet->ksm = nf_ksm_enable(NF_FLEET_KSM_PAGES, NF_FLEET_KSM_SLEEP_MS,
-                                                  error)) == NULL)
+  if (config->ksm &&
+      (fleet->ksm = nf_ksm_enable(NF_FLEET_KSM_PAGES, NF_FLEET_KSM_SLEEP_MS, error)) == NULL)
     return NULL;
   fleet->env.use_cgroups = TRUE;
   if (config->disk) {
@@ -337,12 +340,11 @@ static void note_failure(NfFleet *fleet)
     if (fleet->fail_times[i] && now - fleet->fail_times[i] <= (gint64)p->window_ms * 1000)
       recent++;
   guint threshold = MAX(3, (fleet->vms->len + 1) / 2);
-  if (recent >= threshold && !nf_limiter_restarts_held(fleet->limiter) &&
-      fleet->vms->len >= 3) {
+  if (recent >= threshold && !nf_limiter_restarts_held(fleet->limiter) && fleet->vms->len >= 3) {
     nf_limiter_hold_restarts(fleet->limiter, now + (gint64)p->window_ms * 1000);
-    g_autofree char *msg = g_strdup_printf(
-        "restarts paused for %u s: %u guests failed within %u s (host trouble?)",
-        p->window_ms / 1000, recent, p->window_ms / 1000);
+    g_autofree char *msg =
+        g_strdup_printf("restarts paused for %u s: %u guests failed within %u s (host trouble?)",
+                        p->window_ms / 1000, recent, p->window_ms / 1000);
     notice(fleet, msg);
     nf_vm_clear_timer(&fleet->resume_timer);
     fleet->resume_timer = g_timeout_add(p->window_ms, resume_cb, fleet);
@@ -361,8 +363,8 @@ static void emit_vm_changed(NfFleet *fleet, NfVm *vm, NfVmState old_state, const
   }
 }
 
-static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state,
-                          const char *reason, gpointer data)
+static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state, const char *reason,
+                          gpointer data)
 {
   NfFleet *fleet = data;
   fleet->per_state[old_state]--;
@@ -420,8 +422,7 @@ static gboolean retire_cb(gpointer data)
   return G_SOURCE_REMOVE;
 }
 
-guint nf_fleet_add_listener(NfFleet *fleet, const NfFleetCallbacks *callbacks,
-                            gpointer user_data)
+guint nf_fleet_add_listener(NfFleet *fleet, const NfFleetCallbacks *callbacks, gpointer user_data)
 {
   Listener li = {.id = ++fleet->next_listener, .cb = *callbacks, .user_data = user_data};
   g_array_append_val(fleet->listeners, li);
@@ -489,7 +490,8 @@ gboolean nf_fleet_scale(NfFleet *fleet, guint count, GError **error)
     return FALSE;
   if (count > live) {
     guint last = fleet->config->id_offset + live;
-    g_autofree char *longest = nf_paths_guest_runtime(&fleet->paths, last + (count - live), "serial");
+    g_autofree char *longest =
+        nf_paths_guest_runtime(&fleet->paths, last + (count - live), "serial");
     if (!nf_paths_check_socket(longest, error))
       return FALSE;
     static const NfVmCallbacks vm_cb = {.state_changed = vm_changed_cb};
@@ -544,9 +546,9 @@ void nf_fleet_stop(NfFleet *fleet, gboolean force)
 {
   if (fleet->ksm && !fleet->stopping) {
     guint64 pages = nf_ksm_pages_sharing();
-    g_autofree char *msg = g_strdup_printf(
-        "KSM saved %" G_GUINT64_FORMAT " MiB by merging identical guest pages",
-        pages * (guint64)sysconf(_SC_PAGESIZE) / (1024 * 1024));
+    g_autofree char *msg =
+        g_strdup_printf("KSM saved %" G_GUINT64_FORMAT " MiB by merging identical guest pages",
+                        pages * (guint64)sysconf(_SC_PAGESIZE) / (1024 * 1024));
     notice(fleet, msg);
   }
   fleet->stopping = TRUE;

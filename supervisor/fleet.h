@@ -17,9 +17,9 @@
 #define NF_FLEET_ERROR (nf_fleet_error_quark())
 GQuark nf_fleet_error_quark(void);
 typedef enum {
-  NF_FLEET_ERROR_INPUT,    /* a missing or unusable file, binary or value */
-  NF_FLEET_ERROR_BUSY,     /* another supervisor runs this fleet */
-  NF_FLEET_ERROR_START,    /* qemu could not start at all */
+  NF_FLEET_ERROR_INPUT, /* a missing or unusable file, binary or value */
+  NF_FLEET_ERROR_BUSY,  /* another supervisor runs this fleet */
+  NF_FLEET_ERROR_START, /* qemu could not start at all */
 } NfFleetError;
 
 typedef struct NfFleet NfFleet;
@@ -27,14 +27,14 @@ typedef struct NfFleet NfFleet;
 typedef struct {
   guint total;
   guint queued;
-  guint booting;  /* starting + booting */
+  guint booting; /* starting + booting */
   guint ready;
   guint unhealthy;
   guint stopping;
   guint stopped;
   guint backoff;
   guint failed;
-  guint started;  /* spawns so far, restarts included */
+  guint started; /* spawns so far, restarts included */
 } NfFleetCounts;
 
 typedef struct {
@@ -70,14 +70,13 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfFleet, nf_fleet_free)
 
 /* More observers of the same callbacks (the control socket, event streams).
  * start_failed and stopped go to the owner only. Returns an id > 0. */
-guint nf_fleet_add_listener(NfFleet *fleet, const NfFleetCallbacks *callbacks,
-                            gpointer user_data);
+guint nf_fleet_add_listener(NfFleet *fleet, const NfFleetCallbacks *callbacks, gpointer user_data);
 void nf_fleet_remove_listener(NfFleet *fleet, guint id);
 
 /* Per-guest operations, for the CLI and the control socket. They act through
  * the guest's state table, so any may be asked at any time. */
 NfVm *nf_fleet_find_vm(const NfFleet *fleet, guint id); /* NULL if no such id */
-void nf_fleet_start_vm(NfFleet *fleet, NfVm *vm);      /* queue it (limiter) */
+void nf_fleet_start_vm(NfFleet *fleet, NfVm *vm);       /* queue it (limiter) */
 void nf_fleet_stop_vm(NfFleet *fleet, NfVm *vm, gboolean force);
 void nf_fleet_restart_vm(NfFleet *fleet, NfVm *vm);
 

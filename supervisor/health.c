@@ -1,5 +1,6 @@
 /*
- * health.c: is a running guest alive? Two probes on one timer per guest:
+ * health.c: is a running guest alive? Two probes per guest, driven by one
+ * fleet-wide timer (the wheel, below):
  *  - QMP responsive: a cheap query-status with a deadline; a missed deadline
  *    means qemu itself is stuck (or stopped), and the guest is hung.
  *  - guest kernel alive: the balloon driver's guest-stats carry the guest's
@@ -124,8 +125,8 @@ static void ping_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data)
   if (vm->qmp != qmp)
     return; /* an old connection closing */
   if (reply->error && g_error_matches(reply->error, NF_QMP_ERROR, NF_QMP_ERROR_TIMEOUT)) {
-    g_autofree char *why =
-        g_strdup_printf("QMP did not answer within %.0f s", vm->env->config->health_timeout_ms / 1000.0);
+    g_autofree char *why = g_strdup_printf("QMP did not answer within %.0f s",
+                                           vm->env->config->health_timeout_ms / 1000.0);
     nf_vm_dispatch(vm, NF_VM_EV_HEALTH_FAIL, why);
   }
 }
@@ -158,9 +159,8 @@ static void stats_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data)
     return; /* the guest never reported stats: no balloon driver, no verdict */
   guint limit = vm->env->config->heartbeat_timeout_ms;
   if (now - vm->stats_advanced_at > (gint64)limit * 1000) {
-    g_autofree char *why =
-        g_strdup_printf("guest kernel stopped updating its balloon stats for %.0f s",
-                        limit / 1000.0);
+    g_autofree char *why = g_strdup_printf(
+        "guest kernel stopped updating its balloon stats for %.0f s", limit / 1000.0);
     nf_vm_dispatch(vm, NF_VM_EV_HEALTH_FAIL, why);
   }
 }

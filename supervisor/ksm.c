@@ -47,8 +47,7 @@ NfKsm *nf_ksm_enable(guint pages_to_scan, guint sleep_ms, GError **error)
     k->saved[i] = knob_read(knobs[i]);
     if (k->saved[i] == NULL) {
       g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_NOENT,
-                  "--ksm: %s%s is missing (KSM needs a kernel with CONFIG_KSM)", KSM_DIR,
-                  knobs[i]);
+                  "--ksm: %s%s is missing (KSM needs a kernel with CONFIG_KSM)", KSM_DIR, knobs[i]);
       nf_ksm_restore(k);
       return NULL;
     }

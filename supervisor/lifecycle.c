@@ -49,11 +49,10 @@ static const Action table[NF_VM_N_STATES][NF_VM_N_EVENTS] = {
 /* clang-format on */
 
 static const char *const state_names[NF_VM_N_STATES] = {
-    [NF_VM_CREATED] = "created",     [NF_VM_QUEUED] = "queued",
-    [NF_VM_STARTING] = "starting",   [NF_VM_BOOTING] = "booting",
-    [NF_VM_READY] = "ready",         [NF_VM_UNHEALTHY] = "unhealthy",
-    [NF_VM_STOPPING] = "stopping",   [NF_VM_STOPPED] = "stopped",
-    [NF_VM_BACKOFF] = "backoff",     [NF_VM_FAILED] = "failed",
+    [NF_VM_CREATED] = "created",   [NF_VM_QUEUED] = "queued",   [NF_VM_STARTING] = "starting",
+    [NF_VM_BOOTING] = "booting",   [NF_VM_READY] = "ready",     [NF_VM_UNHEALTHY] = "unhealthy",
+    [NF_VM_STOPPING] = "stopping", [NF_VM_STOPPED] = "stopped", [NF_VM_BACKOFF] = "backoff",
+    [NF_VM_FAILED] = "failed",
 };
 
 const char *nf_vm_state_name(NfVmState state)
@@ -102,7 +101,8 @@ gboolean nf_vm_start(NfVm *vm, GError **error)
 void nf_vm_stop(NfVm *vm, gboolean force)
 {
   vm->requeue_after_stop = FALSE;
-  nf_vm_dispatch(vm, force ? NF_VM_EV_KILL : NF_VM_EV_STOP, force ? "kill requested" : "stop requested");
+  nf_vm_dispatch(vm, force ? NF_VM_EV_KILL : NF_VM_EV_STOP,
+                 force ? "kill requested" : "stop requested");
 }
 
 void nf_vm_restart(NfVm *vm)
@@ -126,9 +126,7 @@ gboolean nf_vm_reflash(NfVm *vm)
 
 /* Actions */
 
-static void ignore(NfVm *vm, const char *detail)
-{
-}
+static void ignore(NfVm *vm, const char *detail) {}
 
 static void queue(NfVm *vm, const char *detail)
 {
@@ -305,9 +303,9 @@ static void exited(NfVm *vm, const char *detail)
                     reason);
     break;
   case NF_RESTART_GIVE_UP: {
-    g_autofree char *why = g_strdup_printf(
-        "%s; more than %u restarts within %u s: giving up until restarted by hand", reason,
-        cfg->restart.max_restarts, cfg->restart.window_ms / 1000);
+    g_autofree char *why =
+        g_strdup_printf("%s; more than %u restarts within %u s: giving up until restarted by hand",
+                        reason, cfg->restart.max_restarts, cfg->restart.window_ms / 1000);
     nf_vm_set_state(vm, NF_VM_FAILED, why);
     break;
   }

@@ -130,8 +130,8 @@ static double idle_cores_since_last(NfLimiter *l)
   if (!g_file_get_contents("/proc/stat", &text, NULL, NULL))
     return 0;
   guint64 v[8] = {0};
-  if (sscanf(text, "cpu %lu %lu %lu %lu %lu %lu %lu %lu", &v[0], &v[1], &v[2], &v[3], &v[4],
-             &v[5], &v[6], &v[7]) < 5)
+  if (sscanf(text, "cpu %lu %lu %lu %lu %lu %lu %lu %lu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+             &v[6], &v[7]) < 5)
     return 0;
   guint64 total = 0;
   for (int i = 0; i < 8; i++)

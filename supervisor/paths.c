@@ -10,7 +10,12 @@
 #include <unistd.h>
 #include <glib/gstdio.h>
 
-G_DEFINE_QUARK(nf-paths-error-quark, nf_paths_error)
+/* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
+ * reads the dashes as operators and the quark string would change. */
+GQuark nf_paths_error_quark(void)
+{
+  return g_quark_from_static_string("nf-paths-error-quark");
+}
 
 static gboolean name_ok(const char *name);
 
@@ -70,15 +75,14 @@ gboolean nf_paths_ensure_dir(const char *dir, int mode, const char *flag, GError
   if (g_mkdir_with_parents(dir, mode) != 0) {
     int e = errno;
     g_set_error(error, NF_PATHS_ERROR, NF_PATHS_ERROR_CREATE,
-                "cannot create directory %s: %s; choose another with %s", dir, g_strerror(e),
-                flag);
+                "cannot create directory %s: %s; choose another with %s", dir, g_strerror(e), flag);
     return FALSE;
   }
   /* mkdir -p leaves an existing dir's mode alone; ours must stay private. */
   if (mode == 0700 && g_chmod(dir, 0700) != 0) {
     int e = errno;
-    g_set_error(error, NF_PATHS_ERROR, NF_PATHS_ERROR_CREATE, "cannot chmod %s: %s; use %s",
-                dir, g_strerror(e), flag);
+    g_set_error(error, NF_PATHS_ERROR, NF_PATHS_ERROR_CREATE, "cannot chmod %s: %s; use %s", dir,
+                g_strerror(e), flag);
     return FALSE;
   }
   if (access(dir, W_OK | X_OK) != 0) {

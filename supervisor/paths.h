@@ -40,8 +40,8 @@ gboolean nf_paths_ensure_dir(const char *dir, int mode, const char *flag, GError
 gboolean nf_paths_check_socket(const char *path, GError **error);
 
 /* Guest file names inside the dirs. All return newly allocated strings. */
-char *nf_paths_guest_name(guint id);                              /* "vm-0003" */
-char *nf_paths_guest_state_dir(const NfFleetPaths *p, guint id);  /* <state>/vm-0003 */
+char *nf_paths_guest_name(guint id);                             /* "vm-0003" */
+char *nf_paths_guest_state_dir(const NfFleetPaths *p, guint id); /* <state>/vm-0003 */
 char *nf_paths_guest_runtime(const NfFleetPaths *p, guint id, const char *suffix);
 
 /* Where `make guest` puts the default guest: $NERVESFLEET_GUEST_DIR, else

@@ -17,8 +17,8 @@
 
 struct NfProcess {
   GPid pid;
-  int pidfd;       /* -1 when the kernel has none: child watch instead */
-  guint watch_id;  /* poller id (pidfd) or GLib child watch */
+  int pidfd;      /* -1 when the kernel has none: child watch instead */
+  guint watch_id; /* poller id (pidfd) or GLib child watch */
   gboolean exited;
   gboolean is_child;
   gboolean status_known;
@@ -57,12 +57,11 @@ NfProcess *nf_process_spawn(char *const *argv, const int *source_fds, const int 
 {
   ChildSetup cs = {.parent = getpid(), .die_with_parent = die_with_parent};
   GPid pid = 0;
-  GSpawnFlags flags =
-      G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH | G_SPAWN_STDIN_FROM_DEV_NULL;
+  GSpawnFlags flags = G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH | G_SPAWN_STDIN_FROM_DEV_NULL;
 
-  if (!g_spawn_async_with_pipes_and_fds(NULL, (const char *const *)argv, NULL, flags,
-                                        child_setup, &cs, -1, log_fd, log_fd, source_fds,
-                                        target_fds, n_fds, &pid, NULL, NULL, NULL, error))
+  if (!g_spawn_async_with_pipes_and_fds(NULL, (const char *const *)argv, NULL, flags, child_setup,
+                                        &cs, -1, log_fd, log_fd, source_fds, target_fds, n_fds,
+                                        &pid, NULL, NULL, NULL, error))
     return NULL;
 
   NfProcess *proc = g_new0(NfProcess, 1);
@@ -134,14 +133,12 @@ static void child_watch_cb(GPid pid, int status, gpointer data)
   deliver_exit(data, status);
 }
 
-NfProcess *nf_process_adopt(GPid pid, NfProcessExitFunc on_exit, gpointer user_data,
-                            GError **error)
+NfProcess *nf_process_adopt(GPid pid, NfProcessExitFunc on_exit, gpointer user_data, GError **error)
 {
   int fd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (fd < 0) {
     int e = errno;
-    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "pid %d: %s", (int)pid,
-                g_strerror(e));
+    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "pid %d: %s", (int)pid, g_strerror(e));
     return NULL;
   }
   NfProcess *proc = g_new0(NfProcess, 1);
@@ -154,8 +151,8 @@ NfProcess *nf_process_adopt(GPid pid, NfProcessExitFunc on_exit, gpointer user_d
     int e = errno;
     close(fd);
     g_free(proc);
-    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "pid %d: cannot watch: %s",
-                (int)pid, g_strerror(e));
+    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "pid %d: cannot watch: %s", (int)pid,
+                g_strerror(e));
     return NULL;
   }
   return proc;

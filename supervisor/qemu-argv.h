@@ -14,20 +14,20 @@
 #define NF_QEMU_FD_SERIAL 5     /* the serial console stream (vm-NNNN.serial) */
 
 typedef struct {
-  const char *qemu;        /* binary */
-  NfAccel accel;           /* resolved: KVM, TCG or HVF */
+  const char *qemu; /* binary */
+  NfAccel accel;    /* resolved: KVM, TCG or HVF */
   guint64 memory_mib;
   const char *kernel;
   const char *initrd;
-  const char *append;      /* extra kernel command line, may be NULL */
-  const char *guest_name;  /* e.g. "vm-0003" */
-  const char *serial;      /* identity, e.g. "NF-000003" */
-  const char *pidfile;     /* qemu writes its pid there */
-  gboolean public_qmp;     /* pass NF_QEMU_FD_QMP_PUBLIC as a second monitor */
-  NfProfile profile;       /* SIM: Linux + initramfs; NERVES: little_loader + firmware disk */
-  const char *disk;        /* the guest's overlay (qcow2), or NULL */
-  const char *mac;         /* NIC address (NERVES profile) */
-  char *const *extra;      /* appended verbatim, may be NULL */
+  const char *append;     /* extra kernel command line, may be NULL */
+  const char *guest_name; /* e.g. "vm-0003" */
+  const char *serial;     /* identity, e.g. "NF-000003" */
+  const char *pidfile;    /* qemu writes its pid there */
+  gboolean public_qmp;    /* pass NF_QEMU_FD_QMP_PUBLIC as a second monitor */
+  NfProfile profile;      /* SIM: Linux + initramfs; NERVES: little_loader + firmware disk */
+  const char *disk;       /* the guest's overlay (qcow2), or NULL */
+  const char *mac;        /* NIC address (NERVES profile) */
+  char *const *extra;     /* appended verbatim, may be NULL */
 } NfQemuSpec;
 
 /* Returns a NULL-terminated argv (free with g_strfreev). Pure. */

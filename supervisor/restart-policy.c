@@ -5,8 +5,7 @@
 
 gboolean nf_restart_mode_parse(const char *text, NfRestartMode *mode, GError **error)
 {
-  static const NfRestartMode all[] = {NF_RESTART_ON_FAILURE, NF_RESTART_ALWAYS,
-                                      NF_RESTART_NEVER};
+  static const NfRestartMode all[] = {NF_RESTART_ON_FAILURE, NF_RESTART_ALWAYS, NF_RESTART_NEVER};
   for (guint i = 0; i < G_N_ELEMENTS(all); i++) {
     if (g_strcmp0(text, nf_restart_mode_name(all[i])) == 0) {
       *mode = all[i];
@@ -45,9 +44,8 @@ void nf_restart_tally_healthy(NfRestartTally *t)
   t->consecutive = 0;
 }
 
-NfRestartDecision nf_restart_decide(const NfRestartPolicy *p, NfRestartTally *t,
-                                    NfExitKind kind, gint64 now_us, double random01,
-                                    guint *delay_ms)
+NfRestartDecision nf_restart_decide(const NfRestartPolicy *p, NfRestartTally *t, NfExitKind kind,
+                                    gint64 now_us, double random01, guint *delay_ms)
 {
   gboolean failure = nf_exit_kind_is_failure(kind);
   *delay_ms = 0;

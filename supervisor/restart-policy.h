@@ -29,13 +29,13 @@ typedef struct {
   gint64 times[NF_RESTART_TALLY]; /* monotonic µs of recent restarts, ring */
   guint count;                    /* valid entries */
   guint next;
-  guint consecutive;              /* failures since the guest was last healthy */
+  guint consecutive; /* failures since the guest was last healthy */
 } NfRestartTally;
 
 typedef enum {
-  NF_RESTART_NO,        /* policy says stay down */
-  NF_RESTART_AFTER,     /* restart after *delay_ms */
-  NF_RESTART_GIVE_UP,   /* intensity exceeded: FAILED */
+  NF_RESTART_NO,      /* policy says stay down */
+  NF_RESTART_AFTER,   /* restart after *delay_ms */
+  NF_RESTART_GIVE_UP, /* intensity exceeded: FAILED */
 } NfRestartDecision;
 
 gboolean nf_restart_mode_parse(const char *text, NfRestartMode *mode, GError **error);

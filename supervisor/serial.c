@@ -38,15 +38,14 @@ static void scan(NfSerial *s, const char *data, gsize len);
 static void finish_line(NfSerial *s);
 static void log_write(NfSerial *s, const char *buf, gsize n);
 
-NfSerial *nf_serial_new(int fd, const char *log_path, gsize log_max,
-                        const char *const *markers, const NfSerialCallbacks *callbacks,
-                        gpointer user_data, GError **error)
+NfSerial *nf_serial_new(int fd, const char *log_path, gsize log_max, const char *const *markers,
+                        const NfSerialCallbacks *callbacks, gpointer user_data, GError **error)
 {
   int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) {
     int e = errno;
-    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e),
-                "cannot open console log %s: %s", log_path, g_strerror(e));
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot open console log %s: %s",
+                log_path, g_strerror(e));
     close(fd);
     return NULL;
   }

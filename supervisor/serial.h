@@ -31,9 +31,8 @@ typedef struct {
  * (created 0644), rotating it to `log_path`.1 past `log_max` bytes (0: the
  * default). `markers` is a NULL-terminated list (borrowed; must outlive the
  * serial). Fails only when the log cannot be opened; the error names it. */
-NfSerial *nf_serial_new(int fd, const char *log_path, gsize log_max,
-                        const char *const *markers, const NfSerialCallbacks *callbacks,
-                        gpointer user_data, GError **error);
+NfSerial *nf_serial_new(int fd, const char *log_path, gsize log_max, const char *const *markers,
+                        const NfSerialCallbacks *callbacks, gpointer user_data, GError **error);
 
 /* Up to `max` most recent bytes of output, as a string (never NULL). */
 char *nf_serial_tail(NfSerial *serial, gsize max);

@@ -20,7 +20,12 @@ struct NfTargets {
   GArray *ranges; /* of Range */
 };
 
-G_DEFINE_QUARK(nf - targets - error - quark, nf_targets_error)
+/* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
+ * reads the dashes as operators and the quark string would change. */
+GQuark nf_targets_error_quark(void)
+{
+  return g_quark_from_static_string("nf-targets-error-quark");
+}
 
 static gboolean parse_id(const char *text, gsize len, guint *out);
 static gint cmp_uint(gconstpointer a, gconstpointer b);

@@ -40,7 +40,6 @@ struct NfVm {
   gpointer user_data;
 
   NfVmState state;
-  gboolean in_dispatch;
 
   /* what the current run has shown (reset at each spawn) */
   gboolean qmp_negotiated;
@@ -94,16 +93,16 @@ struct NfVm {
   guint kill_timer;
   guint backoff_timer;
   gint64 next_probe_at;
-  guint64 rss_bytes;     /* last sample of qemu's RSS */
-  gint64 rss_at;         /* monotonic µs of that sample */ /* monotonic µs; see health.c's wheel */
+  guint64 rss_bytes;                               /* last sample of qemu's RSS */
+  gint64 rss_at; /* monotonic µs of that sample */ /* monotonic µs; see health.c's wheel */
   gboolean ping_in_flight;
   gboolean stats_in_flight;
   gboolean stats_polling_set;
-  gint64 stats_last_update;  /* guest's own clock, seconds */
-  gint64 stats_advanced_at;  /* monotonic µs when last-update last moved */
+  gint64 stats_last_update; /* guest's own clock, seconds */
+  gint64 stats_advanced_at; /* monotonic µs when last-update last moved */
 
   const char *markers[3]; /* console markers: ready, panic (borrowed) */
-  GArray *watchers; /* NfVmWatcher */
+  GArray *watchers;       /* NfVmWatcher */
   guint next_watcher_id;
 };
 
@@ -122,13 +121,12 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error);
 void nf_vm_release(NfVm *vm); /* drop channels, timers, runtime files */
 void nf_vm_write_status(NfVm *vm);
 /* Appends "<time> <old> -> <new>: <reason>" to <state>/vm-NNNN/events.log. */
-void nf_vm_log_transition(NfVm *vm, NfVmState old_state, NfVmState new_state,
-                          const char *reason);
+void nf_vm_log_transition(NfVm *vm, NfVmState old_state, NfVmState new_state, const char *reason);
 void nf_vm_clear_timer(guint *id);
 
 /* health.c: a fleet-wide probe timer shared by all guests */
 NfHealthWheel *nf_health_wheel_new(guint interval_ms);
 void nf_health_wheel_free(NfHealthWheel *wheel);
-void nf_vm_health_start(NfVm *vm);  /* after QMP is up */
-void nf_vm_health_ready(NfVm *vm);  /* after the ready line: heartbeat too */
+void nf_vm_health_start(NfVm *vm); /* after QMP is up */
+void nf_vm_health_ready(NfVm *vm); /* after the ready line: heartbeat too */
 void nf_vm_health_stop(NfVm *vm);

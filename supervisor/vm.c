@@ -48,8 +48,7 @@ static void reset_run_facts(NfVm *vm);
 static gboolean pid_is_our_qemu(NfVm *vm, GPid pid);
 static char *read_pidfile(const char *path, GPid *pid);
 
-NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks,
-                gpointer user_data)
+NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks, gpointer user_data)
 {
   NfVm *vm = g_new0(NfVm, 1);
   vm->id = id;
@@ -101,8 +100,8 @@ static int listen_unix(const char *path, GError **error)
   int e = errno;
   if (fd >= 0)
     close(fd);
-  g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot listen on %s: %s%s",
-              path, g_strerror(e), e == EMFILE ? " (raise the open file limit: ulimit -n)" : "");
+  g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot listen on %s: %s%s", path,
+              g_strerror(e), e == EMFILE ? " (raise the open file limit: ulimit -n)" : "");
   return -1;
 }
 
@@ -179,8 +178,8 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   log_fd = open(vm->qemu_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) {
     int e = errno;
-    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot open %s: %s",
-                vm->qemu_log, g_strerror(e));
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot open %s: %s", vm->qemu_log,
+                g_strerror(e));
     goto out;
   }
   if (vm->env->disks) {
@@ -227,8 +226,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   }
 
   int targets[] = {NF_QEMU_FD_QMP, NF_QEMU_FD_QMP_PUBLIC, NF_QEMU_FD_SERIAL};
-  vm->proc = nf_process_spawn(argv, fds, targets, 3, log_fd, !cfg->detached, on_exit_cb, vm,
-                              error);
+  vm->proc = nf_process_spawn(argv, fds, targets, 3, log_fd, !cfg->detached, on_exit_cb, vm, error);
   if (vm->proc == NULL) {
     g_prefix_error(error, "cannot start %s: ", vm->env->qemu_path);
     goto out;
@@ -312,8 +310,8 @@ gboolean nf_vm_adopt(NfVm *vm)
   }
   remove_runtime_files(vm);
   /* Recorded as up, but gone: it died while nobody was watching. */
-  if (was && (g_str_equal(was, "ready") || g_str_equal(was, "booting") ||
-              g_str_equal(was, "starting"))) {
+  if (was &&
+      (g_str_equal(was, "ready") || g_str_equal(was, "booting") || g_str_equal(was, "starting"))) {
     reset_run_facts(vm);
     vm->status_known = FALSE;
     vm->restarts = (guint)json_integer_value(json_object_get(status, "restarts"));
@@ -472,8 +470,7 @@ static gboolean ensure_state_dir(NfVm *vm)
   return vm->state_dir_made;
 }
 
-void nf_vm_log_transition(NfVm *vm, NfVmState old_state, NfVmState new_state,
-                          const char *reason)
+void nf_vm_log_transition(NfVm *vm, NfVmState old_state, NfVmState new_state, const char *reason)
 {
   /* Opened per line: transitions are rare after boot, and a held fd per
    * guest would count against the open-file limit at thousands of guests. */
@@ -521,10 +518,10 @@ static void write_status_now(NfVm *vm)
 {
   json_auto_t *o = json_pack(
       "{s:i, s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:s, s:s?, s:I}", "id", (int)vm->id, "name",
-      vm->name, "serial", vm->serial, "mac", vm->mac, "state", nf_vm_state_name(vm->state),
-      "pid", (json_int_t)nf_vm_pid(vm), "started_at_us", (json_int_t)vm->started_wall,
-      "restarts", (int)vm->restarts, "last_exit", nf_exit_kind_name(vm->exit_kind),
-      "last_exit_reason", vm->exit_reason, "last_exit_at_us", (json_int_t)vm->exit_time);
+      vm->name, "serial", vm->serial, "mac", vm->mac, "state", nf_vm_state_name(vm->state), "pid",
+      (json_int_t)nf_vm_pid(vm), "started_at_us", (json_int_t)vm->started_wall, "restarts",
+      (int)vm->restarts, "last_exit", nf_exit_kind_name(vm->exit_kind), "last_exit_reason",
+      vm->exit_reason, "last_exit_at_us", (json_int_t)vm->exit_time);
   if (o == NULL || !ensure_state_dir(vm))
     return;
   g_autofree char *text = json_dumps(o, JSON_COMPACT);

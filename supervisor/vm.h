@@ -32,12 +32,12 @@ const char *nf_vm_state_name(NfVmState state);
 typedef struct {
   const NfFleetConfig *config;
   const NfFleetPaths *paths;
-  NfAccel accel;   /* resolved */
-  char *qemu_path; /* resolved binary */
-  gboolean use_cgroups; /* cleared after the first failure to make one */
-  struct NfDisks *disks; /* per-guest overlays, or NULL */
+  NfAccel accel;                /* resolved */
+  char *qemu_path;              /* resolved binary */
+  gboolean use_cgroups;         /* per-guest memory cgroups (set by the fleet) */
+  struct NfDisks *disks;        /* per-guest overlays, or NULL */
   struct NfHealthWheel *health; /* probe scheduler, NULL when probes are off */
-  char *cgroup_name; /* this fleet's cgroup dir name (see nf_paths_cgroup_name) */
+  char *cgroup_name;            /* this fleet's cgroup dir name (see nf_paths_cgroup_name) */
 } NfVmEnv;
 
 typedef struct NfVm NfVm;
@@ -46,12 +46,11 @@ typedef struct NfHealthWheel NfHealthWheel;
 typedef struct {
   /* Every transition, with a short reason ("ready", "exited: crashed (qemu
    * killed by signal 9)", ...). */
-  void (*state_changed)(NfVm *vm, NfVmState old_state, NfVmState new_state,
-                        const char *reason, gpointer user_data);
+  void (*state_changed)(NfVm *vm, NfVmState old_state, NfVmState new_state, const char *reason,
+                        gpointer user_data);
 } NfVmCallbacks;
 
-NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks,
-                gpointer user_data);
+NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks, gpointer user_data);
 /* Kills (or, for a detached fleet going away, leaves running: see
  * nf_vm_detach) whatever runs, removes its runtime files, frees. */
 void nf_vm_free(NfVm *vm);

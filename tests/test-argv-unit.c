@@ -56,8 +56,10 @@ static void test_argv_tcg(void)
   g_assert_cmpint(find_pair(argv, "-m", "96M"), >, 0);
   g_assert_cmpint(find_pair(argv, "-kernel", "/g/vmlinuz"), >, 0);
   g_assert_cmpint(find_pair(argv, "-initrd", "/g/initrd.gz"), >, 0);
-  g_assert_cmpint(find_pair(argv, "-append", "console=ttyAMA0 quiet panic=-1 cma=0 nf.fault=panic"), >, 0);
-  g_assert_cmpint(find_pair(argv, "-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-append", "console=ttyAMA0 quiet panic=-1 cma=0 nf.fault=panic"),
+                  >, 0);
+  g_assert_cmpint(
+      find_pair(argv, "-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on"), >, 0);
   g_assert_cmpint(find_pair(argv, "-device", "i6300esb"), >, 0);
   g_assert_cmpint(find_pair(argv, "-fw_cfg", "name=opt/nervesfleet/serial,string=NF-000007"), >, 0);
   g_assert_cmpint(find_pair(argv, "-chardev", "socket,id=qmp0,fd=3,server=on,wait=off"), >, 0);
@@ -85,23 +87,36 @@ static void test_argv_kvm_and_hvf(void)
 
 static void test_argv_disks_and_nerves(void)
 {
-  NfQemuSpec sim = {.qemu = "q", .accel = NF_ACCEL_TCG, .memory_mib = 128, .kernel = "k",
-                    .initrd = "i", .guest_name = "vm-0001", .serial = "S", .disk = "/d/o.qcow2"};
+  NfQemuSpec sim = {.qemu = "q",
+                    .accel = NF_ACCEL_TCG,
+                    .memory_mib = 128,
+                    .kernel = "k",
+                    .initrd = "i",
+                    .guest_name = "vm-0001",
+                    .serial = "S",
+                    .disk = "/d/o.qcow2"};
   g_auto(GStrv) a = nf_qemu_argv_build(&sim);
   g_assert_cmpint(find_pair(a, "-drive", "if=none,file=/d/o.qcow2,format=qcow2,id=vdisk"), >, 0);
   g_assert_cmpint(find_pair(a, "-device", "virtio-blk-pci,drive=vdisk"), >, 0);
   g_assert_cmpint(find_pair(a, "-no-reboot", NULL), >, 0);
 
-  NfQemuSpec nerves = {.qemu = "q", .accel = NF_ACCEL_KVM, .memory_mib = 256,
-                       .kernel = "/fw/little_loader.elf", .guest_name = "vm-0002", .serial = "S",
-                       .disk = "/d/o2.qcow2", .profile = NF_PROFILE_NERVES,
+  NfQemuSpec nerves = {.qemu = "q",
+                       .accel = NF_ACCEL_KVM,
+                       .memory_mib = 256,
+                       .kernel = "/fw/little_loader.elf",
+                       .guest_name = "vm-0002",
+                       .serial = "S",
+                       .disk = "/d/o2.qcow2",
+                       .profile = NF_PROFILE_NERVES,
                        .mac = "5e:00:00:00:00:02"};
   g_auto(GStrv) n = nf_qemu_argv_build(&nerves);
   g_assert_cmpint(find_pair(n, "-kernel", "/fw/little_loader.elf"), >, 0);
   g_assert_cmpint(find_pair(n, "-global", "virtio-mmio.force-legacy=false"), >, 0);
-  g_assert_cmpint(find_pair(n, "-device", "virtio-blk-device,drive=vdisk,bus=virtio-mmio-bus.0"), >, 0);
+  g_assert_cmpint(find_pair(n, "-device", "virtio-blk-device,drive=vdisk,bus=virtio-mmio-bus.0"), >,
+                  0);
   g_assert_cmpint(find_pair(n, "-netdev", "user,id=eth0"), >, 0);
-  g_assert_cmpint(find_pair(n, "-device", "virtio-net-device,netdev=eth0,mac=5e:00:00:00:00:02"), >, 0);
+  g_assert_cmpint(find_pair(n, "-device", "virtio-net-device,netdev=eth0,mac=5e:00:00:00:00:02"), >,
+                  0);
   g_assert_cmpint(find_pair(n, "-m", "256M"), >, 0);
   /* little_loader picks the slot at reset: qemu must reboot in place. */
   g_assert_cmpint(find_pair(n, "-no-reboot", NULL), ==, -1);

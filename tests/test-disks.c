@@ -17,9 +17,6 @@
 #define BOOT_MS 120000
 #define STOP_MS 60000
 
-
-
-
 static int run_to_end(NfTestProc *p)
 {
   nf_test_proc_signal(p, SIGTERM);
@@ -31,7 +28,8 @@ static void test_persistence_and_reflash(void)
   g_autofree char *tmp = nf_test_tmpdir_new();
   g_autofree char *base = nf_test_make_ext4_base(tmp);
   g_autofree char *before = nf_test_sha256_file(base);
-  g_autofree char *console = g_build_filename(tmp, "state/nervesfleet/disk/vm-0001/console.log", NULL);
+  g_autofree char *console =
+      g_build_filename(tmp, "state/nervesfleet/disk/vm-0001/console.log", NULL);
   const char *args[] = {"run", "1", "--name", "disk", "--disk", base, "--backoff", "0.2", NULL};
 
   g_autoptr(NfTestProc) p = nf_test_proc_spawn(tmp, args);
@@ -74,7 +72,8 @@ static void test_base_changed_is_refused(void)
   g_assert_true(nf_test_proc_wait_output(p, "all 1 guests ready", BOOT_MS));
   g_assert_cmpint(run_to_end(p), ==, 0);
 
-  g_autofree char *cmd = g_strdup_printf("printf x | dd of='%s' bs=1 seek=100 conv=notrunc 2>/dev/null", base);
+  g_autofree char *cmd =
+      g_strdup_printf("printf x | dd of='%s' bs=1 seek=100 conv=notrunc 2>/dev/null", base);
   nf_test_sh(cmd);
   g_autofree char *out = NULL;
   g_assert_cmpint(nf_test_run_cli(tmp, args, 60000, &out), ==, 1);
@@ -109,10 +108,25 @@ static void test_nerves_profile_env_serials(void)
   g_autofree char *initrd = nf_test_guest_initrd();
   /* little_loader is not packaged: the sim kernel stands in for it, behind
    * the same virtio-mmio disk wiring. */
-  const char *args[] = {"run", "2", "--name", "nerves", "--profile", "nerves", "--firmware", disk,
-                        "--loader", kernel, "--initrd", initrd, "--memory", "128M",
-                        "--append", "console=ttyAMA0 panic=-1", "--ready-marker",
-                        "nervesfleet-ready", NULL};
+  const char *args[] = {"run",
+                        "2",
+                        "--name",
+                        "nerves",
+                        "--profile",
+                        "nerves",
+                        "--firmware",
+                        disk,
+                        "--loader",
+                        kernel,
+                        "--initrd",
+                        initrd,
+                        "--memory",
+                        "128M",
+                        "--append",
+                        "console=ttyAMA0 panic=-1",
+                        "--ready-marker",
+                        "nervesfleet-ready",
+                        NULL};
   g_autoptr(NfTestProc) p = nf_test_proc_spawn(tmp, args);
   g_assert_true(nf_test_proc_wait_output(p, "all 2 guests ready", BOOT_MS));
   for (guint id = 1; id <= 2; id++) {
@@ -120,7 +134,8 @@ static void test_nerves_profile_env_serials(void)
         g_strdup_printf("%s/state/nervesfleet/nerves/vm-%04u/console.log", tmp, id);
     g_autofree char *want = g_strdup_printf("nervesfleet-ready serial=NF-%06u source=env", id);
     g_assert_true(nf_test_wait_file_contains(log, want, 1000));
-    g_autofree char *qlog = g_strdup_printf("%s/state/nervesfleet/nerves/vm-%04u/qemu.log", tmp, id);
+    g_autofree char *qlog =
+        g_strdup_printf("%s/state/nervesfleet/nerves/vm-%04u/qemu.log", tmp, id);
     g_autofree char *qtext = NULL;
     g_assert_true(g_file_get_contents(qlog, &qtext, NULL, NULL));
     g_assert_nonnull(strstr(qtext, "virtio-blk-device,drive=vdisk,bus=virtio-mmio-bus.0"));

@@ -22,8 +22,8 @@ static NfTestProc *start_one(const char *tmp, const char *name, const char *cons
                              const char *needle)
 {
   g_autoptr(GPtrArray) args = g_ptr_array_new();
-  const char *base[] = {"run", "1", "--name", name, "--stop-timeout", "5", "--backoff", "0.2",
-                        NULL};
+  const char *base[] = {"run", "1",         "--name", name, "--stop-timeout",
+                        "5",   "--backoff", "0.2",    NULL};
   for (const char *const *a = base; *a; a++)
     g_ptr_array_add(args, (gpointer)*a);
   for (const char *const *a = extra; a && *a; a++)
@@ -56,7 +56,8 @@ static void test_kill9_crashed_then_restarted(void)
   g_autoptr(NfTestProc) p = start_one(tmp, "k9", NULL, "all 1 guests ready");
   GPid first = only_qemu(tmp);
   kill(first, SIGKILL);
-  g_assert_true(nf_test_proc_wait_output(p, "vm-0001 backoff: exited: crashed (qemu killed by signal 9", BOOT_MS));
+  g_assert_true(nf_test_proc_wait_output(
+      p, "vm-0001 backoff: exited: crashed (qemu killed by signal 9", BOOT_MS));
   g_assert_true(nf_test_proc_wait_output(p, "ready NF-000001 (pid", BOOT_MS));
   g_assert_true(nf_test_proc_wait_output(p, "restart 1)", BOOT_MS));
   g_assert_cmpint(only_qemu(tmp), !=, first);
@@ -83,7 +84,8 @@ static void test_sigstop_hung_then_restarted(void)
   const char *extra[] = {"--health-interval", "0.5", "--health-timeout", "2", NULL};
   g_autoptr(NfTestProc) p = start_one(tmp, "hung", extra, "all 1 guests ready");
   kill(only_qemu(tmp), SIGSTOP);
-  g_assert_true(nf_test_proc_wait_output(p, "vm-0001 unhealthy: QMP did not answer within 2 s", BOOT_MS));
+  g_assert_true(
+      nf_test_proc_wait_output(p, "vm-0001 unhealthy: QMP did not answer within 2 s", BOOT_MS));
   g_assert_true(nf_test_proc_wait_output(p, "backoff: exited: hung", BOOT_MS));
   g_assert_true(nf_test_proc_wait_output(p, "restart 1)", BOOT_MS));
   stop_and_clean(p, tmp);
@@ -128,8 +130,8 @@ static GArray *restart_delays(const char *out)
 static void test_crash_every_boot_gives_up(void)
 {
   g_autofree char *tmp = nf_test_tmpdir_new();
-  const char *extra[] = {"--append", "nf.fault=boot-panic", "--max-restarts", "2",
-                         "--backoff", "0.5", NULL};
+  const char *extra[] = {
+      "--append", "nf.fault=boot-panic", "--max-restarts", "2", "--backoff", "0.5", NULL};
   g_autoptr(NfTestProc) p = start_one(tmp, "loop", extra, "giving up until restarted by hand");
   const char *out = nf_test_proc_output(p);
   g_autoptr(GArray) d = restart_delays(out);

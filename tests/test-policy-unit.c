@@ -34,8 +34,8 @@ static void test_classify(void)
   g_assert_cmpint(nf_exit_kind_classify(&k), ==, NF_EXIT_OOM_KILLED);
   NfExitFacts e1 = {.status_known = TRUE, .wait_status = W_EXITCODE(1, 0)};
   g_assert_cmpint(nf_exit_kind_classify(&e1), ==, NF_EXIT_CRASHED);
-  NfExitFacts sig = {.status_known = TRUE, .wait_status = W_EXITCODE(0, 0),
-                     .shutdown_reason = "host-signal"};
+  NfExitFacts sig = {
+      .status_known = TRUE, .wait_status = W_EXITCODE(0, 0), .shutdown_reason = "host-signal"};
   g_assert_cmpint(nf_exit_kind_classify(&sig), ==, NF_EXIT_CRASHED);
   NfExitFacts adopted = {.status_known = FALSE};
   g_assert_cmpint(nf_exit_kind_classify(&adopted), ==, NF_EXIT_CRASHED);
@@ -48,9 +48,11 @@ static void test_classify(void)
   g_assert_true(nf_exit_kind_is_failure(NF_EXIT_HUNG));
 }
 
-static const NfRestartPolicy policy = {
-    .mode = NF_RESTART_ON_FAILURE, .backoff_initial_ms = 1000, .backoff_max_ms = 8000,
-    .max_restarts = 5, .window_ms = 60000};
+static const NfRestartPolicy policy = {.mode = NF_RESTART_ON_FAILURE,
+                                       .backoff_initial_ms = 1000,
+                                       .backoff_max_ms = 8000,
+                                       .max_restarts = 5,
+                                       .window_ms = 60000};
 
 static void test_backoff_doubles_with_jitter(void)
 {
@@ -77,14 +79,14 @@ static void test_backoff_doubles_with_jitter(void)
                   NF_RESTART_GIVE_UP);
   /* Outside the window the tally no longer counts them. */
   g_assert_cmpuint(nf_restart_recent(&t, policy.window_ms, now + 61 * G_USEC_PER_SEC), ==, 0);
-  g_assert_cmpint(nf_restart_decide(&policy, &t, NF_EXIT_CRASHED, now + 61 * G_USEC_PER_SEC,
-                                    0.5, &d),
-                  ==, NF_RESTART_AFTER);
+  g_assert_cmpint(
+      nf_restart_decide(&policy, &t, NF_EXIT_CRASHED, now + 61 * G_USEC_PER_SEC, 0.5, &d), ==,
+      NF_RESTART_AFTER);
   /* A healthy stretch starts the backoff over. */
   nf_restart_tally_healthy(&t);
-  g_assert_cmpint(nf_restart_decide(&policy, &t, NF_EXIT_CRASHED, now + 62 * G_USEC_PER_SEC,
-                                    0.5, &d),
-                  ==, NF_RESTART_AFTER);
+  g_assert_cmpint(
+      nf_restart_decide(&policy, &t, NF_EXIT_CRASHED, now + 62 * G_USEC_PER_SEC, 0.5, &d), ==,
+      NF_RESTART_AFTER);
   g_assert_cmpuint(d, ==, 1000);
 }
 

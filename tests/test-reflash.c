@@ -24,8 +24,6 @@ static json_t *ps_guest(const char *tmp, const char *fleet, guint id);
 static char *last_boots_line(const char *console);
 static int run_to_end(NfTestProc *p);
 
-
-
 /* Runs one CLI command to completion, asserts its exit status, returns its
  * merged output. */
 static char *cli(const char *tmp, int want, const char *const *args)

@@ -280,8 +280,7 @@ void nf_test_proc_free(NfTestProc *p)
   g_free(p);
 }
 
-int nf_test_run_cli(const char *tmpdir, const char *const *args, guint timeout_ms,
-                    char **output)
+int nf_test_run_cli(const char *tmpdir, const char *const *args, guint timeout_ms, char **output)
 {
   g_autoptr(NfTestProc) p = nf_test_proc_spawn(tmpdir, args);
   int status = nf_test_proc_wait_exit(p, timeout_ms);
@@ -343,8 +342,7 @@ static gboolean file_has(FileWait *w)
   return w->found;
 }
 
-static void file_changed_cb(GFileMonitor *m, GFile *f, GFile *o, GFileMonitorEvent e,
-                            gpointer data)
+static void file_changed_cb(GFileMonitor *m, GFile *f, GFile *o, GFileMonitorEvent e, gpointer data)
 {
   file_has(data);
 }
@@ -374,8 +372,7 @@ void nf_test_sh(const char *cmd)
   int status = 0;
   g_autoptr(GError) error = NULL;
   const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
-  g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err, &status,
-               &error);
+  g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err, &status, &error);
   g_assert_no_error(error);
   if (!g_spawn_check_wait_status(status, NULL))
     g_error("`%s` failed: %s", cmd, err);

@@ -54,8 +54,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfTestProc, nf_test_proc_free)
 
 /* Runs nervesfleet to completion (timeout_ms); returns the exit status and
  * the merged output in *output. */
-int nf_test_run_cli(const char *tmpdir, const char *const *args, guint timeout_ms,
-                    char **output);
+int nf_test_run_cli(const char *tmpdir, const char *const *args, guint timeout_ms, char **output);
 
 /* Waits (on pidfds, no polling) until every pid in `pids` has exited. */
 gboolean nf_test_wait_pids_gone(GArray *pids, guint timeout_ms);
