@@ -134,6 +134,12 @@ void nf_command_scale(NfCommandReply *r, json_t *args)
       !nf_command_arg_bool(r, args, "wait", FALSE, &wait) ||
       !nf_command_arg_uint(r, args, "timeout_ms", FALSE, 0, G_MAXUINT, &timeout_ms))
     return;
+  if (count == 0) {
+    nf_command_reply_error(r, "bad_args", NULL,
+                           "args.count must be an integer from 1 to 100000 (a fleet keeps at "
+                           "least one guest; `down` stops it)");
+    return;
+  }
   NfFleet *fleet = nf_command_reply_fleet(r);
   guint before = nf_fleet_size(fleet);
   g_autoptr(GHashTable) old_ids = g_hash_table_new(g_direct_hash, g_direct_equal);
