@@ -29,6 +29,8 @@ struct NfCommandWait {
 };
 
 static gboolean wait_timeout_cb(gpointer data);
+static GHashTable *guests_by_id(NfFleet *fleet);
+static NfVm *wait_find(NfCommandWait *w, GHashTable *all, guint vm_id);
 static gboolean eval_idle_cb(gpointer data);
 static void waits_evaluate(NfCommands *cmds);
 
@@ -120,6 +122,28 @@ json_t *nf_command_guest_problem(NfVm *vm, guint vm_id, const char *why)
   return p;
 }
 
+/* Every guest of the fleet by id, those being removed by a scale-down
+ * included: nf_fleet_find_vm() hides them, but they are not down yet. */
+static GHashTable *guests_by_id(NfFleet *fleet)
+{
+  GHashTable *all = g_hash_table_new(g_direct_hash, g_direct_equal);
+  for (guint i = 0; i < nf_fleet_size(fleet); i++) {
+    NfVm *vm = nf_fleet_vm(fleet, i);
+    g_hash_table_insert(all, GUINT_TO_POINTER(nf_vm_id(vm)), vm);
+  }
+  return all;
+}
+
+/* The guest a wait is about: for "down", any guest still there (being
+ * removed counts as there until it is down); for "ready", only guests that
+ * stay in the fleet. NULL when gone. */
+static NfVm *wait_find(NfCommandWait *w, GHashTable *all, guint vm_id)
+{
+  if (w->until == NF_COMMAND_UNTIL_DOWN)
+    return g_hash_table_lookup(all, GUINT_TO_POINTER(vm_id));
+  return nf_fleet_find_vm(w->cmds->fleet, vm_id);
+}
+
 static gboolean wait_timeout_cb(gpointer data)
 {
   NfCommandWait *w = data;
@@ -128,9 +152,10 @@ static gboolean wait_timeout_cb(gpointer data)
   g_autoptr(GString) names = g_string_new(NULL);
   GHashTableIter it;
   gpointer key;
+  g_autoptr(GHashTable) all = guests_by_id(w->cmds->fleet);
   g_hash_table_iter_init(&it, w->pending);
   while (g_hash_table_iter_next(&it, &key, NULL)) {
-    NfVm *vm = nf_fleet_find_vm(w->cmds->fleet, GPOINTER_TO_UINT(key));
+    NfVm *vm = wait_find(w, all, GPOINTER_TO_UINT(key));
     json_array_append_new(details, nf_command_guest_problem(vm, GPOINTER_TO_UINT(key), "timeout"));
     if (names->len < 200)
       g_string_append_printf(names, "%s%s", names->len ? ", " : "",
@@ -164,6 +189,8 @@ static gboolean eval_idle_cb(gpointer data)
 
 static void waits_evaluate(NfCommands *cmds)
 {
+  /* One O(guests) index per evaluation, not a scan per pending id. */
+  g_autoptr(GHashTable) all = guests_by_id(cmds->fleet);
   GList *copy = g_list_copy(cmds->waits);
   for (GList *l = copy; l; l = l->next) {
     NfCommandWait *w = l->data;
@@ -178,7 +205,7 @@ static void waits_evaluate(NfCommands *cmds)
     g_hash_table_iter_init(&it, w->pending);
     while (g_hash_table_iter_next(&it, &key, NULL)) {
       guint vid = GPOINTER_TO_UINT(key);
-      NfVm *vm = nf_fleet_find_vm(cmds->fleet, vid);
+      NfVm *vm = wait_find(w, all, vid);
       NfVmState s = vm ? nf_vm_state(vm) : NF_VM_STOPPED;
       const char *why = NULL;
       gboolean done = FALSE;
