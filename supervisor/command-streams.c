@@ -9,7 +9,9 @@
  */
 #include "supervisor/command-private.h"
 
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 #include <glib/gstdio.h>
 
 #include "supervisor/control.h"
@@ -122,4 +124,22 @@ json_t *nf_commands_notice_event(const char *message)
 {
   return json_pack("{s:i, s:s, s:f, s:s}", "v", NF_CONTROL_PROTOCOL, "event", "notice", "time",
                    (double)g_get_real_time() / 1e6, "message", message);
+}
+
+char *nf_commands_console_tail(NfVm *vm, gsize max)
+{
+  g_autofree char *tail = nf_vm_console_tail(vm, max);
+  if (!*tail) {
+    int fd = open(nf_vm_console_log_path(vm), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      off_t size = lseek(fd, 0, SEEK_END);
+      off_t from = size > (off_t)max ? size - (off_t)max : 0;
+      g_free(tail);
+      tail = g_malloc0(max + 1);
+      ssize_t n = pread(fd, tail, max, from);
+      tail[n > 0 ? n : 0] = '\0';
+      close(fd);
+    }
+  }
+  return g_utf8_make_valid(tail, -1);
 }

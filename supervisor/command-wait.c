@@ -14,8 +14,6 @@
 
 #include <string.h>
 
-#include "supervisor/control.h"
-
 #define FAIL_TAIL_BYTES 1500
 
 struct NfCommandWait {
@@ -109,7 +107,7 @@ json_t *nf_command_guest_problem(NfVm *vm, guint vm_id, const char *why)
 {
   if (!vm)
     return json_pack("{s:I, s:s}", "id", (json_int_t)vm_id, "problem", why);
-  g_autofree char *tail = nf_control_console_tail(vm, FAIL_TAIL_BYTES);
+  g_autofree char *tail = nf_commands_console_tail(vm, FAIL_TAIL_BYTES);
   json_t *p = json_pack("{s:I, s:s, s:s?, s:s, s:s}", "id", (json_int_t)vm_id, "name",
                         nf_vm_name(vm), "serial", nf_vm_serial(vm), "state",
                         nf_vm_state_name(nf_vm_state(vm)), "problem", why);

@@ -104,3 +104,6 @@ void nf_commands_console_release(NfCommands *cmds, guint vm_id, NfCommandPeer *p
 json_t *nf_commands_guest_json(NfCommands *cmds, NfVm *vm, gint64 now_mono);
 json_t *nf_commands_state_event(NfVm *vm, NfVmState old_state, const char *reason);
 json_t *nf_commands_notice_event(const char *message);
+/* A guest's recent console output: the live ring, or, once qemu is gone,
+ * the end of its console log (at most `max` bytes, valid UTF-8). New string. */
+char *nf_commands_console_tail(NfVm *vm, gsize max);

@@ -16,7 +16,6 @@
 #include "supervisor/control.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -195,24 +194,6 @@ void nf_control_free(NfControl *ctl)
 NfCommands *nf_control_commands(NfControl *ctl)
 {
   return ctl->cmds;
-}
-
-char *nf_control_console_tail(NfVm *vm, gsize max)
-{
-  g_autofree char *tail = nf_vm_console_tail(vm, max);
-  if (!*tail) {
-    int fd = open(nf_vm_console_log_path(vm), O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-      off_t size = lseek(fd, 0, SEEK_END);
-      off_t from = size > (off_t)max ? size - (off_t)max : 0;
-      g_free(tail);
-      tail = g_malloc0(max + 1);
-      ssize_t n = pread(fd, tail, max, from);
-      tail[n > 0 ? n : 0] = '\0';
-      close(fd);
-    }
-  }
-  return g_utf8_make_valid(tail, -1);
 }
 
 const char *nf_control_socket_path(const NfControl *ctl)

@@ -51,9 +51,6 @@ const char *nf_control_socket_path(const NfControl *ctl);
 /* The command layer this socket serves (owned by `ctl`), for another
  * transport to serve the same commands, waits and console seats. */
 NfCommands *nf_control_commands(NfControl *ctl);
-/* A guest's recent console output: the live ring, or, once qemu is gone,
- * the end of its console log (at most `max` bytes, valid UTF-8). */
-char *nf_control_console_tail(NfVm *vm, gsize max);
 
 /* Clients connected now (for tests and `hello`). */
 guint nf_control_n_clients(const NfControl *ctl);
