@@ -169,12 +169,14 @@ void nf_command_reply_ok(NfCommandReply *r, json_t *result)
 {
   if (!result)
     result = json_object();
-  g_return_if_fail(!r->answered);
-  r->answered = TRUE;
-  if (r->peer->gone) {
+  if (r->answered || r->peer->gone) {
+    /* Answering twice is a handler's bug; a gone peer reads nothing. */
+    if (r->answered)
+      g_critical("command answered twice (ok after an answer)");
     json_decref(result);
     return;
   }
+  r->answered = TRUE;
   r->peer->transport->ok(r->peer, r->id, result);
 }
 
@@ -185,13 +187,14 @@ void nf_command_reply_error(NfCommandReply *r, const char *code, json_t *guests,
   va_start(ap, fmt);
   g_autofree char *msg = g_strdup_vprintf(fmt, ap);
   va_end(ap);
-  g_return_if_fail(!r->answered);
-  r->answered = TRUE;
-  if (r->peer->gone) {
+  if (r->answered || r->peer->gone) {
+    if (r->answered)
+      g_critical("command answered twice (error \"%s\" after an answer)", code);
     if (guests)
       json_decref(guests);
     return;
   }
+  r->answered = TRUE;
   r->peer->transport->error(r->peer, r->id, code, msg, guests);
 }
 
