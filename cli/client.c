@@ -2,6 +2,13 @@
  * client.c: control-socket client (see client.h). One connection, blocking
  * reads bounded by poll() deadlines, a small read buffer shared by the
  * line reader and the raw reader so no byte after a reply is lost.
+ *
+ * Every connection starts with a `hello` within NF_CLIENT_HANDSHAKE_MS (the
+ * connect itself bounded by SO_SNDTIMEO, which a unix socket honours while
+ * the listener's backlog is full): a supervisor that is stopped (SIGSTOP)
+ * or wedged accepts connections in the kernel but never answers, and every
+ * verb, even one that then waits without a deadline, must say so rather
+ * than hang.
  */
 #include "cli/client.h"
 
@@ -19,10 +26,13 @@
 struct NfClient {
   int fd;
   char *fleet;
-  GString *buf; /* received, not consumed */
+  char *lock_path; /* <runtime dir>/fleet.lock: the supervisor's pid */
+  GString *buf;    /* received, not consumed */
   gsize pos;
   guint next_id;
+  guint call_timeout_ms; /* of the call in progress, for its error */
   json_t *last_error;
+  json_t *hello; /* the supervisor's answer to the handshake */
 };
 
 /* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
@@ -33,6 +43,30 @@ GQuark nf_client_error_quark(void)
 }
 
 static gssize fill(NfClient *c, gint64 deadline, GError **error);
+static void set_send_timeout(int fd, guint ms);
+static void not_answering(NfClient *c, guint timeout_ms, GError **error);
+
+static void set_send_timeout(int fd, guint ms)
+{
+  struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+  (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+/* "fleet 'x': supervisor pid N not answering within S s", the pid from the
+ * handshake or else from the fleet lock. */
+static void not_answering(NfClient *c, guint timeout_ms, GError **error)
+{
+  json_int_t pid = c->hello ? json_integer_value(json_object_get(c->hello, "pid")) : 0;
+  g_autofree char *text = NULL;
+  if (pid <= 0 && g_file_get_contents(c->lock_path, &text, NULL, NULL))
+    pid = g_ascii_strtoll(text, NULL, 10);
+  g_autofree char *who = pid > 0 ? g_strdup_printf("supervisor pid %" JSON_INTEGER_FORMAT, pid)
+                                 : g_strdup("supervisor");
+  g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_TIMEOUT,
+              "fleet '%s': %s not answering within %g s (stopped or overloaded? `kill -CONT` "
+              "resumes a stopped one)",
+              c->fleet, who, timeout_ms / 1000.0);
+}
 
 void nf_client_options_clear(NfClientOptions *o)
 {
@@ -55,6 +89,7 @@ NfClient *nf_client_connect(const NfClientOptions *o, GError **error)
     return NULL;
   }
   g_autofree char *path = g_build_filename(paths.runtime_dir, NF_CONTROL_SOCKET_NAME, NULL);
+  g_autofree char *lock_path = g_build_filename(paths.runtime_dir, "fleet.lock", NULL);
   nf_paths_clear(&paths);
   g_autofree char *hint = g_strdup_printf(
       "no fleet '%s' running; start one with `nervesfleet run N%s%s%s%s`", name,
@@ -67,31 +102,66 @@ NfClient *nf_client_connect(const NfClientOptions *o, GError **error)
     return NULL;
   }
   g_strlcpy(addr.sun_path, path, sizeof(addr.sun_path));
+  g_autoptr(NfClient) c = g_new0(NfClient, 1);
+  c->fd = -1;
+  c->fleet = g_strdup(name);
+  c->lock_path = g_steal_pointer(&lock_path);
+  c->buf = g_string_new(NULL);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0)
+    set_send_timeout(fd, NF_CLIENT_HANDSHAKE_MS);
   if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
     int e = errno;
     if (fd >= 0)
       close(fd);
-    if (e == ENOENT || e == ECONNREFUSED || e == ENOTDIR)
+    if (e == EAGAIN || e == EINTR)
+      not_answering(c, NF_CLIENT_HANDSHAKE_MS, error); /* a full backlog */
+    else if (e == ENOENT || e == ECONNREFUSED || e == ENOTDIR)
       g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_NO_FLEET, "%s", hint);
     else
       g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_NO_FLEET, "%s (%s: %s)", hint, path,
                   g_strerror(e));
     return NULL;
   }
-  NfClient *c = g_new0(NfClient, 1);
   c->fd = fd;
-  c->fleet = g_strdup(name);
-  c->buf = g_string_new(NULL);
-  return c;
+  g_autoptr(GError) call_error = NULL;
+  c->hello = nf_client_call(c, "hello", NULL, NF_CLIENT_HANDSHAKE_MS, &call_error);
+  if (!c->hello) {
+    g_propagate_error(error, g_steal_pointer(&call_error));
+    return NULL;
+  }
+  /* From here on, a long wait (`wait`, a console) is the caller's choice. */
+  set_send_timeout(fd, 0);
+  return g_steal_pointer(&c);
+}
+
+json_t *nf_client_hello(NfClient *c)
+{
+  return c->hello;
+}
+
+gboolean nf_client_check_answering(const char *name, const char *runtime_dir, GError **error)
+{
+  NfClientOptions o = {.name = (char *)name, .runtime_dir = (char *)runtime_dir};
+  g_autoptr(GError) local = NULL;
+  g_autoptr(NfClient) c = nf_client_connect(&o, &local);
+  if (!c && g_error_matches(local, NF_CLIENT_ERROR, NF_CLIENT_ERROR_TIMEOUT)) {
+    g_propagate_error(error, g_steal_pointer(&local));
+    return FALSE;
+  }
+  return TRUE;
 }
 
 void nf_client_free(NfClient *c)
 {
   if (!c)
     return;
-  close(c->fd);
+  if (c->fd >= 0)
+    close(c->fd);
   g_free(c->fleet);
+  g_free(c->lock_path);
+  if (c->hello)
+    json_decref(c->hello);
   g_string_free(c->buf, TRUE);
   if (c->last_error)
     json_decref(c->last_error);
@@ -115,8 +185,7 @@ static gssize fill(NfClient *c, gint64 deadline, GError **error)
     if (deadline) {
       gint64 left = deadline - g_get_monotonic_time();
       if (left <= 0) {
-        g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_IO, "fleet '%s' did not answer in time",
-                    c->fleet);
+        not_answering(c, c->call_timeout_ms, error);
         return -1;
       }
       wait_ms = (int)MIN(left / 1000 + 1, G_MAXINT);
@@ -186,6 +255,10 @@ gboolean nf_client_write_all(NfClient *c, const char *buf, gsize len, GError **e
     ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR)
       continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      not_answering(c, NF_CLIENT_HANDSHAKE_MS, error); /* SO_SNDTIMEO, handshake only */
+      return FALSE;
+    }
     if (n < 0) {
       g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_IO, "control socket: %s",
                   g_strerror(errno));
@@ -218,6 +291,7 @@ json_t *nf_client_call(NfClient *c, const char *cmd, json_t *args, guint timeout
   g_autofree char *line = g_strconcat(text, "\n", NULL);
   if (!nf_client_write_all(c, line, strlen(line), error))
     return NULL;
+  c->call_timeout_ms = timeout_ms;
   gint64 deadline = timeout_ms ? g_get_monotonic_time() + (gint64)timeout_ms * 1000 : 0;
   for (;;) {
     g_autoptr(GError) local = NULL;

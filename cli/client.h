@@ -18,10 +18,14 @@ typedef enum {
   NF_CLIENT_ERROR_PROTOCOL, /* the reply was not what the protocol says */
   NF_CLIENT_ERROR_REMOTE,   /* the supervisor answered ok:false */
   NF_CLIENT_ERROR_USAGE,    /* bad fleet name or runtime dir */
+  NF_CLIENT_ERROR_TIMEOUT,  /* the supervisor did not answer within the deadline */
 } NfClientError;
 
 /* Default deadline of a request that does not wait for guests. */
 #define NF_CLIENT_TIMEOUT_MS 30000
+/* Deadline of the connection's first exchange (`hello`), which every verb
+ * makes, even those that then wait without one (`wait`, `console`...). */
+#define NF_CLIENT_HANDSHAKE_MS 10000
 
 /* The options every fleet verb takes; fill with NF_CLIENT_OPTION_ENTRIES. */
 typedef struct {
@@ -42,15 +46,27 @@ typedef struct NfClient NfClient;
 
 /* Connects to the fleet's control socket: --name/--runtime-dir, else
  * $NERVESFLEET_NAME/$NERVESFLEET_RUNTIME_DIR (set for `run --exec` CMDs),
- * else the fleet 'default'. NF_CLIENT_ERROR_NO_FLEET with
- * "no fleet 'x' running; start one with `nervesfleet run N --name x`" when
- * there is no socket or nobody listens (a stale one). */
+ * else the fleet 'default', and makes the `hello` handshake. Errors:
+ * NF_CLIENT_ERROR_NO_FLEET with "no fleet 'x' running; start one with
+ * `nervesfleet run N --name x`" when there is no socket or nobody listens
+ * (a stale one); NF_CLIENT_ERROR_TIMEOUT with "fleet 'x': supervisor pid N
+ * not answering within S s" when the handshake takes longer than
+ * NF_CLIENT_HANDSHAKE_MS; NF_CLIENT_ERROR_USAGE for a bad name or dir. */
 NfClient *nf_client_connect(const NfClientOptions *o, GError **error);
+/* FALSE with NF_CLIENT_ERROR_TIMEOUT when fleet `name` (runtime dir
+ * `runtime_dir`, NULL: the default) has a supervisor that does not answer
+ * the handshake in time (stopped, wedged); TRUE otherwise, including when
+ * there is no control socket to ask. For `down`, before it signals. */
+gboolean nf_client_check_answering(const char *name, const char *runtime_dir, GError **error);
+/* The supervisor's answer to the handshake (borrowed): `pid`, `count`...
+ * as for the `hello` command. */
+json_t *nf_client_hello(NfClient *c);
 void nf_client_free(NfClient *c);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfClient, nf_client_free)
 
 /* Sends {"v":1,"id":N,"cmd":cmd,"args":args} (`args` stolen; NULL = {}) and
- * reads the reply within `timeout_ms` (0: no deadline). Returns the
+ * reads the reply within `timeout_ms` (0: no deadline; past it,
+ * NF_CLIENT_ERROR_TIMEOUT "... not answering within S s"). Returns the
  * "result" (new reference) or NULL with an error; for ok:false the error is
  * NF_CLIENT_ERROR_REMOTE with the supervisor's message, and the whole error
  * object stays available from nf_client_last_error(). */

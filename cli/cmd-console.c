@@ -3,7 +3,8 @@
  * guest's serial console, relayed through the supervisor (which keeps
  * reading the console whether or not anyone is attached). Recent output is
  * replayed so the prompt shows; one client writes at a time, any number
- * watch with --ro. Ctrl-] then q detaches.
+ * watch with --ro. Ctrl-] then q detaches, and so does the end of stdin
+ * (`echo 'uptime' | nervesfleet console 1` sends the line, then detaches).
  */
 #include <stdio.h>
 #include <string.h>
@@ -52,6 +53,9 @@ int nf_cmd_console(int argc, char **argv)
   switch (end) {
   case NF_CONSOLE_DETACHED:
     fprintf(stderr, "\n[detached from %s]\n", name);
+    return NF_EXIT_OK;
+  case NF_CONSOLE_INPUT_ENDED:
+    fprintf(stderr, "\n[input ended: detached from %s]\n", name);
     return NF_EXIT_OK;
   case NF_CONSOLE_CLOSED:
     fprintf(stderr, "\n[%s's console closed: the fleet stopped]\n", name);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <glib/gstdio.h>
 
+#include "cli/client.h"
 #include "cli/parse.h"
 #include "cli/verbs.h"
 #include "supervisor/cgroup.h"
@@ -143,7 +144,12 @@ int nf_cmd_down(int argc, char **argv)
     close(fd);
     buf[n > 0 ? n : 0] = '\0';
     GPid pid = (GPid)g_ascii_strtoll(buf, NULL, 10);
-    if (pid <= 0 || kill(pid, leave ? SIGUSR1 : SIGTERM) != 0) {
+    /* A supervisor that cannot answer (stopped, wedged) cannot stop either:
+     * say so at once, and leave no signal pending for when it resumes. */
+    if (!nf_client_check_answering(fleet, runtime_dir, &error)) {
+      nf_cli_error("down: %s", error->message);
+      code = NF_EXIT_FAILURE;
+    } else if (pid <= 0 || kill(pid, leave ? SIGUSR1 : SIGTERM) != 0) {
       nf_cli_error("down: cannot signal the supervisor of '%s' (pid %s): %s", fleet, buf,
                    g_strerror(errno));
       code = NF_EXIT_FAILURE;

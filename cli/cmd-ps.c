@@ -12,6 +12,7 @@
 
 #include "cli/client.h"
 #include "cli/fleet-verbs.h"
+#include "cli/ps-summary.h"
 #include "cli/verbs.h"
 #include "supervisor/targets.h"
 
@@ -105,17 +106,8 @@ static void print_table(json_t *result)
     }
     g_string_append_printf(out, "%s\n", why ? why : "-");
   }
-  json_t *k = json_object_get(result, "counts");
-  g_string_append_printf(out,
-                         "%" JSON_INTEGER_FORMAT " guests: %" JSON_INTEGER_FORMAT
-                         " ready, %" JSON_INTEGER_FORMAT " booting, %" JSON_INTEGER_FORMAT
-                         " stopped, %" JSON_INTEGER_FORMAT " failed\n",
-                         json_integer_value(json_object_get(result, "count")),
-                         json_integer_value(json_object_get(k, "ready")),
-                         json_integer_value(json_object_get(k, "booting")) +
-                             json_integer_value(json_object_get(k, "queued")),
-                         json_integer_value(json_object_get(k, "stopped")),
-                         json_integer_value(json_object_get(k, "failed")));
+  g_autofree char *summary = nf_ps_summary(result);
+  g_string_append_printf(out, "%s\n", summary);
   fwrite(out->str, 1, out->len, stdout);
   g_string_free(out, TRUE);
 }

@@ -82,7 +82,7 @@ NfConsoleEnd nf_console_run(NfClient *c, gboolean writer, GError **error)
 {
   gboolean raw = tty_raw();
   const char *nl = raw ? "\r\n" : "\n";
-  gboolean escaped = FALSE, warned = FALSE, stdin_open = TRUE;
+  gboolean escaped = FALSE, warned = FALSE;
   NfConsoleEnd end = NF_CONSOLE_CLOSED;
   char buf[16384];
   for (;;) {
@@ -94,7 +94,7 @@ NfConsoleEnd nf_console_run(NfClient *c, gboolean writer, GError **error)
     }
     struct pollfd p[2] = {{.fd = nf_client_fd(c), .events = POLLIN},
                           {.fd = STDIN_FILENO, .events = POLLIN}};
-    int r = poll(p, stdin_open ? 2 : 1, -1);
+    int r = poll(p, 2, -1);
     if (r < 0 && errno == EINTR)
       continue;
     if (r < 0) {
@@ -115,14 +115,16 @@ NfConsoleEnd nf_console_run(NfClient *c, gboolean writer, GError **error)
       if (!out_all(buf, (gsize)n))
         break;
     }
-    if (stdin_open && p[1].revents) {
+    if (p[1].revents) {
       ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
       if (n < 0 && errno == EINTR)
         continue;
       if (n <= 0) {
-        /* stdin ended (a pipe): keep showing output until the fleet ends. */
-        stdin_open = FALSE;
-        continue;
+        /* stdin ended (a pipe, /dev/null, a closed fd): all it gave was
+         * sent as it came, and nothing more will: detach, as a script
+         * piping commands in expects. */
+        end = NF_CONSOLE_INPUT_ENDED;
+        break;
       }
       /* Pass keys through, except the escape sequence. */
       g_autoptr(GString) send = g_string_new(NULL);

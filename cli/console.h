@@ -1,7 +1,8 @@
 /*
  * console.h: the interactive side of `nervesfleet console`: puts the
  * terminal in raw mode, relays keys to the control connection and guest
- * output to the terminal, and watches for the escape (Ctrl-] then q). The
+ * output to the terminal, and watches for the escape (Ctrl-] then q) or the
+ * end of stdin (`echo cmd | nervesfleet console 1` detaches once sent). The
  * terminal is restored on every way out: detach, the fleet going away, an
  * error, SIGTERM/SIGHUP/SIGINT from outside, and exit().
  */
@@ -13,12 +14,13 @@
 #define NF_CONSOLE_ESCAPE_HINT "Ctrl-] then q detaches"
 
 typedef enum {
-  NF_CONSOLE_DETACHED, /* the user pressed the escape */
-  NF_CONSOLE_CLOSED,   /* the supervisor closed the connection (fleet stopped) */
-  NF_CONSOLE_ERROR,    /* I/O error; `error` says which */
+  NF_CONSOLE_DETACHED,    /* the user pressed the escape */
+  NF_CONSOLE_INPUT_ENDED, /* stdin reached EOF (a pipe, /dev/null): detached */
+  NF_CONSOLE_CLOSED,      /* the supervisor closed the connection (fleet stopped) */
+  NF_CONSOLE_ERROR,       /* I/O error; `error` says which */
 } NfConsoleEnd;
 
 /* Relays between stdin/stdout and `c` (already attached) until one of the
- * ends above. `writer`: keys go to the guest; otherwise they are dropped
- * (a note says so once) and only the escape works. */
+ * ends above; keys read before stdin's EOF are sent before detaching. `writer`: keys go to the
+ * guest; otherwise they are dropped (a note says so once) and only the escape works. */
 NfConsoleEnd nf_console_run(NfClient *c, gboolean writer, GError **error);

@@ -5,7 +5,7 @@
  * seconds that guest 3 panicked at boot, not after a timeout.
  */
 #include "cli/run-exec.h"
-#include "supervisor/control.h"
+#include "supervisor/command.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -97,7 +97,7 @@ static void fail(NfRunExec *x)
     fprintf(stderr, "nervesfleet: run --exec: %s (%s) %s%s%s\n", nf_vm_name(vm),
             nf_vm_serial(vm) ? nf_vm_serial(vm) : "-", nf_vm_state_name(s), reason ? ": " : "",
             reason ? reason : "");
-    g_autofree char *tail = nf_control_console_tail(vm, TAIL_BYTES);
+    g_autofree char *tail = nf_commands_console_tail(vm, TAIL_BYTES);
     g_auto(GStrv) lines = g_strsplit(tail, "\n", -1);
     guint k = g_strv_length(lines);
     while (k > 0 && !*g_strstrip(lines[k - 1]))

@@ -133,6 +133,13 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
   if (!nf_parse_count("guest count", (*argv)[1], 100000, &cfg->count, error))
     return FALSE;
   if (name) {
+    /* A name that cannot be a directory is a bad argument (exit 2), found
+     * here rather than when the fleet is built. Creates nothing. */
+    NfFleetPaths paths = {0};
+    gboolean ok = nf_paths_resolve(&paths, name, NULL, NULL, error);
+    nf_paths_clear(&paths);
+    if (!ok)
+      return FALSE;
     g_free(cfg->name);
     cfg->name = g_steal_pointer(&name);
   }
@@ -140,6 +147,12 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
     return FALSE;
   if (memory && !nf_parse_size_mib("--memory", memory, &cfg->memory_mib, error))
     return FALSE;
+  if (memory && cfg->memory_mib < 16) {
+    g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                "--memory %s is too small: a guest needs at least 16M (e.g. --memory 128M)",
+                memory);
+    return FALSE;
+  }
   if (accel && !nf_accel_parse(accel, &cfg->accel, error))
     return FALSE;
   if (qemu) {

@@ -1,19 +1,21 @@
 /*
- * control.c: the control socket's server half: the listening socket, peer
- * checks, per-client framing and bounded buffers, the fleet listener that
- * feeds event streams, and console streams. Commands themselves live in
- * control-cmds.c; the protocol is in control-protocol.md.
+ * control.c: the control socket: the command layer's JSON-lines transport
+ * (see command.h). It owns the listening socket, peer checks, per-client
+ * framing and bounded buffers, and the streams a command may switch a
+ * client to (console bytes, event lines); commands themselves live in the
+ * command layer (supervisor/command*.c). The protocol is in
+ * control-protocol.md.
  *
  * Every fd is non-blocking and watched by the one GMainLoop. Output goes
  * out as soon as the socket takes it; what it does not take waits in a
  * per-client buffer, and a client that lets NF_CONTROL_OUT_MAX pile up is
  * dropped. Clients are refcounted because a request may finish later (a
- * balloon reply, a wait) after its client went away: `dead` then says so.
+ * balloon reply, a wait) after its client went away: the peer's `gone`
+ * then says so.
  */
-#include "supervisor/control-private.h"
+#include "supervisor/control.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,22 +27,86 @@
 #include <glib-unix.h>
 #include <glib/gstdio.h>
 
+#include "supervisor/command.h"
 #include "supervisor/paths.h"
+
+typedef enum {
+  MODE_REQUESTS, /* JSON lines in, replies out */
+  MODE_EVENTS,   /* after `events`: event lines out, input ignored */
+  MODE_RAW,      /* after `logs -f`/`console`: raw console bytes */
+} Mode;
+
+typedef struct {
+  NfCommandPeer peer; /* first: the command layer's view of this client */
+  NfControl *ctl;
+  int refs;
+  int fd;
+  uid_t uid;
+  guint in_src, out_src;
+  GString *in;
+  gboolean discarding; /* skipping the rest of an oversize line */
+  GByteArray *out;
+  gsize out_pos;
+  gboolean close_when_flushed;
+  gboolean dropping; /* too much unread output: closing on the next idle */
+  Mode mode;
+  guint vm_id;     /* RAW: whose console */
+  guint watch_id;  /* RAW: nf_vm_console_watch id */
+  gboolean writer; /* RAW: input goes to the guest */
+} Client;
+
+struct NfControl {
+  NfFleet *fleet;
+  NfControlHooks hooks;
+  gpointer hooks_data;
+  NfCommands *cmds;
+  char *path;
+  int listen_fd;
+  guint listen_src;
+  guint listener_id;
+  GList *clients; /* Client*, each holding one ref */
+  guint n_clients;
+};
 
 static gboolean accept_cb(int fd, GIOCondition cond, gpointer data);
 static gboolean client_in_cb(int fd, GIOCondition cond, gpointer data);
 static gboolean client_out_cb(int fd, GIOCondition cond, gpointer data);
 static void client_new(NfControl *ctl, int fd);
-static void client_close(NfCtlClient *c);
-static void client_flush(NfCtlClient *c);
-static void client_handle_line(NfCtlClient *c, const char *line, gsize len);
-static void client_feed(NfCtlClient *c, const char *buf, gsize len);
+static Client *client_ref(Client *c);
+static void client_unref(Client *c);
+static void client_close(Client *c);
+static void client_flush(Client *c);
+static void client_handle_line(Client *c, const char *line, gsize len);
+static void client_feed(Client *c, const char *buf, gsize len);
+static void send_bytes(Client *c, const char *buf, gsize len);
+static void send_json(Client *c, json_t *msg);
+static void reply_error(Client *c, json_t *id, const char *code, json_t *details, const char *fmt,
+                        ...) G_GNUC_PRINTF(5, 6);
+static void control_log(NfControl *ctl, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 static void console_data_cb(NfVm *vm, const char *buf, gsize len, gpointer data);
 static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason,
                           gpointer data);
 static void notice_cb(NfFleet *fleet, const char *message, gpointer data);
 static void broadcast_event(NfControl *ctl, json_t *event);
+static gboolean any_events_client(NfControl *ctl);
 static gboolean drop_idle_cb(gpointer data);
+static void peer_ref(NfCommandPeer *peer);
+static void peer_unref(NfCommandPeer *peer);
+static void peer_ok(NfCommandPeer *peer, json_t *id, json_t *result);
+static void peer_error(NfCommandPeer *peer, json_t *id, const char *code, const char *message,
+                       json_t *guests);
+static void peer_console(NfCommandPeer *peer, NfVm *vm, gboolean writer, gsize replay);
+static void peer_events(NfCommandPeer *peer);
+
+static const NfCommandTransport transport = {
+    .name = "control socket",
+    .ref = peer_ref,
+    .unref = peer_unref,
+    .ok = peer_ok,
+    .error = peer_error,
+    .console = peer_console,
+    .events = peer_events,
+};
 
 static gboolean drop_idle_cb(gpointer data)
 {
@@ -48,7 +114,7 @@ static gboolean drop_idle_cb(gpointer data)
   return G_SOURCE_REMOVE;
 }
 
-void nf_ctl_log(NfControl *ctl, const char *fmt, ...)
+static void control_log(NfControl *ctl, const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
@@ -95,11 +161,11 @@ NfControl *nf_control_new(NfFleet *fleet, const NfControlHooks *hooks, gpointer 
   if (hooks)
     ctl->hooks = *hooks;
   ctl->hooks_data = user_data;
+  NfCommandHooks cmd_hooks = {.down = ctl->hooks.down, .log = ctl->hooks.log};
+  ctl->cmds = nf_commands_new(fleet, &cmd_hooks, user_data);
   ctl->path = g_steal_pointer(&path);
   ctl->listen_fd = fd;
   ctl->listen_src = g_unix_fd_add(fd, G_IO_IN, accept_cb, ctl);
-  ctl->writers = g_hash_table_new(g_direct_hash, g_direct_equal);
-  ctl->run_starts = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
   static const NfFleetCallbacks listener = {.vm_changed = vm_changed_cb, .notice = notice_cb};
   ctl->listener_id = nf_fleet_add_listener(fleet, &listener, ctl);
   return ctl;
@@ -113,38 +179,21 @@ void nf_control_free(NfControl *ctl)
   g_source_remove(ctl->listen_src);
   close(ctl->listen_fd);
   (void)unlink(ctl->path);
-  nf_ctl_waits_free_all(ctl);
-  nf_ctl_balloons_orphan(ctl);
-  if (ctl->eval_src)
-    g_source_remove(ctl->eval_src);
   /* Best effort: whatever is queued goes out now if the socket takes it. */
   while (ctl->clients) {
-    NfCtlClient *c = ctl->clients->data;
+    Client *c = ctl->clients->data;
     client_flush(c);
     client_close(c);
   }
-  g_hash_table_unref(ctl->writers);
-  g_hash_table_unref(ctl->run_starts);
+  /* Pending waits and balloons go unanswered; they release their clients. */
+  nf_commands_free(ctl->cmds);
   g_free(ctl->path);
   g_free(ctl);
 }
 
-char *nf_control_console_tail(NfVm *vm, gsize max)
+NfCommands *nf_control_commands(NfControl *ctl)
 {
-  g_autofree char *tail = nf_vm_console_tail(vm, max);
-  if (!*tail) {
-    int fd = open(nf_vm_console_log_path(vm), O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-      off_t size = lseek(fd, 0, SEEK_END);
-      off_t from = size > (off_t)max ? size - (off_t)max : 0;
-      g_free(tail);
-      tail = g_malloc0(max + 1);
-      ssize_t n = pread(fd, tail, max, from);
-      tail[n > 0 ? n : 0] = '\0';
-      close(fd);
-    }
-  }
-  return g_utf8_make_valid(tail, -1);
+  return ctl->cmds;
 }
 
 const char *nf_control_socket_path(const NfControl *ctl)
@@ -167,7 +216,7 @@ static gboolean accept_cb(int fd, GIOCondition cond, gpointer data)
     int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (cfd < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
-        nf_ctl_log(ctl, "accept: %s", g_strerror(errno));
+        control_log(ctl, "accept: %s", g_strerror(errno));
       break;
     }
     client_new(ctl, cfd);
@@ -177,7 +226,8 @@ static gboolean accept_cb(int fd, GIOCondition cond, gpointer data)
 
 static void client_new(NfControl *ctl, int fd)
 {
-  NfCtlClient *c = g_new0(NfCtlClient, 1);
+  Client *c = g_new0(Client, 1);
+  c->peer.transport = &transport;
   c->ctl = ctl;
   c->refs = 1;
   c->fd = fd;
@@ -189,39 +239,38 @@ static void client_new(NfControl *ctl, int fd)
   struct ucred cred;
   socklen_t len = sizeof(cred);
   if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-    nf_ctl_log(ctl, "refused a client: SO_PEERCRED: %s", g_strerror(errno));
+    control_log(ctl, "refused a client: SO_PEERCRED: %s", g_strerror(errno));
     client_close(c);
     return;
   }
   c->uid = cred.uid;
-  c->pid = cred.pid;
+  c->peer.pid = cred.pid;
   c->in_src = g_unix_fd_add(fd, G_IO_IN, client_in_cb, c);
   uid_t me = getuid();
   if (cred.uid != me && cred.uid != 0) {
-    nf_ctl_log(ctl, "refused control client pid %d: uid %u is neither %u nor root", (int)cred.pid,
-               (unsigned)cred.uid, (unsigned)me);
-    nf_ctl_reply_error(c, NULL, "permission_denied", NULL,
-                       "uid %u may not control fleet '%s' (only uid %u or root)",
-                       (unsigned)cred.uid, nf_fleet_name(ctl->fleet), (unsigned)me);
+    control_log(ctl, "refused control client pid %d: uid %u is neither %u nor root", (int)cred.pid,
+                (unsigned)cred.uid, (unsigned)me);
+    reply_error(c, NULL, "permission_denied", NULL,
+                "uid %u may not control fleet '%s' (only uid %u or root)", (unsigned)cred.uid,
+                nf_fleet_name(ctl->fleet), (unsigned)me);
     c->close_when_flushed = TRUE;
     client_flush(c);
     return;
   }
   if (ctl->n_clients > NF_CONTROL_MAX_CLIENTS) {
-    nf_ctl_reply_error(c, NULL, "busy", NULL, "too many control clients (%d)",
-                       NF_CONTROL_MAX_CLIENTS);
+    reply_error(c, NULL, "busy", NULL, "too many control clients (%d)", NF_CONTROL_MAX_CLIENTS);
     c->close_when_flushed = TRUE;
     client_flush(c);
   }
 }
 
-NfCtlClient *nf_ctl_client_ref(NfCtlClient *c)
+static Client *client_ref(Client *c)
 {
   c->refs++;
   return c;
 }
 
-void nf_ctl_client_unref(NfCtlClient *c)
+static void client_unref(Client *c)
 {
   if (--c->refs > 0)
     return;
@@ -230,12 +279,12 @@ void nf_ctl_client_unref(NfCtlClient *c)
   g_free(c);
 }
 
-static void client_close(NfCtlClient *c)
+static void client_close(Client *c)
 {
-  if (c->dead)
+  if (c->peer.gone)
     return;
   NfControl *ctl = c->ctl;
-  c->dead = TRUE;
+  c->peer.gone = TRUE;
   if (c->in_src)
     g_source_remove(c->in_src);
   if (c->out_src)
@@ -248,19 +297,19 @@ static void client_close(NfCtlClient *c)
       nf_vm_console_unwatch(vm, c->watch_id);
     c->watch_id = 0;
   }
-  if (c->writer && g_hash_table_lookup(ctl->writers, GUINT_TO_POINTER(c->vm_id)) == c)
-    g_hash_table_remove(ctl->writers, GUINT_TO_POINTER(c->vm_id));
+  if (c->writer)
+    nf_commands_console_release(ctl->cmds, c->vm_id, &c->peer);
   close(c->fd);
   c->fd = -1;
   ctl->clients = g_list_remove(ctl->clients, c);
   ctl->n_clients--;
-  nf_ctl_client_unref(c);
+  client_unref(c);
 }
 
 /* Writes what the socket takes now; watches for writability for the rest. */
-static void client_flush(NfCtlClient *c)
+static void client_flush(Client *c)
 {
-  if (c->dead)
+  if (c->peer.gone)
     return;
   while (c->out_pos < c->out->len) {
     ssize_t n = send(c->fd, c->out->data + c->out_pos, c->out->len - c->out_pos,
@@ -297,53 +346,45 @@ static void client_flush(NfCtlClient *c)
 
 static gboolean client_out_cb(int fd, GIOCondition cond, gpointer data)
 {
-  NfCtlClient *c = data;
+  Client *c = data;
   c->out_src = 0; /* client_flush watches again if output remains */
-  nf_ctl_client_ref(c);
+  client_ref(c);
   client_flush(c);
-  nf_ctl_client_unref(c);
+  client_unref(c);
   return G_SOURCE_REMOVE;
 }
 
-void nf_ctl_send(NfCtlClient *c, const char *buf, gsize len)
+static void send_bytes(Client *c, const char *buf, gsize len)
 {
-  if (c->dead || len == 0)
+  if (c->peer.gone || len == 0)
     return;
   if (c->dropping)
     return;
   if (c->out->len - c->out_pos >= NF_CONTROL_OUT_MAX) {
     /* Closed from an idle: we may be inside a guest's watcher loop now. */
-    nf_ctl_log(c->ctl, "dropped control client pid %d: %u bytes of output unread", (int)c->pid,
-               (unsigned)(c->out->len - c->out_pos));
+    control_log(c->ctl, "dropped control client pid %d: %u bytes of output unread",
+                (int)c->peer.pid, (unsigned)(c->out->len - c->out_pos));
     c->dropping = TRUE;
-    g_idle_add_full(G_PRIORITY_DEFAULT, drop_idle_cb, nf_ctl_client_ref(c),
-                    (GDestroyNotify)nf_ctl_client_unref);
+    g_idle_add_full(G_PRIORITY_DEFAULT, drop_idle_cb, client_ref(c), (GDestroyNotify)client_unref);
     return;
   }
   g_byte_array_append(c->out, (const guint8 *)buf, (guint)len);
   client_flush(c);
 }
 
-void nf_ctl_send_json(NfCtlClient *c, json_t *msg)
+static void send_json(Client *c, json_t *msg)
 {
   char *text = json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(10));
   json_decref(msg);
   if (!text)
     return;
-  nf_ctl_send(c, text, strlen(text));
-  nf_ctl_send(c, "\n", 1);
+  send_bytes(c, text, strlen(text));
+  send_bytes(c, "\n", 1);
   free(text);
 }
 
-void nf_ctl_reply_ok(NfCtlClient *c, json_t *id, json_t *result)
-{
-  nf_ctl_send_json(c, json_pack("{s:i, s:O?, s:b, s:o}", "v", NF_CONTROL_PROTOCOL, "id",
-                                id ? id : json_null(), "ok", 1, "result",
-                                result ? result : json_object()));
-}
-
-void nf_ctl_reply_error(NfCtlClient *c, json_t *id, const char *code, json_t *details,
-                        const char *fmt, ...)
+static void reply_error(Client *c, json_t *id, const char *code, json_t *details, const char *fmt,
+                        ...)
 {
   va_list ap;
   va_start(ap, fmt);
@@ -352,19 +393,19 @@ void nf_ctl_reply_error(NfCtlClient *c, json_t *id, const char *code, json_t *de
   json_t *err = json_pack("{s:s, s:s}", "code", code, "message", msg);
   if (details)
     json_object_set_new(err, "guests", details);
-  nf_ctl_send_json(c, json_pack("{s:i, s:O?, s:b, s:o}", "v", NF_CONTROL_PROTOCOL, "id",
-                                id ? id : json_null(), "ok", 0, "error", err));
+  send_json(c, json_pack("{s:i, s:O?, s:b, s:o}", "v", NF_CONTROL_PROTOCOL, "id",
+                         id ? id : json_null(), "ok", 0, "error", err));
 }
 
 /* --- input ------------------------------------------------------------------- */
 
 static gboolean client_in_cb(int fd, GIOCondition cond, gpointer data)
 {
-  NfCtlClient *c = data;
+  Client *c = data;
   char buf[16384];
-  nf_ctl_client_ref(c);
+  client_ref(c);
   /* A bounded amount per wake-up keeps one busy client from starving others. */
-  for (int i = 0; i < 8 && !c->dead; i++) {
+  for (int i = 0; i < 8 && !c->peer.gone; i++) {
     ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (n < 0 && errno == EINTR)
       continue;
@@ -378,16 +419,16 @@ static gboolean client_in_cb(int fd, GIOCondition cond, gpointer data)
     }
     client_feed(c, buf, (gsize)n);
   }
-  gboolean dead = c->dead;
+  gboolean dead = c->peer.gone;
   if (dead)
     c->in_src = 0;
-  nf_ctl_client_unref(c);
+  client_unref(c);
   return dead ? G_SOURCE_REMOVE : G_SOURCE_CONTINUE;
 }
 
-static void client_feed(NfCtlClient *c, const char *buf, gsize len)
+static void client_feed(Client *c, const char *buf, gsize len)
 {
-  if (c->mode == NF_CTL_MODE_RAW) {
+  if (c->mode == MODE_RAW) {
     if (c->writer) {
       NfVm *vm = nf_fleet_find_vm(c->ctl->fleet, c->vm_id);
       if (vm)
@@ -395,9 +436,9 @@ static void client_feed(NfCtlClient *c, const char *buf, gsize len)
     }
     return; /* read-only watchers' typing goes nowhere */
   }
-  if (c->mode == NF_CTL_MODE_EVENTS)
+  if (c->mode == MODE_EVENTS)
     return;
-  while (len > 0 && !c->dead && c->mode == NF_CTL_MODE_REQUESTS) {
+  while (len > 0 && !c->peer.gone && c->mode == MODE_REQUESTS) {
     const char *nl = memchr(buf, '\n', len);
     gsize take = nl ? (gsize)(nl - buf) + 1 : len;
     if (c->discarding) {
@@ -405,8 +446,8 @@ static void client_feed(NfCtlClient *c, const char *buf, gsize len)
         c->discarding = FALSE;
     } else if (c->in->len + take - (nl ? 1 : 0) > NF_CONTROL_MAX_LINE) {
       g_string_truncate(c->in, 0);
-      nf_ctl_reply_error(c, NULL, "too_large", NULL, "request line longer than %d bytes",
-                         NF_CONTROL_MAX_LINE);
+      reply_error(c, NULL, "too_large", NULL, "request line longer than %d bytes",
+                  NF_CONTROL_MAX_LINE);
       c->discarding = nl == NULL;
     } else {
       g_string_append_len(c->in, buf, (gssize)take);
@@ -421,11 +462,11 @@ static void client_feed(NfCtlClient *c, const char *buf, gsize len)
     len -= take;
   }
   /* Bytes after the request that switched the client to a stream. */
-  if (len > 0 && !c->dead && c->mode != NF_CTL_MODE_REQUESTS)
+  if (len > 0 && !c->peer.gone && c->mode != MODE_REQUESTS)
     client_feed(c, buf, len);
 }
 
-static void client_handle_line(NfCtlClient *c, const char *line, gsize len)
+static void client_handle_line(Client *c, const char *line, gsize len)
 {
   if (len > 0 && line[len - 1] == '\r')
     len--;
@@ -434,68 +475,96 @@ static void client_handle_line(NfCtlClient *c, const char *line, gsize len)
   json_error_t jerr;
   json_auto_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
   if (!req) {
-    nf_ctl_reply_error(c, NULL, "bad_request", NULL, "not JSON: %s", jerr.text);
+    reply_error(c, NULL, "bad_request", NULL, "not JSON: %s", jerr.text);
     return;
   }
   if (!json_is_object(req)) {
-    nf_ctl_reply_error(c, NULL, "bad_request", NULL, "a request is a JSON object");
+    reply_error(c, NULL, "bad_request", NULL, "a request is a JSON object");
     return;
   }
   json_t *id = json_object_get(req, "id");
   if (id && !json_is_string(id) && !json_is_integer(id) && !json_is_null(id)) {
-    nf_ctl_reply_error(c, NULL, "bad_request", NULL, "\"id\" must be a string or an integer");
+    reply_error(c, NULL, "bad_request", NULL, "\"id\" must be a string or an integer");
     return;
   }
   json_t *v = json_object_get(req, "v");
   if (!json_is_integer(v)) {
-    nf_ctl_reply_error(c, id, "bad_request", NULL,
-                       "missing \"v\": this server speaks protocol version %d",
-                       NF_CONTROL_PROTOCOL);
+    reply_error(c, id, "bad_request", NULL, "missing \"v\": this server speaks protocol version %d",
+                NF_CONTROL_PROTOCOL);
     return;
   }
   if (json_integer_value(v) != NF_CONTROL_PROTOCOL) {
-    nf_ctl_reply_error(c, id, "unsupported_version", NULL,
-                       "protocol version %" JSON_INTEGER_FORMAT " not supported (this is %d)",
-                       json_integer_value(v), NF_CONTROL_PROTOCOL);
+    reply_error(c, id, "unsupported_version", NULL,
+                "protocol version %" JSON_INTEGER_FORMAT " not supported (this is %d)",
+                json_integer_value(v), NF_CONTROL_PROTOCOL);
     return;
   }
   json_t *cmd = json_object_get(req, "cmd");
   if (!json_is_string(cmd)) {
-    nf_ctl_reply_error(c, id, "bad_request", NULL, "\"cmd\" must be a string");
+    reply_error(c, id, "bad_request", NULL, "\"cmd\" must be a string");
     return;
   }
   json_t *args = json_object_get(req, "args");
   if (args && json_is_null(args))
     args = NULL;
   if (args && !json_is_object(args)) {
-    nf_ctl_reply_error(c, id, "bad_args", NULL, "\"args\" must be an object");
+    reply_error(c, id, "bad_args", NULL, "\"args\" must be an object");
     return;
   }
   json_auto_t *empty = json_object();
-  nf_ctl_dispatch(c, id, json_string_value(cmd), args ? args : empty);
+  nf_commands_dispatch(c->ctl->cmds, &c->peer, id, json_string_value(cmd), args ? args : empty);
 }
 
-/* --- streams ----------------------------------------------------------------- */
+/* --- the transport's side of the command layer ---------------------------------- */
+
+static void peer_ref(NfCommandPeer *peer)
+{
+  client_ref((Client *)peer);
+}
+
+static void peer_unref(NfCommandPeer *peer)
+{
+  client_unref((Client *)peer);
+}
+
+static void peer_ok(NfCommandPeer *peer, json_t *id, json_t *result)
+{
+  send_json((Client *)peer, json_pack("{s:i, s:O?, s:b, s:o}", "v", NF_CONTROL_PROTOCOL, "id", id,
+                                      "ok", 1, "result", result));
+}
+
+static void peer_error(NfCommandPeer *peer, json_t *id, const char *code, const char *message,
+                       json_t *guests)
+{
+  reply_error((Client *)peer, id, code, guests, "%s", message);
+}
 
 static void console_data_cb(NfVm *vm, const char *buf, gsize len, gpointer data)
 {
-  nf_ctl_send(data, buf, len);
+  send_bytes(data, buf, len);
 }
 
-void nf_ctl_client_attach_console(NfCtlClient *c, NfVm *vm, gboolean writer, gsize replay)
+/* Switches the client to raw console bytes of `vm` (after a replay). */
+static void peer_console(NfCommandPeer *peer, NfVm *vm, gboolean writer, gsize replay)
 {
-  c->mode = NF_CTL_MODE_RAW;
+  Client *c = (Client *)peer;
+  c->mode = MODE_RAW;
   c->vm_id = nf_vm_id(vm);
   c->writer = writer;
-  if (writer)
-    g_hash_table_insert(c->ctl->writers, GUINT_TO_POINTER(c->vm_id), c);
   if (replay) {
     g_autofree char *tail = nf_vm_console_tail(vm, replay);
-    nf_ctl_send(c, tail, strlen(tail));
+    send_bytes(c, tail, strlen(tail));
   }
-  if (!c->dead)
+  if (!c->peer.gone)
     c->watch_id = nf_vm_console_watch(vm, console_data_cb, c);
 }
+
+static void peer_events(NfCommandPeer *peer)
+{
+  ((Client *)peer)->mode = MODE_EVENTS;
+}
+
+/* --- event streams --------------------------------------------------------------- */
 
 static void broadcast_event(NfControl *ctl, json_t *event)
 {
@@ -510,47 +579,31 @@ static void broadcast_event(NfControl *ctl, json_t *event)
   /* Sending may drop a slow client, which edits the list: walk a copy. */
   GList *copy = g_list_copy(ctl->clients);
   for (GList *l = copy; l; l = l->next) {
-    NfCtlClient *c = l->data;
-    if (c->mode == NF_CTL_MODE_EVENTS)
-      nf_ctl_send(c, text, n + 1);
+    Client *c = l->data;
+    if (c->mode == MODE_EVENTS)
+      send_bytes(c, text, n + 1);
   }
   g_list_free(copy);
+}
+
+static gboolean any_events_client(NfControl *ctl)
+{
+  for (GList *l = ctl->clients; l; l = l->next)
+    if (((Client *)l->data)->mode == MODE_EVENTS)
+      return TRUE;
+  return FALSE;
 }
 
 static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason,
                           gpointer data)
 {
   NfControl *ctl = data;
-  NfVmState state = nf_vm_state(vm);
-  if (state == NF_VM_STARTING) {
-    /* Where this run's console output starts, for `logs --since start`. */
-    GStatBuf st;
-    gint64 *off = g_new(gint64, 1);
-    *off = g_stat(nf_vm_console_log_path(vm), &st) == 0 ? (gint64)st.st_size : 0;
-    g_hash_table_insert(ctl->run_starts, GUINT_TO_POINTER(nf_vm_id(vm)), off);
-  }
-  nf_ctl_waits_changed(ctl, vm, state);
-  gboolean any = FALSE;
-  for (GList *l = ctl->clients; l && !any; l = l->next)
-    any = ((NfCtlClient *)l->data)->mode == NF_CTL_MODE_EVENTS;
-  if (!any)
-    return;
-  json_t *ev =
-      json_pack("{s:i, s:s, s:f, s:I, s:s, s:s, s:s, s:s?}", "v", NF_CONTROL_PROTOCOL, "event",
-                "state", "time", (double)g_get_real_time() / 1e6, "id", (json_int_t)nf_vm_id(vm),
-                "name", nf_vm_name(vm), "from", nf_vm_state_name(old_state), "to",
-                nf_vm_state_name(state), "reason", reason);
-  if (nf_vm_pid(vm) > 0)
-    json_object_set_new(ev, "pid", json_integer(nf_vm_pid(vm)));
-  if (nf_vm_exit_kind(vm) != NF_EXIT_NONE && !nf_vm_is_running(vm))
-    json_object_set_new(ev, "exit", json_string(nf_exit_kind_name(nf_vm_exit_kind(vm))));
-  broadcast_event(ctl, ev);
+  if (any_events_client(ctl))
+    broadcast_event(ctl, nf_commands_state_event(vm, old_state, reason));
 }
 
 static void notice_cb(NfFleet *fleet, const char *message, gpointer data)
 {
   NfControl *ctl = data;
-  broadcast_event(ctl,
-                  json_pack("{s:i, s:s, s:f, s:s}", "v", NF_CONTROL_PROTOCOL, "event", "notice",
-                            "time", (double)g_get_real_time() / 1e6, "message", message));
+  broadcast_event(ctl, nf_commands_notice_event(message));
 }

@@ -3,7 +3,8 @@
  * (`ps`, `stop`, `console`, ...) and for scripts. A unix socket
  * <runtime dir>/control.sock (0600 in a 0700 dir; peers checked with
  * SO_PEERCRED: same uid or root) speaking versioned JSON lines, documented in
- * supervisor/control-protocol.md next to this code.
+ * supervisor/control-protocol.md next to this code. It is one transport over
+ * the command layer (command.h), which it creates and owns.
  *
  * Everything runs on the supervisor's one GMainLoop: sockets are
  * non-blocking, each client has a bounded output buffer (a client that stops
@@ -24,6 +25,7 @@
 #define NF_CONTROL_MAX_CLIENTS 1024
 
 typedef struct NfControl NfControl;
+typedef struct NfCommands NfCommands;
 
 typedef struct {
   /* A client asked the fleet to stop (`down`); `force` kills at once. The
@@ -46,9 +48,9 @@ void nf_control_free(NfControl *ctl);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfControl, nf_control_free)
 
 const char *nf_control_socket_path(const NfControl *ctl);
-/* A guest's recent console output: the live ring, or, once qemu is gone,
- * the end of its console log (at most `max` bytes, valid UTF-8). */
-char *nf_control_console_tail(NfVm *vm, gsize max);
+/* The command layer this socket serves (owned by `ctl`), for another
+ * transport to serve the same commands, waits and console seats. */
+NfCommands *nf_control_commands(NfControl *ctl);
 
 /* Clients connected now (for tests and `hello`). */
 guint nf_control_n_clients(const NfControl *ctl);

@@ -477,12 +477,12 @@ void nf_fleet_restart_vm(NfFleet *fleet, NfVm *vm)
 gboolean nf_fleet_scale(NfFleet *fleet, guint count, GError **error)
 {
   if (count == 0 || count > 100000) {
-    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
-                "scale: %u guests is out of range (1-100000)", count);
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT, "%u guests is out of range (1-100000)",
+                count);
     return FALSE;
   }
   if (fleet->stopping) {
-    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT, "scale: the fleet is stopping");
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT, "the fleet is stopping");
     return FALSE;
   }
   guint live = fleet->vms->len - g_hash_table_size(fleet->retiring);

@@ -5,7 +5,9 @@
  * guest shell and its output comes back; a --ro watcher sees the same
  * output while its own typing never reaches the guest; a second writer is
  * refused; Ctrl-] q detaches with exit 0; and the terminal's settings are
- * exactly restored after a detach and after a SIGTERM.
+ * exactly restored after a detach and after a SIGTERM; stdin at EOF
+ * detaches (exit 0) once what was read is sent: `echo CMD | console`
+ * runs CMD in the guest, and `console --ro </dev/null` returns.
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -14,6 +16,7 @@
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
+#include <gio/gio.h>
 #include <glib-unix.h>
 
 #include "tests/lib/nf-test.h"
@@ -144,6 +147,85 @@ static void assert_same_termios(const struct termios *a, const struct termios *b
   g_assert_cmpmem(a->c_cc, sizeof(a->c_cc), b->c_cc, sizeof(b->c_cc));
 }
 
+typedef struct {
+  gboolean done;
+  int status;
+  char *out;
+} Piped;
+
+static void piped_done_cb(GObject *src, GAsyncResult *res, gpointer data)
+{
+  Piped *p = data;
+  g_autoptr(GError) error = NULL;
+  g_subprocess_communicate_utf8_finish(G_SUBPROCESS(src), res, &p->out, NULL, &error);
+  g_assert_no_error(error);
+  p->status = g_subprocess_get_exit_status(G_SUBPROCESS(src));
+  p->done = TRUE;
+}
+
+static gboolean piped_done(gpointer data)
+{
+  return ((Piped *)data)->done;
+}
+
+/* Runs `nervesfleet ARGS --name con` with `input` on a pipe as stdin (NULL:
+ * /dev/null); returns its exit status (-1 if it did not end within
+ * WAIT_MS: then it is killed) and its merged output. */
+static int run_with_stdin(const char *input, const char *const *args, char **output)
+{
+  g_autoptr(GSubprocessLauncher) l =
+      g_subprocess_launcher_new((input ? G_SUBPROCESS_FLAGS_STDIN_PIPE : G_SUBPROCESS_FLAGS_NONE) |
+                                G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_MERGE);
+  if (!input)
+    g_subprocess_launcher_set_stdin_file_path(l, "/dev/null");
+  g_autofree char *run = g_build_filename(tmp, "run", NULL);
+  g_subprocess_launcher_setenv(l, "XDG_RUNTIME_DIR", run, TRUE);
+  g_autoptr(GPtrArray) argv = g_ptr_array_new();
+  g_ptr_array_add(argv, (gpointer)nf_test_bin());
+  for (const char *const *a = args; *a; a++)
+    g_ptr_array_add(argv, (gpointer)*a);
+  g_ptr_array_add(argv, "--name");
+  g_ptr_array_add(argv, "con");
+  g_ptr_array_add(argv, NULL);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GSubprocess) proc =
+      g_subprocess_launcher_spawnv(l, (const char *const *)argv->pdata, &error);
+  g_assert_no_error(error);
+  Piped p = {0};
+  g_subprocess_communicate_utf8_async(proc, input, NULL, piped_done_cb, &p);
+  if (!nf_test_wait_for(piped_done, &p, WAIT_MS)) {
+    g_subprocess_force_exit(proc);
+    nf_test_wait_for(piped_done, &p, WAIT_MS);
+    *output = p.out;
+    return -1;
+  }
+  *output = p.out;
+  return p.status;
+}
+
+/* stdin at EOF detaches after sending what was read. */
+static void check_stdin_eof(void)
+{
+  const char *attach[] = {"console", "1", NULL};
+  g_autofree char *out = NULL;
+  int rc = run_with_stdin("echo eof-$((6*7))\r", attach, &out);
+  g_test_message("piped console -> %d: %s", rc, out);
+  g_assert_cmpint(rc, ==, 0);
+  g_assert_nonnull(strstr(out, "input ended: detached from vm-0001"));
+  /* The line reached the guest's shell, which ran it. */
+  g_autofree char *log = g_build_filename(tmp, "state/nervesfleet/con/vm-0001/console.log", NULL);
+  g_assert_true(nf_test_wait_file_contains(log, "eof-42", WAIT_MS));
+  /* The writer's seat was given back. */
+  const char *ro[] = {"console", "1", "--ro", NULL};
+  g_autofree char *out_ro = NULL;
+  rc = run_with_stdin(NULL, ro, &out_ro);
+  g_test_message("console --ro </dev/null -> %d: %s", rc, out_ro);
+  g_assert_cmpint(rc, ==, 0);
+  g_assert_nonnull(strstr(out_ro, "input ended: detached from vm-0001"));
+  g_autofree char *out_w = NULL;
+  g_assert_cmpint(run_with_stdin(NULL, attach, &out_w), ==, 0);
+}
+
 static void test_console(void)
 {
   const char *run[] = {"run", "1", "--name", "con", "--stop-timeout", "5", NULL};
@@ -210,6 +292,8 @@ static void test_console(void)
   g_assert_cmpint(tcgetattr(k->slave, &after), ==, 0);
   assert_same_termios(&before, &after);
   pty_free(k);
+
+  check_stdin_eof();
 
   nf_test_proc_signal(fleet, SIGTERM);
   g_assert_cmpint(nf_test_proc_wait_exit(fleet, WAIT_MS), ==, 0);

@@ -5,7 +5,9 @@
  * error replies and the connection keeps working; pipelined requests are
  * answered by id; a silent client, a half-sent line and a client that never
  * reads do not stop anyone else being served (the last one is dropped); 50
- * clients at once work; a client of another uid is refused and logged.
+ * clients at once work; a client of another uid is refused and logged;
+ * `scale` down with `wait` answers only once the removed guests are down
+ * (their "stopped" event was sent before the answer).
  */
 #include <errno.h>
 #include <poll.h>
@@ -266,6 +268,38 @@ static void test_client_that_never_reads(void)
   close(hog);
 }
 
+static void test_scale_down_waits(void)
+{
+  int ev = ctl_connect();
+  json_auto_t *sub = request(ev, "{\"v\":1,\"id\":1,\"cmd\":\"events\"}");
+  g_assert_true(json_is_true(json_object_get(sub, "ok")));
+  int fd = ctl_connect();
+  json_auto_t *up =
+      request(fd, "{\"v\":1,\"id\":1,\"cmd\":\"scale\",\"args\":{\"count\":2,\"wait\":true}}");
+  g_assert_true(json_is_true(json_object_get(up, "ok")));
+  json_auto_t *down =
+      request(fd, "{\"v\":1,\"id\":2,\"cmd\":\"scale\",\"args\":{\"count\":1,\"wait\":true}}");
+  g_assert_true(json_is_true(json_object_get(down, "ok")));
+  /* The supervisor sends an event before it evaluates waits, so guest 2's
+   * "stopped" is already in the events socket when the answer came. */
+  g_autoptr(GString) seen = g_string_new(NULL);
+  for (;;) {
+    struct pollfd p = {.fd = ev, .events = POLLIN};
+    if (poll(&p, 1, 0) <= 0)
+      break;
+    char buf[65536];
+    ssize_t n = read(ev, buf, sizeof(buf));
+    if (n <= 0)
+      break;
+    g_string_append_len(seen, buf, n);
+  }
+  g_test_message("events before the scale answer: %s", seen->str);
+  g_assert_nonnull(
+      strstr(seen->str, "\"id\":2,\"name\":\"vm-0002\",\"from\":\"stopping\",\"to\":\"stopped\""));
+  close(fd);
+  close(ev);
+}
+
 static void test_other_uid_refused(void)
 {
   /* Open the path (not the socket's owner check) to uid 65534, so that
@@ -327,6 +361,7 @@ int main(int argc, char **argv)
   g_test_add_func("/control/many-clients", test_many_clients);
   g_test_add_func("/control/client-that-never-reads", test_client_that_never_reads);
   g_test_add_func("/control/other-uid-refused", test_other_uid_refused);
+  g_test_add_func("/control/scale-down-waits-until-down", test_scale_down_waits);
   int rc = g_test_run();
 
   nf_test_proc_signal(fleet, SIGTERM);

@@ -52,8 +52,8 @@ static const Case cases[] = {
      {"run", "2", "--serial-format", "NF-%s", NULL},
      1,
      "--serial-format"},
-    {"/run-errors/bad-name", {"run", "2", "--name", "../escape", NULL}, 1, "--name '../escape'"},
-    {"/run-errors/small-memory", {"run", "2", "--memory", "4M", NULL}, 1, "too small"},
+    {"/run-errors/bad-name", {"run", "2", "--name", "../escape", NULL}, 2, "--name '../escape'"},
+    {"/run-errors/small-memory", {"run", "2", "--memory", "4M", NULL}, 2, "too small"},
 };
 
 static void run_case(gconstpointer data)

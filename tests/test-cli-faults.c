@@ -1,0 +1,149 @@
+/*
+ * test-cli-faults.c: the fleet verbs when something is wrong, against one
+ * real guest with a disk. Guards: bad arguments exit 2 (a bad --name,
+ * --memory 1, scale 0, each saying so once, with no doubled "scale:
+ * scale:"); a balloon target that is not reached exits 1 naming it;
+ * reflash with the base image gone exits 1 with a clear message and leaves
+ * the running guest untouched (same pid, still ready); the ps summary
+ * speaks of "1 guest"; a stopped (SIGSTOP) supervisor makes ps, down, wait
+ * and console fail (exit 1) with "supervisor pid N not answering within
+ * S s" instead of hanging, and `down` leaves it running (no SIGTERM
+ * pending), so after SIGCONT the fleet answers and stops in order.
+ */
+#include <signal.h>
+#include <string.h>
+#include <jansson.h>
+#include <glib/gstdio.h>
+
+#include "tests/lib/nf-test.h"
+
+#define BOOT_MS 180000
+#define CLI_MS 120000
+
+static char *tmp;
+
+/* Runs `nervesfleet ARGS` (NULL-terminated), asserts its exit status,
+ * returns its merged output. */
+static char *cli(int want, const char *const *args)
+{
+  char *out = NULL;
+  int rc = nf_test_run_cli(tmp, args, CLI_MS, &out);
+  g_test_message("nervesfleet %s %s -> %d: %s", args[0], args[1] ? args[1] : "", rc, out);
+  g_assert_cmpint(rc, ==, want);
+  return out;
+}
+
+static guint count_of(const char *hay, const char *needle)
+{
+  guint n = 0;
+  for (const char *s = hay; (s = strstr(s, needle)); s++)
+    n++;
+  return n;
+}
+
+static json_t *guest1(void)
+{
+  const char *args[] = {"ps", "--json", "--name", "flt", NULL};
+  g_autofree char *out = cli(0, args);
+  json_auto_t *ps = json_loads(out, 0, NULL);
+  g_assert_nonnull(ps);
+  return json_incref(json_array_get(json_object_get(ps, "guests"), 0));
+}
+
+static void test_bad_arguments(void)
+{
+  const char *name[] = {"run", "1", "--name", "a/b", NULL};
+  g_autofree char *o1 = cli(2, name);
+  g_assert_nonnull(strstr(o1, "--name 'a/b'"));
+  const char *mem[] = {"run", "1", "--name", "flt-mem", "--memory", "1", NULL};
+  g_autofree char *o2 = cli(2, mem);
+  g_assert_nonnull(strstr(o2, "--memory 1 is too small"));
+  const char *scale0[] = {"scale", "0", "--name", "flt", NULL};
+  g_autofree char *o3 = cli(2, scale0);
+  g_assert_cmpuint(count_of(o3, "scale:"), ==, 1);
+  const char *big[] = {"scale", "100001", "--name", "flt", NULL};
+  g_autofree char *o4 = cli(2, big);
+  g_assert_cmpuint(count_of(o4, "scale:"), ==, 1);
+}
+
+static void test_fleet_faults(void)
+{
+  g_autofree char *base = nf_test_make_ext4_base(tmp);
+  const char *run[] = {"run", "1", "--name", "flt", "--stop-timeout", "5", "--disk", base, NULL};
+  g_autoptr(NfTestProc) fleet = nf_test_proc_spawn(tmp, run);
+  g_assert_true(nf_test_proc_wait_output(fleet, "all 1 guests ready", BOOT_MS));
+
+  /* The summary of a one-guest fleet. */
+  const char *ps[] = {"ps", "--name", "flt", NULL};
+  g_autofree char *table = cli(0, ps);
+  g_assert_nonnull(strstr(table, "\n1 guest: 1 ready, 0 booting, 0 stopped, 0 failed\n"));
+
+  /* scale 0 against a running fleet: a bad argument, said once. */
+  const char *scale0[] = {"scale", "0", "--name", "flt", NULL};
+  g_autofree char *s0 = cli(2, scale0);
+  g_assert_cmpuint(count_of(s0, "scale:"), ==, 1);
+
+  /* A balloon target beyond the guest's RAM is never reached: exit 1. */
+  const char *balloon[] = {"balloon", "1", "99999G", "--timeout", "2", "--name", "flt", NULL};
+  g_autofree char *b = cli(1, balloon);
+  g_assert_nonnull(strstr(b, "vm-0001 is at 128M, target 102398976M not reached"));
+
+  /* reflash with the base gone: refused before the guest is touched. */
+  json_auto_t *before = guest1();
+  g_autofree char *moved = g_strconcat(base, ".moved", NULL);
+  g_assert_cmpint(g_rename(base, moved), ==, 0);
+  const char *reflash[] = {"reflash", "1", "--wait", "--name", "flt", NULL};
+  g_autofree char *r = cli(1, reflash);
+  g_assert_nonnull(strstr(r, "cannot reflash: the fleet's base image"));
+  g_assert_nonnull(strstr(r, "no guest was touched"));
+  json_auto_t *after = guest1();
+  g_assert_cmpstr(json_string_value(json_object_get(after, "state")), ==, "ready");
+  g_assert_cmpint(json_integer_value(json_object_get(after, "pid")), ==,
+                  json_integer_value(json_object_get(before, "pid")));
+  g_assert_cmpint(g_rename(moved, base), ==, 0);
+
+  /* A stopped supervisor: every verb says so instead of hanging, at once
+   * (they run side by side: each waits for its own handshake deadline). */
+  GPid pid = nf_test_proc_pid(fleet);
+  g_autofree char *want =
+      g_strdup_printf("fleet 'flt': supervisor pid %d not answering within 10 s", (int)pid);
+  nf_test_proc_signal(fleet, SIGSTOP);
+  const char *const verbs[][8] = {
+      {"ps", "--name", "flt", NULL},
+      {"down", "--name", "flt", NULL},
+      {"wait", "--name", "flt", NULL},
+      {"console", "1", "--ro", "--name", "flt", NULL},
+  };
+  NfTestProc *procs[G_N_ELEMENTS(verbs)];
+  for (gsize i = 0; i < G_N_ELEMENTS(verbs); i++)
+    procs[i] = nf_test_proc_spawn(tmp, verbs[i]);
+  for (gsize i = 0; i < G_N_ELEMENTS(verbs); i++) {
+    int rc = nf_test_proc_wait_exit(procs[i], CLI_MS);
+    g_test_message("%s against a stopped supervisor -> %d: %s", verbs[i][0], rc,
+                   nf_test_proc_output(procs[i]));
+    g_assert_cmpint(rc, ==, 1);
+    g_assert_nonnull(strstr(nf_test_proc_output(procs[i]), want));
+    nf_test_proc_free(procs[i]);
+  }
+  nf_test_proc_signal(fleet, SIGCONT);
+
+  /* Resumed: `down` above signalled nothing, so the fleet still runs and
+   * answers; then it stops in order. */
+  g_autofree char *again = cli(0, ps);
+  g_assert_nonnull(strstr(again, "1 ready"));
+  const char *down[] = {"down", "--name", "flt", NULL};
+  g_autofree char *d = cli(0, down);
+  g_assert_cmpint(nf_test_proc_wait_exit(fleet, CLI_MS), ==, 0);
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  tmp = nf_test_tmpdir_new();
+  g_test_add_func("/cli-faults/bad-arguments", test_bad_arguments);
+  g_test_add_func("/cli-faults/fleet-faults", test_fleet_faults);
+  int rc = g_test_run();
+  nf_test_tmpdir_cleanup(tmp);
+  g_free(tmp);
+  return rc;
+}
