@@ -33,8 +33,9 @@ struct NfMemPolicy {
   guint timer;
   gboolean admitting;
   gboolean host_error_told;
-  GHashTable *guests; /* vm id -> Tracked */
-  guint64 generation; /* ticks, to drop guests no longer in the fleet */
+  char *pending_notice; /* to announce at the next tick */
+  GHashTable *guests;   /* vm id -> Tracked */
+  guint64 generation;   /* ticks, to drop guests no longer in the fleet */
 };
 
 typedef struct {
@@ -44,6 +45,8 @@ typedef struct {
 } Tracked;
 
 static gboolean tick_cb(gpointer data);
+static void check_host(NfMemPolicy *p);
+static void announce(NfMemPolicy *p);
 static void step_guest(NfMemPolicy *p, NfVm *vm, gboolean squeeze);
 static gboolean parse_meminfo(const char *text, NfMemHost *host);
 static void parse_psi(const char *text, NfMemHost *host);
@@ -215,6 +218,9 @@ NfMemPolicy *nf_mempolicy_new(const NfMemPolicyParams *params, GPtrArray *vms, N
   p->admitting = TRUE;
   p->guests = g_hash_table_new_full(NULL, NULL, NULL, g_free);
   p->timer = g_timeout_add(MAX(params->tick_ms, 10), tick_cb, p);
+  /* A host already short of memory must not see a first boot storm: judge
+   * it now (the notice waits for the first tick, when the fleet exists). */
+  check_host(p);
   return p;
 }
 
@@ -226,6 +232,7 @@ void nf_mempolicy_free(NfMemPolicy *p)
   if (!p->admitting && p->limiter)
     nf_limiter_pause(p->limiter, FALSE);
   g_hash_table_unref(p->guests);
+  g_free(p->pending_notice);
   g_free(p->proc_dir);
   g_free(p);
 }
@@ -243,31 +250,9 @@ static gboolean tick_cb(gpointer data)
 
 void nf_mempolicy_tick(NfMemPolicy *p)
 {
-  NfMemHost host;
-  g_autoptr(GError) error = NULL;
-  if (nf_mempolicy_read_host(p->proc_dir, &host, &error)) {
-    p->host_error_told = FALSE;
-    gboolean admit = nf_mempolicy_host_admit(&p->params, p->admitting, &host);
-    if (admit != p->admitting) {
-      p->admitting = admit;
-      nf_limiter_pause(p->limiter, !admit);
-      g_autofree char *why = host_summary(&p->params, &host);
-      g_autofree char *msg =
-          admit ? g_strdup_printf("admission resumed: %s", why)
-                : g_strdup_printf("admission paused: %s; new guests wait and idle guests are "
-                                  "squeezed until the host recovers",
-                                  why);
-      if (p->notice)
-        p->notice(msg, p->user_data);
-    }
-  } else if (!p->host_error_told) {
-    /* Once, not every tick: the policy keeps the last admission state. */
-    p->host_error_told = TRUE;
-    g_autofree char *msg =
-        g_strdup_printf("memory policy cannot read host memory: %s", error->message);
-    if (p->notice)
-      p->notice(msg, p->user_data);
-  }
+  announce(p); /* what nf_mempolicy_new found */
+  check_host(p);
+  announce(p);
 
   p->generation++;
   if (p->params.balloon)
@@ -280,6 +265,42 @@ void nf_mempolicy_tick(NfMemPolicy *p)
   while (g_hash_table_iter_next(&it, NULL, &value))
     if (((Tracked *)value)->seen != p->generation)
       g_hash_table_iter_remove(&it);
+}
+
+static void announce(NfMemPolicy *p)
+{
+  g_autofree char *msg = g_steal_pointer(&p->pending_notice);
+  if (msg && p->notice)
+    p->notice(msg, p->user_data);
+}
+
+/* Reads the host and pauses or resumes admission; a change (or a host that
+ * cannot be read, once) leaves a message in pending_notice. */
+static void check_host(NfMemPolicy *p)
+{
+  NfMemHost host;
+  g_autoptr(GError) error = NULL;
+  if (nf_mempolicy_read_host(p->proc_dir, &host, &error)) {
+    p->host_error_told = FALSE;
+    gboolean admit = nf_mempolicy_host_admit(&p->params, p->admitting, &host);
+    if (admit != p->admitting) {
+      p->admitting = admit;
+      nf_limiter_pause(p->limiter, !admit);
+      g_autofree char *why = host_summary(&p->params, &host);
+      g_free(p->pending_notice);
+      p->pending_notice =
+          admit ? g_strdup_printf("admission resumed: %s", why)
+                : g_strdup_printf("admission paused: %s; new guests wait and idle guests are "
+                                  "squeezed until the host recovers",
+                                  why);
+    }
+  } else if (!p->host_error_told) {
+    /* Once, not every tick: the policy keeps the last admission state. */
+    p->host_error_told = TRUE;
+    g_free(p->pending_notice);
+    p->pending_notice =
+        g_strdup_printf("memory policy cannot read host memory: %s", error->message);
+  }
 }
 
 static void step_guest(NfMemPolicy *p, NfVm *vm, gboolean squeeze)

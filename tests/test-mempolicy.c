@@ -4,9 +4,12 @@
  * health probe can be short and the balloon read directly). Guards: an idle
  * guest's balloon shrinks (BALLOON_CHANGE brings `actual` down) and, when
  * the guest allocates 60 MiB from its console, the policy gives memory back
- * (actual grows again); `--balloon-policy off` leaves the balloon alone.
+ * (actual grows again); `--balloon-policy off` leaves the balloon alone; a
+ * host short of memory (a fake meminfo) holds the fleet's first boot until it
+ * recovers.
  */
 #include <string.h>
+#include <glib/gstdio.h>
 
 #include "supervisor/fleet.h"
 #include "supervisor/mempolicy.h"
@@ -20,6 +23,7 @@ typedef struct {
   gboolean stopped;
   guint64 below, above; /* what the wait functions compare against */
   guint64 lowest;
+  const char *needle;
   GString *notices;
 } Ctx;
 
@@ -68,7 +72,16 @@ static gboolean stats_seen(gpointer data)
   return m.seq >= 3;
 }
 
-static NfFleet *start_fleet(const char *tmp, NfFleetConfig *cfg, Ctx *c, NfBalloonPolicy policy)
+static gboolean has_notice(gpointer data)
+{
+  Ctx *c = data;
+  return strstr(c->notices->str, c->needle) != NULL;
+}
+
+/* Builds and starts the fleet; waits for its guest to be ready unless
+ * `proc_dir` (a fake host for the policy) is given. */
+static NfFleet *start_fleet(const char *tmp, NfFleetConfig *cfg, Ctx *c, NfBalloonPolicy policy,
+                            const char *proc_dir)
 {
   nf_fleet_config_init(cfg);
   g_free(cfg->name);
@@ -82,13 +95,15 @@ static NfFleet *start_fleet(const char *tmp, NfFleetConfig *cfg, Ctx *c, NfBallo
   cfg->health_interval_ms = 500;
   cfg->balloon_policy = policy;
   cfg->mem_tick_ms = 500;
+  cfg->mem_proc_dir = g_strdup(proc_dir);
   c->notices = g_string_new(NULL);
   static const NfFleetCallbacks cb = {.stopped = stopped_cb, .notice = notice_cb};
   g_autoptr(GError) error = NULL;
   c->fleet = nf_fleet_new(cfg, &cb, c, &error);
   g_assert_no_error(error);
   nf_fleet_start(c->fleet);
-  g_assert_true(nf_test_wait_for(ready, c, BOOT_MS));
+  if (proc_dir == NULL)
+    g_assert_true(nf_test_wait_for(ready, c, BOOT_MS));
   return c->fleet;
 }
 
@@ -107,7 +122,7 @@ static void test_shrinks_idle_then_gives_back(void)
   g_autofree char *tmp = nf_test_tmpdir_new();
   NfFleetConfig cfg;
   Ctx c = {0};
-  start_fleet(tmp, &cfg, &c, NF_BALLOON_POLICY_AUTO);
+  start_fleet(tmp, &cfg, &c, NF_BALLOON_POLICY_AUTO, NULL);
   NfVm *vm = nf_fleet_vm(c.fleet, 0);
   guint64 full = cfg.memory_mib * NF_MIB;
   g_assert_cmpuint(nf_vm_balloon_actual(vm), ==, full);
@@ -146,11 +161,45 @@ static void test_off_leaves_balloon(void)
   g_autofree char *tmp = nf_test_tmpdir_new();
   NfFleetConfig cfg;
   Ctx c = {0};
-  start_fleet(tmp, &cfg, &c, NF_BALLOON_POLICY_OFF);
+  start_fleet(tmp, &cfg, &c, NF_BALLOON_POLICY_OFF, NULL);
   NfVm *vm = nf_fleet_vm(c.fleet, 0);
   /* Stats arrive (the heartbeat), yet nothing moves the balloon. */
   g_assert_true(nf_test_wait_for(stats_seen, &c, POLICY_MS));
   g_assert_cmpuint(nf_vm_balloon_actual(vm), ==, cfg.memory_mib * NF_MIB);
+  stop_fleet(&c, &cfg, tmp);
+}
+
+static void write_meminfo(const char *dir, guint64 total_mib, guint64 avail_mib)
+{
+  g_autofree char *path = g_build_filename(dir, "meminfo", NULL);
+  g_autofree char *text = g_strdup_printf("MemTotal: %" G_GUINT64_FORMAT
+                                          " kB\nMemAvailable: %" G_GUINT64_FORMAT " kB\n",
+                                          total_mib * 1024, avail_mib * 1024);
+  g_assert_true(g_file_set_contents(path, text, -1, NULL));
+}
+
+/* The fleet's wiring of the back-pressure: a (fake) host short of memory
+ * holds the first boot back; once it recovers the guest boots. */
+static void test_backpressure_holds_boot(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *host = g_build_filename(tmp, "host", NULL);
+  g_assert_cmpint(g_mkdir(host, 0700), ==, 0);
+  write_meminfo(host, 10000, 400);
+  NfFleetConfig cfg;
+  Ctx c = {0};
+  start_fleet(tmp, &cfg, &c, NF_BALLOON_POLICY_AUTO, host);
+  c.needle = "admission paused: host MemAvailable 400 MiB (4% of 10000 MiB)";
+  g_assert_true(nf_test_wait_for(has_notice, &c, 30000));
+  NfFleetCounts n;
+  nf_fleet_counts(c.fleet, &n);
+  g_assert_cmpuint(n.started, ==, 0);
+  g_assert_cmpuint(n.queued, ==, 1);
+
+  write_meminfo(host, 10000, 6000);
+  c.needle = "admission resumed: host MemAvailable 6000 MiB";
+  g_assert_true(nf_test_wait_for(has_notice, &c, 30000));
+  g_assert_true(nf_test_wait_for(ready, &c, BOOT_MS));
   stop_fleet(&c, &cfg, tmp);
 }
 
@@ -159,5 +208,6 @@ int main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/mempolicy/shrinks-idle-then-gives-back", test_shrinks_idle_then_gives_back);
   g_test_add_func("/mempolicy/off-leaves-balloon", test_off_leaves_balloon);
+  g_test_add_func("/mempolicy/backpressure-holds-boot", test_backpressure_holds_boot);
   return g_test_run();
 }
