@@ -86,8 +86,8 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       {"ksm", 0, 0, G_OPTION_ARG_NONE, &cfg->ksm,
        "Merge identical guest pages (host KSM, needs root); restored when the fleet stops", NULL},
       {"balloon-policy", 0, 0, G_OPTION_ARG_STRING, &balloon_policy,
-       "auto: shrink idle guests' balloons, give memory back on need, hold new guests back "
-       "while the host nears OOM; off: none of it (default: auto)",
+       "guard: while the host nears OOM hold new guests back and squeeze balloons; auto: also "
+       "shrink idle guests' balloons all the time; off: neither (default: guard)",
        "MODE"},
       {"detach", 'd', 0, G_OPTION_ARG_NONE, &mode->detach,
        "Run the supervisor in the background; guests survive its crash", NULL},
@@ -244,9 +244,11 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       cfg->balloon_policy = NF_BALLOON_POLICY_OFF;
     else if (g_str_equal(balloon_policy, "auto"))
       cfg->balloon_policy = NF_BALLOON_POLICY_AUTO;
+    else if (g_str_equal(balloon_policy, "guard"))
+      cfg->balloon_policy = NF_BALLOON_POLICY_GUARD;
     else {
       g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                  "--balloon-policy '%s': use auto or off", balloon_policy);
+                  "--balloon-policy '%s': use guard, auto or off", balloon_policy);
       return FALSE;
     }
   }

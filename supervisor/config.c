@@ -24,7 +24,7 @@ void nf_fleet_config_init(NfFleetConfig *config)
       .health_timeout_ms = NF_DEFAULT_HEALTH_TIMEOUT_MS,
       .heartbeat_timeout_ms = NF_DEFAULT_HEARTBEAT_TIMEOUT_MS,
       .adopt = TRUE,
-      .balloon_policy = NF_BALLOON_POLICY_AUTO,
+      .balloon_policy = NF_BALLOON_POLICY_GUARD,
   };
 }
 

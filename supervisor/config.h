@@ -21,7 +21,8 @@ typedef enum {
 } NfProfile;
 
 typedef enum {
-  NF_BALLOON_POLICY_AUTO = 0, /* mempolicy.c: balloons to working set, admission back-pressure */
+  NF_BALLOON_POLICY_GUARD = 0, /* mempolicy.c: back-pressure; balloons squeezed only then */
+  NF_BALLOON_POLICY_AUTO,      /* ... and idle guests always shrunk to working set + headroom */
   NF_BALLOON_POLICY_OFF,
 } NfBalloonPolicy;
 

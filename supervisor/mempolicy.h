@@ -1,14 +1,18 @@
 /*
- * mempolicy.h: the fleet's memory policy (`run --balloon-policy auto`). One
+ * mempolicy.h: the fleet's memory policy (`run --balloon-policy guard|auto`). One
  * module reads fleet state (each guest's balloon stats, as the health probe
  * last saw them; the host's /proc/meminfo MemAvailable and the memory PSI of
  * /proc/pressure/memory) and emits two things:
  *  - balloon targets: idle guests shrink toward their working set plus a
- *    headroom, in bounded steps; a guest whose available memory falls below
- *    a low mark gets memory back at once (up to --memory). Targets move only
- *    on fresh stats and once the previous change has landed, and a band
- *    around the headroom (plus a pause on shrinking after a grow) keeps a
- *    guest from oscillating.
+ *    headroom, in bounded steps (auto: always; guard, the default: only
+ *    while the host is under pressure, since a shrunk guest can panic on a
+ *    burst it would have survived, see mempolicy.c); a guest whose available
+ *    memory falls below a low mark gets memory back at once (up to
+ *    --memory). Targets move only on fresh stats and once the previous
+ *    change has landed; a band around the headroom, plus a pause on
+ *    shrinking after a grow, keeps a guest from oscillating. After a squeeze
+ *    guests keep their smaller size until they need more (giving it all back
+ *    at once could tip the host straight back into pressure).
  *  - a "may admit" signal to the boot window (limiter.c): when the host nears
  *    OOM (MemAvailable under a fraction of MemTotal, or memory PSI high) no
  *    new guest boots and every guest is squeezed to a smaller headroom, so
@@ -49,7 +53,7 @@ typedef struct {
   double psi_full_high;  /* memory PSI "full" avg10 at or above this: pressure */
   guint tick_ms;         /* the policy's period */
   const char *proc_dir;  /* where meminfo and pressure/memory live ("/proc"; tests: a dir) */
-  gboolean balloon;      /* move balloons (FALSE: back-pressure only) */
+  gboolean shrink_idle;  /* shrink idle guests always (auto), not only under pressure (guard) */
 } NfMemPolicyParams;
 
 /* Defaults for guests of `memory_mib`: headroom max(24 MiB, 1/4 of RAM),

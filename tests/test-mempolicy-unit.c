@@ -3,7 +3,8 @@
  * and a synthetic host, without a VM. Guards: an idle guest shrinks in
  * bounded steps toward its working set plus headroom and stops there; a
  * guest that allocates gets memory back at once; a wobbling guest does not
- * make the balloon oscillate over many ticks; the host back-pressure turns
+ * make the balloon oscillate over many ticks; guard mode shrinks only under
+ * host pressure; the host back-pressure turns
  * on and off at its thresholds with hysteresis; meminfo/PSI parsing; and
  * the boot window (limiter.c) really stops admitting while the (fake) host
  * is under pressure and resumes after, with a notice each way.
@@ -159,6 +160,46 @@ static void test_no_oscillation(void)
   g_assert_cmpuint(s.grows, >, grows); /* it did respond to need */
   g_assert_cmpuint(s.changes - changes, <, flips / 8);
   g_assert_cmpuint(min_gap, >=, p.hold_after_grow);
+}
+
+/* guard: nothing is taken from an idle guest while the host has room; a
+ * squeeze takes it; need still gets it back. */
+static void test_guard_shrinks_only_under_pressure(void)
+{
+  NfMemPolicyParams p;
+  nf_mempolicy_params_default(&p, 128);
+  p.shrink_idle = FALSE;
+  SimGuest s;
+  sim_init(&s, &p, 11 * MIB);
+  for (int i = 0; i < 200; i++)
+    sim_tick(&s, &p, FALSE);
+  g_assert_cmpuint(s.changes, ==, 0);
+  g_assert_cmpuint(s.g.actual, ==, p.memory);
+  for (int i = 0; i < 200; i++)
+    sim_tick(&s, &p, TRUE);
+  g_assert_cmpuint(s.g.actual, <, p.memory - 32 * MIB);
+  g_assert_cmpuint(sim_available(&s), <=, (p.headroom / 2) * 3 / 2);
+  /* Pressure over: the guest keeps its size until it needs more. */
+  guint64 squeezed = s.g.actual;
+  for (int i = 0; i < 50; i++)
+    sim_tick(&s, &p, FALSE);
+  g_assert_cmpuint(s.g.actual, ==, squeezed);
+  s.used += 30 * MIB;
+  sim_tick(&s, &p, FALSE);
+  g_assert_cmpuint(s.g.actual, >, squeezed);
+}
+
+/* A guest that deflated its balloon itself (deflate-on-oom) grows from what
+ * it has, never back down to the policy's older, smaller target. */
+static void test_grow_from_actual(void)
+{
+  NfMemPolicyParams p;
+  nf_mempolicy_params_default(&p, 128);
+  NfMemGuest g = {.max = p.memory, .actual = 100 * MIB, .available = 2 * MIB, .seq = 9};
+  g.target = 70 * MIB;
+  g.seq_at_change = 5;
+  guint64 t = nf_mempolicy_guest_step(&p, FALSE, &g);
+  g_assert_cmpuint(t, >, 100 * MIB);
 }
 
 static void test_no_stats_no_action(void)
@@ -362,6 +403,9 @@ int main(int argc, char **argv)
   g_test_add_func("/mempolicy/shrinks-idle-in-bounded-steps", test_shrinks_idle_in_bounded_steps);
   g_test_add_func("/mempolicy/grows-on-need", test_grows_on_need);
   g_test_add_func("/mempolicy/no-oscillation", test_no_oscillation);
+  g_test_add_func("/mempolicy/guard-shrinks-only-under-pressure",
+                  test_guard_shrinks_only_under_pressure);
+  g_test_add_func("/mempolicy/grow-from-actual", test_grow_from_actual);
   g_test_add_func("/mempolicy/no-stats-no-action", test_no_stats_no_action);
   g_test_add_func("/mempolicy/host-thresholds", test_host_thresholds);
   g_test_add_func("/mempolicy/read-host", test_read_host);

@@ -188,7 +188,7 @@ static void test_backpressure_holds_boot(void)
   write_meminfo(host, 10000, 400);
   NfFleetConfig cfg;
   Ctx c = {0};
-  start_fleet(tmp, &cfg, &c, NF_BALLOON_POLICY_AUTO, host);
+  start_fleet(tmp, &cfg, &c, NF_BALLOON_POLICY_GUARD, host);
   c.needle = "admission paused: host MemAvailable 400 MiB (4% of 10000 MiB)";
   g_assert_true(nf_test_wait_for(has_notice, &c, 30000));
   NfFleetCounts n;
