@@ -6,7 +6,7 @@
  * the guest allocates 60 MiB from its console, the policy gives memory back
  * (actual grows again); `--balloon-policy off` leaves the balloon alone; a
  * host short of memory (a fake meminfo) holds the fleet's first boot until it
- * recovers.
+ * recovers; a bad --balloon-policy is refused with exit 2.
  */
 #include <string.h>
 #include <glib/gstdio.h>
@@ -203,11 +203,23 @@ static void test_backpressure_holds_boot(void)
   stop_fleet(&c, &cfg, tmp);
 }
 
+/* A mode the flag does not know: exit 2, naming the flag and the choices. */
+static void test_bad_flag(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  const char *args[] = {"run", "1", "--balloon-policy", "maybe", NULL};
+  g_autofree char *out = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, args, 30000, &out), ==, 2);
+  g_assert_nonnull(strstr(out, "--balloon-policy 'maybe': use guard, auto or off"));
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/mempolicy/shrinks-idle-then-gives-back", test_shrinks_idle_then_gives_back);
   g_test_add_func("/mempolicy/off-leaves-balloon", test_off_leaves_balloon);
   g_test_add_func("/mempolicy/backpressure-holds-boot", test_backpressure_holds_boot);
+  g_test_add_func("/mempolicy/bad-flag", test_bad_flag);
   return g_test_run();
 }
