@@ -27,6 +27,7 @@
 #include "supervisor/vm.h"
 
 #define SETTLED_SLACK NF_MIB /* actual this close to target: the change landed */
+#define STUCK_SAMPLES 4      /* fresh samples after which an unlanded target is let go */
 
 struct NfMemPolicy {
   NfMemPolicyParams params;
@@ -130,8 +131,15 @@ guint64 nf_mempolicy_guest_step(const NfMemPolicyParams *pp, gboolean squeeze, N
     /* Idle slack: take some, once the previous change has landed and a
      * sample taken after it shows where the guest now stands. */
     gboolean landed = g->actual + SETTLED_SLACK >= current && g->actual <= current + SETTLED_SLACK;
-    if (!landed || (g->target && g->seq < g->seq_at_change + 2))
+    if (g->target && g->seq < g->seq_at_change + 2)
       return 0;
+    if (!landed) {
+      /* A balloon that stays off its target (the guest deflated it on OOM,
+       * or could not give that much): go on from where it is. */
+      if (g->seq < g->seq_at_change + STUCK_SAMPLES)
+        return 0;
+      current = g->actual;
+    }
     guint64 step = squeeze ? pp->shrink_step * 2 : pp->shrink_step;
     guint64 take = MIN(g->available - headroom, step);
     next = current > floor + take ? current - take : floor;

@@ -190,7 +190,8 @@ static void test_guard_shrinks_only_under_pressure(void)
 }
 
 /* A guest that deflated its balloon itself (deflate-on-oom) grows from what
- * it has, never back down to the policy's older, smaller target. */
+ * it has, never back down to the policy's older, smaller target, and later
+ * shrinks from there too. */
 static void test_grow_from_actual(void)
 {
   NfMemPolicyParams p;
@@ -200,6 +201,19 @@ static void test_grow_from_actual(void)
   g.seq_at_change = 5;
   guint64 t = nf_mempolicy_guest_step(&p, FALSE, &g);
   g_assert_cmpuint(t, >, 100 * MIB);
+
+  /* Idle again but the balloon sits off its target: after a few samples
+   * the policy shrinks from where the balloon is, not from the target. */
+  NfMemGuest h = {.max = p.memory, .actual = 110 * MIB, .available = 90 * MIB, .seq = 10};
+  h.target = 70 * MIB;
+  h.seq_at_change = 9;
+  g_assert_cmpuint(nf_mempolicy_guest_step(&p, FALSE, &h), ==, 0);
+  guint64 shrunk = 0;
+  for (int i = 0; i < 10 && shrunk == 0; i++) {
+    h.seq++;
+    shrunk = nf_mempolicy_guest_step(&p, FALSE, &h);
+  }
+  g_assert_cmpuint(shrunk, ==, 110 * MIB - p.shrink_step);
 }
 
 static void test_no_stats_no_action(void)
