@@ -19,7 +19,7 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
                   *max_restarts = NULL, *restart_window = NULL, *health_interval = NULL,
                   *health_timeout = NULL, *heartbeat_timeout = NULL, *memory_limit = NULL,
                   *profile = NULL, *disk = NULL, *disk_format = NULL, *firmware = NULL,
-                  *loader = NULL, *ready_marker = NULL;
+                  *loader = NULL, *ready_marker = NULL, *balloon_policy = NULL;
   g_auto(GStrv) qemu_args = NULL;
   gboolean exec_flag = FALSE;
   GOptionEntry entries[] = {
@@ -85,6 +85,10 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
        "Console text that means a guest is up (default: nervesfleet-ready)", "TEXT"},
       {"ksm", 0, 0, G_OPTION_ARG_NONE, &cfg->ksm,
        "Merge identical guest pages (host KSM, needs root); restored when the fleet stops", NULL},
+      {"balloon-policy", 0, 0, G_OPTION_ARG_STRING, &balloon_policy,
+       "guard: while the host nears OOM hold new guests back and squeeze balloons; auto: also "
+       "shrink idle guests' balloons all the time; off: neither (default: guard)",
+       "MODE"},
       {"detach", 'd', 0, G_OPTION_ARG_NONE, &mode->detach,
        "Run the supervisor in the background; guests survive its crash", NULL},
       {"quiet", 'q', 0, G_OPTION_ARG_NONE, &mode->quiet, "Only the status line and failures", NULL},
@@ -248,6 +252,19 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       (memory_limit &&
        !nf_parse_size_mib("--memory-limit", memory_limit, &cfg->memory_limit_mib, error)))
     return FALSE;
+  if (balloon_policy) {
+    if (g_str_equal(balloon_policy, "off"))
+      cfg->balloon_policy = NF_BALLOON_POLICY_OFF;
+    else if (g_str_equal(balloon_policy, "auto"))
+      cfg->balloon_policy = NF_BALLOON_POLICY_AUTO;
+    else if (g_str_equal(balloon_policy, "guard"))
+      cfg->balloon_policy = NF_BALLOON_POLICY_GUARD;
+    else {
+      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                  "--balloon-policy '%s': use guard, auto or off", balloon_policy);
+      return FALSE;
+    }
+  }
   cfg->restart.backoff_max_ms = MAX(cfg->restart.backoff_max_ms, cfg->restart.backoff_initial_ms);
   cfg->detached = mode->detach;
   return TRUE;

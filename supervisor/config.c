@@ -24,6 +24,7 @@ void nf_fleet_config_init(NfFleetConfig *config)
       .health_timeout_ms = NF_DEFAULT_HEALTH_TIMEOUT_MS,
       .heartbeat_timeout_ms = NF_DEFAULT_HEARTBEAT_TIMEOUT_MS,
       .adopt = TRUE,
+      .balloon_policy = NF_BALLOON_POLICY_GUARD,
   };
 }
 
@@ -41,5 +42,6 @@ void nf_fleet_config_clear(NfFleetConfig *config)
   g_free(config->runtime_dir);
   g_free(config->serial_format);
   g_free(config->ready_marker);
+  g_free(config->mem_proc_dir);
   *config = (NfFleetConfig){0};
 }

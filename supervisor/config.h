@@ -20,6 +20,12 @@ typedef enum {
   NF_PROFILE_NERVES,  /* a Nerves firmware disk booted by little_loader */
 } NfProfile;
 
+typedef enum {
+  NF_BALLOON_POLICY_GUARD = 0, /* mempolicy.c: back-pressure; balloons squeezed only then */
+  NF_BALLOON_POLICY_AUTO,      /* ... and idle guests always shrunk to working set + headroom */
+  NF_BALLOON_POLICY_OFF,
+} NfBalloonPolicy;
+
 typedef struct {
   char *name; /* fleet name: selects the state and runtime dirs */
   NfProfile profile;
@@ -50,6 +56,11 @@ typedef struct {
   gboolean detached;          /* guests outlive the supervisor (daemon mode) */
   gboolean ksm;               /* turn on host KSM page merging while the fleet runs */
   gboolean adopt;             /* take over running guests of a dead supervisor */
+
+  /* the memory policy (mempolicy.c) */
+  NfBalloonPolicy balloon_policy; /* --balloon-policy */
+  guint mem_tick_ms;              /* its period; 0: its default (tests shorten it) */
+  char *mem_proc_dir;             /* where it reads meminfo and PSI; NULL: /proc (tests) */
 } NfFleetConfig;
 
 #define NF_DEFAULT_MEMORY_MIB 128

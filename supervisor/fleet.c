@@ -18,6 +18,7 @@
 #include "supervisor/disks.h"
 #include "supervisor/ksm.h"
 #include "supervisor/limiter.h"
+#include "supervisor/mempolicy.h"
 #include "overlay/identity.h"
 #include "supervisor/paths.h"
 #include "supervisor/vm-private.h"
@@ -45,7 +46,8 @@ struct NfFleet {
   char *lock_path;
   int lock_fd;
   GPtrArray *vms;
-  NfLimiter *limiter; /* the boot window */
+  NfLimiter *limiter;     /* the boot window */
+  NfMemPolicy *mempolicy; /* balloons and admission back-pressure, or NULL */
   guint per_state[NF_VM_N_STATES];
   guint started;
   gboolean stopping;
@@ -83,6 +85,7 @@ static gboolean stopped_idle_cb(gpointer data);
 static gboolean is_booting(NfVmState s);
 static gboolean resume_cb(gpointer data);
 static void notice(NfFleet *fleet, const char *message);
+static void mempolicy_notice_cb(const char *message, gpointer data);
 static void note_failure(NfFleet *fleet);
 static void emit_vm_changed(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason);
 static gboolean retire_cb(gpointer data);
@@ -233,6 +236,12 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   fleet->limiter = nf_limiter_new(config->batch ? config->batch
                                                 : nf_accel_default_batch(fleet->env.accel, &host),
                                   config->batch == 0, host.cores, &limiter_ops, fleet);
+  if (config->balloon_policy != NF_BALLOON_POLICY_OFF) {
+    NfMemPolicyParams mp;
+    nf_mempolicy_params_from_config(&mp, config);
+    fleet->mempolicy =
+        nf_mempolicy_new(&mp, fleet->vms, fleet->limiter, mempolicy_notice_cb, fleet);
+  }
 
   if (!nf_paths_resolve(&fleet->paths, config->name, config->runtime_dir, config->state_dir, error))
     return NULL;
@@ -324,6 +333,11 @@ static void notice(NfFleet *fleet, const char *message)
     if (li->cb.notice)
       li->cb.notice(fleet, message, li->user_data);
   }
+}
+
+static void mempolicy_notice_cb(const char *message, gpointer data)
+{
+  notice(data, message);
 }
 
 /* A fleet-wide failure storm (host trouble: OOM, disk, a bad base image)
@@ -590,6 +604,7 @@ void nf_fleet_free(NfFleet *fleet)
     g_source_remove(fleet->stopped_idle);
   nf_vm_clear_timer(&fleet->retire_idle);
   nf_vm_clear_timer(&fleet->resume_timer);
+  g_clear_pointer(&fleet->mempolicy, nf_mempolicy_free);
   g_clear_pointer(&fleet->limiter, nf_limiter_free);
   if (fleet->detaching)
     for (guint i = 0; i < fleet->vms->len; i++)

@@ -9,6 +9,8 @@
  *    (a guest without the balloon driver is not called hung for it).
  * Once the heartbeat runs, its qom-get is also the QMP probe (a reply proves
  * QMP answers), so a ready guest costs one round trip per interval.
+ * The same reply's memory figures are kept on the guest (nf_vm_guest_mem)
+ * for the memory policy (mempolicy.c) and `ps`, at no extra QMP cost.
  *
  * Cost at thousands of guests: one fleet-wide timer (the wheel), not one per
  * guest. Each tick probes every guest whose interval is up, so the replies of
@@ -34,6 +36,7 @@ static gboolean wheel_tick_cb(gpointer data);
 static void probe(NfVm *vm);
 static void ping_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
 static void stats_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
+static void store_guest_mem(NfVm *vm, json_t *ret);
 
 NfHealthWheel *nf_health_wheel_new(guint interval_ms)
 {
@@ -152,6 +155,8 @@ static void stats_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data)
     gboolean first = vm->stats_last_update == 0;
     vm->stats_last_update = last;
     vm->stats_advanced_at = now;
+    if (last != 0)
+      store_guest_mem(vm, reply->ret);
     if (first)
       return;
   }
@@ -163,4 +168,25 @@ static void stats_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data)
         "guest kernel stopped updating its balloon stats for %.0f s", limit / 1000.0);
     nf_vm_dispatch(vm, NF_VM_EV_HEALTH_FAIL, why);
   }
+}
+
+/* Guest-stats values are bytes, or -1 for what the guest does not report. */
+static guint64 stat_bytes(json_t *stats, const char *name)
+{
+  json_t *v = json_object_get(stats, name);
+  return json_is_integer(v) && json_integer_value(v) > 0 ? (guint64)json_integer_value(v) : 0;
+}
+
+static void store_guest_mem(NfVm *vm, json_t *ret)
+{
+  json_t *stats = json_object_get(ret, "stats");
+  vm->guest_mem.total = stat_bytes(stats, "stat-total-memory");
+  vm->guest_mem.free = stat_bytes(stats, "stat-free-memory");
+  vm->guest_mem.available = stat_bytes(stats, "stat-available-memory");
+  vm->guest_mem.seq++;
+}
+
+void nf_vm_guest_mem(const NfVm *vm, NfVmGuestMem *mem)
+{
+  *mem = vm->guest_mem;
 }

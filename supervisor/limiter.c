@@ -20,6 +20,7 @@ struct NfLimiter {
   guint admit_idle;
   guint adapt_timer;
   gint64 held_until;
+  gboolean paused;
   gboolean closed;
 };
 
@@ -83,6 +84,18 @@ gboolean nf_limiter_restarts_held(NfLimiter *l)
   return l->held_until > g_get_monotonic_time();
 }
 
+void nf_limiter_pause(NfLimiter *l, gboolean paused)
+{
+  l->paused = paused;
+  if (!paused)
+    nf_limiter_kick(l);
+}
+
+gboolean nf_limiter_paused(NfLimiter *l)
+{
+  return l->paused;
+}
+
 guint nf_limiter_batch(NfLimiter *l)
 {
   return l->batch;
@@ -90,7 +103,7 @@ guint nf_limiter_batch(NfLimiter *l)
 
 void nf_limiter_kick(NfLimiter *l)
 {
-  if (l->closed || g_queue_is_empty(&l->waiting))
+  if (l->closed || l->paused || g_queue_is_empty(&l->waiting))
     return;
   if (l->adaptive && l->adapt_timer == 0)
     l->adapt_timer = g_timeout_add(ADAPT_MS, adapt_cb, l);
@@ -104,7 +117,7 @@ static gboolean admit_cb(gpointer data)
   gboolean held = nf_limiter_restarts_held(l);
   gint64 until = g_get_monotonic_time() + ADMIT_SLICE_US;
   GList *link = l->waiting.head;
-  while (link && !l->closed && g_get_monotonic_time() < until &&
+  while (link && !l->closed && !l->paused && g_get_monotonic_time() < until &&
          l->ops.booting(l->user_data) < l->batch + l->bonus) {
     GList *next = link->next;
     NfVm *vm = link->data;
@@ -117,7 +130,7 @@ static gboolean admit_cb(gpointer data)
   }
   /* Out of time with more to do: go on next iteration. Otherwise a guest
    * leaving the booting stretch (or a new one queued) kicks again. */
-  if (link && !l->closed && g_get_monotonic_time() >= until)
+  if (link && !l->closed && !l->paused && g_get_monotonic_time() >= until)
     return G_SOURCE_CONTINUE;
   l->admit_idle = 0;
   return G_SOURCE_REMOVE;
@@ -148,7 +161,7 @@ static double idle_cores_since_last(NfLimiter *l)
 static gboolean adapt_cb(gpointer data)
 {
   NfLimiter *l = data;
-  if (g_queue_is_empty(&l->waiting) || l->closed) {
+  if (g_queue_is_empty(&l->waiting) || l->closed || l->paused) {
     l->bonus = 0;
     l->adapt_timer = 0;
     l->cpu_total = 0;

@@ -7,7 +7,8 @@
  * Without a user-given batch the window adapts: while guests wait and a core
  * sits idle, one more is admitted (up to twice the batch); a saturated host
  * takes the extra back. Restarts go through the same window and can be held
- * back as a group (the fleet's failure-storm guard). Spawning happens in
+ * back as a group (the fleet's failure-storm guard), and all admission can
+ * be paused (the memory policy's back-pressure). Spawning happens in
  * short slices per main loop iteration, so the control socket and QMP stay
  * responsive during a storm of thousands.
  */
@@ -43,5 +44,10 @@ void nf_limiter_close(NfLimiter *limiter);
  * (monotonic); first boots still go. */
 void nf_limiter_hold_restarts(NfLimiter *limiter, gint64 until_us);
 gboolean nf_limiter_restarts_held(NfLimiter *limiter);
+
+/* While paused no guest is admitted, first boots or restarts (host memory
+ * back-pressure, mempolicy.c); resuming admits what fits. */
+void nf_limiter_pause(NfLimiter *limiter, gboolean paused);
+gboolean nf_limiter_paused(NfLimiter *limiter);
 
 guint nf_limiter_batch(NfLimiter *limiter);

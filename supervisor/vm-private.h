@@ -100,6 +100,8 @@ struct NfVm {
   gboolean stats_polling_set;
   gint64 stats_last_update; /* guest's own clock, seconds */
   gint64 stats_advanced_at; /* monotonic µs when last-update last moved */
+  NfVmGuestMem guest_mem;   /* from the same guest-stats (health.c) */
+  gboolean balloon_manual;  /* a user set the balloon: the policy keeps off */
 
   const char *markers[3]; /* console markers: ready, panic (borrowed) */
   GArray *watchers;       /* NfVmWatcher */

@@ -153,6 +153,8 @@ static void reset_run_facts(NfVm *vm)
   vm->stats_polling_set = FALSE;
   vm->stats_last_update = 0;
   vm->stats_advanced_at = 0;
+  vm->guest_mem = (NfVmGuestMem){0};
+  vm->balloon_manual = FALSE;
   vm->balloon_actual = vm->env->config->memory_mib * 1024 * 1024;
 }
 
@@ -563,6 +565,7 @@ gboolean nf_vm_balloon(NfVm *vm, guint64 bytes, NfQmpReplyFunc cb, gpointer user
 {
   if (vm->qmp == NULL || !vm->qmp_negotiated)
     return FALSE;
+  vm->balloon_manual = TRUE;
   nf_qmp_balloon(vm->qmp, bytes, 0, cb, user_data);
   return TRUE;
 }
@@ -638,6 +641,11 @@ gint64 nf_vm_ready_at(const NfVm *vm)
 guint64 nf_vm_balloon_actual(const NfVm *vm)
 {
   return vm->balloon_actual;
+}
+
+gboolean nf_vm_balloon_manual(const NfVm *vm)
+{
+  return vm->balloon_manual;
 }
 NfQmp *nf_vm_qmp(const NfVm *vm)
 {

@@ -117,6 +117,17 @@ gint64 nf_vm_started_at(const NfVm *vm);
 gint64 nf_vm_ready_at(const NfVm *vm);
 /* Balloon size in bytes as last reported (BALLOON_CHANGE / query-balloon). */
 guint64 nf_vm_balloon_actual(const NfVm *vm);
+/* TRUE once a balloon target was set by hand (nf_vm_balloon) in this run:
+ * the memory policy then leaves this guest alone until its next start. */
+gboolean nf_vm_balloon_manual(const NfVm *vm);
+/* The guest's own memory report (virtio-balloon guest-stats) as the last
+ * health probe read it, in bytes (0: not reported); `seq` counts fresh
+ * reports in this run (0: none yet). No QMP traffic of its own. */
+typedef struct {
+  guint64 total, free, available;
+  guint64 seq;
+} NfVmGuestMem;
+void nf_vm_guest_mem(const NfVm *vm, NfVmGuestMem *mem);
 /* qemu's resident set in bytes, 0 when not running: sampled from /proc with
  * each health probe (at most 30 s old). */
 guint64 nf_vm_rss(const NfVm *vm);
