@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/resource.h>
@@ -20,6 +21,7 @@
 #include "supervisor/limiter.h"
 #include "overlay/identity.h"
 #include "supervisor/paths.h"
+#include "supervisor/strays.h"
 #include "supervisor/vm-private.h"
 
 /* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
@@ -59,7 +61,13 @@ struct NfFleet {
   GHashTable *retiring; /* NfVm* being scaled away */
   guint retire_idle;
   guint resume_timer;
-  NfKsm *ksm; /* host KSM settings to restore, when --ksm */
+  NfKsm *ksm;                /* host KSM settings to restore, when --ksm */
+  GPtrArray *strays;         /* NfVm* left by a previous supervisor beyond our ids: being stopped */
+  guint strays_idle;         /* frees the strays that are down */
+  gboolean write_error_told; /* a guest's file could not be written: said once */
+  gboolean built;            /* nf_fleet_new succeeded */
+  char *made_runtime_dir;    /* top-most dirs nf_fleet_new created, removed if it fails */
+  char *made_state_dir;
   gint64 fail_times[256];
   guint fail_next;
 };
@@ -86,6 +94,12 @@ static void notice(NfFleet *fleet, const char *message);
 static void note_failure(NfFleet *fleet);
 static void emit_vm_changed(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason);
 static gboolean retire_cb(gpointer data);
+static void adopt_strays(NfFleet *fleet);
+static void stray_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state, const char *reason,
+                             gpointer data);
+static gboolean strays_idle_cb(gpointer data);
+static void kill_unowned(NfFleet *fleet);
+static void vm_notice_cb(NfVm *vm, const char *message, gpointer data);
 
 static gboolean check_file(const char *path, const char *what, const char *fix, GError **error)
 {
@@ -189,6 +203,7 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   fleet->vms = g_ptr_array_new_with_free_func((GDestroyNotify)nf_vm_free);
   fleet->listeners = g_array_new(FALSE, FALSE, sizeof(Listener));
   fleet->retiring = g_hash_table_new(NULL, NULL);
+  fleet->strays = g_ptr_array_new_with_free_func((GDestroyNotify)nf_vm_free);
 
   if (config->count == 0) {
     g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
@@ -241,8 +256,12 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   g_autofree char *longest = nf_paths_guest_runtime(&fleet->paths, MAX(last_id, 9999), "serial");
   if (!nf_paths_check_socket(longest, error))
     return NULL;
+  /* A fleet that cannot start leaves no dir it made behind. */
+  fleet->made_runtime_dir = nf_paths_first_missing(fleet->paths.runtime_dir);
+  fleet->made_state_dir = nf_paths_first_missing(fleet->paths.state_dir);
   if (!nf_paths_ensure_dir(fleet->paths.runtime_dir, 0700, "--runtime-dir", error) ||
-      !nf_paths_ensure_dir(fleet->paths.state_dir, 0755, "--state-dir", error))
+      !nf_paths_ensure_dir(fleet->paths.state_dir, 0755, "--state-dir", error) ||
+      !nf_paths_probe_write(fleet->paths.state_dir, "--state-dir", error))
     return NULL;
   if (!take_lock(fleet, error))
     return NULL;
@@ -264,12 +283,13 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
 
   fleet->env.config = config;
   fleet->env.paths = &fleet->paths;
-  static const NfVmCallbacks vm_cb = {.state_changed = vm_changed_cb};
+  static const NfVmCallbacks vm_cb = {.state_changed = vm_changed_cb, .notice = vm_notice_cb};
   for (guint i = 0; i < config->count; i++) {
     NfVm *vm = nf_vm_new(config->id_offset + i + 1, &fleet->env, &vm_cb, fleet);
     g_ptr_array_add(fleet->vms, vm);
     fleet->per_state[NF_VM_CREATED]++;
   }
+  fleet->built = TRUE;
   return g_steal_pointer(&fleet);
 }
 
@@ -287,9 +307,131 @@ void nf_fleet_start(NfFleet *fleet)
     if (!(fleet->config->adopt && nf_vm_adopt(vm)))
       nf_vm_queue(vm);
   }
+  if (fleet->config->adopt) {
+    adopt_strays(fleet);
+    kill_unowned(fleet);
+  }
   remove_stale_runtime_files(fleet);
   nf_cgroup_sweep(fleet->env.cgroup_name);
   nf_limiter_kick(fleet->limiter);
+}
+
+/* Guests of this fleet beyond its ids (an earlier run had more, or other
+ * ids): adopted, so they stop in order and their status says so, then
+ * stopped. A user of `run 1` expects one guest; growing the fleet behind
+ * their back would hide the leftovers instead. */
+static void adopt_strays(NfFleet *fleet)
+{
+  static const NfVmCallbacks stray_cb = {.state_changed = stray_changed_cb, .notice = vm_notice_cb};
+  g_autoptr(GArray) ids = nf_strays_ids(&fleet->paths);
+  g_autoptr(GString) names = g_string_new(NULL);
+  for (guint i = 0; i < ids->len; i++) {
+    guint id = g_array_index(ids, guint, i);
+    if (nf_fleet_find_vm(fleet, id))
+      continue;
+    NfVm *vm = nf_vm_new(id, &fleet->env, &stray_cb, fleet);
+    g_ptr_array_add(fleet->strays, vm);
+    nf_vm_adopt(vm);
+    if (nf_vm_is_running(vm))
+      g_string_append_printf(names, "%s%s", names->len ? ", " : "", nf_vm_name(vm));
+    if (nf_vm_state(vm) != NF_VM_CREATED)
+      nf_vm_stop(vm, FALSE);
+  }
+  if (names->len) {
+    g_autofree char *msg = g_strdup_printf(
+        "%s: left running by a previous supervisor of fleet '%s' but beyond the %u guests asked "
+        "for; stopping %s",
+        names->str, fleet->config->name, fleet->config->count,
+        strchr(names->str, ',') ? "them" : "it");
+    notice(fleet, msg);
+  }
+  if (fleet->strays_idle == 0)
+    fleet->strays_idle = g_idle_add(strays_idle_cb, fleet);
+}
+
+static gboolean pid_in(GArray *pids, GPid pid)
+{
+  for (guint i = 0; i < pids->len; i++)
+    if (g_array_index(pids, GPid, i) == pid)
+      return TRUE;
+  return FALSE;
+}
+
+/* A qemu of this fleet that no guest owns (its pid file is gone, or it was
+ * dying): nothing can adopt it, so it is killed. Processes of our guests and
+ * their parents and children (a wrapper script given as --qemu) are kept. */
+static void kill_unowned(NfFleet *fleet)
+{
+  g_autoptr(GArray) ours = g_array_new(FALSE, FALSE, sizeof(GPid));
+  GPtrArray *lists[] = {fleet->vms, fleet->strays};
+  for (guint l = 0; l < G_N_ELEMENTS(lists); l++)
+    for (guint i = 0; i < lists[l]->len; i++) {
+      GPid pid = nf_vm_pid(g_ptr_array_index(lists[l], i));
+      if (pid)
+        g_array_append_val(ours, pid);
+    }
+  g_autoptr(GArray) found = nf_strays_processes(fleet->paths.runtime_dir);
+  g_autoptr(GArray) parents = g_array_new(FALSE, FALSE, sizeof(GPid));
+  for (guint i = 0; i < found->len; i++) {
+    NfStrayProcess *sp = &g_array_index(found, NfStrayProcess, i);
+    if (pid_in(ours, sp->pid))
+      g_array_append_val(parents, sp->ppid);
+  }
+  guint killed = 0;
+  for (guint i = 0; i < found->len; i++) {
+    NfStrayProcess *sp = &g_array_index(found, NfStrayProcess, i);
+    if (pid_in(ours, sp->pid) || pid_in(ours, sp->ppid) || pid_in(parents, sp->pid))
+      continue;
+    if (kill(sp->pid, SIGKILL) == 0)
+      killed++;
+  }
+  if (killed) {
+    g_autofree char *msg = g_strdup_printf(
+        "killed %u process%s of fleet '%s' that no guest owned (qemu left without a pid file)",
+        killed, killed == 1 ? "" : "es", fleet->config->name);
+    notice(fleet, msg);
+  }
+}
+
+static void stray_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state, const char *reason,
+                             gpointer data)
+{
+  NfFleet *fleet = data;
+  if (new_state == NF_VM_STOPPED && old_state == NF_VM_STOPPING) {
+    g_autofree char *msg =
+        g_strdup_printf("%s stopped (beyond this fleet's guests)", nf_vm_name(vm));
+    notice(fleet, msg);
+  }
+  if (!nf_vm_is_running(vm) && fleet->strays_idle == 0)
+    fleet->strays_idle = g_idle_add(strays_idle_cb, fleet);
+}
+
+static gboolean strays_idle_cb(gpointer data)
+{
+  NfFleet *fleet = data;
+  fleet->strays_idle = 0;
+  for (guint i = fleet->strays->len; i-- > 0;)
+    if (!nf_vm_is_running(g_ptr_array_index(fleet->strays, i)))
+      g_ptr_array_remove_index(fleet->strays, i); /* frees it */
+  if (fleet->stopping)
+    maybe_stopped(fleet);
+  return G_SOURCE_REMOVE;
+}
+
+/* A guest could not write one of its files (a full or read-only state
+ * dir). Said once per fleet: on a full disk every guest fails alike, and
+ * `ps` shows each guest's error. */
+static void vm_notice_cb(NfVm *vm, const char *message, gpointer data)
+{
+  NfFleet *fleet = data;
+  if (fleet->write_error_told)
+    return;
+  fleet->write_error_told = TRUE;
+  g_autofree char *msg = g_strdup_printf(
+      "%s: %s; logs and status files are incomplete until that is fixed (other guests' files "
+      "in %s are likely affected too; `nervesfleet ps` shows which)",
+      nf_vm_name(vm), message, fleet->paths.state_dir);
+  notice(fleet, msg);
 }
 
 static guint booting_cb(gpointer data)
@@ -494,7 +636,19 @@ gboolean nf_fleet_scale(NfFleet *fleet, guint count, GError **error)
         nf_paths_guest_runtime(&fleet->paths, last + (count - live), "serial");
     if (!nf_paths_check_socket(longest, error))
       return FALSE;
-    static const NfVmCallbacks vm_cb = {.state_changed = vm_changed_cb};
+    for (guint i = 0; i < fleet->vms->len + fleet->strays->len; i++) {
+      NfVm *old = i < fleet->vms->len ? g_ptr_array_index(fleet->vms, i)
+                                      : g_ptr_array_index(fleet->strays, i - fleet->vms->len);
+      guint old_id = nf_vm_id(old);
+      if (old_id > last && old_id <= last + (count - live) &&
+          (i >= fleet->vms->len || g_hash_table_contains(fleet->retiring, old))) {
+        /* Its files (sockets, pid file) would be shared with the new one. */
+        g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
+                    "scale: %s is still stopping; try again once it is down", nf_vm_name(old));
+        return FALSE;
+      }
+    }
+    static const NfVmCallbacks vm_cb = {.state_changed = vm_changed_cb, .notice = vm_notice_cb};
     for (guint id = last + 1; id <= last + (count - live); id++) {
       NfVm *vm = nf_vm_new(id, &fleet->env, &vm_cb, fleet);
       g_ptr_array_add(fleet->vms, vm);
@@ -558,6 +712,8 @@ void nf_fleet_stop(NfFleet *fleet, gboolean force)
     nf_vm_stop(vm, force);
   for (guint i = 0; i < fleet->vms->len; i++)
     nf_vm_stop(g_ptr_array_index(fleet->vms, i), force);
+  for (guint i = 0; i < fleet->strays->len; i++)
+    nf_vm_stop(g_ptr_array_index(fleet->strays, i), force);
   maybe_stopped(fleet);
 }
 
@@ -567,6 +723,9 @@ static void maybe_stopped(NfFleet *fleet)
     return;
   for (guint i = 0; i < fleet->vms->len; i++)
     if (nf_vm_is_running(g_ptr_array_index(fleet->vms, i)))
+      return;
+  for (guint i = 0; i < fleet->strays->len; i++)
+    if (nf_vm_is_running(g_ptr_array_index(fleet->strays, i)))
       return;
   /* From an idle, so the caller of nf_fleet_stop never sees it re-entrantly. */
   fleet->stopped_idle = g_idle_add(stopped_idle_cb, fleet);
@@ -590,10 +749,15 @@ void nf_fleet_free(NfFleet *fleet)
     g_source_remove(fleet->stopped_idle);
   nf_vm_clear_timer(&fleet->retire_idle);
   nf_vm_clear_timer(&fleet->resume_timer);
+  nf_vm_clear_timer(&fleet->strays_idle);
   g_clear_pointer(&fleet->limiter, nf_limiter_free);
-  if (fleet->detaching)
+  if (fleet->detaching) {
     for (guint i = 0; i < fleet->vms->len; i++)
       nf_vm_detach(g_ptr_array_index(fleet->vms, i));
+    for (guint i = 0; i < fleet->strays->len; i++)
+      nf_vm_detach(g_ptr_array_index(fleet->strays, i));
+  }
+  g_ptr_array_unref(fleet->strays);
   /* Freeing a guest kills and reaps whatever still runs (detached ones were
    * let go above). */
   GPtrArray *vms = g_steal_pointer(&fleet->vms);
@@ -611,8 +775,14 @@ void nf_fleet_free(NfFleet *fleet)
       g_rmdir(parent);
     }
   }
-  if (!fleet->detaching)
+  if (!fleet->detaching && fleet->env.cgroup_name)
     nf_cgroup_sweep(fleet->env.cgroup_name);
+  if (!fleet->built) {
+    nf_paths_remove_empty_dirs(fleet->paths.runtime_dir, fleet->made_runtime_dir);
+    nf_paths_remove_empty_dirs(fleet->paths.state_dir, fleet->made_state_dir);
+  }
+  g_free(fleet->made_runtime_dir);
+  g_free(fleet->made_state_dir);
   g_ptr_array_unref(fleet->vms);
   g_array_unref(fleet->listeners);
   g_hash_table_unref(fleet->retiring);

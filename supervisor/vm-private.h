@@ -55,6 +55,10 @@ struct NfVm {
   gboolean state_dir_made;
   guint status_timer;
   gboolean detached; /* let go of a running qemu: its files are not ours to remove */
+  /* The running qemu was spawned with PR_SET_PDEATHSIG (a foreground fleet):
+   * recorded in status.json, so the next supervisor knows why it is gone. */
+  gboolean dies_with_supervisor;
+  char *write_error; /* last failed write of a file of ours; NULL when fine */
   guint reboots;
   char *disk_path;
   gboolean requeue_after_stop;

@@ -48,6 +48,10 @@ typedef struct {
    * killed by signal 9)", ...). */
   void (*state_changed)(NfVm *vm, NfVmState old_state, NfVmState new_state, const char *reason,
                         gpointer user_data);
+  /* One of the guest's files (console log, status, events, qemu log) could
+   * not be written: "cannot write <path>: <cause>". Once per guest until a
+   * write of its status succeeds again. May be NULL. */
+  void (*notice)(NfVm *vm, const char *message, gpointer user_data);
 } NfVmCallbacks;
 
 NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks, gpointer user_data);
@@ -104,6 +108,9 @@ const char *nf_vm_disk_path(const NfVm *vm);
 NfExitKind nf_vm_exit_kind(const NfVm *vm);
 const char *nf_vm_exit_reason(const NfVm *vm);
 gint64 nf_vm_exit_time(const NfVm *vm);
+/* The last failed write of one of the guest's files, or NULL while they are
+ * written fine (see NfVmCallbacks.notice). */
+const char *nf_vm_write_error(const NfVm *vm);
 /* TRUE when qemu ended before its QMP handshake: a start failure (bad argv,
  * missing file, ...), as opposed to a guest that ran and then died. */
 gboolean nf_vm_failed_at_start(const NfVm *vm);
