@@ -99,6 +99,7 @@ static void stray_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state,
                              gpointer data);
 static gboolean strays_idle_cb(gpointer data);
 static void kill_unowned(NfFleet *fleet);
+static gboolean pid_in(GArray *pids, GPid pid);
 static void vm_notice_cb(NfVm *vm, const char *message, gpointer data);
 
 static gboolean check_file(const char *path, const char *what, const char *fix, GError **error)
