@@ -326,8 +326,11 @@ gboolean nf_vm_adopt(NfVm *vm)
   /* Absent in files of older versions: then nothing is known. */
   gboolean died_with_it = json_is_true(json_object_get(status, "dies_with_supervisor"));
   gboolean ours = pidtext && pid_is_our_qemu(vm, pid);
+  gboolean was_up = was && (g_str_equal(was, "ready") || g_str_equal(was, "booting") ||
+                            g_str_equal(was, "starting") || g_str_equal(was, "unhealthy"));
 
-  if (status)
+  /* A guest that was down when its supervisor ended starts afresh. */
+  if (ours || was_up)
     load_recorded(vm, status);
   if (ours && died_with_it) {
     finish_dying(pid);
@@ -354,8 +357,6 @@ gboolean nf_vm_adopt(NfVm *vm)
     nf_vm_release(vm);
   }
   remove_runtime_files(vm);
-  gboolean was_up = was && (g_str_equal(was, "ready") || g_str_equal(was, "booting") ||
-                            g_str_equal(was, "starting") || g_str_equal(was, "unhealthy"));
   if (was_up && died_with_it) {
     /* By design, not a failure of the guest: no crash, no restart counted;
      * the caller queues it afresh. */

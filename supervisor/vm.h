@@ -70,10 +70,14 @@ gboolean nf_vm_start(NfVm *vm, GError **error);
 
 /* Takes over a guest left running by a supervisor that died: checks the pid
  * file names a live qemu of ours (its command line carries our pid file),
- * reconnects QMP and the console, and watches it through a pidfd. Returns
- * TRUE when adopted; FALSE when there was nothing to adopt (stale files are
- * removed; a guest recorded as running that died meanwhile is classified and
- * goes through the restart policy). */
+ * reconnects QMP and the console, and watches it through a pidfd. Its
+ * restart count and last exit are read back from status.json. Returns TRUE
+ * when adopted, or when a guest recorded as running died meanwhile (it is
+ * classified and goes through the restart policy); FALSE when there was
+ * nothing to adopt (stale files are removed), including a guest of a
+ * killed foreground supervisor (status.json says it dies with its
+ * supervisor): that one is STOPPED "with its supervisor", not a crash, and
+ * the caller queues it afresh. */
 gboolean nf_vm_adopt(NfVm *vm);
 
 /* Orderly stop: QMP quit (SIGTERM before QMP is up), SIGKILL after the
