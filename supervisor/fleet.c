@@ -156,6 +156,13 @@ static void remove_stale_runtime_files(NfFleet *fleet)
     NfVm *vm = nf_fleet_find_vm(fleet, id);
     if (vm && nf_vm_is_running(vm))
       continue;
+    gboolean stray_running = FALSE;
+    for (guint i = 0; i < fleet->strays->len && !stray_running; i++) {
+      NfVm *s = g_ptr_array_index(fleet->strays, i);
+      stray_running = nf_vm_id(s) == id && nf_vm_is_running(s);
+    }
+    if (stray_running)
+      continue; /* still stopping: its files go when it is down */
     if (g_str_has_prefix(name, "vm-") &&
         (g_str_has_suffix(name, ".qmp") || g_str_has_suffix(name, ".pid") ||
          g_str_has_suffix(name, ".ctl") || g_str_has_suffix(name, ".serial"))) {
