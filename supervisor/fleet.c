@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/resource.h>
@@ -62,8 +61,7 @@ struct NfFleet {
   guint retire_idle;
   guint resume_timer;
   NfKsm *ksm;                /* host KSM settings to restore, when --ksm */
-  GPtrArray *strays;         /* NfVm* left by a previous supervisor beyond our ids: being stopped */
-  guint strays_idle;         /* frees the strays that are down */
+  NfStrayGuests *strays;     /* guests beyond our ids a dead supervisor left: being stopped */
   gboolean write_error_told; /* a guest's file could not be written: said once */
   gboolean built;            /* nf_fleet_new succeeded */
   char *made_runtime_dir;    /* top-most dirs nf_fleet_new created, removed if it fails */
@@ -95,11 +93,8 @@ static void note_failure(NfFleet *fleet);
 static void emit_vm_changed(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason);
 static gboolean retire_cb(gpointer data);
 static void adopt_strays(NfFleet *fleet);
-static void stray_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state, const char *reason,
-                             gpointer data);
-static gboolean strays_idle_cb(gpointer data);
-static void kill_unowned(NfFleet *fleet);
-static gboolean pid_in(GArray *pids, GPid pid);
+static void strays_notice_cb(const char *message, gpointer data);
+static void strays_down_cb(gpointer data);
 static void vm_notice_cb(NfVm *vm, const char *message, gpointer data);
 
 static gboolean check_file(const char *path, const char *what, const char *fix, GError **error)
@@ -156,12 +151,7 @@ static void remove_stale_runtime_files(NfFleet *fleet)
     NfVm *vm = nf_fleet_find_vm(fleet, id);
     if (vm && nf_vm_is_running(vm))
       continue;
-    gboolean stray_running = FALSE;
-    for (guint i = 0; i < fleet->strays->len && !stray_running; i++) {
-      NfVm *s = g_ptr_array_index(fleet->strays, i);
-      stray_running = nf_vm_id(s) == id && nf_vm_is_running(s);
-    }
-    if (stray_running)
+    if (fleet->strays && nf_stray_guests_running(fleet->strays, id))
       continue; /* still stopping: its files go when it is down */
     if (g_str_has_prefix(name, "vm-") &&
         (g_str_has_suffix(name, ".qmp") || g_str_has_suffix(name, ".pid") ||
@@ -211,7 +201,6 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   fleet->vms = g_ptr_array_new_with_free_func((GDestroyNotify)nf_vm_free);
   fleet->listeners = g_array_new(FALSE, FALSE, sizeof(Listener));
   fleet->retiring = g_hash_table_new(NULL, NULL);
-  fleet->strays = g_ptr_array_new_with_free_func((GDestroyNotify)nf_vm_free);
 
   if (config->count == 0) {
     g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
@@ -315,84 +304,30 @@ void nf_fleet_start(NfFleet *fleet)
     if (!(fleet->config->adopt && nf_vm_adopt(vm)))
       nf_vm_queue(vm);
   }
-  if (fleet->config->adopt) {
+  if (fleet->config->adopt)
     adopt_strays(fleet);
-    kill_unowned(fleet);
-  }
   remove_stale_runtime_files(fleet);
   nf_cgroup_sweep(fleet->env.cgroup_name);
   nf_limiter_kick(fleet->limiter);
 }
 
-/* Guests of this fleet beyond its ids (an earlier run had more, or other
- * ids): adopted, so they stop in order and their status says so, then
- * stopped. A user of `run 1` expects one guest; growing the fleet behind
- * their back would hide the leftovers instead. */
+/* Guests of this fleet beyond its ids (an earlier run had more) are
+ * adopted and stopped (strays.h); then a qemu of the fleet that no pid file
+ * names is killed, since nothing can adopt it. */
 static void adopt_strays(NfFleet *fleet)
 {
-  static const NfVmCallbacks stray_cb = {.state_changed = stray_changed_cb, .notice = vm_notice_cb};
-  g_autoptr(GArray) ids = nf_strays_ids(&fleet->paths);
-  g_autoptr(GString) names = g_string_new(NULL);
-  for (guint i = 0; i < ids->len; i++) {
-    guint id = g_array_index(ids, guint, i);
-    if (nf_fleet_find_vm(fleet, id))
-      continue;
-    NfVm *vm = nf_vm_new(id, &fleet->env, &stray_cb, fleet);
-    g_ptr_array_add(fleet->strays, vm);
-    nf_vm_adopt(vm);
-    if (nf_vm_is_running(vm))
-      g_string_append_printf(names, "%s%s", names->len ? ", " : "", nf_vm_name(vm));
-    if (nf_vm_state(vm) != NF_VM_CREATED)
-      nf_vm_stop(vm, FALSE);
+  static const NfStrayGuestsCallbacks cb = {
+      .notice = strays_notice_cb, .vm_notice = vm_notice_cb, .all_down = strays_down_cb};
+  guint first = fleet->config->id_offset + 1;
+  fleet->strays =
+      nf_stray_guests_adopt(&fleet->env, first, first + fleet->vms->len - 1, &cb, fleet);
+  g_autoptr(GArray) pids = g_array_new(FALSE, FALSE, sizeof(GPid));
+  for (guint i = 0; i < fleet->vms->len; i++) {
+    GPid pid = nf_vm_pid(g_ptr_array_index(fleet->vms, i));
+    if (pid)
+      g_array_append_val(pids, pid);
   }
-  if (names->len) {
-    g_autofree char *msg = g_strdup_printf(
-        "%s: left running by a previous supervisor of fleet '%s' but beyond the %u guests asked "
-        "for; stopping %s",
-        names->str, fleet->config->name, fleet->config->count,
-        strchr(names->str, ',') ? "them" : "it");
-    notice(fleet, msg);
-  }
-  if (fleet->strays_idle == 0)
-    fleet->strays_idle = g_idle_add(strays_idle_cb, fleet);
-}
-
-static gboolean pid_in(GArray *pids, GPid pid)
-{
-  for (guint i = 0; i < pids->len; i++)
-    if (g_array_index(pids, GPid, i) == pid)
-      return TRUE;
-  return FALSE;
-}
-
-/* A qemu of this fleet that no guest owns (its pid file is gone, or it was
- * dying): nothing can adopt it, so it is killed. Processes of our guests and
- * their parents and children (a wrapper script given as --qemu) are kept. */
-static void kill_unowned(NfFleet *fleet)
-{
-  g_autoptr(GArray) ours = g_array_new(FALSE, FALSE, sizeof(GPid));
-  GPtrArray *lists[] = {fleet->vms, fleet->strays};
-  for (guint l = 0; l < G_N_ELEMENTS(lists); l++)
-    for (guint i = 0; i < lists[l]->len; i++) {
-      GPid pid = nf_vm_pid(g_ptr_array_index(lists[l], i));
-      if (pid)
-        g_array_append_val(ours, pid);
-    }
-  g_autoptr(GArray) found = nf_strays_processes(fleet->paths.runtime_dir);
-  g_autoptr(GArray) parents = g_array_new(FALSE, FALSE, sizeof(GPid));
-  for (guint i = 0; i < found->len; i++) {
-    NfStrayProcess *sp = &g_array_index(found, NfStrayProcess, i);
-    if (pid_in(ours, sp->pid))
-      g_array_append_val(parents, sp->ppid);
-  }
-  guint killed = 0;
-  for (guint i = 0; i < found->len; i++) {
-    NfStrayProcess *sp = &g_array_index(found, NfStrayProcess, i);
-    if (pid_in(ours, sp->pid) || pid_in(ours, sp->ppid) || pid_in(parents, sp->pid))
-      continue;
-    if (kill(sp->pid, SIGKILL) == 0)
-      killed++;
-  }
+  guint killed = nf_stray_guests_kill_unowned(fleet->strays, fleet->paths.runtime_dir, pids);
   if (killed) {
     g_autofree char *msg = g_strdup_printf(
         "killed %u process%s of fleet '%s' that no guest owned (qemu left without a pid file)",
@@ -401,29 +336,16 @@ static void kill_unowned(NfFleet *fleet)
   }
 }
 
-static void stray_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state, const char *reason,
-                             gpointer data)
+static void strays_notice_cb(const char *message, gpointer data)
 {
-  NfFleet *fleet = data;
-  if (new_state == NF_VM_STOPPED && old_state == NF_VM_STOPPING) {
-    g_autofree char *msg =
-        g_strdup_printf("%s stopped (beyond this fleet's guests)", nf_vm_name(vm));
-    notice(fleet, msg);
-  }
-  if (!nf_vm_is_running(vm) && fleet->strays_idle == 0)
-    fleet->strays_idle = g_idle_add(strays_idle_cb, fleet);
+  notice(data, message);
 }
 
-static gboolean strays_idle_cb(gpointer data)
+static void strays_down_cb(gpointer data)
 {
   NfFleet *fleet = data;
-  fleet->strays_idle = 0;
-  for (guint i = fleet->strays->len; i-- > 0;)
-    if (!nf_vm_is_running(g_ptr_array_index(fleet->strays, i)))
-      g_ptr_array_remove_index(fleet->strays, i); /* frees it */
   if (fleet->stopping)
     maybe_stopped(fleet);
-  return G_SOURCE_REMOVE;
 }
 
 /* A guest could not write one of its files (a full or read-only state
@@ -644,15 +566,17 @@ gboolean nf_fleet_scale(NfFleet *fleet, guint count, GError **error)
         nf_paths_guest_runtime(&fleet->paths, last + (count - live), "serial");
     if (!nf_paths_check_socket(longest, error))
       return FALSE;
-    for (guint i = 0; i < fleet->vms->len + fleet->strays->len; i++) {
-      NfVm *old = i < fleet->vms->len ? g_ptr_array_index(fleet->vms, i)
-                                      : g_ptr_array_index(fleet->strays, i - fleet->vms->len);
-      guint old_id = nf_vm_id(old);
-      if (old_id > last && old_id <= last + (count - live) &&
-          (i >= fleet->vms->len || g_hash_table_contains(fleet->retiring, old))) {
-        /* Its files (sockets, pid file) would be shared with the new one. */
+    /* A guest of these ids still stopping (scaled away, or a stray) would
+     * share its files (sockets, pid file) with the new one. */
+    for (guint id = last + 1; id <= last + (count - live); id++) {
+      NfVm *old = NULL;
+      for (guint i = live; i < fleet->vms->len && !old; i++)
+        if (nf_vm_id(g_ptr_array_index(fleet->vms, i)) == id)
+          old = g_ptr_array_index(fleet->vms, i);
+      if (old || (fleet->strays && nf_stray_guests_running(fleet->strays, id))) {
+        g_autofree char *name = nf_paths_guest_name(id);
         g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
-                    "scale: %s is still stopping; try again once it is down", nf_vm_name(old));
+                    "scale: %s is still stopping; try again once it is down", name);
         return FALSE;
       }
     }
@@ -720,8 +644,8 @@ void nf_fleet_stop(NfFleet *fleet, gboolean force)
     nf_vm_stop(vm, force);
   for (guint i = 0; i < fleet->vms->len; i++)
     nf_vm_stop(g_ptr_array_index(fleet->vms, i), force);
-  for (guint i = 0; i < fleet->strays->len; i++)
-    nf_vm_stop(g_ptr_array_index(fleet->strays, i), force);
+  if (fleet->strays)
+    nf_stray_guests_stop(fleet->strays, force);
   maybe_stopped(fleet);
 }
 
@@ -732,9 +656,8 @@ static void maybe_stopped(NfFleet *fleet)
   for (guint i = 0; i < fleet->vms->len; i++)
     if (nf_vm_is_running(g_ptr_array_index(fleet->vms, i)))
       return;
-  for (guint i = 0; i < fleet->strays->len; i++)
-    if (nf_vm_is_running(g_ptr_array_index(fleet->strays, i)))
-      return;
+  if (fleet->strays && nf_stray_guests_any_running(fleet->strays))
+    return;
   /* From an idle, so the caller of nf_fleet_stop never sees it re-entrantly. */
   fleet->stopped_idle = g_idle_add(stopped_idle_cb, fleet);
 }
@@ -757,15 +680,14 @@ void nf_fleet_free(NfFleet *fleet)
     g_source_remove(fleet->stopped_idle);
   nf_vm_clear_timer(&fleet->retire_idle);
   nf_vm_clear_timer(&fleet->resume_timer);
-  nf_vm_clear_timer(&fleet->strays_idle);
   g_clear_pointer(&fleet->limiter, nf_limiter_free);
   if (fleet->detaching) {
     for (guint i = 0; i < fleet->vms->len; i++)
       nf_vm_detach(g_ptr_array_index(fleet->vms, i));
-    for (guint i = 0; i < fleet->strays->len; i++)
-      nf_vm_detach(g_ptr_array_index(fleet->strays, i));
+    if (fleet->strays)
+      nf_stray_guests_detach(fleet->strays);
   }
-  g_ptr_array_unref(fleet->strays);
+  g_clear_pointer(&fleet->strays, nf_stray_guests_free);
   /* Freeing a guest kills and reaps whatever still runs (detached ones were
    * let go above). */
   GPtrArray *vms = g_steal_pointer(&fleet->vms);
