@@ -170,6 +170,41 @@ static void test_down_sweeps_without_pidfiles(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* A stray still stopping keeps its id: growing the fleet over it would
+ * share its sockets and pid file. The stray is held (SIGSTOP) so that it is
+ * still stopping when `scale` asks, whatever the host's speed. */
+static void test_scale_waits_for_stray(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *log = g_build_filename(tmp, "state/nervesfleet/sc/supervisor.log", NULL);
+  const char *run2[] = {"run", "2", "-d", "--name", "sc", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, run2, 30000, NULL), ==, 0);
+  g_assert_true(nf_test_wait_file_contains(log, "all 2 guests ready", BOOT_MS));
+  g_autoptr(GArray) sup = one_pid(supervisor_pid(tmp, "sc"));
+  kill(g_array_index(sup, GPid, 0), SIGKILL);
+  g_assert_true(nf_test_wait_pids_gone(sup, STOP_MS));
+  GPid held = pid_of(tmp, "sc", "vm-0002");
+  kill(held, SIGSTOP);
+
+  const char *run1[] = {"run", "1", "-d", "--name", "sc", "--stop-timeout", "600", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, run1, 30000, NULL), ==, 0);
+  g_assert_true(nf_test_wait_file_contains(log, "vm-0002: left running", STOP_MS));
+  const char *scale[] = {"scale", "2", "--name", "sc", NULL};
+  g_autofree char *out = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, scale, 30000, &out), ==, 1);
+  g_assert_nonnull(strstr(out, "vm-0002 is still stopping"));
+
+  g_autoptr(GArray) stray = one_pid(held);
+  kill(held, SIGCONT); /* the SIGTERM it was sent ends it now */
+  g_assert_true(nf_test_wait_pids_gone(stray, STOP_MS));
+  g_assert_true(nf_test_wait_file_contains(log, "vm-0002 stopped (beyond", STOP_MS));
+  const char *scale_wait[] = {"scale", "2", "--name", "sc", "--wait", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, scale_wait, BOOT_MS, NULL), ==, 0);
+  const char *down[] = {"down", "--name", "sc", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, down, STOP_MS, NULL), ==, 0);
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 /* Before: "crashed (died while no supervisor was watching)", a restart
  * counted, for guests that died with their supervisor by design. */
 static void test_foreground_killed(void)
@@ -230,6 +265,7 @@ int main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/adopt/smaller-run-adopts-all", test_smaller_run_adopts_all);
   g_test_add_func("/adopt/down-sweeps-without-pidfiles", test_down_sweeps_without_pidfiles);
+  g_test_add_func("/adopt/scale-waits-for-stray", test_scale_waits_for_stray);
   g_test_add_func("/adopt/foreground-killed", test_foreground_killed);
   g_test_add_func("/adopt/wrapper-group-killed", test_wrapper_group_killed);
   return g_test_run();
