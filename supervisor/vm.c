@@ -339,8 +339,10 @@ gboolean nf_vm_adopt(NfVm *vm)
     vm->proc = nf_process_adopt(pid, on_exit_cb, vm, &error);
     if (vm->proc && attach_channels(vm, &error)) {
       vm->dies_with_supervisor = FALSE; /* spawned detached; adopting does not change that */
-      vm->started_at = g_get_monotonic_time();
       vm->started_wall = json_integer_value(json_object_get(status, "started_at_us"));
+      /* Uptime counts from the qemu's own start, not from its adoption. */
+      gint64 age = vm->started_wall ? g_get_real_time() - vm->started_wall : 0;
+      vm->started_at = g_get_monotonic_time() - CLAMP(age, 0, g_get_monotonic_time());
       if (vm->env->use_cgroups)
         vm->cgroup = nf_cgroup_new(vm->env->cgroup_name, vm->name, 0, NULL);
       if (vm->cgroup)

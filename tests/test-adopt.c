@@ -133,6 +133,17 @@ static void test_smaller_run_adopts_all(void)
   g_autofree char *ps_out = NULL;
   g_assert_cmpint(nf_test_run_cli(tmp, ps, 30000, &ps_out), ==, 0);
   g_assert_nonnull(strstr(ps_out, "\"kind\":\"crashed\""));
+  {
+    /* Uptime counts from the qemu's start (status.json), not from its
+     * adoption: before, it restarted at 0 although the guest had booted
+     * (seconds under TCG) before the supervisor was killed. */
+    gint64 now = g_get_real_time();
+    json_auto_t *s1 = status_of(tmp, "big", "vm-0001");
+    double since_start = (now - json_integer_value(json_object_get(s1, "started_at_us"))) / 1e6;
+    json_auto_t *doc = json_loads(ps_out, 0, NULL);
+    json_t *g1 = json_array_get(json_object_get(doc, "guests"), 0);
+    g_assert_cmpfloat(json_real_value(json_object_get(g1, "uptime_s")) + 0.5, >=, since_start);
+  }
 
   const char *down[] = {"down", "--name", "big", NULL};
   g_autofree char *out = NULL;
