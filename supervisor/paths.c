@@ -165,8 +165,9 @@ void nf_paths_remove_empty_dirs(const char *dir, const char *top)
   if (top == NULL)
     return;
   g_autofree char *d = g_canonicalize_filename(dir, NULL);
-  /* Only dirs at or below `top`, and only empty ones (rmdir refuses others). */
-  while (g_str_has_prefix(d, top) && g_rmdir(d) == 0 && !g_str_equal(d, top)) {
+  /* Only dirs at or below `top`, and only empty ones (rmdir refuses
+   * others); one already gone (the fleet removed it) is passed over. */
+  while (g_str_has_prefix(d, top) && (g_rmdir(d) == 0 || errno == ENOENT) && !g_str_equal(d, top)) {
     char *parent = g_path_get_dirname(d);
     g_free(d);
     d = parent;
