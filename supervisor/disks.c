@@ -103,16 +103,17 @@ static void prepared_cb(guint index, const char *path, gboolean created, const G
 static void explain_full(const char *dir, GError **error)
 {
   struct statvfs st;
-  gboolean enospc = strstr((*error)->message, g_strerror(ENOSPC)) != NULL;
-  if (statvfs(dir, &st) == 0 && (guint64)st.f_bavail * st.f_frsize < 1024 * 1024)
-    enospc = TRUE;
-  if (!enospc)
+  if (error == NULL || *error == NULL)
     return;
-  guint64 free_kib = statvfs(dir, &st) == 0 ? (guint64)st.f_bavail * st.f_frsize / 1024 : 0;
+  guint64 free_kib =
+      statvfs(dir, &st) == 0 ? (guint64)st.f_bavail * st.f_frsize / 1024 : G_MAXUINT64;
+  if (strstr((*error)->message, g_strerror(ENOSPC)) == NULL && free_kib >= 1024)
+    return;
   g_prefix_error(error,
                  "the filesystem holding %s is full (%" G_GUINT64_FORMAT " KiB free; each guest's "
                  "disk overlay needs about 200 KiB to start and grows as the guest writes): free "
-                 "space there, or choose another --state-dir: ",
+                 "space there (other fleets' state dirs, rotated console.log.1 files), or "
+                 "choose another --state-dir: ",
                  dir, free_kib);
 }
 
@@ -140,8 +141,10 @@ gboolean nf_disks_ensure_one(NfDisks *d, guint id, gboolean reflash, GError **er
 {
   g_autofree char *path = nf_disks_overlay_path(d, id);
   if (reflash) {
-    if (!nf_overlay_reflash(d->base, path, error))
+    if (!nf_overlay_reflash(d->base, path, error)) {
+      explain_full(d->dir, error);
       return FALSE;
+    }
     nf_overlay_env_cache_forget(d->env_cache, path);
     return inject_serial(d, id, path, error);
   }
