@@ -8,6 +8,7 @@
  * full, not to --reflash-all. Full filesystems are small tmpfs mounts inside
  * the test's temp dir (needs root; skipped otherwise).
  */
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -26,7 +27,13 @@ static char *mount_small(const char *tmp, const char *name, const char *size)
   g_autofree char *dir = g_build_filename(tmp, name, NULL);
   g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
   g_autofree char *opts = g_strdup_printf("size=%s", size);
-  if (getuid() != 0 || mount("tmpfs", dir, "tmpfs", 0, opts) != 0) {
+  /* In a mount namespace of our own (shared by the nervesfleet we start), so
+   * a test that fails half way leaves no mount on the host. */
+  static gboolean private_ns;
+  if (!private_ns && getuid() == 0 && unshare(CLONE_NEWNS) == 0 &&
+      mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0)
+    private_ns = TRUE;
+  if (!private_ns || mount("tmpfs", dir, "tmpfs", 0, opts) != 0) {
     g_test_skip("cannot mount a small tmpfs (needs root)");
     return NULL;
   }
