@@ -3,8 +3,10 @@
  * elsewhere (typically `run -d`). It signals the supervisor named in the
  * fleet lock (SIGTERM: the same orderly stop as Ctrl-C) and waits on a pidfd
  * until it is gone. With no supervisor left but guests still running (a
- * detached supervisor that was killed), it kills those orphans itself, so
- * `down` always leaves nothing behind.
+ * detached supervisor that was killed), it kills those orphans itself; and
+ * after a supervisor has stopped, it kills any guest of the fleet still
+ * alive (found in /proc by its pid file path, see strays.h), so `down`
+ * always leaves nothing behind, whatever guest count the runs had.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,8 +24,10 @@
 #include "cli/verbs.h"
 #include "supervisor/cgroup.h"
 #include "supervisor/paths.h"
+#include "supervisor/strays.h"
 
 static int kill_orphans(const char *runtime_dir);
+static int kill_guests(const char *runtime_dir);
 static gboolean wait_gone(GPid pid, guint timeout_ms);
 
 static gboolean wait_gone(GPid pid, guint timeout_ms)
@@ -40,43 +44,36 @@ static gboolean wait_gone(GPid pid, guint timeout_ms)
   return r > 0;
 }
 
+/* Kills every live process of the fleet: qemu (and a wrapper script given
+ * as --qemu) carrying one of its pid file paths, whether or not the pid file
+ * is still there and whatever guest count the last `run` had. Waits until
+ * they are gone. Returns how many guests (ids) were killed. */
+static int kill_guests(const char *runtime_dir)
+{
+  g_autoptr(GArray) found = nf_strays_processes(runtime_dir);
+  g_autoptr(GHashTable) ids = g_hash_table_new(NULL, NULL);
+  for (guint i = 0; i < found->len; i++) {
+    NfStrayProcess *sp = &g_array_index(found, NfStrayProcess, i);
+    if (kill(sp->pid, SIGKILL) == 0)
+      g_hash_table_add(ids, GUINT_TO_POINTER(sp->id));
+  }
+  for (guint i = 0; i < found->len; i++)
+    wait_gone(g_array_index(found, NfStrayProcess, i).pid, 5000);
+  return (int)g_hash_table_size(ids);
+}
+
 static int kill_orphans(const char *runtime_dir)
 {
-  int killed = 0;
+  int killed = kill_guests(runtime_dir);
+  /* Then every file of ours in the runtime dir, and the dir itself. */
   g_autoptr(GDir) dir = g_dir_open(runtime_dir, 0, NULL);
   const char *name;
-  while (dir && (name = g_dir_read_name(dir)) != NULL) {
-    if (!g_str_has_prefix(name, "vm-") || !g_str_has_suffix(name, ".pid"))
-      continue;
-    g_autofree char *path = g_build_filename(runtime_dir, name, NULL);
-    g_autofree char *text = NULL;
-    if (!g_file_get_contents(path, &text, NULL, NULL))
-      continue;
-    GPid pid = (GPid)g_ascii_strtoll(g_strstrip(text), NULL, 10);
-    g_autofree char *cmdpath = g_strdup_printf("/proc/%d/cmdline", (int)pid);
-    g_autofree char *cmd = NULL;
-    gsize len = 0;
-    if (pid > 0 && g_file_get_contents(cmdpath, &cmd, &len, NULL)) {
-      for (gsize i = 0; i + 1 < len; i++)
-        if (cmd[i] == '\0')
-          cmd[i] = ' ';
-      /* Only a qemu that got this very pid file is ours to kill. */
-      if (strstr(cmd, path) && kill(pid, SIGKILL) == 0) {
-        killed++;
-        wait_gone(pid, 5000);
-      }
+  while (dir && (name = g_dir_read_name(dir)) != NULL)
+    if (g_str_has_prefix(name, "vm-") || g_str_equal(name, "fleet.lock") ||
+        g_str_equal(name, "control.sock")) {
+      g_autofree char *path = g_build_filename(runtime_dir, name, NULL);
+      g_unlink(path);
     }
-  }
-  /* Then every file of ours in the runtime dir, and the dir itself. */
-  if (dir) {
-    g_dir_rewind(dir);
-    while ((name = g_dir_read_name(dir)) != NULL)
-      if (g_str_has_prefix(name, "vm-") || g_str_equal(name, "fleet.lock") ||
-          g_str_equal(name, "control.sock")) {
-        g_autofree char *path = g_build_filename(runtime_dir, name, NULL);
-        g_unlink(path);
-      }
-  }
   g_rmdir(runtime_dir);
   return killed;
 }
@@ -163,7 +160,16 @@ int nf_cmd_down(int argc, char **argv)
              "--name %s` adopts them)\n",
              fleet, fleet);
     } else {
-      printf("fleet '%s' stopped\n", fleet);
+      /* The supervisor stops the guests it knows; a guest it never knew
+       * of (left by an older version) must not outlive `down` either. */
+      int swept = kill_guests(paths.runtime_dir);
+      g_autofree char *cgroup_name = nf_paths_cgroup_name(&paths, fleet);
+      nf_cgroup_sweep(cgroup_name);
+      if (swept > 0)
+        printf("fleet '%s' stopped; also killed %d guest%s its supervisor did not know of\n", fleet,
+               swept, swept == 1 ? "" : "s");
+      else
+        printf("fleet '%s' stopped\n", fleet);
     }
   }
   nf_paths_clear(&paths);

@@ -108,6 +108,16 @@ static void print_table(json_t *result)
   }
   g_autofree char *summary = nf_ps_summary(result);
   g_string_append_printf(out, "%s\n", summary);
+  /* Files the supervisor could not write (a full state dir): said under
+   * the table, since the logs themselves cannot say it. */
+  json_array_foreach(guests, i, g)
+  {
+    const char *werr =
+        json_string_value(json_object_get(json_object_get(g, "extras"), "write_error"));
+    if (werr)
+      g_string_append_printf(out, "warning: %s: %s\n",
+                             json_string_value(json_object_get(g, "name")), werr);
+  }
   fwrite(out->str, 1, out->len, stdout);
   g_string_free(out, TRUE);
 }

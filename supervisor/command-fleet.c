@@ -50,6 +50,8 @@ static void extra_from_env(json_t *extras, const char *key, const NfUbootEnv *en
 static json_t *guest_extras(NfFleet *fleet, NfVm *vm)
 {
   json_t *extras = json_object();
+  if (nf_vm_write_error(vm))
+    json_object_set_new(extras, "write_error", json_string(nf_vm_write_error(vm)));
   const char *disk = nf_vm_disk_path(vm);
   if (!disk)
     return extras;

@@ -4,6 +4,10 @@
  */
 #include "supervisor/disks.h"
 
+#include <errno.h>
+#include <string.h>
+#include <sys/statvfs.h>
+
 #include "overlay/identity.h"
 #include "overlay/overlay.h"
 
@@ -21,6 +25,7 @@ typedef struct {
 } Prepare;
 
 static gboolean inject_serial(NfDisks *disks, guint id, const char *path, GError **error);
+static void explain_full(const char *dir, GError **error);
 static void prepared_cb(guint index, const char *path, gboolean created, const GError *error,
                         gpointer data);
 
@@ -35,9 +40,13 @@ NfDisks *nf_disks_new(const NfFleetConfig *cfg, const NfFleetPaths *paths, GErro
   nf_overlay_clean_temps(dir);
   if (cfg->reflash_all ? !nf_overlay_record_base(dir, base, error)
                        : !nf_overlay_check_base(dir, base, error)) {
-    if (!cfg->reflash_all)
+    /* --reflash-all is the way out of a changed base only: a disk that
+     * cannot be written is not cured by writing more. */
+    if (g_error_matches(*error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_BASE_CHANGED))
       g_prefix_error(error, "the fleet's disks cannot be used (start with --reflash-all to "
                             "recreate every guest's disk from the new base): ");
+    else
+      explain_full(dir, error);
     return NULL;
   }
   NfDisks *d = g_new0(NfDisks, 1);
@@ -89,6 +98,25 @@ static void prepared_cb(guint index, const char *path, gboolean created, const G
     inject_serial(p->disks, p->first_id + index, path, &p->error);
 }
 
+/* A write that failed for want of space says so, how much is free and what
+ * to do, instead of a bare errno from deep inside qemu-img. */
+static void explain_full(const char *dir, GError **error)
+{
+  struct statvfs st;
+  if (error == NULL || *error == NULL)
+    return;
+  guint64 free_kib =
+      statvfs(dir, &st) == 0 ? (guint64)st.f_bavail * st.f_frsize / 1024 : G_MAXUINT64;
+  if (strstr((*error)->message, g_strerror(ENOSPC)) == NULL && free_kib >= 1024)
+    return;
+  g_prefix_error(error,
+                 "the filesystem holding %s is full (%" G_GUINT64_FORMAT " KiB free; each guest's "
+                 "disk overlay needs about 200 KiB to start and grows as the guest writes): free "
+                 "space there (other fleets' state dirs, rotated console.log.1 files), or "
+                 "choose another --state-dir: ",
+                 dir, free_kib);
+}
+
 gboolean nf_disks_prepare(NfDisks *d, guint first_id, guint count, GError **error)
 {
   g_autoptr(GPtrArray) paths = g_ptr_array_new_with_free_func(g_free);
@@ -101,12 +129,9 @@ gboolean nf_disks_prepare(NfDisks *d, guint first_id, guint count, GError **erro
   g_autoptr(GError) local = NULL;
   gboolean ok = nf_overlay_ensure_sync(d->base, (const char *const *)paths->pdata, flags, 0,
                                        prepared_cb, &p, NULL, &local);
-  if (p.error) {
-    g_propagate_error(error, p.error);
-    return FALSE;
-  }
-  if (!ok) {
-    g_propagate_error(error, g_steal_pointer(&local));
+  if (p.error || !ok) {
+    g_propagate_error(error, p.error ? p.error : g_steal_pointer(&local));
+    explain_full(d->dir, error);
     return FALSE;
   }
   return TRUE;
@@ -116,8 +141,10 @@ gboolean nf_disks_ensure_one(NfDisks *d, guint id, gboolean reflash, GError **er
 {
   g_autofree char *path = nf_disks_overlay_path(d, id);
   if (reflash) {
-    if (!nf_overlay_reflash(d->base, path, error))
+    if (!nf_overlay_reflash(d->base, path, error)) {
+      explain_full(d->dir, error);
       return FALSE;
+    }
     nf_overlay_env_cache_forget(d->env_cache, path);
     return inject_serial(d, id, path, error);
   }

@@ -21,6 +21,7 @@
 #include "supervisor/mempolicy.h"
 #include "overlay/identity.h"
 #include "supervisor/paths.h"
+#include "supervisor/strays.h"
 #include "supervisor/vm-private.h"
 
 /* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
@@ -61,7 +62,12 @@ struct NfFleet {
   GHashTable *retiring; /* NfVm* being scaled away */
   guint retire_idle;
   guint resume_timer;
-  NfKsm *ksm; /* host KSM settings to restore, when --ksm */
+  NfKsm *ksm;                /* host KSM settings to restore, when --ksm */
+  NfStrayGuests *strays;     /* guests beyond our ids a dead supervisor left: being stopped */
+  gboolean write_error_told; /* a guest's file could not be written: said once */
+  gboolean built;            /* nf_fleet_new succeeded */
+  char *made_runtime_dir;    /* top-most dirs nf_fleet_new created, removed if it fails */
+  char *made_state_dir;
   gint64 fail_times[256];
   guint fail_next;
 };
@@ -89,6 +95,10 @@ static void mempolicy_notice_cb(const char *message, gpointer data);
 static void note_failure(NfFleet *fleet);
 static void emit_vm_changed(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason);
 static gboolean retire_cb(gpointer data);
+static void adopt_strays(NfFleet *fleet);
+static void strays_notice_cb(const char *message, gpointer data);
+static void strays_down_cb(gpointer data);
+static void vm_notice_cb(NfVm *vm, const char *message, gpointer data);
 
 static gboolean check_file(const char *path, const char *what, const char *fix, GError **error)
 {
@@ -144,6 +154,8 @@ static void remove_stale_runtime_files(NfFleet *fleet)
     NfVm *vm = nf_fleet_find_vm(fleet, id);
     if (vm && nf_vm_is_running(vm))
       continue;
+    if (fleet->strays && nf_stray_guests_running(fleet->strays, id))
+      continue; /* still stopping: its files go when it is down */
     if (g_str_has_prefix(name, "vm-") &&
         (g_str_has_suffix(name, ".qmp") || g_str_has_suffix(name, ".pid") ||
          g_str_has_suffix(name, ".ctl") || g_str_has_suffix(name, ".serial"))) {
@@ -250,8 +262,12 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   g_autofree char *longest = nf_paths_guest_runtime(&fleet->paths, MAX(last_id, 9999), "serial");
   if (!nf_paths_check_socket(longest, error))
     return NULL;
+  /* A fleet that cannot start leaves no dir it made behind. */
+  fleet->made_runtime_dir = nf_paths_first_missing(fleet->paths.runtime_dir);
+  fleet->made_state_dir = nf_paths_first_missing(fleet->paths.state_dir);
   if (!nf_paths_ensure_dir(fleet->paths.runtime_dir, 0700, "--runtime-dir", error) ||
-      !nf_paths_ensure_dir(fleet->paths.state_dir, 0755, "--state-dir", error))
+      !nf_paths_ensure_dir(fleet->paths.state_dir, 0755, "--state-dir", error) ||
+      !nf_paths_probe_write(fleet->paths.state_dir, "--state-dir", error))
     return NULL;
   if (!take_lock(fleet, error))
     return NULL;
@@ -273,12 +289,13 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
 
   fleet->env.config = config;
   fleet->env.paths = &fleet->paths;
-  static const NfVmCallbacks vm_cb = {.state_changed = vm_changed_cb};
+  static const NfVmCallbacks vm_cb = {.state_changed = vm_changed_cb, .notice = vm_notice_cb};
   for (guint i = 0; i < config->count; i++) {
     NfVm *vm = nf_vm_new(config->id_offset + i + 1, &fleet->env, &vm_cb, fleet);
     g_ptr_array_add(fleet->vms, vm);
     fleet->per_state[NF_VM_CREATED]++;
   }
+  fleet->built = TRUE;
   return g_steal_pointer(&fleet);
 }
 
@@ -296,9 +313,64 @@ void nf_fleet_start(NfFleet *fleet)
     if (!(fleet->config->adopt && nf_vm_adopt(vm)))
       nf_vm_queue(vm);
   }
+  if (fleet->config->adopt)
+    adopt_strays(fleet);
   remove_stale_runtime_files(fleet);
   nf_cgroup_sweep(fleet->env.cgroup_name);
   nf_limiter_kick(fleet->limiter);
+}
+
+/* Guests of this fleet beyond its ids (an earlier run had more) are
+ * adopted and stopped (strays.h); then a qemu of the fleet that no pid file
+ * names is killed, since nothing can adopt it. */
+static void adopt_strays(NfFleet *fleet)
+{
+  static const NfStrayGuestsCallbacks cb = {
+      .notice = strays_notice_cb, .vm_notice = vm_notice_cb, .all_down = strays_down_cb};
+  guint first = fleet->config->id_offset + 1;
+  fleet->strays =
+      nf_stray_guests_adopt(&fleet->env, first, first + fleet->vms->len - 1, &cb, fleet);
+  g_autoptr(GArray) pids = g_array_new(FALSE, FALSE, sizeof(GPid));
+  for (guint i = 0; i < fleet->vms->len; i++) {
+    GPid pid = nf_vm_pid(g_ptr_array_index(fleet->vms, i));
+    if (pid)
+      g_array_append_val(pids, pid);
+  }
+  guint killed = nf_stray_guests_kill_unowned(fleet->strays, fleet->paths.runtime_dir, pids);
+  if (killed) {
+    g_autofree char *msg = g_strdup_printf(
+        "killed %u process%s of fleet '%s' that no guest owned (qemu left without a pid file)",
+        killed, killed == 1 ? "" : "es", fleet->config->name);
+    notice(fleet, msg);
+  }
+}
+
+static void strays_notice_cb(const char *message, gpointer data)
+{
+  notice(data, message);
+}
+
+static void strays_down_cb(gpointer data)
+{
+  NfFleet *fleet = data;
+  if (fleet->stopping)
+    maybe_stopped(fleet);
+}
+
+/* A guest could not write one of its files (a full or read-only state
+ * dir). Said once per fleet: on a full disk every guest fails alike, and
+ * `ps` shows each guest's error. */
+static void vm_notice_cb(NfVm *vm, const char *message, gpointer data)
+{
+  NfFleet *fleet = data;
+  if (fleet->write_error_told)
+    return;
+  fleet->write_error_told = TRUE;
+  g_autofree char *msg = g_strdup_printf(
+      "%s: %s; logs and status files are incomplete until that is fixed (other guests' files "
+      "in %s are likely affected too; `nervesfleet ps` shows which)",
+      nf_vm_name(vm), message, fleet->paths.state_dir);
+  notice(fleet, msg);
 }
 
 static guint booting_cb(gpointer data)
@@ -508,7 +580,21 @@ gboolean nf_fleet_scale(NfFleet *fleet, guint count, GError **error)
         nf_paths_guest_runtime(&fleet->paths, last + (count - live), "serial");
     if (!nf_paths_check_socket(longest, error))
       return FALSE;
-    static const NfVmCallbacks vm_cb = {.state_changed = vm_changed_cb};
+    /* A guest of these ids still stopping (scaled away, or a stray) would
+     * share its files (sockets, pid file) with the new one. */
+    for (guint id = last + 1; id <= last + (count - live); id++) {
+      NfVm *old = NULL;
+      for (guint i = live; i < fleet->vms->len && !old; i++)
+        if (nf_vm_id(g_ptr_array_index(fleet->vms, i)) == id)
+          old = g_ptr_array_index(fleet->vms, i);
+      if (old || (fleet->strays && nf_stray_guests_running(fleet->strays, id))) {
+        g_autofree char *name = nf_paths_guest_name(id);
+        g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
+                    "scale: %s is still stopping; try again once it is down", name);
+        return FALSE;
+      }
+    }
+    static const NfVmCallbacks vm_cb = {.state_changed = vm_changed_cb, .notice = vm_notice_cb};
     for (guint id = last + 1; id <= last + (count - live); id++) {
       NfVm *vm = nf_vm_new(id, &fleet->env, &vm_cb, fleet);
       g_ptr_array_add(fleet->vms, vm);
@@ -572,6 +658,8 @@ void nf_fleet_stop(NfFleet *fleet, gboolean force)
     nf_vm_stop(vm, force);
   for (guint i = 0; i < fleet->vms->len; i++)
     nf_vm_stop(g_ptr_array_index(fleet->vms, i), force);
+  if (fleet->strays)
+    nf_stray_guests_stop(fleet->strays, force);
   maybe_stopped(fleet);
 }
 
@@ -582,6 +670,8 @@ static void maybe_stopped(NfFleet *fleet)
   for (guint i = 0; i < fleet->vms->len; i++)
     if (nf_vm_is_running(g_ptr_array_index(fleet->vms, i)))
       return;
+  if (fleet->strays && nf_stray_guests_any_running(fleet->strays))
+    return;
   /* From an idle, so the caller of nf_fleet_stop never sees it re-entrantly. */
   fleet->stopped_idle = g_idle_add(stopped_idle_cb, fleet);
 }
@@ -606,9 +696,13 @@ void nf_fleet_free(NfFleet *fleet)
   nf_vm_clear_timer(&fleet->resume_timer);
   g_clear_pointer(&fleet->mempolicy, nf_mempolicy_free);
   g_clear_pointer(&fleet->limiter, nf_limiter_free);
-  if (fleet->detaching)
+  if (fleet->detaching) {
     for (guint i = 0; i < fleet->vms->len; i++)
       nf_vm_detach(g_ptr_array_index(fleet->vms, i));
+    if (fleet->strays)
+      nf_stray_guests_detach(fleet->strays);
+  }
+  g_clear_pointer(&fleet->strays, nf_stray_guests_free);
   /* Freeing a guest kills and reaps whatever still runs (detached ones were
    * let go above). */
   GPtrArray *vms = g_steal_pointer(&fleet->vms);
@@ -626,8 +720,14 @@ void nf_fleet_free(NfFleet *fleet)
       g_rmdir(parent);
     }
   }
-  if (!fleet->detaching)
+  if (!fleet->detaching && fleet->env.cgroup_name)
     nf_cgroup_sweep(fleet->env.cgroup_name);
+  if (!fleet->built) {
+    nf_paths_remove_empty_dirs(fleet->paths.runtime_dir, fleet->made_runtime_dir);
+    nf_paths_remove_empty_dirs(fleet->paths.state_dir, fleet->made_state_dir);
+  }
+  g_free(fleet->made_runtime_dir);
+  g_free(fleet->made_state_dir);
   g_ptr_array_unref(fleet->vms);
   g_array_unref(fleet->listeners);
   g_hash_table_unref(fleet->retiring);

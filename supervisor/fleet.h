@@ -56,8 +56,11 @@ typedef struct {
 NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callbacks,
                       gpointer user_data, GError **error);
 
-/* Queues every guest; the limiter starts up to `batch` at once and admits the
- * next as each becomes ready or fails. */
+/* Adopts the guests a dead supervisor of this fleet left running (see
+ * nf_vm_adopt) and queues the rest; the limiter starts up to `batch` at once
+ * and admits the next as each becomes ready or fails. Guests found beyond
+ * this fleet's ids (an earlier run had more) are adopted and stopped with a
+ * notice; a qemu of the fleet that no pid file names is killed. */
 void nf_fleet_start(NfFleet *fleet);
 
 /* Stops every guest (see nf_vm_stop); `force` kills at once. Calling it again

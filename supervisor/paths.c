@@ -141,3 +141,64 @@ char *nf_paths_cgroup_name(const NfFleetPaths *p, const char *fleet)
 {
   return g_strdup_printf("%s-%08x", fleet, g_str_hash(p->runtime_dir));
 }
+
+char *nf_paths_first_missing(const char *dir)
+{
+  g_autofree char *missing = NULL;
+  g_autofree char *d = g_canonicalize_filename(dir, NULL);
+  while (!g_file_test(d, G_FILE_TEST_EXISTS)) {
+    g_free(missing);
+    missing = g_strdup(d);
+    char *parent = g_path_get_dirname(d);
+    if (g_str_equal(parent, d)) {
+      g_free(parent);
+      break;
+    }
+    g_free(d);
+    d = parent;
+  }
+  return g_steal_pointer(&missing);
+}
+
+void nf_paths_remove_empty_dirs(const char *dir, const char *top)
+{
+  if (top == NULL)
+    return;
+  g_autofree char *d = g_canonicalize_filename(dir, NULL);
+  /* Only dirs at or below `top`, and only empty ones (rmdir refuses
+   * others); one already gone (the fleet removed it) is passed over. */
+  while (g_str_has_prefix(d, top) && (g_rmdir(d) == 0 || errno == ENOENT) && !g_str_equal(d, top)) {
+    char *parent = g_path_get_dirname(d);
+    g_free(d);
+    d = parent;
+  }
+}
+
+gboolean nf_paths_probe_write(const char *dir, const char *flag, GError **error)
+{
+  g_autofree char *path = g_strdup_printf("%s/.nervesfleet-probe-%d", dir, (int)getpid());
+  char block[4096];
+  memset(block, '\n', sizeof(block));
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int e = fd < 0 ? errno : 0;
+  if (fd >= 0) {
+    /* A whole block, flushed: a full filesystem fails here, not at the
+     * first console line. */
+    ssize_t n = write(fd, block, sizeof(block));
+    if (n != (ssize_t)sizeof(block))
+      e = n < 0 ? errno : ENOSPC;
+    else if (fsync(fd) != 0)
+      e = errno;
+    close(fd);
+    g_unlink(path);
+  }
+  if (e == 0)
+    return TRUE;
+  g_set_error(error, NF_PATHS_ERROR, NF_PATHS_ERROR_CREATE,
+              "cannot write in %s: %s; %s, or choose another dir with %s", dir, g_strerror(e),
+              e == ENOSPC || e == EDQUOT ? "free space on its filesystem"
+              : e == EROFS               ? "it is on a read-only filesystem"
+                                         : "check its permissions",
+              flag);
+  return FALSE;
+}

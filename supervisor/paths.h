@@ -35,6 +35,17 @@ void nf_paths_clear(NfFleetPaths *paths);
  * The error names the directory and the flag that moves it. */
 gboolean nf_paths_ensure_dir(const char *dir, int mode, const char *flag, GError **error);
 
+/* The top-most missing component of `dir` (what mkdir -p would create
+ * first), or NULL when `dir` exists. */
+char *nf_paths_first_missing(const char *dir);
+/* Removes `dir` and its parents up to and including `top` while they are
+ * empty (undoes a mkdir -p that `top` came from; NULL: does nothing). */
+void nf_paths_remove_empty_dirs(const char *dir, const char *top);
+/* Writes (and fsyncs) a block to a temp file in `dir` and removes it: FALSE
+ * with an error naming the dir, the cause (a full filesystem, read-only,
+ * permissions) and `flag` when nothing can be written there. */
+gboolean nf_paths_probe_write(const char *dir, const char *flag, GError **error);
+
 /* Fails with NF_PATHS_ERROR_TOO_LONG when `path` cannot be a unix socket
  * address, naming the path, its length and the limit, and the fix. */
 gboolean nf_paths_check_socket(const char *path, GError **error);

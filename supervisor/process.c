@@ -119,6 +119,10 @@ static gboolean pidfd_cb(int fd, guint32 events, gpointer data)
     deliver_exit(proc, 0);
     return G_SOURCE_REMOVE;
   }
+  /* Until it is reaped, the zombie keeps its pid, so its process group
+   * cannot be anyone else's: whatever of the guest outlived it (children
+   * of a wrapper script given as --qemu) goes with it. */
+  kill(-proc->pid, SIGKILL);
   pid_t r = waitpid(proc->pid, &status, WNOHANG);
   if (r == 0)
     return G_SOURCE_CONTINUE; /* spurious: not a zombie yet */
@@ -176,6 +180,12 @@ gboolean nf_process_has_exited(const NfProcess *proc)
 void nf_process_signal(NfProcess *proc, int sig)
 {
   if (proc->exited)
+    return;
+  /* A child of ours leads its own process group (child_setup) and is not
+   * reaped yet, so the group is the guest's: a wrapper script given as
+   * --qemu and the qemu it forked both get the signal. ESRCH: the child has
+   * not reached setpgid yet. */
+  if (proc->is_child && kill(-proc->pid, sig) == 0)
     return;
   if (proc->pidfd >= 0)
     syscall(SYS_pidfd_send_signal, proc->pidfd, sig, NULL, 0);

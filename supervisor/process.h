@@ -34,8 +34,11 @@ gboolean nf_process_status_known(const NfProcess *proc);
 GPid nf_process_pid(const NfProcess *proc);
 gboolean nf_process_has_exited(const NfProcess *proc);
 
-/* Sends `sig` unless the child was already reaped (then does nothing). Uses
- * the pidfd where there is one, so a recycled pid is never hit. */
+/* Sends `sig` unless the child was already reaped (then does nothing). A
+ * child of ours gets it with its whole process group (what a wrapper script
+ * forked goes too); an adopted process through its pidfd, so a recycled pid
+ * is never hit. When a child exits, whatever is left in its group is
+ * SIGKILLed before it is reaped. */
 void nf_process_signal(NfProcess *proc, int sig);
 
 /* Frees the handle. A child still running is SIGKILLed and reaped first

@@ -30,6 +30,7 @@ struct NfSerial {
   char line[NF_SERIAL_LINE_MAX + 1];
   gsize line_len;
   gboolean line_cut;
+  gboolean log_failing; /* the last log write failed (told once) */
 };
 
 static gboolean read_cb(int fd, guint32 events, gpointer data);
@@ -116,9 +117,24 @@ static void log_write(NfSerial *s, const char *buf, gsize n)
       s->log_size = 0;
     }
   }
-  /* A full disk must not stall the guest: the log is best effort. */
-  if (write(s->log_fd, buf, n) > 0)
-    s->log_size += n;
+  /* A full disk must not stall the guest: what cannot be written is
+   * dropped (the ring still has it), and the owner is told once. */
+  gsize done = 0;
+  int err = 0;
+  while (done < n) {
+    ssize_t w = write(s->log_fd, buf + done, n - done);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0) {
+      err = w < 0 ? errno : ENOSPC;
+      break;
+    }
+    done += (gsize)w;
+  }
+  s->log_size += done;
+  if (err && !s->log_failing && s->cb.log_failed)
+    s->cb.log_failed(s, err, s->user_data);
+  s->log_failing = err != 0;
 }
 
 static gboolean read_cb(int fd, guint32 events, gpointer data)

@@ -23,6 +23,9 @@ typedef struct {
   void (*marker)(NfSerial *serial, guint which, const char *line, gpointer user_data);
   /* Raw output as it arrives (for attached consoles). May be NULL. */
   void (*data)(NfSerial *serial, const char *buf, gsize len, gpointer user_data);
+  /* Writing the console log failed (errno `err`: a full disk...). Called
+   * once, then again only after a write has succeeded. May be NULL. */
+  void (*log_failed)(NfSerial *serial, int err, gpointer user_data);
   /* The stream ended (qemu closed it or died). Called once. */
   void (*eof)(NfSerial *serial, gpointer user_data);
 } NfSerialCallbacks;

@@ -1,8 +1,8 @@
 /*
  * vm-private.h: the guest's insides, shared by the files that make up one
- * guest (vm.c: channels and process; lifecycle.c: the state table; health.c:
- * deadlines). Nothing outside supervisor/vm*.c, lifecycle.c and health.c
- * includes this.
+ * guest (vm.c: channels and process; vm-status.c: its status file and
+ * events log; lifecycle.c: the state table; health.c: deadlines). Nothing outside supervisor/vm*.c,
+ * lifecycle.c and health.c includes this.
  */
 #pragma once
 #include "supervisor/cgroup.h"
@@ -55,6 +55,10 @@ struct NfVm {
   gboolean state_dir_made;
   guint status_timer;
   gboolean detached; /* let go of a running qemu: its files are not ours to remove */
+  /* The running qemu was spawned with PR_SET_PDEATHSIG (a foreground fleet):
+   * recorded in status.json, so the next supervisor knows why it is gone. */
+  gboolean dies_with_supervisor;
+  char *write_error; /* last failed write of a file of ours; NULL when fine */
   guint reboots;
   char *disk_path;
   gboolean requeue_after_stop;
@@ -121,10 +125,17 @@ void nf_vm_set_state(NfVm *vm, NfVmState state, const char *reason);
 /* vm.c: mechanics the table's actions use */
 gboolean nf_vm_spawn(NfVm *vm, GError **error);
 void nf_vm_release(NfVm *vm); /* drop channels, timers, runtime files */
+void nf_vm_clear_timer(guint *id);
+
+/* vm-status.c: status.json, events.log, write failures */
 void nf_vm_write_status(NfVm *vm);
+/* Writes a status whose write was deferred (nf_vm_write_status) now. */
+void nf_vm_flush_status(NfVm *vm);
+/* Writing `path` failed with `err`: remembered (nf_vm_write_error) and told
+ * once through the notice callback, until a status write succeeds again. */
+void nf_vm_note_write(NfVm *vm, const char *path, int err);
 /* Appends "<time> <old> -> <new>: <reason>" to <state>/vm-NNNN/events.log. */
 void nf_vm_log_transition(NfVm *vm, NfVmState old_state, NfVmState new_state, const char *reason);
-void nf_vm_clear_timer(guint *id);
 
 /* health.c: a fleet-wide probe timer shared by all guests */
 NfHealthWheel *nf_health_wheel_new(guint interval_ms);

@@ -1,7 +1,7 @@
 /*
- * vm.c: one guest's mechanics: channels, spawn, adoption, console fan-out,
- * status file (see vm.h). Decisions (what an event means in a state, restart
- * or not) live in lifecycle.c; deadlines in health.c.
+ * vm.c: one guest's mechanics: channels, spawn, adoption, console fan-out
+ * (see vm.h); its status file and logs are written by vm-status.c. Decisions (what an event means
+ * in a state, restart or not) live in lifecycle.c; deadlines in health.c.
  *
  * Channels: the supervisor binds three unix sockets in the runtime dir and
  * hands them to qemu as inherited listening fds (vm-NNNN.ctl: our QMP
@@ -15,9 +15,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <glib/gstdio.h>
@@ -41,12 +43,12 @@ static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer 
 static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpointer data);
 static void remove_runtime_files(NfVm *vm);
 static void drop_channels(NfVm *vm);
-static void write_status_now(NfVm *vm);
-static gboolean ensure_state_dir(NfVm *vm);
-static gboolean status_flush_cb(gpointer data);
 static void reset_run_facts(NfVm *vm);
 static gboolean pid_is_our_qemu(NfVm *vm, GPid pid);
 static char *read_pidfile(const char *path, GPid *pid);
+static void log_failed_cb(NfSerial *serial, int err, gpointer data);
+static void load_recorded(NfVm *vm, json_t *status);
+static void finish_dying(GPid pid);
 
 NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks, gpointer user_data)
 {
@@ -125,7 +127,8 @@ static gboolean attach_channels(NfVm *vm, GError **error)
 {
   static const NfQmpCallbacks qmp_cb = {
       .ready = qmp_ready_cb, .event = qmp_event_cb, .closed = qmp_closed_cb};
-  static const NfSerialCallbacks ser_cb = {.marker = marker_cb, .data = console_data_cb};
+  static const NfSerialCallbacks ser_cb = {
+      .marker = marker_cb, .data = console_data_cb, .log_failed = log_failed_cb};
 
   vm->qmp = nf_qmp_connect_unix(vm->ctl_path, NULL, &qmp_cb, vm, error);
   if (vm->qmp == NULL)
@@ -213,9 +216,9 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
     g_autoptr(GDateTime) now = g_date_time_new_now_local();
     g_autofree char *stamp = g_date_time_format_iso8601(now);
     g_autofree char *header = g_strdup_printf("=== %s starting %s: %s\n", stamp, vm->name, line);
-    if (write(log_fd, header, strlen(header)) < 0) {
-      /* the log is best effort; qemu's own errors still go there */
-    }
+    ssize_t n = write(log_fd, header, strlen(header));
+    if (n != (ssize_t)strlen(header))
+      nf_vm_note_write(vm, vm->qemu_log, n < 0 ? errno : ENOSPC);
   }
 
   if (vm->env->use_cgroups && vm->cgroup == NULL) {
@@ -228,6 +231,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   }
 
   int targets[] = {NF_QEMU_FD_QMP, NF_QEMU_FD_QMP_PUBLIC, NF_QEMU_FD_SERIAL};
+  vm->dies_with_supervisor = !cfg->detached;
   vm->proc = nf_process_spawn(argv, fds, targets, 3, log_fd, !cfg->detached, on_exit_cb, vm, error);
   if (vm->proc == NULL) {
     g_prefix_error(error, "cannot start %s: ", vm->env->qemu_path);
@@ -280,6 +284,36 @@ static gboolean pid_is_our_qemu(NfVm *vm, GPid pid)
   return strstr(cmd, vm->pidfile) != NULL && strstr(cmd, "-name guest=") != NULL;
 }
 
+/* What a previous supervisor recorded: the restart count and the last exit
+ * survive it (a tool reading status.json or `ps` after a supervisor crash
+ * still sees why the guest last ended). */
+static void load_recorded(NfVm *vm, json_t *status)
+{
+  vm->restarts = (guint)json_integer_value(json_object_get(status, "restarts"));
+  const char *kind = json_string_value(json_object_get(status, "last_exit"));
+  for (int k = NF_EXIT_NONE; kind && k < NF_EXIT_N_KINDS; k++)
+    if (g_str_equal(kind, nf_exit_kind_name((NfExitKind)k)))
+      vm->exit_kind = (NfExitKind)k;
+  g_free(vm->exit_reason);
+  vm->exit_reason = g_strdup(json_string_value(json_object_get(status, "last_exit_reason")));
+  vm->exit_time = json_integer_value(json_object_get(status, "last_exit_at_us"));
+}
+
+/* A guest of a foreground supervisor that was killed: the kernel is killing
+ * it too (PR_SET_PDEATHSIG), maybe not done yet. Make sure, and wait
+ * (bounded) so its sockets and cgroup are free for the new run. */
+static void finish_dying(GPid pid)
+{
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0)
+    return;
+  syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
+  struct pollfd pfd = {.fd = fd, .events = POLLIN};
+  while (poll(&pfd, 1, 5000) < 0 && errno == EINTR)
+    ;
+  close(fd);
+}
+
 gboolean nf_vm_adopt(NfVm *vm)
 {
   GPid pid = 0;
@@ -287,14 +321,26 @@ gboolean nf_vm_adopt(NfVm *vm)
   g_autoptr(GError) error = NULL;
   json_auto_t *status = json_load_file(vm->status_path, 0, NULL);
   const char *was = json_string_value(json_object_get(status, "state"));
+  /* Absent in files of older versions: then nothing is known. */
+  gboolean died_with_it = json_is_true(json_object_get(status, "dies_with_supervisor"));
+  gboolean ours = pidtext && pid_is_our_qemu(vm, pid);
+  gboolean was_up = was && (g_str_equal(was, "ready") || g_str_equal(was, "booting") ||
+                            g_str_equal(was, "starting") || g_str_equal(was, "unhealthy"));
 
-  if (pidtext && pid_is_our_qemu(vm, pid)) {
+  /* A guest that was down when its supervisor ended starts afresh. */
+  if (ours || was_up)
+    load_recorded(vm, status);
+  if (ours && died_with_it) {
+    finish_dying(pid);
+  } else if (ours) {
     reset_run_facts(vm);
     vm->proc = nf_process_adopt(pid, on_exit_cb, vm, &error);
     if (vm->proc && attach_channels(vm, &error)) {
-      vm->started_at = g_get_monotonic_time();
+      vm->dies_with_supervisor = FALSE; /* spawned detached; adopting does not change that */
       vm->started_wall = json_integer_value(json_object_get(status, "started_at_us"));
-      vm->restarts = (guint)json_integer_value(json_object_get(status, "restarts"));
+      /* Uptime counts from the qemu's own start, not from its adoption. */
+      gint64 age = vm->started_wall ? g_get_real_time() - vm->started_wall : 0;
+      vm->started_at = g_get_monotonic_time() - CLAMP(age, 0, g_get_monotonic_time());
       if (vm->env->use_cgroups)
         vm->cgroup = nf_cgroup_new(vm->env->cgroup_name, vm->name, 0, NULL);
       if (vm->cgroup)
@@ -311,12 +357,21 @@ gboolean nf_vm_adopt(NfVm *vm)
     nf_vm_release(vm);
   }
   remove_runtime_files(vm);
+  if (was_up && died_with_it) {
+    /* By design, not a failure of the guest: no crash, no restart counted;
+     * the caller queues it afresh. */
+    vm->exit_kind = NF_EXIT_STOPPED;
+    vm->exit_time = g_get_real_time();
+    g_free(vm->exit_reason);
+    vm->exit_reason = g_strdup("stopped with its supervisor (a foreground supervisor was killed; "
+                               "its guests end with it by design)");
+    nf_vm_set_state(vm, NF_VM_STOPPED, vm->exit_reason);
+    return FALSE;
+  }
   /* Recorded as up, but gone: it died while nobody was watching. */
-  if (was &&
-      (g_str_equal(was, "ready") || g_str_equal(was, "booting") || g_str_equal(was, "starting"))) {
+  if (was_up) {
     reset_run_facts(vm);
     vm->status_known = FALSE;
-    vm->restarts = (guint)json_integer_value(json_object_get(status, "restarts"));
     nf_vm_set_state(vm, NF_VM_STARTING, "recorded as running by a previous supervisor");
     nf_vm_dispatch(vm, NF_VM_EV_EXIT, "died while no supervisor was watching");
     return TRUE;
@@ -438,10 +493,7 @@ void nf_vm_free(NfVm *vm)
   if (vm == NULL)
     return;
   nf_vm_clear_timer(&vm->backoff_timer);
-  if (vm->status_timer) {
-    nf_vm_clear_timer(&vm->status_timer);
-    write_status_now(vm);
-  }
+  nf_vm_flush_status(vm);
   if (vm->proc)
     nf_process_free(g_steal_pointer(&vm->proc)); /* kills and reaps; no callback */
   if (!vm->detached)
@@ -453,6 +505,7 @@ void nf_vm_free(NfVm *vm)
   g_free(vm->exit_reason);
   g_free(vm->shutdown_reason);
   g_free(vm->health_problem);
+  g_free(vm->write_error);
   g_free(vm->state_dir);
   g_free(vm->qemu_log);
   g_free(vm->console_log);
@@ -465,79 +518,10 @@ void nf_vm_free(NfVm *vm)
   g_free(vm);
 }
 
-static gboolean ensure_state_dir(NfVm *vm)
-{
-  if (!vm->state_dir_made && g_mkdir_with_parents(vm->state_dir, 0755) == 0)
-    vm->state_dir_made = TRUE;
-  return vm->state_dir_made;
-}
-
-void nf_vm_log_transition(NfVm *vm, NfVmState old_state, NfVmState new_state, const char *reason)
-{
-  /* Opened per line: transitions are rare after boot, and a held fd per
-   * guest would count against the open-file limit at thousands of guests. */
-  if (!ensure_state_dir(vm))
-    return;
-  g_autofree char *path = g_build_filename(vm->state_dir, "events.log", NULL);
-  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0)
-    return;
-  g_autoptr(GDateTime) now = g_date_time_new_now_utc();
-  g_autofree char *stamp = g_date_time_format(now, "%FT%T.%fZ");
-  g_autofree char *line = g_strdup_printf("%s %s -> %s: %s\n", stamp, nf_vm_state_name(old_state),
-                                          nf_vm_state_name(new_state), reason ? reason : "");
-  if (write(fd, line, strlen(line)) < 0) {
-    /* best effort, like the console log */
-  }
-  close(fd);
-}
-
-static gboolean status_flush_cb(gpointer data)
+static void log_failed_cb(NfSerial *serial, int err, gpointer data)
 {
   NfVm *vm = data;
-  vm->status_timer = 0;
-  write_status_now(vm);
-  return G_SOURCE_REMOVE;
-}
-
-void nf_vm_write_status(NfVm *vm)
-{
-  /* A guest passes several states within a second of a boot; writing each
-   * costs a new inode. Passing states are coalesced (the file lags by at
-   * most the delay); the ones a later supervisor relies on, such as READY
-   * for adoption, are written at once. */
-  NfVmState s = vm->state;
-  if (s != NF_VM_QUEUED && s != NF_VM_STARTING && s != NF_VM_BOOTING) {
-    nf_vm_clear_timer(&vm->status_timer);
-    write_status_now(vm);
-    return;
-  }
-  if (vm->status_timer == 0)
-    vm->status_timer = g_timeout_add(NF_VM_STATUS_DELAY_MS, status_flush_cb, vm);
-}
-
-static void write_status_now(NfVm *vm)
-{
-  json_auto_t *o = json_pack(
-      "{s:i, s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:s, s:s?, s:I}", "id", (int)vm->id, "name",
-      vm->name, "serial", vm->serial, "mac", vm->mac, "state", nf_vm_state_name(vm->state), "pid",
-      (json_int_t)nf_vm_pid(vm), "started_at_us", (json_int_t)vm->started_wall, "restarts",
-      (int)vm->restarts, "last_exit", nf_exit_kind_name(vm->exit_kind), "last_exit_reason",
-      vm->exit_reason, "last_exit_at_us", (json_int_t)vm->exit_time);
-  if (o == NULL || !ensure_state_dir(vm))
-    return;
-  g_autofree char *text = json_dumps(o, JSON_COMPACT);
-  /* Temp file + rename: readers never see half a file. No fsync: this runs
-   * at every transition of thousands of guests, and after a host crash the
-   * guests are gone anyway. */
-  g_autofree char *tmp = g_strconcat(vm->status_path, ".tmp", NULL);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    return;
-  gboolean ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
-  close(fd);
-  if (!ok || rename(tmp, vm->status_path) != 0)
-    g_unlink(tmp);
+  nf_vm_note_write(vm, vm->console_log, err);
 }
 
 guint nf_vm_console_watch(NfVm *vm, NfVmConsoleFunc func, gpointer user_data)

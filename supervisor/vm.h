@@ -48,6 +48,10 @@ typedef struct {
    * killed by signal 9)", ...). */
   void (*state_changed)(NfVm *vm, NfVmState old_state, NfVmState new_state, const char *reason,
                         gpointer user_data);
+  /* One of the guest's files (console log, status, events, qemu log) could
+   * not be written: "cannot write <path>: <cause>". Once per guest until a
+   * write of its status succeeds again. May be NULL. */
+  void (*notice)(NfVm *vm, const char *message, gpointer user_data);
 } NfVmCallbacks;
 
 NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks, gpointer user_data);
@@ -66,10 +70,14 @@ gboolean nf_vm_start(NfVm *vm, GError **error);
 
 /* Takes over a guest left running by a supervisor that died: checks the pid
  * file names a live qemu of ours (its command line carries our pid file),
- * reconnects QMP and the console, and watches it through a pidfd. Returns
- * TRUE when adopted; FALSE when there was nothing to adopt (stale files are
- * removed; a guest recorded as running that died meanwhile is classified and
- * goes through the restart policy). */
+ * reconnects QMP and the console, and watches it through a pidfd. Its
+ * restart count and last exit are read back from status.json. Returns TRUE
+ * when adopted, or when a guest recorded as running died meanwhile (it is
+ * classified and goes through the restart policy); FALSE when there was
+ * nothing to adopt (stale files are removed), including a guest of a
+ * killed foreground supervisor (status.json says it dies with its
+ * supervisor): that one is STOPPED "with its supervisor", not a crash, and
+ * the caller queues it afresh. */
 gboolean nf_vm_adopt(NfVm *vm);
 
 /* Orderly stop: QMP quit (SIGTERM before QMP is up), SIGKILL after the
@@ -104,6 +112,9 @@ const char *nf_vm_disk_path(const NfVm *vm);
 NfExitKind nf_vm_exit_kind(const NfVm *vm);
 const char *nf_vm_exit_reason(const NfVm *vm);
 gint64 nf_vm_exit_time(const NfVm *vm);
+/* The last failed write of one of the guest's files, or NULL while they are
+ * written fine (see NfVmCallbacks.notice). */
+const char *nf_vm_write_error(const NfVm *vm);
 /* TRUE when qemu ended before its QMP handshake: a start failure (bad argv,
  * missing file, ...), as opposed to a guest that ran and then died. */
 gboolean nf_vm_failed_at_start(const NfVm *vm);
