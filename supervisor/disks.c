@@ -4,8 +4,8 @@
  */
 #include "supervisor/disks.h"
 
-#include "overlay/identity.h"
 #include "overlay/overlay.h"
+#include "supervisor/identity.h"
 
 struct NfDisks {
   const NfFleetConfig *cfg;

@@ -6,6 +6,7 @@
  */
 #pragma once
 #include "supervisor/cgroup.h"
+#include "supervisor/health.h"
 #include "supervisor/process.h"
 #include "supervisor/restart-policy.h"
 #include "supervisor/serial.h"
@@ -122,11 +123,8 @@ void nf_vm_release(NfVm *vm); /* drop channels, timers, runtime files */
 void nf_vm_write_status(NfVm *vm);
 /* Appends "<time> <old> -> <new>: <reason>" to <state>/vm-NNNN/events.log. */
 void nf_vm_log_transition(NfVm *vm, NfVmState old_state, NfVmState new_state, const char *reason);
-void nf_vm_clear_timer(guint *id);
 
-/* health.c: a fleet-wide probe timer shared by all guests */
-NfHealthWheel *nf_health_wheel_new(guint interval_ms);
-void nf_health_wheel_free(NfHealthWheel *wheel);
+/* health.c: a guest on the fleet's wheel (health.h) */
 void nf_vm_health_start(NfVm *vm); /* after QMP is up */
 void nf_vm_health_ready(NfVm *vm); /* after the ready line: heartbeat too */
 void nf_vm_health_stop(NfVm *vm);

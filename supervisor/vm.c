@@ -23,8 +23,8 @@
 #include <glib/gstdio.h>
 #include <jansson.h>
 
-#include "overlay/identity.h"
 #include "supervisor/disks.h"
+#include "supervisor/identity.h"
 #include "supervisor/qemu-argv.h"
 
 /* Console markers: index 0 is the configured ready marker. */

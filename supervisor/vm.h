@@ -41,7 +41,10 @@ typedef struct {
 } NfVmEnv;
 
 typedef struct NfVm NfVm;
-typedef struct NfHealthWheel NfHealthWheel;
+
+/* Removes the GLib source `*id` if set and zeroes it (guests' and the
+ * fleet's timers). */
+void nf_vm_clear_timer(guint *id);
 
 typedef struct {
   /* Every transition, with a short reason ("ready", "exited: crashed (qemu
