@@ -147,7 +147,7 @@ static gboolean ensure_spawn(GTask *task, guint index, gboolean as_template)
   close(fd);
   const char *argv[] = {"qemu-img",       "create", "-q",           "-f", "qcow2", "-F",
                         job->base_format, "-b",     job->base_path, tmp,  NULL};
-  g_autoptr(GSubprocess) proc = g_subprocess_newv(
+  g_autoptr(GSubprocess) proc = nf_overlay_tool_spawn(
       argv, G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_PIPE, &error);
   if (!proc) {
     unlink(tmp);

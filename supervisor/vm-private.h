@@ -22,6 +22,7 @@ typedef enum {
   NF_VM_EV_STOP,         /* orderly stop asked */
   NF_VM_EV_KILL,         /* immediate stop asked */
   NF_VM_EV_BACKOFF_DONE, /* the restart delay is over */
+  NF_VM_EV_DISK_READY,   /* its overlay is made (or failed: disk_error) */
   NF_VM_N_EVENTS
 } NfVmEvent;
 
@@ -53,6 +54,9 @@ struct NfVm {
   guint64 oom_kills_at_start;
   gboolean restart_pending;
   gboolean reflash_pending;
+  struct NfDisksJob *disk_job; /* overlay being made before this run's spawn */
+  gboolean disk_job_reflash;
+  GError *disk_error; /* why the last disk job failed, until acted on */
   gboolean state_dir_made;
   guint status_timer;
   gboolean detached; /* let go of a running qemu: its files are not ours to remove */
@@ -118,6 +122,13 @@ void nf_vm_dispatch(NfVm *vm, NfVmEvent event, const char *detail);
 void nf_vm_set_state(NfVm *vm, NfVmState state, const char *reason);
 
 /* vm.c: mechanics the table's actions use */
+/* Starts making this run's overlay if it needs one (missing, or a reflash
+ * pending) without blocking: TRUE when the guest must wait for
+ * NF_VM_EV_DISK_READY, with *what saying what it waits for. */
+gboolean nf_vm_disk_prepare(NfVm *vm, const char **what);
+/* Stops waiting for the disk (the job runs to its end unreported); a reflash
+ * dropped before it began stays pending. */
+void nf_vm_disk_cancel(NfVm *vm);
 gboolean nf_vm_spawn(NfVm *vm, GError **error);
 void nf_vm_release(NfVm *vm); /* drop channels, timers, runtime files */
 void nf_vm_write_status(NfVm *vm);
