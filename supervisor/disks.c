@@ -163,7 +163,7 @@ void nf_disks_free(NfDisks *d)
     drop_unwritten(job, NULL);
     job_finish(job, NULL);
   }
-  nf_overlay_tool_wait_all();
+  nf_overlay_wait_all();
   disks_unref(d);
 }
 

@@ -609,7 +609,8 @@ static void test_disk_full_and_readonly(void)
   g_assert_cmpint(umount(mnt), ==, 0);
 
   /* Full while copying the first overlay (49 pages each, 128 in all): two
-   * fit, the other two fail cleanly. */
+   * fit, the other two fail cleanly. Which two depends on the order in
+   * which the worker threads' copies hit the limit. */
   g_assert_cmpint(mount("tmpfs", mnt, "tmpfs", 0, "size=512k"), ==, 0);
   Progress q = {0};
   g_assert_false(nf_overlay_ensure_sync(base, (const char *const *)paths, 0, 2, item_cb, &q,
@@ -620,9 +621,13 @@ static void test_disk_full_and_readonly(void)
   g_assert_cmpuint(created, ==, 2);
   g_assert_cmpuint(q.failed, ==, 2);
   g_assert_cmpuint(t_count_temps(mnt), ==, 0);
-  g_free(t_ok("qemu-img check -q %s && qemu-img check -q %s", paths[0], paths[1]));
-  g_assert_false(g_file_test(paths[2], G_FILE_TEST_EXISTS));
-  g_assert_false(g_file_test(paths[3], G_FILE_TEST_EXISTS));
+  guint present = 0;
+  for (guint i = 0; i < 4; i++)
+    if (g_file_test(paths[i], G_FILE_TEST_EXISTS)) {
+      present++;
+      g_free(t_ok("qemu-img check -q %s", paths[i]));
+    }
+  g_assert_cmpuint(present, ==, 2);
   g_assert_cmpint(umount(mnt), ==, 0);
   nf_test_tmpdir_cleanup(dir);
 }
