@@ -9,12 +9,18 @@
  * features the in-process reader refuses, and as a cross-check in tests.
  * `qemu-img dd` is asked for the range from byte 0 (bs = gcd of offset and
  * size, no skip=) because qemu-img 7.2 counts skipped blocks in count=.
+ *
+ * Writes go through qemu-io (the only writer that knows qcow2 allocation):
+ * blocking, from a temp file, or as a child whose completion the caller's
+ * loop dispatches (nf_overlay_env_set_async, for the supervisor), from a
+ * memfd it inherits, so that no temp file can outlive a supervisor.
  */
 #include "overlay/env.h"
 
 #include <errno.h>
 #include <glib/gstdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "overlay/qcow2.h"
@@ -26,6 +32,14 @@ static gboolean read_qemu_io(const char *overlay, guint64 offset, gsize size, gu
                              GError **error);
 static guint64 gcd64(guint64 a, guint64 b);
 static void cache_entry_free(gpointer data);
+static char *write_begin(const char *overlay, guint64 offset, const NfUbootEnv *env, char **cmd,
+                         GError **error);
+static gboolean write_end(const char *overlay, char *tmp, gboolean ok, const char *out,
+                          GError *local, GError **error);
+static NfUbootEnv *set_prepare(const char *overlay, guint64 offset, gsize size, const char *key,
+                               const char *value, gboolean create_if_invalid, GError **error);
+static void set_written_cb(GObject *source, GAsyncResult *res, gpointer data);
+static int block_memfd(const char *overlay, const NfUbootEnv *env, gsize *len, GError **error);
 
 struct NfOverlayEnvCache {
   guint64 offset;
@@ -263,30 +277,52 @@ gboolean nf_overlay_env_set(const char *overlay, guint64 offset, gsize size, con
   return env && nf_overlay_env_write(overlay, offset, env, error);
 }
 
-typedef struct {
-  char *overlay;
-  char *tmp;
-} SetAsync;
-
-static void set_async_free(gpointer data)
-{
-  SetAsync *s = data;
-  g_free(s->overlay);
-  g_free(s->tmp);
-  g_free(s);
-}
-
 static void set_written_cb(GObject *source, GAsyncResult *res, gpointer data)
 {
   g_autoptr(GTask) task = data;
-  SetAsync *s = g_task_get_task_data(task);
+  const char *overlay = g_task_get_task_data(task);
   g_autofree char *out = NULL;
-  GError *local = NULL, *error = NULL;
+  GError *local = NULL;
   gboolean ok = nf_overlay_tool_run_finish(res, &out, NULL, NULL, &local);
-  if (write_end(s->overlay, s->tmp, ok, out, local, &error))
+  if (ok && !strstr(out ? out : "", "wrote ")) {
+    local = g_error_new(NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_TOOL, "qemu-io did not confirm: %s",
+                        out ? out : "");
+    ok = FALSE;
+  }
+  if (ok) {
     g_task_return_boolean(task, TRUE);
-  else
-    g_task_return_error(task, error);
+    return;
+  }
+  g_prefix_error(&local, "cannot write the U-Boot environment of %s: ", overlay);
+  g_task_return_error(task, local);
+}
+
+/* The block reaches qemu-io as an anonymous memory file on its fd 3, not a
+ * temp file: nothing to clean up, whenever the supervisor goes away. */
+static int block_memfd(const char *overlay, const NfUbootEnv *env, gsize *len, GError **error)
+{
+  g_autofree guint8 *block = nf_ubootenv_serialize(env, len, error);
+  if (!block)
+    return -1;
+  int fd = memfd_create("nf-env-block", MFD_CLOEXEC);
+  gsize done = 0;
+  while (fd >= 0 && done < *len) {
+    ssize_t n = write(fd, block + done, *len - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    done += (gsize)n;
+  }
+  if (fd < 0 || done < *len) {
+    int e = errno;
+    if (fd >= 0)
+      close(fd);
+    g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO,
+                "cannot write the U-Boot environment of %s: %s", overlay, g_strerror(e));
+    return -1;
+  }
+  return fd;
 }
 
 void nf_overlay_env_set_async(const char *overlay, guint64 offset, gsize size, const char *key,
@@ -295,21 +331,20 @@ void nf_overlay_env_set_async(const char *overlay, guint64 offset, gsize size, c
 {
   g_autoptr(GTask) task = g_task_new(NULL, NULL, done, user_data);
   g_task_set_source_tag(task, nf_overlay_env_set_async);
+  g_task_set_task_data(task, g_strdup(overlay), g_free);
   GError *error = NULL;
   g_autoptr(NfUbootEnv) env =
       set_prepare(overlay, offset, size, key, value, create_if_invalid, &error);
-  g_autofree char *cmd = NULL;
-  g_autofree char *tmp = env ? write_begin(overlay, offset, env, &cmd, &error) : NULL;
-  if (!tmp) {
+  gsize len = 0;
+  int fd = env ? block_memfd(overlay, env, &len, &error) : -1;
+  if (fd < 0) {
     g_task_return_error(task, error);
     return;
   }
-  SetAsync *s = g_new0(SetAsync, 1);
-  s->overlay = g_strdup(overlay);
-  s->tmp = g_steal_pointer(&tmp);
-  g_task_set_task_data(task, s, set_async_free);
+  g_autofree char *cmd =
+      g_strdup_printf("write -s /dev/fd/3 %" G_GUINT64_FORMAT " %zu", offset, len);
   const char *argv[] = {"qemu-io", "-f", "qcow2", "-c", cmd, overlay, NULL};
-  nf_overlay_tool_run_async(argv, set_written_cb, g_steal_pointer(&task));
+  nf_overlay_tool_run_async(argv, fd, set_written_cb, g_steal_pointer(&task));
 }
 
 gboolean nf_overlay_env_set_finish(GAsyncResult *result, GError **error)

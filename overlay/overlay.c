@@ -171,7 +171,7 @@ static gboolean ensure_spawn(GTask *task, guint index, gboolean as_template)
   const char *argv[] = {"qemu-img",       "create", "-q",           "-f", "qcow2", "-F",
                         job->base_format, "-b",     job->base_path, tmp,  NULL};
   g_autoptr(GSubprocess) proc = nf_overlay_tool_spawn(
-      argv, G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_PIPE, &error);
+      argv, G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_PIPE, -1, &error);
   if (!proc) {
     unlink(tmp);
     GError *e =

@@ -11,6 +11,7 @@
 static GPtrArray *live_children;
 
 static gboolean conclude(GSubprocess *proc, const char *e, int *exit_status, GError **error);
+static void run_async_free(gpointer data);
 static void run_done_cb(GObject *source, GAsyncResult *res, gpointer data);
 
 /* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
@@ -33,9 +34,13 @@ char *nf_overlay_tool_first_line(const char *text)
   return g_strdup("");
 }
 
-GSubprocess *nf_overlay_tool_spawn(const char *const *argv, GSubprocessFlags flags, GError **error)
+GSubprocess *nf_overlay_tool_spawn(const char *const *argv, GSubprocessFlags flags, int fd3,
+                                   GError **error)
 {
-  GSubprocess *proc = g_subprocess_newv(argv, flags, error);
+  g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(flags);
+  if (fd3 >= 0)
+    g_subprocess_launcher_take_fd(launcher, fd3, 3);
+  GSubprocess *proc = g_subprocess_launcher_spawnv(launcher, argv, error);
   if (!proc)
     return NULL;
   if (!live_children)
@@ -87,7 +92,7 @@ gboolean nf_overlay_tool_run(const char *const *argv, char **out, char **err, in
   if (exit_status)
     *exit_status = -1;
   g_autoptr(GSubprocess) proc = nf_overlay_tool_spawn(
-      argv, G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE, &local);
+      argv, G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE, -1, &local);
   if (!proc) {
     g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_TOOL,
                 "cannot run %s: %s (install qemu-utils)", argv[0], local->message);
@@ -121,7 +126,7 @@ static void run_async_free(gpointer data)
   g_free(r);
 }
 
-void nf_overlay_tool_run_async(const char *const *argv, GAsyncReadyCallback done,
+void nf_overlay_tool_run_async(const char *const *argv, int fd3, GAsyncReadyCallback done,
                                gpointer user_data)
 {
   g_autoptr(GTask) task = g_task_new(NULL, NULL, done, user_data);
@@ -132,7 +137,7 @@ void nf_overlay_tool_run_async(const char *const *argv, GAsyncReadyCallback done
   g_task_set_task_data(task, r, run_async_free);
   GError *error = NULL;
   g_autoptr(GSubprocess) proc = nf_overlay_tool_spawn(
-      argv, G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE, &error);
+      argv, G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE, fd3, &error);
   if (!proc) {
     g_task_return_new_error(task, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_TOOL,
                             "cannot run %s: %s (install qemu-utils)", argv[0], error->message);

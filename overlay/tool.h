@@ -26,9 +26,11 @@ typedef enum {
 } NfOverlayError;
 
 /* Starts argv (argv[0] looked up in PATH) with `flags`, and remembers the
- * child for nf_overlay_tool_wait_all(). NULL with GLib's error if it cannot
- * start. Call from one thread only (the supervisor's). */
-GSubprocess *nf_overlay_tool_spawn(const char *const *argv, GSubprocessFlags flags, GError **error);
+ * child for nf_overlay_tool_wait_all(). `fd3` (taken; -1 for none) becomes
+ * the child's fd 3, which it can open as /dev/fd/3. NULL with GLib's error
+ * if it cannot start. Call from one thread only (the supervisor's). */
+GSubprocess *nf_overlay_tool_spawn(const char *const *argv, GSubprocessFlags flags, int fd3,
+                                   GError **error);
 
 /* Runs argv (argv[0] looked up in PATH) to completion, blocking the calling
  * thread, and returns TRUE if it exited 0. `out`/`err` (optional) receive
@@ -38,12 +40,12 @@ GSubprocess *nf_overlay_tool_spawn(const char *const *argv, GSubprocessFlags fla
 gboolean nf_overlay_tool_run(const char *const *argv, char **out, char **err, int *exit_status,
                              GError **error);
 
-/* The same without blocking: `done` runs on the caller's thread-default main
- * context once the tool has exited and its output is read; call
+/* The same without blocking (`fd3` as for nf_overlay_tool_spawn): `done` runs on the caller's
+ * thread-default main context once the tool has exited and its output is read; call
  * nf_overlay_tool_run_finish() from it (same results as nf_overlay_tool_run).
  * Not cancellable: a started tool is left to finish, so that when `done`
  * runs nothing writes its files any more. */
-void nf_overlay_tool_run_async(const char *const *argv, GAsyncReadyCallback done,
+void nf_overlay_tool_run_async(const char *const *argv, int fd3, GAsyncReadyCallback done,
                                gpointer user_data);
 gboolean nf_overlay_tool_run_finish(GAsyncResult *result, char **out, char **err, int *exit_status,
                                     GError **error);

@@ -1,8 +1,8 @@
 /*
  * vm-private.h: the guest's insides, shared by the files that make up one
- * guest (vm.c: channels and process; lifecycle.c: the state table; health.c:
- * deadlines). Nothing outside supervisor/vm*.c, lifecycle.c and health.c
- * includes this.
+ * guest (vm.c: channels and process; vm-disk.c: the wait for its disk;
+ * lifecycle.c: the state table; health.c: deadlines). Nothing outside
+ * supervisor/vm*.c, lifecycle.c and health.c includes this.
  */
 #pragma once
 #include "supervisor/cgroup.h"
@@ -121,14 +121,16 @@ void nf_vm_sample_rss(NfVm *vm);
 void nf_vm_dispatch(NfVm *vm, NfVmEvent event, const char *detail);
 void nf_vm_set_state(NfVm *vm, NfVmState state, const char *reason);
 
-/* vm.c: mechanics the table's actions use */
-/* Starts making this run's overlay if it needs one (missing, or a reflash
+/* vm-disk.c: the wait for the disk before a spawn.
+ * Starts making this run's overlay if it needs one (missing, or a reflash
  * pending) without blocking: TRUE when the guest must wait for
  * NF_VM_EV_DISK_READY, with *what saying what it waits for. */
 gboolean nf_vm_disk_prepare(NfVm *vm, const char **what);
 /* Stops waiting for the disk (the job runs to its end unreported); a reflash
  * dropped before it began stays pending. */
 void nf_vm_disk_cancel(NfVm *vm);
+
+/* vm.c: mechanics the table's actions use */
 gboolean nf_vm_spawn(NfVm *vm, GError **error);
 void nf_vm_release(NfVm *vm); /* drop channels, timers, runtime files */
 void nf_vm_write_status(NfVm *vm);

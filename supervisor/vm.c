@@ -47,7 +47,6 @@ static gboolean status_flush_cb(gpointer data);
 static void reset_run_facts(NfVm *vm);
 static gboolean pid_is_our_qemu(NfVm *vm, GPid pid);
 static char *read_pidfile(const char *path, GPid *pid);
-static void disk_done_cb(const GError *error, gpointer data);
 
 NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks, gpointer user_data)
 {
@@ -155,35 +154,6 @@ static void reset_run_facts(NfVm *vm)
   vm->stats_last_update = 0;
   vm->stats_advanced_at = 0;
   vm->balloon_actual = vm->env->config->memory_mib * 1024 * 1024;
-}
-
-static void disk_done_cb(const GError *error, gpointer data)
-{
-  NfVm *vm = data;
-  vm->disk_job = NULL;
-  g_clear_error(&vm->disk_error);
-  if (error)
-    vm->disk_error = g_error_copy(error);
-  nf_vm_dispatch(vm, NF_VM_EV_DISK_READY, NULL);
-}
-
-gboolean nf_vm_disk_prepare(NfVm *vm, const char **what)
-{
-  if (vm->env->disks == NULL)
-    return FALSE;
-  gboolean reflash = vm->reflash_pending;
-  vm->reflash_pending = FALSE;
-  vm->disk_job_reflash = reflash;
-  /* qemu-img and qemu-io run as children: the loop keeps serving the fleet. */
-  vm->disk_job = nf_disks_ensure_async(vm->env->disks, vm->id, reflash, disk_done_cb, vm);
-  *what = reflash ? "reflashing its disk" : "making its disk";
-  return vm->disk_job != NULL;
-}
-
-void nf_vm_disk_cancel(NfVm *vm)
-{
-  if (vm->disk_job && nf_disks_cancel(g_steal_pointer(&vm->disk_job)) && vm->disk_job_reflash)
-    vm->reflash_pending = TRUE;
 }
 
 gboolean nf_vm_spawn(NfVm *vm, GError **error)
