@@ -9,12 +9,18 @@
  * features the in-process reader refuses, and as a cross-check in tests.
  * `qemu-img dd` is asked for the range from byte 0 (bs = gcd of offset and
  * size, no skip=) because qemu-img 7.2 counts skipped blocks in count=.
+ *
+ * Writes go through qemu-io (the only writer that knows qcow2 allocation):
+ * blocking, from a temp file, or as a child whose completion the caller's
+ * loop dispatches (nf_overlay_env_set_async, for the supervisor), from a
+ * memfd it inherits, so that no temp file can outlive a supervisor.
  */
 #include "overlay/env.h"
 
 #include <errno.h>
 #include <glib/gstdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "overlay/qcow2.h"
@@ -26,6 +32,14 @@ static gboolean read_qemu_io(const char *overlay, guint64 offset, gsize size, gu
                              GError **error);
 static guint64 gcd64(guint64 a, guint64 b);
 static void cache_entry_free(gpointer data);
+static char *write_begin(const char *overlay, guint64 offset, const NfUbootEnv *env, char **cmd,
+                         GError **error);
+static gboolean write_end(const char *overlay, char *tmp, gboolean ok, const char *out,
+                          GError *local, GError **error);
+static NfUbootEnv *set_prepare(const char *overlay, guint64 offset, gsize size, const char *key,
+                               const char *value, gboolean create_if_invalid, GError **error);
+static void set_written_cb(GObject *source, GAsyncResult *res, gpointer data);
+static int block_memfd(const char *overlay, const NfUbootEnv *env, gsize *len, GError **error);
 
 struct NfOverlayEnvCache {
   guint64 offset;
@@ -164,20 +178,23 @@ gboolean nf_overlay_env_read(const char *overlay, guint64 offset, gsize size, Nf
   return nf_overlay_env_read_with(NF_OVERLAY_ENV_READ_AUTO, overlay, offset, size, env, error);
 }
 
-gboolean nf_overlay_env_write(const char *overlay, guint64 offset, const NfUbootEnv *env,
-                              GError **error)
+/* First half of a write: the encoded block goes to a temp file and *cmd is
+ * the qemu-io command that copies it into the overlay. Returns the temp path
+ * (the caller unlinks it), or NULL with an error. */
+static char *write_begin(const char *overlay, guint64 offset, const NfUbootEnv *env, char **cmd,
+                         GError **error)
 {
   gsize len = 0;
   g_autofree guint8 *block = nf_ubootenv_serialize(env, &len, error);
   if (!block)
-    return FALSE;
+    return NULL;
   g_autofree char *tmp = NULL;
   g_autoptr(GError) local = NULL;
   int fd = g_file_open_tmp("nf-env-XXXXXX.bin", &tmp, &local);
   if (fd < 0) {
     g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO,
                 "cannot write the U-Boot environment of %s: %s", overlay, local->message);
-    return FALSE;
+    return NULL;
   }
   close(fd);
   if (strpbrk(tmp, " \t\n\"'")) { /* qemu-io splits its -c command on blanks */
@@ -186,34 +203,54 @@ gboolean nf_overlay_env_write(const char *overlay, guint64 offset, const NfUboot
                 "cannot write the U-Boot environment of %s: temp path %s contains blanks or "
                 "quotes, which qemu-io cannot take; set TMPDIR to a plain path",
                 overlay, tmp);
-    return FALSE;
+    return NULL;
   }
   if (!g_file_set_contents(tmp, (const char *)block, (gssize)len, &local)) {
     g_unlink(tmp);
     g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO,
                 "cannot write the U-Boot environment of %s: %s", overlay, local->message);
-    return FALSE;
+    return NULL;
   }
-  g_autofree char *cmd = g_strdup_printf("write -s %s %" G_GUINT64_FORMAT " %zu", tmp, offset, len);
-  const char *argv[] = {"qemu-io", "-f", "qcow2", "-c", cmd, overlay, NULL};
-  g_autofree char *out = NULL;
-  gboolean ok = nf_overlay_tool_run(argv, &out, NULL, NULL, &local);
+  *cmd = g_strdup_printf("write -s %s %" G_GUINT64_FORMAT " %zu", tmp, offset, len);
+  return g_steal_pointer(&tmp);
+}
+
+/* Second half: removes the temp and judges qemu-io's run (`ok`, `out`,
+ * `local`: its results, consumed). */
+static gboolean write_end(const char *overlay, char *tmp, gboolean ok, const char *out,
+                          GError *local, GError **error)
+{
   g_unlink(tmp);
-  if (ok && !strstr(out, "wrote ")) {
-    g_set_error(&local, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_TOOL, "qemu-io did not confirm: %s",
-                out);
+  if (ok && !strstr(out ? out : "", "wrote ")) {
+    local = g_error_new(NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_TOOL, "qemu-io did not confirm: %s",
+                        out ? out : "");
     ok = FALSE;
   }
   if (!ok) {
-    g_propagate_prefixed_error(error, g_steal_pointer(&local),
+    g_propagate_prefixed_error(error, local,
                                "cannot write the U-Boot environment of %s: ", overlay);
     return FALSE;
   }
   return TRUE;
 }
 
-gboolean nf_overlay_env_set(const char *overlay, guint64 offset, gsize size, const char *key,
-                            const char *value, gboolean create_if_invalid, GError **error)
+gboolean nf_overlay_env_write(const char *overlay, guint64 offset, const NfUbootEnv *env,
+                              GError **error)
+{
+  g_autofree char *cmd = NULL;
+  g_autofree char *tmp = write_begin(overlay, offset, env, &cmd, error);
+  if (!tmp)
+    return FALSE;
+  const char *argv[] = {"qemu-io", "-f", "qcow2", "-c", cmd, overlay, NULL};
+  g_autofree char *out = NULL;
+  GError *local = NULL;
+  gboolean ok = nf_overlay_tool_run(argv, &out, NULL, NULL, &local);
+  return write_end(overlay, tmp, ok, out, local, error);
+}
+
+/* The read-modify part of a set: the env to write, or NULL with an error. */
+static NfUbootEnv *set_prepare(const char *overlay, guint64 offset, gsize size, const char *key,
+                               const char *value, gboolean create_if_invalid, GError **error)
 {
   g_autoptr(NfUbootEnv) env = NULL;
   g_autoptr(GError) local = NULL;
@@ -221,15 +258,99 @@ gboolean nf_overlay_env_set(const char *overlay, guint64 offset, gsize size, con
     if (!create_if_invalid ||
         !g_error_matches(local, NF_UBOOTENV_ERROR, NF_UBOOTENV_ERROR_BAD_CRC)) {
       g_propagate_error(error, g_steal_pointer(&local));
-      return FALSE;
+      return NULL;
     }
     env = nf_ubootenv_new(size);
   }
   if (!value)
     nf_ubootenv_unset(env, key);
   else if (!nf_ubootenv_set(env, key, value, error))
-    return FALSE;
-  return nf_overlay_env_write(overlay, offset, env, error);
+    return NULL;
+  return g_steal_pointer(&env);
+}
+
+gboolean nf_overlay_env_set(const char *overlay, guint64 offset, gsize size, const char *key,
+                            const char *value, gboolean create_if_invalid, GError **error)
+{
+  g_autoptr(NfUbootEnv) env =
+      set_prepare(overlay, offset, size, key, value, create_if_invalid, error);
+  return env && nf_overlay_env_write(overlay, offset, env, error);
+}
+
+static void set_written_cb(GObject *source, GAsyncResult *res, gpointer data)
+{
+  g_autoptr(GTask) task = data;
+  const char *overlay = g_task_get_task_data(task);
+  g_autofree char *out = NULL;
+  GError *local = NULL;
+  gboolean ok = nf_overlay_tool_run_finish(res, &out, NULL, NULL, &local);
+  if (ok && !strstr(out ? out : "", "wrote ")) {
+    local = g_error_new(NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_TOOL, "qemu-io did not confirm: %s",
+                        out ? out : "");
+    ok = FALSE;
+  }
+  if (ok) {
+    g_task_return_boolean(task, TRUE);
+    return;
+  }
+  g_prefix_error(&local, "cannot write the U-Boot environment of %s: ", overlay);
+  g_task_return_error(task, local);
+}
+
+/* The block reaches qemu-io as an anonymous memory file on its fd 3, not a
+ * temp file: nothing to clean up, whenever the supervisor goes away. */
+static int block_memfd(const char *overlay, const NfUbootEnv *env, gsize *len, GError **error)
+{
+  g_autofree guint8 *block = nf_ubootenv_serialize(env, len, error);
+  if (!block)
+    return -1;
+  int fd = memfd_create("nf-env-block", MFD_CLOEXEC);
+  gsize done = 0;
+  while (fd >= 0 && done < *len) {
+    ssize_t n = write(fd, block + done, *len - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    done += (gsize)n;
+  }
+  if (fd < 0 || done < *len) {
+    int e = errno;
+    if (fd >= 0)
+      close(fd);
+    g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO,
+                "cannot write the U-Boot environment of %s: %s", overlay, g_strerror(e));
+    return -1;
+  }
+  return fd;
+}
+
+void nf_overlay_env_set_async(const char *overlay, guint64 offset, gsize size, const char *key,
+                              const char *value, gboolean create_if_invalid,
+                              GAsyncReadyCallback done, gpointer user_data)
+{
+  g_autoptr(GTask) task = g_task_new(NULL, NULL, done, user_data);
+  g_task_set_source_tag(task, nf_overlay_env_set_async);
+  g_task_set_task_data(task, g_strdup(overlay), g_free);
+  GError *error = NULL;
+  g_autoptr(NfUbootEnv) env =
+      set_prepare(overlay, offset, size, key, value, create_if_invalid, &error);
+  gsize len = 0;
+  int fd = env ? block_memfd(overlay, env, &len, &error) : -1;
+  if (fd < 0) {
+    g_task_return_error(task, error);
+    return;
+  }
+  g_autofree char *cmd =
+      g_strdup_printf("write -s /dev/fd/3 %" G_GUINT64_FORMAT " %zu", offset, len);
+  const char *argv[] = {"qemu-io", "-f", "qcow2", "-c", cmd, overlay, NULL};
+  nf_overlay_tool_run_async(argv, fd, set_written_cb, g_steal_pointer(&task));
+}
+
+gboolean nf_overlay_env_set_finish(GAsyncResult *result, GError **error)
+{
+  g_return_val_if_fail(g_task_is_valid(result, NULL), FALSE);
+  return g_task_propagate_boolean(G_TASK(result), error);
 }
 
 static void cache_entry_free(gpointer data)
@@ -292,5 +413,12 @@ const NfUbootEnv *nf_overlay_env_cache_get(NfOverlayEnvCache *cache, const char 
 gboolean nf_overlay_env_set_serial(const char *overlay, const char *serial, GError **error)
 {
   return nf_overlay_env_set(overlay, NF_UBOOTENV_DEFAULT_OFFSET, NF_UBOOTENV_DEFAULT_SIZE,
-                            "nerves_serial_number", serial, FALSE, error);
+                            NF_OVERLAY_ENV_SERIAL_KEY, serial, FALSE, error);
+}
+
+void nf_overlay_env_set_serial_async(const char *overlay, const char *serial,
+                                     GAsyncReadyCallback done, gpointer user_data)
+{
+  nf_overlay_env_set_async(overlay, NF_UBOOTENV_DEFAULT_OFFSET, NF_UBOOTENV_DEFAULT_SIZE,
+                           NF_OVERLAY_ENV_SERIAL_KEY, serial, FALSE, done, user_data);
 }

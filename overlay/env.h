@@ -9,7 +9,7 @@
  * by overlay mtime: the env only changes when a guest runs.
  */
 #pragma once
-#include <glib.h>
+#include <gio/gio.h>
 
 #include "overlay/ubootenv.h"
 
@@ -46,6 +46,16 @@ gboolean nf_overlay_env_write(const char *overlay, guint64 offset, const NfUboot
 gboolean nf_overlay_env_set(const char *overlay, guint64 offset, gsize size, const char *key,
                             const char *value, gboolean create_if_invalid, GError **error);
 
+/* The same without blocking the caller's loop on qemu-io (~20-100 ms): the
+ * read and encode happen now (microseconds), the write in a qemu-io child;
+ * `done` runs on the thread-default main context: call
+ * nf_overlay_env_set_finish() from it. Not cancellable (see
+ * nf_overlay_tool_run_async). */
+void nf_overlay_env_set_async(const char *overlay, guint64 offset, gsize size, const char *key,
+                              const char *value, gboolean create_if_invalid,
+                              GAsyncReadyCallback done, gpointer user_data);
+gboolean nf_overlay_env_set_finish(GAsyncResult *result, GError **error);
+
 /* A cache of decoded env blocks for `ps`-style polling of many overlays: an
  * overlay is re-read only when its size or mtime changed (the env changes
  * only while its guest runs). Failures are cached the same way. Caveats: a
@@ -70,7 +80,12 @@ const NfUbootEnv *nf_overlay_env_cache_get(NfOverlayEnvCache *cache, const char 
 /* Drops what is cached for `overlay` (after a reflash or remove). */
 void nf_overlay_env_cache_forget(NfOverlayEnvCache *cache, const char *overlay);
 
+#define NF_OVERLAY_ENV_SERIAL_KEY "nerves_serial_number"
+
 /* Sets nerves_serial_number (where Nerves devices read their serial from) in
  * the default block (0x2000, 0x20000), keeping every other variable. The
  * block must exist (the firmware image provides it). */
 gboolean nf_overlay_env_set_serial(const char *overlay, const char *serial, GError **error);
+/* The same without blocking; finish with nf_overlay_env_set_finish(). */
+void nf_overlay_env_set_serial_async(const char *overlay, const char *serial,
+                                     GAsyncReadyCallback done, gpointer user_data);

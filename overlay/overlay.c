@@ -15,6 +15,11 @@
  * ~1 ms. This is sound because a qcow2 file has no per-image identity: two
  * `qemu-img create` runs with the same base and options give identical bytes
  * (checked with cmp on qemu-img 7.2; the tests run qemu-img check on copies).
+ *
+ * Copies, and the fsync + rename of qemu-img's output, are done by worker
+ * threads (file_work_*): on a busy host one fsync takes tens of ms, which
+ * the caller's loop must not wait for. Everything else (the job's state,
+ * the reports) stays on the caller's context.
  */
 #include "overlay/overlay.h"
 
@@ -33,8 +38,6 @@ typedef enum { TEMPLATE_NONE, TEMPLATE_PENDING, TEMPLATE_READY, TEMPLATE_OFF } T
 /* An overlay bigger than this (a huge virtual disk's L1 table) is not kept in
  * memory; every guest then runs qemu-img. */
 #define TEMPLATE_MAX (16 * 1024 * 1024)
-/* Longest a batch of copies may hold the caller's main loop. */
-#define COPY_SLICE_US 5000
 
 typedef struct {
   char *base_path;
@@ -47,7 +50,6 @@ typedef struct {
   gpointer item_data;
   TemplateState tstate;
   GBytes *template;
-  guint copier_id;
 } EnsureJob;
 
 typedef struct {
@@ -57,6 +59,25 @@ typedef struct {
   char *tmp;
 } EnsureItem;
 
+/* The file side of one overlay, done by a worker thread so that the
+ * caller's loop never waits on the disk (an fsync takes tens of ms on a
+ * busy host): write `bytes` to a new temp (or take qemu-img's `tmp`), fsync,
+ * rename. It touches nothing of the job. */
+typedef struct {
+  GTask *task; /* the ensure task, strong */
+  guint index;
+  char *path;
+  char *tmp;
+  GBytes *bytes;
+  gboolean replace;
+  gboolean created;
+} FileWork;
+
+/* File works in flight, for nf_overlay_wait_all(). */
+static guint file_works;
+static GMutex file_works_lock;
+static GCond file_works_cond;
+
 static void ensure_job_free(gpointer data);
 static void ensure_pump(GTask *task);
 static void ensure_report(GTask *task, guint index, gboolean created, GError *error);
@@ -64,10 +85,12 @@ static gboolean ensure_needed(GTask *task, guint index);
 static char *ensure_mktemp(const char *path, int *fd, GError **error);
 static gboolean ensure_spawn(GTask *task, guint index, gboolean as_template);
 static void ensure_created_cb(GObject *source, GAsyncResult *res, gpointer data);
-static gboolean ensure_copy_cb(gpointer data);
-static void ensure_copy_one(GTask *task, guint index);
-static gboolean ensure_commit(EnsureJob *job, const char *tmp, const char *path, gboolean *created,
-                              GError **error);
+static void file_work_start(GTask *task, guint index, char *tmp, GBytes *bytes);
+static void file_work_free(gpointer data);
+static void file_work_thread(GTask *t, gpointer source, gpointer data, GCancellable *cancellable);
+static void file_work_done_cb(GObject *source, GAsyncResult *res, gpointer data);
+static gboolean ensure_commit(const char *tmp, const char *path, gboolean replace,
+                              gboolean *created, GError **error);
 static gboolean dir_has_overlays(const char *dir);
 static void sync_done_cb(GObject *source, GAsyncResult *res, gpointer data);
 
@@ -147,8 +170,8 @@ static gboolean ensure_spawn(GTask *task, guint index, gboolean as_template)
   close(fd);
   const char *argv[] = {"qemu-img",       "create", "-q",           "-f", "qcow2", "-F",
                         job->base_format, "-b",     job->base_path, tmp,  NULL};
-  g_autoptr(GSubprocess) proc = g_subprocess_newv(
-      argv, G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_PIPE, &error);
+  g_autoptr(GSubprocess) proc = nf_overlay_tool_spawn(
+      argv, G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_PIPE, -1, &error);
   if (!proc) {
     unlink(tmp);
     GError *e =
@@ -171,8 +194,9 @@ static gboolean ensure_spawn(GTask *task, guint index, gboolean as_template)
   return TRUE;
 }
 
-static gboolean ensure_commit(EnsureJob *job, const char *tmp, const char *path, gboolean *created,
-                              GError **error)
+/* fsync + rename; runs in a worker thread. */
+static gboolean ensure_commit(const char *tmp, const char *path, gboolean replace,
+                              gboolean *created, GError **error)
 {
   int fd = open(tmp, O_RDONLY | O_CLOEXEC);
   if (fd < 0 || fsync(fd) < 0) {
@@ -184,8 +208,7 @@ static gboolean ensure_commit(EnsureJob *job, const char *tmp, const char *path,
     return FALSE;
   }
   close(fd);
-  unsigned int how = (job->flags & NF_OVERLAY_ENSURE_REPLACE) ? 0 : RENAME_NOREPLACE;
-  if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, how) < 0) {
+  if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, replace ? 0 : RENAME_NOREPLACE) < 0) {
     int e = errno;
     if (e == EEXIST) { /* someone else made it meanwhile: theirs stands */
       *created = FALSE;
@@ -208,8 +231,11 @@ static void ensure_created_cb(GObject *source, GAsyncResult *res, gpointer data)
   GSubprocess *proc = G_SUBPROCESS(source);
   const char *path = job->paths[item->index];
   g_autofree char *err = NULL;
+  g_autofree char *tmp = item->tmp;
+  guint index = item->index;
+  gboolean as_template = item->as_template;
   GError *error = NULL;
-  gboolean created = FALSE;
+  g_free(item);
 
   if (g_subprocess_communicate_utf8_finish(proc, res, NULL, &err, &error)) {
     if (!g_subprocess_get_if_exited(proc) || g_subprocess_get_exit_status(proc) != 0) {
@@ -217,110 +243,132 @@ static void ensure_created_cb(GObject *source, GAsyncResult *res, gpointer data)
       g_set_error(&error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_TOOL, "cannot create overlay %s: %s",
                   path, *line ? line : "qemu-img failed without a message");
     } else {
-      if (item->as_template) {
+      if (as_template) {
         g_autofree char *bytes = NULL;
         gsize len = 0;
-        if (g_file_get_contents(item->tmp, &bytes, &len, NULL) && len <= TEMPLATE_MAX) {
+        if (g_file_get_contents(tmp, &bytes, &len, NULL) && len <= TEMPLATE_MAX) {
           job->template = g_bytes_new_take(g_steal_pointer(&bytes), len);
           job->tstate = TEMPLATE_READY;
         } else {
           job->tstate = TEMPLATE_OFF;
         }
       }
-      ensure_commit(job, item->tmp, path, &created, &error);
+      /* Its slot (job->running) passes to the file work. */
+      file_work_start(task, index, g_steal_pointer(&tmp), NULL);
+      ensure_pump(task);
+      return;
     }
   } else {
     g_prefix_error(&error, "cannot create overlay %s: ", path);
   }
-  if (error) {
-    unlink(item->tmp);
-    if (item->as_template && job->tstate == TEMPLATE_PENDING)
-      job->tstate = TEMPLATE_NONE; /* the next guest tries again */
-  }
-  guint index = item->index;
-  g_free(item->tmp);
-  g_free(item);
+  unlink(tmp);
+  if (as_template && job->tstate == TEMPLATE_PENDING)
+    job->tstate = TEMPLATE_NONE; /* the next guest tries again */
   job->running--;
-  ensure_report(task, index, created, error);
+  ensure_report(task, index, FALSE, error);
   ensure_pump(task);
 }
 
-static void ensure_copy_one(GTask *task, guint index)
+/* Takes `tmp` (qemu-img's output to commit) or copies `bytes` (a template). */
+static void file_work_start(GTask *task, guint index, char *tmp, GBytes *bytes)
 {
   EnsureJob *job = g_task_get_task_data(task);
-  const char *path = job->paths[index];
+  FileWork *w = g_new0(FileWork, 1);
+  w->task = g_object_ref(task);
+  w->index = index;
+  w->path = g_strdup(job->paths[index]);
+  w->tmp = tmp;
+  w->bytes = bytes ? g_bytes_ref(bytes) : NULL;
+  w->replace = (job->flags & NF_OVERLAY_ENSURE_REPLACE) != 0;
+  g_mutex_lock(&file_works_lock);
+  file_works++;
+  g_mutex_unlock(&file_works_lock);
+  g_autoptr(GTask) t = g_task_new(NULL, NULL, file_work_done_cb, NULL);
+  g_task_set_task_data(t, w, file_work_free);
+  g_task_run_in_thread(t, file_work_thread);
+}
+
+static void file_work_free(gpointer data)
+{
+  FileWork *w = data;
+  g_clear_object(&w->task);
+  g_free(w->path);
+  g_free(w->tmp);
+  g_clear_pointer(&w->bytes, g_bytes_unref);
+  g_free(w);
+}
+
+static void file_work_thread(GTask *t, gpointer source, gpointer data, GCancellable *cancellable)
+{
+  FileWork *w = data;
   GError *error = NULL;
-  gboolean created = FALSE;
-  int fd = -1;
-  g_autofree char *tmp = ensure_mktemp(path, &fd, &error);
-  if (tmp) {
-    gsize len = 0;
-    const guint8 *data = g_bytes_get_data(job->template, &len);
-    gsize done = 0;
-    while (done < len) {
-      ssize_t w = write(fd, data + done, len - done);
-      if (w < 0 && errno == EINTR)
+  if (w->bytes) {
+    int fd = -1;
+    w->tmp = ensure_mktemp(w->path, &fd, &error);
+    gsize len = 0, done = 0;
+    const guint8 *bytes = g_bytes_get_data(w->bytes, &len);
+    while (w->tmp && done < len) {
+      ssize_t n = write(fd, bytes + done, len - done);
+      if (n < 0 && errno == EINTR)
         continue;
-      if (w <= 0) {
-        int e = w < 0 ? errno : EIO;
+      if (n <= 0) {
+        int e = n < 0 ? errno : EIO;
         g_set_error(&error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO, "cannot create overlay %s: %s",
-                    path, g_strerror(e));
+                    w->path, g_strerror(e));
         break;
       }
-      done += (gsize)w;
+      done += (gsize)n;
     }
-    close(fd);
-    if (!error)
-      ensure_commit(job, tmp, path, &created, &error);
-    if (error)
-      unlink(tmp);
+    if (fd >= 0)
+      close(fd);
   }
-  ensure_report(task, index, created, error);
+  if (!error)
+    ensure_commit(w->tmp, w->path, w->replace, &w->created, &error);
+  if (error && w->tmp)
+    unlink(w->tmp);
+  g_mutex_lock(&file_works_lock);
+  if (--file_works == 0)
+    g_cond_broadcast(&file_works_cond);
+  g_mutex_unlock(&file_works_lock);
+  if (error)
+    g_task_return_error(t, error);
+  else
+    g_task_return_boolean(t, TRUE);
 }
 
-static gboolean ensure_copy_cb(gpointer data)
+static void file_work_done_cb(GObject *source, GAsyncResult *res, gpointer data)
 {
-  GTask *task = data;
+  FileWork *w = g_task_get_task_data(G_TASK(res));
+  g_autoptr(GTask) task = g_object_ref(w->task);
   EnsureJob *job = g_task_get_task_data(task);
-  GCancellable *cancellable = g_task_get_cancellable(task);
-  gint64 deadline = g_get_monotonic_time() + COPY_SLICE_US;
-  while (job->next < job->n && !g_cancellable_is_cancelled(cancellable) &&
-         g_get_monotonic_time() < deadline) {
-    guint i = job->next++;
-    if (ensure_needed(task, i))
-      ensure_copy_one(task, i);
-  }
-  if (job->next < job->n && !g_cancellable_is_cancelled(cancellable))
-    return G_SOURCE_CONTINUE;
-  job->copier_id = 0;
+  GError *error = NULL;
+  g_task_propagate_boolean(G_TASK(res), &error);
+  job->running--;
+  ensure_report(task, w->index, w->created, error);
   ensure_pump(task);
-  return G_SOURCE_REMOVE;
 }
 
 static void ensure_pump(GTask *task)
 {
   EnsureJob *job = g_task_get_task_data(task);
   GCancellable *cancellable = g_task_get_cancellable(task);
-  while (job->next < job->n && !g_cancellable_is_cancelled(cancellable) && !job->copier_id) {
+  while (job->next < job->n && !g_cancellable_is_cancelled(cancellable)) {
     if (!ensure_needed(task, job->next)) {
       job->next++;
       continue;
     }
-    if (job->tstate == TEMPLATE_READY) {
-      /* Copies run in time slices so the caller's loop keeps serving. */
-      GSource *idle = g_idle_source_new();
-      g_source_set_callback(idle, ensure_copy_cb, g_object_ref(task), g_object_unref);
-      job->copier_id = g_source_attach(idle, g_task_get_context(task));
-      g_source_unref(idle);
-      break;
-    }
     if (job->tstate == TEMPLATE_PENDING || job->running >= job->max_parallel)
       break;
+    if (job->tstate == TEMPLATE_READY) {
+      job->running++;
+      file_work_start(task, job->next++, NULL, job->template);
+      continue;
+    }
     gboolean as_template = job->tstate == TEMPLATE_NONE;
     if (ensure_spawn(task, job->next++, as_template) && as_template)
       job->tstate = TEMPLATE_PENDING;
   }
-  if (job->running > 0 || job->copier_id || g_task_get_completed(task))
+  if (job->running > 0 || g_task_get_completed(task))
     return;
   GError *error = NULL;
   if (g_cancellable_set_error_if_cancelled(cancellable, &error)) {
@@ -335,6 +383,15 @@ static void ensure_pump(GTask *task)
     return;
   }
   g_task_return_boolean(task, TRUE);
+}
+
+void nf_overlay_wait_all(void)
+{
+  nf_overlay_tool_wait_all();
+  g_mutex_lock(&file_works_lock);
+  while (file_works > 0)
+    g_cond_wait(&file_works_cond, &file_works_lock);
+  g_mutex_unlock(&file_works_lock);
 }
 
 void nf_overlay_ensure_async(const NfOverlayBase *base, const char *const *paths,

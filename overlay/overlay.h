@@ -12,9 +12,10 @@
  * a later run would mistake for a good one.
  *
  * Creation is asynchronous on the caller's thread-default GMainContext: the
- * first overlay comes from a qemu-img child, the others are copies of it made
- * in idle time slices of at most 5 ms, so the supervisor's loop keeps
- * serving running guests meanwhile.
+ * first overlay comes from a qemu-img child, the others are copies of it;
+ * writing, fsync and rename run in GLib's worker threads. The caller's loop
+ * only reads the ~200 KiB template and dispatches completions, so the
+ * supervisor keeps serving running guests meanwhile.
  */
 #pragma once
 #include <gio/gio.h>
@@ -71,6 +72,13 @@ gboolean nf_overlay_ensure_sync(const NfOverlayBase *base, const char *const *pa
                                 NfOverlayEnsureFlags flags, guint max_parallel,
                                 NfOverlayItemFunc item_cb, gpointer item_data, guint *n_created,
                                 GError **error);
+
+/* Blocks until no qemu-img/qemu-io child and no file work (write, fsync,
+ * rename) started by this library runs any more, whatever main context
+ * their completions wait on (they are still delivered if it is iterated
+ * later). For teardown: a supervisor leaving must not leave work behind in
+ * its state dir. */
+void nf_overlay_wait_all(void);
 
 /* Factory reset of one overlay: atomically replaced by a fresh one over
  * `base`. The guest must not be running. Blocking (~20 ms). */

@@ -16,13 +16,13 @@
 #include "supervisor/accel.h"
 #include "supervisor/cgroup.h"
 #include "supervisor/disks.h"
+#include "supervisor/health.h"
+#include "supervisor/identity.h"
 #include "supervisor/ksm.h"
 #include "supervisor/limiter.h"
 #include "supervisor/mempolicy.h"
-#include "overlay/identity.h"
 #include "supervisor/paths.h"
 #include "supervisor/strays.h"
-#include "supervisor/vm-private.h"
 
 /* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
  * reads the dashes as operators and the quark string would change. */

@@ -20,6 +20,8 @@
  * Process death is not polled here: the pidfd tells us (vm.c). The boot
  * deadline lives in lifecycle.c.
  */
+#include "supervisor/health.h"
+
 #include <jansson.h>
 
 #include "supervisor/vm-private.h"

@@ -18,6 +18,10 @@ static void ignore(NfVm *vm, const char *detail);
 static void queue(NfVm *vm, const char *detail);
 static void requeue_fresh(NfVm *vm, const char *detail);
 static void spawn(NfVm *vm, const char *detail);
+static void disk_ready(NfVm *vm, const char *detail);
+static void launch(NfVm *vm);
+static void fail_start(NfVm *vm, const char *why);
+static gboolean stop_while_preparing(NfVm *vm, const char *detail);
 static void qmp_up(NfVm *vm, const char *detail);
 static void qmp_up_late(NfVm *vm, const char *detail);
 static void ready(NfVm *vm, const char *detail);
@@ -32,19 +36,21 @@ static gboolean kill_timeout_cb(gpointer data);
 static gboolean backoff_done_cb(gpointer data);
 static char *describe_exit(NfVm *vm, const char *detail);
 
+/* STARTING covers the wait for the guest's disk too (no qemu yet, see
+ * spawn): only DISK_READY, STOP and KILL can reach a guest then. */
 /* clang-format off */
 static const Action table[NF_VM_N_STATES][NF_VM_N_EVENTS] = {
-  /*                 QUEUE          ADMIT   QMP_UP  READY   HEALTH_FAIL EXIT    STOP       KILL       BACKOFF_DONE */
-  [NF_VM_CREATED]   = {queue,         ignore, ignore, ignore, ignore,     ignore, stop_idle, stop_idle, ignore},
-  [NF_VM_QUEUED]    = {ignore,        spawn,  ignore, ignore, ignore,     ignore, stop_idle, stop_idle, ignore},
-  [NF_VM_STARTING]  = {ignore,        ignore, qmp_up, ready,  kill_hung,  exited, stop,      kill_now,  ignore},
-  [NF_VM_BOOTING]   = {ignore,        ignore, ignore, ready,  kill_hung,  exited, stop,      kill_now,  ignore},
-  [NF_VM_READY]     = {ignore,        ignore, qmp_up_late, ignore, kill_hung, exited, stop,   kill_now,  ignore},
-  [NF_VM_UNHEALTHY] = {ignore,        ignore, ignore, ignore, ignore,     exited, mark_stop, kill_now,  ignore},
-  [NF_VM_STOPPING]  = {ignore,        ignore, ignore, ignore, ignore,     exited, ignore,    kill_now,  ignore},
-  [NF_VM_STOPPED]   = {requeue_fresh, ignore, ignore, ignore, ignore,     ignore, ignore,    ignore,    ignore},
-  [NF_VM_BACKOFF]   = {queue,         ignore, ignore, ignore, ignore,     ignore, stop_idle, stop_idle, queue},
-  [NF_VM_FAILED]    = {requeue_fresh, ignore, ignore, ignore, ignore,     ignore, ignore,    ignore,    ignore},
+  /*                 QUEUE          ADMIT   QMP_UP  READY   HEALTH_FAIL EXIT    STOP       KILL       BACKOFF_DONE DISK_READY */
+  [NF_VM_CREATED]   = {queue,         ignore, ignore, ignore, ignore,     ignore, stop_idle, stop_idle, ignore,      ignore},
+  [NF_VM_QUEUED]    = {ignore,        spawn,  ignore, ignore, ignore,     ignore, stop_idle, stop_idle, ignore,      ignore},
+  [NF_VM_STARTING]  = {ignore,        ignore, qmp_up, ready,  kill_hung,  exited, stop,      kill_now,  ignore,      disk_ready},
+  [NF_VM_BOOTING]   = {ignore,        ignore, ignore, ready,  kill_hung,  exited, stop,      kill_now,  ignore,      ignore},
+  [NF_VM_READY]     = {ignore,        ignore, qmp_up_late, ignore, kill_hung, exited, stop,   kill_now,  ignore,      ignore},
+  [NF_VM_UNHEALTHY] = {ignore,        ignore, ignore, ignore, ignore,     exited, mark_stop, kill_now,  ignore,      ignore},
+  [NF_VM_STOPPING]  = {ignore,        ignore, ignore, ignore, ignore,     exited, ignore,    kill_now,  ignore,      ignore},
+  [NF_VM_STOPPED]   = {requeue_fresh, ignore, ignore, ignore, ignore,     ignore, ignore,    ignore,    ignore,      ignore},
+  [NF_VM_BACKOFF]   = {queue,         ignore, ignore, ignore, ignore,     ignore, stop_idle, stop_idle, queue,       ignore},
+  [NF_VM_FAILED]    = {requeue_fresh, ignore, ignore, ignore, ignore,     ignore, ignore,    ignore,    ignore,      ignore},
 };
 /* clang-format on */
 
@@ -107,9 +113,10 @@ void nf_vm_stop(NfVm *vm, gboolean force)
 
 void nf_vm_restart(NfVm *vm)
 {
-  if (nf_vm_is_running(vm)) {
-    nf_vm_dispatch(vm, NF_VM_EV_STOP, "restart requested");
+  if (nf_vm_is_running(vm) || vm->disk_job) {
+    /* Set first: a guest still waiting for its disk stops at once. */
     vm->requeue_after_stop = TRUE;
+    nf_vm_dispatch(vm, NF_VM_EV_STOP, "restart requested");
   } else {
     nf_vm_dispatch(vm, NF_VM_EV_QUEUE, "restart requested");
   }
@@ -142,26 +149,74 @@ static void requeue_fresh(NfVm *vm, const char *detail)
   queue(vm, detail);
 }
 
+/* Admitted: qemu starts now, or once its disk is made. The wait holds the
+ * guest's boot slot, so a reflash or scale-up stays inside the boot window. */
 static void spawn(NfVm *vm, const char *detail)
 {
-  g_autoptr(GError) error = NULL;
   if (vm->restart_pending) {
     vm->restarts++;
     vm->restart_pending = FALSE;
   }
+  const char *what = NULL;
+  if (nf_vm_disk_prepare(vm, &what)) {
+    nf_vm_set_state(vm, NF_VM_STARTING, what);
+    return;
+  }
+  launch(vm);
+}
+
+static void disk_ready(NfVm *vm, const char *detail)
+{
+  if (vm->disk_error) {
+    g_autoptr(GError) error = g_steal_pointer(&vm->disk_error);
+    fail_start(vm, error->message);
+    return;
+  }
+  launch(vm);
+}
+
+static void launch(NfVm *vm)
+{
+  g_autoptr(GError) error = NULL;
   if (!nf_vm_spawn(vm, &error)) {
-    g_free(vm->exit_reason);
-    vm->exit_reason = g_strdup(error->message);
-    vm->exit_kind = NF_EXIT_CRASHED;
-    vm->exit_time = g_get_real_time();
-    vm->failed_at_start = TRUE;
-    nf_vm_set_state(vm, NF_VM_FAILED, error->message);
+    fail_start(vm, error->message);
     return;
   }
   const guint boot_ms = vm->env->config->boot_timeout_ms;
   if (boot_ms)
     vm->boot_timer = g_timeout_add(boot_ms, boot_timeout_cb, vm);
+  if (vm->state == NF_VM_STARTING) {
+    /* After its disk: the same state, one step further (and a pid now). */
+    nf_vm_log_transition(vm, NF_VM_STARTING, NF_VM_STARTING, "disk ready, qemu spawned");
+    nf_vm_write_status(vm);
+    return;
+  }
   nf_vm_set_state(vm, NF_VM_STARTING, "qemu spawned");
+}
+
+static void fail_start(NfVm *vm, const char *why)
+{
+  g_free(vm->exit_reason);
+  vm->exit_reason = g_strdup(why);
+  vm->exit_kind = NF_EXIT_CRASHED;
+  vm->exit_time = g_get_real_time();
+  vm->failed_at_start = TRUE;
+  nf_vm_set_state(vm, NF_VM_FAILED, why);
+}
+
+/* A guest still waiting for its disk has no qemu to stop: it is stopped at
+ * once (and requeued if that was a restart). FALSE if it has a qemu. */
+static gboolean stop_while_preparing(NfVm *vm, const char *detail)
+{
+  if (vm->disk_job == NULL)
+    return FALSE;
+  nf_vm_disk_cancel(vm);
+  gboolean again = vm->requeue_after_stop;
+  vm->requeue_after_stop = FALSE;
+  nf_vm_set_state(vm, NF_VM_STOPPED, detail);
+  if (again)
+    nf_vm_dispatch(vm, NF_VM_EV_QUEUE, "restart requested");
+  return TRUE;
 }
 
 static void qmp_up(NfVm *vm, const char *detail)
@@ -203,6 +258,8 @@ static void kill_hung(NfVm *vm, const char *detail)
 
 static void stop(NfVm *vm, const char *detail)
 {
+  if (stop_while_preparing(vm, detail))
+    return;
   vm->stop_requested = TRUE;
   nf_vm_clear_timer(&vm->boot_timer);
   nf_vm_health_stop(vm);
@@ -221,6 +278,8 @@ static void mark_stop(NfVm *vm, const char *detail)
 
 static void kill_now(NfVm *vm, const char *detail)
 {
+  if (stop_while_preparing(vm, detail))
+    return;
   vm->stop_requested = TRUE;
   nf_vm_health_stop(vm);
   nf_process_signal(vm->proc, SIGKILL);

@@ -1,11 +1,13 @@
 /*
  * vm-private.h: the guest's insides, shared by the files that make up one
  * guest (vm.c: channels and process; vm-status.c: its status file and
- * events log; lifecycle.c: the state table; health.c: deadlines). Nothing outside supervisor/vm*.c,
+ * events log; vm-disk.c: the wait for its disk; lifecycle.c: the state
+ * table; health.c: deadlines). Nothing outside supervisor/vm*.c,
  * lifecycle.c and health.c includes this.
  */
 #pragma once
 #include "supervisor/cgroup.h"
+#include "supervisor/health.h"
 #include "supervisor/process.h"
 #include "supervisor/restart-policy.h"
 #include "supervisor/serial.h"
@@ -21,6 +23,7 @@ typedef enum {
   NF_VM_EV_STOP,         /* orderly stop asked */
   NF_VM_EV_KILL,         /* immediate stop asked */
   NF_VM_EV_BACKOFF_DONE, /* the restart delay is over */
+  NF_VM_EV_DISK_READY,   /* its overlay is made (or failed: disk_error) */
   NF_VM_N_EVENTS
 } NfVmEvent;
 
@@ -52,6 +55,9 @@ struct NfVm {
   guint64 oom_kills_at_start;
   gboolean restart_pending;
   gboolean reflash_pending;
+  struct NfDisksJob *disk_job; /* overlay being made before this run's spawn */
+  gboolean disk_job_reflash;
+  GError *disk_error; /* why the last disk job failed, until acted on */
   gboolean state_dir_made;
   guint status_timer;
   gboolean detached; /* let go of a running qemu: its files are not ours to remove */
@@ -122,6 +128,15 @@ void nf_vm_sample_rss(NfVm *vm);
 void nf_vm_dispatch(NfVm *vm, NfVmEvent event, const char *detail);
 void nf_vm_set_state(NfVm *vm, NfVmState state, const char *reason);
 
+/* vm-disk.c: the wait for the disk before a spawn.
+ * Starts making this run's overlay if it needs one (missing, or a reflash
+ * pending) without blocking: TRUE when the guest must wait for
+ * NF_VM_EV_DISK_READY, with *what saying what it waits for. */
+gboolean nf_vm_disk_prepare(NfVm *vm, const char **what);
+/* Stops waiting for the disk (the job runs to its end unreported); a reflash
+ * dropped before it began stays pending. */
+void nf_vm_disk_cancel(NfVm *vm);
+
 /* vm.c: mechanics the table's actions use */
 gboolean nf_vm_spawn(NfVm *vm, GError **error);
 void nf_vm_release(NfVm *vm); /* drop channels, timers, runtime files */
@@ -137,9 +152,7 @@ void nf_vm_note_write(NfVm *vm, const char *path, int err);
 /* Appends "<time> <old> -> <new>: <reason>" to <state>/vm-NNNN/events.log. */
 void nf_vm_log_transition(NfVm *vm, NfVmState old_state, NfVmState new_state, const char *reason);
 
-/* health.c: a fleet-wide probe timer shared by all guests */
-NfHealthWheel *nf_health_wheel_new(guint interval_ms);
-void nf_health_wheel_free(NfHealthWheel *wheel);
+/* health.c: a guest on the fleet's wheel (health.h) */
 void nf_vm_health_start(NfVm *vm); /* after QMP is up */
 void nf_vm_health_ready(NfVm *vm); /* after the ready line: heartbeat too */
 void nf_vm_health_stop(NfVm *vm);

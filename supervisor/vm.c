@@ -25,8 +25,8 @@
 #include <glib/gstdio.h>
 #include <jansson.h>
 
-#include "overlay/identity.h"
 #include "supervisor/disks.h"
+#include "supervisor/identity.h"
 #include "supervisor/qemu-argv.h"
 
 /* Console markers: index 0 is the configured ready marker. */
@@ -187,13 +187,6 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
                 g_strerror(e));
     goto out;
   }
-  if (vm->env->disks) {
-    gboolean reflash = vm->reflash_pending;
-    vm->reflash_pending = FALSE;
-    if (!nf_disks_ensure_one(vm->env->disks, vm->id, reflash, error))
-      goto out;
-  }
-
   NfQemuSpec spec = {
       .qemu = vm->env->qemu_path,
       .accel = vm->env->accel,
@@ -492,6 +485,8 @@ void nf_vm_free(NfVm *vm)
 {
   if (vm == NULL)
     return;
+  nf_vm_disk_cancel(vm);
+  g_clear_error(&vm->disk_error);
   nf_vm_clear_timer(&vm->backoff_timer);
   nf_vm_flush_status(vm);
   if (vm->proc)

@@ -41,7 +41,10 @@ typedef struct {
 } NfVmEnv;
 
 typedef struct NfVm NfVm;
-typedef struct NfHealthWheel NfHealthWheel;
+
+/* Removes the GLib source `*id` if set and zeroes it (guests' and the
+ * fleet's timers). */
+void nf_vm_clear_timer(guint *id);
 
 typedef struct {
   /* Every transition, with a short reason ("ready", "exited: crashed (qemu
@@ -64,8 +67,10 @@ void nf_vm_free(NfVm *vm);
  * starts its restart tally afresh. */
 void nf_vm_queue(NfVm *vm);
 
-/* The limiter admitted it: creates the channels and spawns qemu. On failure
- * the guest is FAILED and the error says why. */
+/* The limiter admitted it: creates the channels and spawns qemu, or first
+ * waits in STARTING (no qemu yet) while its disk overlay is made off the
+ * loop. On failure, now or once the disk is done, the guest is FAILED with
+ * why (returned in `error` when it is known now). */
 gboolean nf_vm_start(NfVm *vm, GError **error);
 
 /* Takes over a guest left running by a supervisor that died: checks the pid

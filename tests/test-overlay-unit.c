@@ -37,6 +37,8 @@ static char *t_ok(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 static char *t_raw_base(const char *dir, const char *name, const char *size);
 static guint t_count_temps(const char *dir);
 static char *t_sha256_file(const char *path);
+static void t_async_done_cb(GObject *source, GAsyncResult *res, gpointer data);
+static gboolean t_have_result(gpointer data);
 static char **t_guest_paths(const char *dir, guint n);
 static void t_assert_overlay_of(const char *overlay, const char *base);
 
@@ -401,6 +403,16 @@ static void test_reflash_remove(void)
   nf_test_tmpdir_cleanup(dir);
 }
 
+static void t_async_done_cb(GObject *source, GAsyncResult *res, gpointer data)
+{
+  *(GAsyncResult **)data = g_object_ref(res);
+}
+
+static gboolean t_have_result(gpointer data)
+{
+  return *(GAsyncResult **)data != NULL;
+}
+
 static void test_env_in_overlay(void)
 {
   g_autofree char *dir = nf_test_tmpdir_new();
@@ -434,6 +446,28 @@ static void test_env_in_overlay(void)
     g_assert_cmpstr(nf_ubootenv_get(env, "nerves_serial_number"), ==, "NF-000042");
     g_assert_cmpstr(nf_ubootenv_get(env, "nerves_fw_active"), ==, "a");
     g_assert_null(nf_ubootenv_get(env, "upgrade_available"));
+  }
+  /* The supervisor's form: qemu-io as a child fed from a memfd, completion
+   * on the loop; a failure (no such overlay) arrives the same way. */
+  {
+    GAsyncResult *res = NULL;
+    nf_overlay_env_set_serial_async(ov, "NF-000044", t_async_done_cb, &res);
+    g_assert_true(nf_test_wait_for(t_have_result, &res, 60000));
+    g_assert_true(nf_overlay_env_set_finish(res, &error));
+    g_assert_no_error(error);
+    g_clear_object(&res);
+    g_autoptr(NfUbootEnv) env = NULL;
+    g_assert_true(nf_overlay_env_read(ov, 0x2000, 0x20000, &env, &error));
+    g_assert_cmpstr(nf_ubootenv_get(env, "nerves_serial_number"), ==, "NF-000044");
+    g_assert_cmpstr(nf_ubootenv_get(env, "nerves_fw_active"), ==, "a");
+    g_autofree char *missing = g_build_filename(dir, "missing.qcow2", NULL);
+    nf_overlay_env_set_serial_async(missing, "NF-1", t_async_done_cb, &res);
+    g_assert_true(nf_test_wait_for(t_have_result, &res, 60000));
+    g_assert_false(nf_overlay_env_set_finish(res, &error));
+    g_assert_nonnull(strstr(error->message, missing));
+    g_clear_error(&error);
+    g_clear_object(&res);
+    g_assert_true(nf_overlay_env_set_serial(ov, "NF-000042", &error));
   }
   /* The cache: same object while the overlay is unchanged, fresh after a write. */
   g_autoptr(NfOverlayEnvCache) cache = nf_overlay_env_cache_new(0x2000, 0x20000);
@@ -609,7 +643,8 @@ static void test_disk_full_and_readonly(void)
   g_assert_cmpint(umount(mnt), ==, 0);
 
   /* Full while copying the first overlay (49 pages each, 128 in all): two
-   * fit, the other two fail cleanly. */
+   * fit, the other two fail cleanly. Which two depends on the order in
+   * which the worker threads' copies hit the limit. */
   g_assert_cmpint(mount("tmpfs", mnt, "tmpfs", 0, "size=512k"), ==, 0);
   Progress q = {0};
   g_assert_false(nf_overlay_ensure_sync(base, (const char *const *)paths, 0, 2, item_cb, &q,
@@ -620,9 +655,13 @@ static void test_disk_full_and_readonly(void)
   g_assert_cmpuint(created, ==, 2);
   g_assert_cmpuint(q.failed, ==, 2);
   g_assert_cmpuint(t_count_temps(mnt), ==, 0);
-  g_free(t_ok("qemu-img check -q %s && qemu-img check -q %s", paths[0], paths[1]));
-  g_assert_false(g_file_test(paths[2], G_FILE_TEST_EXISTS));
-  g_assert_false(g_file_test(paths[3], G_FILE_TEST_EXISTS));
+  guint present = 0;
+  for (guint i = 0; i < 4; i++)
+    if (g_file_test(paths[i], G_FILE_TEST_EXISTS)) {
+      present++;
+      g_free(t_ok("qemu-img check -q %s", paths[i]));
+    }
+  g_assert_cmpuint(present, ==, 2);
   g_assert_cmpint(umount(mnt), ==, 0);
   nf_test_tmpdir_cleanup(dir);
 }

@@ -4,7 +4,7 @@
  * validated by a small scanner instead of being trusted: one integer
  * conversion, nothing that reads other arguments (%s, %n, '*').
  */
-#include "overlay/identity.h"
+#include "supervisor/identity.h"
 
 #include <string.h>
 

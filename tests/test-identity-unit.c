@@ -1,13 +1,13 @@
 /*
- * test-overlay-identity-unit: guards guest identity. A serial format is user
- * input that reaches printf, so anything but one integer conversion must be
- * refused; MACs must be locally administered unicast, stable, and distinct
- * across a fleet.
+ * test-identity-unit: guards guest identity (supervisor/identity.c). A serial
+ * format is user input that reaches printf, so anything but one integer
+ * conversion must be refused; MACs must be locally administered unicast,
+ * stable, and distinct across a fleet.
  */
 #include <glib.h>
 #include <string.h>
 
-#include "overlay/identity.h"
+#include "supervisor/identity.h"
 
 static void test_serial_formats(void)
 {

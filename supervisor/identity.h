@@ -3,6 +3,8 @@
  * its serial number and its MAC address, all derived from (fleet, index) by
  * pure functions, so that a guest keeps its identity across restarts, across
  * supervisor restarts, and on whichever host runs that index (--id-offset).
+ * Identities are the fleet's business, so they live in supervisor/; overlay/
+ * only ever sees the resulting file names and serial strings.
  */
 #pragma once
 #include <glib.h>
