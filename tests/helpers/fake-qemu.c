@@ -448,8 +448,10 @@ static void handle_command(Chardev *c, json_t *req)
       reply(c, id, NULL);
       if (exit_after_ms >= 0 && exit_due_ms == 0)
         exit_due_ms = now_ms() + exit_after_ms + 1;
-      if (hang_after_ms >= 0 && hang_due_ms == 0)
-        hang_due_ms = now_ms() + hang_after_ms + 1;
+      if (hang_after_ms == 0)
+        hung = true; /* at once: not even input already read is answered */
+      else if (hang_after_ms > 0 && hang_due_ms == 0)
+        hang_due_ms = now_ms() + hang_after_ms;
     } else {
       reply_error(c, id, "CommandNotFound",
                   "Expecting capabilities negotiation with 'qmp_capabilities'");
@@ -542,7 +544,7 @@ static void handle_command(Chardev *c, json_t *req)
 static void qmp_input(Chardev *c)
 {
   size_t pos = 0;
-  while (c->fd >= 0) {
+  while (c->fd >= 0 && !hung) {
     while (pos < c->in_len && strchr(" \t\r\n", c->in[pos]))
       pos++;
     if (pos >= c->in_len)
