@@ -384,8 +384,11 @@ static void on_exit_cb(NfProcess *proc, int status, gpointer data)
   NfVm *vm = data;
   vm->wait_status = status;
   vm->status_known = nf_process_status_known(proc);
-  /* Drain what the console still holds? The guest is gone; the ring keeps
-   * what arrived, and a reader may not block here. */
+  /* The pidfd can win the race with qemu's last QMP words (SHUTDOWN and its
+   * reason, written just before it exits): read them first, or a guest
+   * reboot or a SIGTERM looks like a poweroff. The console's ring keeps
+   * what arrived; a reader may not block here. */
+  nf_qmp_drain(vm->qmp);
   nf_vm_dispatch(vm, NF_VM_EV_EXIT, NULL);
 }
 

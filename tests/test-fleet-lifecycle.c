@@ -233,6 +233,50 @@ static void test_poweroff_stays_off(void)
   nf_fake_fleet_finish(f, FALSE);
 }
 
+/* The 50 looping guests have ended, one way or the other. */
+static gboolean loops_ended(NfFakeFleet *f)
+{
+  return nf_fake_fleet_count(f, NF_VM_FAILED) + nf_fake_fleet_count(f, NF_VM_STOPPED) >= 50;
+}
+
+/* READY+EXIT as a reboot (the guest reset itself; qemu runs with -no-reboot,
+ * so it exits 0 right after its SHUTDOWN event): restarted after the floor
+ * only, not a failure (the storm guard stays quiet though the whole fleet
+ * does it), yet counted toward the intensity limit, so a reboot loop ends in
+ * FAILED. 50 guests x 4 exits: each must be read as a reboot, never as a
+ * poweroff (the exit used to be judged before qemu's last QMP event was
+ * read, and a guest that rebooted stayed off). */
+static void test_reboot_loop(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(51, 51);
+  f->config.restart.max_restarts = 3;
+  f->config.restart.backoff_initial_ms = 5000; /* a failure would wait this */
+  g_autoptr(GString) looping = g_string_new("vm-0002");
+  for (guint id = 3; id <= 51; id++)
+    g_string_append_printf(looping, ",vm-%04u", id);
+  g_setenv("FAKE_QEMU_FAULT_GUESTS", looping->str, TRUE);
+  g_setenv("FAKE_QEMU_REBOOT_MS", "20", TRUE);
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
+  g_assert_true(nf_fake_fleet_wait(f, loops_ended, WAIT_MS));
+  g_assert_cmpuint(nf_fake_fleet_count(f, NF_VM_STOPPED), ==, 0);
+  g_assert_cmpuint(nf_fake_fleet_count(f, NF_VM_FAILED), ==, 50);
+  for (guint id = 2; id <= 51; id++) {
+    g_assert_cmpint(nf_vm_exit_kind(vm_of(f, id)), ==, NF_EXIT_REBOOT);
+    g_assert_cmpuint(nf_vm_restarts(vm_of(f, id)), ==, 3);
+  }
+  guint to_backoff = 0;
+  for (NfVmState s = 0; s < NF_VM_N_STATES; s++)
+    to_backoff += nf_fake_fleet_seen(f, s, NF_VM_BACKOFF);
+  g_assert_cmpuint(to_backoff, ==, 150);
+  g_assert_true(any_reason_has(f, "exited: reboot (qemu reported guest-reset"));
+  g_assert_true(any_reason_has(f, "more than 3 restarts within 60 s"));
+  g_assert_false(any_reason_has(f, "restarting in 4.")); /* no failure backoff */
+  g_assert_cmpuint(f->notices->len, ==, 0);
+  g_assert_cmpint(nf_vm_state(vm_of(f, 1)), ==, NF_VM_READY);
+  nf_fake_fleet_finish(f, FALSE);
+}
+
 static gboolean size_is_100_and_reaped(NfFakeFleet *f)
 {
   return nf_fleet_size(f->fleet) == 100 && nf_fake_fleet_count(f, NF_VM_READY) == 100;
@@ -280,6 +324,7 @@ int main(int argc, char **argv)
   g_test_add_func("/fleet-lifecycle/ready-then-hung", test_ready_then_hung);
   g_test_add_func("/fleet-lifecycle/stop-hung-and-queued", test_stop_hung_and_queued);
   g_test_add_func("/fleet-lifecycle/poweroff-stays-off", test_poweroff_stays_off);
+  g_test_add_func("/fleet-lifecycle/reboot-loop", test_reboot_loop);
   g_test_add_func("/fleet-lifecycle/scale-up-down", test_scale_up_down);
   return g_test_run();
 }

@@ -38,6 +38,9 @@
  *   FAKE_QEMU_NO_READY=1     never print the ready line (a guest stuck booting)
  *   FAKE_QEMU_HANG_MS=N      N ms after the QMP handshake stop answering
  *                            anything, quit and SIGTERM included (a hung qemu)
+ *   FAKE_QEMU_REBOOT_MS=N    the guest reboots itself N ms after the QMP
+ *                            handshake: with -no-reboot, SHUTDOWN (guest-reset)
+ *                            and exit 0, as qemu does; else RESET and boot again
  *
  * One ppoll loop, no threads, no GLib, built without sanitizers: a few KiB of
  * heap per process, so ten thousand of them fit next to the supervisor.
@@ -90,7 +93,9 @@ static int64_t booted_at_ms; /* start, or the last reset, plus boot_ms */
 static int64_t powerdown_due_ms;
 static volatile sig_atomic_t got_signal;
 /* Faults (see the top of the file); -1: off. */
-static int64_t exit_after_ms = -1, hang_after_ms = -1;
+static int64_t exit_after_ms = -1, hang_after_ms = -1, reboot_after_ms = -1;
+static int64_t reboot_due_ms;
+static bool no_reboot;
 static int exit_code = 1;
 static bool no_ready;
 static int64_t exit_due_ms, hang_due_ms; /* armed at the QMP handshake; 0: not armed */
@@ -117,6 +122,7 @@ static void qmp_input(Chardev *c);
 static void conn_readable(Chardev *c);
 static void finish(int code, const char *reason);
 static void on_signal(int sig);
+static void reset(bool guest, const char *reason);
 static bool fault_applies(void);
 static void read_faults(void);
 
@@ -231,6 +237,8 @@ static void parse_args(int argc, char **argv)
     if (a[0] != '-')
       continue; /* a positional disk image: ignored */
     const char *opt = a + (a[1] == '-' ? 2 : 1);
+    if (strcmp(opt, "no-reboot") == 0)
+      no_reboot = true;
     if (takes_no_value(opt))
       continue;
     if (i + 1 >= argc)
@@ -452,6 +460,8 @@ static void handle_command(Chardev *c, json_t *req)
         hung = true; /* at once: not even input already read is answered */
       else if (hang_after_ms > 0 && hang_due_ms == 0)
         hang_due_ms = now_ms() + hang_after_ms;
+      if (reboot_after_ms >= 0 && reboot_due_ms == 0)
+        reboot_due_ms = now_ms() + reboot_after_ms + 1;
     } else {
       reply_error(c, id, "CommandNotFound",
                   "Expecting capabilities negotiation with 'qmp_capabilities'");
@@ -474,11 +484,7 @@ static void handle_command(Chardev *c, json_t *req)
     finish(0, "host-qmp-quit");
   } else if (strcmp(cmd, "system_reset") == 0) {
     reply(c, id, NULL);
-    emit_event("RESET", json_pack("{s:b,s:s}", "guest", 0, "reason", "host-qmp-system-reset"));
-    booted_at_ms = now_ms() + boot_ms;
-    for (int i = 0; i < n_chardevs; i++)
-      if (chardevs[i].kind == KIND_SERIAL && chardevs[i].fd >= 0)
-        serial_boot(&chardevs[i]);
+    reset(false, "host-qmp-system-reset");
   } else if (strcmp(cmd, "system_powerdown") == 0) {
     reply(c, id, NULL);
     emit_event("POWERDOWN", NULL);
@@ -608,8 +614,8 @@ static void conn_readable(Chardev *c)
 
 static void finish(int code, const char *reason)
 {
-  emit_event("SHUTDOWN", json_pack("{s:b,s:s}", "guest", strcmp(reason, "guest-shutdown") == 0,
-                                   "reason", reason));
+  emit_event("SHUTDOWN",
+             json_pack("{s:b,s:s}", "guest", strncmp(reason, "guest-", 6) == 0, "reason", reason));
   /* Deliver what is queued (bounded), then go, as qemu does. */
   int64_t deadline = now_ms() + 1000;
   for (int i = 0; i < n_chardevs; i++) {
@@ -623,6 +629,16 @@ static void finish(int code, const char *reason)
   if (pidfile)
     unlink(pidfile);
   exit(code);
+}
+
+/* A reset, by the host (QMP) or by the guest itself. */
+static void reset(bool guest, const char *reason)
+{
+  emit_event("RESET", json_pack("{s:b,s:s}", "guest", guest, "reason", reason));
+  booted_at_ms = now_ms() + boot_ms;
+  for (int i = 0; i < n_chardevs; i++)
+    if (chardevs[i].kind == KIND_SERIAL && chardevs[i].fd >= 0)
+      serial_boot(&chardevs[i]);
 }
 
 static void on_signal(int sig)
@@ -657,6 +673,8 @@ static void read_faults(void)
     no_ready = true;
   if ((v = getenv("FAKE_QEMU_HANG_MS")) && v[0])
     hang_after_ms = atoll(v);
+  if ((v = getenv("FAKE_QEMU_REBOOT_MS")) && v[0])
+    reboot_after_ms = atoll(v);
 }
 
 int main(int argc, char **argv)
@@ -701,7 +719,15 @@ int main(int argc, char **argv)
       _exit(exit_code); /* a crash: no SHUTDOWN event, the pid file stays */
     if (hang_due_ms && hang_due_ms <= now)
       hung = true;
-    if (exit_due_ms)
+    if (reboot_due_ms && reboot_due_ms <= now && !hung) {
+      reboot_due_ms = 0;
+      if (no_reboot)
+        finish(0, "guest-reset");
+      reset(true, "guest-reset");
+    }
+    if (reboot_due_ms && (due < 0 || reboot_due_ms < due))
+      due = reboot_due_ms;
+    if (exit_due_ms && (due < 0 || exit_due_ms < due))
       due = exit_due_ms;
     if (hang_due_ms && !hung && (due < 0 || hang_due_ms < due))
       due = hang_due_ms;
