@@ -3,7 +3,8 @@
  * used to switch themselves off, on the fake qemu (hundreds to 1,000 guests
  * in seconds). Guards: the boot window never has more than `batch` guests
  * booting; the failure-storm guard pauses restarts when 1,000 guests fail at
- * once (its 256-entry ring could never reach half of more than 512 guests);
+ * once (its 256-entry ring could never reach half of more than 512 guests)
+ * and resumes them a window later;
  * one guest in a crash loop does not pause the whole fleet; a guest is given
  * up on after --max-restarts 40 (a 32-entry tally never got there); no
  * restart is scheduled sooner than the floor, even with --backoff 0;
@@ -83,6 +84,23 @@ static void test_storm_guard_1000(void)
   nf_fake_fleet_finish(f, FALSE);
 }
 
+/* After the pause (one restart window) restarts resume by themselves and the
+ * fleet comes back whole. */
+static void test_storm_pause_resumes(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(20, 20);
+  f->config.restart.window_ms = 1000;
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  for (guint id = 1; id <= 20; id++)
+    kill_guest(f, id);
+  g_assert_true(nf_fake_fleet_wait_notice(f, "restarts paused for 1 s", WAIT_MS));
+  g_assert_true(nf_fake_fleet_wait_notice(f, "restarts resumed", WAIT_MS));
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  g_assert_cmpuint(nf_fake_fleet_seen(f, NF_VM_READY, NF_VM_BACKOFF), ==, 20);
+  nf_fake_fleet_finish(f, FALSE);
+}
+
 /* One guest of 10 in a crash loop is left to its own intensity limit: the
  * others do not have their restarts paused on its account. */
 static void test_one_crash_loop_is_no_storm(void)
@@ -158,6 +176,7 @@ int main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/fleet-limits/boot-window", test_boot_window);
   g_test_add_func("/fleet-limits/storm-guard-1000", test_storm_guard_1000);
+  g_test_add_func("/fleet-limits/storm-pause-resumes", test_storm_pause_resumes);
   g_test_add_func("/fleet-limits/one-crash-loop-is-no-storm", test_one_crash_loop_is_no_storm);
   g_test_add_func("/fleet-limits/restarts-above-old-tally", test_restarts_above_old_tally);
   g_test_add_func("/fleet-limits/flags", test_flags);
