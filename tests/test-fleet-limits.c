@@ -112,8 +112,10 @@ static void test_one_crash_loop_is_no_storm(void)
   g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
   g_setenv("FAKE_QEMU_FAULT_GUESTS", "vm-0001", TRUE);
   g_setenv("FAKE_QEMU_EXIT_MS", "0", TRUE);
+  g_setenv("FAKE_QEMU_EXIT_CODE", "3", TRUE);
   kill_guest(f, 1);
   g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_FAILED, WAIT_MS));
+  g_assert_nonnull(strstr(nf_vm_exit_reason(nf_fleet_find_vm(f->fleet, 1)), "status 3"));
   g_assert_cmpuint(nf_vm_restarts(nf_fleet_find_vm(f->fleet, 1)), ==, 6);
   for (guint i = 0; i < f->notices->len; i++)
     g_assert_null(strstr(g_ptr_array_index(f->notices, i), "restarts paused"));
