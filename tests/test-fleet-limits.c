@@ -35,19 +35,19 @@ static gboolean any_reason_has(NfFakeFleet *f, const char *needle)
   return FALSE;
 }
 
-/* 600 guests through a window of 8: it is used to the full and never
+/* 400 guests through a window of 8: it is used to the full and never
  * exceeded, and every guest is started exactly once. */
 static void test_boot_window(void)
 {
-  NfFakeFleet *f = nf_fake_fleet_new(600, 8);
+  NfFakeFleet *f = nf_fake_fleet_new(400, 8);
   g_setenv("FAKE_QEMU_BOOT_MS", "30", TRUE); /* each guest holds its slot a while */
   nf_fake_fleet_start(f);
   g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
   g_assert_cmpuint(f->max_booting, ==, 8);
   NfFleetCounts c;
   nf_fleet_counts(f->fleet, &c);
-  g_assert_cmpuint(c.started, ==, 600);
-  g_assert_cmpuint(nf_fake_fleet_seen(f, NF_VM_QUEUED, NF_VM_STARTING), ==, 600);
+  g_assert_cmpuint(c.started, ==, 400);
+  g_assert_cmpuint(nf_fake_fleet_seen(f, NF_VM_QUEUED, NF_VM_STARTING), ==, 400);
   nf_fake_fleet_finish(f, FALSE);
 }
 
