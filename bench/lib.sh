@@ -10,7 +10,8 @@
 #   JSON file in bench/results/.
 #
 # Environment: NF_BIN (the release nervesfleet), NF_GUEST_DIR, BENCH_BIN_DIR
-# (build/rel/bench), all set by `make bench`.
+# (build/rel/bench), FAKE_QEMU (build/rel/tests/helpers/fake-qemu), all set
+# by `make bench`.
 
 set -euo pipefail
 
@@ -22,7 +23,7 @@ export NERVESFLEET_GUEST_DIR=$NF_GUEST_DIR
 RESULTS_DIR=$BENCH_DIR/results
 CORES=$(nproc)
 QEMU_REAL=$(command -v qemu-system-aarch64 || true)
-FAKE_QEMU=$BENCH_BIN_DIR/fake-qemu
+: "${FAKE_QEMU:=$BENCH_DIR/../build/rel/tests/helpers/fake-qemu}"
 STORM=$BENCH_BIN_DIR/storm
 
 # --- temp dir and cleanup -----------------------------------------------------

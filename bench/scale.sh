@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/scale.sh: what the supervisor itself costs at 1,000 (default) or
-# 10,000 guests. The guests are build/rel/bench/fake-qemu (same argv and
+# 10,000 guests. The guests are tests/helpers/fake-qemu (same argv and
 # channels as qemu, speaks enough QMP, prints the ready line, costs ~nothing),
 # so what is measured is nervesfleet: its RSS per guest, its CPU while the
 # fleet idles (health probes included, at their defaults), `ps --json`

@@ -53,7 +53,7 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       {"restart", 0, 0, G_OPTION_ARG_STRING, &restart,
        "always, on-failure or never (default: on-failure)", "MODE"},
       {"backoff", 0, 0, G_OPTION_ARG_STRING, &backoff,
-       "First restart delay in seconds, doubling per failure (default: 1)", "S"},
+       "First restart delay in seconds, doubling per failure; never under 0.1 (default: 1)", "S"},
       {"backoff-max", 0, 0, G_OPTION_ARG_STRING, &backoff_max,
        "Longest restart delay (default: 60)", "S"},
       {"max-restarts", 0, 0, G_OPTION_ARG_STRING, &max_restarts,
@@ -264,6 +264,14 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
                   "--balloon-policy '%s': use guard, auto or off", balloon_policy);
       return FALSE;
     }
+  }
+  if (cfg->restart.window_ms == 0) {
+    /* Nothing would ever count: no intensity limit, no storm guard. */
+    g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                "--restart-window '%s': restarts are counted within this window, so it must be "
+                "longer than 0 s, such as 60",
+                restart_window);
+    return FALSE;
   }
   cfg->restart.backoff_max_ms = MAX(cfg->restart.backoff_max_ms, cfg->restart.backoff_initial_ms);
   cfg->detached = mode->detach;

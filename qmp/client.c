@@ -90,7 +90,7 @@ struct NfQmp {
 static NfQmp *nf_qmp_new_internal(int fd, GMainContext *context, const NfQmpCallbacks *callbacks,
                                   gpointer user_data);
 static gboolean nf_qmp_source_dispatch_cb(GSource *source, GSourceFunc cb, gpointer data);
-static void nf_qmp_read(NfQmp *qmp);
+static gboolean nf_qmp_read(NfQmp *qmp);
 static void nf_qmp_message_cb(json_t *message, gpointer user_data);
 static void nf_qmp_handle_greeting(NfQmp *qmp, json_t *message);
 static void nf_qmp_handle_event(NfQmp *qmp, json_t *message);
@@ -364,23 +364,24 @@ static gboolean nf_qmp_source_dispatch_cb(GSource *source, GSourceFunc cb, gpoin
 }
 
 /* One read per dispatch: with thousands of connections on one loop, a chatty
- * qemu must not starve the others; level-triggered polling brings us back. */
-static void nf_qmp_read(NfQmp *qmp)
+ * qemu must not starve the others; level-triggered polling brings us back.
+ * TRUE when data was read (more may follow). */
+static gboolean nf_qmp_read(NfQmp *qmp)
 {
   char buf[64 * 1024];
   ssize_t n = read(qmp->fd, buf, sizeof(buf));
   if (n < 0) {
     if (errno == EAGAIN || errno == EINTR)
-      return;
+      return FALSE;
     int e = errno;
     nf_qmp_shutdown(qmp, g_error_new(NF_QMP_ERROR, NF_QMP_ERROR_DISCONNECTED, "QMP read failed: %s",
                                      g_strerror(e)));
-    return;
+    return FALSE;
   }
   if (n == 0) {
     nf_qmp_shutdown(qmp, g_error_new_literal(NF_QMP_ERROR, NF_QMP_ERROR_DISCONNECTED,
                                              "QMP peer closed the connection"));
-    return;
+    return FALSE;
   }
 
   g_autoptr(GError) error = NULL;
@@ -390,10 +391,22 @@ static void nf_qmp_read(NfQmp *qmp)
   if (qmp->state == NF_QMP_STATE_CLOSED) {
     /* Closed by a callback or a protocol error while the parser was busy. */
     g_clear_pointer(&qmp->parser, nf_qmp_parser_free);
-    return;
+    return FALSE;
   }
   if (!ok)
     nf_qmp_shutdown(qmp, g_steal_pointer(&error));
+  return ok;
+}
+
+void nf_qmp_drain(NfQmp *qmp)
+{
+  if (qmp == NULL || qmp->in_feed)
+    return; /* inside our own parser: what was read is being handled */
+  g_autoptr(NfQmp) hold = nf_qmp_ref(qmp);
+  /* Bounded: a peer that exited wrote a finite amount, but a live one may not have. */
+  for (guint i = 0; i < 16 && qmp->state != NF_QMP_STATE_CLOSED; i++)
+    if (!nf_qmp_read(qmp))
+      break;
 }
 
 static void nf_qmp_out_append(NfQmp *qmp, const char *data, gsize len)

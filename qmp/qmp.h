@@ -113,6 +113,14 @@ void nf_qmp_close(NfQmp *qmp);
 void nf_qmp_execute(NfQmp *qmp, const char *command, json_t *args, guint timeout_ms,
                     NfQmpReplyFunc callback, gpointer user_data);
 
+/* Reads and handles at once what the peer has already sent (replies, events;
+ * callbacks run inside), without waiting for more. For the moment its
+ * process is known to have exited: the last events it wrote (SHUTDOWN and its
+ * reason) are in the socket, and the exit must not be judged without them.
+ * A no-op on NULL, a closed connection, or from inside this client's own
+ * callbacks while it parses. */
+void nf_qmp_drain(NfQmp *qmp);
+
 void nf_qmp_set_default_timeout(NfQmp *qmp, guint timeout_ms);
 gboolean nf_qmp_is_ready(NfQmp *qmp);
 gboolean nf_qmp_is_closed(NfQmp *qmp);

@@ -68,8 +68,7 @@ struct NfFleet {
   gboolean built;            /* nf_fleet_new succeeded */
   char *made_runtime_dir;    /* top-most dirs nf_fleet_new created, removed if it fails */
   char *made_state_dir;
-  gint64 fail_times[256];
-  guint fail_next;
+  NfWindowCount failing; /* guests that failed within the restart window */
 };
 
 typedef struct {
@@ -92,7 +91,7 @@ static gboolean is_booting(NfVmState s);
 static gboolean resume_cb(gpointer data);
 static void notice(NfFleet *fleet, const char *message);
 static void mempolicy_notice_cb(const char *message, gpointer data);
-static void note_failure(NfFleet *fleet);
+static void note_failure(NfFleet *fleet, NfVm *vm);
 static void emit_vm_changed(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason);
 static gboolean retire_cb(gpointer data);
 static void adopt_strays(NfFleet *fleet);
@@ -413,24 +412,26 @@ static void mempolicy_notice_cb(const char *message, gpointer data)
 }
 
 /* A fleet-wide failure storm (host trouble: OOM, disk, a bad base image)
- * must not turn into a restart storm: when a large share of the fleet fails
- * within the restart window, restarts wait a window before going on. */
-static void note_failure(NfFleet *fleet)
+ * must not turn into a restart storm: when at least half the fleet (3 guests
+ * at least) has failed within the restart window, restarts wait a window
+ * before going on. Guests are counted, not failures, so one guest in a crash
+ * loop is left to its own intensity limit; each guest counts once per window
+ * (its tally remembers when). The count lives in a window counter of fixed
+ * size, so this works the same at 10 guests and at 10,000. */
+static void note_failure(NfFleet *fleet, NfVm *vm)
 {
   const NfRestartPolicy *p = &fleet->config->restart;
   gint64 now = g_get_monotonic_time();
-  fleet->fail_times[fleet->fail_next] = now;
-  fleet->fail_next = (fleet->fail_next + 1) % G_N_ELEMENTS(fleet->fail_times);
-  guint recent = 0;
-  for (guint i = 0; i < G_N_ELEMENTS(fleet->fail_times); i++)
-    if (fleet->fail_times[i] && now - fleet->fail_times[i] <= (gint64)p->window_ms * 1000)
-      recent++;
+  if (!nf_vm_storm_count_once(vm, p->window_ms, now))
+    return; /* already counted within this window */
+  nf_window_count_add(&fleet->failing, p->window_ms, now);
+  guint recent = nf_window_count_recent(&fleet->failing, p->window_ms, now);
   guint threshold = MAX(3, (fleet->vms->len + 1) / 2);
   if (recent >= threshold && !nf_limiter_restarts_held(fleet->limiter) && fleet->vms->len >= 3) {
     nf_limiter_hold_restarts(fleet->limiter, now + (gint64)p->window_ms * 1000);
     g_autofree char *msg =
-        g_strdup_printf("restarts paused for %u s: %u guests failed within %u s (host trouble?)",
-                        p->window_ms / 1000, recent, p->window_ms / 1000);
+        g_strdup_printf("restarts paused for %g s: %u guests failed within %g s (host trouble?)",
+                        p->window_ms / 1000.0, recent, p->window_ms / 1000.0);
     notice(fleet, msg);
     nf_vm_clear_timer(&fleet->resume_timer);
     fleet->resume_timer = g_timeout_add(p->window_ms, resume_cb, fleet);
@@ -474,7 +475,7 @@ static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state, co
   }
   if ((new_state == NF_VM_BACKOFF || new_state == NF_VM_FAILED) &&
       nf_exit_kind_is_failure(nf_vm_exit_kind(vm)))
-    note_failure(fleet);
+    note_failure(fleet, vm);
   if (new_state == NF_VM_QUEUED) {
     if (fleet->stopping)
       nf_vm_stop(vm, FALSE);

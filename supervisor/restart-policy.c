@@ -1,5 +1,7 @@
 /*
- * restart-policy.c: backoff and intensity arithmetic (see restart-policy.h).
+ * restart-policy.c: backoff and intensity arithmetic, and the window counter
+ * both the per-guest intensity limit and the fleet's storm guard count with
+ * (see restart-policy.h).
  */
 #include "supervisor/restart-policy.h"
 
@@ -30,13 +32,39 @@ const char *nf_restart_mode_name(NfRestartMode mode)
   }
 }
 
+/* Slice length in µs: the window in NF_WINDOW_SLICES parts, rounded up so
+ * that the slices kept always cover the whole window; never 0. */
+static gint64 slice_us(guint window_ms)
+{
+  gint64 us = ((gint64)window_ms * 1000 + NF_WINDOW_SLICES - 1) / NF_WINDOW_SLICES;
+  return MAX(us, 1);
+}
+
+void nf_window_count_add(NfWindowCount *w, guint window_ms, gint64 now_us)
+{
+  gint64 s = now_us / slice_us(window_ms);
+  guint i = (guint)(s % G_N_ELEMENTS(w->slice));
+  if (w->slice[i] != s) {
+    w->slice[i] = s; /* a slice that left the window: reused */
+    w->count[i] = 0;
+  }
+  if (w->count[i] < G_MAXUINT)
+    w->count[i]++;
+}
+
+guint nf_window_count_recent(const NfWindowCount *w, guint window_ms, gint64 now_us)
+{
+  gint64 s = now_us / slice_us(window_ms);
+  guint64 n = 0;
+  for (guint i = 0; i < G_N_ELEMENTS(w->slice); i++)
+    if (w->count[i] && w->slice[i] <= s && w->slice[i] >= s - NF_WINDOW_SLICES)
+      n += w->count[i];
+  return (guint)MIN(n, G_MAXUINT);
+}
+
 guint nf_restart_recent(const NfRestartTally *t, guint window_ms, gint64 now_us)
 {
-  guint n = 0;
-  for (guint i = 0; i < t->count; i++)
-    if (now_us - t->times[i] <= (gint64)window_ms * 1000)
-      n++;
-  return n;
+  return nf_window_count_recent(&t->restarts, window_ms, now_us);
 }
 
 void nf_restart_tally_healthy(NfRestartTally *t)
@@ -66,8 +94,7 @@ NfRestartDecision nf_restart_decide(const NfRestartPolicy *p, NfRestartTally *t,
     d *= 0.8 + 0.4 * random01;
     *delay_ms = (guint)d;
   }
-  t->times[t->next] = now_us;
-  t->next = (t->next + 1) % NF_RESTART_TALLY;
-  t->count = MIN(t->count + 1, NF_RESTART_TALLY);
+  *delay_ms = MAX(*delay_ms, NF_RESTART_FLOOR_MS);
+  nf_window_count_add(&t->restarts, p->window_ms, now_us);
   return NF_RESTART_AFTER;
 }

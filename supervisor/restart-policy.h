@@ -1,9 +1,17 @@
 /*
  * restart-policy.h: whether and when a guest that ended starts again.
- * Exponential backoff with jitter, plus an OTP-style intensity limit: more
- * than `max_restarts` restarts within `window_ms` and the guest is given up
- * on (FAILED) until a person restarts it. Pure functions over a small tally,
- * so the arithmetic is unit tested without a VM.
+ * Exponential backoff with jitter, a floor under every restart delay, plus an
+ * OTP-style intensity limit: more than `max_restarts` restarts within
+ * `window_ms` and the guest is given up on (FAILED) until a person restarts
+ * it. Pure functions over a small tally, so the arithmetic is unit tested
+ * without a VM.
+ *
+ * Events are counted in a window counter of fixed size (NfWindowCount), not
+ * kept one by one: any --max-restarts, and the fleet's failure-storm guard at
+ * any fleet size, fit in a few hundred bytes. The price is the window's edge:
+ * an event is counted for at least the window and at most one slice
+ * (window / NF_WINDOW_SLICES) longer, which errs on the safe side (a guest is
+ * given up on, or restarts paused, a little early, never late).
  */
 #pragma once
 #include <glib.h>
@@ -23,13 +31,33 @@ typedef struct {
   guint window_ms;    /* T */
 } NfRestartPolicy;
 
-#define NF_RESTART_TALLY 32 /* recent restart times kept per guest: bounded */
+/* Every restart waits at least this long after the exit, whatever --backoff
+ * says (0 included): a guest that fails at once costs at most ten spawns a
+ * second, not a tight loop. A reboot waits it too. */
+#define NF_RESTART_FLOOR_MS 100
+
+#define NF_WINDOW_SLICES 16
+
+/* How many events happened within a time window, in bounded memory: counts
+ * per slice of window / NF_WINDOW_SLICES, one more slice than the window
+ * holds so the oldest partial slice still counts. Zero-initialised is empty. */
+typedef struct {
+  gint64 slice[NF_WINDOW_SLICES + 1]; /* which slice (time / slice length) each count is of */
+  guint count[NF_WINDOW_SLICES + 1];
+} NfWindowCount;
+
+/* Records one event at monotonic `now_us` in a window of `window_ms`. The
+ * same `window_ms` must be passed on every call for one counter. */
+void nf_window_count_add(NfWindowCount *w, guint window_ms, gint64 now_us);
+
+/* Events within the window ending at `now_us` (see the header comment for
+ * the edge). */
+guint nf_window_count_recent(const NfWindowCount *w, guint window_ms, gint64 now_us);
 
 typedef struct {
-  gint64 times[NF_RESTART_TALLY]; /* monotonic µs of recent restarts, ring */
-  guint count;                    /* valid entries */
-  guint next;
-  guint consecutive; /* failures since the guest was last healthy */
+  NfWindowCount restarts;  /* restarts within the policy's window */
+  guint consecutive;       /* failures since the guest was last healthy */
+  gint64 storm_counted_us; /* when the fleet's storm guard last counted this guest; 0: never */
 } NfRestartTally;
 
 typedef enum {
@@ -43,7 +71,8 @@ const char *nf_restart_mode_name(NfRestartMode mode);
 
 /* Decides for an exit of `kind` at monotonic time `now_us`. `random01` is a
  * uniform draw in [0,1) for the jitter (±20%). On AFTER the tally records the
- * restart. A reboot restarts at once and does not count as a failure. */
+ * restart and *delay_ms is at least NF_RESTART_FLOOR_MS. A reboot restarts
+ * after the floor only and does not count as a failure. */
 NfRestartDecision nf_restart_decide(const NfRestartPolicy *policy, NfRestartTally *tally,
                                     NfExitKind kind, gint64 now_us, double random01,
                                     guint *delay_ms);

@@ -434,8 +434,11 @@ static void on_exit_cb(NfProcess *proc, int status, gpointer data)
   NfVm *vm = data;
   vm->wait_status = status;
   vm->status_known = nf_process_status_known(proc);
-  /* Drain what the console still holds? The guest is gone; the ring keeps
-   * what arrived, and a reader may not block here. */
+  /* The pidfd can win the race with qemu's last QMP words (SHUTDOWN and its
+   * reason, written just before it exits): read them first, or a guest
+   * reboot or a SIGTERM looks like a poweroff. The console's ring keeps
+   * what arrived; a reader may not block here. */
+  nf_qmp_drain(vm->qmp);
   nf_vm_dispatch(vm, NF_VM_EV_EXIT, NULL);
 }
 
@@ -684,4 +687,13 @@ char *nf_vm_stderr_tail(const NfVm *vm, guint max_lines)
   guint n = g_strv_length(lines);
   guint from = n > max_lines ? n - max_lines : 0;
   return g_strjoinv("\n", lines + from);
+}
+
+gboolean nf_vm_storm_count_once(NfVm *vm, guint window_ms, gint64 now_us)
+{
+  gint64 *counted = &vm->tally.storm_counted_us;
+  if (*counted && now_us - *counted <= (gint64)window_ms * 1000)
+    return FALSE;
+  *counted = now_us;
+  return TRUE;
 }

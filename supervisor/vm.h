@@ -158,6 +158,10 @@ void nf_vm_console_unwatch(NfVm *vm, guint id);
 /* Input for the guest's console; -1 when it has no console now. */
 gssize nf_vm_console_write(NfVm *vm, const char *buf, gsize len);
 
+/* For the fleet's storm guard: TRUE (and remembers `now_us`) unless this
+ * guest was already counted within the last `window_ms`. */
+gboolean nf_vm_storm_count_once(NfVm *vm, guint window_ms, gint64 now_us);
+
 /* Sets the balloon target (bytes) over QMP; `cb` gets qemu's reply. FALSE
  * (and no callback) when the guest has no QMP connection now. */
 gboolean nf_vm_balloon(NfVm *vm, guint64 bytes, NfQmpReplyFunc cb, gpointer user_data);

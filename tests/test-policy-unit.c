@@ -1,7 +1,8 @@
 /*
  * test-policy-unit.c: exit classification rules and the restart arithmetic
- * (backoff doubling with bounded jitter, the R-in-T intensity limit, what
- * each --restart mode restarts), without a VM.
+ * (backoff doubling with bounded jitter, the floor under every delay, the
+ * R-in-T intensity limit at any R, the window counter behind it and the
+ * fleet's storm guard, what each --restart mode restarts), without a VM.
  */
 #include <signal.h>
 #include <string.h>
@@ -77,16 +78,15 @@ static void test_backoff_doubles_with_jitter(void)
   /* The sixth within a minute is one too many. */
   g_assert_cmpint(nf_restart_decide(&policy, &t, NF_EXIT_CRASHED, now, 0.5, &d), ==,
                   NF_RESTART_GIVE_UP);
-  /* Outside the window the tally no longer counts them. */
-  g_assert_cmpuint(nf_restart_recent(&t, policy.window_ms, now + 61 * G_USEC_PER_SEC), ==, 0);
-  g_assert_cmpint(
-      nf_restart_decide(&policy, &t, NF_EXIT_CRASHED, now + 61 * G_USEC_PER_SEC, 0.5, &d), ==,
-      NF_RESTART_AFTER);
+  /* Past the window (and its last slice) the tally no longer counts them. */
+  gint64 later = now + (60 + 60 / NF_WINDOW_SLICES + 1) * G_USEC_PER_SEC;
+  g_assert_cmpuint(nf_restart_recent(&t, policy.window_ms, later), ==, 0);
+  g_assert_cmpint(nf_restart_decide(&policy, &t, NF_EXIT_CRASHED, later, 0.5, &d), ==,
+                  NF_RESTART_AFTER);
   /* A healthy stretch starts the backoff over. */
   nf_restart_tally_healthy(&t);
-  g_assert_cmpint(
-      nf_restart_decide(&policy, &t, NF_EXIT_CRASHED, now + 62 * G_USEC_PER_SEC, 0.5, &d), ==,
-      NF_RESTART_AFTER);
+  g_assert_cmpint(nf_restart_decide(&policy, &t, NF_EXIT_CRASHED, later + G_USEC_PER_SEC, 0.5, &d),
+                  ==, NF_RESTART_AFTER);
   g_assert_cmpuint(d, ==, 1000);
 }
 
@@ -98,7 +98,7 @@ static void test_modes(void)
   g_assert_cmpint(nf_restart_decide(&p, &t, NF_EXIT_POWEROFF, 0, 0.5, &d), ==, NF_RESTART_NO);
   g_assert_cmpint(nf_restart_decide(&p, &t, NF_EXIT_STOPPED, 0, 0.5, &d), ==, NF_RESTART_NO);
   g_assert_cmpint(nf_restart_decide(&p, &t, NF_EXIT_REBOOT, 0, 0.5, &d), ==, NF_RESTART_AFTER);
-  g_assert_cmpuint(d, ==, 0); /* a reboot is not a failure: no delay */
+  g_assert_cmpuint(d, ==, NF_RESTART_FLOOR_MS); /* not a failure: only the floor */
   p.mode = NF_RESTART_ALWAYS;
   g_assert_cmpint(nf_restart_decide(&p, &t, NF_EXIT_POWEROFF, 0, 0.5, &d), ==, NF_RESTART_AFTER);
   g_assert_cmpint(nf_restart_decide(&p, &t, NF_EXIT_STOPPED, 0, 0.5, &d), ==, NF_RESTART_NO);
@@ -113,11 +113,82 @@ static void test_modes(void)
   g_assert_nonnull(strstr(error->message, "--restart 'sometimes'"));
 }
 
+/* The intensity limit holds at any --max-restarts: with a tally of 32 entries
+ * a guest allowed 40 restarts was never given up on. */
+static void test_intensity_above_old_tally(void)
+{
+  guint limits[] = {1, 32, 33, 40, 1000};
+  for (guint k = 0; k < G_N_ELEMENTS(limits); k++) {
+    NfRestartPolicy p = policy;
+    p.max_restarts = limits[k];
+    p.backoff_initial_ms = 0;
+    NfRestartTally t = {0};
+    guint d;
+    gint64 now = 5 * G_USEC_PER_SEC;
+    for (guint i = 0; i < limits[k]; i++, now += 1000)
+      g_assert_cmpint(nf_restart_decide(&p, &t, NF_EXIT_CRASHED, now, 0.5, &d), ==,
+                      NF_RESTART_AFTER);
+    g_assert_cmpuint(nf_restart_recent(&t, p.window_ms, now), ==, limits[k]);
+    g_assert_cmpint(nf_restart_decide(&p, &t, NF_EXIT_CRASHED, now, 0.5, &d), ==,
+                    NF_RESTART_GIVE_UP);
+  }
+}
+
+/* --backoff 0 does not make a tight loop: every restart waits the floor. */
+static void test_floor(void)
+{
+  NfRestartPolicy p = policy;
+  p.backoff_initial_ms = 0;
+  p.backoff_max_ms = 0;
+  p.max_restarts = 1000;
+  NfRestartTally t = {0};
+  guint d = 0;
+  for (guint i = 0; i < 10; i++) {
+    g_assert_cmpint(nf_restart_decide(&p, &t, NF_EXIT_CRASHED, i, 0.0, &d), ==, NF_RESTART_AFTER);
+    g_assert_cmpuint(d, ==, NF_RESTART_FLOOR_MS);
+  }
+  /* Longer delays are left as they are. */
+  p.backoff_initial_ms = p.backoff_max_ms = 5000;
+  g_assert_cmpint(nf_restart_decide(&p, &t, NF_EXIT_CRASHED, 20, 0.5, &d), ==, NF_RESTART_AFTER);
+  g_assert_cmpuint(d, ==, 5000);
+}
+
+/* The window counter: an event counts for the whole window, is gone one
+ * slice after it, and any number of events fits. */
+static void test_window_count(void)
+{
+  const guint window_ms = 16000; /* slices of exactly 1 s */
+  NfWindowCount w = {0};
+  gint64 t0 = 100 * G_USEC_PER_SEC + 300000;
+  g_assert_cmpuint(nf_window_count_recent(&w, window_ms, t0), ==, 0);
+  nf_window_count_add(&w, window_ms, t0);
+  g_assert_cmpuint(nf_window_count_recent(&w, window_ms, t0), ==, 1);
+  g_assert_cmpuint(nf_window_count_recent(&w, window_ms, t0 + 16 * G_USEC_PER_SEC), ==, 1);
+  g_assert_cmpuint(nf_window_count_recent(&w, window_ms, t0 + 17 * G_USEC_PER_SEC), ==, 0);
+  /* A million events spread over the window: all counted, in 17 slots. */
+  NfWindowCount big = {0};
+  for (guint i = 0; i < 1000000; i++)
+    nf_window_count_add(&big, window_ms, t0 + (gint64)i * 15);
+  gint64 end = t0 + 1000000LL * 15;
+  g_assert_cmpuint(nf_window_count_recent(&big, window_ms, end), ==, 1000000);
+  /* Slots are reused as time goes on: old counts never leak into new ones. */
+  nf_window_count_add(&big, window_ms, end + 40 * G_USEC_PER_SEC);
+  g_assert_cmpuint(nf_window_count_recent(&big, window_ms, end + 40 * G_USEC_PER_SEC), ==, 1);
+  /* A zero window still works (everything is one-slice old at most). */
+  NfWindowCount z = {0};
+  nf_window_count_add(&z, 0, t0);
+  g_assert_cmpuint(nf_window_count_recent(&z, 0, t0), ==, 1);
+  g_assert_cmpuint(nf_window_count_recent(&z, 0, t0 + G_USEC_PER_SEC), ==, 0);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/policy/classify", test_classify);
   g_test_add_func("/policy/backoff-doubles-with-jitter", test_backoff_doubles_with_jitter);
   g_test_add_func("/policy/modes", test_modes);
+  g_test_add_func("/policy/intensity-above-old-tally", test_intensity_above_old_tally);
+  g_test_add_func("/policy/floor", test_floor);
+  g_test_add_func("/policy/window-count", test_window_count);
   return g_test_run();
 }

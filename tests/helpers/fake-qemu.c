@@ -1,8 +1,10 @@
 /*
  * fake-qemu.c: a stand-in for qemu-system-aarch64 that costs almost nothing,
- * so the supervisor itself can be measured at 1,000-10,000 guests
- * (`nervesfleet run N --qemu build/rel/bench/fake-qemu`). Benchmarks only:
- * tests and demos use real qemu.
+ * so fleet logic can be tested at hundreds to thousands of guests in seconds
+ * (tests/test-fleet-*.c) and the supervisor itself measured at 1,000-10,000
+ * guests (bench/scale.sh, bench/restart.sh: `nervesfleet run N --qemu
+ * build/rel/tests/helpers/fake-qemu`). What needs a real guest is tested with
+ * real qemu.
  *
  * It accepts the argv the supervisor builds (supervisor/qemu-argv.c), skips
  * every option it does not know (and that option's value), and honours:
@@ -26,8 +28,22 @@
  * negotiated monitor with qemu's timestamp. SIGTERM/SIGINT/SIGHUP: SHUTDOWN
  * (host-signal) and exit 0, as qemu does.
  *
- * One ppoll loop, no threads, no GLib: a few KiB of heap per process, so ten
- * thousand of them fit next to the supervisor being measured.
+ * Faults, from the environment (read at each start, so a test can change
+ * them between restarts), for every guest or only those named in
+ * FAKE_QEMU_FAULT_GUESTS (comma-separated -name values, e.g. vm-0001,vm-0007):
+ *   FAKE_QEMU_FAIL_START=1   exit 1 at once, before any channel is up (a bad
+ *                            argument or a broken binary)
+ *   FAKE_QEMU_EXIT_MS=N      crash N ms after the QMP handshake: exit with
+ *                            FAKE_QEMU_EXIT_CODE (default 1), no SHUTDOWN event
+ *   FAKE_QEMU_NO_READY=1     never print the ready line (a guest stuck booting)
+ *   FAKE_QEMU_HANG_MS=N      N ms after the QMP handshake stop answering
+ *                            anything, quit and SIGTERM included (a hung qemu)
+ *   FAKE_QEMU_REBOOT_MS=N    the guest reboots itself N ms after the QMP
+ *                            handshake: with -no-reboot, SHUTDOWN (guest-reset)
+ *                            and exit 0, as qemu does; else RESET and boot again
+ *
+ * One ppoll loop, no threads, no GLib, built without sanitizers: a few KiB of
+ * heap per process, so ten thousand of them fit next to the supervisor.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -76,6 +92,14 @@ static int64_t boot_ms;
 static int64_t booted_at_ms; /* start, or the last reset, plus boot_ms */
 static int64_t powerdown_due_ms;
 static volatile sig_atomic_t got_signal;
+/* Faults (see the top of the file); -1: off. */
+static int64_t exit_after_ms = -1, hang_after_ms = -1, reboot_after_ms = -1;
+static int64_t reboot_due_ms;
+static bool no_reboot;
+static int exit_code = 1;
+static bool no_ready;
+static int64_t exit_due_ms, hang_due_ms; /* armed at the QMP handshake; 0: not armed */
+static bool hung;
 
 static int64_t now_ms(void);
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -98,6 +122,9 @@ static void qmp_input(Chardev *c);
 static void conn_readable(Chardev *c);
 static void finish(int code, const char *reason);
 static void on_signal(int sig);
+static void reset(bool guest, const char *reason);
+static bool fault_applies(void);
+static void read_faults(void);
 
 static int64_t now_ms(void)
 {
@@ -210,6 +237,8 @@ static void parse_args(int argc, char **argv)
     if (a[0] != '-')
       continue; /* a positional disk image: ignored */
     const char *opt = a + (a[1] == '-' ? 2 : 1);
+    if (strcmp(opt, "no-reboot") == 0)
+      no_reboot = true;
     if (takes_no_value(opt))
       continue;
     if (i + 1 >= argc)
@@ -343,6 +372,8 @@ static void serial_boot(Chardev *c)
   c->ready_due_ms = booted_at_ms > now ? booted_at_ms : now;
   if (c->ready_due_ms == 0)
     c->ready_due_ms = 1;
+  if (no_ready)
+    c->ready_due_ms = 0;
 }
 
 static void send_json(Chardev *c, json_t *msg)
@@ -423,6 +454,14 @@ static void handle_command(Chardev *c, json_t *req)
     if (strcmp(cmd, "qmp_capabilities") == 0) {
       c->negotiated = true;
       reply(c, id, NULL);
+      if (exit_after_ms >= 0 && exit_due_ms == 0)
+        exit_due_ms = now_ms() + exit_after_ms + 1;
+      if (hang_after_ms == 0)
+        hung = true; /* at once: not even input already read is answered */
+      else if (hang_after_ms > 0 && hang_due_ms == 0)
+        hang_due_ms = now_ms() + hang_after_ms;
+      if (reboot_after_ms >= 0 && reboot_due_ms == 0)
+        reboot_due_ms = now_ms() + reboot_after_ms + 1;
     } else {
       reply_error(c, id, "CommandNotFound",
                   "Expecting capabilities negotiation with 'qmp_capabilities'");
@@ -445,11 +484,7 @@ static void handle_command(Chardev *c, json_t *req)
     finish(0, "host-qmp-quit");
   } else if (strcmp(cmd, "system_reset") == 0) {
     reply(c, id, NULL);
-    emit_event("RESET", json_pack("{s:b,s:s}", "guest", 0, "reason", "host-qmp-system-reset"));
-    booted_at_ms = now_ms() + boot_ms;
-    for (int i = 0; i < n_chardevs; i++)
-      if (chardevs[i].kind == KIND_SERIAL && chardevs[i].fd >= 0)
-        serial_boot(&chardevs[i]);
+    reset(false, "host-qmp-system-reset");
   } else if (strcmp(cmd, "system_powerdown") == 0) {
     reply(c, id, NULL);
     emit_event("POWERDOWN", NULL);
@@ -515,7 +550,7 @@ static void handle_command(Chardev *c, json_t *req)
 static void qmp_input(Chardev *c)
 {
   size_t pos = 0;
-  while (c->fd >= 0) {
+  while (c->fd >= 0 && !hung) {
     while (pos < c->in_len && strchr(" \t\r\n", c->in[pos]))
       pos++;
     if (pos >= c->in_len)
@@ -553,6 +588,8 @@ static void conn_readable(Chardev *c)
     conn_close(c);
     return;
   }
+  if (hung)
+    return; /* read (so the peer is not blocked) and never answered */
   if (c->kind == KIND_SERIAL) {
     out_append(c, buf, (size_t)n); /* the console echoes */
   } else if (c->kind == KIND_QMP) {
@@ -577,8 +614,8 @@ static void conn_readable(Chardev *c)
 
 static void finish(int code, const char *reason)
 {
-  emit_event("SHUTDOWN", json_pack("{s:b,s:s}", "guest", strcmp(reason, "guest-shutdown") == 0,
-                                   "reason", reason));
+  emit_event("SHUTDOWN",
+             json_pack("{s:b,s:s}", "guest", strncmp(reason, "guest-", 6) == 0, "reason", reason));
   /* Deliver what is queued (bounded), then go, as qemu does. */
   int64_t deadline = now_ms() + 1000;
   for (int i = 0; i < n_chardevs; i++) {
@@ -594,9 +631,50 @@ static void finish(int code, const char *reason)
   exit(code);
 }
 
+/* A reset, by the host (QMP) or by the guest itself. */
+static void reset(bool guest, const char *reason)
+{
+  emit_event("RESET", json_pack("{s:b,s:s}", "guest", guest, "reason", reason));
+  booted_at_ms = now_ms() + boot_ms;
+  for (int i = 0; i < n_chardevs; i++)
+    if (chardevs[i].kind == KIND_SERIAL && chardevs[i].fd >= 0)
+      serial_boot(&chardevs[i]);
+}
+
 static void on_signal(int sig)
 {
   got_signal = sig;
+}
+
+static bool fault_applies(void)
+{
+  const char *only = getenv("FAKE_QEMU_FAULT_GUESTS");
+  if (only == NULL || only[0] == '\0')
+    return true;
+  size_t len = strlen(guest_name);
+  for (const char *p = only; (p = strstr(p, guest_name)) != NULL; p++)
+    if ((p == only || p[-1] == ',') && (p[len] == ',' || p[len] == '\0'))
+      return true;
+  return false;
+}
+
+static void read_faults(void)
+{
+  if (!fault_applies())
+    return;
+  const char *v;
+  if ((v = getenv("FAKE_QEMU_FAIL_START")) && atoi(v))
+    die("fake start failure (FAKE_QEMU_FAIL_START)");
+  if ((v = getenv("FAKE_QEMU_EXIT_MS")) && v[0])
+    exit_after_ms = atoll(v);
+  if ((v = getenv("FAKE_QEMU_EXIT_CODE")) && v[0])
+    exit_code = atoi(v);
+  if ((v = getenv("FAKE_QEMU_NO_READY")) && atoi(v))
+    no_ready = true;
+  if ((v = getenv("FAKE_QEMU_HANG_MS")) && v[0])
+    hang_after_ms = atoll(v);
+  if ((v = getenv("FAKE_QEMU_REBOOT_MS")) && v[0])
+    reboot_after_ms = atoll(v);
 }
 
 int main(int argc, char **argv)
@@ -617,6 +695,10 @@ int main(int argc, char **argv)
   sigaction(SIGHUP, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
 
+  for (int i = 1; i + 1 < argc; i++)
+    if (strcmp(argv[i], "-name") == 0)
+      guest_name = strncmp(argv[i + 1], "guest=", 6) == 0 ? argv[i + 1] + 6 : argv[i + 1];
+  read_faults();
   parse_args(argc, argv);
   balloon_actual = ram_bytes;
   if (pidfile) {
@@ -633,15 +715,32 @@ int main(int argc, char **argv)
     int n = 0;
     int64_t now = now_ms(), due = -1;
 
+    if (exit_due_ms && exit_due_ms <= now)
+      _exit(exit_code); /* a crash: no SHUTDOWN event, the pid file stays */
+    if (hang_due_ms && hang_due_ms <= now)
+      hung = true;
+    if (reboot_due_ms && reboot_due_ms <= now && !hung) {
+      reboot_due_ms = 0;
+      if (no_reboot)
+        finish(0, "guest-reset");
+      reset(true, "guest-reset");
+    }
+    if (reboot_due_ms && (due < 0 || reboot_due_ms < due))
+      due = reboot_due_ms;
+    if (exit_due_ms && (due < 0 || exit_due_ms < due))
+      due = exit_due_ms;
+    if (hang_due_ms && !hung && (due < 0 || hang_due_ms < due))
+      due = hang_due_ms;
+
     for (int i = 0; i < n_chardevs; i++) {
       Chardev *c = &chardevs[i];
-      if (c->fd >= 0 && c->ready_due_ms && c->ready_due_ms <= now) {
+      if (c->fd >= 0 && c->ready_due_ms && c->ready_due_ms <= now && !hung) {
         char line[256];
         int len = snprintf(line, sizeof(line), "nervesfleet-ready serial=%s\r\n", serial_string);
         c->ready_due_ms = 0;
         out_append(c, line, (size_t)len);
       }
-      if (c->fd >= 0 && c->ready_due_ms && (due < 0 || c->ready_due_ms < due))
+      if (c->fd >= 0 && c->ready_due_ms && !hung && (due < 0 || c->ready_due_ms < due))
         due = c->ready_due_ms;
       if (c->fd >= 0) {
         pfds[n] = (struct pollfd){.fd = c->fd, .events = POLLIN | (c->out_len ? POLLOUT : 0)};
@@ -651,7 +750,7 @@ int main(int argc, char **argv)
         owner[n++] = c;
       }
     }
-    if (powerdown_due_ms && powerdown_due_ms <= now)
+    if (powerdown_due_ms && powerdown_due_ms <= now && !hung)
       finish(0, "guest-shutdown");
     if (powerdown_due_ms && (due < 0 || powerdown_due_ms < due))
       due = powerdown_due_ms;
@@ -664,7 +763,7 @@ int main(int argc, char **argv)
       tsp = &ts;
     }
     int r = ppoll(pfds, (nfds_t)n, tsp, &orig);
-    if (got_signal)
+    if (got_signal && !hung)
       finish(0, "host-signal");
     if (r < 0) {
       if (errno == EINTR)

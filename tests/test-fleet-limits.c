@@ -1,0 +1,186 @@
+/*
+ * test-fleet-limits.c: the fleet's safety limits at the sizes where they
+ * used to switch themselves off, on the fake qemu (hundreds to 1,000 guests
+ * in seconds). Guards: the boot window never has more than `batch` guests
+ * booting; the failure-storm guard pauses restarts when 1,000 guests fail at
+ * once (its 256-entry ring could never reach half of more than 512 guests)
+ * and resumes them a window later;
+ * one guest in a crash loop does not pause the whole fleet; a guest is given
+ * up on after --max-restarts 40 (a 32-entry tally never got there); no
+ * restart is scheduled sooner than the floor, even with --backoff 0;
+ * `run` refuses --restart-window 0 (which would switch both limits off).
+ */
+#include <signal.h>
+#include <string.h>
+
+#include "tests/lib/fake-fleet.h"
+#include "tests/lib/nf-test.h"
+
+#define WAIT_MS 120000
+
+static void kill_guest(NfFakeFleet *f, guint id)
+{
+  NfVm *vm = nf_fleet_find_vm(f->fleet, id);
+  g_assert_nonnull(vm);
+  GPid pid = nf_vm_pid(vm);
+  g_assert_cmpint(pid, >, 0);
+  g_assert_cmpint(kill(pid, SIGKILL), ==, 0);
+}
+
+static gboolean any_reason_has(NfFakeFleet *f, const char *needle)
+{
+  for (guint i = 0; i < f->reasons->len; i++)
+    if (strstr(g_ptr_array_index(f->reasons, i), needle))
+      return TRUE;
+  return FALSE;
+}
+
+/* 400 guests through a window of 8: it is used to the full and never
+ * exceeded, and every guest is started exactly once. */
+static void test_boot_window(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(400, 8);
+  g_setenv("FAKE_QEMU_BOOT_MS", "30", TRUE); /* each guest holds its slot a while */
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  g_assert_cmpuint(f->max_booting, ==, 8);
+  NfFleetCounts c;
+  nf_fleet_counts(f->fleet, &c);
+  g_assert_cmpuint(c.started, ==, 400);
+  g_assert_cmpuint(nf_fake_fleet_seen(f, NF_VM_QUEUED, NF_VM_STARTING), ==, 400);
+  nf_fake_fleet_finish(f, FALSE);
+}
+
+static gboolean all_waiting(NfFakeFleet *f)
+{
+  NfFleetCounts c;
+  nf_fleet_counts(f->fleet, &c);
+  return c.booting == 0 && c.ready == 0 && c.backoff == 0 && c.stopping == 0;
+}
+
+/* 1,000 guests killed at once (a host OOM, say): restarts pause, and while
+ * paused no guest is started again. */
+static void test_storm_guard_1000(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(1000, 1000);
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  g_assert_cmpuint(f->max_booting, <=, 1000);
+
+  g_setenv("FAKE_QEMU_EXIT_MS", "0", TRUE); /* restarted guests keep failing */
+  for (guint id = 1; id <= 1000; id++)
+    kill_guest(f, id);
+  g_assert_true(nf_fake_fleet_wait_notice(f, "restarts paused", WAIT_MS));
+  NfFleetCounts at_pause;
+  nf_fleet_counts(f->fleet, &at_pause);
+
+  /* Everything that failed waits in the queue; nothing more was started. */
+  g_assert_true(nf_fake_fleet_wait(f, all_waiting, WAIT_MS));
+  NfFleetCounts c;
+  nf_fleet_counts(f->fleet, &c);
+  g_assert_cmpuint(c.started, ==, at_pause.started);
+  g_assert_cmpuint(c.queued, >, 0);
+  g_assert_cmpuint(c.queued + c.failed, ==, 1000);
+  nf_fake_fleet_finish(f, FALSE);
+}
+
+/* After the pause (one restart window) restarts resume by themselves and the
+ * fleet comes back whole. */
+static void test_storm_pause_resumes(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(20, 20);
+  f->config.restart.window_ms = 1000;
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  for (guint id = 1; id <= 20; id++)
+    kill_guest(f, id);
+  g_assert_true(nf_fake_fleet_wait_notice(f, "restarts paused for 1 s", WAIT_MS));
+  g_assert_true(nf_fake_fleet_wait_notice(f, "restarts resumed", WAIT_MS));
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  g_assert_cmpuint(nf_fake_fleet_seen(f, NF_VM_READY, NF_VM_BACKOFF), ==, 20);
+  nf_fake_fleet_finish(f, FALSE);
+}
+
+/* One guest of 10 in a crash loop is left to its own intensity limit: the
+ * others do not have their restarts paused on its account. */
+static void test_one_crash_loop_is_no_storm(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(10, 10);
+  f->config.restart.max_restarts = 6; /* past the old storm threshold of 5 failures */
+  f->config.restart.backoff_initial_ms = 0;
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  g_setenv("FAKE_QEMU_FAULT_GUESTS", "vm-0001", TRUE);
+  g_setenv("FAKE_QEMU_EXIT_MS", "0", TRUE);
+  g_setenv("FAKE_QEMU_EXIT_CODE", "3", TRUE);
+  kill_guest(f, 1);
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_FAILED, WAIT_MS));
+  g_assert_nonnull(strstr(nf_vm_exit_reason(nf_fleet_find_vm(f->fleet, 1)), "status 3"));
+  g_assert_cmpuint(nf_vm_restarts(nf_fleet_find_vm(f->fleet, 1)), ==, 6);
+  for (guint i = 0; i < f->notices->len; i++)
+    g_assert_null(strstr(g_ptr_array_index(f->notices, i), "restarts paused"));
+  g_assert_cmpuint(nf_fake_fleet_count(f, NF_VM_READY), ==, 9);
+  nf_fake_fleet_finish(f, FALSE);
+}
+
+/* --max-restarts 40 with --backoff 0: the guest is given up on after its
+ * 40th restart, and each restart waited at least the floor. */
+static void test_restarts_above_old_tally(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(1, 1);
+  f->config.restart.max_restarts = 40;
+  f->config.restart.window_ms = 600000;
+  f->config.restart.backoff_initial_ms = 0;
+  f->config.restart.backoff_max_ms = 0;
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  g_setenv("FAKE_QEMU_EXIT_MS", "0", TRUE);
+  kill_guest(f, 1);
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_FAILED, WAIT_MS));
+  NfVm *vm = nf_fleet_find_vm(f->fleet, 1);
+  g_assert_cmpuint(nf_vm_restarts(vm), ==, 40);
+  g_assert_true(any_reason_has(f, "more than 40 restarts within 600 s"));
+  g_assert_cmpuint(nf_fake_fleet_seen(f, NF_VM_BACKOFF, NF_VM_QUEUED), ==, 40);
+  /* --backoff 0 is the floor, not a tight loop. */
+  g_assert_true(any_reason_has(f, "restarting in 0.1 s"));
+  g_assert_false(any_reason_has(f, "restarting in 0.0 s"));
+  nf_fake_fleet_finish(f, FALSE);
+}
+
+/* The flags, through the real binary: a zero window is refused with the
+ * documented status 2; --backoff 0 and a large --max-restarts are accepted
+ * and run (on the fake qemu, --exec true). */
+static void test_flags(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *out = NULL;
+  const char *zero[] = {"run", "1", "--restart-window", "0", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, zero, 30000, &out), ==, 2);
+  g_assert_nonnull(strstr(out, "--restart-window '0'"));
+  g_assert_nonnull(strstr(out, "longer than 0 s"));
+  g_clear_pointer(&out, g_free);
+
+  g_autofree char *qemu = g_build_filename(g_getenv("NF_HELPERS"), "fake-qemu", NULL);
+  g_autofree char *kernel = g_build_filename(tmp, "Image", NULL);
+  g_assert_true(g_file_set_contents(kernel, "not a kernel", -1, NULL));
+  const char *ok[] = {"run",       "2", "--qemu",         qemu,      "--kernel", kernel,
+                      "--backoff", "0", "--max-restarts", "1000000", "--exec",   "true",
+                      NULL};
+  int status = nf_test_run_cli(tmp, ok, 60000, &out);
+  if (status != 0)
+    g_test_message("output:\n%s", out);
+  g_assert_cmpint(status, ==, 0);
+  nf_test_tmpdir_cleanup(tmp);
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/fleet-limits/boot-window", test_boot_window);
+  g_test_add_func("/fleet-limits/storm-guard-1000", test_storm_guard_1000);
+  g_test_add_func("/fleet-limits/storm-pause-resumes", test_storm_pause_resumes);
+  g_test_add_func("/fleet-limits/one-crash-loop-is-no-storm", test_one_crash_loop_is_no_storm);
+  g_test_add_func("/fleet-limits/restarts-above-old-tally", test_restarts_above_old_tally);
+  g_test_add_func("/fleet-limits/flags", test_flags);
+  return g_test_run();
+}
