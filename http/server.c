@@ -1,0 +1,563 @@
+/*
+ * server.c: the HTTP server (see http.h): listening, who may connect, the
+ * checks every request passes before anything reads its body, routing to
+ * api.c, metrics.c and page.c, and the JSON error answers all of them use.
+ *
+ * Connections are accepted here (a GSocketService on the default main
+ * context) and only then handed to libsoup, so their number is capped
+ * (NF_HTTP_MAX_CONNS: the next one gets a 503 and is closed) and each has
+ * deadlines: its request must arrive within NF_HTTP_READ_TIMEOUT_S (a slow
+ * or silent client is closed) and its answer be taken within
+ * NF_HTTP_WRITE_TIMEOUT_S, streams excepted (they have a backlog cap
+ * instead, stream.c). Bodies are capped at NF_HTTP_MAX_BODY and must say
+ * their length; paths at NF_HTTP_MAX_PATH. Whatever a client sends, the
+ * answer is a 4xx with a JSON error and the supervisor goes on.
+ */
+#include "http/http-private.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <gio/gio.h>
+
+typedef struct {
+  NfHttp *http;
+  GSocketConnection *conn; /* weak: libsoup owns it */
+  GSocket *socket;
+  gint64 read_deadline;  /* monotonic µs; 0 once the request is read */
+  gint64 write_deadline; /* monotonic µs; 0 while reading or streaming */
+} Conn;
+
+static gboolean incoming_cb(GSocketService *service, GSocketConnection *connection, GObject *source,
+                            gpointer data);
+static void conn_gone_cb(gpointer data, GObject *where);
+static Conn *conn_for_msg(NfHttp *http, SoupServerMessage *msg);
+static gboolean sweep_cb(gpointer data);
+static void request_started_cb(SoupServer *server, SoupServerMessage *msg, gpointer data);
+static void request_read_cb(SoupServer *server, SoupServerMessage *msg, gpointer data);
+static void request_done_cb(SoupServer *server, SoupServerMessage *msg, gpointer data);
+static void early_cb(SoupServer *server, SoupServerMessage *msg, const char *path,
+                     GHashTable *query, gpointer data);
+static void handler_cb(SoupServer *server, SoupServerMessage *msg, const char *path,
+                       GHashTable *query, gpointer data);
+static gboolean is_page_path(const char *path);
+static gboolean check_access(NfHttp *http, SoupServerMessage *msg, const char *path);
+static gboolean token_equal(const char *given, const char *token);
+static gboolean host_is_loopback(const char *host);
+static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason,
+                          gpointer data);
+static void notice_cb(NfFleet *fleet, const char *message, gpointer data);
+
+/* --- options ------------------------------------------------------------------- */
+
+gboolean nf_http_parse_listen(const char *spec, char **addr, guint *port, GError **error)
+{
+  g_autofree char *host = NULL;
+  const char *port_str = spec;
+  const char *colon = strrchr(spec, ':');
+  if (spec[0] == '[') {
+    const char *close = strchr(spec, ']');
+    if (!close || close[1] != ':') {
+      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                  "--http '%s': an IPv6 address goes in brackets before the port, e.g. [::1]:8080",
+                  spec);
+      return FALSE;
+    }
+    host = g_strndup(spec + 1, (gsize)(close - spec - 1));
+    port_str = close + 2;
+  } else if (colon) {
+    host = g_strndup(spec, (gsize)(colon - spec));
+    port_str = colon + 1;
+  }
+  guint64 p;
+  if (!g_ascii_string_to_unsigned(port_str, 10, 0, 65535, &p, NULL)) {
+    g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                "--http '%s': the port must be a number 0-65535, e.g. --http 8080 or "
+                "--http 0.0.0.0:8080",
+                spec);
+    return FALSE;
+  }
+  if (!host || !*host) {
+    g_free(host);
+    host = g_strdup("127.0.0.1");
+  }
+  g_autoptr(GInetAddress) ia = g_inet_address_new_from_string(host);
+  if (!ia) {
+    g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                "--http '%s': '%s' is not an IP address (e.g. 127.0.0.1, 0.0.0.0, [::1])", spec,
+                host);
+    return FALSE;
+  }
+  *addr = g_steal_pointer(&host);
+  *port = (guint)p;
+  return TRUE;
+}
+
+gboolean nf_http_addr_is_loopback(const char *addr)
+{
+  g_autoptr(GInetAddress) ia = g_inet_address_new_from_string(addr);
+  return ia && g_inet_address_get_is_loopback(ia);
+}
+
+char *nf_http_read_token(const char *path, GError **error)
+{
+  g_autofree char *text = NULL;
+  gsize len = 0;
+  if (g_str_equal(path, "-")) {
+    GString *s = g_string_new(NULL);
+    char buf[256];
+    ssize_t n;
+    while (s->len < 4096 && (n = read(STDIN_FILENO, buf, sizeof(buf))) != 0) {
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        break;
+      g_string_append_len(s, buf, n);
+    }
+    text = g_string_free(s, FALSE);
+  } else if (!g_file_get_contents(path, &text, &len, error)) {
+    g_prefix_error(error, "--http-token: ");
+    return NULL;
+  }
+  g_strstrip(text);
+  if (strlen(text) < 16 || strpbrk(text, " \t\r\n")) {
+    g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                "--http-token %s: the token must be one word of at least 16 characters (e.g. "
+                "`head -c 24 /dev/urandom | base64 > token`)",
+                path);
+    return NULL;
+  }
+  return g_steal_pointer(&text);
+}
+
+/* --- lifetime -------------------------------------------------------------------- */
+
+NfHttp *nf_http_new(NfCommands *cmds, const NfHttpOptions *opts, GError **error)
+{
+  if (!opts->token && !nf_http_addr_is_loopback(opts->addr)) {
+    g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                "--http %s: serving beyond this host needs a token: add --http-token FILE "
+                "(or bind 127.0.0.1)",
+                opts->addr);
+    return NULL;
+  }
+  g_autoptr(GInetAddress) ia = g_inet_address_new_from_string(opts->addr);
+  g_autoptr(GSocketAddress) sa = g_inet_socket_address_new(ia, (guint16)opts->port);
+  GSocketService *service = g_socket_service_new();
+  /* GLib's default backlog (10) would leave a burst of clients in SYN retries. */
+  g_socket_listener_set_backlog(G_SOCKET_LISTENER(service), 128);
+  g_autoptr(GSocketAddress) bound = NULL;
+  if (!g_socket_listener_add_address(G_SOCKET_LISTENER(service), sa, G_SOCKET_TYPE_STREAM,
+                                     G_SOCKET_PROTOCOL_TCP, NULL, &bound, error)) {
+    g_prefix_error(error, "--http %s:%u: ", opts->addr, opts->port);
+    g_object_unref(service);
+    return NULL;
+  }
+  NfHttp *http = g_new0(NfHttp, 1);
+  http->cmds = cmds;
+  http->fleet = nf_commands_fleet(cmds);
+  http->opts.addr = g_strdup(opts->addr);
+  http->opts.port = opts->port;
+  http->opts.token = g_strdup(opts->token);
+  http->opts.guest_metrics = opts->guest_metrics;
+  http->port = g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(bound));
+  http->url = g_strdup_printf(strchr(opts->addr, ':') ? "http://[%s]:%u/" : "http://%s:%u/",
+                              opts->addr, http->port);
+  http->service = service;
+  http->conns = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
+  http->server = g_object_new(SOUP_TYPE_SERVER, "server-header", "nervesfleet", NULL);
+  soup_server_add_early_handler(http->server, NULL, early_cb, http, NULL);
+  soup_server_add_handler(http->server, NULL, handler_cb, http, NULL);
+  g_signal_connect(http->server, "request-started", G_CALLBACK(request_started_cb), http);
+  g_signal_connect(http->server, "request-read", G_CALLBACK(request_read_cb), http);
+  g_signal_connect(http->server, "request-finished", G_CALLBACK(request_done_cb), http);
+  g_signal_connect(http->server, "request-aborted", G_CALLBACK(request_done_cb), http);
+  g_signal_connect(service, "incoming", G_CALLBACK(incoming_cb), http);
+  http->metrics = nf_http_metrics_new(http);
+  static const NfFleetCallbacks listener = {.vm_changed = vm_changed_cb, .notice = notice_cb};
+  http->listener_id = nf_fleet_add_listener(http->fleet, &listener, http);
+  g_socket_service_start(service);
+  return http;
+}
+
+void nf_http_free(NfHttp *http)
+{
+  if (!http)
+    return;
+  nf_fleet_remove_listener(http->fleet, http->listener_id);
+  g_socket_service_stop(http->service);
+  g_socket_listener_close(G_SOCKET_LISTENER(http->service));
+  g_signal_handlers_disconnect_by_data(http->service, http);
+  nf_http_streams_close_all(http);
+  g_signal_handlers_disconnect_by_data(http->server, http);
+  soup_server_disconnect(http->server);
+  /* Connections libsoup still holds no longer call back into us. */
+  GHashTableIter it;
+  gpointer value;
+  g_hash_table_iter_init(&it, http->conns);
+  while (g_hash_table_iter_next(&it, NULL, &value)) {
+    Conn *c = value;
+    g_socket_shutdown(c->socket, TRUE, TRUE, NULL);
+    g_object_weak_unref(G_OBJECT(c->conn), conn_gone_cb, c);
+  }
+  g_hash_table_unref(http->conns);
+  g_object_unref(http->server);
+  g_object_unref(http->service);
+  if (http->sweep_src)
+    g_source_remove(http->sweep_src);
+  if (http->stats_src)
+    g_source_remove(http->stats_src);
+  nf_http_metrics_free(http->metrics);
+  g_free(http->opts.addr);
+  g_free(http->opts.token);
+  g_free(http->url);
+  g_free(http);
+}
+
+guint nf_http_port(const NfHttp *http)
+{
+  return http->port;
+}
+
+const char *nf_http_url(const NfHttp *http)
+{
+  return http->url;
+}
+
+/* --- connections ------------------------------------------------------------------ */
+
+static gboolean incoming_cb(GSocketService *service, GSocketConnection *connection, GObject *source,
+                            gpointer data)
+{
+  NfHttp *http = data;
+  GSocket *sock = g_socket_connection_get_socket(connection);
+  if (g_hash_table_size(http->conns) >= NF_HTTP_MAX_CONNS) {
+    /* No parsing needed to refuse: one fixed answer, then close. */
+    g_autofree char *body =
+        g_strdup_printf("{\"error\":{\"code\":\"busy\",\"message\":\"too many HTTP "
+                        "connections (%d)\"}}\n",
+                        NF_HTTP_MAX_CONNS);
+    g_autofree char *busy =
+        g_strdup_printf("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                        "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                        strlen(body), body);
+    g_socket_set_blocking(sock, FALSE);
+    (void)g_socket_send(sock, busy, strlen(busy), NULL, NULL);
+    g_socket_shutdown(sock, TRUE, TRUE, NULL);
+    g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
+    return TRUE;
+  }
+  Conn *c = g_new0(Conn, 1);
+  c->http = http;
+  c->conn = connection;
+  c->socket = sock;
+  c->read_deadline = g_get_monotonic_time() + NF_HTTP_READ_TIMEOUT_S * G_USEC_PER_SEC;
+  g_hash_table_insert(http->conns, sock, c);
+  g_object_weak_ref(G_OBJECT(connection), conn_gone_cb, c);
+  if (!http->sweep_src)
+    http->sweep_src = g_timeout_add_seconds(1, sweep_cb, http);
+  g_autoptr(GSocketAddress) local = g_socket_connection_get_local_address(connection, NULL);
+  g_autoptr(GSocketAddress) remote = g_socket_connection_get_remote_address(connection, NULL);
+  g_autoptr(GError) error = NULL;
+  if (!soup_server_accept_iostream(http->server, G_IO_STREAM(connection), local, remote, &error))
+    g_socket_shutdown(sock, TRUE, TRUE, NULL);
+  return TRUE;
+}
+
+/* libsoup let go of a connection: forget it. */
+static void conn_gone_cb(gpointer data, GObject *where)
+{
+  Conn *c = data;
+  g_hash_table_remove(c->http->conns, c->socket);
+}
+
+static Conn *conn_for_msg(NfHttp *http, SoupServerMessage *msg)
+{
+  GSocket *sock = soup_server_message_get_socket(msg);
+  return sock ? g_hash_table_lookup(http->conns, sock) : NULL;
+}
+
+/* Closes connections past a deadline; stops when none are left. */
+static gboolean sweep_cb(gpointer data)
+{
+  NfHttp *http = data;
+  gint64 now = g_get_monotonic_time();
+  GHashTableIter it;
+  gpointer value;
+  g_hash_table_iter_init(&it, http->conns);
+  while (g_hash_table_iter_next(&it, NULL, &value)) {
+    Conn *c = value;
+    if ((c->read_deadline && now > c->read_deadline) ||
+        (c->write_deadline && now > c->write_deadline)) {
+      /* libsoup sees the connection fail and lets go of it (conn_gone_cb). */
+      g_socket_shutdown(c->socket, TRUE, TRUE, NULL);
+      c->read_deadline = c->write_deadline = 0;
+    }
+  }
+  if (g_hash_table_size(http->conns) > 0)
+    return G_SOURCE_CONTINUE;
+  http->sweep_src = 0;
+  return G_SOURCE_REMOVE;
+}
+
+static void request_started_cb(SoupServer *server, SoupServerMessage *msg, gpointer data)
+{
+  Conn *c = conn_for_msg(data, msg);
+  if (c && !c->read_deadline) {
+    /* A next request on a kept-alive connection: a new read deadline. */
+    c->read_deadline = g_get_monotonic_time() + NF_HTTP_READ_TIMEOUT_S * G_USEC_PER_SEC;
+    c->write_deadline = 0;
+  }
+}
+
+static void request_read_cb(SoupServer *server, SoupServerMessage *msg, gpointer data)
+{
+  Conn *c = conn_for_msg(data, msg);
+  if (c) {
+    c->read_deadline = 0;
+    c->write_deadline = g_get_monotonic_time() + NF_HTTP_WRITE_TIMEOUT_S * G_USEC_PER_SEC;
+  }
+}
+
+static void request_done_cb(SoupServer *server, SoupServerMessage *msg, gpointer data)
+{
+  NfHttp *http = data;
+  nf_http_stream_message_gone(http, msg);
+  Conn *c = conn_for_msg(http, msg);
+  if (c)
+    c->write_deadline = 0;
+}
+
+void nf_http_conn_streaming(NfHttp *http, SoupServerMessage *msg)
+{
+  Conn *c = conn_for_msg(http, msg);
+  if (c)
+    c->write_deadline = 0;
+}
+
+void nf_http_drop_connection(NfHttp *http, SoupServerMessage *msg)
+{
+  GSocket *sock = soup_server_message_get_socket(msg);
+  if (sock)
+    g_socket_shutdown(sock, TRUE, TRUE, NULL);
+}
+
+/* --- answers ------------------------------------------------------------------------ */
+
+void nf_http_reply_json(SoupServerMessage *msg, guint status, json_t *doc)
+{
+  char *text = json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(10));
+  json_decref(doc);
+  gsize len = text ? strlen(text) : 0;
+  char *body = g_malloc(len + 2);
+  memcpy(body, text ? text : "", len);
+  body[len] = '\n';
+  body[len + 1] = '\0';
+  free(text);
+  soup_server_message_set_status(msg, status, NULL);
+  SoupMessageHeaders *h = soup_server_message_get_response_headers(msg);
+  soup_message_headers_replace(h, "Cache-Control", "no-store");
+  soup_server_message_set_response(msg, "application/json", SOUP_MEMORY_TAKE, body, len + 1);
+}
+
+void nf_http_reply_error(SoupServerMessage *msg, guint status, const char *code, const char *fmt,
+                         ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *text = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  nf_http_reply_json(msg, status,
+                     json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", text));
+}
+
+guint nf_http_status_for_code(const char *code)
+{
+  static const struct {
+    const char *code;
+    guint status;
+  } map[] = {
+      {"bad_request", 400},
+      {"bad_args", 400},
+      {"unsupported_version", 400},
+      {"no_such_guest", 404},
+      {"unknown_command", 404},
+      {"permission_denied", 403},
+      {"too_large", 413},
+      {"busy", 409},
+      {"failed", 409},
+      {"unsupported", 409},
+      {"timeout", 504},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(map); i++)
+    if (g_str_equal(code, map[i].code))
+      return map[i].status;
+  return 500;
+}
+
+/* --- checks and routing --------------------------------------------------------------- */
+
+static gboolean is_page_path(const char *path)
+{
+  return g_str_equal(path, "/") ||
+         (path[0] == '/' && !strchr(path + 1, '/') && !g_str_equal(path, "/metrics"));
+}
+
+/* Constant time in the token's content: every byte is compared. */
+static gboolean token_equal(const char *given, const char *token)
+{
+  gsize n = strlen(token), m = strlen(given);
+  unsigned diff = n != m;
+  for (gsize i = 0; i < n; i++)
+    diff |= (unsigned char)token[i] ^ (unsigned char)(i < m ? given[i] : 0);
+  return diff == 0;
+}
+
+/* Host header (host[:port]) names this machine by a loopback address or
+ * "localhost": a page of another site that rebinds its name to 127.0.0.1
+ * still sends its own name and is refused. */
+static gboolean host_is_loopback(const char *host)
+{
+  if (!host)
+    return FALSE;
+  g_autofree char *name = NULL;
+  if (host[0] == '[') {
+    const char *close = strchr(host, ']');
+    if (!close)
+      return FALSE;
+    name = g_strndup(host + 1, (gsize)(close - host - 1));
+  } else {
+    const char *colon = strchr(host, ':');
+    name = colon ? g_strndup(host, (gsize)(colon - host)) : g_strdup(host);
+  }
+  return g_ascii_strcasecmp(name, "localhost") == 0 || nf_http_addr_is_loopback(name);
+}
+
+/* Who may ask: answers 401/403 and returns FALSE otherwise. */
+static gboolean check_access(NfHttp *http, SoupServerMessage *msg, const char *path)
+{
+  SoupMessageHeaders *h = soup_server_message_get_request_headers(msg);
+  const char *host = soup_message_headers_get_one(h, "Host");
+  const char *origin = soup_message_headers_get_one(h, "Origin");
+  if (origin && host) {
+    /* A browser on another site may send requests but not read answers;
+     * refuse it before anything runs. */
+    g_autofree char *same = g_strconcat("http://", host, NULL);
+    if (!g_str_equal(origin, same)) {
+      nf_http_reply_error(msg, 403, "permission_denied", "cross-origin request from %s refused",
+                          origin);
+      return FALSE;
+    }
+  }
+  if (http->opts.token) {
+    if (is_page_path(path))
+      return TRUE; /* the page's files carry no fleet data; the page sends the token */
+    const char *auth = soup_message_headers_get_one(h, "Authorization");
+    if (!auth || g_ascii_strncasecmp(auth, "Bearer ", 7) != 0 ||
+        !token_equal(auth + 7, http->opts.token)) {
+      soup_message_headers_replace(soup_server_message_get_response_headers(msg),
+                                   "WWW-Authenticate", "Bearer realm=\"nervesfleet\"");
+      nf_http_reply_error(msg, 401, "unauthorized",
+                          auth ? "wrong token" : "this server needs `Authorization: Bearer TOKEN`");
+      return FALSE;
+    }
+    return TRUE;
+  }
+  GSocketAddress *peer = soup_server_message_get_remote_address(msg);
+  GInetAddress *pa = G_IS_INET_SOCKET_ADDRESS(peer)
+                         ? g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(peer))
+                         : NULL;
+  if (!pa || !g_inet_address_get_is_loopback(pa)) {
+    nf_http_reply_error(msg, 403, "permission_denied",
+                        "only this host may connect without a token (see --http-token)");
+    return FALSE;
+  }
+  if (!host_is_loopback(host)) {
+    nf_http_reply_error(msg, 403, "permission_denied",
+                        "Host '%s' is not this host: open the dashboard as http://127.0.0.1:PORT/",
+                        host ? host : "");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Runs once the headers are in, before any body is read: whatever fails
+ * here is answered without reading it. */
+static void early_cb(SoupServer *server, SoupServerMessage *msg, const char *path,
+                     GHashTable *query, gpointer data)
+{
+  NfHttp *http = data;
+  SoupServerMessage *m = msg;
+  GUri *uri = soup_server_message_get_uri(m);
+  gsize len = strlen(path) + (g_uri_get_query(uri) ? strlen(g_uri_get_query(uri)) : 0);
+  if (len > NF_HTTP_MAX_PATH) {
+    nf_http_reply_error(m, 414, "too_large", "request path longer than %d bytes", NF_HTTP_MAX_PATH);
+    return;
+  }
+  const char *method = soup_server_message_get_method(m);
+  if (method != SOUP_METHOD_GET && method != SOUP_METHOD_HEAD && method != SOUP_METHOD_POST) {
+    soup_message_headers_replace(soup_server_message_get_response_headers(m), "Allow",
+                                 "GET, HEAD, POST");
+    nf_http_reply_error(m, 405, "bad_request", "method %s not allowed", method);
+    return;
+  }
+  if (!check_access(http, m, path))
+    return;
+  SoupMessageHeaders *h = soup_server_message_get_request_headers(m);
+  SoupEncoding enc = soup_message_headers_get_encoding(h);
+  if (enc == SOUP_ENCODING_CHUNKED || enc == SOUP_ENCODING_EOF) {
+    nf_http_reply_error(m, 411, "bad_request", "a request body must come with Content-Length");
+    return;
+  }
+  if (enc == SOUP_ENCODING_CONTENT_LENGTH &&
+      soup_message_headers_get_content_length(h) > NF_HTTP_MAX_BODY) {
+    nf_http_reply_error(m, 413, "too_large", "request body longer than %d bytes", NF_HTTP_MAX_BODY);
+    return;
+  }
+}
+
+static void handler_cb(SoupServer *server, SoupServerMessage *msg, const char *path,
+                       GHashTable *query, gpointer data)
+{
+  NfHttp *http = data;
+  soup_message_headers_replace(soup_server_message_get_response_headers(msg), "Connection",
+                               "close");
+  if (g_str_has_prefix(path, "/api/") || g_str_equal(path, "/api")) {
+    nf_http_api_handle(http, msg, path);
+    return;
+  }
+  const char *method = soup_server_message_get_method(msg);
+  if (method == SOUP_METHOD_POST) {
+    nf_http_reply_error(msg, 405, "bad_request", "POST only goes to /api/...");
+    return;
+  }
+  if (g_str_equal(path, "/metrics")) {
+    nf_http_metrics_handle(http, msg);
+    return;
+  }
+  if (nf_http_page_handle(http, msg, path))
+    return;
+  nf_http_reply_error(msg, 404, "not_found", "no such path (try /, /metrics or /api/guests)");
+}
+
+/* --- fleet events -------------------------------------------------------------------- */
+
+static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason,
+                          gpointer data)
+{
+  NfHttp *http = data;
+  nf_http_metrics_vm_changed(http->metrics, vm, old_state);
+  if (nf_http_streams_any(http, NF_HTTP_STREAM_EVENTS))
+    nf_http_streams_broadcast(http, NF_HTTP_STREAM_EVENTS, "state",
+                              nf_commands_state_event(vm, old_state, reason));
+}
+
+static void notice_cb(NfFleet *fleet, const char *message, gpointer data)
+{
+  NfHttp *http = data;
+  if (nf_http_streams_any(http, NF_HTTP_STREAM_EVENTS))
+    nf_http_streams_broadcast(http, NF_HTTP_STREAM_EVENTS, "notice",
+                              nf_commands_notice_event(message));
+}
