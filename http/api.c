@@ -197,8 +197,10 @@ static void run(NfHttp *http, SoupServerMessage *msg, const char *cmd, json_t *a
   r->in_handler = TRUE;
   nf_commands_dispatch(http->cmds, &r->peer, NULL, cmd, args);
   r->in_handler = FALSE;
-  if (soup_server_message_get_status(msg) == 0 || (r->s && !r->peer.gone)) {
-    /* An answer still to come, or a stream: libsoup waits for us. */
+  if (soup_server_message_get_status(msg) == 0) {
+    /* An answer still to come: libsoup waits for it. (A stream needs no
+     * pause: libsoup pauses by itself when its queued chunks run out, and
+     * pausing here would cancel the resume the first chunks asked for.) */
     r->paused = TRUE;
     soup_server_message_pause(msg);
   }
@@ -229,7 +231,8 @@ void nf_http_api_handle(NfHttp *http, SoupServerMessage *msg, const char *path)
     }
     if (!post && n == 3) {
       json_object_set_new(args, "targets", json_string(target));
-      if (strpbrk(target, ",-") || g_str_equal(target, "all")) {
+      const char *bare = g_str_has_prefix(target, "vm-") ? target + 3 : target;
+      if (strpbrk(bare, ",-") || g_str_equal(target, "all")) {
         nf_http_reply_error(msg, 400, "bad_args", "GET /api/guests/ID takes one guest id");
         return;
       }

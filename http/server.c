@@ -24,6 +24,7 @@
 
 typedef struct {
   NfHttp *http;
+  char *key;               /* the peer's "address port", as libsoup reports it */
   GSocketConnection *conn; /* weak: libsoup owns it */
   GSocket *socket;
   gint64 read_deadline;  /* monotonic µs; 0 once the request is read */
@@ -34,6 +35,8 @@ static gboolean incoming_cb(GSocketService *service, GSocketConnection *connecti
                             gpointer data);
 static void conn_gone_cb(gpointer data, GObject *where);
 static Conn *conn_for_msg(NfHttp *http, SoupServerMessage *msg);
+static char *peer_key(GSocketAddress *addr);
+static void conn_free(gpointer data);
 static gboolean sweep_cb(gpointer data);
 static void request_started_cb(SoupServer *server, SoupServerMessage *msg, gpointer data);
 static void request_read_cb(SoupServer *server, SoupServerMessage *msg, gpointer data);
@@ -43,6 +46,8 @@ static void early_cb(SoupServer *server, SoupServerMessage *msg, const char *pat
 static void handler_cb(SoupServer *server, SoupServerMessage *msg, const char *path,
                        GHashTable *query, gpointer data);
 static gboolean is_page_path(const char *path);
+static void refuse_body(NfHttp *http, SoupServerMessage *msg);
+static gboolean refuse_cb(gpointer data);
 static gboolean check_access(NfHttp *http, SoupServerMessage *msg, const char *path);
 static gboolean token_equal(const char *given, const char *token);
 static gboolean host_is_loopback(const char *host);
@@ -166,7 +171,7 @@ NfHttp *nf_http_new(NfCommands *cmds, const NfHttpOptions *opts, GError **error)
   http->url = g_strdup_printf(strchr(opts->addr, ':') ? "http://[%s]:%u/" : "http://%s:%u/",
                               opts->addr, http->port);
   http->service = service;
-  http->conns = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
+  http->conns = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, conn_free);
   http->server = g_object_new(SOUP_TYPE_SERVER, "server-header", "nervesfleet", NULL);
   soup_server_add_early_handler(http->server, NULL, early_cb, http, NULL);
   soup_server_add_handler(http->server, NULL, handler_cb, http, NULL);
@@ -249,17 +254,21 @@ static gboolean incoming_cb(GSocketService *service, GSocketConnection *connecti
     g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
     return TRUE;
   }
+  g_autoptr(GSocketAddress) local = g_socket_connection_get_local_address(connection, NULL);
+  g_autoptr(GSocketAddress) remote = g_socket_connection_get_remote_address(connection, NULL);
   Conn *c = g_new0(Conn, 1);
   c->http = http;
+  c->key = peer_key(remote);
   c->conn = connection;
   c->socket = sock;
   c->read_deadline = g_get_monotonic_time() + NF_HTTP_READ_TIMEOUT_S * G_USEC_PER_SEC;
-  g_hash_table_insert(http->conns, sock, c);
+  Conn *old = g_hash_table_lookup(http->conns, c->key);
+  if (old) /* a reused port whose old connection libsoup has not let go of yet */
+    g_object_weak_unref(G_OBJECT(old->conn), conn_gone_cb, old);
+  g_hash_table_replace(http->conns, c->key, c);
   g_object_weak_ref(G_OBJECT(connection), conn_gone_cb, c);
   if (!http->sweep_src)
     http->sweep_src = g_timeout_add_seconds(1, sweep_cb, http);
-  g_autoptr(GSocketAddress) local = g_socket_connection_get_local_address(connection, NULL);
-  g_autoptr(GSocketAddress) remote = g_socket_connection_get_remote_address(connection, NULL);
   g_autoptr(GError) error = NULL;
   if (!soup_server_accept_iostream(http->server, G_IO_STREAM(connection), local, remote, &error))
     g_socket_shutdown(sock, TRUE, TRUE, NULL);
@@ -270,13 +279,35 @@ static gboolean incoming_cb(GSocketService *service, GSocketConnection *connecti
 static void conn_gone_cb(gpointer data, GObject *where)
 {
   Conn *c = data;
-  g_hash_table_remove(c->http->conns, c->socket);
+  if (g_hash_table_lookup(c->http->conns, c->key) == c)
+    g_hash_table_remove(c->http->conns, c->key);
+  else
+    conn_free(c);
 }
 
+static void conn_free(gpointer data)
+{
+  Conn *c = data;
+  g_free(c->key);
+  g_free(c);
+}
+
+/* "address port": a TCP connection's identity on this host. */
+static char *peer_key(GSocketAddress *addr)
+{
+  if (!G_IS_INET_SOCKET_ADDRESS(addr))
+    return g_strdup("?");
+  GInetSocketAddress *ia = G_INET_SOCKET_ADDRESS(addr);
+  g_autofree char *ip = g_inet_address_to_string(g_inet_socket_address_get_address(ia));
+  return g_strdup_printf("%s %u", ip, g_inet_socket_address_get_port(ia));
+}
+
+/* libsoup does not tell which connection of ours carries a message; the
+ * peer's address and port do. */
 static Conn *conn_for_msg(NfHttp *http, SoupServerMessage *msg)
 {
-  GSocket *sock = soup_server_message_get_socket(msg);
-  return sock ? g_hash_table_lookup(http->conns, sock) : NULL;
+  g_autofree char *key = peer_key(soup_server_message_get_remote_address(msg));
+  return g_hash_table_lookup(http->conns, key);
 }
 
 /* Closes connections past a deadline; stops when none are left. */
@@ -314,6 +345,7 @@ static void request_started_cb(SoupServer *server, SoupServerMessage *msg, gpoin
 
 static void request_read_cb(SoupServer *server, SoupServerMessage *msg, gpointer data)
 {
+  g_object_set_data(G_OBJECT(msg), "nf-refused", NULL);
   Conn *c = conn_for_msg(data, msg);
   if (c) {
     c->read_deadline = 0;
@@ -339,9 +371,9 @@ void nf_http_conn_streaming(NfHttp *http, SoupServerMessage *msg)
 
 void nf_http_drop_connection(NfHttp *http, SoupServerMessage *msg)
 {
-  GSocket *sock = soup_server_message_get_socket(msg);
-  if (sock)
-    g_socket_shutdown(sock, TRUE, TRUE, NULL);
+  Conn *c = conn_for_msg(http, msg);
+  if (c)
+    g_socket_shutdown(c->socket, TRUE, TRUE, NULL);
 }
 
 /* --- answers ------------------------------------------------------------------------ */
@@ -483,6 +515,51 @@ static gboolean check_access(NfHttp *http, SoupServerMessage *msg, const char *p
   return TRUE;
 }
 
+/* libsoup reads a body whatever the early handler answered; one we refuse
+ * must not be read (a client may declare gigabytes and send them slowly).
+ * From the next idle, the connection is taken from libsoup, the answer
+ * already set is written as is, and the connection closed. */
+static void refuse_body(NfHttp *http, SoupServerMessage *msg)
+{
+  g_object_set_data(G_OBJECT(msg), "nf-refused", http);
+  g_idle_add_full(G_PRIORITY_HIGH, refuse_cb, g_object_ref(msg), g_object_unref);
+}
+
+static gboolean refuse_cb(gpointer data)
+{
+  SoupServerMessage *msg = data;
+  if (!g_object_get_data(G_OBJECT(msg), "nf-refused"))
+    return G_SOURCE_REMOVE; /* the (short) body came first: answered by libsoup */
+  NfHttp *http = g_object_get_data(G_OBJECT(msg), "nf-refused");
+  Conn *c = conn_for_msg(http, msg);
+  if (!c)
+    return G_SOURCE_REMOVE;
+  GSocket *sock = g_object_ref(c->socket);
+  guint status = soup_server_message_get_status(msg);
+  SoupMessageBody *body = soup_server_message_get_response_body(msg);
+  g_autoptr(GBytes) bytes = soup_message_body_flatten(body);
+  gsize len = 0;
+  const char *text = g_bytes_get_data(bytes, &len);
+  g_autofree char *head = g_strdup_printf("HTTP/1.1 %u %s\r\nContent-Type: application/json\r\n"
+                                          "Connection: close\r\nContent-Length: %zu\r\n\r\n",
+                                          status, soup_status_get_phrase(status), len);
+  GIOStream *stream = soup_server_message_steal_connection(msg);
+  g_socket_set_blocking(sock, FALSE);
+  (void)g_socket_send(sock, head, strlen(head), NULL, NULL);
+  (void)g_socket_send(sock, text, len, NULL, NULL);
+  /* Unread bytes at close would reset the connection before the client
+   * reads the answer: take what already came. */
+  char sink[16384];
+  for (int i = 0; i < 8 && g_socket_receive(sock, sink, sizeof(sink), NULL, NULL) > 0; i++)
+    ;
+  g_socket_shutdown(sock, TRUE, TRUE, NULL);
+  if (stream)
+    g_io_stream_close(stream, NULL, NULL);
+  g_clear_object(&stream);
+  g_object_unref(sock);
+  return G_SOURCE_REMOVE;
+}
+
 /* Runs once the headers are in, before any body is read: whatever fails
  * here is answered without reading it. */
 static void early_cb(SoupServer *server, SoupServerMessage *msg, const char *path,
@@ -509,11 +586,13 @@ static void early_cb(SoupServer *server, SoupServerMessage *msg, const char *pat
   SoupEncoding enc = soup_message_headers_get_encoding(h);
   if (enc == SOUP_ENCODING_CHUNKED || enc == SOUP_ENCODING_EOF) {
     nf_http_reply_error(m, 411, "bad_request", "a request body must come with Content-Length");
+    refuse_body(http, m);
     return;
   }
   if (enc == SOUP_ENCODING_CONTENT_LENGTH &&
       soup_message_headers_get_content_length(h) > NF_HTTP_MAX_BODY) {
     nf_http_reply_error(m, 413, "too_large", "request body longer than %d bytes", NF_HTTP_MAX_BODY);
+    refuse_body(http, m);
     return;
   }
 }

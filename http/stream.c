@@ -74,7 +74,7 @@ static void stream_write(NfHttpStream *s, const char *text, gsize len)
 
 void nf_http_stream_send(NfHttpStream *s, const char *name, json_t *doc)
 {
-  char *data = json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(10));
+  char *data = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(10));
   json_decref(doc);
   if (!data)
     return;
@@ -97,7 +97,7 @@ void nf_http_stream_watch_console(NfHttpStream *s, NfVm *vm)
 
 void nf_http_streams_broadcast(NfHttp *http, NfHttpStreamKind kind, const char *name, json_t *doc)
 {
-  char *data = json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(10));
+  char *data = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(10));
   json_decref(doc);
   if (!data)
     return;
