@@ -152,7 +152,7 @@ function paint() {
   // The largest square cells that fit every guest in the panel.
   let cell = Math.floor(Math.sqrt((w * h) / n));
   while (cell > 4 && Math.floor(w / cell) * Math.floor(h / cell) < n) cell--;
-  cell = Math.max(4, Math.min(cell, 36));
+  cell = Math.max(4, Math.min(cell, 64));
   const gap = cell >= 10 ? 2 : 1;
   const cols = Math.max(1, Math.floor(w / cell));
   layout = { cell, cols, gap };
@@ -164,6 +164,13 @@ function paint() {
     const x = (i % cols) * cell, y = Math.floor(i / cols) * cell;
     ctx.fillStyle = COLORS[g.state] || '#fff';
     ctx.fillRect(x, y, cell - gap, cell - gap);
+    if (cell >= 30) {
+      ctx.fillStyle = '#0d1117cc';
+      ctx.font = `${Math.min(14, Math.floor(cell / 3))}px system-ui, sans-serif`;
+      ctx.textAlign = 'center';
+      ctx.textBaseline = 'middle';
+      ctx.fillText(String(id), x + (cell - gap) / 2, y + (cell - gap) / 2);
+    }
     if (id === nf.selected) {
       ctx.strokeStyle = '#fff';
       ctx.lineWidth = 2;
@@ -197,8 +204,9 @@ nf.cellColor = (id) => {
   const i = nf.order.indexOf(id);
   if (i < 0) return null;
   const dpr = window.devicePixelRatio || 1;
-  const x = (i % layout.cols) * layout.cell + layout.cell / 2;
-  const y = Math.floor(i / layout.cols) * layout.cell + layout.cell / 2;
+  // Near the cell's corner: its middle may carry the guest's id.
+  const x = (i % layout.cols) * layout.cell + 2;
+  const y = Math.floor(i / layout.cols) * layout.cell + 2;
   const px = grid.getContext('2d').getImageData(Math.floor(x * dpr), Math.floor(y * dpr), 1, 1).data;
   return [px[0], px[1], px[2]];
 };
@@ -245,11 +253,19 @@ function drawChart() {
   ctx.strokeRect(0.5, 0.5, w - 1, h - 1);
   const s = nf.stats;
   if (s.length < 2) return;
-  const max = s[s.length - 1].host_memory_total_bytes || 1;
+  // Scaled to what is drawn, labelled: the host's total is in the figures.
+  let top = 1;
+  for (const p of s) top = Math.max(top, p.host_memory_total_bytes - p.host_memory_available_bytes, p.guests_rss_bytes);
+  const max = top * 1.15;
+  const span = Math.max(s.length - 1, 30);
+  ctx.fillStyle = '#8b949e';
+  ctx.font = '11px system-ui, sans-serif';
+  ctx.fillText(fmt(max), 4, 12);
+  ctx.fillText(`${Math.round((span * 2) / 60)} min`, w - 40, h - 4);
   const line = (f, color) => {
     ctx.strokeStyle = color; ctx.lineWidth = 1.5; ctx.beginPath();
     s.forEach((p, i) => {
-      const x = (i / 149) * (w - 2) + 1, y = h - 1 - (f(p) / max) * (h - 2);
+      const x = (i / span) * (w - 2) + 1, y = h - 1 - (f(p) / max) * (h - 2);
       i ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
     });
     ctx.stroke();
@@ -271,7 +287,9 @@ async function select(id) {
   stream(`/api/guests/${id}/console`, (name, text) => {
     if (name !== 'console') return;
     const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-    pre.textContent = (pre.textContent + text).slice(-20000);
+    // Terminal control sequences and carriage returns mean nothing here.
+    const clean = text.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r/g, '');
+    pre.textContent = (pre.textContent + clean).slice(-20000);
     if (atEnd) pre.scrollTop = pre.scrollHeight;
   }, consoleAbort.signal).catch(() => {});
 }
@@ -330,4 +348,5 @@ $('balloon-form').addEventListener('submit', (ev) => {
   lever(`balloon ${mib} MiB`, () => api('POST', `/api/guests/${t}/balloon`, { bytes: mib * MiB }));
 });
 
+nf.select = select;
 events();
