@@ -113,6 +113,7 @@ static void req_ok(NfCommandPeer *peer, json_t *id, json_t *result)
       json_t *ps = nf_http_command_now(r->http, "ps", NULL, NULL);
       if (ps)
         nf_http_stream_send(r->s, "ps", ps);
+      nf_http_stream_send(r->s, "stats", nf_http_metrics_stats(r->http));
     }
     req_answered(r);
     return;
