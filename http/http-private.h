@@ -1,6 +1,6 @@
 /*
  * http-private.h: what the http/ files share: the server's state, the
- * JSON reply helpers (server.c), the route handlers of each file, the
+ * JSON reply helpers (server.c), the access check (access.c), the route handlers of each file, the
  * server-sent event streams (stream.c) and the metrics collectors
  * (metrics.c). Not for use outside http/.
  */
@@ -49,6 +49,11 @@ guint nf_http_status_for_code(const char *code);
 void nf_http_drop_connection(NfHttp *http, SoupServerMessage *msg);
 /* `msg` will take long (a stream): no write deadline for its connection. */
 void nf_http_conn_streaming(NfHttp *http, SoupServerMessage *msg);
+
+/* --- access.c ------------------------------------------------------------------ */
+/* Whether the request may go on: answers 401/403 (and returns FALSE) when
+ * it may not. The page's own files need no token. */
+gboolean nf_http_check_access(NfHttp *http, SoupServerMessage *msg, const char *path);
 
 /* --- route handlers ------------------------------------------------------------- */
 /* api.c: /api/...; `path` is the request path. */
