@@ -34,6 +34,7 @@ struct NfHttp {
   GList *streams;    /* NfHttpStream*: open event/console streams */
   guint stats_src;   /* `stats` events while event streams exist */
   guint listener_id; /* fleet listener: events to streams */
+  GList *refusals;   /* requests whose announced body is refused (server.c) */
   NfHttpMetrics *metrics;
 };
 

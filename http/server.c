@@ -29,6 +29,13 @@ typedef struct {
   gint64 write_deadline; /* monotonic µs; 0 while reading or streaming */
 } Conn;
 
+/* A request answered before its body was read (see refuse_body). */
+typedef struct {
+  NfHttp *http;
+  SoupServerMessage *msg; /* ref */
+  guint src;
+} Refusal;
+
 static gboolean incoming_cb(GSocketService *service, GSocketConnection *connection, GObject *source,
                             gpointer data);
 static void conn_gone_cb(gpointer data, GObject *where);
@@ -39,12 +46,15 @@ static gboolean sweep_cb(gpointer data);
 static void request_started_cb(SoupServer *server, SoupServerMessage *msg, gpointer data);
 static void request_read_cb(SoupServer *server, SoupServerMessage *msg, gpointer data);
 static void request_done_cb(SoupServer *server, SoupServerMessage *msg, gpointer data);
+static gboolean early_checks(NfHttp *http, SoupServerMessage *m, const char *path);
 static void early_cb(SoupServer *server, SoupServerMessage *msg, const char *path,
                      GHashTable *query, gpointer data);
 static void handler_cb(SoupServer *server, SoupServerMessage *msg, const char *path,
                        GHashTable *query, gpointer data);
 static void refuse_body(NfHttp *http, SoupServerMessage *msg);
 static gboolean refuse_cb(gpointer data);
+static void refusal_free(gpointer data);
+static void add_header(const char *name, const char *value, gpointer data);
 static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason,
                           gpointer data);
 static void notice_cb(NfFleet *fleet, const char *message, gpointer data);
@@ -108,6 +118,8 @@ void nf_http_free(NfHttp *http)
   g_socket_listener_close(G_SOCKET_LISTENER(http->service));
   g_signal_handlers_disconnect_by_data(http->service, http);
   nf_http_streams_close_all(http);
+  while (http->refusals)
+    g_source_remove(((Refusal *)http->refusals->data)->src);
   g_signal_handlers_disconnect_by_data(http->server, http);
   soup_server_disconnect(http->server);
   /* Connections libsoup still holds no longer call back into us. */
@@ -257,7 +269,10 @@ static void request_started_cb(SoupServer *server, SoupServerMessage *msg, gpoin
 
 static void request_read_cb(SoupServer *server, SoupServerMessage *msg, gpointer data)
 {
-  g_object_set_data(G_OBJECT(msg), "nf-refused", NULL);
+  /* The whole (short) body came before the refusal ran: libsoup answers. */
+  Refusal *refusal = g_object_get_data(G_OBJECT(msg), "nf-refused");
+  if (refusal)
+    g_source_remove(refusal->src);
   Conn *c = conn_for_msg(data, msg);
   if (c) {
     c->read_deadline = 0;
@@ -349,17 +364,36 @@ guint nf_http_status_for_code(const char *code)
  * already set is written as is, and the connection closed. */
 static void refuse_body(NfHttp *http, SoupServerMessage *msg)
 {
-  g_object_set_data(G_OBJECT(msg), "nf-refused", http);
-  g_idle_add_full(G_PRIORITY_HIGH, refuse_cb, g_object_ref(msg), g_object_unref);
+  Refusal *r = g_new0(Refusal, 1);
+  r->http = http;
+  r->msg = g_object_ref(msg);
+  g_object_set_data(G_OBJECT(msg), "nf-refused", r);
+  r->src = g_idle_add_full(G_PRIORITY_HIGH, refuse_cb, r, refusal_free);
+  http->refusals = g_list_prepend(http->refusals, r);
+}
+
+static void refusal_free(gpointer data)
+{
+  Refusal *r = data;
+  r->http->refusals = g_list_remove(r->http->refusals, r);
+  g_object_set_data(G_OBJECT(r->msg), "nf-refused", NULL);
+  g_object_unref(r->msg);
+  g_free(r);
+}
+
+/* Each response header but the ones written below, as "Name: value\r\n". */
+static void add_header(const char *name, const char *value, gpointer data)
+{
+  if (g_ascii_strcasecmp(name, "Content-Type") && g_ascii_strcasecmp(name, "Content-Length") &&
+      g_ascii_strcasecmp(name, "Connection"))
+    g_string_append_printf(data, "%s: %s\r\n", name, value);
 }
 
 static gboolean refuse_cb(gpointer data)
 {
-  SoupServerMessage *msg = data;
-  if (!g_object_get_data(G_OBJECT(msg), "nf-refused"))
-    return G_SOURCE_REMOVE; /* the (short) body came first: answered by libsoup */
-  NfHttp *http = g_object_get_data(G_OBJECT(msg), "nf-refused");
-  Conn *c = conn_for_msg(http, msg);
+  Refusal *r = data;
+  SoupServerMessage *msg = r->msg;
+  Conn *c = conn_for_msg(r->http, msg);
   if (!c)
     return G_SOURCE_REMOVE;
   GSocket *sock = g_object_ref(c->socket);
@@ -368,12 +402,16 @@ static gboolean refuse_cb(gpointer data)
   g_autoptr(GBytes) bytes = soup_message_body_flatten(body);
   gsize len = 0;
   const char *text = g_bytes_get_data(bytes, &len);
-  g_autofree char *head = g_strdup_printf("HTTP/1.1 %u %s\r\nContent-Type: application/json\r\n"
-                                          "Connection: close\r\nContent-Length: %zu\r\n\r\n",
-                                          status, soup_status_get_phrase(status), len);
+  g_autoptr(GString) head = g_string_new(NULL);
+  g_string_append_printf(head, "HTTP/1.1 %u %s\r\n", status, soup_status_get_phrase(status));
+  soup_message_headers_foreach(soup_server_message_get_response_headers(msg), add_header, head);
+  g_string_append_printf(head,
+                         "Content-Type: application/json\r\nConnection: close\r\n"
+                         "Content-Length: %zu\r\n\r\n",
+                         len);
   GIOStream *stream = soup_server_message_steal_connection(msg);
   g_socket_set_blocking(sock, FALSE);
-  (void)g_socket_send(sock, head, strlen(head), NULL, NULL);
+  (void)g_socket_send(sock, head->str, head->len, NULL, NULL);
   (void)g_socket_send(sock, text, len, NULL, NULL);
   /* Unread bytes at close would reset the connection before the client
    * reads the answer: take what already came. */
@@ -390,39 +428,48 @@ static gboolean refuse_cb(gpointer data)
 
 /* Runs once the headers are in, before any body is read: whatever fails
  * here is answered without reading it. */
-static void early_cb(SoupServer *server, SoupServerMessage *msg, const char *path,
-                     GHashTable *query, gpointer data)
+static gboolean early_checks(NfHttp *http, SoupServerMessage *m, const char *path)
 {
-  NfHttp *http = data;
-  SoupServerMessage *m = msg;
   GUri *uri = soup_server_message_get_uri(m);
   gsize len = strlen(path) + (g_uri_get_query(uri) ? strlen(g_uri_get_query(uri)) : 0);
   if (len > NF_HTTP_MAX_PATH) {
     nf_http_reply_error(m, 414, "too_large", "request path longer than %d bytes", NF_HTTP_MAX_PATH);
-    return;
+    return FALSE;
   }
   const char *method = soup_server_message_get_method(m);
   if (method != SOUP_METHOD_GET && method != SOUP_METHOD_HEAD && method != SOUP_METHOD_POST) {
     soup_message_headers_replace(soup_server_message_get_response_headers(m), "Allow",
                                  "GET, HEAD, POST");
     nf_http_reply_error(m, 405, "bad_request", "method %s not allowed", method);
-    return;
+    return FALSE;
   }
   if (!nf_http_check_access(http, m, path))
-    return;
+    return FALSE;
   SoupMessageHeaders *h = soup_server_message_get_request_headers(m);
   SoupEncoding enc = soup_message_headers_get_encoding(h);
   if (enc == SOUP_ENCODING_CHUNKED || enc == SOUP_ENCODING_EOF) {
     nf_http_reply_error(m, 411, "bad_request", "a request body must come with Content-Length");
-    refuse_body(http, m);
-    return;
+    return FALSE;
   }
   if (enc == SOUP_ENCODING_CONTENT_LENGTH &&
       soup_message_headers_get_content_length(h) > NF_HTTP_MAX_BODY) {
     nf_http_reply_error(m, 413, "too_large", "request body longer than %d bytes", NF_HTTP_MAX_BODY);
-    refuse_body(http, m);
-    return;
+    return FALSE;
   }
+  return TRUE;
+}
+
+static void early_cb(SoupServer *server, SoupServerMessage *msg, const char *path,
+                     GHashTable *query, gpointer data)
+{
+  if (early_checks(data, msg, path))
+    return;
+  /* Refused: a body it announced is not to be read. */
+  SoupMessageHeaders *h = soup_server_message_get_request_headers(msg);
+  SoupEncoding enc = soup_message_headers_get_encoding(h);
+  if (enc == SOUP_ENCODING_CHUNKED ||
+      (enc == SOUP_ENCODING_CONTENT_LENGTH && soup_message_headers_get_content_length(h) > 0))
+    refuse_body(data, msg);
 }
 
 static void handler_cb(SoupServer *server, SoupServerMessage *msg, const char *path,

@@ -7,8 +7,9 @@
  *
  * A stream never blocks the loop on its reader: bytes queued but not yet
  * written are counted (libsoup reports what it wrote), and a reader that
- * lets NF_HTTP_STREAM_BACKLOG pile up is disconnected. A `: keep-alive`
- * comment goes out with each stats tick so proxies and dead peers show.
+ * lets NF_HTTP_STREAM_BACKLOG pile up is disconnected. Console streams
+ * get a `: keep-alive` comment with each stats tick, so a reader that went
+ * away shows even while its guest is quiet.
  */
 #include "http/http-private.h"
 
@@ -45,7 +46,7 @@ NfHttpStream *nf_http_stream_open(NfHttp *http, SoupServerMessage *msg, NfHttpSt
   g_signal_connect(msg, "wrote-body-data", G_CALLBACK(wrote_cb), s);
   http->streams = g_list_prepend(http->streams, s);
   nf_http_conn_streaming(http, msg);
-  if (kind == NF_HTTP_STREAM_EVENTS && !http->stats_src)
+  if (!http->stats_src)
     http->stats_src = g_timeout_add(NF_HTTP_STATS_INTERVAL_MS, stats_cb, http);
   return s;
 }
@@ -119,15 +120,24 @@ gboolean nf_http_streams_any(NfHttp *http, NfHttpStreamKind kind)
   return FALSE;
 }
 
-/* Memory and counts for the page's live chart, while anyone listens. */
+/* Memory and counts for the page's live chart, and a comment on console
+ * streams, while any stream is open: a reader that went away shows when
+ * writing to it fails, even on a quiet console. */
 static gboolean stats_cb(gpointer data)
 {
   NfHttp *http = data;
-  if (!nf_http_streams_any(http, NF_HTTP_STREAM_EVENTS)) {
+  if (!http->streams) {
     http->stats_src = 0;
     return G_SOURCE_REMOVE;
   }
-  nf_http_streams_broadcast(http, NF_HTTP_STREAM_EVENTS, "stats", nf_http_metrics_stats(http));
+  if (nf_http_streams_any(http, NF_HTTP_STREAM_EVENTS))
+    nf_http_streams_broadcast(http, NF_HTTP_STREAM_EVENTS, "stats", nf_http_metrics_stats(http));
+  static const char keepalive[] = ": keep-alive\n\n";
+  for (GList *l = http->streams; l; l = l->next) {
+    NfHttpStream *s = l->data;
+    if (s->kind == NF_HTTP_STREAM_CONSOLE)
+      stream_write(s, keepalive, sizeof(keepalive) - 1);
+  }
   return G_SOURCE_CONTINUE;
 }
 

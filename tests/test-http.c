@@ -527,6 +527,13 @@ static void test_token(void)
   g_auto(Response) r4 = {0};
   raw_request(tport, metrics, strlen(metrics), &r4);
   expect_error(&r4, 401, "unauthorized");
+  /* Refused callers' bodies are not read either: no token, a gigabyte announced. */
+  g_autofree char *upload = g_strdup("POST /api/scale HTTP/1.1\r\nHost: example.org\r\n"
+                                     "Content-Length: 1000000000\r\n\r\n{");
+  g_auto(Response) r6 = {0};
+  raw_request(tport, upload, strlen(upload), &r6);
+  expect_error(&r6, 401, "unauthorized");
+  g_assert_nonnull(strstr(r6.head, "WWW-Authenticate: Bearer"));
   /* --http-no-guest-metrics: fleet series only. */
   g_autofree char *metrics_auth =
       g_strdup_printf("GET /metrics HTTP/1.1\r\nHost: example.org\r\n%s\r\n", auth);
