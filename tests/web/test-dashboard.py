@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The dashboard in a real headless Chromium (driven over WebDriver by
 chromedriver; Debian's chromium + chromium-driver, python3's standard library
-only). Guards: the page loads from the binary and shows the fleet's N guests;
+only). Guards: the page loads from the binary and, given the token in its
+URL's fragment, uses it for the API and its event stream (the API refuses a
+request without it), and shows the fleet's N guests;
 "scale" on the page changes the count; a guest whose qemu is SIGKILLed turns
 to its restarting colour and back to ready, read back from the canvas; the
 guest panel shows its console. Saves build/web/dashboard.png.
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 BIN = os.environ.get("NF_BIN", "./nervesfleet")
@@ -146,17 +149,28 @@ def cell_is(b, gid, state):
 
 
 def test(tmp):
-    fleet = Fleet(tmp, 2, ["--backoff", "2"])
+    # With a token, as beyond loopback: the page takes it from the URL's
+    # fragment and sends it on every API call and on its event streams.
+    token = "web-test-token-" + os.urandom(8).hex()
+    with open(f"{tmp}/token", "w") as f:
+        f.write(token + "\n")
+    fleet = Fleet(tmp, 2, ["--backoff", "2", "--http-token", f"{tmp}/token"])
     browser = None
     try:
         fleet.wait_for("all 2 guests ready", 240)
         url = fleet.url()
+        try:
+            urllib.request.urlopen(url + "api/guests", timeout=30)
+            raise AssertionError("the API answered without the token")
+        except urllib.error.HTTPError as e:
+            assert e.code == 401, e.code
         browser = Browser(tmp)
-        browser.s("POST", "/url", {"url": url})
+        browser.s("POST", "/url", {"url": url + "#token=" + token})
         wait_until("2 guests on the page", lambda: guests_shown(browser) == 2, 60)
         wait_until("counter says 2", lambda: counter(browser, "total") == "2", 30)
         assert cell_is(browser, 1, "ready") and cell_is(browser, 2, "ready")
-        print("ok 1 - the page loads and shows 2 ready guests")
+        assert "token" not in browser.s("GET", "/url"), "the token stays in the address bar"
+        print("ok 1 - the page loads (token from the URL) and shows 2 ready guests")
 
         field = browser.element("#scale-n")
         browser.s("POST", f"/element/{field}/clear", {})
