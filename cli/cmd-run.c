@@ -228,6 +228,10 @@ int nf_cmd_run(int argc, char **argv)
         "fleet '%s' starting %u guests in the background (supervisor pid %d, log %s); stop it "
         "with `nervesfleet down --name %s`",
         cfg.name, cfg.count, (int)getpid(), log, cfg.name);
+    if (rs.http) {
+      g_autofree char *base = g_steal_pointer(&msg);
+      msg = g_strdup_printf("%s; dashboard on %s", base, nf_http_url(rs.http));
+    }
     nf_daemon_report_ok(report_fd, msg, log);
   }
   rs.progress = nf_progress_new(stdout, isatty(STDOUT_FILENO), mode.quiet);

@@ -4,8 +4,10 @@
  * events, served by libsoup on the supervisor's one GMainLoop. It is a
  * second transport over the command layer (supervisor/command.h), next to
  * the control socket, sharing its NfCommands: the same documents, waits
- * and console seats whichever door a request came in by. It never talks to
- * guests directly. The API is documented in http/http-api.md.
+ * and console seats whichever door a request came in by. It never acts on
+ * a guest itself: every action is a command; like the control socket it
+ * only watches guests (state changes, console output) to stream them. The
+ * API is documented in http/http-api.md.
  *
  * Off by default. Without a token only loopback peers are served (and the
  * Host header must name a loopback address, so a web page elsewhere cannot
