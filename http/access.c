@@ -35,6 +35,14 @@ gboolean nf_http_parse_listen(const char *spec, char **addr, guint *port, GError
   } else if (colon) {
     host = g_strndup(spec, (gsize)(colon - spec));
     port_str = colon + 1;
+    if (strchr(host, ':')) {
+      /* "::1:8080" could be an address or an address and a port. */
+      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                  "--http '%s': an IPv6 address goes in brackets before the port, e.g. "
+                  "[::1]:8080",
+                  spec);
+      return FALSE;
+    }
   }
   guint64 p;
   if (!g_ascii_string_to_unsigned(port_str, 10, 0, 65535, &p, NULL)) {
