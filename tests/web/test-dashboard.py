@@ -10,7 +10,8 @@ guest panel shows its console. Saves build/web/dashboard.png.
 
 Run by `make check-web` (NF_BIN, NF_GUEST_DIR). With --measure N --qemu FAKE
 it instead runs N fake guests and prints the /metrics scrape time and the
-page's load time (until every guest is drawn), for the README's numbers.
+page's load time (until every guest is drawn), for the README's numbers;
+--demo N --qemu FAKE takes the README's picture (build/web/dashboard-demo.png).
 """
 import argparse
 import base64
@@ -238,15 +239,53 @@ def measure(tmp, n, qemu):
         fleet.stop()
 
 
+def demo(tmp, n, qemu):
+    """The README's picture (docs/dashboard.png): N fake guests, a few
+    crashed and restarting, some stopped, the fleet just grown, one picked."""
+    fleet = Fleet(tmp, n, ["--qemu", qemu, "--backoff", "30", "--backoff-max", "60"])
+    browser = None
+    try:
+        fleet.wait_for(f"all {n} guests ready", 600)
+        url = fleet.url()
+
+        def post(path, body):
+            req = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST")
+            return urllib.request.urlopen(req, timeout=60).read()
+        browser = Browser(tmp)
+        browser.s("POST", "/url", {"url": url})
+        wait_until("drawn", lambda: guests_shown(browser) == n, 60)
+        wait_until("chart samples", lambda: browser.js("return nf.stats.length") >= 4, 60)
+        ps = json.loads(urllib.request.urlopen(url + "api/guests").read())
+        for g in ps["guests"][37:49] + ps["guests"][n // 2:n // 2 + 4]:
+            os.kill(g["pid"], signal.SIGKILL)
+        post("api/guests/90-99/stop", {"wait": True})
+        post("api/scale", {"count": n + 30})
+        wait_until("grown", lambda: guests_shown(browser) == n + 30, 60)
+        browser.js("nf.select(41)")
+        wait_until("guest 41 restarting", lambda: cell_is(browser, 41, "backoff"), 30)
+        wait_until("guest panel", lambda: "crashed" in browser.js(
+            "return document.getElementById('g-figures').textContent"), 30)
+        shot = os.path.join(OUT_DIR, "dashboard-demo.png")
+        browser.screenshot(shot)
+        print(f"screenshot {shot}")
+    finally:
+        if browser:
+            browser.quit()
+        fleet.stop()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--measure", type=int)
+    ap.add_argument("--demo", type=int)
     ap.add_argument("--qemu")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="nf-web-")
     try:
         if a.measure:
             measure(tmp, a.measure, a.qemu)
+        elif a.demo:
+            demo(tmp, a.demo, a.qemu)
         else:
             print("1..6")
             test(tmp)
