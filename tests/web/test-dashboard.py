@@ -155,7 +155,7 @@ def test(tmp):
     token = "web-test-token-" + os.urandom(8).hex()
     with open(f"{tmp}/token", "w") as f:
         f.write(token + "\n")
-    fleet = Fleet(tmp, 2, ["--backoff", "2", "--http-token", f"{tmp}/token"])
+    fleet = Fleet(tmp, 2, ["--backoff", "5", "--http-token", f"{tmp}/token"])
     browser = None
     try:
         fleet.wait_for("all 2 guests ready", 240)
