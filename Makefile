@@ -8,7 +8,7 @@
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 CC       ?= cc
-PKGS      = glib-2.0 gio-2.0 gio-unix-2.0 jansson
+PKGS      = glib-2.0 gio-2.0 gio-unix-2.0 jansson libsoup-3.0
 # Read when a compile or link first needs them, not when this file is parsed:
 # `make demo` / `make check` install the packages first (scripts/install-deps.sh)
 # and only then build in a sub-make, so a fresh machine works the first time.
@@ -24,8 +24,11 @@ REL_CFLAGS  = -O2 -g $(WARN)
 ASAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
               -fno-sanitize-recover=undefined $(WARN)
 
-MODULES  = qmp overlay supervisor cli
-LIB_SRCS = $(filter-out cli/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
+MODULES  = qmp overlay supervisor http cli
+# The page's files (http/static/) become a C array in a generated source.
+STATIC_FILES = $(sort $(wildcard http/static/*))
+GEN_SRCS = build/gen/http/static-files.c
+LIB_SRCS = $(filter-out cli/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c))) $(GEN_SRCS)
 HDRS     = $(foreach m,$(MODULES),$(wildcard $(m)/*.h)) $(wildcard tests/lib/*.h)
 TESTLIB_SRCS = $(wildcard tests/lib/*.c)
 TEST_SRCS    = $(wildcard tests/test-*.c)
@@ -38,8 +41,8 @@ NF_CACHE  ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/nervesfleet
 GUEST_DIR ?= $(NF_CACHE)/guest
 JOBS      ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 2 ? 2 : n )))
 
-.PHONY: all deps guest demo check unit check-build fuzz bench clean install uninstall format \
-        format-check
+.PHONY: all deps guest demo check check-web unit check-build fuzz bench clean install uninstall \
+        format format-check
 
 all: nervesfleet
 
@@ -51,6 +54,11 @@ build/rel/%.o: %.c $(HDRS)
 build/asan/%.o: %.c $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(ASAN_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+# Generated sources (build/gen/...) compile through the rules above.
+build/gen/http/static-files.c: $(STATIC_FILES) scripts/embed-files.sh
+	@mkdir -p $(@D)
+	scripts/embed-files.sh $(STATIC_FILES) > $@.tmp && mv $@.tmp $@
 
 build/rel/libnf.a: $(patsubst %.c,build/rel/%.o,$(LIB_SRCS))
 	@rm -f $@
@@ -107,6 +115,14 @@ check:
 	scripts/install-deps.sh
 	$(MAKE) check-build guest
 	$(TEST_ENV) prove --exec '' -j $(JOBS) --timer $(if $(T),$(patsubst %,build/asan/tests/%,$(T)),$(TEST_BINS))
+
+# The dashboard in a real headless Chromium (tests/web/): its own target, as
+# it needs a browser that `make check` does not (install-deps.sh --web).
+check-web:
+	scripts/install-deps.sh --web
+	$(MAKE) all guest
+	NF_BIN=$(CURDIR)/nervesfleet NF_GUEST_DIR=$(GUEST_DIR) NF_SRCDIR=$(CURDIR) \
+	  python3 tests/web/test-dashboard.py
 
 # Unit tests only (no qemu): quick inner loop.
 unit: check-build

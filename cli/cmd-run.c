@@ -13,11 +13,13 @@
 #include "cli/daemon.h"
 #include "cli/progress.h"
 #include "cli/run-exec.h"
+#include "cli/run-http.h"
 #include "cli/run-options.h"
 #include "cli/verbs.h"
 #include "supervisor/accel.h"
 #include "supervisor/control.h"
 #include "supervisor/fleet.h"
+#include "http/http.h"
 #include "supervisor/paths.h"
 
 typedef struct {
@@ -25,6 +27,7 @@ typedef struct {
   NfFleet *fleet;
   NfProgress *progress;
   NfControl *control;
+  NfHttp *http;    /* --http */
   NfRunExec *exec; /* --exec */
   int exit_code;
   guint signals_seen;
@@ -154,10 +157,20 @@ int nf_cmd_run(int argc, char **argv)
     nf_cli_error("run: %s; see `nervesfleet run --help`", error->message);
     nf_fleet_config_clear(&cfg);
     g_strfreev(mode.exec_argv);
+    nf_run_http_flags_free(&mode);
     return NF_EXIT_USAGE;
   }
   if (mode.detach && mode.exec_argv) {
     nf_cli_error("run: --exec and -d exclude each other; see `nervesfleet run --help`");
+    nf_fleet_config_clear(&cfg);
+    g_strfreev(mode.exec_argv);
+    nf_run_http_flags_free(&mode);
+    return NF_EXIT_USAGE;
+  }
+  NfHttpOptions http_opts;
+  gboolean http_on;
+  if (!nf_run_http_options(&mode, &http_opts, &http_on, &error)) {
+    nf_cli_error("run: %s; see `nervesfleet run --help`", error->message);
     nf_fleet_config_clear(&cfg);
     g_strfreev(mode.exec_argv);
     return NF_EXIT_USAGE;
@@ -190,12 +203,35 @@ int nf_cmd_run(int argc, char **argv)
     nf_cli_error("run: no control socket (ps, console... will not work): %s", error->message);
     g_clear_error(&error);
   }
+  if (http_on) {
+    rs.http = rs.control ? nf_http_new(nf_control_commands(rs.control), &http_opts, &error) : NULL;
+    if (rs.http == NULL) {
+      /* Asked for explicitly: no fleet without it. */
+      g_autofree char *msg =
+          g_strdup_printf("run: --http: %s", error ? error->message : "needs the control socket");
+      if (report_fd >= 0)
+        nf_daemon_report_error(report_fd, msg);
+      else
+        nf_cli_error("%s", msg);
+      nf_control_free(rs.control);
+      nf_fleet_free(rs.fleet);
+      g_main_loop_unref(rs.loop);
+      nf_run_http_options_clear(&http_opts);
+      nf_fleet_config_clear(&cfg);
+      g_strfreev(mode.exec_argv);
+      return NF_EXIT_FAILURE;
+    }
+  }
   if (report_fd >= 0) {
     g_autofree char *log = g_build_filename(nf_fleet_state_dir(rs.fleet), "supervisor.log", NULL);
     g_autofree char *msg = g_strdup_printf(
         "fleet '%s' starting %u guests in the background (supervisor pid %d, log %s); stop it "
         "with `nervesfleet down --name %s`",
         cfg.name, cfg.count, (int)getpid(), log, cfg.name);
+    if (rs.http) {
+      g_autofree char *base = g_steal_pointer(&msg);
+      msg = g_strdup_printf("%s; dashboard on %s", base, nf_http_url(rs.http));
+    }
     nf_daemon_report_ok(report_fd, msg, log);
   }
   rs.progress = nf_progress_new(stdout, isatty(STDOUT_FILENO), mode.quiet);
@@ -210,6 +246,16 @@ int nf_cmd_run(int argc, char **argv)
                   nf_fleet_batch(rs.fleet), nf_restart_mode_name(cfg.restart.mode));
   nf_progress_say(rs.progress, "logs in %s; %s", nf_fleet_state_dir(rs.fleet),
                   mode.detach ? "`nervesfleet down` stops the fleet" : "Ctrl-C stops the fleet");
+  if (rs.http) {
+    nf_progress_say(rs.progress, "dashboard on %s (metrics: %smetrics)", nf_http_url(rs.http),
+                    nf_http_url(rs.http));
+    if (!nf_http_addr_is_loopback(http_opts.addr))
+      nf_progress_say(rs.progress,
+                      "warning: the dashboard and API listen beyond this host (%s): anyone "
+                      "with the token can stop guests; plain HTTP, so use it on a trusted "
+                      "network or behind TLS",
+                      http_opts.addr);
+  }
   if (mode.exec_argv)
     rs.exec =
         nf_run_exec_new(rs.fleet, mode.exec_argv,
@@ -217,6 +263,8 @@ int nf_cmd_run(int argc, char **argv)
   nf_fleet_start(rs.fleet);
   g_main_loop_run(rs.loop);
   nf_run_exec_free(rs.exec);
+  nf_http_free(rs.http);
+  nf_run_http_options_clear(&http_opts);
   nf_control_free(rs.control);
   g_autofree char *state_dir = g_strdup(nf_fleet_state_dir(rs.fleet));
 

@@ -94,6 +94,16 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       {"quiet", 'q', 0, G_OPTION_ARG_NONE, &mode->quiet, "Only the status line and failures", NULL},
       {"ephemeral", 0, 0, G_OPTION_ARG_NONE, &mode->ephemeral,
        "Remove the fleet's state dir (logs, disks) when it stops", NULL},
+      {"http", 0, 0, G_OPTION_ARG_STRING, &mode->http,
+       "Serve the dashboard, /metrics and the JSON API on [ADDR:]PORT (default address "
+       "127.0.0.1)",
+       "[ADDR:]PORT"},
+      {"http-token", 0, 0, G_OPTION_ARG_FILENAME, &mode->http_token,
+       "Token every HTTP API request must carry (Authorization: Bearer); needed beyond "
+       "loopback",
+       "FILE|-"},
+      {"http-no-guest-metrics", 0, 0, G_OPTION_ARG_NONE, &mode->http_no_guest_metrics,
+       "No per-guest series in /metrics (huge fleets)", NULL},
       {"exec", 0, 0, G_OPTION_ARG_NONE, &exec_flag,
        "CI mode: once all guests are ready run CMD (the rest of the line), then stop the fleet "
        "and exit with CMD's status",

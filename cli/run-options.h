@@ -12,6 +12,11 @@ typedef struct {
   gboolean detach;
   gboolean ephemeral; /* remove the fleet's state dir when it stops */
   char **exec_argv;   /* --exec CMD...: everything after --exec (owned), or NULL */
+  /* --http [ADDR:]PORT, --http-token FILE|-, --http-no-guest-metrics
+   * (owned; checked and used by cli/run-http.c) */
+  char *http;
+  char *http_token;
+  gboolean http_no_guest_metrics;
 } NfRunMode;
 
 /* Parses argv (`run` first) into `cfg` (already initialised with defaults)

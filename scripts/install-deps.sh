@@ -2,6 +2,8 @@
 # Installs everything nervesfleet needs on Debian 12: the build toolchain and libraries,
 # QEMU for aarch64 guests, the tools the guest builder and the tests use, and the arm64
 # package index (only used to *download* guest packages; nothing arm64 is installed).
+# `--web` also installs what `make check-web` needs: Chromium and its WebDriver
+# (the dashboard test drives the browser over WebDriver from python3).
 # Safe to run twice: apt-get skips what is present, and the arm64 architecture is added
 # only when missing.
 set -euo pipefail
@@ -11,13 +13,18 @@ if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
 
 PKGS=(
   build-essential pkg-config
-  libglib2.0-dev libjansson-dev
+  libglib2.0-dev libjansson-dev libsoup-3.0-dev
   qemu-system-arm qemu-utils
   cpio gzip
   clang libclang-rt-14-dev
   u-boot-tools libubootenv-tool e2fsprogs
   tmux util-linux procps
+  prometheus
 )
+# prometheus: its promtool checks the /metrics exposition in tests/test-http.
+if [ "${1:-}" = "--web" ]; then
+  PKGS+=(chromium chromium-driver python3)
+fi
 
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   $SUDO dpkg --add-architecture arm64
