@@ -20,6 +20,13 @@ typedef enum {
   NF_PROFILE_NERVES,  /* a Nerves firmware disk booted by little_loader */
 } NfProfile;
 
+typedef enum {
+  NF_NET_NONE = 0, /* no NIC (the sim default) */
+  NF_NET_USER,     /* one user-mode (slirp) NIC per guest; the Nerves default */
+} NfNetMode;
+
+#define NF_NET_MAX_FORWARDS 16 /* --forward flags per fleet */
+
 typedef struct {
   char *name; /* fleet name: selects the state and runtime dirs */
   NfProfile profile;
@@ -50,6 +57,12 @@ typedef struct {
   gboolean detached;          /* guests outlive the supervisor (daemon mode) */
   gboolean ksm;               /* turn on host KSM page merging while the fleet runs */
   gboolean adopt;             /* take over running guests of a dead supervisor */
+  NfNetMode net;              /* guest networking (see supervisor/net.h) */
+  guint16 forwards[NF_NET_MAX_FORWARDS]; /* guest ports each guest gets a host port for */
+  guint n_forwards;
+  guint forward_base;  /* first guest's first host port; 0 = chosen at start */
+  char *server;        /* --server HOST:PORT as given, or NULL */
+  gboolean ready_http; /* guests report ready over HTTP, not the console */
 } NfFleetConfig;
 
 #define NF_DEFAULT_MEMORY_MIB 128

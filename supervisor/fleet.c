@@ -18,6 +18,8 @@
 #include "supervisor/disks.h"
 #include "supervisor/ksm.h"
 #include "supervisor/limiter.h"
+#include "supervisor/net.h"
+#include "supervisor/ready-http.h"
 #include "overlay/identity.h"
 #include "supervisor/paths.h"
 #include "supervisor/vm-private.h"
@@ -59,7 +61,8 @@ struct NfFleet {
   GHashTable *retiring; /* NfVm* being scaled away */
   guint retire_idle;
   guint resume_timer;
-  NfKsm *ksm; /* host KSM settings to restore, when --ksm */
+  NfKsm *ksm;              /* host KSM settings to restore, when --ksm */
+  NfReadyHttp *ready_http; /* --ready http listener, or NULL */
   gint64 fail_times[256];
   guint fail_next;
 };
@@ -86,6 +89,7 @@ static void notice(NfFleet *fleet, const char *message);
 static void note_failure(NfFleet *fleet);
 static void emit_vm_changed(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason);
 static gboolean retire_cb(gpointer data);
+static gboolean ready_http_cb(const char *serial, gpointer data);
 
 static gboolean check_file(const char *path, const char *what, const char *fix, GError **error)
 {
@@ -254,6 +258,17 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   if (config->ksm &&
       (fleet->ksm = nf_ksm_enable(NF_FLEET_KSM_PAGES, NF_FLEET_KSM_SLEEP_MS, error)) == NULL)
     return NULL;
+  if (config->net != NF_NET_NONE || config->server) {
+    fleet->env.net = nf_net_new(config, fleet->paths.runtime_dir, error);
+    if (fleet->env.net == NULL)
+      return NULL;
+  }
+  if (config->ready_http) {
+    fleet->ready_http = nf_ready_http_new(ready_http_cb, fleet, error);
+    if (fleet->ready_http == NULL)
+      return NULL;
+    fleet->env.ready_url = nf_ready_http_guest_url(fleet->ready_http);
+  }
   fleet->env.use_cgroups = TRUE;
   if (config->disk) {
     fleet->env.disks = nf_disks_new(config, &fleet->paths, error);
@@ -271,6 +286,21 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
     fleet->per_state[NF_VM_CREATED]++;
   }
   return g_steal_pointer(&fleet);
+}
+
+/* --ready http: a guest's request names its serial. A linear search: one
+ * request per guest boot. */
+static gboolean ready_http_cb(const char *serial, gpointer data)
+{
+  NfFleet *fleet = data;
+  for (guint i = 0; i < fleet->vms->len; i++) {
+    NfVm *vm = g_ptr_array_index(fleet->vms, i);
+    if (g_strcmp0(nf_vm_serial(vm), serial) == 0) {
+      nf_vm_report_ready(vm, "http");
+      return TRUE;
+    }
+  }
+  return FALSE;
 }
 
 static gboolean is_booting(NfVmState s)
@@ -599,6 +629,9 @@ void nf_fleet_free(NfFleet *fleet)
   GPtrArray *vms = g_steal_pointer(&fleet->vms);
   fleet->vms = g_ptr_array_new();
   g_ptr_array_unref(vms);
+  /* Before the runtime dir goes: its net.base is the plan's to remove. */
+  nf_net_free(fleet->env.net, fleet->detaching);
+  fleet->env.net = NULL;
   if (fleet->lock_fd >= 0) {
     if (!fleet->detaching)
       remove_stale_runtime_files(fleet);
@@ -621,6 +654,7 @@ void nf_fleet_free(NfFleet *fleet)
   g_free(fleet->env.cgroup_name);
   g_clear_pointer(&fleet->env.disks, nf_disks_free);
   g_clear_pointer(&fleet->ksm, nf_ksm_restore);
+  g_clear_pointer(&fleet->ready_http, nf_ready_http_free);
   g_clear_pointer(&fleet->env.health, nf_health_wheel_free);
   nf_paths_clear(&fleet->paths);
   g_free(fleet);
@@ -671,6 +705,11 @@ const char *nf_fleet_name(const NfFleet *fleet)
 {
   return fleet->config->name;
 }
+const struct NfNet *nf_fleet_net(const NfFleet *fleet)
+{
+  return fleet->env.net;
+}
+
 const NfFleetConfig *nf_fleet_config(const NfFleet *fleet)
 {
   return fleet->config;

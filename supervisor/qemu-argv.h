@@ -6,6 +6,7 @@
 #pragma once
 #include <glib.h>
 #include "supervisor/config.h"
+#include "supervisor/net.h"
 
 /* The fd numbers the child sees (the spawner maps ours onto these). Each is
  * a unix socket the supervisor bound and listens on, in the runtime dir. */
@@ -26,8 +27,15 @@ typedef struct {
   gboolean public_qmp;    /* pass NF_QEMU_FD_QMP_PUBLIC as a second monitor */
   NfProfile profile;      /* SIM: Linux + initramfs; NERVES: little_loader + firmware disk */
   const char *disk;       /* the guest's overlay (qcow2), or NULL */
-  const char *mac;        /* NIC address (NERVES profile) */
-  char *const *extra;     /* appended verbatim, may be NULL */
+  /* Networking (see net.h): NF_NET_USER gives one user-mode NIC, on
+   * virtio-mmio for NERVES (what its kernel probes), on PCI for SIM. */
+  NfNetMode net;
+  const char *mac;              /* the NIC's stable address */
+  const NfNetForward *forwards; /* host port -> guest port, on 127.0.0.1 */
+  guint n_forwards;
+  const char *server;    /* fw_cfg opt/nervesfleet/server, or NULL */
+  const char *ready_url; /* fw_cfg opt/nervesfleet/ready_url, or NULL */
+  char *const *extra;    /* appended verbatim, may be NULL */
 } NfQemuSpec;
 
 /* Returns a NULL-terminated argv (free with g_strfreev). Pure. */

@@ -25,6 +25,7 @@
 
 #include "overlay/identity.h"
 #include "supervisor/disks.h"
+#include "supervisor/net.h"
 #include "supervisor/qemu-argv.h"
 
 /* Console markers: index 0 is the configured ready marker. */
@@ -189,6 +190,13 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
       goto out;
   }
 
+  NfNetForward forwards[NF_NET_MAX_FORWARDS];
+  guint n_forwards = 0;
+  if (vm->env->net) {
+    if (!nf_net_check_guest(vm->env->net, vm->id, error))
+      goto out;
+    n_forwards = nf_net_forwards(vm->env->net, vm->id, forwards);
+  }
   NfQemuSpec spec = {
       .qemu = vm->env->qemu_path,
       .accel = vm->env->accel,
@@ -204,6 +212,11 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
       .profile = cfg->profile,
       .disk = vm->disk_path,
       .mac = vm->mac,
+      .net = cfg->net,
+      .forwards = forwards,
+      .n_forwards = n_forwards,
+      .server = vm->env->net ? nf_net_guest_server(vm->env->net) : NULL,
+      .ready_url = vm->env->ready_url,
   };
   argv = nf_qemu_argv_build(&spec);
   {
@@ -365,8 +378,16 @@ static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer 
     vm->panic_seen = TRUE;
     return;
   }
+  if (vm->env->ready_url)
+    return; /* --ready http: only the guest's request counts */
   const char *s = strstr(line, "serial=");
   g_autofree char *reason = g_strdup_printf("ready (%s)", s ? s : line);
+  nf_vm_dispatch(vm, NF_VM_EV_READY, reason);
+}
+
+void nf_vm_report_ready(NfVm *vm, const char *how)
+{
+  g_autofree char *reason = g_strdup_printf("ready (%s)", how);
   nf_vm_dispatch(vm, NF_VM_EV_READY, reason);
 }
 
