@@ -3,14 +3,19 @@
  * --forward and --server values, the server address as the guest dials it,
  * and the host port allocator's contract (layout, free-port probe, explicit
  * base refused when taken, automatic base skipping taken ranges, the base
- * file kept for adoption).
+ * file kept for adoption), and the --ready http listener over real loopback
+ * sockets (known serial 200, unknown 404, malformed 400, oversize 431, none
+ * of them taking the listener down).
  */
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <gio/gio.h>
+
 #include "supervisor/net.h"
+#include "supervisor/ready-http.h"
 #include "tests/lib/nf-test.h"
 
 /* Listens on 127.0.0.1:port (0: any); returns the fd, the port in *port. */
@@ -160,10 +165,112 @@ static void test_allocator(void)
   nf_test_tmpdir_cleanup(dir);
 }
 
+/* --- ready-http: a client thread sends raw bytes, the main context serves --- */
+
+typedef struct {
+  guint port;
+  char *request;
+  char *answer;
+  gint done;
+} Exchange;
+
+static gpointer client_thread(gpointer data)
+{
+  Exchange *x = data;
+  g_autoptr(GSocketClient) client = g_socket_client_new();
+  g_socket_client_set_timeout(client, 30);
+  g_socket_client_set_enable_proxy(client, FALSE);
+  g_autoptr(GSocketConnection) conn =
+      g_socket_client_connect_to_host(client, "127.0.0.1", (guint16)x->port, NULL, NULL);
+  GString *got = g_string_new(NULL);
+  if (conn) {
+    GOutputStream *out = g_io_stream_get_output_stream(G_IO_STREAM(conn));
+    GInputStream *in = g_io_stream_get_input_stream(G_IO_STREAM(conn));
+    g_output_stream_write_all(out, x->request, strlen(x->request), NULL, NULL, NULL);
+    char buf[512];
+    gssize n;
+    while ((n = g_input_stream_read(in, buf, sizeof(buf), NULL, NULL)) > 0)
+      g_string_append_len(got, buf, n);
+  }
+  x->answer = g_string_free(got, FALSE);
+  g_atomic_int_set(&x->done, 1);
+  /* The main thread may sleep in poll with nothing else due: wake it. */
+  g_main_context_wakeup(g_main_context_default());
+  return NULL;
+}
+
+static gboolean exchange_done(gpointer data)
+{
+  Exchange *x = data;
+  return g_atomic_int_get(&x->done) != 0;
+}
+
+/* Sends `request`, serves until the answer is complete; returns the answer. */
+static char *exchange(guint port, const char *request)
+{
+  Exchange x = {.port = port, .request = (char *)request};
+  GThread *t = g_thread_new("client", client_thread, &x);
+  g_assert_true(nf_test_wait_for(exchange_done, &x, 30000));
+  g_thread_join(t);
+  return x.answer;
+}
+
+static gboolean known_serial_cb(const char *serial, gpointer data)
+{
+  GPtrArray *seen = data;
+  g_ptr_array_add(seen, g_strdup(serial));
+  return g_str_equal(serial, "NF-000001");
+}
+
+static void test_ready_http(void)
+{
+  g_autoptr(GPtrArray) seen = g_ptr_array_new_with_free_func(g_free);
+  g_autoptr(GError) error = NULL;
+  NfReadyHttp *http = nf_ready_http_new(known_serial_cb, seen, &error);
+  g_assert_no_error(error);
+  guint port = nf_ready_http_port(http);
+  g_autofree char *url = g_strdup_printf("http://10.0.2.2:%u/ready", port);
+  g_assert_cmpstr(nf_ready_http_guest_url(http), ==, url);
+
+  /* What busybox wget sends. */
+  g_autofree char *ok = exchange(port, "GET /ready?serial=NF-000001 HTTP/1.1\r\nHost: "
+                                       "10.0.2.2\r\nUser-Agent: Wget\r\nConnection: "
+                                       "close\r\n\r\n");
+  g_assert_true(g_str_has_prefix(ok, "HTTP/1.0 200 OK\r\n"));
+  g_assert_cmpuint(seen->len, ==, 1);
+  g_assert_cmpstr(seen->pdata[0], ==, "NF-000001");
+
+  g_autofree char *unknown = exchange(port, "GET /ready?x=1&serial=NF-000099 HTTP/1.0\r\n\r\n");
+  g_assert_true(g_str_has_prefix(unknown, "HTTP/1.0 404 "));
+  g_assert_cmpuint(seen->len, ==, 2);
+
+  /* Malformed requests never reach the callback. */
+  const char *bad[] = {"POST /ready?serial=NF-000001 HTTP/1.1\r\n\r\n",
+                       "GET /other?serial=NF-000001 HTTP/1.1\r\n\r\n",
+                       "GET /ready?serial=NF%2F1 HTTP/1.1\r\n\r\n",
+                       "GET /ready?serial= HTTP/1.1\r\n\r\n", "hello\n\n"};
+  for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
+    g_autofree char *a = exchange(port, bad[i]);
+    g_assert_true(g_str_has_prefix(a, "HTTP/1.0 400 "));
+  }
+  g_assert_cmpuint(seen->len, ==, 2);
+
+  /* A head that never ends is cut at the bound. */
+  g_autofree char *huge = g_strnfill(NF_READY_HTTP_MAX_HEAD + 100, 'a');
+  g_autofree char *big = exchange(port, huge);
+  g_assert_true(g_str_has_prefix(big, "HTTP/1.0 431 "));
+
+  /* Still serving after all that. */
+  g_autofree char *again = exchange(port, "GET /ready?serial=NF-000001 HTTP/1.1\r\n\r\n");
+  g_assert_true(g_str_has_prefix(again, "HTTP/1.0 200 OK"));
+  nf_ready_http_free(http);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/net/parse", test_parse);
   g_test_add_func("/net/allocator", test_allocator);
+  g_test_add_func("/net/ready-http", test_ready_http);
   return g_test_run();
 }
