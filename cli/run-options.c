@@ -42,6 +42,13 @@ static gboolean net_options(NfFleetConfig *cfg, const char *net, char **forwards
     }
     cfg->net = NF_NET_USER;
   }
+  if (cfg->net == NF_NET_TAP && (forwards || forward_base)) {
+    g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                "%s is for --net user: with --net tap every guest has its own address on the "
+                "fleet's bridge (`ps --json` field ip)",
+                forwards ? "--forward" : "--forward-base");
+    return FALSE;
+  }
   for (char **f = forwards; f && *f; f++) {
     if (cfg->n_forwards == NF_NET_MAX_FORWARDS) {
       g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
@@ -80,7 +87,7 @@ static gboolean net_options(NfFleetConfig *cfg, const char *net, char **forwards
   }
   if (server) {
     g_autofree char *guest_addr = NULL;
-    if (!nf_net_parse_server(server, &guest_addr, error))
+    if (!nf_net_parse_server(server, NULL, &guest_addr, error))
       return FALSE;
     g_free(cfg->server);
     cfg->server = g_strdup(server);
@@ -165,7 +172,9 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       {"ready-marker", 0, 0, G_OPTION_ARG_STRING, &ready_marker,
        "Console text that means a guest is up (default: nervesfleet-ready)", "TEXT"},
       {"net", 0, 0, G_OPTION_ARG_STRING, &net,
-       "none or user: one user-mode NIC per guest (default: none; nerves: user)", "MODE"},
+       "none, user (one user-mode NIC per guest) or tap (a bridge per fleet, root) (default: "
+       "none; nerves: user)",
+       "MODE"},
       {"forward", 0, 0, G_OPTION_ARG_STRING_ARRAY, &forwards,
        "Forward a host port (127.0.0.1) to this guest port on every guest (repeatable)",
        "GUESTPORT"},

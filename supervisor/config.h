@@ -23,6 +23,7 @@ typedef enum {
 typedef enum {
   NF_NET_NONE = 0, /* no NIC (the sim default) */
   NF_NET_USER,     /* one user-mode (slirp) NIC per guest; the Nerves default */
+  NF_NET_TAP,      /* one tap per guest on a per-fleet bridge (root; see tap.h) */
 } NfNetMode;
 
 #define NF_NET_MAX_FORWARDS 16 /* --forward flags per fleet */

@@ -20,6 +20,7 @@
 #include "supervisor/limiter.h"
 #include "supervisor/net.h"
 #include "supervisor/ready-http.h"
+#include "supervisor/tap.h"
 #include "overlay/identity.h"
 #include "supervisor/paths.h"
 #include "supervisor/vm-private.h"
@@ -258,13 +259,20 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   if (config->ksm &&
       (fleet->ksm = nf_ksm_enable(NF_FLEET_KSM_PAGES, NF_FLEET_KSM_SLEEP_MS, error)) == NULL)
     return NULL;
+  const char *host_addr = NULL; /* the host as guests see it; NULL: slirp's */
+  if (config->net == NF_NET_TAP) {
+    fleet->env.tap = nf_tap_new(fleet->paths.runtime_dir, error);
+    if (fleet->env.tap == NULL)
+      return NULL;
+    host_addr = nf_tap_host_addr(fleet->env.tap);
+  }
   if (config->net != NF_NET_NONE || config->server) {
-    fleet->env.net = nf_net_new(config, fleet->paths.runtime_dir, error);
+    fleet->env.net = nf_net_new(config, fleet->paths.runtime_dir, host_addr, error);
     if (fleet->env.net == NULL)
       return NULL;
   }
   if (config->ready_http) {
-    fleet->ready_http = nf_ready_http_new(ready_http_cb, fleet, error);
+    fleet->ready_http = nf_ready_http_new(host_addr, host_addr, ready_http_cb, fleet, error);
     if (fleet->ready_http == NULL)
       return NULL;
     fleet->env.ready_url = nf_ready_http_guest_url(fleet->ready_http);
@@ -632,6 +640,10 @@ void nf_fleet_free(NfFleet *fleet)
   /* Before the runtime dir goes: its net.base is the plan's to remove. */
   nf_net_free(fleet->env.net, fleet->detaching);
   fleet->env.net = NULL;
+  /* After the guests: their taps are gone with their qemu. */
+  g_clear_pointer(&fleet->ready_http, nf_ready_http_free);
+  nf_tap_free(fleet->env.tap, fleet->detaching);
+  fleet->env.tap = NULL;
   if (fleet->lock_fd >= 0) {
     if (!fleet->detaching)
       remove_stale_runtime_files(fleet);
@@ -654,7 +666,6 @@ void nf_fleet_free(NfFleet *fleet)
   g_free(fleet->env.cgroup_name);
   g_clear_pointer(&fleet->env.disks, nf_disks_free);
   g_clear_pointer(&fleet->ksm, nf_ksm_restore);
-  g_clear_pointer(&fleet->ready_http, nf_ready_http_free);
   g_clear_pointer(&fleet->env.health, nf_health_wheel_free);
   nf_paths_clear(&fleet->paths);
   g_free(fleet);
@@ -708,6 +719,13 @@ const char *nf_fleet_name(const NfFleet *fleet)
 const struct NfNet *nf_fleet_net(const NfFleet *fleet)
 {
   return fleet->env.net;
+}
+
+char *nf_fleet_guest_ip(const NfFleet *fleet, guint id)
+{
+  if (fleet->env.tap == NULL || id <= fleet->config->id_offset)
+    return NULL;
+  return nf_tap_guest_addr(fleet->env.tap, id - fleet->config->id_offset);
 }
 
 const NfFleetConfig *nf_fleet_config(const NfFleet *fleet)

@@ -31,9 +31,11 @@ gboolean nf_net_parse_mode(const char *text, NfNetMode *mode, GError **error)
     *mode = NF_NET_NONE;
   else if (g_strcmp0(text, "user") == 0)
     *mode = NF_NET_USER;
+  else if (g_strcmp0(text, "tap") == 0)
+    *mode = NF_NET_TAP;
   else {
     g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                "--net '%s': use none or user (e.g. --net user)", text);
+                "--net '%s': use none, user or tap (e.g. --net user)", text);
     return FALSE;
   }
   return TRUE;
@@ -53,7 +55,8 @@ gboolean nf_net_parse_port(const char *flag, const char *text, guint16 *port, GE
   return TRUE;
 }
 
-gboolean nf_net_parse_server(const char *text, char **guest_addr, GError **error)
+gboolean nf_net_parse_server(const char *text, const char *host_addr, char **guest_addr,
+                             GError **error)
 {
   const char *colon = text ? strrchr(text, ':') : NULL;
   g_autofree char *host = colon ? g_strndup(text, (gsize)(colon - text)) : NULL;
@@ -68,10 +71,12 @@ gboolean nf_net_parse_server(const char *text, char **guest_addr, GError **error
                 text ? text : "");
     return FALSE;
   }
-  /* slirp maps its gateway address onto the host's own loopback. */
+  /* slirp maps its gateway address onto the host's own loopback; on a
+   * bridge the host has an address of its own. */
   gboolean loopback = g_ascii_strcasecmp(host, "localhost") == 0 ||
                       g_str_has_prefix(host, "127.") || g_str_equal(host, "0.0.0.0");
-  *guest_addr = g_strdup_printf("%s:%u", loopback ? NF_NET_HOST_ADDR : host, port);
+  *guest_addr =
+      g_strdup_printf("%s:%u", loopback ? (host_addr ? host_addr : NF_NET_HOST_ADDR) : host, port);
   return TRUE;
 }
 
@@ -114,14 +119,15 @@ static gboolean read_base_file(const char *path, guint *base)
   return TRUE;
 }
 
-NfNet *nf_net_new(const NfFleetConfig *config, const char *runtime_dir, GError **error)
+NfNet *nf_net_new(const NfFleetConfig *config, const char *runtime_dir, const char *host_addr,
+                  GError **error)
 {
   g_autoptr(GError) local = NULL;
   NfNet *net = g_new0(NfNet, 1);
   net->config = config;
-  if (config->server && !nf_net_parse_server(config->server, &net->guest_server, error))
+  if (config->server && !nf_net_parse_server(config->server, host_addr, &net->guest_server, error))
     goto fail;
-  if (config->n_forwards == 0 || config->net == NF_NET_NONE)
+  if (config->n_forwards == 0 || config->net != NF_NET_USER)
     return net;
 
   guint span = config->count * config->n_forwards;

@@ -33,7 +33,7 @@ typedef struct {
   guint16 guest;
 } NfNetForward;
 
-/* "none" or "user". FALSE with an error naming --net otherwise. */
+/* "none", "user" or "tap". FALSE with an error naming --net otherwise. */
 gboolean nf_net_parse_mode(const char *text, NfNetMode *mode, GError **error);
 
 /* A guest TCP port for --forward: 1-65535, decimal. */
@@ -41,9 +41,12 @@ gboolean nf_net_parse_port(const char *flag, const char *text, guint16 *port, GE
 
 /* --server HOST:PORT: HOST an IPv4 address or a host name, PORT 1-65535.
  * On success *guest_addr (caller frees) is the address as the guest must
- * dial it: loopback hosts (localhost, 127.x.y.z, 0.0.0.0) become 10.0.2.2,
- * anything else is kept (routed by slirp, names resolved by its DNS). */
-gboolean nf_net_parse_server(const char *text, char **guest_addr, GError **error);
+ * dial it: loopback hosts (localhost, 127.x.y.z, 0.0.0.0) become
+ * `host_addr` (the host as the guest sees it: NF_NET_HOST_ADDR under
+ * slirp, the bridge's address with taps), anything else is kept (routed,
+ * names resolved by the guest's DNS). */
+gboolean nf_net_parse_server(const char *text, const char *host_addr, char **guest_addr,
+                             GError **error);
 
 /* TRUE when nothing listens on 127.0.0.1:port (TCP) right now; the probe
  * binds with SO_REUSEADDR, as qemu's hostfwd does, so TIME_WAIT leftovers
@@ -55,10 +58,12 @@ typedef struct NfNet NfNet;
 /* The plan of a fleet (config borrowed, must outlive it). With forwards,
  * picks the base (see above: --forward-base, else <runtime_dir>/net.base
  * when a previous supervisor of this fleet left one, else the first free
- * candidate range) and records it in <runtime_dir>/net.base. Fails when
+ * candidate range) and records it in <runtime_dir>/net.base. `host_addr`:
+ * see nf_net_parse_server (NULL: NF_NET_HOST_ADDR). Fails when
  * the range passes 65535 or (explicit base) a port of the first `count`
  * guests is taken, naming the port and the fix. */
-NfNet *nf_net_new(const NfFleetConfig *config, const char *runtime_dir, GError **error);
+NfNet *nf_net_new(const NfFleetConfig *config, const char *runtime_dir, const char *host_addr,
+                  GError **error);
 
 /* Removes <runtime>/net.base unless `keep` (detached guests still use the
  * ports), then frees. NULL is fine. */

@@ -150,9 +150,13 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
  * profiles' guests can read without a kernel command line of ours. */
 static void add_net(GPtrArray *a, const NfQemuSpec *spec)
 {
-  if (spec->net == NF_NET_USER) {
-    GString *nd = g_string_new("user,id=eth0");
-    for (guint i = 0; i < spec->n_forwards; i++)
+  if (spec->net == NF_NET_USER || spec->net == NF_NET_TAP) {
+    GString *nd = g_string_new(NULL);
+    if (spec->net == NF_NET_TAP)
+      g_string_printf(nd, "tap,id=eth0,fd=%d", NF_QEMU_FD_TAP);
+    else
+      g_string_assign(nd, "user,id=eth0");
+    for (guint i = 0; spec->net == NF_NET_USER && i < spec->n_forwards; i++)
       g_string_append_printf(nd, ",hostfwd=tcp:127.0.0.1:%u-:%u", spec->forwards[i].host,
                              spec->forwards[i].guest);
     add(a, "-netdev");
@@ -169,6 +173,13 @@ static void add_net(GPtrArray *a, const NfQemuSpec *spec)
   if (spec->server) {
     add(a, "-fw_cfg");
     addf(a, "name=opt/nervesfleet/server,string=%s", spec->server);
+  }
+  if (spec->net == NF_NET_TAP && spec->ip) {
+    /* qemu's option syntax reads ",," as one literal comma. */
+    g_auto(GStrv) parts = g_strsplit(spec->ip, ",", -1);
+    g_autofree char *escaped = g_strjoinv(",,", parts);
+    add(a, "-fw_cfg");
+    addf(a, "name=opt/nervesfleet/ip,string=%s", escaped);
   }
   if (spec->ready_url) {
     add(a, "-fw_cfg");

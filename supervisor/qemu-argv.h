@@ -13,6 +13,7 @@
 #define NF_QEMU_FD_QMP 3        /* the supervisor's QMP monitor (vm-NNNN.ctl) */
 #define NF_QEMU_FD_QMP_PUBLIC 4 /* a QMP monitor for other tools (vm-NNNN.qmp) */
 #define NF_QEMU_FD_SERIAL 5     /* the serial console stream (vm-NNNN.serial) */
+#define NF_QEMU_FD_TAP 6        /* --net tap: the guest's tap (see tap.h) */
 
 typedef struct {
   const char *qemu; /* binary */
@@ -35,6 +36,7 @@ typedef struct {
   guint n_forwards;
   const char *server;    /* fw_cfg opt/nervesfleet/server, or NULL */
   const char *ready_url; /* fw_cfg opt/nervesfleet/ready_url, or NULL */
+  const char *ip;        /* NF_NET_TAP: fw_cfg opt/nervesfleet/ip "ADDR,GATEWAY" */
   char *const *extra;    /* appended verbatim, may be NULL */
 } NfQemuSpec;
 

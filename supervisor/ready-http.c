@@ -45,21 +45,30 @@ static void answer(Conn *c);
 static void reply(Conn *c, const char *status, const char *body);
 static char *parse_serial(const char *head, const char **problem);
 
-NfReadyHttp *nf_ready_http_new(NfReadyHttpFunc func, gpointer user_data, GError **error)
+NfReadyHttp *nf_ready_http_new(const char *bind_addr, const char *guest_host, NfReadyHttpFunc func,
+                               gpointer user_data, GError **error)
 {
   g_autoptr(GSocketService) service = g_socket_service_new();
-  g_autoptr(GInetAddress) lo = g_inet_address_new_loopback(G_SOCKET_FAMILY_IPV4);
+  g_autoptr(GInetAddress) lo = bind_addr ? g_inet_address_new_from_string(bind_addr)
+                                         : g_inet_address_new_loopback(G_SOCKET_FAMILY_IPV4);
+  if (lo == NULL) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                "--ready http: '%s' is not an IPv4 address", bind_addr);
+    return NULL;
+  }
   g_autoptr(GSocketAddress) addr = g_inet_socket_address_new(lo, 0);
   g_autoptr(GSocketAddress) bound = NULL;
   if (!g_socket_listener_add_address(G_SOCKET_LISTENER(service), addr, G_SOCKET_TYPE_STREAM,
                                      G_SOCKET_PROTOCOL_TCP, NULL, &bound, error)) {
-    g_prefix_error(error, "--ready http: cannot listen on 127.0.0.1: ");
+    g_prefix_error(error,
+                   "--ready http: cannot listen on %s: ", bind_addr ? bind_addr : "127.0.0.1");
     return NULL;
   }
   NfReadyHttp *http = g_new0(NfReadyHttp, 1);
   http->service = g_steal_pointer(&service);
   http->port = g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(bound));
-  http->url = g_strdup_printf("http://%s:%u/ready", NF_NET_HOST_ADDR, http->port);
+  http->url =
+      g_strdup_printf("http://%s:%u/ready", guest_host ? guest_host : NF_NET_HOST_ADDR, http->port);
   http->func = func;
   http->user_data = user_data;
   http->conns = g_hash_table_new_full(NULL, NULL, (GDestroyNotify)conn_free, NULL);

@@ -13,8 +13,9 @@
  * 400/404 with a log line. Once the dashboard's server is in, the handler
  * (serial -> guest) can move onto it as one route; the contract below stays.
  *
- * The listener binds 127.0.0.1 on a port the kernel picks; a user-mode
- * guest reaches it as 10.0.2.2:PORT (see net.h).
+ * The listener binds 127.0.0.1 on a port the kernel picks, where a
+ * user-mode guest reaches it as 10.0.2.2:PORT (see net.h); with --net tap
+ * it binds the bridge's address instead, which the guests reach directly.
  */
 #pragma once
 #include <glib.h>
@@ -30,9 +31,12 @@ typedef struct NfReadyHttp NfReadyHttp;
  * (answered 200), FALSE otherwise (404). */
 typedef gboolean (*NfReadyHttpFunc)(const char *serial, gpointer user_data);
 
-/* Listens on 127.0.0.1, port picked by the kernel, on the thread-default
- * main context. FALSE-ish (NULL) with an error when it cannot listen. */
-NfReadyHttp *nf_ready_http_new(NfReadyHttpFunc func, gpointer user_data, GError **error);
+/* Listens on `bind_addr` (an IPv4 literal; NULL: 127.0.0.1), port picked
+ * by the kernel, on the thread-default main context; guests are told
+ * `guest_host` (NULL: 10.0.2.2) in the URL. NULL with an error when it
+ * cannot listen. */
+NfReadyHttp *nf_ready_http_new(const char *bind_addr, const char *guest_host, NfReadyHttpFunc func,
+                               gpointer user_data, GError **error);
 
 /* The port it listens on. */
 guint nf_ready_http_port(const NfReadyHttp *http);

@@ -26,6 +26,7 @@
 #include "overlay/identity.h"
 #include "supervisor/disks.h"
 #include "supervisor/net.h"
+#include "supervisor/tap.h"
 #include "supervisor/qemu-argv.h"
 
 /* Console markers: index 0 is the configured ready marker. */
@@ -160,7 +161,8 @@ static void reset_run_facts(NfVm *vm)
 gboolean nf_vm_spawn(NfVm *vm, GError **error)
 {
   const NfFleetConfig *cfg = vm->env->config;
-  int fds[3] = {-1, -1, -1};
+  int fds[4] = {-1, -1, -1, -1};
+  g_autofree char *ip = NULL;
   int log_fd = -1;
   gboolean ok = FALSE;
   g_auto(GStrv) argv = NULL;
@@ -197,6 +199,17 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
       goto out;
     n_forwards = nf_net_forwards(vm->env->net, vm->id, forwards);
   }
+  if (vm->env->tap) {
+    g_autofree char *addr = nf_tap_guest_addr(vm->env->tap, vm->id - cfg->id_offset);
+    if (addr == NULL) {
+      g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                  "--net tap: no address left for guest %u in the fleet's /16", vm->id);
+      goto out;
+    }
+    if ((fds[3] = nf_tap_open(vm->env->tap, error)) < 0)
+      goto out;
+    ip = g_strdup_printf("%s,%s", addr, nf_tap_host_addr(vm->env->tap));
+  }
   NfQemuSpec spec = {
       .qemu = vm->env->qemu_path,
       .accel = vm->env->accel,
@@ -217,6 +230,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
       .n_forwards = n_forwards,
       .server = vm->env->net ? nf_net_guest_server(vm->env->net) : NULL,
       .ready_url = vm->env->ready_url,
+      .ip = ip,
   };
   argv = nf_qemu_argv_build(&spec);
   {
@@ -238,8 +252,9 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
     }
   }
 
-  int targets[] = {NF_QEMU_FD_QMP, NF_QEMU_FD_QMP_PUBLIC, NF_QEMU_FD_SERIAL};
-  vm->proc = nf_process_spawn(argv, fds, targets, 3, log_fd, !cfg->detached, on_exit_cb, vm, error);
+  int targets[] = {NF_QEMU_FD_QMP, NF_QEMU_FD_QMP_PUBLIC, NF_QEMU_FD_SERIAL, NF_QEMU_FD_TAP};
+  vm->proc = nf_process_spawn(argv, fds, targets, fds[3] >= 0 ? 4 : 3, log_fd, !cfg->detached,
+                              on_exit_cb, vm, error);
   if (vm->proc == NULL) {
     g_prefix_error(error, "cannot start %s: ", vm->env->qemu_path);
     goto out;
@@ -256,8 +271,9 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   }
   ok = TRUE;
 out:
-  /* qemu holds the listening sockets now; our copies would only leak. */
-  for (int i = 0; i < 3; i++)
+  /* qemu holds the listening sockets (and the tap) now; our copies would
+   * only leak, and a tap must vanish with its qemu. */
+  for (int i = 0; i < 4; i++)
     if (fds[i] >= 0)
       close(fds[i]);
   if (log_fd >= 0)

@@ -39,6 +39,7 @@ typedef struct {
   struct NfHealthWheel *health; /* probe scheduler, NULL when probes are off */
   char *cgroup_name;            /* this fleet's cgroup dir name (see nf_paths_cgroup_name) */
   struct NfNet *net;            /* user-mode networking plan (net.h), or NULL */
+  struct NfTap *tap;            /* --net tap: the fleet's bridge (tap.h), or NULL */
   const char *ready_url;        /* --ready http: where guests report (ready-http.h), or NULL */
 } NfVmEnv;
 

@@ -156,6 +156,13 @@ static void test_argv_net(void)
       find_pair(a, "-fw_cfg", "name=opt/nervesfleet/ready_url,string=http://10.0.2.2:3999/ready"),
       >, 0);
 
+  spec.net = NF_NET_TAP;
+  spec.ip = "10.77.0.2,10.77.0.1";
+  g_auto(GStrv) tap = nf_qemu_argv_build(&spec);
+  g_assert_cmpint(find_pair(tap, "-netdev", "tap,id=eth0,fd=6"), >, 0);
+  g_assert_cmpint(find_pair(tap, "-fw_cfg", "name=opt/nervesfleet/ip,string=10.77.0.2,,10.77.0.1"),
+                  >, 0);
+
   spec.net = NF_NET_NONE;
   spec.n_forwards = 0;
   spec.server = spec.ready_url = NULL;

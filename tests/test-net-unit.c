@@ -45,8 +45,10 @@ static void test_parse(void)
   g_assert_cmpint(mode, ==, NF_NET_USER);
   g_assert_true(nf_net_parse_mode("none", &mode, NULL));
   g_assert_cmpint(mode, ==, NF_NET_NONE);
-  g_assert_false(nf_net_parse_mode("tap", &mode, &error));
-  g_assert_nonnull(strstr(error->message, "--net 'tap'"));
+  g_assert_true(nf_net_parse_mode("tap", &mode, NULL));
+  g_assert_cmpint(mode, ==, NF_NET_TAP);
+  g_assert_false(nf_net_parse_mode("bridge", &mode, &error));
+  g_assert_nonnull(strstr(error->message, "--net 'bridge'"));
   g_clear_error(&error);
 
   g_assert_true(nf_net_parse_port("--forward", "22", &port, NULL));
@@ -66,14 +68,17 @@ static void test_parse(void)
               {"ota.example.com:443", "ota.example.com:443"}};
   for (guint i = 0; i < G_N_ELEMENTS(good); i++) {
     g_autofree char *guest = NULL;
-    g_assert_true(nf_net_parse_server(good[i].given, &guest, NULL));
+    g_assert_true(nf_net_parse_server(good[i].given, NULL, &guest, NULL));
     g_assert_cmpstr(guest, ==, good[i].guest);
   }
+  g_autofree char *bridged = NULL;
+  g_assert_true(nf_net_parse_server("localhost:80", "10.77.0.1", &bridged, NULL));
+  g_assert_cmpstr(bridged, ==, "10.77.0.1:80");
   const char *bad[] = {"4000",       ":4000",  "host:",  "host:0",
                        "host:70000", "::1:80", "a b:80", "host:80x"};
   for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
     char *guest = NULL;
-    g_assert_false(nf_net_parse_server(bad[i], &guest, &error));
+    g_assert_false(nf_net_parse_server(bad[i], NULL, &guest, &error));
     g_assert_null(guest);
     g_assert_nonnull(strstr(error->message, "--server"));
     g_clear_error(&error);
@@ -107,7 +112,7 @@ static void test_allocator(void)
 
   /* An explicit base whose range holds that port is refused, naming it. */
   config_for(&c, 3, busy > 3 ? busy - 3 : busy);
-  g_assert_null(nf_net_new(&c, dir, &error));
+  g_assert_null(nf_net_new(&c, dir, NULL, &error));
   g_autofree char *want = g_strdup_printf("host port %u", busy);
   g_assert_nonnull(strstr(error->message, want));
   g_assert_false(g_file_test(base_file, G_FILE_TEST_EXISTS));
@@ -116,14 +121,14 @@ static void test_allocator(void)
 
   /* Past 65535 is refused too. */
   config_for(&c, 3, 65532);
-  g_assert_null(nf_net_new(&c, dir, &error));
+  g_assert_null(nf_net_new(&c, dir, NULL, &error));
   g_assert_nonnull(strstr(error->message, "65535"));
   g_clear_error(&error);
   nf_fleet_config_clear(&c);
 
   /* Automatic: a free range, recorded, laid out base + (k-1)*F + j. */
   config_for(&c, 3, 0);
-  NfNet *net = nf_net_new(&c, dir, &error);
+  NfNet *net = nf_net_new(&c, dir, NULL, &error);
   g_assert_no_error(error);
   guint base = nf_net_base(net);
   g_assert_cmpuint(base, >=, NF_NET_AUTO_BASE_LOW);
@@ -152,7 +157,7 @@ static void test_allocator(void)
     g_clear_error(&error);
     /* A new plan of the same fleet (an adopting supervisor) keeps the
      * recorded base although guests hold those ports. */
-    NfNet *again = nf_net_new(&c, dir, &error);
+    NfNet *again = nf_net_new(&c, dir, NULL, &error);
     g_assert_no_error(error);
     g_assert_cmpuint(nf_net_base(again), ==, base);
     nf_net_free(again, TRUE);
@@ -226,7 +231,7 @@ static void test_ready_http(void)
 {
   g_autoptr(GPtrArray) seen = g_ptr_array_new_with_free_func(g_free);
   g_autoptr(GError) error = NULL;
-  NfReadyHttp *http = nf_ready_http_new(known_serial_cb, seen, &error);
+  NfReadyHttp *http = nf_ready_http_new(NULL, NULL, known_serial_cb, seen, &error);
   g_assert_no_error(error);
   guint port = nf_ready_http_port(http);
   g_autofree char *url = g_strdup_printf("http://10.0.2.2:%u/ready", port);

@@ -6,6 +6,10 @@
  * guest's forwarded host port (from `ps --json`) reaches that guest's own
  * service; bad --net/--forward/--server/--ready values exit 2 with an error
  * naming the flag, and a taken --forward-base exits 1 naming the port.
+ * As root: --net tap puts every guest on the fleet's bridge at its own
+ * address, reachable from the host; taps vanish with their qemu (a
+ * SIGKILLed supervisor included), `down` sweeps the bridge it left, and an
+ * orderly stop removes it.
  */
 #include <signal.h>
 #include <string.h>
@@ -13,6 +17,7 @@
 #include <gio/gio.h>
 #include <jansson.h>
 
+#include "supervisor/tap.h"
 #include "tests/lib/nf-test.h"
 
 #define BOOT_MS 180000
@@ -88,14 +93,14 @@ static gboolean all_serials_seen(gpointer data)
 
 /* GET / from 127.0.0.1:port with a blocking client (the guest's httpd does
  * not need our main context); returns the body-and-head text. */
-static char *http_get(guint port)
+static char *http_get_from(const char *host, guint port)
 {
   g_autoptr(GSocketClient) client = g_socket_client_new();
   g_socket_client_set_timeout(client, 60);
   g_socket_client_set_enable_proxy(client, FALSE);
   g_autoptr(GError) error = NULL;
   g_autoptr(GSocketConnection) conn =
-      g_socket_client_connect_to_host(client, "127.0.0.1", (guint16)port, NULL, &error);
+      g_socket_client_connect_to_host(client, host, (guint16)port, NULL, &error);
   g_assert_no_error(error);
   const char *req = "GET / HTTP/1.0\r\nHost: localhost\r\n\r\n";
   g_assert_true(g_output_stream_write_all(g_io_stream_get_output_stream(G_IO_STREAM(conn)), req,
@@ -107,6 +112,80 @@ static char *http_get(guint port)
                                   NULL, NULL)) > 0)
     g_string_append_len(got, buf, n);
   return g_string_free(got, FALSE);
+}
+
+static char *http_get(guint port)
+{
+  return http_get_from("127.0.0.1", port);
+}
+
+/* Entries of /sys/class/net/BRIDGE/brif: the taps attached. -1: no bridge. */
+static int bridge_ports(const char *bridge)
+{
+  g_autofree char *path = g_strdup_printf("/sys/class/net/%s/brif", bridge);
+  g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
+  if (dir == NULL)
+    return -1;
+  int n = 0;
+  while (g_dir_read_name(dir))
+    n++;
+  return n;
+}
+
+static void test_tap_bridge(void)
+{
+  if (geteuid() != 0 || access("/dev/net/tun", R_OK | W_OK) != 0) {
+    g_test_skip("--net tap needs root and /dev/net/tun");
+    return;
+  }
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *rt = g_build_filename(tmp, "run", "nervesfleet", "tap", NULL);
+  g_autofree char *bridge = nf_tap_bridge_name(rt);
+  const char *args[] = {"run",      "2",           "--name",  "tap",  "--net",          "tap",
+                        "--append", "nf.httpd=80", "--ready", "http", "--stop-timeout", "20",
+                        NULL};
+  g_autoptr(NfTestProc) p = nf_test_proc_spawn(tmp, args);
+  g_assert_true(nf_test_proc_wait_output(p, "all 2 guests ready", BOOT_MS));
+  g_assert_cmpint(bridge_ports(bridge), ==, 2);
+
+  /* The host reaches each guest at its own address on the bridge. */
+  const char *ps[] = {"ps", "--json", "--name", "tap", NULL};
+  g_autofree char *out = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, ps, 30000, &out), ==, 0);
+  json_t *doc = json_loads(out, 0, NULL);
+  g_assert_nonnull(doc);
+  for (guint i = 0; i < 2; i++) {
+    json_t *g = json_array_get(json_object_get(doc, "guests"), i);
+    const char *ip = json_string_value(json_object_get(g, "ip"));
+    g_assert_nonnull(ip);
+    g_autofree char *page = http_get_from(ip, 80);
+    g_autofree char *want =
+        g_strdup_printf("serial=%s", json_string_value(json_object_get(g, "serial")));
+    g_assert_nonnull(strstr(page, want));
+  }
+  json_decref(doc);
+
+  /* A killed supervisor: its guests die with it, and their taps with them. */
+  g_autoptr(GArray) qemus = nf_test_pids_matching(tmp);
+  nf_test_proc_signal(p, SIGKILL);
+  g_assert_cmpint(nf_test_proc_wait_exit(p, STOP_MS), ==, 128 + SIGKILL);
+  g_assert_true(nf_test_wait_pids_gone(qemus, STOP_MS));
+  g_assert_cmpint(bridge_ports(bridge), ==, 0);
+  /* `down` sweeps the bridge it left. */
+  const char *down[] = {"down", "--name", "tap", NULL};
+  g_autofree char *dout = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, down, 30000, &dout), ==, 0);
+  g_assert_false(nf_tap_bridge_exists(bridge));
+
+  /* An orderly stop removes bridge and taps. */
+  const char *one[] = {"run", "1", "--name", "tap", "--net", "tap", "--stop-timeout", "20", NULL};
+  g_autoptr(NfTestProc) p2 = nf_test_proc_spawn(tmp, one);
+  g_assert_true(nf_test_proc_wait_output(p2, "all 1 guests ready", BOOT_MS));
+  g_assert_cmpint(bridge_ports(bridge), ==, 1);
+  nf_test_proc_signal(p2, SIGTERM);
+  g_assert_cmpint(nf_test_proc_wait_exit(p2, STOP_MS), ==, 0);
+  g_assert_false(nf_tap_bridge_exists(bridge));
+  nf_test_tmpdir_cleanup(tmp);
 }
 
 static void test_server_forwards_ready_http(void)
@@ -183,7 +262,7 @@ static void test_bad_values(void)
     const char *flags[5];
     const char *says;
   } cases[] = {
-      {{"--net", "tap"}, "--net 'tap'"},
+      {{"--net", "vde"}, "--net 'vde'"},
       {{"--forward", "0"}, "--forward '0'"},
       {{"--forward", "ssh"}, "--forward 'ssh'"},
       {{"--forward", "22", "--forward", "22"}, "--forward 22 given twice"},
@@ -193,6 +272,7 @@ static void test_bad_values(void)
       {{"--server", "[::1]:80"}, "--server '[::1]:80'"},
       {{"--ready", "dbus"}, "--ready 'dbus'"},
       {{"--forward-base", "2000"}, "--forward-base without --forward"},
+      {{"--net", "tap", "--forward", "22"}, "--forward is for --net user"},
       {{"--forward", "22", "--forward-base", "65535"}, "past 65535"},
   };
   for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
@@ -230,5 +310,6 @@ int main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/net/bad-values", test_bad_values);
   g_test_add_func("/net/server-forwards-ready-http", test_server_forwards_ready_http);
+  g_test_add_func("/net/tap-bridge", test_tap_bridge);
   return g_test_run();
 }
