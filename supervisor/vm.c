@@ -49,6 +49,8 @@ static gboolean status_flush_cb(gpointer data);
 static void reset_run_facts(NfVm *vm);
 static gboolean pid_is_our_qemu(NfVm *vm, GPid pid);
 static char *read_pidfile(const char *path, GPid *pid);
+static gboolean prepare_net(NfVm *vm, NfNetForward *forwards, guint *n_forwards, int *tap_fd,
+                            char **ip, GError **error);
 
 NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks, gpointer user_data)
 {
@@ -158,6 +160,31 @@ static void reset_run_facts(NfVm *vm)
   vm->balloon_actual = vm->env->config->memory_mib * 1024 * 1024;
 }
 
+/* Networking of one spawn (see net.h, tap.h): the forwarded ports, checked
+ * free; with --net tap a new tap (*tap_fd, for qemu) and the guest's
+ * "ADDR,GATEWAY" (*ip, caller frees). */
+static gboolean prepare_net(NfVm *vm, NfNetForward *forwards, guint *n_forwards, int *tap_fd,
+                            char **ip, GError **error)
+{
+  if (vm->env->net) {
+    if (!nf_net_check_guest(vm->env->net, vm->id, error))
+      return FALSE;
+    *n_forwards = nf_net_forwards(vm->env->net, vm->id, forwards);
+  }
+  if (vm->env->tap) {
+    g_autofree char *addr = nf_tap_guest_addr(vm->env->tap, vm->id - vm->env->config->id_offset);
+    if (addr == NULL) {
+      g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                  "--net tap: no address left for guest %u in the fleet's /16", vm->id);
+      return FALSE;
+    }
+    if ((*tap_fd = nf_tap_open(vm->env->tap, error)) < 0)
+      return FALSE;
+    *ip = g_strdup_printf("%s,%s", addr, nf_tap_host_addr(vm->env->tap));
+  }
+  return TRUE;
+}
+
 gboolean nf_vm_spawn(NfVm *vm, GError **error)
 {
   const NfFleetConfig *cfg = vm->env->config;
@@ -194,22 +221,8 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
 
   NfNetForward forwards[NF_NET_MAX_FORWARDS];
   guint n_forwards = 0;
-  if (vm->env->net) {
-    if (!nf_net_check_guest(vm->env->net, vm->id, error))
-      goto out;
-    n_forwards = nf_net_forwards(vm->env->net, vm->id, forwards);
-  }
-  if (vm->env->tap) {
-    g_autofree char *addr = nf_tap_guest_addr(vm->env->tap, vm->id - cfg->id_offset);
-    if (addr == NULL) {
-      g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
-                  "--net tap: no address left for guest %u in the fleet's /16", vm->id);
-      goto out;
-    }
-    if ((fds[3] = nf_tap_open(vm->env->tap, error)) < 0)
-      goto out;
-    ip = g_strdup_printf("%s,%s", addr, nf_tap_host_addr(vm->env->tap));
-  }
+  if (!prepare_net(vm, forwards, &n_forwards, &fds[3], &ip, error))
+    goto out;
   NfQemuSpec spec = {
       .qemu = vm->env->qemu_path,
       .accel = vm->env->accel,
