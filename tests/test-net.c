@@ -255,6 +255,29 @@ static void test_server_forwards_ready_http(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* A SIGKILLed supervisor leaves net.base behind (its guests die with it);
+ * `down` removes it with the other runtime files, so nothing is left. */
+static void test_killed_supervisor_down(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  const char *args[] = {"run", "1", "--name", "kill", "--forward", "22", NULL};
+  g_autoptr(NfTestProc) p = nf_test_proc_spawn(tmp, args);
+  g_assert_true(nf_test_proc_wait_output(p, "all 1 guests ready", BOOT_MS));
+  g_autofree char *base = g_build_filename(tmp, "run/nervesfleet/kill/net.base", NULL);
+  g_assert_true(g_file_test(base, G_FILE_TEST_EXISTS));
+  g_autoptr(GArray) qemus = nf_test_pids_matching(tmp);
+  nf_test_proc_signal(p, SIGKILL);
+  g_assert_cmpint(nf_test_proc_wait_exit(p, STOP_MS), ==, 128 + SIGKILL);
+  g_assert_true(nf_test_wait_pids_gone(qemus, STOP_MS));
+  g_assert_true(g_file_test(base, G_FILE_TEST_EXISTS));
+  const char *down[] = {"down", "--name", "kill", NULL};
+  g_autofree char *out = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, down, 30000, &out), ==, 0);
+  g_autofree char *rt = g_build_filename(tmp, "run/nervesfleet/kill", NULL);
+  g_assert_false(g_file_test(rt, G_FILE_TEST_EXISTS));
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 static void test_bad_values(void)
 {
   g_autofree char *tmp = nf_test_tmpdir_new();
@@ -311,5 +334,6 @@ int main(int argc, char **argv)
   g_test_add_func("/net/bad-values", test_bad_values);
   g_test_add_func("/net/server-forwards-ready-http", test_server_forwards_ready_http);
   g_test_add_func("/net/tap-bridge", test_tap_bridge);
+  g_test_add_func("/net/killed-supervisor-down", test_killed_supervisor_down);
   return g_test_run();
 }
