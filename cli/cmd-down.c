@@ -23,6 +23,7 @@
 #include "cli/parse.h"
 #include "cli/verbs.h"
 #include "supervisor/cgroup.h"
+#include "supervisor/tap.h"
 #include "supervisor/paths.h"
 #include "supervisor/strays.h"
 
@@ -70,7 +71,7 @@ static int kill_orphans(const char *runtime_dir)
   const char *name;
   while (dir && (name = g_dir_read_name(dir)) != NULL)
     if (g_str_has_prefix(name, "vm-") || g_str_equal(name, "fleet.lock") ||
-        g_str_equal(name, "control.sock")) {
+        g_str_equal(name, "control.sock") || g_str_equal(name, "net.base")) {
       g_autofree char *path = g_build_filename(runtime_dir, name, NULL);
       g_unlink(path);
     }
@@ -133,6 +134,7 @@ int nf_cmd_down(int argc, char **argv)
     int n = kill_orphans(paths.runtime_dir);
     g_autofree char *cgroup_name = nf_paths_cgroup_name(&paths, fleet);
     nf_cgroup_sweep(cgroup_name);
+    nf_tap_sweep(paths.runtime_dir); /* --net tap: the bridge its guests used */
     printf("fleet '%s' had no supervisor; killed %d orphaned guest%s and removed its files\n",
            fleet, n, n == 1 ? "" : "s");
   } else {

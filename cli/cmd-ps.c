@@ -63,6 +63,24 @@ static char *fmt_firmware(json_t *guest)
       strcmp(validated, "1") == 0 || strcmp(validated, "true") == 0 ? "valid" : "unvalidated");
 }
 
+/* "20001->22,20002->80" from the guest's `ports`, or NULL without any. */
+static char *fmt_ports(json_t *guest)
+{
+  json_t *ports = json_object_get(guest, "ports");
+  if (json_array_size(ports) == 0)
+    return NULL;
+  GString *s = g_string_new(NULL);
+  gsize i;
+  json_t *p;
+  json_array_foreach(ports, i, p)
+  {
+    g_string_append_printf(s, "%s%" JSON_INTEGER_FORMAT "->%" JSON_INTEGER_FORMAT, i ? "," : "",
+                           json_integer_value(json_object_get(p, "host")),
+                           json_integer_value(json_object_get(p, "guest")));
+  }
+  return g_string_free(s, FALSE);
+}
+
 static void print_table(json_t *result)
 {
   json_t *guests = json_object_get(result, "guests");
@@ -70,16 +88,20 @@ static void print_table(json_t *result)
   gsize i;
   json_t *g;
   gboolean firmware = FALSE;
+  int ports_width = 0; /* 0: no PORTS column */
   json_array_foreach(guests, i, g)
   {
-    firmware = json_object_get(json_object_get(g, "extras"), "fw_active") != NULL;
-    if (firmware)
-      break;
+    firmware = firmware || json_object_get(json_object_get(g, "extras"), "fw_active") != NULL;
+    g_autofree char *ports = fmt_ports(g);
+    if (ports)
+      ports_width = MAX(ports_width, MAX((int)strlen(ports), 5));
   }
   g_string_append_printf(out, "%-8s %-10s %-10s %7s %8s %4s %7s %7s  ", "NAME", "SERIAL", "STATE",
                          "PID", "UPTIME", "RST", "BALLOON", "RSS");
   if (firmware)
     g_string_append_printf(out, "%-13s  ", "FIRMWARE");
+  if (ports_width)
+    g_string_append_printf(out, "%-*s  ", ports_width, "PORTS");
   g_string_append(out, "LAST EXIT\n");
   json_array_foreach(guests, i, g)
   {
@@ -103,6 +125,10 @@ static void print_table(json_t *result)
     if (firmware) {
       g_autofree char *fw = fmt_firmware(g);
       g_string_append_printf(out, "%-13s  ", fw ? fw : "-");
+    }
+    if (ports_width) {
+      g_autofree char *ports = fmt_ports(g);
+      g_string_append_printf(out, "%-*s  ", ports_width, ports ? ports : "-");
     }
     g_string_append_printf(out, "%s\n", why ? why : "-");
   }
@@ -132,7 +158,8 @@ int nf_cmd_ps(int argc, char **argv)
       {NULL}};
   if (!nf_client_parse_args("ps", "[TARGET]",
                             "Lists the fleet's guests: state, pid, uptime, restarts, last exit,\n"
-                            "balloon size, qemu RSS and, for Nerves firmware, the active slot.\n"
+                            "balloon size, qemu RSS, forwarded host ports (PORTS) and, for Nerves\n"
+                            "firmware, the active slot.\n"
                             "TARGET: 3, 3-17, 1,4,7-9 or all.",
                             entries, &argc, &argv))
     return NF_EXIT_USAGE;

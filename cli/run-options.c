@@ -7,7 +7,93 @@
 #include "cli/parse.h"
 #include "cli/run-options.h"
 #include "supervisor/accel.h"
+#include "supervisor/net.h"
 #include "supervisor/paths.h"
+
+/* --net, --forward, --forward-base, --server, --ready. Asking for a network
+ * feature implies --net user; with an explicit --net none it is an error. */
+static gboolean net_options(NfFleetConfig *cfg, const char *net, char **forwards,
+                            const char *forward_base, const char *server, const char *ready,
+                            GError **error)
+{
+  if (cfg->profile == NF_PROFILE_NERVES)
+    cfg->net = NF_NET_USER; /* a Nerves device expects its eth0 */
+  if (net && !nf_net_parse_mode(net, &cfg->net, error))
+    return FALSE;
+  if (ready) {
+    if (g_str_equal(ready, "http"))
+      cfg->ready_http = TRUE;
+    else if (!g_str_equal(ready, "console")) {
+      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                  "--ready '%s': use console or http (e.g. --ready http)", ready);
+      return FALSE;
+    }
+  }
+  const char *needs = forwards          ? "--forward"
+                      : forward_base    ? "--forward-base"
+                      : server          ? "--server"
+                      : cfg->ready_http ? "--ready http"
+                                        : NULL;
+  if (needs && cfg->net == NF_NET_NONE) {
+    if (net) {
+      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                  "%s needs a network, but --net none was given; use --net user", needs);
+      return FALSE;
+    }
+    cfg->net = NF_NET_USER;
+  }
+  if (cfg->net == NF_NET_TAP && (forwards || forward_base)) {
+    g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                "%s is for --net user: with --net tap every guest has its own address on the "
+                "fleet's bridge (`ps --json` field ip)",
+                forwards ? "--forward" : "--forward-base");
+    return FALSE;
+  }
+  for (char **f = forwards; f && *f; f++) {
+    if (cfg->n_forwards == NF_NET_MAX_FORWARDS) {
+      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                  "too many --forward flags: at most %d", NF_NET_MAX_FORWARDS);
+      return FALSE;
+    }
+    guint16 port = 0;
+    if (!nf_net_parse_port("--forward", *f, &port, error))
+      return FALSE;
+    for (guint i = 0; i < cfg->n_forwards; i++)
+      if (cfg->forwards[i] == port) {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "--forward %u given twice",
+                    port);
+        return FALSE;
+      }
+    cfg->forwards[cfg->n_forwards++] = port;
+  }
+  if (forward_base) {
+    guint16 base = 0;
+    if (!nf_net_parse_port("--forward-base", forward_base, &base, error))
+      return FALSE;
+    if (forwards == NULL) {
+      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                  "--forward-base without --forward: nothing to forward (e.g. --forward 22)");
+      return FALSE;
+    }
+    guint last = base + cfg->count * cfg->n_forwards - 1;
+    if (last > 65535) {
+      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                  "--forward-base %u: %u guests x %u forwards need host ports up to %u, past "
+                  "65535; choose a lower --forward-base",
+                  base, cfg->count, cfg->n_forwards, last);
+      return FALSE;
+    }
+    cfg->forward_base = base;
+  }
+  if (server) {
+    g_autofree char *guest_addr = NULL;
+    if (!nf_net_parse_server(server, NULL, &guest_addr, error))
+      return FALSE;
+    g_free(cfg->server);
+    cfg->server = g_strdup(server);
+  }
+  return TRUE;
+}
 
 gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRunMode *mode,
                               GError **error)
@@ -19,8 +105,10 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
                   *max_restarts = NULL, *restart_window = NULL, *health_interval = NULL,
                   *health_timeout = NULL, *heartbeat_timeout = NULL, *memory_limit = NULL,
                   *profile = NULL, *disk = NULL, *disk_format = NULL, *firmware = NULL,
-                  *loader = NULL, *ready_marker = NULL, *balloon_policy = NULL;
+                  *loader = NULL, *ready_marker = NULL, *balloon_policy = NULL, *net = NULL,
+                  *forward_base = NULL, *server = NULL, *ready = NULL;
   g_auto(GStrv) qemu_args = NULL;
+  g_auto(GStrv) forwards = NULL;
   gboolean exec_flag = FALSE;
   GOptionEntry entries[] = {
       {"name", 'n', 0, G_OPTION_ARG_STRING, &name, "Fleet name (default: default)", "NAME"},
@@ -83,6 +171,21 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
        "Recreate every guest's disk from the base before starting", NULL},
       {"ready-marker", 0, 0, G_OPTION_ARG_STRING, &ready_marker,
        "Console text that means a guest is up (default: nervesfleet-ready)", "TEXT"},
+      {"net", 0, 0, G_OPTION_ARG_STRING, &net,
+       "none, user (one user-mode NIC per guest) or tap (a bridge per fleet, root) (default: "
+       "none; nerves: user)",
+       "MODE"},
+      {"forward", 0, 0, G_OPTION_ARG_STRING_ARRAY, &forwards,
+       "Forward a host port (127.0.0.1) to this guest port on every guest (repeatable)",
+       "GUESTPORT"},
+      {"forward-base", 0, 0, G_OPTION_ARG_STRING, &forward_base,
+       "First guest's first forwarded host port (default: a free range)", "PORT"},
+      {"server", 0, 0, G_OPTION_ARG_STRING, &server,
+       "The fleet's server; guests get its address as they reach it (127.0.0.1 -> 10.0.2.2)",
+       "HOST:PORT"},
+      {"ready", 0, 0, G_OPTION_ARG_STRING, &ready,
+       "How guests report ready: console (the marker) or http (a request to the supervisor)",
+       "HOW"},
       {"ksm", 0, 0, G_OPTION_ARG_NONE, &cfg->ksm,
        "Merge identical guest pages (host KSM, needs root); restored when the fleet stops", NULL},
       {"balloon-policy", 0, 0, G_OPTION_ARG_STRING, &balloon_policy,
@@ -283,6 +386,8 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
                 restart_window);
     return FALSE;
   }
+  if (!net_options(cfg, net, forwards, forward_base, server, ready, error))
+    return FALSE;
   cfg->restart.backoff_max_ms = MAX(cfg->restart.backoff_max_ms, cfg->restart.backoff_initial_ms);
   cfg->detached = mode->detach;
   return TRUE;

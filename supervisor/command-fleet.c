@@ -11,9 +11,11 @@
 #include <unistd.h>
 
 #include "supervisor/control.h"
+#include "supervisor/net.h"
 
 static void extra_from_env(json_t *extras, const char *key, const NfUbootEnv *env, const char *var);
 static json_t *guest_extras(NfFleet *fleet, NfVm *vm);
+static json_t *guest_ports(NfFleet *fleet, NfVm *vm);
 static gint cmp_uint(gconstpointer a, gconstpointer b);
 
 static gint cmp_uint(gconstpointer a, gconstpointer b)
@@ -72,6 +74,19 @@ static json_t *guest_extras(NfFleet *fleet, NfVm *vm)
   return extras;
 }
 
+/* The host ports forwarded to the guest (--forward): [{"host":..,"guest":..}]. */
+static json_t *guest_ports(NfFleet *fleet, NfVm *vm)
+{
+  json_t *ports = json_array();
+  const NfNet *net = nf_fleet_net(fleet);
+  NfNetForward f[NF_NET_MAX_FORWARDS];
+  guint n = net ? nf_net_forwards(net, nf_vm_id(vm), f) : 0;
+  for (guint i = 0; i < n; i++)
+    json_array_append_new(
+        ports, json_pack("{s:i, s:i}", "host", (int)f[i].host, "guest", (int)f[i].guest));
+  return ports;
+}
+
 json_t *nf_commands_guest_json(NfCommands *cmds, NfVm *vm, gint64 now)
 {
   gboolean running = nf_vm_is_running(vm);
@@ -98,6 +113,9 @@ json_t *nf_commands_guest_json(NfCommands *cmds, NfVm *vm, gint64 now)
   json_object_set_new(g, "balloon_bytes",
                       balloon ? json_integer((json_int_t)balloon) : json_null());
   json_object_set_new(g, "rss_bytes", rss ? json_integer((json_int_t)rss) : json_null());
+  json_object_set_new(g, "ports", guest_ports(cmds->fleet, vm));
+  g_autofree char *ip = nf_fleet_guest_ip(cmds->fleet, nf_vm_id(vm));
+  json_object_set_new(g, "ip", ip ? json_string(ip) : json_null());
   json_object_set_new(g, "extras", guest_extras(cmds->fleet, vm));
   return g;
 }

@@ -43,5 +43,6 @@ void nf_fleet_config_clear(NfFleetConfig *config)
   g_free(config->serial_format);
   g_free(config->ready_marker);
   g_free(config->mem_proc_dir);
+  g_free(config->server);
   *config = (NfFleetConfig){0};
 }

@@ -26,6 +26,14 @@ typedef enum {
   NF_BALLOON_POLICY_OFF,
 } NfBalloonPolicy;
 
+typedef enum {
+  NF_NET_NONE = 0, /* no NIC (the sim default) */
+  NF_NET_USER,     /* one user-mode (slirp) NIC per guest; the Nerves default */
+  NF_NET_TAP,      /* one tap per guest on a per-fleet bridge (root; see tap.h) */
+} NfNetMode;
+
+#define NF_NET_MAX_FORWARDS 16 /* --forward flags per fleet */
+
 typedef struct {
   char *name; /* fleet name: selects the state and runtime dirs */
   NfProfile profile;
@@ -61,6 +69,13 @@ typedef struct {
   NfBalloonPolicy balloon_policy; /* --balloon-policy */
   guint mem_tick_ms;              /* its period; 0: its default (tests shorten it) */
   char *mem_proc_dir;             /* where it reads meminfo and PSI; NULL: /proc (tests) */
+
+  NfNetMode net;                         /* guest networking (see supervisor/net.h) */
+  guint16 forwards[NF_NET_MAX_FORWARDS]; /* guest ports each guest gets a host port for */
+  guint n_forwards;
+  guint forward_base;  /* first guest's first host port; 0 = chosen at start */
+  char *server;        /* --server HOST:PORT as given, or NULL */
+  gboolean ready_http; /* guests report ready over HTTP, not the console */
 } NfFleetConfig;
 
 #define NF_DEFAULT_MEMORY_MIB 128

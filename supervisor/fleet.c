@@ -21,6 +21,9 @@
 #include "supervisor/ksm.h"
 #include "supervisor/limiter.h"
 #include "supervisor/mempolicy.h"
+#include "supervisor/net.h"
+#include "supervisor/ready-http.h"
+#include "supervisor/tap.h"
 #include "supervisor/paths.h"
 #include "supervisor/strays.h"
 
@@ -68,7 +71,8 @@ struct NfFleet {
   gboolean built;            /* nf_fleet_new succeeded */
   char *made_runtime_dir;    /* top-most dirs nf_fleet_new created, removed if it fails */
   char *made_state_dir;
-  NfWindowCount failing; /* guests that failed within the restart window */
+  NfWindowCount failing;   /* guests that failed within the restart window */
+  NfReadyHttp *ready_http; /* --ready http listener, or NULL */
 };
 
 typedef struct {
@@ -98,6 +102,7 @@ static void adopt_strays(NfFleet *fleet);
 static void strays_notice_cb(const char *message, gpointer data);
 static void strays_down_cb(gpointer data);
 static void vm_notice_cb(NfVm *vm, const char *message, gpointer data);
+static gboolean ready_http_cb(const char *serial, gpointer data);
 
 static gboolean check_file(const char *path, const char *what, const char *fix, GError **error)
 {
@@ -278,6 +283,24 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   if (config->ksm &&
       (fleet->ksm = nf_ksm_enable(NF_FLEET_KSM_PAGES, NF_FLEET_KSM_SLEEP_MS, error)) == NULL)
     return NULL;
+  const char *host_addr = NULL; /* the host as guests see it; NULL: slirp's */
+  if (config->net == NF_NET_TAP) {
+    fleet->env.tap = nf_tap_new(fleet->paths.runtime_dir, error);
+    if (fleet->env.tap == NULL)
+      return NULL;
+    host_addr = nf_tap_host_addr(fleet->env.tap);
+  }
+  if (config->net != NF_NET_NONE || config->server) {
+    fleet->env.net = nf_net_new(config, fleet->paths.runtime_dir, host_addr, error);
+    if (fleet->env.net == NULL)
+      return NULL;
+  }
+  if (config->ready_http) {
+    fleet->ready_http = nf_ready_http_new(host_addr, host_addr, ready_http_cb, fleet, error);
+    if (fleet->ready_http == NULL)
+      return NULL;
+    fleet->env.ready_url = nf_ready_http_guest_url(fleet->ready_http);
+  }
   fleet->env.use_cgroups = TRUE;
   if (config->disk) {
     fleet->env.disks = nf_disks_new(config, &fleet->paths, error);
@@ -296,6 +319,21 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   }
   fleet->built = TRUE;
   return g_steal_pointer(&fleet);
+}
+
+/* --ready http: a guest's request names its serial. A linear search: one
+ * request per guest boot. */
+static gboolean ready_http_cb(const char *serial, gpointer data)
+{
+  NfFleet *fleet = data;
+  for (guint i = 0; i < fleet->vms->len; i++) {
+    NfVm *vm = g_ptr_array_index(fleet->vms, i);
+    if (g_strcmp0(nf_vm_serial(vm), serial) == 0) {
+      nf_vm_report_ready(vm, "http");
+      return TRUE;
+    }
+  }
+  return FALSE;
 }
 
 static gboolean is_booting(NfVmState s)
@@ -709,6 +747,13 @@ void nf_fleet_free(NfFleet *fleet)
   GPtrArray *vms = g_steal_pointer(&fleet->vms);
   fleet->vms = g_ptr_array_new();
   g_ptr_array_unref(vms);
+  /* Before the runtime dir goes: its net.base is the plan's to remove. */
+  nf_net_free(fleet->env.net, fleet->detaching);
+  fleet->env.net = NULL;
+  /* After the guests: their taps are gone with their qemu. */
+  g_clear_pointer(&fleet->ready_http, nf_ready_http_free);
+  nf_tap_free(fleet->env.tap, fleet->detaching);
+  fleet->env.tap = NULL;
   if (fleet->lock_fd >= 0) {
     if (!fleet->detaching)
       remove_stale_runtime_files(fleet);
@@ -787,6 +832,18 @@ const char *nf_fleet_name(const NfFleet *fleet)
 {
   return fleet->config->name;
 }
+const struct NfNet *nf_fleet_net(const NfFleet *fleet)
+{
+  return fleet->env.net;
+}
+
+char *nf_fleet_guest_ip(const NfFleet *fleet, guint id)
+{
+  if (fleet->env.tap == NULL || id <= fleet->config->id_offset)
+    return NULL;
+  return nf_tap_guest_addr(fleet->env.tap, id - fleet->config->id_offset);
+}
+
 const NfFleetConfig *nf_fleet_config(const NfFleet *fleet)
 {
   return fleet->config;

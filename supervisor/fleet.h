@@ -99,6 +99,11 @@ void nf_fleet_detach(NfFleet *fleet);
 
 const char *nf_fleet_name(const NfFleet *fleet);
 const NfFleetConfig *nf_fleet_config(const NfFleet *fleet);
+/* The networking plan (ports per guest; see net.h), NULL without a network. */
+const struct NfNet *nf_fleet_net(const NfFleet *fleet);
+/* --net tap: guest `id`'s address on the fleet's bridge (caller frees);
+ * NULL otherwise. */
+char *nf_fleet_guest_ip(const NfFleet *fleet, guint id);
 void nf_fleet_counts(const NfFleet *fleet, NfFleetCounts *counts);
 guint nf_fleet_size(const NfFleet *fleet);
 NfVm *nf_fleet_vm(const NfFleet *fleet, guint index);

@@ -17,6 +17,7 @@
 
 static void add(GPtrArray *a, const char *s);
 static void addf(GPtrArray *a, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static void add_net(GPtrArray *a, const NfQemuSpec *spec);
 
 static void add(GPtrArray *a, const char *s)
 {
@@ -103,16 +104,13 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
       add(a, "-device");
       add(a, "virtio-blk-device,drive=vdisk,bus=virtio-mmio-bus.0");
     }
-    add(a, "-netdev");
-    add(a, "user,id=eth0");
-    add(a, "-device");
-    addf(a, "virtio-net-device,netdev=eth0,mac=%s", spec->mac ? spec->mac : "52:54:00:12:34:56");
   } else if (spec->disk) {
     add(a, "-drive");
     addf(a, "if=none,file=%s,format=qcow2,id=vdisk", spec->disk);
     add(a, "-device");
     add(a, "virtio-blk-pci,drive=vdisk");
   }
+  add_net(a, spec);
   add(a, "-device");
   add(a, "virtio-balloon-pci,id=balloon0,free-page-reporting=on");
   add(a, "-device");
@@ -144,6 +142,49 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
 
   g_ptr_array_add(a, NULL);
   return (char **)g_ptr_array_free(a, FALSE);
+}
+
+/* Networking, one section so the other levers of the argv stay apart. The
+ * netdev keeps the id "eth0" the Nerves profile always had. What the guest
+ * needs to know (the server, the ready URL) goes through fw_cfg, which both
+ * profiles' guests can read without a kernel command line of ours. */
+static void add_net(GPtrArray *a, const NfQemuSpec *spec)
+{
+  if (spec->net == NF_NET_USER || spec->net == NF_NET_TAP) {
+    GString *nd = g_string_new(NULL);
+    if (spec->net == NF_NET_TAP)
+      g_string_printf(nd, "tap,id=eth0,fd=%d", NF_QEMU_FD_TAP);
+    else
+      g_string_assign(nd, "user,id=eth0");
+    for (guint i = 0; spec->net == NF_NET_USER && i < spec->n_forwards; i++)
+      g_string_append_printf(nd, ",hostfwd=tcp:127.0.0.1:%u-:%u", spec->forwards[i].host,
+                             spec->forwards[i].guest);
+    add(a, "-netdev");
+    g_ptr_array_add(a, g_string_free(nd, FALSE));
+    add(a, "-device");
+    /* A PCI NIC would load a boot ROM (efi-virtio.rom, often not installed
+     * and never used by a -kernel boot): romfile= leaves it out. */
+    if (spec->profile == NF_PROFILE_NERVES)
+      addf(a, "virtio-net-device,netdev=eth0,mac=%s", spec->mac ? spec->mac : "52:54:00:12:34:56");
+    else
+      addf(a, "virtio-net-pci,netdev=eth0,mac=%s,romfile=",
+           spec->mac ? spec->mac : "52:54:00:12:34:56");
+  }
+  if (spec->server) {
+    add(a, "-fw_cfg");
+    addf(a, "name=opt/nervesfleet/server,string=%s", spec->server);
+  }
+  if (spec->net == NF_NET_TAP && spec->ip) {
+    /* qemu's option syntax reads ",," as one literal comma. */
+    g_auto(GStrv) parts = g_strsplit(spec->ip, ",", -1);
+    g_autofree char *escaped = g_strjoinv(",,", parts);
+    add(a, "-fw_cfg");
+    addf(a, "name=opt/nervesfleet/ip,string=%s", escaped);
+  }
+  if (spec->ready_url) {
+    add(a, "-fw_cfg");
+    addf(a, "name=opt/nervesfleet/ready_url,string=%s", spec->ready_url);
+  }
 }
 
 char *nf_qemu_argv_to_string(char *const *argv)

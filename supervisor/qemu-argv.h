@@ -6,12 +6,14 @@
 #pragma once
 #include <glib.h>
 #include "supervisor/config.h"
+#include "supervisor/net.h"
 
 /* The fd numbers the child sees (the spawner maps ours onto these). Each is
  * a unix socket the supervisor bound and listens on, in the runtime dir. */
 #define NF_QEMU_FD_QMP 3        /* the supervisor's QMP monitor (vm-NNNN.ctl) */
 #define NF_QEMU_FD_QMP_PUBLIC 4 /* a QMP monitor for other tools (vm-NNNN.qmp) */
 #define NF_QEMU_FD_SERIAL 5     /* the serial console stream (vm-NNNN.serial) */
+#define NF_QEMU_FD_TAP 6        /* --net tap: the guest's tap (see tap.h) */
 
 typedef struct {
   const char *qemu; /* binary */
@@ -26,8 +28,16 @@ typedef struct {
   gboolean public_qmp;    /* pass NF_QEMU_FD_QMP_PUBLIC as a second monitor */
   NfProfile profile;      /* SIM: Linux + initramfs; NERVES: little_loader + firmware disk */
   const char *disk;       /* the guest's overlay (qcow2), or NULL */
-  const char *mac;        /* NIC address (NERVES profile) */
-  char *const *extra;     /* appended verbatim, may be NULL */
+  /* Networking (see net.h): NF_NET_USER gives one user-mode NIC, on
+   * virtio-mmio for NERVES (what its kernel probes), on PCI for SIM. */
+  NfNetMode net;
+  const char *mac;              /* the NIC's stable address */
+  const NfNetForward *forwards; /* host port -> guest port, on 127.0.0.1 */
+  guint n_forwards;
+  const char *server;    /* fw_cfg opt/nervesfleet/server, or NULL */
+  const char *ready_url; /* fw_cfg opt/nervesfleet/ready_url, or NULL */
+  const char *ip;        /* NF_NET_TAP: fw_cfg opt/nervesfleet/ip "ADDR,GATEWAY" */
+  char *const *extra;    /* appended verbatim, may be NULL */
 } NfQemuSpec;
 
 /* Returns a NULL-terminated argv (free with g_strfreev). Pure. */

@@ -27,6 +27,8 @@
 
 #include "supervisor/disks.h"
 #include "supervisor/identity.h"
+#include "supervisor/net.h"
+#include "supervisor/tap.h"
 #include "supervisor/qemu-argv.h"
 
 /* Console markers: index 0 is the configured ready marker. */
@@ -49,6 +51,8 @@ static char *read_pidfile(const char *path, GPid *pid);
 static void log_failed_cb(NfSerial *serial, int err, gpointer data);
 static void load_recorded(NfVm *vm, json_t *status);
 static void finish_dying(GPid pid);
+static gboolean prepare_net(NfVm *vm, NfNetForward *forwards, guint *n_forwards, int *tap_fd,
+                            char **ip, GError **error);
 
 NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks, gpointer user_data)
 {
@@ -161,10 +165,36 @@ static void reset_run_facts(NfVm *vm)
   vm->balloon_actual = vm->env->config->memory_mib * 1024 * 1024;
 }
 
+/* Networking of one spawn (see net.h, tap.h): the forwarded ports, checked
+ * free; with --net tap a new tap (*tap_fd, for qemu) and the guest's
+ * "ADDR,GATEWAY" (*ip, caller frees). */
+static gboolean prepare_net(NfVm *vm, NfNetForward *forwards, guint *n_forwards, int *tap_fd,
+                            char **ip, GError **error)
+{
+  if (vm->env->net) {
+    if (!nf_net_check_guest(vm->env->net, vm->id, error))
+      return FALSE;
+    *n_forwards = nf_net_forwards(vm->env->net, vm->id, forwards);
+  }
+  if (vm->env->tap) {
+    g_autofree char *addr = nf_tap_guest_addr(vm->env->tap, vm->id - vm->env->config->id_offset);
+    if (addr == NULL) {
+      g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                  "--net tap: no address left for guest %u in the fleet's /16", vm->id);
+      return FALSE;
+    }
+    if ((*tap_fd = nf_tap_open(vm->env->tap, error)) < 0)
+      return FALSE;
+    *ip = g_strdup_printf("%s,%s", addr, nf_tap_host_addr(vm->env->tap));
+  }
+  return TRUE;
+}
+
 gboolean nf_vm_spawn(NfVm *vm, GError **error)
 {
   const NfFleetConfig *cfg = vm->env->config;
-  int fds[3] = {-1, -1, -1};
+  int fds[4] = {-1, -1, -1, -1};
+  g_autofree char *ip = NULL;
   int log_fd = -1;
   gboolean ok = FALSE;
   g_auto(GStrv) argv = NULL;
@@ -187,6 +217,10 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
                 g_strerror(e));
     goto out;
   }
+  NfNetForward forwards[NF_NET_MAX_FORWARDS];
+  guint n_forwards = 0;
+  if (!prepare_net(vm, forwards, &n_forwards, &fds[3], &ip, error))
+    goto out;
   NfQemuSpec spec = {
       .qemu = vm->env->qemu_path,
       .accel = vm->env->accel,
@@ -202,6 +236,12 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
       .profile = cfg->profile,
       .disk = vm->disk_path,
       .mac = vm->mac,
+      .net = cfg->net,
+      .forwards = forwards,
+      .n_forwards = n_forwards,
+      .server = vm->env->net ? nf_net_guest_server(vm->env->net) : NULL,
+      .ready_url = vm->env->ready_url,
+      .ip = ip,
   };
   argv = nf_qemu_argv_build(&spec);
   {
@@ -223,9 +263,10 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
     }
   }
 
-  int targets[] = {NF_QEMU_FD_QMP, NF_QEMU_FD_QMP_PUBLIC, NF_QEMU_FD_SERIAL};
+  int targets[] = {NF_QEMU_FD_QMP, NF_QEMU_FD_QMP_PUBLIC, NF_QEMU_FD_SERIAL, NF_QEMU_FD_TAP};
   vm->dies_with_supervisor = !cfg->detached;
-  vm->proc = nf_process_spawn(argv, fds, targets, 3, log_fd, !cfg->detached, on_exit_cb, vm, error);
+  vm->proc = nf_process_spawn(argv, fds, targets, fds[3] >= 0 ? 4 : 3, log_fd, !cfg->detached,
+                              on_exit_cb, vm, error);
   if (vm->proc == NULL) {
     g_prefix_error(error, "cannot start %s: ", vm->env->qemu_path);
     goto out;
@@ -242,8 +283,9 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   }
   ok = TRUE;
 out:
-  /* qemu holds the listening sockets now; our copies would only leak. */
-  for (int i = 0; i < 3; i++)
+  /* qemu holds the listening sockets (and the tap) now; our copies would
+   * only leak, and a tap must vanish with its qemu. */
+  for (int i = 0; i < 4; i++)
     if (fds[i] >= 0)
       close(fds[i]);
   if (log_fd >= 0)
@@ -415,8 +457,16 @@ static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer 
     vm->panic_seen = TRUE;
     return;
   }
+  if (vm->env->ready_url)
+    return; /* --ready http: only the guest's request counts */
   const char *s = strstr(line, "serial=");
   g_autofree char *reason = g_strdup_printf("ready (%s)", s ? s : line);
+  nf_vm_dispatch(vm, NF_VM_EV_READY, reason);
+}
+
+void nf_vm_report_ready(NfVm *vm, const char *how)
+{
+  g_autofree char *reason = g_strdup_printf("ready (%s)", how);
   nf_vm_dispatch(vm, NF_VM_EV_READY, reason);
 }
 

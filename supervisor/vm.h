@@ -38,6 +38,9 @@ typedef struct {
   struct NfDisks *disks;        /* per-guest overlays, or NULL */
   struct NfHealthWheel *health; /* probe scheduler, NULL when probes are off */
   char *cgroup_name;            /* this fleet's cgroup dir name (see nf_paths_cgroup_name) */
+  struct NfNet *net;            /* user-mode networking plan (net.h), or NULL */
+  struct NfTap *tap;            /* --net tap: the fleet's bridge (tap.h), or NULL */
+  const char *ready_url;        /* --ready http: where guests report (ready-http.h), or NULL */
 } NfVmEnv;
 
 typedef struct NfVm NfVm;
@@ -105,6 +108,11 @@ guint nf_vm_id(const NfVm *vm);
 const char *nf_vm_name(const NfVm *vm);
 const char *nf_vm_serial(const NfVm *vm);
 const char *nf_vm_mac(const NfVm *vm);
+
+/* The guest reported ready through another channel than its console
+ * (--ready http): the same event as the ready line, `how` goes into the
+ * transition's reason. Ignored unless the guest is starting or booting. */
+void nf_vm_report_ready(NfVm *vm, const char *how);
 NfVmState nf_vm_state(const NfVm *vm);
 GPid nf_vm_pid(const NfVm *vm);            /* 0 when not running */
 gboolean nf_vm_is_running(const NfVm *vm); /* a qemu process exists */

@@ -108,6 +108,7 @@ static void test_argv_disks_and_nerves(void)
                        .serial = "S",
                        .disk = "/d/o2.qcow2",
                        .profile = NF_PROFILE_NERVES,
+                       .net = NF_NET_USER,
                        .mac = "5e:00:00:00:00:02"};
   g_auto(GStrv) n = nf_qemu_argv_build(&nerves);
   g_assert_cmpint(find_pair(n, "-kernel", "/fw/little_loader.elf"), >, 0);
@@ -122,6 +123,54 @@ static void test_argv_disks_and_nerves(void)
   g_assert_cmpint(find_pair(n, "-no-reboot", NULL), ==, -1);
   g_assert_cmpint(find_pair(n, "-append", NULL), ==, -1);
   g_assert_cmpint(find_pair(n, "-accel", "kvm"), >, 0);
+}
+
+/* --net user: one slirp NIC with the identity's MAC (PCI for the sim
+ * guest), one hostfwd per forward on loopback, the server and ready URL
+ * through fw_cfg; --net none: none of it. */
+static void test_argv_net(void)
+{
+  NfNetForward fw[] = {{.host = 20001, .guest = 22}, {.host = 20002, .guest = 8080}};
+  NfQemuSpec spec = {.qemu = "q",
+                     .accel = NF_ACCEL_TCG,
+                     .memory_mib = 128,
+                     .kernel = "k",
+                     .guest_name = "vm-0001",
+                     .serial = "S",
+                     .net = NF_NET_USER,
+                     .mac = "5e:00:00:00:00:01",
+                     .forwards = fw,
+                     .n_forwards = 2,
+                     .server = "10.0.2.2:4000",
+                     .ready_url = "http://10.0.2.2:3999/ready"};
+  g_auto(GStrv) a = nf_qemu_argv_build(&spec);
+  g_assert_cmpint(find_pair(a, "-netdev",
+                            "user,id=eth0,hostfwd=tcp:127.0.0.1:20001-:22,"
+                            "hostfwd=tcp:127.0.0.1:20002-:8080"),
+                  >, 0);
+  g_assert_cmpint(
+      find_pair(a, "-device", "virtio-net-pci,netdev=eth0,mac=5e:00:00:00:00:01,romfile="), >, 0);
+  g_assert_cmpint(find_pair(a, "-fw_cfg", "name=opt/nervesfleet/server,string=10.0.2.2:4000"), >,
+                  0);
+  g_assert_cmpint(
+      find_pair(a, "-fw_cfg", "name=opt/nervesfleet/ready_url,string=http://10.0.2.2:3999/ready"),
+      >, 0);
+
+  spec.net = NF_NET_TAP;
+  spec.ip = "10.77.0.2,10.77.0.1";
+  g_auto(GStrv) tap = nf_qemu_argv_build(&spec);
+  g_assert_cmpint(find_pair(tap, "-netdev", "tap,id=eth0,fd=6"), >, 0);
+  g_assert_cmpint(find_pair(tap, "-fw_cfg", "name=opt/nervesfleet/ip,string=10.77.0.2,,10.77.0.1"),
+                  >, 0);
+
+  spec.net = NF_NET_NONE;
+  spec.n_forwards = 0;
+  spec.server = spec.ready_url = NULL;
+  g_auto(GStrv) none = nf_qemu_argv_build(&spec);
+  g_autofree char *line = nf_qemu_argv_to_string(none);
+  g_assert_null(strstr(line, "-netdev"));
+  g_assert_null(strstr(line, "virtio-net"));
+  g_assert_null(strstr(line, "opt/nervesfleet/server"));
 }
 
 static void test_argv_to_string_quotes(void)
@@ -217,6 +266,7 @@ int main(int argc, char **argv)
   g_test_add_func("/argv/kvm-and-hvf", test_argv_kvm_and_hvf);
   g_test_add_func("/argv/to-string-quotes", test_argv_to_string_quotes);
   g_test_add_func("/argv/disks-and-nerves", test_argv_disks_and_nerves);
+  g_test_add_func("/argv/net", test_argv_net);
   g_test_add_func("/accel/resolve", test_accel_resolve);
   g_test_add_func("/paths/socket-limit", test_socket_path_limit);
   g_test_add_func("/parse/values", test_parse_values);
