@@ -6,7 +6,9 @@
 # and RSS and, through guest 1's console, the guest's own used memory
 # (busybox `free`). The user side also runs DHCP before its ready line, so
 # its boot time includes getting an address; tap guests get a fixed one.
-# TAP=0 leaves the tap side out (it is skipped anyway without root).
+# TAP=1 adds the tap side (root only). Its guests get private-range addresses
+# on a host bridge: run it inside a network namespace of its own
+# (`unshare -n`, then `ip link set lo up`), as tests/test-net.c does.
 #
 #   N=4 SETTLE=20 bench/run.sh net
 #
@@ -63,7 +65,7 @@ side none
 n_p50=$BOOT_P50 n_max=$BOOT_MAX n_pss=$PSS n_rss=$RSS n_used=$GUEST_USED
 side user
 u_p50=$BOOT_P50 u_max=$BOOT_MAX u_pss=$PSS u_rss=$RSS u_used=$GUEST_USED
-TAP=${TAP:-1}
+TAP=${TAP:-0}
 [ "$(id -u)" = 0 ] && [ -w /dev/net/tun ] || TAP=0
 if [ "$TAP" = 1 ]; then
   side tap
