@@ -7,6 +7,7 @@
 #include "cli/parse.h"
 #include "cli/run-options.h"
 #include "supervisor/accel.h"
+#include "supervisor/ksm.h"
 #include "supervisor/paths.h"
 
 gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRunMode *mode,
@@ -19,7 +20,7 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
                   *max_restarts = NULL, *restart_window = NULL, *health_interval = NULL,
                   *health_timeout = NULL, *heartbeat_timeout = NULL, *memory_limit = NULL,
                   *profile = NULL, *disk = NULL, *disk_format = NULL, *firmware = NULL,
-                  *loader = NULL, *ready_marker = NULL;
+                  *loader = NULL, *ready_marker = NULL, *ksm = NULL;
   g_auto(GStrv) qemu_args = NULL;
   gboolean exec_flag = FALSE;
   GOptionEntry entries[] = {
@@ -83,8 +84,12 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
        "Recreate every guest's disk from the base before starting", NULL},
       {"ready-marker", 0, 0, G_OPTION_ARG_STRING, &ready_marker,
        "Console text that means a guest is up (default: nervesfleet-ready)", "TEXT"},
-      {"ksm", 0, 0, G_OPTION_ARG_NONE, &cfg->ksm,
-       "Merge identical guest pages (host KSM, needs root); restored when the fleet stops", NULL},
+      {"ksm", 0, 0, G_OPTION_ARG_STRING, &ksm,
+       "Merge identical guest pages (host KSM, root): auto (on from 8 guests when the host "
+       "allows it), on or off; restored when the fleet stops (default: auto)",
+       "MODE"},
+      {"dense", 0, 0, G_OPTION_ARG_NONE, &cfg->dense,
+       "Every memory lever, including those that cost some boot time (README: memory)", NULL},
       {"detach", 'd', 0, G_OPTION_ARG_NONE, &mode->detach,
        "Run the supervisor in the background; guests survive its crash", NULL},
       {"quiet", 'q', 0, G_OPTION_ARG_NONE, &mode->quiet, "Only the status line and failures", NULL},
@@ -141,6 +146,8 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
   if (memory && !nf_parse_size_mib("--memory", memory, &cfg->memory_mib, error))
     return FALSE;
   if (accel && !nf_accel_parse(accel, &cfg->accel, error))
+    return FALSE;
+  if (ksm && !nf_ksm_mode_parse(ksm, &cfg->ksm, error))
     return FALSE;
   if (qemu) {
     g_free(cfg->qemu);

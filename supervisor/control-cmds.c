@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <glib/gstdio.h>
 
+#include "supervisor/cmd-mem.h"
 #include "supervisor/targets.h"
 
 #define CONSOLE_REPLAY_BYTES 4096
@@ -63,7 +64,7 @@ static const struct {
     {"stop", cmd_stop},       {"restart", cmd_restart}, {"kill", cmd_kill},
     {"scale", cmd_scale},     {"balloon", cmd_balloon}, {"logs", cmd_logs},
     {"console", cmd_console}, {"events", cmd_events},   {"wait", cmd_wait},
-    {"down", cmd_down},       {"reflash", cmd_reflash},
+    {"down", cmd_down},       {"reflash", cmd_reflash}, {"mem", nf_ctl_cmd_mem}, /* cmd-mem.c */
 };
 
 static gboolean arg_string(NfCtlClient *c, json_t *id, json_t *args, const char *key,
@@ -274,9 +275,11 @@ json_t *nf_ctl_guest_json(NfControl *ctl, NfVm *vm, gint64 now)
                      nf_vm_exit_reason(vm), "time", (double)nf_vm_exit_time(vm) / 1e6);
   json_object_set_new(g, "last_exit", last);
   guint64 balloon = nf_vm_balloon_actual(vm), rss = running ? nf_vm_rss(vm) : 0;
+  guint64 pss = running ? nf_vm_pss(vm) : 0;
   json_object_set_new(g, "balloon_bytes",
                       balloon ? json_integer((json_int_t)balloon) : json_null());
   json_object_set_new(g, "rss_bytes", rss ? json_integer((json_int_t)rss) : json_null());
+  json_object_set_new(g, "pss_bytes", pss ? json_integer((json_int_t)pss) : json_null());
   json_object_set_new(g, "extras", guest_extras(ctl->fleet, vm));
   return g;
 }

@@ -34,6 +34,7 @@ static gboolean wheel_tick_cb(gpointer data);
 static void probe(NfVm *vm);
 static void ping_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
 static void stats_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
+static void note_guest_mem(NfVm *vm, json_t *ret);
 
 NfHealthWheel *nf_health_wheel_new(guint interval_ms)
 {
@@ -131,6 +132,26 @@ static void ping_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data)
   }
 }
 
+/* Keeps what the guest said about its memory for `nervesfleet mem`: the
+ * heartbeat fetches these stats anyway. qemu reports -1 for a stat the
+ * guest never sent. */
+static void note_guest_mem(NfVm *vm, json_t *ret)
+{
+  json_t *stats = json_object_get(ret, "stats");
+  json_t *lu = json_object_get(ret, "last-update");
+  if (!json_is_object(stats) || !json_is_integer(lu) || json_integer_value(lu) == 0)
+    return;
+  json_t *v;
+  vm->guest_mem.total =
+      json_is_integer(v = json_object_get(stats, "stat-total-memory")) ? json_integer_value(v) : -1;
+  vm->guest_mem.free =
+      json_is_integer(v = json_object_get(stats, "stat-free-memory")) ? json_integer_value(v) : -1;
+  vm->guest_mem.available = json_is_integer(v = json_object_get(stats, "stat-available-memory"))
+                                ? json_integer_value(v)
+                                : -1;
+  vm->guest_mem.updated = json_integer_value(lu);
+}
+
 static void stats_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data)
 {
   NfVm *vm = data;
@@ -146,6 +167,7 @@ static void stats_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data)
   if (reply->ret == NULL)
     return;
   gint64 now = g_get_monotonic_time();
+  note_guest_mem(vm, reply->ret);
   json_t *lu = json_object_get(reply->ret, "last-update");
   gint64 last = json_is_integer(lu) ? json_integer_value(lu) : 0;
   if (last != vm->stats_last_update) {

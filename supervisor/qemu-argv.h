@@ -28,7 +28,35 @@ typedef struct {
   const char *disk;       /* the guest's overlay (qcow2), or NULL */
   const char *mac;        /* NIC address (NERVES profile) */
   char *const *extra;     /* appended verbatim, may be NULL */
+  gboolean dense;         /* every memory lever, boot-time costs included */
+  gboolean ksm;           /* host KSM runs for this fleet */
 } NfQemuSpec;
+
+/* The memory levers, each measured by bench/density.sh (numbers in the
+ * README's memory section). Default: the ones that cost no boot time. */
+#define NF_QEMU_TB_MIB 16      /* TCG translation buffer (qemu's default: 1 GiB) */
+#define NF_QEMU_TB_MIB_DENSE 8 /* --dense: retranslates more at boot */
+/* Sim guest kernel, always: no KASLR, so every guest's kernel text is the
+ * same bytes and KSM merges it (a guest of a test fleet gains nothing from
+ * a random kernel base). */
+#define NF_QEMU_GUEST_ARGS "nokaslr"
+/* --dense: freed guest pages zeroed (KSM maps them all onto the zero page)
+ * and free page reporting from 64 KiB blocks instead of 2 MiB ones. */
+#define NF_QEMU_GUEST_ARGS_DENSE "init_on_free=1 page_reporting.page_reporting_order=4"
+
+/* How qemu's process is set up beyond its argv (env and prctls). */
+typedef struct {
+  char **envp;        /* the whole environment (free with g_strfreev) */
+  gboolean no_thp;    /* transparent huge pages off for qemu */
+  gboolean merge_any; /* all of qemu's memory KSM-mergeable, not only guest RAM */
+} NfQemuProcessSetup;
+
+/* Fills `setup` for `spec`: with KSM, every anonymous page of qemu may
+ * merge (the reset copy of the kernel image that each qemu keeps on its
+ * heap is the same bytes in every guest). Free with
+ * nf_qemu_process_setup_clear. */
+void nf_qemu_process_setup(const NfQemuSpec *spec, NfQemuProcessSetup *setup);
+void nf_qemu_process_setup_clear(NfQemuProcessSetup *setup);
 
 /* Returns a NULL-terminated argv (free with g_strfreev). Pure. */
 char **nf_qemu_argv_build(const NfQemuSpec *spec);

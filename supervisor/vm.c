@@ -25,6 +25,7 @@
 
 #include "overlay/identity.h"
 #include "supervisor/disks.h"
+#include "supervisor/memstat.h"
 #include "supervisor/qemu-argv.h"
 
 /* Console markers: index 0 is the configured ready marker. */
@@ -68,6 +69,7 @@ NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks, gp
   vm->qmp_path = nf_paths_guest_runtime(env->paths, id, "qmp");
   vm->serial_path = nf_paths_guest_runtime(env->paths, id, "serial");
   vm->balloon_actual = env->config->memory_mib * 1024 * 1024;
+  vm->guest_mem = (NfVmGuestMem){-1, -1, -1, 0};
   if (env->disks)
     vm->disk_path = nf_disks_overlay_path(env->disks, id);
   vm->watchers = g_array_new(FALSE, FALSE, sizeof(NfVmWatcher));
@@ -154,6 +156,9 @@ static void reset_run_facts(NfVm *vm)
   vm->stats_last_update = 0;
   vm->stats_advanced_at = 0;
   vm->balloon_actual = vm->env->config->memory_mib * 1024 * 1024;
+  vm->guest_mem = (NfVmGuestMem){-1, -1, -1, 0};
+  vm->balloon_target = 0;
+  vm->pss_at = 0;
 }
 
 gboolean nf_vm_spawn(NfVm *vm, GError **error)
@@ -204,6 +209,8 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
       .profile = cfg->profile,
       .disk = vm->disk_path,
       .mac = vm->mac,
+      .dense = cfg->dense,
+      .ksm = vm->env->ksm,
   };
   argv = nf_qemu_argv_build(&spec);
   {
@@ -226,7 +233,13 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   }
 
   int targets[] = {NF_QEMU_FD_QMP, NF_QEMU_FD_QMP_PUBLIC, NF_QEMU_FD_SERIAL};
-  vm->proc = nf_process_spawn(argv, fds, targets, 3, log_fd, !cfg->detached, on_exit_cb, vm, error);
+  NfQemuProcessSetup setup;
+  nf_qemu_process_setup(&spec, &setup);
+  NfProcessExtras extras = {
+      .envp = setup.envp, .no_thp = setup.no_thp, .merge_any = setup.merge_any};
+  vm->proc = nf_process_spawn_with(argv, &extras, fds, targets, 3, log_fd, !cfg->detached,
+                                   on_exit_cb, vm, error);
+  nf_qemu_process_setup_clear(&setup);
   if (vm->proc == NULL) {
     g_prefix_error(error, "cannot start %s: ", vm->env->qemu_path);
     goto out;
@@ -564,6 +577,7 @@ gboolean nf_vm_balloon(NfVm *vm, guint64 bytes, NfQmpReplyFunc cb, gpointer user
   if (vm->qmp == NULL || !vm->qmp_negotiated)
     return FALSE;
   nf_qmp_balloon(vm->qmp, bytes, 0, cb, user_data);
+  vm->balloon_target = bytes;
   return TRUE;
 }
 
@@ -677,6 +691,31 @@ guint64 nf_vm_rss(const NfVm *vm)
   if (g_get_monotonic_time() - vm->rss_at > NF_VM_RSS_MAX_AGE_US)
     nf_vm_sample_rss((NfVm *)vm);
   return vm->rss_bytes;
+}
+
+guint64 nf_vm_pss(const NfVm *vm)
+{
+  /* smaps_rollup walks qemu's page tables: read at most every 30 s. */
+  if (vm->proc == NULL)
+    return 0;
+  NfVm *v = (NfVm *)vm;
+  if (v->pss_at == 0 || g_get_monotonic_time() - v->pss_at > NF_VM_RSS_MAX_AGE_US) {
+    NfMemStat m;
+    nf_memstat_read(nf_process_pid(vm->proc), &m);
+    v->pss_bytes = m.pss;
+    v->pss_at = g_get_monotonic_time();
+  }
+  return v->pss_bytes;
+}
+
+guint64 nf_vm_balloon_target(const NfVm *vm)
+{
+  return vm->balloon_target;
+}
+
+const NfVmGuestMem *nf_vm_guest_mem(const NfVm *vm)
+{
+  return &vm->guest_mem;
 }
 
 char *nf_vm_console_tail(const NfVm *vm, gsize max_bytes)

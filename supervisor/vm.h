@@ -38,6 +38,7 @@ typedef struct {
   struct NfDisks *disks;        /* per-guest overlays, or NULL */
   struct NfHealthWheel *health; /* probe scheduler, NULL when probes are off */
   char *cgroup_name;            /* this fleet's cgroup dir name (see nf_paths_cgroup_name) */
+  gboolean ksm;                 /* host KSM is on for this fleet: qemu memory all mergeable */
 } NfVmEnv;
 
 typedef struct NfVm NfVm;
@@ -120,6 +121,20 @@ guint64 nf_vm_balloon_actual(const NfVm *vm);
 /* qemu's resident set in bytes, 0 when not running: sampled from /proc with
  * each health probe (at most 30 s old). */
 guint64 nf_vm_rss(const NfVm *vm);
+/* qemu's proportional set size in bytes (shared and KSM-merged pages split
+ * among their users), 0 when not running; at most 30 s old. */
+guint64 nf_vm_pss(const NfVm *vm);
+/* The balloon target last asked for this run, in bytes; 0: none. */
+guint64 nf_vm_balloon_target(const NfVm *vm);
+/* What the guest kernel last reported through the balloon's guest-stats
+ * (fetched by the heartbeat probe); -1: not reported (yet). */
+typedef struct {
+  gint64 total;     /* bytes */
+  gint64 free;      /* bytes */
+  gint64 available; /* bytes */
+  gint64 updated;   /* the guest's own clock (s) at that report; 0: never */
+} NfVmGuestMem;
+const NfVmGuestMem *nf_vm_guest_mem(const NfVm *vm);
 /* The supervisor's QMP connection, or NULL when not connected. Borrowed. */
 NfQmp *nf_vm_qmp(const NfVm *vm);
 
