@@ -34,14 +34,17 @@ typedef struct {
 
 /* The memory levers, each measured by bench/density.sh (numbers in the
  * README's memory section). Default: the ones that cost no boot time. */
-#define NF_QEMU_TB_MIB 16      /* TCG translation buffer (qemu's default: 1 GiB) */
-#define NF_QEMU_TB_MIB_DENSE 8 /* --dense: retranslates more at boot */
+#define NF_QEMU_TB_MIB 32 /* TCG translation buffer (qemu's default: 1 GiB) */
+/* --dense: 16 saves ~18 MiB per guest for ~+15 % boot CPU (retranslation);
+ * 8 costs 2.6x the boot CPU and is not offered. */
+#define NF_QEMU_TB_MIB_DENSE 16
 /* Sim guest kernel, always: no KASLR, so every guest's kernel text is the
  * same bytes and KSM merges it (a guest of a test fleet gains nothing from
  * a random kernel base). */
 #define NF_QEMU_GUEST_ARGS "nokaslr"
-/* --dense: freed guest pages zeroed (KSM maps them all onto the zero page)
- * and free page reporting from 64 KiB blocks instead of 2 MiB ones. */
+/* --dense (~+8 % boot CPU): freed guest pages zeroed (KSM maps them all
+ * onto the zero page) and free page reporting from 64 KiB blocks instead of
+ * 2 MiB ones. */
 #define NF_QEMU_GUEST_ARGS_DENSE "init_on_free=1 page_reporting.page_reporting_order=4"
 
 /* How qemu's process is set up beyond its argv (env and prctls). */
@@ -53,7 +56,11 @@ typedef struct {
 
 /* Fills `setup` for `spec`: with KSM, every anonymous page of qemu may
  * merge (the reset copy of the kernel image that each qemu keeps on its
- * heap is the same bytes in every guest). Free with
+ * heap is the same bytes in every guest). Under TCG (and with --dense),
+ * no transparent huge pages: qemu asks for them on guest RAM and its TCG
+ * buffer, so a guest touching a few KiB costs 2 MiB and free page reporting
+ * gives back only whole 2 MiB blocks (~20 MiB per idle guest for ~+4 % boot
+ * CPU; under KVM huge pages speed the guest up, so they stay). Free with
  * nf_qemu_process_setup_clear. */
 void nf_qemu_process_setup(const NfQemuSpec *spec, NfQemuProcessSetup *setup);
 void nf_qemu_process_setup_clear(NfQemuProcessSetup *setup);

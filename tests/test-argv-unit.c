@@ -143,7 +143,7 @@ static void test_argv_levers(void)
   NfQemuProcessSetup ps;
   nf_qemu_process_setup(&spec, &ps);
   g_assert_false(ps.merge_any);
-  g_assert_false(ps.no_thp);
+  g_assert_true(ps.no_thp); /* TCG */
   g_assert_nonnull(ps.envp);
   nf_qemu_process_setup_clear(&ps);
   g_assert_null(ps.envp);
@@ -162,6 +162,12 @@ static void test_argv_levers(void)
   nf_qemu_process_setup(&spec, &ps);
   g_assert_true(ps.merge_any);
   g_assert_true(ps.no_thp);
+  nf_qemu_process_setup_clear(&ps);
+
+  spec.accel = NF_ACCEL_KVM;
+  spec.dense = FALSE;
+  nf_qemu_process_setup(&spec, &ps);
+  g_assert_false(ps.no_thp); /* huge pages help a KVM guest */
   nf_qemu_process_setup_clear(&ps);
 
   spec.profile = NF_PROFILE_NERVES;
