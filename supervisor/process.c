@@ -81,10 +81,9 @@ NfProcess *nf_process_spawn_with(char *const *argv, const NfProcessExtras *extra
   GPid pid = 0;
   GSpawnFlags flags = G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH | G_SPAWN_STDIN_FROM_DEV_NULL;
 
-  if (!g_spawn_async_with_pipes_and_fds(NULL, (const char *const *)argv,
-                                        extras ? (const char *const *)extras->envp : NULL, flags,
-                                        child_setup, &cs, -1, log_fd, log_fd, source_fds,
-                                        target_fds, n_fds, &pid, NULL, NULL, NULL, error))
+  if (!g_spawn_async_with_pipes_and_fds(NULL, (const char *const *)argv, NULL, flags, child_setup,
+                                        &cs, -1, log_fd, log_fd, source_fds, target_fds, n_fds,
+                                        &pid, NULL, NULL, NULL, error))
     return NULL;
 
   NfProcess *proc = g_new0(NfProcess, 1);

@@ -26,7 +26,6 @@ NfProcess *nf_process_spawn(char *const *argv, const int *source_fds, const int 
 /* Memory settings the child takes before exec (both survive exec; see
  * qemu-argv.h for why qemu gets them). */
 typedef struct {
-  char *const *envp;  /* the child's whole environment; NULL: ours */
   gboolean no_thp;    /* PR_SET_THP_DISABLE: no transparent huge pages */
   gboolean merge_any; /* PR_SET_MEMORY_MERGE: all its anonymous memory KSM-mergeable */
 } NfProcessExtras;

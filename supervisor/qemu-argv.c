@@ -153,14 +153,8 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
 void nf_qemu_process_setup(const NfQemuSpec *spec, NfQemuProcessSetup *setup)
 {
   *setup = (NfQemuProcessSetup){0};
-  setup->envp = g_get_environ();
   setup->merge_any = spec->ksm;
   setup->no_thp = spec->dense || spec->accel == NF_ACCEL_TCG || spec->accel == NF_ACCEL_AUTO;
-}
-
-void nf_qemu_process_setup_clear(NfQemuProcessSetup *setup)
-{
-  g_clear_pointer(&setup->envp, g_strfreev);
 }
 
 char *nf_qemu_argv_to_string(char *const *argv)

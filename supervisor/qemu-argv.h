@@ -42,14 +42,14 @@ typedef struct {
  * same bytes and KSM merges it (a guest of a test fleet gains nothing from
  * a random kernel base). */
 #define NF_QEMU_GUEST_ARGS "nokaslr"
-/* --dense (~+8 % boot CPU): freed guest pages zeroed (KSM maps them all
+/* --dense (~+14 % boot CPU): freed guest pages zeroed (KSM maps them all
  * onto the zero page) and free page reporting from 64 KiB blocks instead of
  * 2 MiB ones. */
 #define NF_QEMU_GUEST_ARGS_DENSE "init_on_free=1 page_reporting.page_reporting_order=4"
 
-/* How qemu's process is set up beyond its argv (env and prctls). */
+/* How qemu's process is set up beyond its argv (prctls). glibc malloc
+ * tuning through the environment was measured and did not pay. */
 typedef struct {
-  char **envp;        /* the whole environment (free with g_strfreev) */
   gboolean no_thp;    /* transparent huge pages off for qemu */
   gboolean merge_any; /* all of qemu's memory KSM-mergeable, not only guest RAM */
 } NfQemuProcessSetup;
@@ -60,10 +60,8 @@ typedef struct {
  * no transparent huge pages: qemu asks for them on guest RAM and its TCG
  * buffer, so a guest touching a few KiB costs 2 MiB and free page reporting
  * gives back only whole 2 MiB blocks (~20 MiB per idle guest for ~+4 % boot
- * CPU; under KVM huge pages speed the guest up, so they stay). Free with
- * nf_qemu_process_setup_clear. */
+ * CPU; under KVM huge pages speed the guest up, so they stay). */
 void nf_qemu_process_setup(const NfQemuSpec *spec, NfQemuProcessSetup *setup);
-void nf_qemu_process_setup_clear(NfQemuProcessSetup *setup);
 
 /* Returns a NULL-terminated argv (free with g_strfreev). Pure. */
 char **nf_qemu_argv_build(const NfQemuSpec *spec);

@@ -235,11 +235,9 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   int targets[] = {NF_QEMU_FD_QMP, NF_QEMU_FD_QMP_PUBLIC, NF_QEMU_FD_SERIAL};
   NfQemuProcessSetup setup;
   nf_qemu_process_setup(&spec, &setup);
-  NfProcessExtras extras = {
-      .envp = setup.envp, .no_thp = setup.no_thp, .merge_any = setup.merge_any};
+  NfProcessExtras extras = {.no_thp = setup.no_thp, .merge_any = setup.merge_any};
   vm->proc = nf_process_spawn_with(argv, &extras, fds, targets, 3, log_fd, !cfg->detached,
                                    on_exit_cb, vm, error);
-  nf_qemu_process_setup_clear(&setup);
   if (vm->proc == NULL) {
     g_prefix_error(error, "cannot start %s: ", vm->env->qemu_path);
     goto out;
