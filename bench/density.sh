@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/density.sh: host memory per idle guest, in one invocation, for
 #   naive    the same qemu command N times at once (bench/storm), without our
-#            levers: tb-size=32, no nokaslr, host THP and KSM as found;
+#            levers: tb-size=32, no nokaslr, host THP as found, no KSM;
 #   default  `nervesfleet run N` (as root with N >= 8 that includes KSM);
 #   dense    `nervesfleet run N --dense`.
 # Each side boots N guests, waits until all are ready (the boot-storm time),
@@ -11,7 +11,7 @@
 # change in pages_sharing + ksm_zero_pages) and guests lost (not ready, or
 # restarted). Targets (issue 12): default <= 0.5x naive, dense <= 0.35x.
 #
-#   N=8 SETTLE=60 bench/run.sh density        (make bench BENCH=density N=8)
+#   N=8 SETTLE=90 bench/run.sh density        (make bench BENCH=density N=8)
 #   FIND_MAX=1 [DENSE=1] [START=16 STEP=16 MAX_N=300] bench/run.sh density
 #
 # --find-max (or FIND_MAX=1): grows one fleet (`scale`) until a guest fails
@@ -24,7 +24,7 @@ source "$(dirname "$0")/lib.sh"
 bench_init density
 
 N=${N:-8}
-SETTLE=${SETTLE:-60}
+SETTLE=${SETTLE:-90}
 TIMEOUT=${TIMEOUT:-900}
 FIND_MAX=${FIND_MAX:-0}
 [ "${1:-}" = "--find-max" ] && FIND_MAX=1
@@ -35,16 +35,19 @@ mem_total_kib() { awk '/^MemTotal:/{print $2}' /proc/meminfo; }
 nf() { "$NF_BIN" "$@" --name "nfb-${BENCH_NAME}"; }
 
 # The naive baseline: the supervisor's own qemu command (lib.sh naive_argv)
-# with our levers taken back out.
+# with our levers taken back out, and `-machine mem-merge=off`: it stands
+# for a host whose KSM is off, as Debian ships it, even when someone else on
+# this shared host has KSM running (qemu marks guest RAM mergeable).
 naive_nolevers() {
   local w
   while IFS= read -r -d '' w; do
     case $w in
       tcg,tb-size=*) w=tcg,tb-size=32 ;;
-      console=ttyAMA0*) w=${w/ nokaslr/} ;;
+      console=ttyAMA0*) w=${w/ nokaslr/} w=${w/ init_on_free=1/} ;;
     esac
     printf '%s\0' "$w"
   done < <(naive_argv)
+  printf '%s\0' -machine mem-merge=off
 }
 
 # side_fleet LABEL [run options]: boots, settles, samples, stops; sets

@@ -16,7 +16,7 @@
 #define KSM_SLEEP_MS 20
 #define KSM_MIN_PAGES 100
 #define KSM_MAX_PAGES 20000
-#define KSM_FULL_SCAN_S 15
+#define KSM_FULL_SCAN_S 10
 
 struct NfKsm {
   char *owner_path;

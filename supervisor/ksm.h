@@ -51,7 +51,7 @@ gboolean nf_ksm_mode_parse(const char *text, NfKsmMode *mode, GError **error);
 gboolean nf_ksm_wanted(NfKsmMode mode, guint guests);
 
 /* ksmd pages per 20 ms wake-up so that `guests` guests of about `mib` MiB of
- * qemu memory each are scanned once in ~15 s: fast enough to merge a boot
+ * qemu memory each are scanned once in ~10 s: fast enough to merge a boot
  * storm's pages within a minute, slow enough that ksmd does not eat the
  * cores the boots need. Clamped to [100, 20000]. */
 guint nf_ksm_scan_pages(guint guests, guint64 mib);

@@ -127,9 +127,10 @@ static void test_argv_disks_and_nerves(void)
   g_assert_cmpint(find_pair(n, "-accel", "kvm"), >, 0);
 }
 
-/* The memory levers: --dense changes the TCG buffer and the guest kernel's
- * arguments (the user's --append still last, so it wins), KSM makes all of
- * qemu mergeable; neither touches the Nerves guest's command line. */
+/* The memory levers: the guest kernel's arguments (the user's --append
+ * still last, so it wins), --dense a smaller TCG buffer, KSM all of qemu
+ * mergeable, THP off under TCG; none touches the Nerves guest's command
+ * line. */
 static void test_argv_levers(void)
 {
   NfQemuSpec spec = {.qemu = "q",
@@ -138,7 +139,7 @@ static void test_argv_levers(void)
                      .kernel = "k",
                      .guest_name = "vm-0001",
                      .serial = "S",
-                     .append = "init_on_free=0"};
+                     .append = "nokaslr=off"};
   g_auto(GStrv) plain = nf_qemu_argv_build(&spec);
   NfQemuProcessSetup ps;
   nf_qemu_process_setup(&spec, &ps);
@@ -150,12 +151,18 @@ static void test_argv_levers(void)
   g_auto(GStrv) dense = nf_qemu_argv_build(&spec);
   g_autofree char *tb = g_strdup_printf("tcg,tb-size=%d", NF_QEMU_TB_MIB_DENSE);
   g_assert_cmpint(find_pair(dense, "-accel", tb), >, 0);
-  int i = find_pair(dense, "-append", NULL);
+  int d = find_pair(dense, "-append", NULL);
+  g_assert_cmpint(d, >, 0);
+  g_assert_nonnull(
+      strstr(dense[d + 1], NF_QEMU_GUEST_ARGS " " NF_QEMU_GUEST_ARGS_KSM " nokaslr=off"));
+  int i = find_pair(plain, "-append", NULL);
   g_assert_cmpint(i, >, 0);
-  g_assert_nonnull(strstr(dense[i + 1], NF_QEMU_GUEST_ARGS_DENSE " init_on_free=0"));
-  g_assert_true(g_str_has_suffix(dense[i + 1], "init_on_free=0"));
-  i = find_pair(plain, "-append", NULL);
-  g_assert_null(strstr(plain[i + 1], NF_QEMU_GUEST_ARGS_DENSE));
+  /* The levers, then the user's own, which win (the kernel takes the last). */
+  g_assert_nonnull(strstr(plain[i + 1], NF_QEMU_GUEST_ARGS " nokaslr=off"));
+  g_assert_true(g_str_has_suffix(plain[i + 1], "nokaslr=off"));
+  g_autofree char *tb32 = g_strdup_printf("tcg,tb-size=%d", NF_QEMU_TB_MIB);
+  g_assert_cmpint(find_pair(plain, "-accel", tb32), >, 0);
+  g_assert_null(strstr(plain[i + 1], NF_QEMU_GUEST_ARGS_KSM));
   nf_qemu_process_setup(&spec, &ps);
   g_assert_true(ps.merge_any);
   g_assert_true(ps.no_thp);
