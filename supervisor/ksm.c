@@ -20,6 +20,7 @@
 
 struct NfKsm {
   char *owner_path;
+  char *owner_key;
 };
 
 /* What we change, in the order restored (run last: ksmd restarts at the
@@ -239,6 +240,7 @@ NfKsm *nf_ksm_acquire(const char *owner_key, guint pages_to_scan, GError **error
     return NULL;
   NfKsm *k = g_new0(NfKsm, 1);
   k->owner_path = owner_path(owner_key);
+  k->owner_key = g_strdup(owner_key);
   guint pages = 0;
   g_autofree char *saved = g_build_filename(state_dir(), "saved", NULL);
   g_autofree char *entry = NULL;
@@ -279,9 +281,19 @@ fail:
   if (prune_owners(NULL, &pages) == 0)
     restore_saved();
   unlock_books(lock);
-  g_free(k->owner_path);
-  g_free(k);
+  nf_ksm_forget(k);
   return NULL;
+}
+
+void nf_ksm_set_rate(NfKsm *k, guint pages_to_scan)
+{
+  int lock = lock_books(FALSE, NULL);
+  g_autofree char *entry =
+      g_strdup_printf("pid=%d pages=%u\nfleet=%s\n", (int)getpid(), pages_to_scan, k->owner_key);
+  guint pages = 0;
+  if (g_file_set_contents(k->owner_path, entry, -1, NULL) && prune_owners(NULL, &pages) > 0)
+    apply(pages);
+  unlock_books(lock);
 }
 
 void nf_ksm_release(NfKsm *k)
@@ -303,6 +315,7 @@ void nf_ksm_forget(NfKsm *k)
   if (k == NULL)
     return;
   g_free(k->owner_path);
+  g_free(k->owner_key);
   g_free(k);
 }
 

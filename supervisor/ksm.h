@@ -62,6 +62,10 @@ guint nf_ksm_scan_pages(guint guests, guint64 mib);
  * writable (root). */
 NfKsm *nf_ksm_acquire(const char *owner_key, guint pages_to_scan, GError **error);
 
+/* A fleet that grew or shrank: its scan rate becomes `pages_to_scan` (the
+ * applied rate stays the sum over live owners). */
+void nf_ksm_set_rate(NfKsm *ksm, guint pages_to_scan);
+
 /* Unregisters; the last owner restores the saved settings. Frees. */
 void nf_ksm_release(NfKsm *ksm);
 

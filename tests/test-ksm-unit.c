@@ -113,10 +113,12 @@ static void test_two_fleets(Fixture *f, gconstpointer data)
   NfKsm *b = nf_ksm_acquire("/run/b", 200, &error);
   g_assert_no_error(error);
   assert_knob(f, "pages_to_scan", "500");
+  nf_ksm_set_rate(b, 400); /* b grew */
+  assert_knob(f, "pages_to_scan", "700");
   /* The first to leave must not undo the other's KSM. */
   nf_ksm_release(a);
   assert_knob(f, "run", "1");
-  assert_knob(f, "pages_to_scan", "200");
+  assert_knob(f, "pages_to_scan", "400");
   nf_ksm_release(b);
   assert_host_original(f);
 }
