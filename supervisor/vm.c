@@ -678,6 +678,9 @@ void nf_vm_sample_rss(NfVm *vm)
   buf[n] = '\0';
   char *p = strchr(buf, ' ');
   vm->rss_bytes = p ? g_ascii_strtoull(p + 1, NULL, 10) * (guint64)sysconf(_SC_PAGESIZE) : 0;
+  if (vm->rss_at - vm->pss_at > NF_VM_RSS_MAX_AGE_US / 2)
+    vm->pss_at = 0; /* refreshed now rather than by a later `ps` */
+  nf_vm_pss(vm);
 }
 
 guint64 nf_vm_rss(const NfVm *vm)
@@ -693,7 +696,9 @@ guint64 nf_vm_rss(const NfVm *vm)
 
 guint64 nf_vm_pss(const NfVm *vm)
 {
-  /* smaps_rollup walks qemu's page tables: read at most every 30 s. */
+  /* smaps_rollup walks qemu's page tables: read at most every 30 s, by the
+   * health probe (nf_vm_sample_rss) so that `ps` on thousands of guests
+   * rarely has to. */
   if (vm->proc == NULL)
     return 0;
   NfVm *v = (NfVm *)vm;
