@@ -299,6 +299,11 @@ void nf_fleet_start(NfFleet *fleet)
   }
   remove_stale_runtime_files(fleet);
   nf_cgroup_sweep(fleet->env.cgroup_name);
+  if (fleet->ksm)
+    notice(fleet, fleet->config->ksm == NF_KSM_AUTO
+                      ? "host KSM on for this fleet (--ksm auto: 8 guests or more); its settings "
+                        "come back when the fleet stops (--ksm off leaves it alone)"
+                      : "host KSM on for this fleet; its settings come back when the fleet stops");
   nf_limiter_kick(fleet->limiter);
 }
 
