@@ -25,8 +25,7 @@ struct NfKsm {
 
 /* What we change, in the order restored (run last: ksmd restarts at the
  * restored pace, or stops). */
-static const char *const knobs[] = {"pages_to_scan", "sleep_millisecs", "use_zero_pages",
-                                    "smart_scan", "run"};
+static const char *const knobs[] = {"pages_to_scan", "sleep_millisecs", "use_zero_pages", "run"};
 
 static const char *sysfs_dir(void);
 static const char *state_dir(void);
@@ -270,10 +269,6 @@ NfKsm *nf_ksm_acquire(const char *owner_key, guint pages_to_scan, GError **error
   /* Zero pages (freed guest memory with init_on_free) merge into the
    * kernel's zero page without a stable-tree entry: cheaper for ksmd. */
   knob_write("use_zero_pages", "1", NULL);
-  /* smart_scan (6.7+) skips, for up to 8 passes, pages that found no twin:
-   * the first guest of a boot storm is scanned before its twins exist and
-   * then stayed ~32 MiB behind the others for minutes (measured). */
-  knob_write("smart_scan", "0", NULL);
   if (!knob_write("run", "1", error)) {
     unlock_books(lock);
     nf_ksm_release(k);

@@ -52,7 +52,6 @@ static void setup(Fixture *f, gconstpointer data)
   knob_set(f, "pages_to_scan", "100\n");
   knob_set(f, "sleep_millisecs", "200\n");
   knob_set(f, "use_zero_pages", "0\n");
-  knob_set(f, "smart_scan", "1\n");
   knob_set(f, "pages_sharing", "1234\n");
   g_setenv("NERVESFLEET_KSM_SYSFS", f->sysfs, TRUE);
   g_setenv("NERVESFLEET_KSM_STATE", f->state, TRUE);
@@ -74,7 +73,6 @@ static void assert_host_original(Fixture *f)
   assert_knob(f, "pages_to_scan", "100");
   assert_knob(f, "sleep_millisecs", "200");
   assert_knob(f, "use_zero_pages", "0");
-  assert_knob(f, "smart_scan", "1");
   g_autofree char *saved = g_build_filename(f->state, "saved", NULL);
   g_assert_false(g_file_test(saved, G_FILE_TEST_EXISTS));
 }
@@ -112,7 +110,6 @@ static void test_two_fleets(Fixture *f, gconstpointer data)
   assert_knob(f, "pages_to_scan", "300");
   assert_knob(f, "sleep_millisecs", "20");
   assert_knob(f, "use_zero_pages", "1");
-  assert_knob(f, "smart_scan", "0");
   NfKsm *b = nf_ksm_acquire("/run/b", 200, &error);
   g_assert_no_error(error);
   assert_knob(f, "pages_to_scan", "500");
