@@ -24,6 +24,7 @@
 #include "cli/verbs.h"
 #include "supervisor/cgroup.h"
 #include "supervisor/tap.h"
+#include "supervisor/ksm.h"
 #include "supervisor/paths.h"
 #include "supervisor/strays.h"
 
@@ -115,6 +116,7 @@ int nf_cmd_down(int argc, char **argv)
   g_autofree char *lock = g_build_filename(paths.runtime_dir, "fleet.lock", NULL);
   int fd = open(lock, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
+    nf_ksm_recover(paths.runtime_dir); /* host KSM settings a crash left behind */
     nf_cli_error("down: no fleet '%s' running (no %s); start one with `nervesfleet run N -d "
                  "--name %s`",
                  fleet, lock, fleet);
@@ -135,6 +137,8 @@ int nf_cmd_down(int argc, char **argv)
     g_autofree char *cgroup_name = nf_paths_cgroup_name(&paths, fleet);
     nf_cgroup_sweep(cgroup_name);
     nf_tap_sweep(paths.runtime_dir); /* --net tap: the bridge its guests used */
+    if (nf_ksm_recover(paths.runtime_dir))
+      printf("host KSM settings restored\n");
     printf("fleet '%s' had no supervisor; killed %d orphaned guest%s and removed its files\n",
            fleet, n, n == 1 ? "" : "s");
   } else {

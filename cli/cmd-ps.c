@@ -96,8 +96,8 @@ static void print_table(json_t *result)
     if (ports)
       ports_width = MAX(ports_width, MAX((int)strlen(ports), 5));
   }
-  g_string_append_printf(out, "%-8s %-10s %-10s %7s %8s %4s %7s %7s  ", "NAME", "SERIAL", "STATE",
-                         "PID", "UPTIME", "RST", "BALLOON", "RSS");
+  g_string_append_printf(out, "%-8s %-10s %-10s %7s %8s %4s %7s %7s %7s  ", "NAME", "SERIAL",
+                         "STATE", "PID", "UPTIME", "RST", "BALLOON", "RSS", "PSS");
   if (firmware)
     g_string_append_printf(out, "%-13s  ", "FIRMWARE");
   if (ports_width)
@@ -112,16 +112,17 @@ static void print_table(json_t *result)
     g_autofree char *up = fmt_secs(json_object_get(g, "uptime_s"));
     g_autofree char *bal = fmt_bytes(json_object_get(g, "balloon_bytes"));
     g_autofree char *rss = fmt_bytes(json_object_get(g, "rss_bytes"));
+    g_autofree char *pss = fmt_bytes(json_object_get(g, "pss_bytes"));
     json_t *last = json_object_get(g, "last_exit");
     const char *why =
         json_is_object(last) ? json_string_value(json_object_get(last, "reason")) : NULL;
     if (!why && json_is_object(last))
       why = json_string_value(json_object_get(last, "kind"));
-    g_string_append_printf(out, "%-8s %-10s %-10s %7s %8s %4" JSON_INTEGER_FORMAT " %7s %7s  ",
+    g_string_append_printf(out, "%-8s %-10s %-10s %7s %8s %4" JSON_INTEGER_FORMAT " %7s %7s %7s  ",
                            json_string_value(json_object_get(g, "name")),
                            json_string_value(json_object_get(g, "serial")) ?: "-",
                            json_string_value(json_object_get(g, "state")), pid, up,
-                           json_integer_value(json_object_get(g, "restarts")), bal, rss);
+                           json_integer_value(json_object_get(g, "restarts")), bal, rss, pss);
     if (firmware) {
       g_autofree char *fw = fmt_firmware(g);
       g_string_append_printf(out, "%-13s  ", fw ? fw : "-");
@@ -158,8 +159,9 @@ int nf_cmd_ps(int argc, char **argv)
       {NULL}};
   if (!nf_client_parse_args("ps", "[TARGET]",
                             "Lists the fleet's guests: state, pid, uptime, restarts, last exit,\n"
-                            "balloon size, qemu RSS, forwarded host ports (PORTS) and, for Nerves\n"
-                            "firmware, the active slot.\n"
+                            "balloon size, qemu RSS and PSS (shared pages split among their\n"
+                            "users: what the host really spends), forwarded host ports (PORTS)\n"
+                            "and, for Nerves firmware, the active slot.\n"
                             "TARGET: 3, 3-17, 1,4,7-9 or all.",
                             entries, &argc, &argv))
     return NF_EXIT_USAGE;

@@ -13,6 +13,7 @@ int nf_cmd_kill(int argc, char **argv);
 int nf_cmd_reflash(int argc, char **argv);
 int nf_cmd_scale(int argc, char **argv);
 int nf_cmd_balloon(int argc, char **argv);
+int nf_cmd_mem(int argc, char **argv); /* cmd-mem.c */
 int nf_cmd_logs(int argc, char **argv);
 int nf_cmd_console(int argc, char **argv);
 int nf_cmd_wait(int argc, char **argv);

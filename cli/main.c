@@ -22,6 +22,7 @@ static const NfVerb verbs[] = {
     {"reflash", nf_cmd_reflash, "factory-reset guests' disks from the base and restart them"},
     {"scale", nf_cmd_scale, "grow or shrink the fleet to N guests"},
     {"balloon", nf_cmd_balloon, "set guests' balloon size (e.g. 96M)"},
+    {"mem", nf_cmd_mem, "where the fleet's memory goes: host, KSM, per guest (--json)"},
     {"logs", nf_cmd_logs, "print a guest's console log (-f: follow)"},
     {"console", nf_cmd_console, "attach to a guest's serial console (Ctrl-] q detaches)"},
     {"wait", nf_cmd_wait, "block until guests are ready"},

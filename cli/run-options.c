@@ -8,6 +8,7 @@
 #include "cli/run-options.h"
 #include "supervisor/accel.h"
 #include "supervisor/net.h"
+#include "supervisor/ksm.h"
 #include "supervisor/paths.h"
 
 /* --net, --forward, --forward-base, --server, --ready. Asking for a network
@@ -106,7 +107,7 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
                   *health_timeout = NULL, *heartbeat_timeout = NULL, *memory_limit = NULL,
                   *profile = NULL, *disk = NULL, *disk_format = NULL, *firmware = NULL,
                   *loader = NULL, *ready_marker = NULL, *balloon_policy = NULL, *net = NULL,
-                  *forward_base = NULL, *server = NULL, *ready = NULL;
+                  *forward_base = NULL, *server = NULL, *ready = NULL, *ksm = NULL;
   g_auto(GStrv) qemu_args = NULL;
   g_auto(GStrv) forwards = NULL;
   gboolean exec_flag = FALSE;
@@ -186,12 +187,16 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       {"ready", 0, 0, G_OPTION_ARG_STRING, &ready,
        "How guests report ready: console (the marker) or http (a request to the supervisor)",
        "HOW"},
-      {"ksm", 0, 0, G_OPTION_ARG_NONE, &cfg->ksm,
-       "Merge identical guest pages (host KSM, needs root); restored when the fleet stops", NULL},
       {"balloon-policy", 0, 0, G_OPTION_ARG_STRING, &balloon_policy,
        "guard: while the host nears OOM hold new guests back and squeeze balloons; auto: also "
        "shrink idle guests' balloons all the time; off: neither (default: guard)",
        "MODE"},
+      {"ksm", 0, 0, G_OPTION_ARG_STRING, &ksm,
+       "Merge identical guest pages (host KSM, root): auto (on from 8 guests when the host "
+       "allows it), on or off; restored when the fleet stops (default: auto)",
+       "MODE"},
+      {"dense", 0, 0, G_OPTION_ARG_NONE, &cfg->dense,
+       "Every memory lever, including those that cost some boot time (README: memory)", NULL},
       {"detach", 'd', 0, G_OPTION_ARG_NONE, &mode->detach,
        "Run the supervisor in the background; guests survive its crash", NULL},
       {"quiet", 'q', 0, G_OPTION_ARG_NONE, &mode->quiet, "Only the status line and failures", NULL},
@@ -271,6 +276,8 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
     return FALSE;
   }
   if (accel && !nf_accel_parse(accel, &cfg->accel, error))
+    return FALSE;
+  if (ksm && !nf_ksm_mode_parse(ksm, &cfg->ksm, error))
     return FALSE;
   if (qemu) {
     g_free(cfg->qemu);

@@ -320,13 +320,12 @@ json_t *nf_http_metrics_stats(NfHttp *http)
     }
   }
   (void)read_meminfo(&total, &available);
-  guint64 page = (guint64)sysconf(_SC_PAGESIZE);
   return json_pack("{s:f, s:O?, s:I, s:I, s:I, s:I, s:I, s:I}", "time",
                    (double)g_get_real_time() / 1e6, "counts", json_object_get(ps, "counts"),
                    "running", (json_int_t)running, "guests_rss_bytes", (json_int_t)rss,
                    "guests_balloon_bytes", (json_int_t)balloon, "host_memory_total_bytes",
                    (json_int_t)total, "host_memory_available_bytes", (json_int_t)available,
-                   "ksm_saved_bytes", (json_int_t)(nf_ksm_pages_sharing() * page));
+                   "ksm_saved_bytes", (json_int_t)nf_ksm_saved_bytes());
 }
 
 void nf_http_metrics_handle(NfHttp *http, SoupServerMessage *msg)
@@ -388,9 +387,9 @@ void nf_http_metrics_handle(NfHttp *http, SoupServerMessage *msg)
   write_pressure(out);
   guint64 page = (guint64)sysconf(_SC_PAGESIZE);
   header(out, "nervesfleet_ksm_saved_bytes", "gauge",
-         "Memory KSM saves host-wide (pages_sharing times the page size).");
+         "Memory KSM saves host-wide ((pages_sharing + zero pages) times the page size).");
   g_string_append_printf(out, "nervesfleet_ksm_saved_bytes %" G_GUINT64_FORMAT "\n",
-                         nf_ksm_pages_sharing() * page);
+                         nf_ksm_saved_bytes());
   header(out, "nervesfleet_ksm_shared_bytes", "gauge",
          "Memory of the pages KSM keeps once for all sharers (pages_shared).");
   g_string_append_printf(out, "nervesfleet_ksm_shared_bytes %" G_GUINT64_FORMAT "\n",

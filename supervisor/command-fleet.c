@@ -113,6 +113,8 @@ json_t *nf_commands_guest_json(NfCommands *cmds, NfVm *vm, gint64 now)
   json_object_set_new(g, "balloon_bytes",
                       balloon ? json_integer((json_int_t)balloon) : json_null());
   json_object_set_new(g, "rss_bytes", rss ? json_integer((json_int_t)rss) : json_null());
+  guint64 pss = running ? nf_vm_pss(vm) : 0;
+  json_object_set_new(g, "pss_bytes", pss ? json_integer((json_int_t)pss) : json_null());
   json_object_set_new(g, "ports", guest_ports(cmds->fleet, vm));
   g_autofree char *ip = nf_fleet_guest_ip(cmds->fleet, nf_vm_id(vm));
   json_object_set_new(g, "ip", ip ? json_string(ip) : json_null());

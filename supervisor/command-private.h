@@ -99,6 +99,9 @@ void nf_command_reflash(NfCommandReply *r, json_t *args);
 void nf_command_wait(NfCommandReply *r, json_t *args);
 /* command-balloon.c */
 void nf_command_balloon(NfCommandReply *r, json_t *args);
+
+/* command-mem.c */
+void nf_command_mem(NfCommandReply *r, json_t *args);
 /* command-streams.c */
 void nf_command_logs(NfCommandReply *r, json_t *args);
 void nf_command_console(NfCommandReply *r, json_t *args);

@@ -41,6 +41,7 @@ static const NfCommandEntry commands[] = {
     {"wait", nf_command_wait, NF_COMMAND_READONLY},
     {"down", nf_command_down, 0},
     {"reflash", nf_command_reflash, 0},
+    {"mem", nf_command_mem, NF_COMMAND_READONLY},
 };
 
 static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason,

@@ -34,6 +34,12 @@ typedef enum {
 
 #define NF_NET_MAX_FORWARDS 16 /* --forward flags per fleet */
 
+typedef enum {
+  NF_KSM_AUTO = 0, /* on when the fleet is big enough and the host lets us (ksm.h) */
+  NF_KSM_ON,       /* on, or the fleet does not start */
+  NF_KSM_OFF,      /* leave the host alone */
+} NfKsmMode;
+
 typedef struct {
   char *name; /* fleet name: selects the state and runtime dirs */
   NfProfile profile;
@@ -62,7 +68,8 @@ typedef struct {
   guint heartbeat_timeout_ms; /* guest-stats must advance within this; 0 = off */
   guint64 memory_limit_mib;   /* per-guest cgroup memory.max; 0 = no limit */
   gboolean detached;          /* guests outlive the supervisor (daemon mode) */
-  gboolean ksm;               /* turn on host KSM page merging while the fleet runs */
+  NfKsmMode ksm;              /* host KSM page merging while the fleet runs */
+  gboolean dense;             /* every memory lever, boot-time costs included (qemu-argv.h) */
   gboolean adopt;             /* take over running guests of a dead supervisor */
 
   /* the memory policy (mempolicy.c) */

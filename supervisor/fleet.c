@@ -35,10 +35,9 @@ GQuark nf_fleet_error_quark(void)
 }
 
 #define NF_FLEET_FDS_PER_GUEST 4
-/* ksmd's pace with --ksm: about 1 GiB/s of guest RAM scanned, which merged
- * ~600 MB across 20 idle guests within a minute on a 2-core host. */
-#define NF_FLEET_KSM_PAGES 5000
-#define NF_FLEET_KSM_SLEEP_MS 20
+/* qemu's own memory beyond guest RAM (heap with the kernel image's reset
+ * copy, TCG buffer): what ksmd has to scan per guest besides its RAM. */
+#define NF_FLEET_KSM_QEMU_MIB 64
 #define NF_FLEET_FDS_SPARE 256 /* clients, spawning, libraries */
 
 struct NfFleet {
@@ -280,9 +279,20 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
     return NULL;
   if (config->health_interval_ms)
     fleet->env.health = nf_health_wheel_new(config->health_interval_ms);
-  if (config->ksm &&
-      (fleet->ksm = nf_ksm_enable(NF_FLEET_KSM_PAGES, NF_FLEET_KSM_SLEEP_MS, error)) == NULL)
-    return NULL;
+  /* A supervisor of this or another fleet that died with KSM on left the
+   * host tuned: put it back unless a live fleet still uses it. */
+  nf_ksm_recover(fleet->paths.runtime_dir);
+  if (nf_ksm_wanted(config->ksm, config->count)) {
+    g_autoptr(GError) ksm_error = NULL;
+    fleet->ksm = nf_ksm_acquire(
+        fleet->paths.runtime_dir,
+        nf_ksm_scan_pages(config->count, config->memory_mib + NF_FLEET_KSM_QEMU_MIB), &ksm_error);
+    if (fleet->ksm == NULL && config->ksm == NF_KSM_ON) {
+      g_propagate_error(error, g_steal_pointer(&ksm_error));
+      return NULL;
+    }
+  }
+  fleet->env.ksm = fleet->ksm != NULL;
   const char *host_addr = NULL; /* the host as guests see it; NULL: slirp's */
   if (config->net == NF_NET_TAP) {
     fleet->env.tap = nf_tap_new(fleet->paths.runtime_dir, error);
@@ -354,6 +364,11 @@ void nf_fleet_start(NfFleet *fleet)
     adopt_strays(fleet);
   remove_stale_runtime_files(fleet);
   nf_cgroup_sweep(fleet->env.cgroup_name);
+  if (fleet->ksm)
+    notice(fleet, fleet->config->ksm == NF_KSM_AUTO
+                      ? "host KSM on for this fleet (--ksm auto: 8 guests or more); its settings "
+                        "come back when the fleet stops (--ksm off leaves it alone)"
+                      : "host KSM on for this fleet; its settings come back when the fleet stops");
   nf_limiter_kick(fleet->limiter);
 }
 
@@ -613,6 +628,9 @@ gboolean nf_fleet_scale(NfFleet *fleet, guint count, GError **error)
   guint live = fleet->vms->len - g_hash_table_size(fleet->retiring);
   if (count > live && !ensure_fd_limit(fleet->vms->len + (count - live), error))
     return FALSE;
+  if (fleet->ksm)
+    nf_ksm_set_rate(fleet->ksm,
+                    nf_ksm_scan_pages(count, fleet->config->memory_mib + NF_FLEET_KSM_QEMU_MIB));
   if (count > live) {
     guint last = fleet->config->id_offset + live;
     g_autofree char *longest =
@@ -684,7 +702,9 @@ void nf_fleet_detach(NfFleet *fleet)
 void nf_fleet_stop(NfFleet *fleet, gboolean force)
 {
   if (fleet->ksm && !fleet->stopping) {
-    guint64 pages = nf_ksm_pages_sharing();
+    NfKsmState ks;
+    nf_ksm_read_state(&ks);
+    guint64 pages = ks.pages_sharing + ks.zero_pages;
     g_autofree char *msg =
         g_strdup_printf("KSM saved %" G_GUINT64_FORMAT " MiB by merging identical guest pages",
                         pages * (guint64)sysconf(_SC_PAGESIZE) / (1024 * 1024));
@@ -781,7 +801,10 @@ void nf_fleet_free(NfFleet *fleet)
   g_free(fleet->env.qemu_path);
   g_free(fleet->env.cgroup_name);
   g_clear_pointer(&fleet->env.disks, nf_disks_free);
-  g_clear_pointer(&fleet->ksm, nf_ksm_restore);
+  if (fleet->detaching)
+    g_clear_pointer(&fleet->ksm, nf_ksm_forget);
+  else
+    g_clear_pointer(&fleet->ksm, nf_ksm_release);
   g_clear_pointer(&fleet->env.health, nf_health_wheel_free);
   nf_paths_clear(&fleet->paths);
   g_free(fleet);
@@ -851,4 +874,8 @@ const NfFleetConfig *nf_fleet_config(const NfFleet *fleet)
 const char *nf_fleet_qemu_path(const NfFleet *fleet)
 {
   return fleet->env.qemu_path;
+}
+gboolean nf_fleet_ksm_active(const NfFleet *fleet)
+{
+  return fleet->ksm != NULL;
 }

@@ -112,3 +112,5 @@ NfAccel nf_fleet_accel(const NfFleet *fleet);
 const char *nf_fleet_runtime_dir(const NfFleet *fleet);
 const char *nf_fleet_state_dir(const NfFleet *fleet);
 const char *nf_fleet_qemu_path(const NfFleet *fleet);
+/* Host KSM is on for this fleet (--ksm on, or auto and it applied). */
+gboolean nf_fleet_ksm_active(const NfFleet *fleet);

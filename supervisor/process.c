@@ -30,7 +30,13 @@ struct NfProcess {
 typedef struct {
   pid_t parent;
   gboolean die_with_parent;
+  gboolean no_thp;
+  gboolean merge_any;
 } ChildSetup;
+
+#ifndef PR_SET_MEMORY_MERGE
+#define PR_SET_MEMORY_MERGE 67
+#endif
 
 static void child_setup(gpointer data);
 static gboolean pidfd_cb(int fd, guint32 events, gpointer data);
@@ -49,13 +55,29 @@ static void child_setup(gpointer data)
     if (getppid() != cs->parent)
       _exit(127);
   }
+  if (cs->no_thp)
+    prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
+  if (cs->merge_any)
+    prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0);
 }
 
 NfProcess *nf_process_spawn(char *const *argv, const int *source_fds, const int *target_fds,
                             guint n_fds, int log_fd, gboolean die_with_parent,
                             NfProcessExitFunc on_exit, gpointer user_data, GError **error)
 {
-  ChildSetup cs = {.parent = getpid(), .die_with_parent = die_with_parent};
+  return nf_process_spawn_with(argv, NULL, source_fds, target_fds, n_fds, log_fd, die_with_parent,
+                               on_exit, user_data, error);
+}
+
+NfProcess *nf_process_spawn_with(char *const *argv, const NfProcessExtras *extras,
+                                 const int *source_fds, const int *target_fds, guint n_fds,
+                                 int log_fd, gboolean die_with_parent, NfProcessExitFunc on_exit,
+                                 gpointer user_data, GError **error)
+{
+  ChildSetup cs = {.parent = getpid(),
+                   .die_with_parent = die_with_parent,
+                   .no_thp = extras && extras->no_thp,
+                   .merge_any = extras && extras->merge_any};
   GPid pid = 0;
   GSpawnFlags flags = G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH | G_SPAWN_STDIN_FROM_DEV_NULL;
 

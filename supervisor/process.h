@@ -23,6 +23,20 @@ NfProcess *nf_process_spawn(char *const *argv, const int *source_fds, const int 
                             guint n_fds, int log_fd, gboolean die_with_parent,
                             NfProcessExitFunc on_exit, gpointer user_data, GError **error);
 
+/* Memory settings the child takes before exec (both survive exec; see
+ * qemu-argv.h for why qemu gets them). */
+typedef struct {
+  gboolean no_thp;    /* PR_SET_THP_DISABLE: no transparent huge pages */
+  gboolean merge_any; /* PR_SET_MEMORY_MERGE: all its anonymous memory KSM-mergeable */
+} NfProcessExtras;
+
+/* nf_process_spawn with `extras` (may be NULL). A prctl the kernel does not
+ * know is skipped: these are savings, not requirements. */
+NfProcess *nf_process_spawn_with(char *const *argv, const NfProcessExtras *extras,
+                                 const int *source_fds, const int *target_fds, guint n_fds,
+                                 int log_fd, gboolean die_with_parent, NfProcessExitFunc on_exit,
+                                 gpointer user_data, GError **error);
+
 /* Watches a running process that is not our child (a guest adopted from a
  * supervisor that died). Its exit is seen through a pidfd, but its exit
  * status cannot be: nf_process_status_known() is FALSE then. Fails when the

@@ -57,10 +57,11 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
   case NF_ACCEL_TCG:
   case NF_ACCEL_AUTO:
   default:
-    /* The translation cache defaults to 1 GiB of virtual space; a small one
-     * keeps each guest's RSS down at little cost for a tiny guest. */
+    /* The translation cache defaults to 1 GiB of virtual space and fills
+     * during boot; a small one keeps each guest's RSS down at little cost
+     * for a tiny guest (see NF_QEMU_TB_MIB). */
     add(a, "-accel");
-    add(a, "tcg,tb-size=32");
+    addf(a, "tcg,tb-size=%u", spec->dense ? NF_QEMU_TB_MIB_DENSE : NF_QEMU_TB_MIB);
     add(a, "-cpu");
     add(a, "cortex-a53");
     break;
@@ -85,11 +86,14 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
     add(a, spec->initrd);
   }
   if (!nerves) {
-    add(a, "-append");
+    GString *cmdline = g_string_new("console=ttyAMA0 quiet panic=-1 cma=0 " NF_QEMU_GUEST_ARGS);
+    if (spec->ksm)
+      g_string_append(cmdline, " " NF_QEMU_GUEST_ARGS_KSM);
+    /* The user's last: the kernel takes the last of a repeated parameter. */
     if (spec->append && *spec->append)
-      addf(a, "console=ttyAMA0 quiet panic=-1 cma=0 %s", spec->append);
-    else
-      add(a, "console=ttyAMA0 quiet panic=-1 cma=0");
+      g_string_append_printf(cmdline, " %s", spec->append);
+    add(a, "-append");
+    g_ptr_array_add(a, g_string_free(cmdline, FALSE));
   } else if (spec->append && *spec->append) {
     add(a, "-append");
     add(a, spec->append);
@@ -185,6 +189,13 @@ static void add_net(GPtrArray *a, const NfQemuSpec *spec)
     add(a, "-fw_cfg");
     addf(a, "name=opt/nervesfleet/ready_url,string=%s", spec->ready_url);
   }
+}
+
+void nf_qemu_process_setup(const NfQemuSpec *spec, NfQemuProcessSetup *setup)
+{
+  *setup = (NfQemuProcessSetup){0};
+  setup->merge_any = spec->ksm;
+  setup->no_thp = spec->dense || spec->accel == NF_ACCEL_TCG || spec->accel == NF_ACCEL_AUTO;
 }
 
 char *nf_qemu_argv_to_string(char *const *argv)

@@ -38,7 +38,44 @@ typedef struct {
   const char *ready_url; /* fw_cfg opt/nervesfleet/ready_url, or NULL */
   const char *ip;        /* NF_NET_TAP: fw_cfg opt/nervesfleet/ip "ADDR,GATEWAY" */
   char *const *extra;    /* appended verbatim, may be NULL */
+  gboolean dense;        /* every memory lever, boot-time costs included */
+  gboolean ksm;          /* host KSM runs for this fleet */
 } NfQemuSpec;
+
+/* The memory levers, each measured by bench/density.sh (numbers in the
+ * README's memory section). Default: the ones that cost no boot time. */
+#define NF_QEMU_TB_MIB 32 /* TCG translation buffer (qemu's default: 1 GiB) */
+/* --dense: 16 saves ~18 MiB per guest for ~+15 % boot CPU (retranslation);
+ * 8 costs 2.6x the boot CPU and is not offered. */
+#define NF_QEMU_TB_MIB_DENSE 16
+/* Sim guest kernel, always (no boot cost measured): no KASLR, so every
+ * guest's kernel text is the same bytes and KSM merges it (a guest of a
+ * test fleet gains nothing from a random kernel base). */
+#define NF_QEMU_GUEST_ARGS "nokaslr"
+/* With KSM (no boot cost measured): freed guest pages are zeroed, so KSM
+ * maps them all onto the zero page. Without KSM it would cost: zeroing
+ * touches every page the guest frees at boot (~+20 MiB RSS).
+ * (`page_reporting.page_reporting_order` would report free blocks smaller
+ * than 2 MiB, but Debian's 6.1 kernel overwrites it when virtio_balloon
+ * registers: it reads back 9 in the guest. Only a write to
+ * /sys/module/page_reporting/parameters/ from the guest works there.) */
+#define NF_QEMU_GUEST_ARGS_KSM "init_on_free=1"
+
+/* How qemu's process is set up beyond its argv (prctls). glibc malloc
+ * tuning through the environment was measured and did not pay. */
+typedef struct {
+  gboolean no_thp;    /* transparent huge pages off for qemu */
+  gboolean merge_any; /* all of qemu's memory KSM-mergeable, not only guest RAM */
+} NfQemuProcessSetup;
+
+/* Fills `setup` for `spec`: with KSM, every anonymous page of qemu may
+ * merge (the reset copy of the kernel image that each qemu keeps on its
+ * heap is the same bytes in every guest). Under TCG (and with --dense),
+ * no transparent huge pages: qemu asks for them on guest RAM and its TCG
+ * buffer, so a guest touching a few KiB costs 2 MiB and free page reporting
+ * gives back only whole 2 MiB blocks (~20 MiB per idle guest for ~+4 % boot
+ * CPU; under KVM huge pages speed the guest up, so they stay). */
+void nf_qemu_process_setup(const NfQemuSpec *spec, NfQemuProcessSetup *setup);
 
 /* Returns a NULL-terminated argv (free with g_strfreev). Pure. */
 char **nf_qemu_argv_build(const NfQemuSpec *spec);

@@ -112,6 +112,9 @@ struct NfVm {
   gint64 stats_advanced_at; /* monotonic µs when last-update last moved */
   NfVmGuestMem guest_mem;   /* from the same guest-stats (health.c) */
   gboolean balloon_manual;  /* a user set the balloon: the policy keeps off */
+  guint64 balloon_target;   /* last `balloon` asked this run; 0: none */
+  guint64 pss_bytes;        /* last sample of qemu's PSS (nf_vm_pss) */
+  gint64 pss_at;            /* monotonic µs of that sample */
 
   const char *markers[3]; /* console markers: ready, panic (borrowed) */
   GArray *watchers;       /* NfVmWatcher */

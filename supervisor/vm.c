@@ -29,6 +29,7 @@
 #include "supervisor/identity.h"
 #include "supervisor/net.h"
 #include "supervisor/tap.h"
+#include "supervisor/memstat.h"
 #include "supervisor/qemu-argv.h"
 
 /* Console markers: index 0 is the configured ready marker. */
@@ -163,6 +164,8 @@ static void reset_run_facts(NfVm *vm)
   vm->guest_mem = (NfVmGuestMem){0};
   vm->balloon_manual = FALSE;
   vm->balloon_actual = vm->env->config->memory_mib * 1024 * 1024;
+  vm->balloon_target = 0;
+  vm->pss_at = 0;
 }
 
 /* Networking of one spawn (see net.h, tap.h): the forwarded ports, checked
@@ -242,6 +245,8 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
       .server = vm->env->net ? nf_net_guest_server(vm->env->net) : NULL,
       .ready_url = vm->env->ready_url,
       .ip = ip,
+      .dense = cfg->dense,
+      .ksm = vm->env->ksm,
   };
   argv = nf_qemu_argv_build(&spec);
   {
@@ -264,9 +269,12 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   }
 
   int targets[] = {NF_QEMU_FD_QMP, NF_QEMU_FD_QMP_PUBLIC, NF_QEMU_FD_SERIAL, NF_QEMU_FD_TAP};
+  NfQemuProcessSetup setup;
+  nf_qemu_process_setup(&spec, &setup);
+  NfProcessExtras extras = {.no_thp = setup.no_thp, .merge_any = setup.merge_any};
   vm->dies_with_supervisor = !cfg->detached;
-  vm->proc = nf_process_spawn(argv, fds, targets, fds[3] >= 0 ? 4 : 3, log_fd, !cfg->detached,
-                              on_exit_cb, vm, error);
+  vm->proc = nf_process_spawn_with(argv, &extras, fds, targets, fds[3] >= 0 ? 4 : 3, log_fd,
+                                   !cfg->detached, on_exit_cb, vm, error);
   if (vm->proc == NULL) {
     g_prefix_error(error, "cannot start %s: ", vm->env->qemu_path);
     goto out;
@@ -599,6 +607,7 @@ gboolean nf_vm_balloon(NfVm *vm, guint64 bytes, NfQmpReplyFunc cb, gpointer user
     return FALSE;
   vm->balloon_manual = TRUE;
   nf_qmp_balloon(vm->qmp, bytes, 0, cb, user_data);
+  vm->balloon_target = bytes;
   return TRUE;
 }
 
@@ -706,6 +715,9 @@ void nf_vm_sample_rss(NfVm *vm)
   buf[n] = '\0';
   char *p = strchr(buf, ' ');
   vm->rss_bytes = p ? g_ascii_strtoull(p + 1, NULL, 10) * (guint64)sysconf(_SC_PAGESIZE) : 0;
+  if (vm->rss_at - vm->pss_at > NF_VM_RSS_MAX_AGE_US / 2)
+    vm->pss_at = 0; /* refreshed now rather than by a later `ps` */
+  nf_vm_pss(vm);
 }
 
 guint64 nf_vm_rss(const NfVm *vm)
@@ -717,6 +729,28 @@ guint64 nf_vm_rss(const NfVm *vm)
   if (g_get_monotonic_time() - vm->rss_at > NF_VM_RSS_MAX_AGE_US)
     nf_vm_sample_rss((NfVm *)vm);
   return vm->rss_bytes;
+}
+
+guint64 nf_vm_pss(const NfVm *vm)
+{
+  /* smaps_rollup walks qemu's page tables: read at most every 30 s, by the
+   * health probe (nf_vm_sample_rss) so that `ps` on thousands of guests
+   * rarely has to. */
+  if (vm->proc == NULL)
+    return 0;
+  NfVm *v = (NfVm *)vm;
+  if (v->pss_at == 0 || g_get_monotonic_time() - v->pss_at > NF_VM_RSS_MAX_AGE_US) {
+    NfMemStat m;
+    nf_memstat_read(nf_process_pid(vm->proc), &m);
+    v->pss_bytes = m.pss;
+    v->pss_at = g_get_monotonic_time();
+  }
+  return v->pss_bytes;
+}
+
+guint64 nf_vm_balloon_target(const NfVm *vm)
+{
+  return vm->balloon_target;
 }
 
 char *nf_vm_console_tail(const NfVm *vm, gsize max_bytes)

@@ -41,6 +41,7 @@ typedef struct {
   struct NfNet *net;            /* user-mode networking plan (net.h), or NULL */
   struct NfTap *tap;            /* --net tap: the fleet's bridge (tap.h), or NULL */
   const char *ready_url;        /* --ready http: where guests report (ready-http.h), or NULL */
+  gboolean ksm;                 /* host KSM is on for this fleet: qemu memory all mergeable */
 } NfVmEnv;
 
 typedef struct NfVm NfVm;
@@ -155,6 +156,11 @@ void nf_vm_guest_mem(const NfVm *vm, NfVmGuestMem *mem);
 /* qemu's resident set in bytes, 0 when not running: sampled from /proc with
  * each health probe (at most 30 s old). */
 guint64 nf_vm_rss(const NfVm *vm);
+/* qemu's proportional set size in bytes (shared and KSM-merged pages split
+ * among their users), 0 when not running; at most 30 s old. */
+guint64 nf_vm_pss(const NfVm *vm);
+/* The balloon target last asked for this run, in bytes; 0: none. */
+guint64 nf_vm_balloon_target(const NfVm *vm);
 /* The supervisor's QMP connection, or NULL when not connected. Borrowed. */
 NfQmp *nf_vm_qmp(const NfVm *vm);
 

@@ -50,13 +50,16 @@ static void test_argv_tcg(void)
 {
   g_auto(GStrv) argv = build(NF_ACCEL_TCG);
   g_assert_cmpstr(argv[0], ==, "/usr/bin/qemu-system-aarch64");
-  g_assert_cmpint(find_pair(argv, "-accel", "tcg,tb-size=32"), >, 0);
+  g_autofree char *tb = g_strdup_printf("tcg,tb-size=%d", NF_QEMU_TB_MIB);
+  g_assert_cmpint(find_pair(argv, "-accel", tb), >, 0);
   g_assert_cmpint(find_pair(argv, "-cpu", "cortex-a53"), >, 0);
   g_assert_cmpint(find_pair(argv, "-cpu", "host"), ==, -1);
   g_assert_cmpint(find_pair(argv, "-m", "96M"), >, 0);
   g_assert_cmpint(find_pair(argv, "-kernel", "/g/vmlinuz"), >, 0);
   g_assert_cmpint(find_pair(argv, "-initrd", "/g/initrd.gz"), >, 0);
-  g_assert_cmpint(find_pair(argv, "-append", "console=ttyAMA0 quiet panic=-1 cma=0 nf.fault=panic"),
+  g_assert_cmpint(find_pair(argv, "-append",
+                            "console=ttyAMA0 quiet panic=-1 cma=0 " NF_QEMU_GUEST_ARGS
+                            " nf.fault=panic"),
                   >, 0);
   g_assert_cmpint(
       find_pair(argv, "-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on"), >, 0);
@@ -173,6 +176,57 @@ static void test_argv_net(void)
   g_assert_null(strstr(line, "opt/nervesfleet/server"));
 }
 
+/* The memory levers: the guest kernel's arguments (the user's --append
+ * still last, so it wins), --dense a smaller TCG buffer, KSM all of qemu
+ * mergeable, THP off under TCG; none touches the Nerves guest's command
+ * line. */
+static void test_argv_levers(void)
+{
+  NfQemuSpec spec = {.qemu = "q",
+                     .accel = NF_ACCEL_TCG,
+                     .memory_mib = 128,
+                     .kernel = "k",
+                     .guest_name = "vm-0001",
+                     .serial = "S",
+                     .append = "nokaslr=off"};
+  g_auto(GStrv) plain = nf_qemu_argv_build(&spec);
+  NfQemuProcessSetup ps;
+  nf_qemu_process_setup(&spec, &ps);
+  g_assert_false(ps.merge_any);
+  g_assert_true(ps.no_thp); /* TCG */
+
+  spec.dense = TRUE;
+  spec.ksm = TRUE;
+  g_auto(GStrv) dense = nf_qemu_argv_build(&spec);
+  g_autofree char *tb = g_strdup_printf("tcg,tb-size=%d", NF_QEMU_TB_MIB_DENSE);
+  g_assert_cmpint(find_pair(dense, "-accel", tb), >, 0);
+  int d = find_pair(dense, "-append", NULL);
+  g_assert_cmpint(d, >, 0);
+  g_assert_nonnull(
+      strstr(dense[d + 1], NF_QEMU_GUEST_ARGS " " NF_QEMU_GUEST_ARGS_KSM " nokaslr=off"));
+  int i = find_pair(plain, "-append", NULL);
+  g_assert_cmpint(i, >, 0);
+  /* The levers, then the user's own, which win (the kernel takes the last). */
+  g_assert_nonnull(strstr(plain[i + 1], NF_QEMU_GUEST_ARGS " nokaslr=off"));
+  g_assert_true(g_str_has_suffix(plain[i + 1], "nokaslr=off"));
+  g_autofree char *tb32 = g_strdup_printf("tcg,tb-size=%d", NF_QEMU_TB_MIB);
+  g_assert_cmpint(find_pair(plain, "-accel", tb32), >, 0);
+  g_assert_null(strstr(plain[i + 1], NF_QEMU_GUEST_ARGS_KSM));
+  nf_qemu_process_setup(&spec, &ps);
+  g_assert_true(ps.merge_any);
+  g_assert_true(ps.no_thp);
+
+  spec.accel = NF_ACCEL_KVM;
+  spec.dense = FALSE;
+  nf_qemu_process_setup(&spec, &ps);
+  g_assert_false(ps.no_thp); /* huge pages help a KVM guest */
+
+  spec.profile = NF_PROFILE_NERVES;
+  spec.append = NULL;
+  g_auto(GStrv) nerves = nf_qemu_argv_build(&spec);
+  g_assert_cmpint(find_pair(nerves, "-append", NULL), ==, -1);
+}
+
 static void test_argv_to_string_quotes(void)
 {
   char *argv[] = {"qemu", "-append", "console=ttyAMA0 quiet", "-name", "guest=vm-1", NULL};
@@ -263,6 +317,7 @@ int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/argv/tcg", test_argv_tcg);
+  g_test_add_func("/argv/levers", test_argv_levers);
   g_test_add_func("/argv/kvm-and-hvf", test_argv_kvm_and_hvf);
   g_test_add_func("/argv/to-string-quotes", test_argv_to_string_quotes);
   g_test_add_func("/argv/disks-and-nerves", test_argv_disks_and_nerves);

@@ -141,35 +141,6 @@ static void test_second_signal_kills_now(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
-static char *ksm_run(void)
-{
-  char *v = NULL;
-  g_file_get_contents("/sys/kernel/mm/ksm/run", &v, NULL, NULL);
-  return v ? g_strchomp(v) : NULL;
-}
-
-/* --ksm turns host page merging on for the fleet's life and restores it. */
-static void test_ksm_is_restored(void)
-{
-  g_autofree char *before = ksm_run();
-  if (before == NULL || access("/sys/kernel/mm/ksm/run", W_OK) != 0) {
-    g_test_skip("no writable /sys/kernel/mm/ksm (needs root and CONFIG_KSM)");
-    return;
-  }
-  g_autofree char *tmp = nf_test_tmpdir_new();
-  const char *args[] = {"run", "1", "--name", "ksm", "--ksm", NULL};
-  g_autoptr(NfTestProc) p = nf_test_proc_spawn(tmp, args);
-  g_assert_true(nf_test_proc_wait_output(p, "all 1 guests ready", BOOT_MS));
-  g_autofree char *during = ksm_run();
-  g_assert_cmpstr(during, ==, "1");
-  nf_test_proc_signal(p, SIGTERM);
-  g_assert_cmpint(nf_test_proc_wait_exit(p, STOP_MS), ==, 0);
-  g_assert_nonnull(strstr(nf_test_proc_output(p), "KSM saved"));
-  g_autofree char *after = ksm_run();
-  g_assert_cmpstr(after, ==, before);
-  nf_test_tmpdir_cleanup(tmp);
-}
-
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -177,6 +148,5 @@ int main(int argc, char **argv)
   g_test_add_func("/run/sigkill-leaves-no-orphans", test_sigkill_leaves_no_orphans);
   g_test_add_func("/run/fleet-name-is-exclusive", test_fleet_name_is_exclusive);
   g_test_add_func("/run/second-signal-kills-now", test_second_signal_kills_now);
-  g_test_add_func("/run/ksm-is-restored", test_ksm_is_restored);
   return g_test_run();
 }
