@@ -53,6 +53,11 @@ NfFakeFleet *nf_fake_fleet_new(guint count, guint batch)
   c->boot_timeout_ms = 60000;
   c->stop_timeout_ms = 5000;
   c->restart.backoff_initial_ms = 100;
+  /* Fleet logic only: leave the host's page merging and memory pressure out
+   * of it (--ksm auto would turn KSM on from 8 fake guests, and the memory
+   * guard reads the real host). */
+  c->ksm = NF_KSM_OFF;
+  c->balloon_policy = NF_BALLOON_POLICY_OFF;
   return f;
 }
 
