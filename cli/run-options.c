@@ -8,6 +8,7 @@
 #include "cli/run-options.h"
 #include "supervisor/accel.h"
 #include "supervisor/paths.h"
+#include "supervisor/snapshot.h"
 
 gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRunMode *mode,
                               GError **error)
@@ -85,6 +86,12 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
        "Console text that means a guest is up (default: nervesfleet-ready)", "TEXT"},
       {"ksm", 0, 0, G_OPTION_ARG_NONE, &cfg->ksm,
        "Merge identical guest pages (host KSM, needs root); restored when the fleet stops", NULL},
+      {"snapshot", 0, 0, G_OPTION_ARG_NONE, &cfg->snapshot,
+       "Boot one template guest, snapshot it, and start every guest by restoring that snapshot "
+       "(sim guests; turns on KSM unless --no-ksm)",
+       NULL},
+      {"no-ksm", 0, 0, G_OPTION_ARG_NONE, &cfg->no_ksm,
+       "With --snapshot: leave the host's KSM alone", NULL},
       {"detach", 'd', 0, G_OPTION_ARG_NONE, &mode->detach,
        "Run the supervisor in the background; guests survive its crash", NULL},
       {"quiet", 'q', 0, G_OPTION_ARG_NONE, &mode->quiet, "Only the status line and failures", NULL},
@@ -234,6 +241,8 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
                                                  &cfg->heartbeat_timeout_ms, error)) ||
       (memory_limit &&
        !nf_parse_size_mib("--memory-limit", memory_limit, &cfg->memory_limit_mib, error)))
+    return FALSE;
+  if (cfg->snapshot && !nf_snapshot_check_config(cfg, error))
     return FALSE;
   cfg->restart.backoff_max_ms = MAX(cfg->restart.backoff_max_ms, cfg->restart.backoff_initial_ms);
   cfg->detached = mode->detach;

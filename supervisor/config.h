@@ -49,6 +49,8 @@ typedef struct {
   guint64 memory_limit_mib;   /* per-guest cgroup memory.max; 0 = no limit */
   gboolean detached;          /* guests outlive the supervisor (daemon mode) */
   gboolean ksm;               /* turn on host KSM page merging while the fleet runs */
+  gboolean snapshot;          /* restore guests from one template's snapshot (snapshot.h) */
+  gboolean no_ksm;            /* --snapshot: leave host KSM alone (it turns it on otherwise) */
   gboolean adopt;             /* take over running guests of a dead supervisor */
 } NfFleetConfig;
 

@@ -20,6 +20,7 @@
 #include "supervisor/limiter.h"
 #include "overlay/identity.h"
 #include "supervisor/paths.h"
+#include "supervisor/snapshot.h"
 #include "supervisor/vm-private.h"
 
 /* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
@@ -59,7 +60,8 @@ struct NfFleet {
   GHashTable *retiring; /* NfVm* being scaled away */
   guint retire_idle;
   guint resume_timer;
-  NfKsm *ksm; /* host KSM settings to restore, when --ksm */
+  NfKsm *ksm;                 /* host KSM settings to restore, when --ksm */
+  gboolean snapshot_prepared; /* --snapshot: the snapshot is ready (or given up): guests go */
   gint64 fail_times[256];
   guint fail_next;
 };
@@ -86,6 +88,8 @@ static void notice(NfFleet *fleet, const char *message);
 static void note_failure(NfFleet *fleet);
 static void emit_vm_changed(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason);
 static gboolean retire_cb(gpointer data);
+static void snapshot_notice_cb(const char *message, gpointer data);
+static void snapshot_done_cb(NfSnapshot *snap, gpointer data);
 
 static gboolean check_file(const char *path, const char *what, const char *fix, GError **error)
 {
@@ -230,9 +234,11 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   if (!nf_accel_resolve(config->accel, &host, &fleet->env.accel, error))
     return NULL;
   static const NfLimiterOps limiter_ops = {.booting = booting_cb, .start = start_cb};
-  fleet->limiter = nf_limiter_new(config->batch ? config->batch
-                                                : nf_accel_default_batch(fleet->env.accel, &host),
-                                  config->batch == 0, host.cores, &limiter_ops, fleet);
+  /* Restores are cheap: a snapshot fleet's default window is wider. */
+  guint batch = nf_accel_default_batch(fleet->env.accel, &host) *
+                (config->snapshot ? NF_SNAPSHOT_BATCH_FACTOR : 1);
+  fleet->limiter = nf_limiter_new(config->batch ? config->batch : batch, config->batch == 0,
+                                  host.cores, &limiter_ops, fleet);
 
   if (!nf_paths_resolve(&fleet->paths, config->name, config->runtime_dir, config->state_dir, error))
     return NULL;
@@ -264,6 +270,11 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
 
   fleet->env.config = config;
   fleet->env.paths = &fleet->paths;
+  if (config->snapshot &&
+      (!nf_snapshot_check_config(config, error) ||
+       (fleet->env.snapshot = nf_snapshot_new(&fleet->env, snapshot_notice_cb, snapshot_done_cb,
+                                              fleet, error)) == NULL))
+    return NULL;
   static const NfVmCallbacks vm_cb = {.state_changed = vm_changed_cb};
   for (guint i = 0; i < config->count; i++) {
     NfVm *vm = nf_vm_new(config->id_offset + i + 1, &fleet->env, &vm_cb, fleet);
@@ -280,6 +291,21 @@ static gboolean is_booting(NfVmState s)
 
 void nf_fleet_start(NfFleet *fleet)
 {
+  /* A snapshot fleet first finds or makes its snapshot; snapshot_done_cb
+   * comes back here. Restored guests hold identical pages, which is what
+   * KSM merges best: it is on for them unless asked otherwise. */
+  if (fleet->env.snapshot && !fleet->snapshot_prepared) {
+    if (fleet->ksm == NULL && !fleet->config->no_ksm) {
+      g_autoptr(GError) error = NULL;
+      fleet->ksm = nf_ksm_enable(NF_FLEET_KSM_PAGES, NF_FLEET_KSM_SLEEP_MS, &error);
+      if (fleet->ksm == NULL) {
+        g_autofree char *msg = g_strdup_printf("snapshot: no page merging: %s", error->message);
+        notice(fleet, msg);
+      }
+    }
+    nf_snapshot_prepare(fleet->env.snapshot);
+    return;
+  }
   /* Guests a dead supervisor of this fleet left running are taken over, not
    * started twice; the rest queue up for the limiter. */
   for (guint i = 0; i < fleet->vms->len; i++) {
@@ -290,6 +316,19 @@ void nf_fleet_start(NfFleet *fleet)
   remove_stale_runtime_files(fleet);
   nf_cgroup_sweep(fleet->env.cgroup_name);
   nf_limiter_kick(fleet->limiter);
+}
+
+static void snapshot_notice_cb(const char *message, gpointer data)
+{
+  notice(data, message);
+}
+
+static void snapshot_done_cb(NfSnapshot *snap, gpointer data)
+{
+  NfFleet *fleet = data;
+  fleet->snapshot_prepared = TRUE;
+  if (!fleet->stopping)
+    nf_fleet_start(fleet);
 }
 
 static guint booting_cb(gpointer data)
@@ -552,6 +591,7 @@ void nf_fleet_stop(NfFleet *fleet, gboolean force)
     notice(fleet, msg);
   }
   fleet->stopping = TRUE;
+  nf_snapshot_cancel(fleet->env.snapshot);
   nf_vm_clear_timer(&fleet->resume_timer);
   nf_limiter_close(fleet->limiter);
   for (NfVm *vm; (vm = nf_limiter_pop(fleet->limiter)) != NULL;)
@@ -620,6 +660,7 @@ void nf_fleet_free(NfFleet *fleet)
   g_free(fleet->env.qemu_path);
   g_free(fleet->env.cgroup_name);
   g_clear_pointer(&fleet->env.disks, nf_disks_free);
+  g_clear_pointer(&fleet->env.snapshot, nf_snapshot_free);
   g_clear_pointer(&fleet->ksm, nf_ksm_restore);
   g_clear_pointer(&fleet->env.health, nf_health_wheel_free);
   nf_paths_clear(&fleet->paths);

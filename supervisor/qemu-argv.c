@@ -120,7 +120,7 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
   add(a, "-watchdog-action");
   add(a, "poweroff");
   add(a, "-fw_cfg");
-  addf(a, "name=opt/nervesfleet/serial,string=%s", spec->serial);
+  addf(a, "name=opt/nervesfleet/serial,string=%-*s", (int)spec->serial_pad, spec->serial);
   add(a, "-chardev");
   addf(a, "socket,id=qmp0,fd=%d,server=on,wait=off", NF_QEMU_FD_QMP);
   add(a, "-mon");
@@ -138,6 +138,10 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
   if (spec->pidfile) {
     add(a, "-pidfile");
     add(a, spec->pidfile);
+  }
+  if (spec->incoming) {
+    add(a, "-incoming");
+    add(a, spec->incoming);
   }
   for (char *const *e = spec->extra; e && *e; e++)
     add(a, *e);

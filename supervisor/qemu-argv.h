@@ -28,6 +28,11 @@ typedef struct {
   const char *disk;       /* the guest's overlay (qcow2), or NULL */
   const char *mac;        /* NIC address (NERVES profile) */
   char *const *extra;     /* appended verbatim, may be NULL */
+  /* Snapshot fleets (snapshot.h): "-incoming VALUE" (e.g. "defer"), or NULL;
+   * and the fw_cfg serial padded with spaces to this many bytes (0: not), so
+   * the template and every restored guest have fw_cfg files of one size. */
+  const char *incoming;
+  guint serial_pad;
 } NfQemuSpec;
 
 /* Returns a NULL-terminated argv (free with g_strfreev). Pure. */

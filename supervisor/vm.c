@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <glib/gstdio.h>
 #include <jansson.h>
@@ -26,6 +27,7 @@
 #include "overlay/identity.h"
 #include "supervisor/disks.h"
 #include "supervisor/qemu-argv.h"
+#include "supervisor/snapshot.h"
 
 /* Console markers: index 0 is the configured ready marker. */
 enum { MARKER_READY, MARKER_PANIC };
@@ -154,6 +156,7 @@ static void reset_run_facts(NfVm *vm)
   vm->stats_last_update = 0;
   vm->stats_advanced_at = 0;
   vm->balloon_actual = vm->env->config->memory_mib * 1024 * 1024;
+  g_clear_pointer(&vm->restore_file, g_free);
 }
 
 gboolean nf_vm_spawn(NfVm *vm, GError **error)
@@ -189,6 +192,8 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
       goto out;
   }
 
+  /* A snapshot fleet restores rather than boots while its snapshot is usable. */
+  vm->restore_file = g_strdup(nf_snapshot_file(vm->env->snapshot));
   NfQemuSpec spec = {
       .qemu = vm->env->qemu_path,
       .accel = vm->env->accel,
@@ -204,6 +209,8 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
       .profile = cfg->profile,
       .disk = vm->disk_path,
       .mac = vm->mac,
+      .incoming = vm->restore_file ? "defer" : NULL,
+      .serial_pad = vm->env->snapshot ? NF_IDENTITY_SERIAL_MAX : 0,
   };
   argv = nf_qemu_argv_build(&spec);
   {
@@ -326,6 +333,8 @@ static void qmp_ready_cb(NfQmp *qmp, gpointer data)
 {
   NfVm *vm = data;
   vm->qmp_negotiated = TRUE;
+  if (vm->restore_file)
+    nf_snapshot_restore_begin(qmp, vm->restore_file);
   nf_vm_dispatch(vm, NF_VM_EV_QMP_UP, "QMP connected");
 }
 
@@ -345,6 +354,10 @@ static void qmp_event_cb(NfQmp *qmp, const char *name, json_t *data, gint64 ts, 
       vm->reboots++;
   } else if (g_str_equal(name, "GUEST_PANICKED")) {
     vm->panic_seen = TRUE;
+  } else if (g_str_equal(name, "MIGRATION") && vm->restore_file) {
+    /* Restoring from the fleet's snapshot: resumed once loaded. */
+    if (nf_snapshot_restore_event(qmp, data))
+      g_clear_pointer(&vm->restore_file, g_free);
   } else if (g_str_equal(name, "BALLOON_CHANGE")) {
     json_t *actual = json_object_get(data, "actual");
     if (json_is_integer(actual))
@@ -384,6 +397,13 @@ static void on_exit_cb(NfProcess *proc, int status, gpointer data)
   NfVm *vm = data;
   vm->wait_status = status;
   vm->status_known = nf_process_status_known(proc);
+  /* qemu exits by itself when it cannot load the snapshot: drop it, so this
+   * guest's restart (and every later start) boots instead. */
+  if (vm->restore_file && !vm->stop_requested && WIFEXITED(status) && WEXITSTATUS(status) != 0) {
+    g_autofree char *tail = nf_vm_stderr_tail(vm, 1);
+    g_autofree char *why = g_strdup_printf("%s: %s", vm->name, tail);
+    nf_snapshot_restore_failed(vm->env->snapshot, why);
+  }
   /* Drain what the console still holds? The guest is gone; the ring keeps
    * what arrived, and a reader may not block here. */
   nf_vm_dispatch(vm, NF_VM_EV_EXIT, NULL);
@@ -460,6 +480,7 @@ void nf_vm_free(NfVm *vm)
   g_free(vm->qmp_path);
   g_free(vm->serial_path);
   g_free(vm->disk_path);
+  g_free(vm->restore_file);
   g_free(vm);
 }
 

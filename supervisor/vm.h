@@ -38,6 +38,7 @@ typedef struct {
   struct NfDisks *disks;        /* per-guest overlays, or NULL */
   struct NfHealthWheel *health; /* probe scheduler, NULL when probes are off */
   char *cgroup_name;            /* this fleet's cgroup dir name (see nf_paths_cgroup_name) */
+  struct NfSnapshot *snapshot;  /* --snapshot: what guests restore from, else NULL */
 } NfVmEnv;
 
 typedef struct NfVm NfVm;
