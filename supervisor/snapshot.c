@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -35,7 +36,7 @@
 #define KEY_VERSION "nervesfleet-snapshot-v1"
 #define HEAD_BYTES (1024 * 1024)      /* hashed of a large guest file */
 #define SMALL_FILE (16 * 1024 * 1024) /* hashed whole below this size */
-#define BUILD_TIMEOUT_MS (180 * 1000) /* template spawn to snapshot point */
+#define BUILD_TIMEOUT_MS (180 * 1000) /* spawn to snapshot point, without --boot-timeout */
 #define QUIT_TIMEOUT_MS 10000         /* quit sent to template gone */
 
 typedef enum { PHASE_IDLE, PHASE_BOOTING, PHASE_SAVING, PHASE_QUITTING } Phase;
@@ -63,6 +64,7 @@ struct NfSnapshot {
   char *log_dir;
   guint timer;
   guint done_idle;
+  guint build_timeout_ms;
   gint64 build_started;
 };
 
@@ -81,6 +83,22 @@ static void stop_build(NfSnapshot *snap);
 static void fail_build(NfSnapshot *snap, const char *why);
 static gboolean start_build(NfSnapshot *snap, GError **error);
 static int channel(const char *path, int *client, GError **error);
+/* state.tmp-PID[.ok] of a supervisor that died while saving (its pid is
+ * gone); a live one's build is left alone. */
+static void remove_dead_temporaries(const char *dir)
+{
+  g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+  for (const char *name; d && (name = g_dir_read_name(d)) != NULL;) {
+    if (!g_str_has_prefix(name, "state.tmp-"))
+      continue;
+    int pid = (int)g_ascii_strtoll(name + strlen("state.tmp-"), NULL, 10);
+    if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) {
+      g_autofree char *path = g_build_filename(dir, name, NULL);
+      g_unlink(path);
+    }
+  }
+}
+
 static void point_cb(NfSerial *serial, guint which, const char *line, gpointer data);
 static void template_event_cb(NfQmp *qmp, const char *name, json_t *data, gint64 ts, gpointer ud);
 static void template_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
@@ -88,6 +106,7 @@ static void template_exit_cb(NfProcess *proc, int status, gpointer data);
 static gboolean build_timeout_cb(gpointer data);
 static gboolean save_state(NfSnapshot *snap, GError **error);
 static char *stderr_tail(NfSnapshot *snap);
+static void remove_dead_temporaries(const char *dir);
 
 static void clear_source(guint *id)
 {
@@ -239,6 +258,10 @@ NfSnapshot *nf_snapshot_new(const NfVmEnv *env, NfSnapshotNoticeFunc notice_func
   snap->meta_path = g_build_filename(snap->dir, "meta.json", NULL);
   snap->pidfile = g_build_filename(env->paths->runtime_dir, "template.pid", NULL);
   snap->log_dir = g_build_filename(env->paths->state_dir, "template", NULL);
+  const guint boot_ms = env->config->boot_timeout_ms;
+  snap->build_timeout_ms = boot_ms ? boot_ms : BUILD_TIMEOUT_MS;
+  /* The fleet lock is held: a pid file here is a dead supervisor's. */
+  g_unlink(snap->pidfile);
   return snap;
 }
 
@@ -354,6 +377,7 @@ static gboolean start_build(NfSnapshot *snap, GError **error)
   if (!nf_paths_ensure_dir(snap->dir, 0700, "XDG_CACHE_HOME", error) ||
       !nf_paths_ensure_dir(snap->log_dir, 0755, "--state-dir", error))
     return FALSE;
+  remove_dead_temporaries(snap->dir);
   snap->tmp_path = g_strdup_printf("%s.tmp-%d", snap->state_path, (int)getpid());
   snap->ok_path = g_strconcat(snap->tmp_path, ".ok", NULL);
   g_unlink(snap->tmp_path);
@@ -389,7 +413,7 @@ static gboolean start_build(NfSnapshot *snap, GError **error)
   if (snap->console == NULL)
     goto out;
   snap->phase = PHASE_BOOTING;
-  snap->timer = g_timeout_add(BUILD_TIMEOUT_MS, build_timeout_cb, snap);
+  snap->timer = g_timeout_add(snap->build_timeout_ms, build_timeout_cb, snap);
   ok = TRUE;
 out:
   for (int i = 0; i < 2; i++) {
@@ -453,9 +477,9 @@ static gboolean build_timeout_cb(gpointer data)
   snap->timer = 0;
   g_autofree char *why =
       snap->phase == PHASE_BOOTING
-          ? g_strdup_printf("the template guest did not print '%s' within %d s (a guest whose "
+          ? g_strdup_printf("the template guest did not print '%s' within %u s (a guest whose "
                             "init does not support snapshots? the default guest does)",
-                            NF_SNAPSHOT_POINT, BUILD_TIMEOUT_MS / 1000)
+                            NF_SNAPSHOT_POINT, snap->build_timeout_ms / 1000)
           : g_strdup("the template qemu did not quit after saving");
   fail_build(snap, why);
   return G_SOURCE_REMOVE;
