@@ -5,7 +5,8 @@
  * inputs changed (kernel arguments, kernel file) is rebuilt, never used; a
  * corrupt or truncated state file is rebuilt before use, and one that fails
  * while guests restore from it is dropped and the guest boots instead; a
- * template that cannot be built falls back to booting; flags a snapshot
+ * template that cannot be built falls back to booting; a stop during the
+ * build leaves no template behind; flags a snapshot
  * cannot serve are refused; nothing is left behind (template qemu, runtime
  * files, temporary state files).
  *
@@ -246,6 +247,29 @@ static void test_template_failure_boots_instead(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* Ctrl-C while the template boots: it is killed with the fleet, and neither
+ * its pid file nor a temporary state file stays. */
+static void test_stop_during_build(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  const char *args[] = {"run", "2", "--name", "sb", "--snapshot", "--no-ksm", NULL};
+  g_autoptr(NfTestProc) p = nf_test_proc_spawn(tmp, args);
+  g_assert_true(nf_test_proc_wait_output(p, "snapshot: booting a template guest", BOOT_MS));
+  nf_test_proc_signal(p, SIGINT);
+  g_assert_cmpint(nf_test_proc_wait_exit(p, STOP_MS), ==, 0);
+  g_assert_nonnull(strstr(nf_test_proc_output(p), "fleet stopped (2 stopped, 0 failed)"));
+  g_autofree char *dir = g_build_filename(tmp, "cache", "nervesfleet", "snapshots", NULL);
+  g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+  for (const char *key; d && (key = g_dir_read_name(d));) {
+    g_autofree char *sub = g_build_filename(dir, key, NULL);
+    g_autoptr(GDir) d2 = g_dir_open(sub, 0, NULL);
+    for (const char *n; d2 && (n = g_dir_read_name(d2));)
+      g_assert_false(g_str_has_prefix(n, "state.tmp-"));
+  }
+  assert_runtime_gone(tmp);
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 static void test_refused_flags(void)
 {
   g_autofree char *tmp = nf_test_tmpdir_new();
@@ -270,6 +294,7 @@ int main(int argc, char **argv)
   g_test_add_func("/snapshot/restore-own-identity-and-again", test_restore_own_identity_and_again);
   g_test_add_func("/snapshot/reuse-stale-and-corrupt", test_reuse_stale_and_corrupt);
   g_test_add_func("/snapshot/template-failure-boots-instead", test_template_failure_boots_instead);
+  g_test_add_func("/snapshot/stop-during-build", test_stop_during_build);
   g_test_add_func("/snapshot/refused-flags", test_refused_flags);
   return g_test_run();
 }
