@@ -33,6 +33,9 @@ typedef struct {
    * the template and every restored guest have fw_cfg files of one size. */
   const char *incoming;
   guint serial_pad;
+  /* Leave out -kernel, -initrd and -append: a restored guest's RAM comes from
+   * the snapshot, and qemu would keep a copy of the kernel (~33 MB) per guest. */
+  gboolean no_boot_files;
 } NfQemuSpec;
 
 /* Returns a NULL-terminated argv (free with g_strfreev). Pure. */

@@ -7,7 +7,9 @@
  * snapshot point (it prints NF_SNAPSHOT_POINT), it is stopped and migrated to
  * a state file (QMP stop + migrate "exec:cat > FILE"), and quit.
  *
- * Restore: each guest starts as the same command line plus `-incoming defer`;
+ * Restore: each guest starts as the same command line plus `-incoming defer`,
+ * less -kernel, -initrd and -append (its RAM comes from the snapshot; qemu
+ * would otherwise keep a ~33 MB copy of the kernel in every guest);
  * once its QMP is up the supervisor asks for migrate-incoming of the file and,
  * when qemu reports the migration completed, `cont`. The sim guest's init
  * waits at the snapshot point until its fw_cfg serial is no longer the

@@ -211,6 +211,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
       .mac = vm->mac,
       .incoming = vm->restore_file ? "defer" : NULL,
       .serial_pad = vm->env->snapshot ? NF_IDENTITY_SERIAL_MAX : 0,
+      .no_boot_files = vm->restore_file != NULL,
   };
   argv = nf_qemu_argv_build(&spec);
   {

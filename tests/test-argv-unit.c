@@ -138,6 +138,13 @@ static void test_argv_snapshot(void)
                      .serial_pad = 16};
   g_auto(GStrv) argv = nf_qemu_argv_build(&spec);
   g_assert_cmpint(find_pair(argv, "-incoming", "defer"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-kernel", "k"), >, 0);
+  spec.no_boot_files = TRUE; /* a restore: no kernel, initramfs or command line */
+  g_auto(GStrv) restored = nf_qemu_argv_build(&spec);
+  g_assert_cmpint(find_pair(restored, "-kernel", NULL), ==, -1);
+  g_assert_cmpint(find_pair(restored, "-append", NULL), ==, -1);
+  g_assert_cmpint(find_pair(restored, "-incoming", "defer"), >, 0);
+  spec.no_boot_files = FALSE;
   g_assert_cmpint(find_pair(argv, "-fw_cfg", "name=opt/nervesfleet/serial,string=NF-000001       "),
                   >, 0);
   spec.incoming = NULL;
