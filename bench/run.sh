@@ -11,7 +11,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 : "${BENCH_BIN_DIR:=$here/../build/rel/bench}"
 export BENCH_BIN_DIR
-ALL=(bootstorm density scale restart overlay)
+ALL=(bootstorm density scale restart overlay snapshot)
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=("${ALL[@]}")
 

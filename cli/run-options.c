@@ -10,6 +10,7 @@
 #include "supervisor/net.h"
 #include "supervisor/ksm.h"
 #include "supervisor/paths.h"
+#include "supervisor/snapshot.h"
 
 /* --net, --forward, --forward-base, --server, --ready. Asking for a network
  * feature implies --net user; with an explicit --net none it is an error. */
@@ -197,6 +198,10 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
        "MODE"},
       {"dense", 0, 0, G_OPTION_ARG_NONE, &cfg->dense,
        "Every memory lever, including those that cost some boot time (README: memory)", NULL},
+      {"snapshot", 0, 0, G_OPTION_ARG_NONE, &cfg->snapshot,
+       "Boot one template guest, snapshot it, and start every guest by restoring that snapshot "
+       "(sim guests; --ksm auto then turns KSM on at any fleet size)",
+       NULL},
       {"detach", 'd', 0, G_OPTION_ARG_NONE, &mode->detach,
        "Run the supervisor in the background; guests survive its crash", NULL},
       {"quiet", 'q', 0, G_OPTION_ARG_NONE, &mode->quiet, "Only the status line and failures", NULL},
@@ -394,6 +399,8 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
     return FALSE;
   }
   if (!net_options(cfg, net, forwards, forward_base, server, ready, error))
+    return FALSE;
+  if (cfg->snapshot && !nf_snapshot_check_config(cfg, error))
     return FALSE;
   cfg->restart.backoff_max_ms = MAX(cfg->restart.backoff_max_ms, cfg->restart.backoff_initial_ms);
   cfg->detached = mode->detach;

@@ -70,6 +70,7 @@ typedef struct {
   gboolean detached;          /* guests outlive the supervisor (daemon mode) */
   NfKsmMode ksm;              /* host KSM page merging while the fleet runs */
   gboolean dense;             /* every memory lever, boot-time costs included (qemu-argv.h) */
+  gboolean snapshot;          /* restore guests from one template's snapshot (snapshot.h) */
   gboolean adopt;             /* take over running guests of a dead supervisor */
 
   /* the memory policy (mempolicy.c) */

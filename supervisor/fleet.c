@@ -26,6 +26,7 @@
 #include "supervisor/tap.h"
 #include "supervisor/paths.h"
 #include "supervisor/strays.h"
+#include "supervisor/snapshot.h"
 
 /* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
  * reads the dashes as operators and the quark string would change. */
@@ -70,8 +71,9 @@ struct NfFleet {
   gboolean built;            /* nf_fleet_new succeeded */
   char *made_runtime_dir;    /* top-most dirs nf_fleet_new created, removed if it fails */
   char *made_state_dir;
-  NfWindowCount failing;   /* guests that failed within the restart window */
-  NfReadyHttp *ready_http; /* --ready http listener, or NULL */
+  NfWindowCount failing;      /* guests that failed within the restart window */
+  NfReadyHttp *ready_http;    /* --ready http listener, or NULL */
+  gboolean snapshot_prepared; /* --snapshot: the snapshot is ready (or given up): guests go */
 };
 
 typedef struct {
@@ -102,6 +104,8 @@ static void strays_notice_cb(const char *message, gpointer data);
 static void strays_down_cb(gpointer data);
 static void vm_notice_cb(NfVm *vm, const char *message, gpointer data);
 static gboolean ready_http_cb(const char *serial, gpointer data);
+static void snapshot_notice_cb(const char *message, gpointer data);
+static void snapshot_done_cb(NfSnapshot *snap, gpointer data);
 
 static gboolean check_file(const char *path, const char *what, const char *fix, GError **error)
 {
@@ -248,9 +252,11 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   if (!nf_accel_resolve(config->accel, &host, &fleet->env.accel, error))
     return NULL;
   static const NfLimiterOps limiter_ops = {.booting = booting_cb, .start = start_cb};
-  fleet->limiter = nf_limiter_new(config->batch ? config->batch
-                                                : nf_accel_default_batch(fleet->env.accel, &host),
-                                  config->batch == 0, host.cores, &limiter_ops, fleet);
+  /* Restores are cheap: a snapshot fleet's default window is wider. */
+  guint batch = nf_accel_default_batch(fleet->env.accel, &host) *
+                (config->snapshot ? NF_SNAPSHOT_BATCH_FACTOR : 1);
+  fleet->limiter = nf_limiter_new(config->batch ? config->batch : batch, config->batch == 0,
+                                  host.cores, &limiter_ops, fleet);
   if (config->balloon_policy != NF_BALLOON_POLICY_OFF) {
     NfMemPolicyParams mp;
     nf_mempolicy_params_from_config(&mp, config);
@@ -282,7 +288,10 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   /* A supervisor of this or another fleet that died with KSM on left the
    * host tuned: put it back unless a live fleet still uses it. */
   nf_ksm_recover(fleet->paths.runtime_dir);
-  if (nf_ksm_wanted(config->ksm, config->count)) {
+  /* Restored guests hold identical pages, which is what KSM merges best:
+   * --ksm auto turns it on for a snapshot fleet of any size. */
+  if (nf_ksm_wanted(config->ksm, config->snapshot ? MAX(config->count, NF_KSM_AUTO_MIN_GUESTS)
+                                                  : config->count)) {
     g_autoptr(GError) ksm_error = NULL;
     fleet->ksm = nf_ksm_acquire(
         fleet->paths.runtime_dir,
@@ -321,6 +330,11 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
 
   fleet->env.config = config;
   fleet->env.paths = &fleet->paths;
+  if (config->snapshot &&
+      (!nf_snapshot_check_config(config, error) ||
+       (fleet->env.snapshot = nf_snapshot_new(&fleet->env, snapshot_notice_cb, snapshot_done_cb,
+                                              fleet, error)) == NULL))
+    return NULL;
   static const NfVmCallbacks vm_cb = {.state_changed = vm_changed_cb, .notice = vm_notice_cb};
   for (guint i = 0; i < config->count; i++) {
     NfVm *vm = nf_vm_new(config->id_offset + i + 1, &fleet->env, &vm_cb, fleet);
@@ -353,6 +367,12 @@ static gboolean is_booting(NfVmState s)
 
 void nf_fleet_start(NfFleet *fleet)
 {
+  /* A snapshot fleet first finds or makes its snapshot; snapshot_done_cb
+   * comes back here. */
+  if (fleet->env.snapshot && !fleet->snapshot_prepared) {
+    nf_snapshot_prepare(fleet->env.snapshot);
+    return;
+  }
   /* Guests a dead supervisor of this fleet left running are taken over, not
    * started twice; the rest queue up for the limiter. */
   for (guint i = 0; i < fleet->vms->len; i++) {
@@ -365,10 +385,12 @@ void nf_fleet_start(NfFleet *fleet)
   remove_stale_runtime_files(fleet);
   nf_cgroup_sweep(fleet->env.cgroup_name);
   if (fleet->ksm)
-    notice(fleet, fleet->config->ksm == NF_KSM_AUTO
-                      ? "host KSM on for this fleet (--ksm auto: 8 guests or more); its settings "
-                        "come back when the fleet stops (--ksm off leaves it alone)"
-                      : "host KSM on for this fleet; its settings come back when the fleet stops");
+    notice(fleet,
+           fleet->config->ksm == NF_KSM_AUTO
+               ? "host KSM on for this fleet (--ksm auto: 8 guests or more, or --snapshot); its "
+                 "settings "
+                 "come back when the fleet stops (--ksm off leaves it alone)"
+               : "host KSM on for this fleet; its settings come back when the fleet stops");
   nf_limiter_kick(fleet->limiter);
 }
 
@@ -402,6 +424,11 @@ static void strays_notice_cb(const char *message, gpointer data)
   notice(data, message);
 }
 
+static void snapshot_notice_cb(const char *message, gpointer data)
+{
+  notice(data, message);
+}
+
 static void strays_down_cb(gpointer data)
 {
   NfFleet *fleet = data;
@@ -423,6 +450,14 @@ static void vm_notice_cb(NfVm *vm, const char *message, gpointer data)
       "in %s are likely affected too; `nervesfleet ps` shows which)",
       nf_vm_name(vm), message, fleet->paths.state_dir);
   notice(fleet, msg);
+}
+
+static void snapshot_done_cb(NfSnapshot *snap, gpointer data)
+{
+  NfFleet *fleet = data;
+  fleet->snapshot_prepared = TRUE;
+  if (!fleet->stopping)
+    nf_fleet_start(fleet);
 }
 
 static guint booting_cb(gpointer data)
@@ -711,6 +746,7 @@ void nf_fleet_stop(NfFleet *fleet, gboolean force)
     notice(fleet, msg);
   }
   fleet->stopping = TRUE;
+  nf_snapshot_cancel(fleet->env.snapshot);
   nf_vm_clear_timer(&fleet->resume_timer);
   nf_limiter_close(fleet->limiter);
   for (NfVm *vm; (vm = nf_limiter_pop(fleet->limiter)) != NULL;)
@@ -801,6 +837,7 @@ void nf_fleet_free(NfFleet *fleet)
   g_free(fleet->env.qemu_path);
   g_free(fleet->env.cgroup_name);
   g_clear_pointer(&fleet->env.disks, nf_disks_free);
+  g_clear_pointer(&fleet->env.snapshot, nf_snapshot_free);
   if (fleet->detaching)
     g_clear_pointer(&fleet->ksm, nf_ksm_forget);
   else

@@ -16,6 +16,18 @@
 #include <string.h>
 
 static void add(GPtrArray *a, const char *s);
+static void drop_first_pair(GPtrArray *a, const char *option);
+static void drop_first_pair(GPtrArray *a, const char *option)
+{
+  for (guint i = 0; i + 1 < a->len; i++)
+    if (g_str_equal(g_ptr_array_index(a, i), option)) {
+      g_free(g_ptr_array_index(a, i));
+      g_free(g_ptr_array_index(a, i + 1));
+      g_ptr_array_remove_range(a, i, 2);
+      return;
+    }
+}
+
 static void addf(GPtrArray *a, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 static void add_net(GPtrArray *a, const NfQemuSpec *spec);
 
@@ -122,7 +134,7 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
   add(a, "-watchdog-action");
   add(a, "poweroff");
   add(a, "-fw_cfg");
-  addf(a, "name=opt/nervesfleet/serial,string=%s", spec->serial);
+  addf(a, "name=opt/nervesfleet/serial,string=%-*s", (int)spec->serial_pad, spec->serial);
   add(a, "-chardev");
   addf(a, "socket,id=qmp0,fd=%d,server=on,wait=off", NF_QEMU_FD_QMP);
   add(a, "-mon");
@@ -141,8 +153,18 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
     add(a, "-pidfile");
     add(a, spec->pidfile);
   }
+  if (spec->incoming) {
+    add(a, "-incoming");
+    add(a, spec->incoming);
+  }
   for (char *const *e = spec->extra; e && *e; e++)
     add(a, *e);
+  if (spec->no_boot_files) {
+    /* Ours come before the user's extras, so the first of each is ours. */
+    drop_first_pair(a, "-kernel");
+    drop_first_pair(a, "-initrd");
+    drop_first_pair(a, "-append");
+  }
 
   g_ptr_array_add(a, NULL);
   return (char **)g_ptr_array_free(a, FALSE);

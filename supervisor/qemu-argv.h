@@ -40,6 +40,14 @@ typedef struct {
   char *const *extra;    /* appended verbatim, may be NULL */
   gboolean dense;        /* every memory lever, boot-time costs included */
   gboolean ksm;          /* host KSM runs for this fleet */
+  /* Snapshot fleets (snapshot.h): "-incoming VALUE" (e.g. "defer"), or NULL;
+   * and the fw_cfg serial padded with spaces to this many bytes (0: not), so
+   * the template and every restored guest have fw_cfg files of one size. */
+  const char *incoming;
+  guint serial_pad;
+  /* Leave out -kernel, -initrd and -append: a restored guest's RAM comes from
+   * the snapshot, and qemu would keep a copy of the kernel (~33 MB) per guest. */
+  gboolean no_boot_files;
 } NfQemuSpec;
 
 /* The memory levers, each measured by bench/density.sh (numbers in the

@@ -68,6 +68,7 @@ struct NfVm {
   guint reboots;
   char *disk_path;
   gboolean requeue_after_stop;
+  char *restore_file; /* this run restores from it (snapshot.h) until MIGRATION completes */
 
   /* the last exit */
   NfExitKind exit_kind;

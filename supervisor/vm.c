@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <glib/gstdio.h>
 #include <jansson.h>
@@ -31,6 +32,7 @@
 #include "supervisor/tap.h"
 #include "supervisor/memstat.h"
 #include "supervisor/qemu-argv.h"
+#include "supervisor/snapshot.h"
 
 /* Console markers: index 0 is the configured ready marker. */
 enum { MARKER_READY, MARKER_PANIC };
@@ -166,6 +168,7 @@ static void reset_run_facts(NfVm *vm)
   vm->balloon_actual = vm->env->config->memory_mib * 1024 * 1024;
   vm->balloon_target = 0;
   vm->pss_at = 0;
+  g_clear_pointer(&vm->restore_file, g_free);
 }
 
 /* Networking of one spawn (see net.h, tap.h): the forwarded ports, checked
@@ -224,6 +227,9 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   guint n_forwards = 0;
   if (!prepare_net(vm, forwards, &n_forwards, &fds[3], &ip, error))
     goto out;
+
+  /* A snapshot fleet restores rather than boots while its snapshot is usable. */
+  vm->restore_file = g_strdup(nf_snapshot_file(vm->env->snapshot));
   NfQemuSpec spec = {
       .qemu = vm->env->qemu_path,
       .accel = vm->env->accel,
@@ -247,6 +253,9 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
       .ip = ip,
       .dense = cfg->dense,
       .ksm = vm->env->ksm,
+      .incoming = vm->restore_file ? "defer" : NULL,
+      .serial_pad = vm->env->snapshot ? NF_IDENTITY_SERIAL_MAX : 0,
+      .no_boot_files = vm->restore_file != NULL,
   };
   argv = nf_qemu_argv_build(&spec);
   {
@@ -426,6 +435,8 @@ static void qmp_ready_cb(NfQmp *qmp, gpointer data)
 {
   NfVm *vm = data;
   vm->qmp_negotiated = TRUE;
+  if (vm->restore_file)
+    nf_snapshot_restore_begin(qmp, vm->restore_file);
   nf_vm_dispatch(vm, NF_VM_EV_QMP_UP, "QMP connected");
 }
 
@@ -445,6 +456,10 @@ static void qmp_event_cb(NfQmp *qmp, const char *name, json_t *data, gint64 ts, 
       vm->reboots++;
   } else if (g_str_equal(name, "GUEST_PANICKED")) {
     vm->panic_seen = TRUE;
+  } else if (g_str_equal(name, "MIGRATION") && vm->restore_file) {
+    /* Restoring from the fleet's snapshot: resumed once loaded. */
+    if (nf_snapshot_restore_event(qmp, data))
+      g_clear_pointer(&vm->restore_file, g_free);
   } else if (g_str_equal(name, "BALLOON_CHANGE")) {
     json_t *actual = json_object_get(data, "actual");
     if (json_is_integer(actual))
@@ -492,6 +507,13 @@ static void on_exit_cb(NfProcess *proc, int status, gpointer data)
   NfVm *vm = data;
   vm->wait_status = status;
   vm->status_known = nf_process_status_known(proc);
+  /* qemu exits by itself when it cannot load the snapshot: drop it, so this
+   * guest's restart (and every later start) boots instead. */
+  if (vm->restore_file && !vm->stop_requested && WIFEXITED(status) && WEXITSTATUS(status) != 0) {
+    g_autofree char *tail = nf_vm_stderr_tail(vm, 1);
+    g_autofree char *why = g_strdup_printf("%s: %s", vm->name, tail);
+    nf_snapshot_restore_failed(vm->env->snapshot, why);
+  }
   /* The pidfd can win the race with qemu's last QMP words (SHUTDOWN and its
    * reason, written just before it exits): read them first, or a guest
    * reboot or a SIGTERM looks like a poweroff. The console's ring keeps
@@ -571,6 +593,7 @@ void nf_vm_free(NfVm *vm)
   g_free(vm->qmp_path);
   g_free(vm->serial_path);
   g_free(vm->disk_path);
+  g_free(vm->restore_file);
   g_free(vm);
 }
 

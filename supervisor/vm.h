@@ -42,6 +42,7 @@ typedef struct {
   struct NfTap *tap;            /* --net tap: the fleet's bridge (tap.h), or NULL */
   const char *ready_url;        /* --ready http: where guests report (ready-http.h), or NULL */
   gboolean ksm;                 /* host KSM is on for this fleet: qemu memory all mergeable */
+  struct NfSnapshot *snapshot;  /* --snapshot: what guests restore from, else NULL */
 } NfVmEnv;
 
 typedef struct NfVm NfVm;

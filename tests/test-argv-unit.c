@@ -227,6 +227,37 @@ static void test_argv_levers(void)
   g_assert_cmpint(find_pair(nerves, "-append", NULL), ==, -1);
 }
 
+/* Snapshot fleets: -incoming before the user's extras, and a fixed-size
+ * fw_cfg serial (the template and every restored guest must agree on it). */
+static void test_argv_snapshot(void)
+{
+  NfQemuSpec spec = {.qemu = "q",
+                     .accel = NF_ACCEL_TCG,
+                     .memory_mib = 64,
+                     .kernel = "k",
+                     .guest_name = "vm-0001",
+                     .serial = "NF-000001",
+                     .incoming = "defer",
+                     .serial_pad = 16};
+  g_auto(GStrv) argv = nf_qemu_argv_build(&spec);
+  g_assert_cmpint(find_pair(argv, "-incoming", "defer"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-kernel", "k"), >, 0);
+  spec.no_boot_files = TRUE; /* a restore: no kernel, initramfs or command line */
+  g_auto(GStrv) restored = nf_qemu_argv_build(&spec);
+  g_assert_cmpint(find_pair(restored, "-kernel", NULL), ==, -1);
+  g_assert_cmpint(find_pair(restored, "-append", NULL), ==, -1);
+  g_assert_cmpint(find_pair(restored, "-incoming", "defer"), >, 0);
+  spec.no_boot_files = FALSE;
+  g_assert_cmpint(find_pair(argv, "-fw_cfg", "name=opt/nervesfleet/serial,string=NF-000001       "),
+                  >, 0);
+  spec.incoming = NULL;
+  spec.serial_pad = 0;
+  g_auto(GStrv) plain = nf_qemu_argv_build(&spec);
+  g_assert_cmpint(find_pair(plain, "-incoming", NULL), ==, -1);
+  g_assert_cmpint(find_pair(plain, "-fw_cfg", "name=opt/nervesfleet/serial,string=NF-000001"), >,
+                  0);
+}
+
 static void test_argv_to_string_quotes(void)
 {
   char *argv[] = {"qemu", "-append", "console=ttyAMA0 quiet", "-name", "guest=vm-1", NULL};
@@ -320,6 +351,7 @@ int main(int argc, char **argv)
   g_test_add_func("/argv/levers", test_argv_levers);
   g_test_add_func("/argv/kvm-and-hvf", test_argv_kvm_and_hvf);
   g_test_add_func("/argv/to-string-quotes", test_argv_to_string_quotes);
+  g_test_add_func("/argv/snapshot", test_argv_snapshot);
   g_test_add_func("/argv/disks-and-nerves", test_argv_disks_and_nerves);
   g_test_add_func("/argv/net", test_argv_net);
   g_test_add_func("/accel/resolve", test_accel_resolve);
