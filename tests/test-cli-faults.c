@@ -121,8 +121,9 @@ static void test_fleet_faults(void)
     int rc = nf_test_proc_wait_exit(procs[i], CLI_MS);
     g_test_message("%s against a stopped supervisor -> %d: %s", verbs[i][0], rc,
                    nf_test_proc_output(procs[i]));
-    g_assert_cmpint(rc, ==, 1);
-    g_assert_nonnull(strstr(nf_test_proc_output(procs[i]), want));
+    if (rc != 1 || strstr(nf_test_proc_output(procs[i]), want) == NULL)
+      g_error("%s against a stopped supervisor: exit %d (want 1 and \"%s\"): %s", verbs[i][0], rc,
+              want, nf_test_proc_output(procs[i]));
     nf_test_proc_free(procs[i]);
   }
   nf_test_proc_signal(fleet, SIGCONT);
