@@ -1,15 +1,15 @@
 /*
- * fleet.c: the fleet: input checks, dirs and lock, guests queued through the
- * boot window (limiter.c), the fleet-wide failure-storm guard, scaling,
- * listeners and the orderly stop (see fleet.h).
+ * fleet.c: the fleet's core: nf_fleet_new's order of steps, guests queued
+ * through the boot window (limiter.c), their state changes counted and told
+ * to listeners, the fleet-wide failure-storm guard, notices, the orderly stop
+ * and the accessors (see fleet.h). The steps with their own concern live
+ * beside it: input checks, dirs, lock and open file limit in fleet-setup.c;
+ * KSM, networking and the ready listener on the host in fleet-host.c;
+ * scaling and retiring in fleet-scale.c (all share fleet-private.h).
  */
-#include "supervisor/fleet.h"
+#include "supervisor/fleet-private.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/resource.h>
 #include <unistd.h>
 #include <glib/gstdio.h>
 
@@ -17,64 +17,9 @@
 #include "supervisor/cgroup.h"
 #include "supervisor/disks.h"
 #include "supervisor/health.h"
-#include "supervisor/identity.h"
-#include "supervisor/ksm.h"
-#include "supervisor/limiter.h"
-#include "supervisor/mempolicy.h"
 #include "supervisor/net.h"
-#include "supervisor/ready-http.h"
 #include "supervisor/tap.h"
-#include "supervisor/paths.h"
-#include "supervisor/strays.h"
 #include "supervisor/snapshot.h"
-
-/* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
- * reads the dashes as operators and the quark string would change. */
-GQuark nf_fleet_error_quark(void)
-{
-  return g_quark_from_static_string("nf-fleet-error-quark");
-}
-
-#define NF_FLEET_FDS_PER_GUEST 4
-/* qemu's own memory beyond guest RAM (heap with the kernel image's reset
- * copy, TCG buffer): what ksmd has to scan per guest besides its RAM. */
-#define NF_FLEET_KSM_QEMU_MIB 64
-#define NF_FLEET_FDS_SPARE 256 /* clients, spawning, libraries */
-
-struct NfFleet {
-  const NfFleetConfig *config;
-  NfFleetCallbacks cb;
-  gpointer user_data;
-  NfFleetPaths paths;
-  NfVmEnv env;
-  char *lock_path;
-  int lock_fd;
-  GPtrArray *vms;
-  NfLimiter *limiter;     /* the boot window */
-  NfMemPolicy *mempolicy; /* balloons and admission back-pressure, or NULL */
-  guint per_state[NF_VM_N_STATES];
-  guint started;
-  gboolean stopping;
-  gboolean start_failed_sent;
-  guint stopped_idle;
-  gboolean stopped_sent;
-  gboolean any_up;    /* some guest got as far as QMP: the setup works */
-  gboolean detaching; /* leave guests running when freed */
-  GArray *listeners;  /* Listener */
-  guint next_listener;
-  GHashTable *retiring; /* NfVm* being scaled away */
-  guint retire_idle;
-  guint resume_timer;
-  NfKsm *ksm;                /* host KSM settings to restore, when --ksm */
-  NfStrayGuests *strays;     /* guests beyond our ids a dead supervisor left: being stopped */
-  gboolean write_error_told; /* a guest's file could not be written: said once */
-  gboolean built;            /* nf_fleet_new succeeded */
-  char *made_runtime_dir;    /* top-most dirs nf_fleet_new created, removed if it fails */
-  char *made_state_dir;
-  NfWindowCount failing;      /* guests that failed within the restart window */
-  NfReadyHttp *ready_http;    /* --ready http listener, or NULL */
-  gboolean snapshot_prepared; /* --snapshot: the snapshot is ready (or given up): guests go */
-};
 
 typedef struct {
   guint id;
@@ -82,10 +27,7 @@ typedef struct {
   gpointer user_data;
 } Listener;
 
-static gboolean check_file(const char *path, const char *what, const char *fix, GError **error);
-static gboolean take_lock(NfFleet *fleet, GError **error);
 static void remove_stale_runtime_files(NfFleet *fleet);
-static gboolean ensure_fd_limit(guint guests, GError **error);
 static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state, const char *reason,
                           gpointer data);
 static guint booting_cb(gpointer data);
@@ -98,57 +40,15 @@ static void notice(NfFleet *fleet, const char *message);
 static void mempolicy_notice_cb(const char *message, gpointer data);
 static void note_failure(NfFleet *fleet, NfVm *vm);
 static void emit_vm_changed(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason);
-static gboolean retire_cb(gpointer data);
 static void adopt_strays(NfFleet *fleet);
 static void strays_notice_cb(const char *message, gpointer data);
 static void strays_down_cb(gpointer data);
 static void vm_notice_cb(NfVm *vm, const char *message, gpointer data);
-static gboolean ready_http_cb(const char *serial, gpointer data);
 static void snapshot_notice_cb(const char *message, gpointer data);
 static void snapshot_done_cb(NfSnapshot *snap, gpointer data);
 
-static gboolean check_file(const char *path, const char *what, const char *fix, GError **error)
-{
-  if (path == NULL || !g_file_test(path, G_FILE_TEST_IS_REGULAR) || access(path, R_OK) != 0) {
-    g_set_error(
-        error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT, "%s %s %s; %s", what, path ? path : "(none)",
-        path && g_file_test(path, G_FILE_TEST_EXISTS) ? "is not a readable file" : "does not exist",
-        fix);
-    return FALSE;
-  }
-  return TRUE;
-}
-
-static gboolean take_lock(NfFleet *fleet, GError **error)
-{
-  fleet->lock_path = g_build_filename(fleet->paths.runtime_dir, "fleet.lock", NULL);
-  fleet->lock_fd = open(fleet->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fleet->lock_fd < 0) {
-    int e = errno;
-    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
-                "cannot create %s: %s; choose another --runtime-dir", fleet->lock_path,
-                g_strerror(e));
-    return FALSE;
-  }
-  if (flock(fleet->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-    char pid[32] = "";
-    ssize_t n = pread(fleet->lock_fd, pid, sizeof(pid) - 1, 0);
-    pid[n > 0 ? n : 0] = '\0';
-    g_strchomp(pid);
-    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_BUSY,
-                "fleet '%s' is already running (supervisor pid %s); stop it first or choose "
-                "another --name",
-                fleet->config->name, pid[0] ? pid : "?");
-    close(fleet->lock_fd);
-    fleet->lock_fd = -1;
-    g_clear_pointer(&fleet->lock_path, g_free); /* not ours to remove */
-    return FALSE;
-  }
-  g_autofree char *pid = g_strdup_printf("%d\n", (int)getpid());
-  if (ftruncate(fleet->lock_fd, 0) != 0 || pwrite(fleet->lock_fd, pid, strlen(pid), 0) < 0) {
-  }
-  return TRUE;
-}
+const NfVmCallbacks nf_fleet_vm_callbacks = {.state_changed = vm_changed_cb,
+                                             .notice = vm_notice_cb};
 
 static void remove_stale_runtime_files(NfFleet *fleet)
 {
@@ -172,34 +72,6 @@ static void remove_stale_runtime_files(NfFleet *fleet)
   }
 }
 
-/* Each running guest holds NF_FLEET_FDS_PER_GUEST of our fds (QMP socket,
- * console socket, console log, pidfd); thousands of guests need far more than
- * the usual soft limit of 1024. Raises the soft limit as far as allowed and
- * fails, naming the numbers and the fix, when `guests` cannot fit. */
-static gboolean ensure_fd_limit(guint guests, GError **error)
-{
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-    return TRUE;
-  rlim_t need = (rlim_t)guests * NF_FLEET_FDS_PER_GUEST + NF_FLEET_FDS_SPARE;
-  if (rl.rlim_cur < need && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = MIN(rl.rlim_max, MAX(need, rl.rlim_cur));
-    setrlimit(RLIMIT_NOFILE, &rl);
-    getrlimit(RLIMIT_NOFILE, &rl);
-  }
-  if (rl.rlim_cur >= need)
-    return TRUE;
-  g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
-              "%u guests need about %lu open files (%d each) but this process may open only "
-              "%lu (hard limit %lu); raise the limit (`ulimit -Hn %lu` as root, or LimitNOFILE= "
-              "in a service unit) or run at most %lu guests per supervisor",
-              guests, (unsigned long)need, NF_FLEET_FDS_PER_GUEST, (unsigned long)rl.rlim_cur,
-              (unsigned long)rl.rlim_max, (unsigned long)need,
-              (unsigned long)((rl.rlim_cur - MIN(rl.rlim_cur, NF_FLEET_FDS_SPARE)) /
-                              NF_FLEET_FDS_PER_GUEST));
-  return FALSE;
-}
-
 NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callbacks,
                       gpointer user_data, GError **error)
 {
@@ -212,39 +84,7 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   fleet->listeners = g_array_new(FALSE, FALSE, sizeof(Listener));
   fleet->retiring = g_hash_table_new(NULL, NULL);
 
-  if (config->count == 0) {
-    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
-                "the guest count must be a positive integer");
-    return NULL;
-  }
-  if (config->memory_mib < 16) {
-    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
-                "--memory %" G_GUINT64_FORMAT "M is too small; a guest needs at least 16M",
-                config->memory_mib);
-    return NULL;
-  }
-  if (!nf_identity_validate_serial_format(config->serial_format, error)) {
-    g_prefix_error(error, "--serial-format: ");
-    return NULL;
-  }
-
-  fleet->env.qemu_path = g_find_program_in_path(config->qemu);
-  if (fleet->env.qemu_path == NULL) {
-    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
-                "%s not found%s; install it with `make deps` (Debian package "
-                "qemu-system-arm) or pass --qemu PATH",
-                config->qemu, strchr(config->qemu, '/') ? "" : " in PATH");
-    return NULL;
-  }
-  gboolean nerves = config->profile == NF_PROFILE_NERVES;
-  if (!check_file(config->kernel, nerves ? "--loader" : "guest kernel",
-                  nerves ? "pass the path of little_loader.elf"
-                         : "build the default guest with `make guest`, or pass --kernel",
-                  error) ||
-      (config->initrd && !check_file(config->initrd, "guest initramfs",
-                                     "build the default guest with `make guest`, or pass "
-                                     "--initrd",
-                                     error)))
+  if (!nf_fleet_check_input(fleet, error))
     return NULL;
 
   NfHostInfo host;
@@ -264,62 +104,15 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
         nf_mempolicy_new(&mp, fleet->vms, fleet->limiter, mempolicy_notice_cb, fleet);
   }
 
-  if (!nf_paths_resolve(&fleet->paths, config->name, config->runtime_dir, config->state_dir, error))
-    return NULL;
-  /* The longest socket name this fleet will use, checked before anything runs. */
-  guint last_id = config->id_offset + config->count;
-  g_autofree char *longest = nf_paths_guest_runtime(&fleet->paths, MAX(last_id, 9999), "serial");
-  if (!nf_paths_check_socket(longest, error))
-    return NULL;
-  /* A fleet that cannot start leaves no dir it made behind. */
-  fleet->made_runtime_dir = nf_paths_first_missing(fleet->paths.runtime_dir);
-  fleet->made_state_dir = nf_paths_first_missing(fleet->paths.state_dir);
-  if (!nf_paths_ensure_dir(fleet->paths.runtime_dir, 0700, "--runtime-dir", error) ||
-      !nf_paths_ensure_dir(fleet->paths.state_dir, 0755, "--state-dir", error) ||
-      !nf_paths_probe_write(fleet->paths.state_dir, "--state-dir", error))
-    return NULL;
-  if (!take_lock(fleet, error))
+  if (!nf_fleet_claim_dirs(fleet, error))
     return NULL;
   fleet->env.cgroup_name = nf_paths_cgroup_name(&fleet->paths, config->name);
-  if (!ensure_fd_limit(config->count, error))
+  if (!nf_fleet_ensure_fd_limit(config->count, error))
     return NULL;
   if (config->health_interval_ms)
     fleet->env.health = nf_health_wheel_new(config->health_interval_ms);
-  /* A supervisor of this or another fleet that died with KSM on left the
-   * host tuned: put it back unless a live fleet still uses it. */
-  nf_ksm_recover(fleet->paths.runtime_dir);
-  /* Restored guests hold identical pages, which is what KSM merges best:
-   * --ksm auto turns it on for a snapshot fleet of any size. */
-  if (nf_ksm_wanted(config->ksm, config->snapshot ? MAX(config->count, NF_KSM_AUTO_MIN_GUESTS)
-                                                  : config->count)) {
-    g_autoptr(GError) ksm_error = NULL;
-    fleet->ksm = nf_ksm_acquire(
-        fleet->paths.runtime_dir,
-        nf_ksm_scan_pages(config->count, config->memory_mib + NF_FLEET_KSM_QEMU_MIB), &ksm_error);
-    if (fleet->ksm == NULL && config->ksm == NF_KSM_ON) {
-      g_propagate_error(error, g_steal_pointer(&ksm_error));
-      return NULL;
-    }
-  }
-  fleet->env.ksm = fleet->ksm != NULL;
-  const char *host_addr = NULL; /* the host as guests see it; NULL: slirp's */
-  if (config->net == NF_NET_TAP) {
-    fleet->env.tap = nf_tap_new(fleet->paths.runtime_dir, error);
-    if (fleet->env.tap == NULL)
-      return NULL;
-    host_addr = nf_tap_host_addr(fleet->env.tap);
-  }
-  if (config->net != NF_NET_NONE || config->server) {
-    fleet->env.net = nf_net_new(config, fleet->paths.runtime_dir, host_addr, error);
-    if (fleet->env.net == NULL)
-      return NULL;
-  }
-  if (config->ready_http) {
-    fleet->ready_http = nf_ready_http_new(host_addr, host_addr, ready_http_cb, fleet, error);
-    if (fleet->ready_http == NULL)
-      return NULL;
-    fleet->env.ready_url = nf_ready_http_guest_url(fleet->ready_http);
-  }
+  if (!nf_fleet_host_setup(fleet, error))
+    return NULL;
   fleet->env.use_cgroups = TRUE;
   if (config->disk) {
     fleet->env.disks = nf_disks_new(config, &fleet->paths, error);
@@ -335,29 +128,13 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
        (fleet->env.snapshot = nf_snapshot_new(&fleet->env, snapshot_notice_cb, snapshot_done_cb,
                                               fleet, error)) == NULL))
     return NULL;
-  static const NfVmCallbacks vm_cb = {.state_changed = vm_changed_cb, .notice = vm_notice_cb};
   for (guint i = 0; i < config->count; i++) {
-    NfVm *vm = nf_vm_new(config->id_offset + i + 1, &fleet->env, &vm_cb, fleet);
+    NfVm *vm = nf_vm_new(config->id_offset + i + 1, &fleet->env, &nf_fleet_vm_callbacks, fleet);
     g_ptr_array_add(fleet->vms, vm);
     fleet->per_state[NF_VM_CREATED]++;
   }
   fleet->built = TRUE;
   return g_steal_pointer(&fleet);
-}
-
-/* --ready http: a guest's request names its serial. A linear search: one
- * request per guest boot. */
-static gboolean ready_http_cb(const char *serial, gpointer data)
-{
-  NfFleet *fleet = data;
-  for (guint i = 0; i < fleet->vms->len; i++) {
-    NfVm *vm = g_ptr_array_index(fleet->vms, i);
-    if (g_strcmp0(nf_vm_serial(vm), serial) == 0) {
-      nf_vm_report_ready(vm, "http");
-      return TRUE;
-    }
-  }
-  return FALSE;
 }
 
 static gboolean is_booting(NfVmState s)
@@ -576,25 +353,9 @@ static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state, co
     nf_limiter_kick(fleet->limiter);
   if (!nf_vm_is_running(vm) && g_hash_table_contains(fleet->retiring, vm) &&
       fleet->retire_idle == 0)
-    fleet->retire_idle = g_idle_add(retire_cb, fleet);
+    fleet->retire_idle = g_idle_add(nf_fleet_retire_cb, fleet);
   if (fleet->stopping)
     maybe_stopped(fleet);
-}
-
-static gboolean retire_cb(gpointer data)
-{
-  NfFleet *fleet = data;
-  fleet->retire_idle = 0;
-  for (guint i = fleet->vms->len; i-- > 0;) {
-    NfVm *vm = g_ptr_array_index(fleet->vms, i);
-    if (g_hash_table_contains(fleet->retiring, vm) && !nf_vm_is_running(vm)) {
-      g_hash_table_remove(fleet->retiring, vm);
-      nf_limiter_remove(fleet->limiter, vm);
-      fleet->per_state[nf_vm_state(vm)]--;
-      g_ptr_array_remove_index(fleet->vms, i); /* frees it */
-    }
-  }
-  return G_SOURCE_REMOVE;
 }
 
 guint nf_fleet_add_listener(NfFleet *fleet, const NfFleetCallbacks *callbacks, gpointer user_data)
@@ -647,67 +408,6 @@ void nf_fleet_restart_vm(NfFleet *fleet, NfVm *vm)
 {
   if (!fleet->stopping)
     nf_vm_restart(vm);
-}
-
-gboolean nf_fleet_scale(NfFleet *fleet, guint count, GError **error)
-{
-  if (count == 0 || count > 100000) {
-    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT, "%u guests is out of range (1-100000)",
-                count);
-    return FALSE;
-  }
-  if (fleet->stopping) {
-    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT, "the fleet is stopping");
-    return FALSE;
-  }
-  guint live = fleet->vms->len - g_hash_table_size(fleet->retiring);
-  if (count > live && !ensure_fd_limit(fleet->vms->len + (count - live), error))
-    return FALSE;
-  if (fleet->ksm)
-    nf_ksm_set_rate(fleet->ksm,
-                    nf_ksm_scan_pages(count, fleet->config->memory_mib + NF_FLEET_KSM_QEMU_MIB));
-  if (count > live) {
-    guint last = fleet->config->id_offset + live;
-    g_autofree char *longest =
-        nf_paths_guest_runtime(&fleet->paths, last + (count - live), "serial");
-    if (!nf_paths_check_socket(longest, error))
-      return FALSE;
-    /* A guest of these ids still stopping (scaled away, or a stray) would
-     * share its files (sockets, pid file) with the new one. */
-    for (guint id = last + 1; id <= last + (count - live); id++) {
-      NfVm *old = NULL;
-      for (guint i = live; i < fleet->vms->len && !old; i++)
-        if (nf_vm_id(g_ptr_array_index(fleet->vms, i)) == id)
-          old = g_ptr_array_index(fleet->vms, i);
-      if (old || (fleet->strays && nf_stray_guests_running(fleet->strays, id))) {
-        g_autofree char *name = nf_paths_guest_name(id);
-        g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
-                    "scale: %s is still stopping; try again once it is down", name);
-        return FALSE;
-      }
-    }
-    static const NfVmCallbacks vm_cb = {.state_changed = vm_changed_cb, .notice = vm_notice_cb};
-    for (guint id = last + 1; id <= last + (count - live); id++) {
-      NfVm *vm = nf_vm_new(id, &fleet->env, &vm_cb, fleet);
-      g_ptr_array_add(fleet->vms, vm);
-      fleet->per_state[NF_VM_CREATED]++;
-      nf_vm_queue(vm);
-    }
-  } else {
-    /* The highest ids go: the vms array is in id order, retiring ones last. */
-    guint to_retire = live - count;
-    for (guint i = fleet->vms->len; i-- > 0 && to_retire > 0;) {
-      NfVm *vm = g_ptr_array_index(fleet->vms, i);
-      if (g_hash_table_contains(fleet->retiring, vm))
-        continue;
-      g_hash_table_add(fleet->retiring, vm);
-      to_retire--;
-      nf_vm_stop(vm, FALSE);
-      if (!nf_vm_is_running(vm) && fleet->retire_idle == 0)
-        fleet->retire_idle = g_idle_add(retire_cb, fleet);
-    }
-  }
-  return TRUE;
 }
 
 gboolean nf_fleet_reflash_vm(NfFleet *fleet, NfVm *vm, GError **error)

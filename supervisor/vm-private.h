@@ -1,13 +1,15 @@
 /*
  * vm-private.h: the guest's insides, shared by the files that make up one
- * guest (vm.c: channels and process; vm-status.c: its status file and
- * events log; vm-disk.c: the wait for its disk; lifecycle.c: the state
- * table; health.c: deadlines). Nothing outside supervisor/vm*.c,
- * lifecycle.c and health.c includes this.
+ * guest (vm.c: channels, spawn, exit and accessors; vm-net.c: a spawn's
+ * networking; vm-adopt.c: taking over a guest a previous supervisor left;
+ * vm-status.c: its status file and events log; vm-disk.c: the wait for its
+ * disk; lifecycle.c: the state table; health.c: deadlines). Nothing outside
+ * supervisor/vm*.c, lifecycle.c and health.c includes this.
  */
 #pragma once
 #include "supervisor/cgroup.h"
 #include "supervisor/health.h"
+#include "supervisor/net.h"
 #include "supervisor/process.h"
 #include "supervisor/restart-policy.h"
 #include "supervisor/serial.h"
@@ -145,6 +147,21 @@ void nf_vm_disk_cancel(NfVm *vm);
 gboolean nf_vm_spawn(NfVm *vm, GError **error);
 void nf_vm_release(NfVm *vm); /* drop channels, timers, runtime files */
 void nf_vm_clear_timer(guint *id);
+/* Connects to the QMP monitor and the console qemu listens on for us
+ * (spawned or adopted); FALSE with `error` set when either fails. */
+gboolean nf_vm_attach_channels(NfVm *vm, GError **error);
+/* Forgets what the last run showed, before a new run or an adoption. */
+void nf_vm_reset_run_facts(NfVm *vm);
+/* The qemu process is gone (NfProcess exit callback). */
+void nf_vm_on_exit_cb(NfProcess *proc, int status, gpointer data);
+/* Unlinks the guest's sockets and pid file in the runtime dir. */
+void nf_vm_remove_runtime_files(NfVm *vm);
+
+/* vm-net.c: networking of one spawn (see net.h, tap.h): the forwarded
+ * ports, checked free; with --net tap a new tap (*tap_fd, for qemu) and the
+ * guest's "ADDR,GATEWAY" (*ip, caller frees). */
+gboolean nf_vm_prepare_net(NfVm *vm, NfNetForward *forwards, guint *n_forwards, int *tap_fd,
+                           char **ip, GError **error);
 
 /* vm-status.c: status.json, events.log, write failures */
 void nf_vm_write_status(NfVm *vm);

@@ -1,7 +1,9 @@
 /*
- * vm.c: one guest's mechanics: channels, spawn, adoption, console fan-out
- * (see vm.h); its status file and logs are written by vm-status.c. Decisions (what an event means
- * in a state, restart or not) live in lifecycle.c; deadlines in health.c.
+ * vm.c: one guest's mechanics: channels, spawn, exit, console fan-out and
+ * accessors (see vm.h). A spawn's networking is prepared by vm-net.c; taking
+ * over a guest a previous supervisor left is vm-adopt.c; its status file and
+ * logs are written by vm-status.c. Decisions (what an event means in a
+ * state, restart or not) live in lifecycle.c; deadlines in health.c.
  *
  * Channels: the supervisor binds three unix sockets in the runtime dir and
  * hands them to qemu as inherited listening fds (vm-NNNN.ctl: our QMP
@@ -15,11 +17,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,7 +28,6 @@
 #include "supervisor/disks.h"
 #include "supervisor/identity.h"
 #include "supervisor/net.h"
-#include "supervisor/tap.h"
 #include "supervisor/memstat.h"
 #include "supervisor/qemu-argv.h"
 #include "supervisor/snapshot.h"
@@ -39,23 +37,13 @@ enum { MARKER_READY, MARKER_PANIC };
 
 static int listen_unix(const char *path, GError **error);
 static int connect_unix(const char *path, GError **error);
-static gboolean attach_channels(NfVm *vm, GError **error);
-static void on_exit_cb(NfProcess *proc, int status, gpointer data);
 static void qmp_ready_cb(NfQmp *qmp, gpointer data);
 static void qmp_event_cb(NfQmp *qmp, const char *name, json_t *data, gint64 ts, gpointer ud);
 static void qmp_closed_cb(NfQmp *qmp, const GError *error, gpointer data);
 static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer data);
 static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpointer data);
-static void remove_runtime_files(NfVm *vm);
 static void drop_channels(NfVm *vm);
-static void reset_run_facts(NfVm *vm);
-static gboolean pid_is_our_qemu(NfVm *vm, GPid pid);
-static char *read_pidfile(const char *path, GPid *pid);
 static void log_failed_cb(NfSerial *serial, int err, gpointer data);
-static void load_recorded(NfVm *vm, json_t *status);
-static void finish_dying(GPid pid);
-static gboolean prepare_net(NfVm *vm, NfNetForward *forwards, guint *n_forwards, int *tap_fd,
-                            char **ip, GError **error);
 
 NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks, gpointer user_data)
 {
@@ -130,7 +118,7 @@ static int connect_unix(const char *path, GError **error)
   return -1;
 }
 
-static gboolean attach_channels(NfVm *vm, GError **error)
+gboolean nf_vm_attach_channels(NfVm *vm, GError **error)
 {
   static const NfQmpCallbacks qmp_cb = {
       .ready = qmp_ready_cb, .event = qmp_event_cb, .closed = qmp_closed_cb};
@@ -149,7 +137,7 @@ static gboolean attach_channels(NfVm *vm, GError **error)
   return vm->console != NULL;
 }
 
-static void reset_run_facts(NfVm *vm)
+void nf_vm_reset_run_facts(NfVm *vm)
 {
   vm->qmp_negotiated = FALSE;
   vm->stop_requested = FALSE;
@@ -171,31 +159,6 @@ static void reset_run_facts(NfVm *vm)
   g_clear_pointer(&vm->restore_file, g_free);
 }
 
-/* Networking of one spawn (see net.h, tap.h): the forwarded ports, checked
- * free; with --net tap a new tap (*tap_fd, for qemu) and the guest's
- * "ADDR,GATEWAY" (*ip, caller frees). */
-static gboolean prepare_net(NfVm *vm, NfNetForward *forwards, guint *n_forwards, int *tap_fd,
-                            char **ip, GError **error)
-{
-  if (vm->env->net) {
-    if (!nf_net_check_guest(vm->env->net, vm->id, error))
-      return FALSE;
-    *n_forwards = nf_net_forwards(vm->env->net, vm->id, forwards);
-  }
-  if (vm->env->tap) {
-    g_autofree char *addr = nf_tap_guest_addr(vm->env->tap, vm->id - vm->env->config->id_offset);
-    if (addr == NULL) {
-      g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
-                  "--net tap: no address left for guest %u in the fleet's /16", vm->id);
-      return FALSE;
-    }
-    if ((*tap_fd = nf_tap_open(vm->env->tap, error)) < 0)
-      return FALSE;
-    *ip = g_strdup_printf("%s,%s", addr, nf_tap_host_addr(vm->env->tap));
-  }
-  return TRUE;
-}
-
 gboolean nf_vm_spawn(NfVm *vm, GError **error)
 {
   const NfFleetConfig *cfg = vm->env->config;
@@ -205,7 +168,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   gboolean ok = FALSE;
   g_auto(GStrv) argv = NULL;
 
-  reset_run_facts(vm);
+  nf_vm_reset_run_facts(vm);
   if (g_mkdir_with_parents(vm->state_dir, 0755) != 0) {
     int e = errno;
     g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot create %s: %s",
@@ -225,7 +188,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   }
   NfNetForward forwards[NF_NET_MAX_FORWARDS];
   guint n_forwards = 0;
-  if (!prepare_net(vm, forwards, &n_forwards, &fds[3], &ip, error))
+  if (!nf_vm_prepare_net(vm, forwards, &n_forwards, &fds[3], &ip, error))
     goto out;
 
   /* A snapshot fleet restores rather than boots while its snapshot is usable. */
@@ -283,7 +246,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   NfProcessExtras extras = {.no_thp = setup.no_thp, .merge_any = setup.merge_any};
   vm->dies_with_supervisor = !cfg->detached;
   vm->proc = nf_process_spawn_with(argv, &extras, fds, targets, fds[3] >= 0 ? 4 : 3, log_fd,
-                                   !cfg->detached, on_exit_cb, vm, error);
+                                   !cfg->detached, nf_vm_on_exit_cb, vm, error);
   if (vm->proc == NULL) {
     g_prefix_error(error, "cannot start %s: ", vm->env->qemu_path);
     goto out;
@@ -294,7 +257,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   }
   vm->started_at = g_get_monotonic_time();
   vm->started_wall = g_get_real_time();
-  if (!attach_channels(vm, error)) {
+  if (!nf_vm_attach_channels(vm, error)) {
     nf_process_free(g_steal_pointer(&vm->proc)); /* kills and reaps */
     goto out;
   }
@@ -310,125 +273,6 @@ out:
   if (!ok)
     nf_vm_release(vm);
   return ok;
-}
-
-static char *read_pidfile(const char *path, GPid *pid)
-{
-  g_autofree char *text = NULL;
-  if (!g_file_get_contents(path, &text, NULL, NULL))
-    return NULL;
-  *pid = (GPid)g_ascii_strtoll(g_strstrip(text), NULL, 10);
-  return *pid > 0 ? g_strdup(text) : NULL;
-}
-
-static gboolean pid_is_our_qemu(NfVm *vm, GPid pid)
-{
-  /* Our pid file path is unique to this fleet and guest, and qemu got it on
-   * its command line: a recycled pid cannot carry it. */
-  g_autofree char *path = g_strdup_printf("/proc/%d/cmdline", (int)pid);
-  g_autofree char *cmd = NULL;
-  gsize len = 0;
-  if (!g_file_get_contents(path, &cmd, &len, NULL))
-    return FALSE;
-  for (gsize i = 0; i + 1 < len; i++)
-    if (cmd[i] == '\0')
-      cmd[i] = ' ';
-  return strstr(cmd, vm->pidfile) != NULL && strstr(cmd, "-name guest=") != NULL;
-}
-
-/* What a previous supervisor recorded: the restart count and the last exit
- * survive it (a tool reading status.json or `ps` after a supervisor crash
- * still sees why the guest last ended). */
-static void load_recorded(NfVm *vm, json_t *status)
-{
-  vm->restarts = (guint)json_integer_value(json_object_get(status, "restarts"));
-  const char *kind = json_string_value(json_object_get(status, "last_exit"));
-  for (int k = NF_EXIT_NONE; kind && k < NF_EXIT_N_KINDS; k++)
-    if (g_str_equal(kind, nf_exit_kind_name((NfExitKind)k)))
-      vm->exit_kind = (NfExitKind)k;
-  g_free(vm->exit_reason);
-  vm->exit_reason = g_strdup(json_string_value(json_object_get(status, "last_exit_reason")));
-  vm->exit_time = json_integer_value(json_object_get(status, "last_exit_at_us"));
-}
-
-/* A guest of a foreground supervisor that was killed: the kernel is killing
- * it too (PR_SET_PDEATHSIG), maybe not done yet. Make sure, and wait
- * (bounded) so its sockets and cgroup are free for the new run. */
-static void finish_dying(GPid pid)
-{
-  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-  if (fd < 0)
-    return;
-  syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
-  struct pollfd pfd = {.fd = fd, .events = POLLIN};
-  while (poll(&pfd, 1, 5000) < 0 && errno == EINTR)
-    ;
-  close(fd);
-}
-
-gboolean nf_vm_adopt(NfVm *vm)
-{
-  GPid pid = 0;
-  g_autofree char *pidtext = read_pidfile(vm->pidfile, &pid);
-  g_autoptr(GError) error = NULL;
-  json_auto_t *status = json_load_file(vm->status_path, 0, NULL);
-  const char *was = json_string_value(json_object_get(status, "state"));
-  /* Absent in files of older versions: then nothing is known. */
-  gboolean died_with_it = json_is_true(json_object_get(status, "dies_with_supervisor"));
-  gboolean ours = pidtext && pid_is_our_qemu(vm, pid);
-  gboolean was_up = was && (g_str_equal(was, "ready") || g_str_equal(was, "booting") ||
-                            g_str_equal(was, "starting") || g_str_equal(was, "unhealthy"));
-
-  /* A guest that was down when its supervisor ended starts afresh. */
-  if (ours || was_up)
-    load_recorded(vm, status);
-  if (ours && died_with_it) {
-    finish_dying(pid);
-  } else if (ours) {
-    reset_run_facts(vm);
-    vm->proc = nf_process_adopt(pid, on_exit_cb, vm, &error);
-    if (vm->proc && attach_channels(vm, &error)) {
-      vm->dies_with_supervisor = FALSE; /* spawned detached; adopting does not change that */
-      vm->started_wall = json_integer_value(json_object_get(status, "started_at_us"));
-      /* Uptime counts from the qemu's own start, not from its adoption. */
-      gint64 age = vm->started_wall ? g_get_real_time() - vm->started_wall : 0;
-      vm->started_at = g_get_monotonic_time() - CLAMP(age, 0, g_get_monotonic_time());
-      if (vm->env->use_cgroups)
-        vm->cgroup = nf_cgroup_new(vm->env->cgroup_name, vm->name, 0, NULL);
-      if (vm->cgroup)
-        vm->oom_kills_at_start = nf_cgroup_oom_kills(vm->cgroup);
-      nf_vm_set_state(vm, NF_VM_STARTING, "adopted from a previous supervisor");
-      if (g_strcmp0(was, "ready") == 0) {
-        vm->ready_at = g_get_monotonic_time();
-        /* It was ready before; the QMP handshake and health confirm it is alive. */
-        vm->qmp_negotiated = FALSE;
-      }
-      return TRUE;
-    }
-    g_clear_pointer(&vm->proc, nf_process_forget);
-    nf_vm_release(vm);
-  }
-  remove_runtime_files(vm);
-  if (was_up && died_with_it) {
-    /* By design, not a failure of the guest: no crash, no restart counted;
-     * the caller queues it afresh. */
-    vm->exit_kind = NF_EXIT_STOPPED;
-    vm->exit_time = g_get_real_time();
-    g_free(vm->exit_reason);
-    vm->exit_reason = g_strdup("stopped with its supervisor (a foreground supervisor was killed; "
-                               "its guests end with it by design)");
-    nf_vm_set_state(vm, NF_VM_STOPPED, vm->exit_reason);
-    return FALSE;
-  }
-  /* Recorded as up, but gone: it died while nobody was watching. */
-  if (was_up) {
-    reset_run_facts(vm);
-    vm->status_known = FALSE;
-    nf_vm_set_state(vm, NF_VM_STARTING, "recorded as running by a previous supervisor");
-    nf_vm_dispatch(vm, NF_VM_EV_EXIT, "died while no supervisor was watching");
-    return TRUE;
-  }
-  return FALSE;
 }
 
 static void qmp_ready_cb(NfQmp *qmp, gpointer data)
@@ -502,7 +346,7 @@ static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpoint
   }
 }
 
-static void on_exit_cb(NfProcess *proc, int status, gpointer data)
+void nf_vm_on_exit_cb(NfProcess *proc, int status, gpointer data)
 {
   NfVm *vm = data;
   vm->wait_status = status;
@@ -522,7 +366,7 @@ static void on_exit_cb(NfProcess *proc, int status, gpointer data)
   nf_vm_dispatch(vm, NF_VM_EV_EXIT, NULL);
 }
 
-static void remove_runtime_files(NfVm *vm)
+void nf_vm_remove_runtime_files(NfVm *vm)
 {
   g_unlink(vm->ctl_path);
   g_unlink(vm->qmp_path);
@@ -549,7 +393,7 @@ void nf_vm_release(NfVm *vm)
   drop_channels(vm);
   if (vm->proc == NULL) {
     g_clear_pointer(&vm->cgroup, nf_cgroup_free);
-    remove_runtime_files(vm);
+    nf_vm_remove_runtime_files(vm);
   }
 }
 

@@ -1,0 +1,80 @@
+/*
+ * fleet-private.h: the fleet's insides (fleet.h), shared by the files that
+ * make up one fleet: fleet.c (building it, guests' state changes, the storm
+ * guard, listeners, the orderly stop), fleet-setup.c (input checks, dirs,
+ * lock, open file limit, the error domain), fleet-host.c (KSM, networking
+ * and the --ready http listener it sets up on the host) and fleet-scale.c
+ * (scaling and retiring). Nothing outside supervisor/fleet*.c includes this.
+ */
+#pragma once
+#include "supervisor/fleet.h"
+#include "supervisor/ksm.h"
+#include "supervisor/limiter.h"
+#include "supervisor/mempolicy.h"
+#include "supervisor/paths.h"
+#include "supervisor/ready-http.h"
+#include "supervisor/restart-policy.h"
+#include "supervisor/strays.h"
+
+/* qemu's own memory beyond guest RAM (heap with the kernel image's reset
+ * copy, TCG buffer): what ksmd has to scan per guest besides its RAM. */
+#define NF_FLEET_KSM_QEMU_MIB 64
+
+struct NfFleet {
+  const NfFleetConfig *config;
+  NfFleetCallbacks cb;
+  gpointer user_data;
+  NfFleetPaths paths;
+  NfVmEnv env;
+  char *lock_path;
+  int lock_fd;
+  GPtrArray *vms;
+  NfLimiter *limiter;     /* the boot window */
+  NfMemPolicy *mempolicy; /* balloons and admission back-pressure, or NULL */
+  guint per_state[NF_VM_N_STATES];
+  guint started;
+  gboolean stopping;
+  gboolean start_failed_sent;
+  guint stopped_idle;
+  gboolean stopped_sent;
+  gboolean any_up;    /* some guest got as far as QMP: the setup works */
+  gboolean detaching; /* leave guests running when freed */
+  GArray *listeners;  /* Listener */
+  guint next_listener;
+  GHashTable *retiring; /* NfVm* being scaled away */
+  guint retire_idle;
+  guint resume_timer;
+  NfKsm *ksm;                /* host KSM settings to restore, when --ksm */
+  NfStrayGuests *strays;     /* guests beyond our ids a dead supervisor left: being stopped */
+  gboolean write_error_told; /* a guest's file could not be written: said once */
+  gboolean built;            /* nf_fleet_new succeeded */
+  char *made_runtime_dir;    /* top-most dirs nf_fleet_new created, removed if it fails */
+  char *made_state_dir;
+  NfWindowCount failing;      /* guests that failed within the restart window */
+  NfReadyHttp *ready_http;    /* --ready http listener, or NULL */
+  gboolean snapshot_prepared; /* --snapshot: the snapshot is ready (or given up): guests go */
+};
+
+/* fleet.c: the callbacks every guest of the fleet reports through. */
+extern const NfVmCallbacks nf_fleet_vm_callbacks;
+
+/* fleet-setup.c: what nf_fleet_new checks and claims before anything runs.
+ * Each fails with an NF_FLEET_ERROR naming the thing and the fix. */
+/* The config's values, the qemu binary (sets env.qemu_path) and the guest
+ * files. */
+gboolean nf_fleet_check_input(NfFleet *fleet, GError **error);
+/* Resolves the fleet's paths, checks its longest socket path, makes the
+ * runtime and state dirs (remembering the ones it made) and takes the
+ * fleet lock. */
+gboolean nf_fleet_claim_dirs(NfFleet *fleet, GError **error);
+/* Raises the soft open file limit for `guests` running guests, or fails
+ * naming the numbers and the fix. */
+gboolean nf_fleet_ensure_fd_limit(guint guests, GError **error);
+
+/* fleet-host.c: KSM (--ksm), the --net tap bridge, user networking's port
+ * plan and the --ready http listener, into fleet->env; nf_fleet_free gives
+ * them back. */
+gboolean nf_fleet_host_setup(NfFleet *fleet, GError **error);
+
+/* fleet-scale.c: frees the retiring guests that are down (an idle source). */
+gboolean nf_fleet_retire_cb(gpointer data);

@@ -1,0 +1,167 @@
+/*
+ * fleet-setup.c: what a fleet checks and claims before any guest exists:
+ * its inputs (values, the qemu binary, guest files), its runtime and state
+ * dirs, the fleet lock that makes one supervisor per fleet name, and an open
+ * file limit big enough for its guests; and the fleet's error domain, since
+ * most of its errors are made here. Apart from nf_fleet_new (fleet.c) so
+ * that the fleet's core reads as orchestration; every failure here is one
+ * clear error before anything runs (fleet.h). nf_fleet_scale (fleet-scale.c)
+ * checks the open file limit again for the guests it adds.
+ */
+#include "supervisor/fleet-private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <glib/gstdio.h>
+
+#include "supervisor/identity.h"
+
+#define NF_FLEET_FDS_PER_GUEST 4
+#define NF_FLEET_FDS_SPARE 256 /* clients, spawning, libraries */
+
+static gboolean check_file(const char *path, const char *what, const char *fix, GError **error);
+static gboolean take_lock(NfFleet *fleet, GError **error);
+
+/* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
+ * reads the dashes as operators and the quark string would change. */
+GQuark nf_fleet_error_quark(void)
+{
+  return g_quark_from_static_string("nf-fleet-error-quark");
+}
+
+static gboolean check_file(const char *path, const char *what, const char *fix, GError **error)
+{
+  if (path == NULL || !g_file_test(path, G_FILE_TEST_IS_REGULAR) || access(path, R_OK) != 0) {
+    g_set_error(
+        error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT, "%s %s %s; %s", what, path ? path : "(none)",
+        path && g_file_test(path, G_FILE_TEST_EXISTS) ? "is not a readable file" : "does not exist",
+        fix);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean nf_fleet_check_input(NfFleet *fleet, GError **error)
+{
+  const NfFleetConfig *config = fleet->config;
+  if (config->count == 0) {
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
+                "the guest count must be a positive integer");
+    return FALSE;
+  }
+  if (config->memory_mib < 16) {
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
+                "--memory %" G_GUINT64_FORMAT "M is too small; a guest needs at least 16M",
+                config->memory_mib);
+    return FALSE;
+  }
+  if (!nf_identity_validate_serial_format(config->serial_format, error)) {
+    g_prefix_error(error, "--serial-format: ");
+    return FALSE;
+  }
+
+  fleet->env.qemu_path = g_find_program_in_path(config->qemu);
+  if (fleet->env.qemu_path == NULL) {
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
+                "%s not found%s; install it with `make deps` (Debian package "
+                "qemu-system-arm) or pass --qemu PATH",
+                config->qemu, strchr(config->qemu, '/') ? "" : " in PATH");
+    return FALSE;
+  }
+  gboolean nerves = config->profile == NF_PROFILE_NERVES;
+  if (!check_file(config->kernel, nerves ? "--loader" : "guest kernel",
+                  nerves ? "pass the path of little_loader.elf"
+                         : "build the default guest with `make guest`, or pass --kernel",
+                  error) ||
+      (config->initrd && !check_file(config->initrd, "guest initramfs",
+                                     "build the default guest with `make guest`, or pass "
+                                     "--initrd",
+                                     error)))
+    return FALSE;
+  return TRUE;
+}
+
+gboolean nf_fleet_claim_dirs(NfFleet *fleet, GError **error)
+{
+  const NfFleetConfig *config = fleet->config;
+  if (!nf_paths_resolve(&fleet->paths, config->name, config->runtime_dir, config->state_dir, error))
+    return FALSE;
+  /* The longest socket name this fleet will use, checked before anything runs. */
+  guint last_id = config->id_offset + config->count;
+  g_autofree char *longest = nf_paths_guest_runtime(&fleet->paths, MAX(last_id, 9999), "serial");
+  if (!nf_paths_check_socket(longest, error))
+    return FALSE;
+  /* A fleet that cannot start leaves no dir it made behind. */
+  fleet->made_runtime_dir = nf_paths_first_missing(fleet->paths.runtime_dir);
+  fleet->made_state_dir = nf_paths_first_missing(fleet->paths.state_dir);
+  if (!nf_paths_ensure_dir(fleet->paths.runtime_dir, 0700, "--runtime-dir", error) ||
+      !nf_paths_ensure_dir(fleet->paths.state_dir, 0755, "--state-dir", error) ||
+      !nf_paths_probe_write(fleet->paths.state_dir, "--state-dir", error))
+    return FALSE;
+  if (!take_lock(fleet, error))
+    return FALSE;
+  return TRUE;
+}
+
+static gboolean take_lock(NfFleet *fleet, GError **error)
+{
+  fleet->lock_path = g_build_filename(fleet->paths.runtime_dir, "fleet.lock", NULL);
+  fleet->lock_fd = open(fleet->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fleet->lock_fd < 0) {
+    int e = errno;
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
+                "cannot create %s: %s; choose another --runtime-dir", fleet->lock_path,
+                g_strerror(e));
+    return FALSE;
+  }
+  if (flock(fleet->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = "";
+    ssize_t n = pread(fleet->lock_fd, pid, sizeof(pid) - 1, 0);
+    pid[n > 0 ? n : 0] = '\0';
+    g_strchomp(pid);
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_BUSY,
+                "fleet '%s' is already running (supervisor pid %s); stop it first or choose "
+                "another --name",
+                fleet->config->name, pid[0] ? pid : "?");
+    close(fleet->lock_fd);
+    fleet->lock_fd = -1;
+    g_clear_pointer(&fleet->lock_path, g_free); /* not ours to remove */
+    return FALSE;
+  }
+  g_autofree char *pid = g_strdup_printf("%d\n", (int)getpid());
+  if (ftruncate(fleet->lock_fd, 0) != 0 || pwrite(fleet->lock_fd, pid, strlen(pid), 0) < 0) {
+  }
+  return TRUE;
+}
+
+/* Each running guest holds NF_FLEET_FDS_PER_GUEST of our fds (QMP socket,
+ * console socket, console log, pidfd); thousands of guests need far more than
+ * the usual soft limit of 1024. Raises the soft limit as far as allowed and
+ * fails, naming the numbers and the fix, when `guests` cannot fit. */
+gboolean nf_fleet_ensure_fd_limit(guint guests, GError **error)
+{
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return TRUE;
+  rlim_t need = (rlim_t)guests * NF_FLEET_FDS_PER_GUEST + NF_FLEET_FDS_SPARE;
+  if (rl.rlim_cur < need && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = MIN(rl.rlim_max, MAX(need, rl.rlim_cur));
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (rl.rlim_cur >= need)
+    return TRUE;
+  g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
+              "%u guests need about %lu open files (%d each) but this process may open only "
+              "%lu (hard limit %lu); raise the limit (`ulimit -Hn %lu` as root, or LimitNOFILE= "
+              "in a service unit) or run at most %lu guests per supervisor",
+              guests, (unsigned long)need, NF_FLEET_FDS_PER_GUEST, (unsigned long)rl.rlim_cur,
+              (unsigned long)rl.rlim_max, (unsigned long)need,
+              (unsigned long)((rl.rlim_cur - MIN(rl.rlim_cur, NF_FLEET_FDS_SPARE)) /
+                              NF_FLEET_FDS_PER_GUEST));
+  return FALSE;
+}

@@ -1,0 +1,142 @@
+/*
+ * vm-adopt.c: taking over a guest that a previous supervisor of this fleet
+ * left (nf_vm_adopt, vm.h). Its pid file names the qemu, checked against
+ * /proc so a recycled pid is never taken for ours; its status.json says what
+ * it was doing and why it last ended. A live qemu is reconnected through the
+ * very sockets it was started with (vm.c); one that died with a killed
+ * foreground supervisor is made sure of and counted as stopped; one recorded
+ * as up but gone gets the exit nobody saw. Apart from vm.c because it is a
+ * second way into the running state, with its own evidence to weigh.
+ */
+#include "supervisor/vm-private.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <jansson.h>
+
+static char *read_pidfile(const char *path, GPid *pid);
+static gboolean pid_is_our_qemu(NfVm *vm, GPid pid);
+static void load_recorded(NfVm *vm, json_t *status);
+static void finish_dying(GPid pid);
+
+static char *read_pidfile(const char *path, GPid *pid)
+{
+  g_autofree char *text = NULL;
+  if (!g_file_get_contents(path, &text, NULL, NULL))
+    return NULL;
+  *pid = (GPid)g_ascii_strtoll(g_strstrip(text), NULL, 10);
+  return *pid > 0 ? g_strdup(text) : NULL;
+}
+
+static gboolean pid_is_our_qemu(NfVm *vm, GPid pid)
+{
+  /* Our pid file path is unique to this fleet and guest, and qemu got it on
+   * its command line: a recycled pid cannot carry it. */
+  g_autofree char *path = g_strdup_printf("/proc/%d/cmdline", (int)pid);
+  g_autofree char *cmd = NULL;
+  gsize len = 0;
+  if (!g_file_get_contents(path, &cmd, &len, NULL))
+    return FALSE;
+  for (gsize i = 0; i + 1 < len; i++)
+    if (cmd[i] == '\0')
+      cmd[i] = ' ';
+  return strstr(cmd, vm->pidfile) != NULL && strstr(cmd, "-name guest=") != NULL;
+}
+
+/* What a previous supervisor recorded: the restart count and the last exit
+ * survive it (a tool reading status.json or `ps` after a supervisor crash
+ * still sees why the guest last ended). */
+static void load_recorded(NfVm *vm, json_t *status)
+{
+  vm->restarts = (guint)json_integer_value(json_object_get(status, "restarts"));
+  const char *kind = json_string_value(json_object_get(status, "last_exit"));
+  for (int k = NF_EXIT_NONE; kind && k < NF_EXIT_N_KINDS; k++)
+    if (g_str_equal(kind, nf_exit_kind_name((NfExitKind)k)))
+      vm->exit_kind = (NfExitKind)k;
+  g_free(vm->exit_reason);
+  vm->exit_reason = g_strdup(json_string_value(json_object_get(status, "last_exit_reason")));
+  vm->exit_time = json_integer_value(json_object_get(status, "last_exit_at_us"));
+}
+
+/* A guest of a foreground supervisor that was killed: the kernel is killing
+ * it too (PR_SET_PDEATHSIG), maybe not done yet. Make sure, and wait
+ * (bounded) so its sockets and cgroup are free for the new run. */
+static void finish_dying(GPid pid)
+{
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0)
+    return;
+  syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
+  struct pollfd pfd = {.fd = fd, .events = POLLIN};
+  while (poll(&pfd, 1, 5000) < 0 && errno == EINTR)
+    ;
+  close(fd);
+}
+
+gboolean nf_vm_adopt(NfVm *vm)
+{
+  GPid pid = 0;
+  g_autofree char *pidtext = read_pidfile(vm->pidfile, &pid);
+  g_autoptr(GError) error = NULL;
+  json_auto_t *status = json_load_file(vm->status_path, 0, NULL);
+  const char *was = json_string_value(json_object_get(status, "state"));
+  /* Absent in files of older versions: then nothing is known. */
+  gboolean died_with_it = json_is_true(json_object_get(status, "dies_with_supervisor"));
+  gboolean ours = pidtext && pid_is_our_qemu(vm, pid);
+  gboolean was_up = was && (g_str_equal(was, "ready") || g_str_equal(was, "booting") ||
+                            g_str_equal(was, "starting") || g_str_equal(was, "unhealthy"));
+
+  /* A guest that was down when its supervisor ended starts afresh. */
+  if (ours || was_up)
+    load_recorded(vm, status);
+  if (ours && died_with_it) {
+    finish_dying(pid);
+  } else if (ours) {
+    nf_vm_reset_run_facts(vm);
+    vm->proc = nf_process_adopt(pid, nf_vm_on_exit_cb, vm, &error);
+    if (vm->proc && nf_vm_attach_channels(vm, &error)) {
+      vm->dies_with_supervisor = FALSE; /* spawned detached; adopting does not change that */
+      vm->started_wall = json_integer_value(json_object_get(status, "started_at_us"));
+      /* Uptime counts from the qemu's own start, not from its adoption. */
+      gint64 age = vm->started_wall ? g_get_real_time() - vm->started_wall : 0;
+      vm->started_at = g_get_monotonic_time() - CLAMP(age, 0, g_get_monotonic_time());
+      if (vm->env->use_cgroups)
+        vm->cgroup = nf_cgroup_new(vm->env->cgroup_name, vm->name, 0, NULL);
+      if (vm->cgroup)
+        vm->oom_kills_at_start = nf_cgroup_oom_kills(vm->cgroup);
+      nf_vm_set_state(vm, NF_VM_STARTING, "adopted from a previous supervisor");
+      if (g_strcmp0(was, "ready") == 0) {
+        vm->ready_at = g_get_monotonic_time();
+        /* It was ready before; the QMP handshake and health confirm it is alive. */
+        vm->qmp_negotiated = FALSE;
+      }
+      return TRUE;
+    }
+    g_clear_pointer(&vm->proc, nf_process_forget);
+    nf_vm_release(vm);
+  }
+  nf_vm_remove_runtime_files(vm);
+  if (was_up && died_with_it) {
+    /* By design, not a failure of the guest: no crash, no restart counted;
+     * the caller queues it afresh. */
+    vm->exit_kind = NF_EXIT_STOPPED;
+    vm->exit_time = g_get_real_time();
+    g_free(vm->exit_reason);
+    vm->exit_reason = g_strdup("stopped with its supervisor (a foreground supervisor was killed; "
+                               "its guests end with it by design)");
+    nf_vm_set_state(vm, NF_VM_STOPPED, vm->exit_reason);
+    return FALSE;
+  }
+  /* Recorded as up, but gone: it died while nobody was watching. */
+  if (was_up) {
+    nf_vm_reset_run_facts(vm);
+    vm->status_known = FALSE;
+    nf_vm_set_state(vm, NF_VM_STARTING, "recorded as running by a previous supervisor");
+    nf_vm_dispatch(vm, NF_VM_EV_EXIT, "died while no supervisor was watching");
+    return TRUE;
+  }
+  return FALSE;
+}
