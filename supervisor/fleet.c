@@ -34,7 +34,7 @@ GQuark nf_fleet_error_quark(void)
   return g_quark_from_static_string("nf-fleet-error-quark");
 }
 
-#define NF_FLEET_FDS_PER_GUEST 4
+#define NF_FLEET_FDS_PER_GUEST 3
 /* ksmd's pace with --ksm: about 1 GiB/s of guest RAM scanned, which merged
  * ~600 MB across 20 idle guests within a minute on a 2-core host. */
 #define NF_FLEET_KSM_PAGES 5000
@@ -170,7 +170,8 @@ static void remove_stale_runtime_files(NfFleet *fleet)
 }
 
 /* Each running guest holds NF_FLEET_FDS_PER_GUEST of our fds (QMP socket,
- * console socket, console log, pidfd); thousands of guests need far more than
+ * console socket, pidfd; the console log is opened per write: serial.c);
+ * thousands of guests need far more than
  * the usual soft limit of 1024. Raises the soft limit as far as allowed and
  * fails, naming the numbers and the fix, when `guests` cannot fit. */
 static gboolean ensure_fd_limit(guint guests, GError **error)
