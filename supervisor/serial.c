@@ -34,8 +34,10 @@ struct NfSerial {
   const char *const *markers;
   NfSerialCallbacks cb;
   gpointer user_data;
-  /* ring of recent output: `ring_len` valid bytes ending before `ring_pos` */
-  char ring[NF_SERIAL_RING_SIZE];
+  /* ring of recent output: `ring_len` valid bytes ending before `ring_pos`;
+   * allocated apart and not zeroed, so that a quiet guest's ring costs
+   * resident memory only for the pages its output touched (issue 17) */
+  char *ring;
   gsize ring_pos;
   gsize ring_len;
   /* current line for the scanner */
@@ -67,6 +69,7 @@ NfSerial *nf_serial_new(int fd, const char *log_path, gsize log_max, const char 
   }
   NfSerial *s = g_new0(NfSerial, 1);
   s->fd = fd;
+  s->ring = g_malloc(NF_SERIAL_RING_SIZE);
   s->markers = markers;
   s->log_path = g_strdup(log_path);
   s->log_max = log_max ? log_max : NF_SERIAL_LOG_MAX_DEFAULT;
@@ -235,6 +238,7 @@ void nf_serial_free(NfSerial *s)
   nf_poller_remove(s->watch_id);
   log_flush(s);
   close(s->fd);
+  g_free(s->ring);
   g_free(s->log_path);
   g_free(s);
 }
