@@ -30,7 +30,7 @@ PS_RUNS=${PS_RUNS:-10}
 # (we are root here; the supervisor raises its soft limit to the hard one).
 want=$((N * 8 + 1024))
 if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$want" ]; then
-  ulimit -Hn "$want" 2>/dev/null || echo "scale: cannot raise the fd hard limit to $want (not root?)" >&2
+  ulimit -Hn "$want" 2>/dev/null || echo "scale: cannot raise the fd hard limit to $want (no CAP_SYS_RESOURCE?)" >&2
 fi
 ulimit -n "$(ulimit -Hn)"
 
