@@ -236,6 +236,7 @@ void nf_serial_free(NfSerial *s)
   if (s == NULL)
     return;
   nf_poller_remove(s->watch_id);
+  s->cb.log_failed = NULL; /* the owner is going away: write what is left, quietly */
   log_flush(s);
   close(s->fd);
   g_free(s->ring);
