@@ -83,6 +83,15 @@ __attribute__((no_sanitize("address", "undefined"))) static int child_main(void 
   for (guint i = 0; i < cs->n_fds; i++)
     if (dup2(moved[i], cs->target_fds[i]) < 0)
       goto fail;
+  /* Nothing else of ours goes through exec: fds between the targets, then
+   * everything above them (the moved copies included). */
+  for (int fd = 3; fd < high; fd++) {
+    gboolean target = FALSE;
+    for (guint i = 0; i < cs->n_fds; i++)
+      target = target || cs->target_fds[i] == fd;
+    if (!target)
+      close(fd);
+  }
   syscall(SYS_close_range, high, ~0U, 0);
 
   setpgid(0, 0);
