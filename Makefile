@@ -131,10 +131,10 @@ unit: check-build
 # --- fuzzing (clang/libFuzzer; not part of check) -----------------------------
 FUZZ_BINS = $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
 FUZZ_SECONDS ?= 60
-build/fuzz/%: tests/fuzz/%.c $(wildcard qmp/*.c) $(HDRS)
+build/fuzz/%: tests/fuzz/%.c $(wildcard qmp/*.c) supervisor/poller.c $(HDRS)
 	@mkdir -p $(@D)
 	clang $(CPPFLAGS) -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
-	  $(PKG_CFLAGS) -o $@ $< $(wildcard qmp/*.c) $(PKG_LIBS)
+	  $(PKG_CFLAGS) -o $@ $< $(wildcard qmp/*.c) supervisor/poller.c $(PKG_LIBS)
 
 fuzz: $(FUZZ_BINS)
 	@for f in $(FUZZ_BINS); do n=$$(basename $$f); \

@@ -6,12 +6,16 @@
  * single, exactly-once teardown. Framing and JSON decoding live in parser.c;
  * typed command wrappers in commands.c.
  *
- * Cost per connection matters at thousands of guests, so each connection has
- * exactly one GSource: a custom source that watches the socket (G_IO_IN
- * always, G_IO_OUT only while the write queue is non-empty) and whose ready
- * time is the earliest deadline among the commands in flight. Re-arming the
- * deadline is a g_source_set_ready_time() call, with no timer allocated or
- * freed per command, and an idle connection costs one pollfd and no timer.
+ * Cost per connection matters at thousands of guests. On the default main
+ * context the socket is watched by the supervisor's one epoll set
+ * (supervisor/poller.h: EPOLLIN always, EPOLLOUT only while the write queue
+ * is non-empty), and a GSource whose ready time is the earliest deadline
+ * among the commands in flight exists only while a command is in flight: an
+ * idle connection is nothing GLib walks or polls at a wakeup (it walked and
+ * polled all of them at every wakeup, the last idle cost of a 1,000-guest
+ * fleet: issue 17). On any other context the source also watches the socket
+ * and stays attached. Re-arming a deadline is a g_source_set_ready_time()
+ * call, with no timer allocated or freed per command.
  *
  * Ids are integers from a per-connection counter starting at 1; qemu echoes
  * them back verbatim. A reply whose id was never sent (or was already
@@ -24,6 +28,7 @@
  * so a callback never observes (or frees) a half-updated connection.
  */
 #include "qmp/qmp.h"
+#include "supervisor/poller.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -60,8 +65,10 @@ struct NfQmp {
   NfQmpState state;
   int fd;
   GMainContext *context;
-  GSource *source; /* NULL once closed */
-  gpointer fd_tag;
+  GSource *source; /* deadline source (and fd watch without poller), or NULL */
+  gpointer fd_tag; /* the fd in `source` when not in the poller, else NULL */
+  guint watch_id;  /* poller entry for fd, or 0 */
+  gint64 armed_us; /* ready time of `source`, -1 when none */
   NfQmpCallbacks callbacks;
   gpointer user_data;
 
@@ -90,6 +97,10 @@ struct NfQmp {
 static NfQmp *nf_qmp_new_internal(int fd, GMainContext *context, const NfQmpCallbacks *callbacks,
                                   gpointer user_data);
 static gboolean nf_qmp_source_dispatch_cb(GSource *source, GSourceFunc cb, gpointer data);
+static gboolean nf_qmp_poller_cb(int fd, guint32 events, gpointer data);
+static void nf_qmp_io(NfQmp *qmp, gboolean readable, gboolean writable);
+static void nf_qmp_set_deadline(NfQmp *qmp, gint64 deadline_us);
+static void nf_qmp_source_new(NfQmp *qmp);
 static gboolean nf_qmp_read(NfQmp *qmp);
 static void nf_qmp_message_cb(json_t *message, gpointer user_data);
 static void nf_qmp_handle_greeting(NfQmp *qmp, json_t *message);
@@ -196,11 +207,15 @@ static NfQmp *nf_qmp_new_internal(int fd, GMainContext *context, const NfQmpCall
   qmp->default_timeout_ms = 5000;
   qmp->responsive = TRUE;
 
-  qmp->source = g_source_new(&nf_qmp_source_funcs, sizeof(NfQmpSource));
-  ((NfQmpSource *)qmp->source)->qmp = qmp;
-  g_source_set_static_name(qmp->source, "nf-qmp");
-  qmp->fd_tag = g_source_add_unix_fd(qmp->source, fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
-  g_source_attach(qmp->source, qmp->context);
+  qmp->armed_us = -1;
+
+  /* The poller lives on the default context (supervisor/poller.c). */
+  if (qmp->context == g_main_context_default())
+    qmp->watch_id = nf_poller_add(fd, EPOLLIN, nf_qmp_poller_cb, qmp);
+  if (qmp->watch_id == 0) {
+    nf_qmp_source_new(qmp);
+    qmp->fd_tag = g_source_add_unix_fd(qmp->source, fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
+  }
   return qmp;
 }
 
@@ -341,10 +356,36 @@ static gint64 nf_qmp_send_command(NfQmp *qmp, const char *command, json_t *args,
   }
   free(encoded);
 
-  gint64 armed = g_source_get_ready_time(qmp->source);
-  if (armed < 0 || p->deadline_us < armed)
-    g_source_set_ready_time(qmp->source, p->deadline_us);
+  if (qmp->armed_us < 0 || p->deadline_us < qmp->armed_us)
+    nf_qmp_set_deadline(qmp, p->deadline_us);
   return id;
+}
+
+static void nf_qmp_source_new(NfQmp *qmp)
+{
+  qmp->source = g_source_new(&nf_qmp_source_funcs, sizeof(NfQmpSource));
+  ((NfQmpSource *)qmp->source)->qmp = qmp;
+  g_source_set_static_name(qmp->source, "nf-qmp");
+  g_source_attach(qmp->source, qmp->context);
+}
+
+/* Arms (or with -1 disarms) the deadline. In the poller, the source exists
+ * only while armed; otherwise it also carries the fd and stays. */
+static void nf_qmp_set_deadline(NfQmp *qmp, gint64 deadline_us)
+{
+  if (qmp->state == NF_QMP_STATE_CLOSED)
+    return;
+  qmp->armed_us = deadline_us;
+  if (deadline_us < 0 && qmp->fd_tag == NULL) {
+    if (qmp->source) {
+      g_source_destroy(qmp->source);
+      g_clear_pointer(&qmp->source, g_source_unref);
+    }
+    return;
+  }
+  if (qmp->source == NULL)
+    nf_qmp_source_new(qmp);
+  g_source_set_ready_time(qmp->source, deadline_us);
 }
 
 /* --- the source: reading, writing, deadlines ----------------------------- */
@@ -352,15 +393,26 @@ static gint64 nf_qmp_send_command(NfQmp *qmp, const char *command, json_t *args,
 static gboolean nf_qmp_source_dispatch_cb(GSource *source, GSourceFunc cb, gpointer data)
 {
   g_autoptr(NfQmp) qmp = nf_qmp_ref(((NfQmpSource *)source)->qmp);
-  GIOCondition revents = g_source_query_unix_fd(source, qmp->fd_tag);
+  GIOCondition revents = qmp->fd_tag ? g_source_query_unix_fd(source, qmp->fd_tag) : 0;
+  nf_qmp_io(qmp, revents & (G_IO_IN | G_IO_HUP | G_IO_ERR), revents & (G_IO_OUT | G_IO_ERR));
+  return G_SOURCE_CONTINUE; /* a source no longer wanted was destroyed already */
+}
 
-  if (revents & (G_IO_IN | G_IO_HUP | G_IO_ERR))
+static gboolean nf_qmp_poller_cb(int fd, guint32 events, gpointer data)
+{
+  g_autoptr(NfQmp) qmp = nf_qmp_ref(data);
+  nf_qmp_io(qmp, events & (EPOLLIN | EPOLLHUP | EPOLLERR), events & (EPOLLOUT | EPOLLERR));
+  return G_SOURCE_CONTINUE; /* a closed connection has left the poller already */
+}
+
+static void nf_qmp_io(NfQmp *qmp, gboolean readable, gboolean writable)
+{
+  if (readable)
     nf_qmp_read(qmp);
-  if (qmp->state != NF_QMP_STATE_CLOSED && (revents & (G_IO_OUT | G_IO_ERR)))
+  if (qmp->state != NF_QMP_STATE_CLOSED && writable)
     nf_qmp_flush(qmp, TRUE);
   if (qmp->state != NF_QMP_STATE_CLOSED)
     nf_qmp_expire(qmp);
-  return G_SOURCE_CONTINUE; /* a closed connection has destroyed its source already */
 }
 
 /* One read per dispatch: with thousands of connections on one loop, a chatty
@@ -461,8 +513,11 @@ static void nf_qmp_watch_out(NfQmp *qmp, gboolean on)
   if (qmp->watching_out == on)
     return;
   qmp->watching_out = on;
-  g_source_modify_unix_fd(qmp->source, qmp->fd_tag,
-                          G_IO_IN | G_IO_HUP | G_IO_ERR | (on ? G_IO_OUT : 0));
+  if (qmp->watch_id)
+    nf_poller_modify(qmp->watch_id, EPOLLIN | (on ? EPOLLOUT : 0));
+  else
+    g_source_modify_unix_fd(qmp->source, qmp->fd_tag,
+                            G_IO_IN | G_IO_HUP | G_IO_ERR | (on ? G_IO_OUT : 0));
 }
 
 /* Fails every command whose deadline passed, earliest deadline first (a
@@ -472,7 +527,7 @@ static void nf_qmp_watch_out(NfQmp *qmp, gboolean on)
 static void nf_qmp_expire(NfQmp *qmp)
 {
   gint64 now = g_get_monotonic_time();
-  gint64 armed = g_source_get_ready_time(qmp->source);
+  gint64 armed = qmp->armed_us;
   if (armed < 0 || armed > now)
     return;
 
@@ -514,7 +569,7 @@ static gint nf_qmp_pending_cmp_deadline(gconstpointer a, gconstpointer b)
 
 static void nf_qmp_rearm(NfQmp *qmp)
 {
-  if (qmp->source == NULL)
+  if (qmp->state == NF_QMP_STATE_CLOSED)
     return;
   gint64 earliest = -1;
   for (GList *l = qmp->pending.head; l != NULL; l = l->next) {
@@ -522,7 +577,7 @@ static void nf_qmp_rearm(NfQmp *qmp)
     if (earliest < 0 || p->deadline_us < earliest)
       earliest = p->deadline_us;
   }
-  g_source_set_ready_time(qmp->source, earliest);
+  nf_qmp_set_deadline(qmp, earliest);
 }
 
 /* --- messages ------------------------------------------------------------ */
@@ -643,7 +698,7 @@ static void nf_qmp_handle_reply(NfQmp *qmp, json_t *message)
 
 static void nf_qmp_pending_remove(NfQmp *qmp, NfQmpPending *p)
 {
-  gboolean was_earliest = g_source_get_ready_time(qmp->source) == p->deadline_us;
+  gboolean was_earliest = qmp->armed_us == p->deadline_us;
   g_queue_unlink(&qmp->pending, &p->link);
   g_hash_table_remove(qmp->by_id, &p->id);
   if (was_earliest)
@@ -722,8 +777,13 @@ static void nf_qmp_shutdown(NfQmp *qmp, GError *error)
   qmp->state = NF_QMP_STATE_CLOSED;
   g_autoptr(NfQmp) hold = nf_qmp_ref(qmp);
 
-  g_source_destroy(qmp->source);
-  g_clear_pointer(&qmp->source, g_source_unref);
+  nf_poller_remove(qmp->watch_id); /* before the fd number can be reused */
+  qmp->watch_id = 0;
+  if (qmp->source) {
+    g_source_destroy(qmp->source);
+    g_clear_pointer(&qmp->source, g_source_unref);
+  }
+  qmp->armed_us = -1;
   close(qmp->fd);
   qmp->fd = -1;
   g_clear_pointer(&qmp->out, g_free);

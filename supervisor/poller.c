@@ -62,6 +62,18 @@ guint nf_poller_add(int fd, guint32 events, NfPollerFunc func, gpointer user_dat
   return id;
 }
 
+void nf_poller_modify(guint id, guint32 events)
+{
+  Poller *p = poller;
+  if (p == NULL || id == 0)
+    return;
+  Entry *e = g_hash_table_lookup(p->entries, GUINT_TO_POINTER(id));
+  if (e == NULL)
+    return;
+  struct epoll_event ev = {.events = events, .data.u64 = id};
+  epoll_ctl(p->epfd, EPOLL_CTL_MOD, e->fd, &ev);
+}
+
 void nf_poller_remove(guint id)
 {
   Poller *p = poller;

@@ -16,10 +16,14 @@
 /* Returns FALSE to be removed (like G_SOURCE_REMOVE). */
 typedef gboolean (*NfPollerFunc)(int fd, guint32 events, gpointer user_data);
 
-/* Watches `fd` for `events` (EPOLLIN, ...) on the thread-default main
- * context's poller (made on first use). Returns an id > 0, or 0 when the fd
+/* Watches `fd` for `events` (EPOLLIN, ...) on the poller of the default
+ * main context (made on first use). Returns an id > 0, or 0 when the fd
  * cannot be added (the caller may fall back to g_unix_fd_add). */
 guint nf_poller_add(int fd, guint32 events, NfPollerFunc func, gpointer user_data);
+
+/* Changes the events watched for entry `id` (EPOLLOUT on and off, say).
+ * Unknown ids are ignored. */
+void nf_poller_modify(guint id, guint32 events);
 
 /* Stops watching; safe from inside the entry's own callback. Unknown ids
  * are ignored. The fd is not closed. */

@@ -1,6 +1,14 @@
 /*
  * serial.c: console stream capture, ring buffer and ready-marker scan (see
  * serial.h for why the supervisor reads every byte).
+ *
+ * The console log holds no open fd between writes: with thousands of guests
+ * the supervisor's fd limit, not memory, capped the fleet (issue 17). What
+ * arrives is gathered in a small buffer that exists only while it holds
+ * something and is appended to the file (open, write, close) when it fills,
+ * NF_SERIAL_LOG_FLUSH_MS after its first byte, before a marker is reported
+ * and at the end; a booting guest writes its UART a few bytes at a time, and
+ * an open per read would cost more CPU than the read.
  */
 #include "supervisor/serial.h"
 #include "supervisor/poller.h"
@@ -12,9 +20,13 @@
 #include <unistd.h>
 #include <glib-unix.h>
 
+#define NF_SERIAL_LOG_BUF 4096
+#define NF_SERIAL_LOG_FLUSH_MS 100
+
 struct NfSerial {
   int fd;
-  int log_fd;
+  GByteArray *log_buf; /* not yet in the log file; NULL when empty */
+  guint flush_id;      /* timer flushing log_buf, or 0 */
   char *log_path;
   gsize log_max;
   gsize log_size;
@@ -22,8 +34,10 @@ struct NfSerial {
   const char *const *markers;
   NfSerialCallbacks cb;
   gpointer user_data;
-  /* ring of recent output: `ring_len` valid bytes ending before `ring_pos` */
-  char ring[NF_SERIAL_RING_SIZE];
+  /* ring of recent output: `ring_len` valid bytes ending before `ring_pos`;
+   * allocated apart and not zeroed, so that a quiet guest's ring costs
+   * resident memory only for the pages its output touched (issue 17) */
+  char *ring;
   gsize ring_pos;
   gsize ring_len;
   /* current line for the scanner */
@@ -38,6 +52,9 @@ static void ring_append(NfSerial *s, const char *data, gsize len);
 static void scan(NfSerial *s, const char *data, gsize len);
 static void finish_line(NfSerial *s);
 static void log_write(NfSerial *s, const char *buf, gsize n);
+static void log_append(NfSerial *s, const char *buf, gsize n);
+static void log_flush(NfSerial *s);
+static gboolean flush_cb(gpointer data);
 
 NfSerial *nf_serial_new(int fd, const char *log_path, gsize log_max, const char *const *markers,
                         const NfSerialCallbacks *callbacks, gpointer user_data, GError **error)
@@ -52,11 +69,12 @@ NfSerial *nf_serial_new(int fd, const char *log_path, gsize log_max, const char 
   }
   NfSerial *s = g_new0(NfSerial, 1);
   s->fd = fd;
-  s->log_fd = log_fd;
+  s->ring = g_malloc(NF_SERIAL_RING_SIZE);
   s->markers = markers;
   s->log_path = g_strdup(log_path);
   s->log_max = log_max ? log_max : NF_SERIAL_LOG_MAX_DEFAULT;
   s->log_size = (gsize)MAX(lseek(log_fd, 0, SEEK_END), 0);
+  close(log_fd); /* opened again per flush: see the top of this file */
   s->cb = *callbacks;
   s->user_data = user_data;
   g_unix_set_fd_nonblocking(fd, TRUE, NULL);
@@ -82,10 +100,13 @@ static void finish_line(NfSerial *s)
   s->line[s->line_len] = '\0';
   if (s->line_len && s->line[s->line_len - 1] == '\r')
     s->line[s->line_len - 1] = '\0';
-  /* A cut line's head may still hold the marker; its tail is gone either way. */
+  /* A cut line's head may still hold the marker; its tail is gone either way.
+   * The log is flushed first: whoever acts on a marker may read the log. */
   for (guint i = 0; s->markers && s->markers[i]; i++)
-    if (s->cb.marker && strstr(s->line, s->markers[i]))
+    if (s->cb.marker && strstr(s->line, s->markers[i])) {
+      log_flush(s);
       s->cb.marker(s, i, s->line, s->user_data);
+    }
   s->line_len = 0;
   s->line_cut = FALSE;
 }
@@ -103,17 +124,42 @@ static void scan(NfSerial *s, const char *data, gsize len)
   }
 }
 
+static void log_append(NfSerial *s, const char *buf, gsize n)
+{
+  if (s->log_buf == NULL)
+    s->log_buf = g_byte_array_sized_new(NF_SERIAL_LOG_BUF);
+  g_byte_array_append(s->log_buf, (const guint8 *)buf, (guint)n);
+  if (s->log_buf->len >= NF_SERIAL_LOG_BUF)
+    log_flush(s);
+  else if (s->flush_id == 0)
+    s->flush_id = g_timeout_add(NF_SERIAL_LOG_FLUSH_MS, flush_cb, s);
+}
+
+static gboolean flush_cb(gpointer data)
+{
+  NfSerial *s = data;
+  s->flush_id = 0;
+  log_flush(s);
+  return G_SOURCE_REMOVE;
+}
+
+static void log_flush(NfSerial *s)
+{
+  g_clear_handle_id(&s->flush_id, g_source_remove);
+  if (s->log_buf == NULL)
+    return;
+  g_autoptr(GByteArray) buf = g_steal_pointer(&s->log_buf);
+  log_write(s, (const char *)buf->data, buf->len);
+}
+
 static void log_write(NfSerial *s, const char *buf, gsize n)
 {
+  int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC;
   if (s->log_size + n > s->log_max) {
     /* One old generation is enough to read what led up to a failure. */
     g_autofree char *old = g_strconcat(s->log_path, ".1", NULL);
-    int fd = -1;
-    if (rename(s->log_path, old) == 0)
-      fd = open(s->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd >= 0) {
-      close(s->log_fd);
-      s->log_fd = fd;
+    if (rename(s->log_path, old) == 0) {
+      flags |= O_TRUNC;
       s->log_size = 0;
     }
   }
@@ -121,8 +167,11 @@ static void log_write(NfSerial *s, const char *buf, gsize n)
    * dropped (the ring still has it), and the owner is told once. */
   gsize done = 0;
   int err = 0;
-  while (done < n) {
-    ssize_t w = write(s->log_fd, buf + done, n - done);
+  int fd = open(s->log_path, flags, 0644);
+  if (fd < 0)
+    err = errno;
+  while (fd >= 0 && done < n) {
+    ssize_t w = write(fd, buf + done, n - done);
     if (w < 0 && errno == EINTR)
       continue;
     if (w <= 0) {
@@ -131,6 +180,8 @@ static void log_write(NfSerial *s, const char *buf, gsize n)
     }
     done += (gsize)w;
   }
+  if (fd >= 0)
+    close(fd);
   s->log_size += done;
   if (err && !s->log_failing && s->cb.log_failed)
     s->cb.log_failed(s, err, s->user_data);
@@ -143,7 +194,7 @@ static gboolean read_cb(int fd, guint32 events, gpointer data)
   char buf[4096];
   ssize_t n = read(fd, buf, sizeof(buf));
   if (n > 0) {
-    log_write(s, buf, (gsize)n);
+    log_append(s, buf, (gsize)n);
     ring_append(s, buf, (gsize)n);
     if (s->cb.data)
       s->cb.data(s, buf, (gsize)n, s->user_data);
@@ -154,6 +205,7 @@ static gboolean read_cb(int fd, guint32 events, gpointer data)
     return G_SOURCE_CONTINUE;
   nf_poller_remove(s->watch_id); /* before anyone may close the fd */
   s->watch_id = 0;
+  log_flush(s);
   if (s->cb.eof)
     s->cb.eof(s, s->user_data);
   return G_SOURCE_REMOVE;
@@ -184,8 +236,10 @@ void nf_serial_free(NfSerial *s)
   if (s == NULL)
     return;
   nf_poller_remove(s->watch_id);
+  s->cb.log_failed = NULL; /* the owner is going away: write what is left, quietly */
+  log_flush(s);
   close(s->fd);
-  close(s->log_fd);
+  g_free(s->ring);
   g_free(s->log_path);
   g_free(s);
 }

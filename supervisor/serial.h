@@ -3,7 +3,7 @@
  *
  * The supervisor must read every guest's UART stream at all times, or the
  * guest stalls when qemu's buffer fills. What it reads goes to the guest's
- * console log file (size-capped, rotated once to .1), into a small ring of
+ * console log file (size-capped, rotated once to .1; no fd held open), into a small ring of
  * recent output (replayed to a person who attaches, quoted when a guest
  * fails), to any attached watchers, and through a line scanner that spots
  * markers (the ready line, a kernel panic). Memory per guest stays bounded:

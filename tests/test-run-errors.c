@@ -149,8 +149,8 @@ static void test_fd_limit_too_low(void)
   g_assert_no_error(error);
   g_assert_true(WIFEXITED(status));
   g_assert_cmpint(WEXITSTATUS(status), ==, 1);
-  g_assert_nonnull(strstr(err, "100 guests need about 656 open files"));
-  g_assert_nonnull(strstr(err, "or run at most 11 guests per supervisor"));
+  g_assert_nonnull(strstr(err, "100 guests need about 556 open files"));
+  g_assert_nonnull(strstr(err, "or run at most 14 guests per supervisor"));
   g_autofree char *rt = g_build_filename(run, "nervesfleet", NULL);
   g_assert_false(g_file_test(rt, G_FILE_TEST_EXISTS));
   nf_test_tmpdir_cleanup(tmp);
