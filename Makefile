@@ -8,7 +8,7 @@
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 CC       ?= cc
-PKGS      = glib-2.0 gio-2.0 gio-unix-2.0 jansson libsoup-3.0
+PKGS      = glib-2.0 gio-2.0 gio-unix-2.0 jansson libsoup-3.0 libsystemd
 # Read when a compile or link first needs them, not when this file is parsed:
 # `make demo` / `make check` install the packages first (scripts/install-deps.sh)
 # and only then build in a sub-make, so a fresh machine works the first time.

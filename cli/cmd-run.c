@@ -11,6 +11,7 @@
 #include <glib/gstdio.h>
 
 #include "cli/daemon.h"
+#include "cli/notify.h"
 #include "cli/progress.h"
 #include "cli/run-exec.h"
 #include "cli/run-http.h"
@@ -27,8 +28,9 @@ typedef struct {
   NfFleet *fleet;
   NfProgress *progress;
   NfControl *control;
-  NfHttp *http;    /* --http */
-  NfRunExec *exec; /* --exec */
+  NfHttp *http;     /* --http */
+  NfRunExec *exec;  /* --exec */
+  NfNotify *notify; /* systemd's Type=notify (a no-op without NOTIFY_SOCKET) */
   int exit_code;
   guint signals_seen;
   gboolean stopping;
@@ -53,6 +55,7 @@ static void exec_done_cb(int status, gpointer data)
   rs->exit_code = status;
   if (!rs->stopping) {
     rs->stopping = TRUE;
+    nf_notify_stopping(rs->notify);
     nf_fleet_stop(rs->fleet, FALSE);
   }
 }
@@ -89,6 +92,7 @@ static void start_failed_cb(NfFleet *fleet, const GError *error, gpointer data)
     nf_run_exec_cancel(rs->exec);
   rs->exit_code = NF_EXIT_FAILURE;
   rs->stopping = TRUE;
+  nf_notify_stopping(rs->notify);
   nf_fleet_stop(fleet, FALSE);
 }
 
@@ -135,6 +139,7 @@ static gboolean signal_cb(gpointer data)
     nf_fleet_counts(rs->fleet, &c);
     nf_progress_say(rs->progress, "stopping %u guests (Ctrl-C again to kill them now)",
                     c.total - c.stopped - c.failed);
+    nf_notify_stopping(rs->notify);
     rs->stopping = TRUE;
     nf_fleet_stop(rs->fleet, FALSE);
   } else {
@@ -260,8 +265,11 @@ int nf_cmd_run(int argc, char **argv)
     rs.exec =
         nf_run_exec_new(rs.fleet, mode.exec_argv,
                         rs.control ? nf_control_socket_path(rs.control) : NULL, exec_done_cb, &rs);
+  rs.notify = nf_notify_new(rs.fleet, mode.notify_ready);
   nf_fleet_start(rs.fleet);
+  nf_notify_started(rs.notify);
   g_main_loop_run(rs.loop);
+  nf_notify_free(rs.notify);
   nf_run_exec_free(rs.exec);
   nf_http_free(rs.http);
   nf_run_http_options_clear(&http_opts);

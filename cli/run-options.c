@@ -110,6 +110,14 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
   g_auto(GStrv) qemu_args = NULL;
   g_auto(GStrv) forwards = NULL;
   gboolean exec_flag = FALSE;
+  /* Running as a service: systemd, fleet files, shards (cli/notify.c, run-config.c). */
+  g_autofree char *notify_ready = NULL;
+  GOptionEntry service_entries[] = {
+      {"notify-ready", 0, 0, G_OPTION_ARG_STRING, &notify_ready,
+       "Under systemd (Type=notify): READY=1 once all guests are ready, or once started "
+       "(default: ready)",
+       "ready|started"},
+      {NULL}};
   GOptionEntry entries[] = {
       {"name", 'n', 0, G_OPTION_ARG_STRING, &name, "Fleet name (default: default)", "NAME"},
       {"batch", 'b', 0, G_OPTION_ARG_STRING, &batch,
@@ -233,6 +241,7 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       ctx, "Starts N guests in batches and supervises them until Ctrl-C or SIGTERM,\n"
            "which stops them in order (a second Ctrl-C kills them at once).");
   g_option_context_add_main_entries(ctx, entries, NULL);
+  g_option_context_add_main_entries(ctx, service_entries, NULL);
   if (!g_option_context_parse(ctx, argc, argv, error))
     return FALSE;
 
@@ -387,6 +396,8 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
     return FALSE;
   }
   if (!net_options(cfg, net, forwards, forward_base, server, ready, error))
+    return FALSE;
+  if (notify_ready && !nf_notify_ready_parse(notify_ready, &mode->notify_ready, error))
     return FALSE;
   cfg->restart.backoff_max_ms = MAX(cfg->restart.backoff_max_ms, cfg->restart.backoff_initial_ms);
   cfg->detached = mode->detach;

@@ -5,6 +5,7 @@
  */
 #pragma once
 #include <glib.h>
+#include "cli/notify.h"
 #include "supervisor/config.h"
 
 typedef struct {
@@ -17,6 +18,9 @@ typedef struct {
   char *http;
   char *http_token;
   gboolean http_no_guest_metrics;
+  /* running as a service (cli/notify.h, cli/run-config.h) */
+  NfNotifyReady notify_ready; /* --notify-ready: when systemd hears READY=1 */
+  gboolean print_config;      /* --print-config: print the effective config, run nothing */
 } NfRunMode;
 
 /* Parses argv (`run` first) into `cfg` (already initialised with defaults)

@@ -1,0 +1,186 @@
+/*
+ * test-service.c: `nervesfleet run` as a systemd service, on the fake qemu.
+ * Guards: with NOTIFY_SOCKET set (a unix datagram socket this test binds,
+ * as systemd would), the supervisor sends STATUS= with the counts, READY=1
+ * once every guest is ready (or at once with --notify-ready started),
+ * WATCHDOG=1 every half WATCHDOG_USEC, and STOPPING=1 on SIGTERM; a
+ * stopped main loop (SIGSTOP) sends no pet until it runs again.
+ */
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <gio/gio.h>
+
+#include "tests/lib/nf-test.h"
+
+#define FLEET_MS 60000
+
+typedef struct {
+  GSocket *sock;
+  GPtrArray *msgs; /* every datagram's text, in order */
+  GSource *source;
+} Listener;
+
+static gboolean readable_cb(GSocket *sock, GIOCondition cond, gpointer data)
+{
+  Listener *l = data;
+  char buf[4096];
+  gssize n;
+  while ((n = g_socket_receive(sock, buf, sizeof buf - 1, NULL, NULL)) > 0) {
+    buf[n] = '\0';
+    /* One datagram may carry several lines (READY=1\nSTATUS=...). */
+    g_auto(GStrv) lines = g_strsplit(buf, "\n", -1);
+    for (char **s = lines; *s; s++)
+      if (**s)
+        g_ptr_array_add(l->msgs, g_strdup(*s));
+  }
+  return G_SOURCE_CONTINUE;
+}
+
+static Listener *listener_new(const char *path)
+{
+  Listener *l = g_new0(Listener, 1);
+  l->msgs = g_ptr_array_new_with_free_func(g_free);
+  l->sock = g_socket_new(G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_DATAGRAM, 0, NULL);
+  g_assert_nonnull(l->sock);
+  g_socket_set_blocking(l->sock, FALSE);
+  g_autoptr(GSocketAddress) addr = g_unix_socket_address_new(path);
+  g_assert_true(g_socket_bind(l->sock, addr, TRUE, NULL));
+  l->source = g_socket_create_source(l->sock, G_IO_IN, NULL);
+  g_source_set_callback(l->source, (GSourceFunc)(void (*)(void))readable_cb, l, NULL);
+  g_source_attach(l->source, NULL);
+  return l;
+}
+
+static void listener_free(Listener *l)
+{
+  g_source_destroy(l->source);
+  g_source_unref(l->source);
+  g_object_unref(l->sock);
+  g_ptr_array_unref(l->msgs);
+  g_free(l);
+}
+
+typedef struct {
+  Listener *l;
+  const char *prefix;
+  guint from; /* only messages at index >= from count */
+} Want;
+
+static gboolean seen_cb(gpointer data)
+{
+  Want *w = data;
+  for (guint i = w->from; i < w->l->msgs->len; i++)
+    if (g_str_has_prefix(g_ptr_array_index(w->l->msgs, i), w->prefix))
+      return TRUE;
+  return FALSE;
+}
+
+static gboolean seen(Listener *l, const char *prefix, guint from, guint timeout_ms)
+{
+  Want w = {l, prefix, from};
+  return nf_test_wait_for(seen_cb, &w, timeout_ms);
+}
+
+static guint index_of(Listener *l, const char *prefix)
+{
+  for (guint i = 0; i < l->msgs->len; i++)
+    if (g_str_has_prefix(g_ptr_array_index(l->msgs, i), prefix))
+      return i;
+  return G_MAXUINT;
+}
+
+/* /proc/PID/stat's state letter is T once SIGSTOP has taken effect. */
+static gboolean is_stopped_cb(gpointer data)
+{
+  g_autofree char *path = g_strdup_printf("/proc/%d/stat", GPOINTER_TO_INT(data));
+  g_autofree char *stat = NULL;
+  if (!g_file_get_contents(path, &stat, NULL, NULL))
+    return FALSE;
+  const char *paren = strrchr(stat, ')');
+  return paren && paren[1] == ' ' && paren[2] == 'T';
+}
+
+static NfTestProc *spawn_fleet(const char *tmp, const char *notify_ready)
+{
+  g_autofree char *qemu = g_build_filename(g_getenv("NF_HELPERS"), "fake-qemu", NULL);
+  g_autofree char *kernel = g_build_filename(tmp, "Image", NULL);
+  g_assert_true(g_file_set_contents(kernel, "not a kernel", -1, NULL));
+  const char *args[] = {"run",      "2",    "--name",  "svc", "--qemu",         qemu,
+                        "--kernel", kernel, "--accel", "tcg", "--notify-ready", notify_ready,
+                        NULL};
+  return nf_test_proc_spawn(tmp, args);
+}
+
+static void test_notify(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *path = g_build_filename(tmp, "notify", NULL);
+  Listener *l = listener_new(path);
+  g_setenv("NOTIFY_SOCKET", path, TRUE);
+  g_setenv("WATCHDOG_USEC", "200000", TRUE); /* a pet every 100 ms */
+  NfTestProc *p = spawn_fleet(tmp, "ready");
+  g_unsetenv("NOTIFY_SOCKET");
+  g_unsetenv("WATCHDOG_USEC");
+
+  g_assert_true(seen(l, "READY=1", 0, FLEET_MS));
+  g_assert_true(seen(l, "WATCHDOG=1", 0, FLEET_MS));
+  /* READY=1 comes with every guest ready, never before. */
+  guint ready = index_of(l, "READY=1");
+  g_assert_true(seen(l, "STATUS=fleet 'svc': 2/2 ready", 0, 1));
+  g_assert_cmpuint(index_of(l, "STATUS=fleet 'svc': 2/2 ready"), <, ready);
+  g_assert_cmpuint(index_of(l, "STATUS="), <, ready);
+
+  /* The pets come from the main loop: none while it cannot run. */
+  GPid pid = nf_test_proc_pid(p);
+  nf_test_proc_signal(p, SIGSTOP);
+  g_assert_true(nf_test_wait_for(is_stopped_cb, GINT_TO_POINTER(pid), 10000));
+  /* Stopped: all it sent is queued on our socket; take it in. */
+  while (g_main_context_iteration(NULL, FALSE))
+    ;
+  guint frozen = l->msgs->len;
+  g_assert_false(seen(l, "WATCHDOG=1", frozen, 1000)); /* ten intervals */
+  nf_test_proc_signal(p, SIGCONT);
+  g_assert_true(seen(l, "WATCHDOG=1", frozen, FLEET_MS));
+
+  guint before_stop = l->msgs->len;
+  nf_test_proc_signal(p, SIGTERM);
+  g_assert_cmpint(nf_test_proc_wait_exit(p, FLEET_MS), ==, 0);
+  g_assert_true(seen(l, "STOPPING=1", before_stop, 1000));
+  nf_test_proc_free(p);
+  listener_free(l);
+  nf_test_tmpdir_cleanup(tmp);
+}
+
+/* --notify-ready started: READY=1 before any guest is ready; no watchdog
+ * pets without WATCHDOG_USEC. */
+static void test_notify_started(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *path = g_build_filename(tmp, "notify", NULL);
+  Listener *l = listener_new(path);
+  g_setenv("NOTIFY_SOCKET", path, TRUE);
+  g_setenv("FAKE_QEMU_NO_READY", "1", TRUE); /* guests never become ready */
+  NfTestProc *p = spawn_fleet(tmp, "started");
+  g_unsetenv("NOTIFY_SOCKET");
+  g_unsetenv("FAKE_QEMU_NO_READY");
+
+  g_assert_true(seen(l, "READY=1", 0, FLEET_MS));
+  g_assert_cmpuint(index_of(l, "STATUS=fleet 'svc': 2/2 ready"), ==, G_MAXUINT);
+  g_assert_cmpuint(index_of(l, "WATCHDOG=1"), ==, G_MAXUINT);
+  nf_test_proc_signal(p, SIGTERM);
+  g_assert_cmpint(nf_test_proc_wait_exit(p, FLEET_MS), ==, 0);
+  g_assert_true(seen(l, "STOPPING=1", 0, 1000));
+  nf_test_proc_free(p);
+  listener_free(l);
+  nf_test_tmpdir_cleanup(tmp);
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/service/notify", test_notify);
+  g_test_add_func("/service/notify-started", test_notify_started);
+  return g_test_run();
+}
