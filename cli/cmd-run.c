@@ -13,6 +13,7 @@
 #include "cli/daemon.h"
 #include "cli/notify.h"
 #include "cli/progress.h"
+#include "cli/run-config.h"
 #include "cli/run-exec.h"
 #include "cli/run-http.h"
 #include "cli/run-options.h"
@@ -179,6 +180,14 @@ int nf_cmd_run(int argc, char **argv)
     nf_fleet_config_clear(&cfg);
     g_strfreev(mode.exec_argv);
     return NF_EXIT_USAGE;
+  }
+  if (mode.print_config) {
+    g_autofree char *doc = nf_run_config_to_json(&cfg, &mode);
+    printf("%s\n", doc);
+    nf_run_http_options_clear(&http_opts);
+    nf_fleet_config_clear(&cfg);
+    g_strfreev(mode.exec_argv);
+    return NF_EXIT_OK;
   }
   if (mode.detach)
     nf_daemon_start(&report_fd); /* only the daemon returns */

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/parse.h"
+#include "cli/run-config.h"
 #include "cli/run-options.h"
 #include "supervisor/accel.h"
 #include "supervisor/net.h"
@@ -111,8 +112,16 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
   g_auto(GStrv) forwards = NULL;
   gboolean exec_flag = FALSE;
   /* Running as a service: systemd, fleet files, shards (cli/notify.c, run-config.c). */
-  g_autofree char *notify_ready = NULL;
+  g_autofree char *notify_ready = NULL, *config = NULL, *count = NULL;
   GOptionEntry service_entries[] = {
+      {"config", 0, 0, G_OPTION_ARG_FILENAME, &config,
+       "Fleet file: a [fleet] group whose keys are these long options (memory=256M); the "
+       "command line wins",
+       "FILE"},
+      {"count", 0, 0, G_OPTION_ARG_STRING, &count, "The guest count, for fleet files (N wins)",
+       "N"},
+      {"print-config", 0, 0, G_OPTION_ARG_NONE, &mode->print_config,
+       "Print the effective configuration (flags and fleet file) as JSON and exit", NULL},
       {"notify-ready", 0, 0, G_OPTION_ARG_STRING, &notify_ready,
        "Under systemd (Type=notify): READY=1 once all guests are ready, or once started "
        "(default: ready)",
@@ -236,6 +245,18 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       *argc = i;
       break;
     }
+  /* A fleet file becomes options in front of the command line's (so these
+   * win); the rest of this function parses the expanded copy. */
+  const GOptionEntry *const tables[] = {entries, service_entries, NULL};
+  int expanded_argc = 0;
+  g_auto(GStrv) expanded = nf_run_config_expand(*argc, *argv, tables, &expanded_argc, error);
+  if (expanded == NULL)
+    return FALSE;
+  g_autofree char **expanded_argv =
+      g_memdup2(expanded, sizeof(char *) * (gsize)(expanded_argc + 1));
+  argc = &expanded_argc;
+  argv = &expanded_argv;
+
   g_autoptr(GOptionContext) ctx = g_option_context_new("N");
   g_option_context_set_summary(
       ctx, "Starts N guests in batches and supervises them until Ctrl-C or SIGTERM,\n"
@@ -250,13 +271,13 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
     memmove(*argv + 1, *argv + 2, sizeof(char *) * (gsize)(*argc - 1));
     (*argc)--;
   }
-  if (*argc != 2) {
+  if (*argc > 2 || (*argc < 2 && count == NULL)) {
     g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                 *argc < 2 ? "missing the guest count N (e.g. `nervesfleet run 4`)"
                           : "too many arguments: expected only the guest count N");
     return FALSE;
   }
-  if (!nf_parse_count("guest count", (*argv)[1], 100000, &cfg->count, error))
+  if (!nf_parse_count("guest count", *argc == 2 ? (*argv)[1] : count, 100000, &cfg->count, error))
     return FALSE;
   if (name) {
     /* A name that cannot be a directory is a bad argument (exit 2), found

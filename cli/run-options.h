@@ -24,6 +24,8 @@ typedef struct {
 } NfRunMode;
 
 /* Parses argv (`run` first) into `cfg` (already initialised with defaults)
- * and `mode`. Errors are G_OPTION_ERROR with a message naming the flag. */
+ * and `mode`, with the fleet file of --config FILE under the command line
+ * (cli/run-config.h). Errors are G_OPTION_ERROR with a message naming the
+ * flag (or the file and key). */
 gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRunMode *mode,
                               GError **error);

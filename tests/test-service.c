@@ -177,9 +177,99 @@ static void test_notify_started(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* A fleet file and the equivalent flags give the same effective config
+ * (`--print-config`); the command line wins over the file, a list on the
+ * command line replaces the file's; every kind of option (switch, string,
+ * list, the count) goes through. */
+static void test_config_equals_flags(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *conf = g_build_filename(tmp, "lab.conf", NULL);
+  g_assert_true(g_file_set_contents(conf,
+                                    "# a fleet file\n"
+                                    "[fleet]\n"
+                                    "count=3\n"
+                                    "memory=96M\n"
+                                    "restart=always\n"
+                                    "forward=22;80\n"
+                                    "ksm=true\n"
+                                    "ephemeral=false\n"
+                                    "serial-format=LAB-%04u\n"
+                                    "qemu-arg=-no-reboot\n"
+                                    "id-offset=100\n",
+                                    -1, NULL));
+  g_autofree char *from_file = NULL, *from_flags = NULL, *overridden = NULL, *expected = NULL;
+  const char *file_args[] = {"run", "--config", conf, "--print-config", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, file_args, 30000, &from_file), ==, 0);
+  const char *flag_args[] = {
+      "run",       "3",          "--memory",   "96M",         "--restart", "always",
+      "--forward", "22",         "--forward",  "80",          "--ksm",     "--serial-format",
+      "LAB-%04u",  "--qemu-arg", "-no-reboot", "--id-offset", "100",       "--print-config",
+      NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, flag_args, 30000, &from_flags), ==, 0);
+  g_assert_cmpstr(from_file, ==, from_flags);
+  g_assert_nonnull(strstr(from_file, "\"memory_mib\":96"));
+
+  /* Command line over file: N, a string, a list. */
+  const char *over_args[] = {"run",       "5",   "--config=",      "--memory", "64M",
+                             "--forward", "443", "--print-config", NULL};
+  g_autofree char *config_eq = g_strconcat("--config=", conf, NULL);
+  over_args[2] = config_eq;
+  g_assert_cmpint(nf_test_run_cli(tmp, over_args, 30000, &overridden), ==, 0);
+  const char *want_args[] = {"run",        "5",
+                             "--memory",   "64M",
+                             "--restart",  "always",
+                             "--forward",  "443",
+                             "--ksm",      "--serial-format",
+                             "LAB-%04u",   "--qemu-arg",
+                             "-no-reboot", "--id-offset",
+                             "100",        "--print-config",
+                             NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, want_args, 30000, &expected), ==, 0);
+  g_assert_cmpstr(overridden, ==, expected);
+  nf_test_tmpdir_cleanup(tmp);
+}
+
+/* Bad fleet files are usage errors (exit 2) naming the file and the key. */
+static void test_config_errors(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  static const struct {
+    const char *text;
+    const char *says;
+  } cases[] = {
+      {"[fleet]\nmemroy=1G\n", "unknown key 'memroy'"},
+      {"[fleet]\ncount=2\n[extra]\nx=1\n", "unknown group [extra]"},
+      {"[fleet]\ncount=2\nksm=maybe\n", "key 'ksm' is a switch"},
+      {"[fleet]\ncount=2\nexec=true\n", "key 'exec' cannot be set"},
+      {"[fleet]\ncount=2\nmemory=huge\n", "--memory"},
+      {"[fleet]\nmemory=64M\n", "missing the guest count"},
+      {"not a key file\n", "lab.conf"},
+  };
+  g_autofree char *conf = g_build_filename(tmp, "lab.conf", NULL);
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+    g_assert_true(g_file_set_contents(conf, cases[i].text, -1, NULL));
+    g_autofree char *out = NULL;
+    const char *args[] = {"run", "--config", conf, "--print-config", NULL};
+    g_assert_cmpint(nf_test_run_cli(tmp, args, 30000, &out), ==, 2);
+    g_test_message("%s", out);
+    g_assert_nonnull(strstr(out, cases[i].says));
+    if (i < 4)
+      g_assert_nonnull(strstr(out, conf));
+  }
+  g_autofree char *out = NULL;
+  g_autofree char *missing = g_build_filename(tmp, "nope.conf", NULL);
+  const char *args[] = {"run", "--config", missing, NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, args, 30000, &out), ==, 2);
+  g_assert_nonnull(strstr(out, missing));
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/service/config-equals-flags", test_config_equals_flags);
+  g_test_add_func("/service/config-errors", test_config_errors);
   g_test_add_func("/service/notify", test_notify);
   g_test_add_func("/service/notify-started", test_notify_started);
   return g_test_run();
