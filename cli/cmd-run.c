@@ -23,15 +23,17 @@
 #include "supervisor/fleet.h"
 #include "http/http.h"
 #include "supervisor/paths.h"
+#include "supervisor/shard.h"
 
 typedef struct {
   GMainLoop *loop;
   NfFleet *fleet;
   NfProgress *progress;
   NfControl *control;
-  NfHttp *http;     /* --http */
-  NfRunExec *exec;  /* --exec */
-  NfNotify *notify; /* systemd's Type=notify (a no-op without NOTIFY_SOCKET) */
+  NfHttp *http;      /* --http */
+  NfRunExec *exec;   /* --exec */
+  NfNotify *notify;  /* systemd's Type=notify (a no-op without NOTIFY_SOCKET) */
+  NfShardClaim *ids; /* this fleet's id range, checked against the host's others */
   int exit_code;
   guint signals_seen;
   gboolean stopping;
@@ -209,6 +211,19 @@ int nf_cmd_run(int argc, char **argv)
     g_strfreev(mode.exec_argv);
     return NF_EXIT_FAILURE;
   }
+  rs.ids = nf_shard_claim(&cfg, nf_fleet_runtime_dir(rs.fleet), &error);
+  if (rs.ids == NULL) {
+    if (report_fd >= 0)
+      nf_daemon_report_error(report_fd, error->message);
+    else
+      nf_cli_error("run: %s", error->message);
+    nf_fleet_free(rs.fleet);
+    g_main_loop_unref(rs.loop);
+    nf_run_http_options_clear(&http_opts);
+    nf_fleet_config_clear(&cfg);
+    g_strfreev(mode.exec_argv);
+    return NF_EXIT_FAILURE;
+  }
   /* Before -d reports success: once `run` returns, the fleet answers. */
   static const NfControlHooks hooks = {.down = control_down_cb, .log = control_log_cb};
   rs.control = nf_control_new(rs.fleet, &hooks, &rs, &error);
@@ -228,6 +243,7 @@ int nf_cmd_run(int argc, char **argv)
       else
         nf_cli_error("%s", msg);
       nf_control_free(rs.control);
+      nf_shard_claim_release(rs.ids);
       nf_fleet_free(rs.fleet);
       g_main_loop_unref(rs.loop);
       nf_run_http_options_clear(&http_opts);
@@ -287,6 +303,7 @@ int nf_cmd_run(int argc, char **argv)
 
   for (gsize i = 0; i < G_N_ELEMENTS(sigs); i++)
     g_source_remove(sigs[i]);
+  nf_shard_claim_release(rs.ids);
   nf_fleet_free(rs.fleet);
   if (mode.ephemeral) {
     /* Nothing left on disk: the fleet's state dir, and the XDG

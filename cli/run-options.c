@@ -10,6 +10,7 @@
 #include "supervisor/accel.h"
 #include "supervisor/net.h"
 #include "supervisor/paths.h"
+#include "supervisor/shard.h"
 
 /* --net, --forward, --forward-base, --server, --ready. Asking for a network
  * feature implies --net user; with an explicit --net none it is an error. */
@@ -112,8 +113,15 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
   g_auto(GStrv) forwards = NULL;
   gboolean exec_flag = FALSE;
   /* Running as a service: systemd, fleet files, shards (cli/notify.c, run-config.c). */
-  g_autofree char *notify_ready = NULL, *config = NULL, *count = NULL;
+  g_autofree char *notify_ready = NULL, *config = NULL, *count = NULL, *shard = NULL,
+                  *shard_size = NULL;
+  gboolean name_given = FALSE;
   GOptionEntry service_entries[] = {
+      {"shard", 0, 0, G_OPTION_ARG_STRING, &shard,
+       "This supervisor runs shard I (from 0) of N: ids from id-offset + I*K + 1, name shard-I",
+       "I/N"},
+      {"shard-size", 0, 0, G_OPTION_ARG_STRING, &shard_size,
+       "Ids per shard, K (default: the guest count); room to scale up to", "K"},
       {"config", 0, 0, G_OPTION_ARG_FILENAME, &config,
        "Fleet file: a [fleet] group whose keys are these long options (memory=256M); the "
        "command line wins",
@@ -265,6 +273,7 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
   g_option_context_add_main_entries(ctx, service_entries, NULL);
   if (!g_option_context_parse(ctx, argc, argv, error))
     return FALSE;
+  name_given = name != NULL;
 
   /* GOption leaves a "--" separator in place; it only ends the options. */
   if (*argc >= 2 && g_strcmp0((*argv)[1], "--") == 0) {
@@ -419,6 +428,11 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
   if (!net_options(cfg, net, forwards, forward_base, server, ready, error))
     return FALSE;
   if (notify_ready && !nf_notify_ready_parse(notify_ready, &mode->notify_ready, error))
+    return FALSE;
+  if ((shard && !nf_shard_parse(shard, &cfg->shard_index, &cfg->shard_count, error)) ||
+      (shard_size &&
+       !nf_parse_count("--shard-size", shard_size, 10000000, &cfg->shard_size, error)) ||
+      !nf_shard_apply(cfg, name_given, error))
     return FALSE;
   cfg->restart.backoff_max_ms = MAX(cfg->restart.backoff_max_ms, cfg->restart.backoff_initial_ms);
   cfg->detached = mode->detach;

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <gio/gio.h>
+#include <jansson.h>
 
 #include "tests/lib/nf-test.h"
 
@@ -100,6 +101,32 @@ static gboolean is_stopped_cb(gpointer data)
     return FALSE;
   const char *paren = strrchr(stat, ')');
   return paren && paren[1] == ' ' && paren[2] == 'T';
+}
+
+/* `run N --qemu fake --kernel placeholder --accel tcg` plus `extra`. */
+static NfTestProc *spawn_fake(const char *tmp, const char *count, const char *const *extra)
+{
+  g_autofree char *qemu = g_build_filename(g_getenv("NF_HELPERS"), "fake-qemu", NULL);
+  g_autofree char *kernel = g_build_filename(tmp, "Image", NULL);
+  g_assert_true(g_file_set_contents(kernel, "not a kernel", -1, NULL));
+  g_autoptr(GPtrArray) args = g_ptr_array_new();
+  const char *base[] = {"run", count, "--qemu", qemu, "--kernel", kernel, "--accel", "tcg"};
+  for (gsize i = 0; i < G_N_ELEMENTS(base); i++)
+    g_ptr_array_add(args, (gpointer)base[i]);
+  for (const char *const *e = extra; *e; e++)
+    g_ptr_array_add(args, (gpointer)*e);
+  g_ptr_array_add(args, NULL);
+  return nf_test_proc_spawn(tmp, (const char *const *)args->pdata);
+}
+
+static json_t *ps_json(const char *tmp, const char *name)
+{
+  g_autofree char *out = NULL;
+  const char *args[] = {"ps", "--json", "--name", name, NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, args, 30000, &out), ==, 0);
+  json_t *doc = json_loads(out, 0, NULL);
+  g_assert_nonnull(doc);
+  return doc;
 }
 
 static NfTestProc *spawn_fleet(const char *tmp, const char *notify_ready)
@@ -265,9 +292,118 @@ static void test_config_errors(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* --shard I/N: the id slice and the name follow from I, N and the size;
+ * bad shards are usage errors. */
+static void test_shard_flags(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *out = NULL;
+  const char *two[] = {"run", "2", "--shard", "1/3", "--id-offset", "100", "--print-config", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, two, 30000, &out), ==, 0);
+  g_assert_nonnull(strstr(out, "\"id_offset\":102,"));
+  g_assert_nonnull(strstr(out, "\"name\":\"shard-1\""));
+  g_clear_pointer(&out, g_free);
+  const char *sized[] = {"run",    "2",   "--shard",        "2/3", "--shard-size", "1000",
+                         "--name", "lab", "--print-config", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, sized, 30000, &out), ==, 0);
+  g_assert_nonnull(strstr(out, "\"id_offset\":2000,"));
+  g_assert_nonnull(strstr(out, "\"name\":\"lab\""));
+  static const struct {
+    const char *shard, *size, *says;
+  } bad[] = {
+      {"3/3", NULL, "--shard '3/3'"},
+      {"1", NULL, "--shard '1'"},
+      {"-1/2", NULL, "--shard '-1/2'"},
+      {"0/2", "1", "do not fit --shard-size 1"},
+      {NULL, "10", "--shard-size without --shard"},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+    g_autoptr(GPtrArray) args = g_ptr_array_new();
+    g_ptr_array_add(args, "run");
+    g_ptr_array_add(args, "2");
+    if (bad[i].shard) {
+      g_ptr_array_add(args, "--shard");
+      g_ptr_array_add(args, (gpointer)bad[i].shard);
+    }
+    if (bad[i].size) {
+      g_ptr_array_add(args, "--shard-size");
+      g_ptr_array_add(args, (gpointer)bad[i].size);
+    }
+    g_ptr_array_add(args, "--print-config");
+    g_ptr_array_add(args, NULL);
+    g_clear_pointer(&out, g_free);
+    g_assert_cmpint(nf_test_run_cli(tmp, (const char *const *)args->pdata, 30000, &out), ==, 2);
+    g_test_message("%s", out);
+    g_assert_nonnull(strstr(out, bad[i].says));
+  }
+  nf_test_tmpdir_cleanup(tmp);
+}
+
+/* Two shards on one host run side by side with disjoint ids (ps --json
+ * carries the host, the shard and the range); a third fleet whose range
+ * overlaps a live shard's is refused (exit 1, naming both) and leaves
+ * nothing behind; once the shard is gone, the same range is free. */
+static void test_shard_overlap(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  const char *s0[] = {"--shard", "0/2", NULL};
+  const char *s1[] = {"--shard", "1/2", NULL};
+  g_autoptr(NfTestProc) a = spawn_fake(tmp, "2", s0);
+  g_autoptr(NfTestProc) b = spawn_fake(tmp, "2", s1);
+  g_autofree char *ids_a = g_build_filename(tmp, "run", "nervesfleet", "shard-0", "ids", NULL);
+  g_autofree char *ids_b = g_build_filename(tmp, "run", "nervesfleet", "shard-1", "ids", NULL);
+  g_assert_true(nf_test_wait_file_contains(ids_a, "last=2", 60000));
+  g_assert_true(nf_test_wait_file_contains(ids_b, "last=4", 60000));
+  const char *wait_b[] = {"wait", "--name", "shard-1", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, wait_b, 60000, NULL), ==, 0);
+
+  json_auto_t *ps = ps_json(tmp, "shard-1");
+  g_assert_cmpstr(json_string_value(json_object_get(ps, "host")), ==, g_get_host_name());
+  g_assert_cmpint(json_integer_value(json_object_get(json_object_get(ps, "shard"), "index")), ==,
+                  1);
+  g_assert_cmpint(json_integer_value(json_object_get(json_object_get(ps, "ids"), "first")), ==, 3);
+  json_t *guests = json_object_get(ps, "guests");
+  g_assert_cmpint(json_integer_value(json_object_get(json_array_get(guests, 0), "id")), ==, 3);
+  g_assert_cmpint(json_integer_value(json_object_get(json_array_get(guests, 1), "id")), ==, 4);
+
+  /* Ids 2-3, same serial format: overlaps both shards. */
+  g_autofree char *out = NULL;
+  const char *over[] = {"--name", "odd", "--id-offset", "1", "--shard", "0/1", NULL};
+  g_autoptr(NfTestProc) c = spawn_fake(tmp, "2", over);
+  g_assert_cmpint(nf_test_proc_wait_exit(c, 60000), ==, 1);
+  g_test_message("%s", nf_test_proc_output(c));
+  g_assert_nonnull(strstr(nf_test_proc_output(c), "fleet 'odd' would use ids 2-3"));
+  g_assert_nonnull(strstr(nf_test_proc_output(c), "already has ids"));
+  g_autofree char *odd_ids = g_build_filename(tmp, "run", "nervesfleet", "odd", "ids", NULL);
+  g_assert_false(g_file_test(odd_ids, G_FILE_TEST_EXISTS));
+  /* Another serial format is another identity space: no overlap. */
+  const char *other_format[] = {"--name",          "other",    "--shard",        "0/1",
+                                "--serial-format", "LAB-%06u", "--print-config", NULL};
+  g_autoptr(NfTestProc) d = spawn_fake(tmp, "2", other_format);
+  g_assert_cmpint(nf_test_proc_wait_exit(d, 60000), ==, 0);
+
+  nf_test_proc_signal(a, SIGTERM);
+  g_assert_cmpint(nf_test_proc_wait_exit(a, 60000), ==, 0);
+  g_assert_false(g_file_test(ids_a, G_FILE_TEST_EXISTS));
+  /* Shard 0's ids are free again; shard 1 still holds 3-4. */
+  const char *again[] = {"--name", "again", "--shard", "0/2", "--exec", "true", NULL};
+  g_autoptr(NfTestProc) e = spawn_fake(tmp, "2", again);
+  g_assert_cmpint(nf_test_proc_wait_exit(e, 60000), ==, 0);
+  nf_test_proc_signal(b, SIGTERM);
+  g_assert_cmpint(nf_test_proc_wait_exit(b, 60000), ==, 0);
+  g_clear_pointer(&a, nf_test_proc_free);
+  g_clear_pointer(&b, nf_test_proc_free);
+  g_clear_pointer(&c, nf_test_proc_free);
+  g_clear_pointer(&d, nf_test_proc_free);
+  g_clear_pointer(&e, nf_test_proc_free);
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/service/shard-flags", test_shard_flags);
+  g_test_add_func("/service/shard-overlap", test_shard_overlap);
   g_test_add_func("/service/config-equals-flags", test_config_equals_flags);
   g_test_add_func("/service/config-errors", test_config_errors);
   g_test_add_func("/service/notify", test_notify);
