@@ -62,9 +62,70 @@ static void test_unit_verify(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* `man -l` renders the page; it names every verb of `nervesfleet --help`,
+ * the service options, and the version `--version` prints. */
+static void test_man_page(void)
+{
+  if (!have("man"))
+    return;
+  g_autofree char *page = src("man/nervesfleet.1");
+  g_autofree char *out = NULL, *err = NULL, *help = NULL, *version = NULL;
+  g_setenv("MANWIDTH", "100", TRUE);
+  const char *man[] = {"man", "-l", page, NULL};
+  g_assert_cmpint(run(NULL, man, &out, &err), ==, 0);
+  g_assert_nonnull(strstr(out, "NERVESFLEET(1)"));
+  const char *usage[] = {nf_test_bin(), "--help", NULL};
+  g_assert_cmpint(run(NULL, usage, &help, NULL), ==, 0);
+  g_auto(GStrv) lines = g_strsplit(strstr(help, "Verbs:"), "\n", -1);
+  guint verbs = 0;
+  for (char **l = lines + 1; *l && g_str_has_prefix(*l, "  "); l++) {
+    g_auto(GStrv) words = g_strsplit(g_strstrip(*l), " ", 2);
+    g_test_message("verb %s", words[0]);
+    g_assert_nonnull(strstr(out, words[0]));
+    verbs++;
+  }
+  g_assert_cmpuint(verbs, >=, 10);
+  static const char *const options[] = {"--config",       "--shard",        "--shard-size",
+                                        "--notify-ready", "--print-config", "nervesfleet@.service"};
+  for (gsize i = 0; i < G_N_ELEMENTS(options); i++)
+    g_assert_nonnull(strstr(out, options[i]));
+  const char *ver[] = {nf_test_bin(), "--version", NULL};
+  g_assert_cmpint(run(NULL, ver, &version, NULL), ==, 0);
+  g_assert_true(g_str_has_prefix(version, "nervesfleet "));
+  g_assert_nonnull(strstr(out, g_strchomp(version))); /* the .TH footer: "nervesfleet 0.1.0" */
+}
+
+/* The completion script completes verbs and run's long options (taken from
+ * the binary's --help), and values of a few enumerated options. */
+static void test_bash_completion(void)
+{
+  if (!have("bash"))
+    return;
+  g_autofree char *script = src("scripts/nervesfleet.bash-completion");
+  g_autofree char *cmd = g_strdup_printf(
+      "source '%s'; c() { COMP_WORDS=(\"$@\"); COMP_CWORD=$(($# - 1)); _nervesfleet; "
+      "echo \"${COMPREPLY[*]}\"; }; c '%s' ''; c '%s' run --co; c '%s' run --sh; "
+      "c '%s' run --restart a",
+      script, nf_test_bin(), nf_test_bin(), nf_test_bin(), nf_test_bin());
+  const char *argv[] = {"bash", "--norc", "-c", cmd, NULL};
+  g_autofree char *out = NULL, *err = NULL;
+  g_assert_cmpint(run(NULL, argv, &out, &err), ==, 0);
+  g_test_message("%s%s", out, err);
+  g_auto(GStrv) lines = g_strsplit(out, "\n", -1);
+  g_assert_cmpuint(g_strv_length(lines), >=, 4);
+  g_assert_nonnull(strstr(lines[0], "run"));
+  g_assert_nonnull(strstr(lines[0], "ps"));
+  g_assert_nonnull(strstr(lines[0], "console"));
+  g_assert_cmpstr(lines[1], ==, "--config --count");
+  g_assert_cmpstr(lines[2], ==, "--shard --shard-size");
+  g_assert_cmpstr(lines[3], ==, "always");
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/packaging/unit-verify", test_unit_verify);
+  g_test_add_func("/packaging/man-page", test_man_page);
+  g_test_add_func("/packaging/bash-completion", test_bash_completion);
   return g_test_run();
 }
