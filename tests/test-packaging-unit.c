@@ -121,11 +121,45 @@ static void test_bash_completion(void)
   g_assert_cmpstr(lines[3], ==, "always");
 }
 
+/* The shipped scrape config (with its rules and a token file beside it, as
+ * credentials_file wants) and the rules pass promtool. */
+static void test_prometheus_examples(void)
+{
+  if (!have("promtool"))
+    return;
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  static const char *const files[] = {"prometheus.yml", "rules.yml"};
+  for (gsize i = 0; i < G_N_ELEMENTS(files); i++) {
+    g_autofree char *rel = g_build_filename("examples", "prometheus", files[i], NULL);
+    g_autofree char *from = src(rel);
+    g_autofree char *text = NULL;
+    g_assert_true(g_file_get_contents(from, &text, NULL, NULL));
+    g_autofree char *to = g_build_filename(tmp, files[i], NULL);
+    g_assert_true(g_file_set_contents(to, text, -1, NULL));
+  }
+  g_autofree char *token = g_build_filename(tmp, "nervesfleet.token", NULL);
+  g_assert_true(g_file_set_contents(token, "a-token-of-32-characters-or-more\n", -1, NULL));
+  g_autofree char *out = NULL, *err = NULL;
+  const char *config[] = {"promtool", "check", "config", "prometheus.yml", NULL};
+  int status = run(tmp, config, &out, &err);
+  g_test_message("%s%s", out, err);
+  g_assert_cmpint(status, ==, 0);
+  g_clear_pointer(&out, g_free);
+  g_clear_pointer(&err, g_free);
+  const char *rules[] = {"promtool", "check", "rules", "rules.yml", NULL};
+  status = run(tmp, rules, &out, &err);
+  g_test_message("%s%s", out, err);
+  g_assert_cmpint(status, ==, 0);
+  g_assert_nonnull(strstr(out, "SUCCESS: 4 rules found"));
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/packaging/unit-verify", test_unit_verify);
   g_test_add_func("/packaging/man-page", test_man_page);
   g_test_add_func("/packaging/bash-completion", test_bash_completion);
+  g_test_add_func("/packaging/prometheus-examples", test_prometheus_examples);
   return g_test_run();
 }
