@@ -184,7 +184,9 @@ int nf_cmd_run(int argc, char **argv)
     return NF_EXIT_USAGE;
   }
   if (mode.print_config) {
-    g_autofree char *doc = nf_run_config_to_json(&cfg, &mode);
+    g_autofree char *listen =
+        http_on ? g_strdup_printf("%s:%u", http_opts.addr, http_opts.port) : NULL;
+    g_autofree char *doc = nf_run_config_to_json(&cfg, &mode, listen);
     printf("%s\n", doc);
     nf_run_http_options_clear(&http_opts);
     nf_fleet_config_clear(&cfg);

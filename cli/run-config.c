@@ -166,7 +166,7 @@ char **nf_run_config_expand(int argc, char **argv, const GOptionEntry *const *ta
   return (char **)g_ptr_array_free(g_steal_pointer(&out), FALSE);
 }
 
-char *nf_run_config_to_json(const NfFleetConfig *cfg, const NfRunMode *mode)
+char *nf_run_config_to_json(const NfFleetConfig *cfg, const NfRunMode *mode, const char *http)
 {
   static const char *const profiles[] = {"sim", "nerves"};
   static const char *const nets[] = {"none", "user", "tap"};
@@ -204,7 +204,7 @@ char *nf_run_config_to_json(const NfFleetConfig *cfg, const NfRunMode *mode)
   json_object_set_new(doc, "detach", json_boolean(mode->detach));
   json_object_set_new(doc, "quiet", json_boolean(mode->quiet));
   json_object_set_new(doc, "ephemeral", json_boolean(mode->ephemeral));
-  json_object_set_new(doc, "http", mode->http ? json_string(mode->http) : json_null());
+  json_object_set_new(doc, "http", http ? json_string(http) : json_null());
   json_object_set_new(
       doc, "notify_ready",
       json_string(mode->notify_ready == NF_NOTIFY_READY_STARTED ? "started" : "ready"));

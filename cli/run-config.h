@@ -24,5 +24,6 @@ char **nf_run_config_expand(int argc, char **argv, const GOptionEntry *const *ta
 
 /* The effective configuration after flags and file, as a JSON document
  * (owned, one line): what `run --print-config` prints, so a fleet file and
- * the equivalent flags can be compared. */
-char *nf_run_config_to_json(const NfFleetConfig *cfg, const NfRunMode *mode);
+ * the equivalent flags can be compared. `http` is the checked listen
+ * address (ADDR:PORT) or NULL; the token itself is never printed. */
+char *nf_run_config_to_json(const NfFleetConfig *cfg, const NfRunMode *mode, const char *http);

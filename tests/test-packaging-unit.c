@@ -7,6 +7,7 @@
  * options; the Prometheus scrape config and rules pass promtool; the YAML
  * examples parse.
  */
+#include <stdlib.h>
 #include <string.h>
 #include <glib/gstdio.h>
 
@@ -154,6 +155,87 @@ static void test_prometheus_examples(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* examples/systemd/lab.conf is a fleet file run accepts (its token path
+ * pointed at a file that exists here). */
+static void test_fleet_file_example(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *from = src("examples/systemd/lab.conf");
+  g_autofree char *text = NULL;
+  g_assert_true(g_file_get_contents(from, &text, NULL, NULL));
+  g_autofree char *token = g_build_filename(tmp, "lab.token", NULL);
+  g_assert_true(g_file_set_contents(token, "a-token-of-32-characters-or-more\n", -1, NULL));
+  g_auto(GStrv) parts = g_strsplit(text, "/etc/nervesfleet/lab.token", -1);
+  g_assert_cmpuint(g_strv_length(parts), ==, 2);
+  g_autofree char *local = g_strjoinv(token, parts);
+  g_autofree char *conf = g_build_filename(tmp, "lab.conf", NULL);
+  g_assert_true(g_file_set_contents(conf, local, -1, NULL));
+  g_autofree char *out = NULL;
+  const char *args[] = {"run", "--config", conf, "--name", "lab", "--print-config", NULL};
+  int status = nf_test_run_cli(tmp, args, 30000, &out);
+  g_test_message("%s", out);
+  g_assert_cmpint(status, ==, 0);
+  g_assert_nonnull(strstr(out, "\"count\":200,"));
+  g_assert_nonnull(strstr(out, "\"notify_ready\":\"started\""));
+  g_assert_nonnull(strstr(out, "\"http\":\"0.0.0.0:9100\""));
+  nf_test_tmpdir_cleanup(tmp);
+}
+
+/* Every YAML file under examples/ parses (python3 yaml); Kubernetes
+ * documents name their kind; the Ansible example passes ansible's own
+ * checks when ansible-core is installed. */
+static void test_yaml_examples(void)
+{
+  if (!have("python3"))
+    return;
+  g_autofree char *examples = src("examples");
+  const char *py[] = {"python3", "-c",
+                      "import sys, pathlib\n"
+                      "try:\n"
+                      "    import yaml\n"
+                      "except ImportError:\n"
+                      "    print('no yaml module'); sys.exit(77)\n"
+                      "n = 0\n"
+                      "for f in sorted(pathlib.Path(sys.argv[1]).rglob('*.y*ml')):\n"
+                      "    docs = [d for d in yaml.safe_load_all(f.read_text()) if d is not None]\n"
+                      "    assert docs, f\n"
+                      "    if 'kubernetes' in f.parts:\n"
+                      "        assert all('kind' in d and 'apiVersion' in d for d in docs), f\n"
+                      "    n += 1\n"
+                      "print(n, 'yaml files')\n",
+                      examples, NULL};
+  g_autofree char *out = NULL, *err = NULL;
+  int status = run(NULL, py, &out, &err);
+  g_test_message("%s%s", out, err);
+  if (status == 77) {
+    g_test_skip("python3 yaml is not installed");
+    return;
+  }
+  g_assert_cmpint(status, ==, 0);
+  g_assert_cmpint(atoi(out), >=, 6);
+  g_autofree char *ansible = g_find_program_in_path("ansible-playbook");
+  if (ansible == NULL)
+    return;
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_setenv("ANSIBLE_HOME", tmp, TRUE);
+  g_setenv("ANSIBLE_LOCAL_TEMP", tmp, TRUE);
+  const char *check[] = {"ansible-playbook",     "-i", "ansible/inventory.ini", "--syntax-check",
+                         "ansible/playbook.yml", NULL};
+  g_clear_pointer(&out, g_free);
+  g_clear_pointer(&err, g_free);
+  status = run(examples, check, &out, &err);
+  g_test_message("%s%s", out, err);
+  g_assert_cmpint(status, ==, 0);
+  const char *inventory[] = {"ansible-inventory", "-i", "ansible/inventory.ini", "--list", NULL};
+  g_clear_pointer(&out, g_free);
+  g_clear_pointer(&err, g_free);
+  g_assert_cmpint(run(examples, inventory, &out, &err), ==, 0);
+  g_assert_nonnull(strstr(out, "\"shard\": 3"));
+  g_unsetenv("ANSIBLE_HOME");
+  g_unsetenv("ANSIBLE_LOCAL_TEMP");
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -161,5 +243,7 @@ int main(int argc, char **argv)
   g_test_add_func("/packaging/man-page", test_man_page);
   g_test_add_func("/packaging/bash-completion", test_bash_completion);
   g_test_add_func("/packaging/prometheus-examples", test_prometheus_examples);
+  g_test_add_func("/packaging/fleet-file-example", test_fleet_file_example);
+  g_test_add_func("/packaging/yaml-examples", test_yaml_examples);
   return g_test_run();
 }
