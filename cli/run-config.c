@@ -87,18 +87,23 @@ static gboolean add_key(GPtrArray *out, GKeyFile *kf, const char *file, const ch
 }
 
 /* Where --config is in argv: its index and how many arguments it takes (1
- * for --config=FILE, 2 for --config FILE). NULL when absent (not an error). */
+ * for --config=FILE, 2 for --config FILE). NULL when absent (not an error,
+ * *at stays -1) or given twice (an error). */
 static const char *config_path(int argc, char **argv, int *at, int *width, GError **error)
 {
   for (int i = 1; i < argc; i++) {
     if (g_str_equal(argv[i], "--"))
       break;
     if (g_str_has_prefix(argv[i], "--config=")) {
+      if (*at >= 0)
+        break; /* a second one: an error below */
       *at = i;
       *width = 1;
-      return argv[i] + strlen("--config=");
+      continue;
     }
     if (g_str_equal(argv[i], "--config")) {
+      if (*at >= 0)
+        break;
       if (i + 1 >= argc) {
         g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                     "--config needs a fleet file (e.g. --config /etc/nervesfleet/lab.conf)");
@@ -106,10 +111,18 @@ static const char *config_path(int argc, char **argv, int *at, int *width, GErro
       }
       *at = i;
       *width = 2;
-      return argv[i + 1];
+      i++;
     }
   }
-  return NULL;
+  if (*at < 0)
+    return NULL;
+  for (int i = *at + *width; i < argc && !g_str_equal(argv[i], "--"); i++)
+    if (g_str_equal(argv[i], "--config") || g_str_has_prefix(argv[i], "--config=")) {
+      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                  "--config given twice: one fleet file per fleet (the command line adds to it)");
+      return NULL;
+    }
+  return *width == 1 ? argv[*at] + strlen("--config=") : argv[*at + 1];
 }
 
 char **nf_run_config_expand(int argc, char **argv, const GOptionEntry *const *tables, int *argc_out,

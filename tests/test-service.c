@@ -284,6 +284,11 @@ static void test_config_errors(void)
     if (i < 4)
       g_assert_nonnull(strstr(out, conf));
   }
+  g_autofree char *twice_out = NULL;
+  g_assert_true(g_file_set_contents(conf, "[fleet]\ncount=2\n", -1, NULL));
+  const char *twice[] = {"run", "--config", conf, "--config", conf, "--print-config", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, twice, 30000, &twice_out), ==, 2);
+  g_assert_nonnull(strstr(twice_out, "--config given twice"));
   g_autofree char *out = NULL;
   g_autofree char *missing = g_build_filename(tmp, "nope.conf", NULL);
   const char *args[] = {"run", "--config", missing, NULL};
