@@ -119,6 +119,12 @@ static NfTestProc *spawn_fake(const char *tmp, const char *count, const char *co
   return nf_test_proc_spawn(tmp, (const char *const *)args->pdata);
 }
 
+static gboolean file_says(const char *path, const char *needle)
+{
+  g_autofree char *text = NULL;
+  return g_file_get_contents(path, &text, NULL, NULL) && strstr(text, needle);
+}
+
 static json_t *ps_json(const char *tmp, const char *name)
 {
   g_autofree char *out = NULL;
@@ -357,8 +363,11 @@ static void test_shard_overlap(void)
   g_autoptr(NfTestProc) b = spawn_fake(tmp, "2", s1);
   g_autofree char *ids_a = g_build_filename(tmp, "run", "nervesfleet", "shard-0", "ids", NULL);
   g_autofree char *ids_b = g_build_filename(tmp, "run", "nervesfleet", "shard-1", "ids", NULL);
-  g_assert_true(nf_test_wait_file_contains(ids_a, "last=2", 60000));
-  g_assert_true(nf_test_wait_file_contains(ids_b, "last=4", 60000));
+  /* run prints its fleet line once the range is claimed. */
+  g_assert_true(nf_test_proc_wait_output(a, "fleet 'shard-0':", FLEET_MS));
+  g_assert_true(nf_test_proc_wait_output(b, "fleet 'shard-1':", FLEET_MS));
+  g_assert_true(file_says(ids_a, "last=2"));
+  g_assert_true(file_says(ids_b, "last=4"));
   const char *wait_b[] = {"wait", "--name", "shard-1", NULL};
   g_assert_cmpint(nf_test_run_cli(tmp, wait_b, 60000, NULL), ==, 0);
 
@@ -404,9 +413,34 @@ static void test_shard_overlap(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* A SIGKILLed supervisor leaves its ids file behind; `down` removes it
+ * with the other runtime files, so the runtime dir goes. */
+static void test_killed_supervisor_ids(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  const char *extra[] = {"--name", "gone", NULL};
+  g_autoptr(NfTestProc) p = spawn_fake(tmp, "1", extra);
+  g_autofree char *rt = g_build_filename(tmp, "run", "nervesfleet", "gone", NULL);
+  g_autofree char *ids = g_build_filename(rt, "ids", NULL);
+  g_assert_true(nf_test_proc_wait_output(p, "fleet 'gone':", FLEET_MS));
+  g_assert_true(file_says(ids, "last=1"));
+  const char *wait[] = {"wait", "--name", "gone", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, wait, FLEET_MS, NULL), ==, 0);
+  g_autoptr(GArray) guests = nf_test_pids_matching(tmp);
+  nf_test_proc_signal(p, SIGKILL);
+  g_assert_cmpint(nf_test_proc_wait_exit(p, FLEET_MS), ==, 128 + SIGKILL);
+  g_assert_true(nf_test_wait_pids_gone(guests, FLEET_MS));
+  g_assert_true(g_file_test(ids, G_FILE_TEST_EXISTS));
+  const char *down[] = {"down", "--name", "gone", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, down, 30000, NULL), ==, 0);
+  g_assert_false(g_file_test(rt, G_FILE_TEST_EXISTS));
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/service/killed-supervisor-ids", test_killed_supervisor_ids);
   g_test_add_func("/service/shard-flags", test_shard_flags);
   g_test_add_func("/service/shard-overlap", test_shard_overlap);
   g_test_add_func("/service/config-equals-flags", test_config_equals_flags);
