@@ -8,7 +8,7 @@
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 CC       ?= cc
-PKGS      = glib-2.0 gio-2.0 gio-unix-2.0 jansson libsoup-3.0
+PKGS      = glib-2.0 gio-2.0 gio-unix-2.0 jansson libsoup-3.0 libsystemd
 # Read when a compile or link first needs them, not when this file is parsed:
 # `make demo` / `make check` install the packages first (scripts/install-deps.sh)
 # and only then build in a sub-make, so a fresh machine works the first time.
@@ -167,14 +167,26 @@ bench: all guest $(BENCH_BINS) $(FAKE_QEMU_REL)
 	  FAKE_QEMU=$(CURDIR)/$(FAKE_QEMU_REL) bench/run.sh $(BENCH)
 
 # --- housekeeping -------------------------------------------------------------
+# The systemd template unit (its ExecStart names the installed binary), the
+# man page and bash completion go where systemd, man and bash-completion
+# look for them under PREFIX.
+UNITDIR       ?= $(PREFIX)/lib/systemd/system
+MANDIR        ?= $(PREFIX)/share/man
+COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
 install: nervesfleet
 	install -D -m 0755 nervesfleet $(DESTDIR)$(PREFIX)/bin/nervesfleet
 	install -D -m 0755 guest/build-guest.sh $(DESTDIR)$(PREFIX)/share/nervesfleet/build-guest.sh
 	install -D -m 0644 guest/init $(DESTDIR)$(PREFIX)/share/nervesfleet/init
+	@mkdir -p $(DESTDIR)$(UNITDIR)
+	sed 's|@BINDIR@|$(PREFIX)/bin|g' systemd/nervesfleet@.service > $(DESTDIR)$(UNITDIR)/nervesfleet@.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/nervesfleet@.service
+	install -D -m 0644 man/nervesfleet.1 $(DESTDIR)$(MANDIR)/man1/nervesfleet.1
+	install -D -m 0644 scripts/nervesfleet.bash-completion $(DESTDIR)$(COMPLETIONDIR)/nervesfleet
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/nervesfleet $(DESTDIR)$(PREFIX)/share/nervesfleet/build-guest.sh \
-	  $(DESTDIR)$(PREFIX)/share/nervesfleet/init
+	  $(DESTDIR)$(PREFIX)/share/nervesfleet/init $(DESTDIR)$(UNITDIR)/nervesfleet@.service \
+	  $(DESTDIR)$(MANDIR)/man1/nervesfleet.1 $(DESTDIR)$(COMPLETIONDIR)/nervesfleet
 
 FORMAT_SRCS = $(foreach m,$(MODULES),$(wildcard $(m)/*.[ch])) \
   $(wildcard tests/*.c tests/lib/*.[ch] tests/helpers/*.c tests/fuzz/*.c bench/*.c)

@@ -72,7 +72,8 @@ static int kill_orphans(const char *runtime_dir)
   const char *name;
   while (dir && (name = g_dir_read_name(dir)) != NULL)
     if (g_str_has_prefix(name, "vm-") || g_str_equal(name, "fleet.lock") ||
-        g_str_equal(name, "control.sock") || g_str_equal(name, "net.base")) {
+        g_str_equal(name, "control.sock") || g_str_equal(name, "net.base") ||
+        g_str_equal(name, "ids")) { /* ids: the fleet's id range (supervisor/shard.h) */
       g_autofree char *path = g_build_filename(runtime_dir, name, NULL);
       g_unlink(path);
     }

@@ -11,7 +11,9 @@
 #include <glib/gstdio.h>
 
 #include "cli/daemon.h"
+#include "cli/notify.h"
 #include "cli/progress.h"
+#include "cli/run-config.h"
 #include "cli/run-exec.h"
 #include "cli/run-http.h"
 #include "cli/run-options.h"
@@ -21,14 +23,17 @@
 #include "supervisor/fleet.h"
 #include "http/http.h"
 #include "supervisor/paths.h"
+#include "supervisor/shard.h"
 
 typedef struct {
   GMainLoop *loop;
   NfFleet *fleet;
   NfProgress *progress;
   NfControl *control;
-  NfHttp *http;    /* --http */
-  NfRunExec *exec; /* --exec */
+  NfHttp *http;      /* --http */
+  NfRunExec *exec;   /* --exec */
+  NfNotify *notify;  /* systemd's Type=notify (a no-op without NOTIFY_SOCKET) */
+  NfShardClaim *ids; /* this fleet's id range, checked against the host's others */
   int exit_code;
   guint signals_seen;
   gboolean stopping;
@@ -53,6 +58,7 @@ static void exec_done_cb(int status, gpointer data)
   rs->exit_code = status;
   if (!rs->stopping) {
     rs->stopping = TRUE;
+    nf_notify_stopping(rs->notify);
     nf_fleet_stop(rs->fleet, FALSE);
   }
 }
@@ -89,6 +95,7 @@ static void start_failed_cb(NfFleet *fleet, const GError *error, gpointer data)
     nf_run_exec_cancel(rs->exec);
   rs->exit_code = NF_EXIT_FAILURE;
   rs->stopping = TRUE;
+  nf_notify_stopping(rs->notify);
   nf_fleet_stop(fleet, FALSE);
 }
 
@@ -135,6 +142,7 @@ static gboolean signal_cb(gpointer data)
     nf_fleet_counts(rs->fleet, &c);
     nf_progress_say(rs->progress, "stopping %u guests (Ctrl-C again to kill them now)",
                     c.total - c.stopped - c.failed);
+    nf_notify_stopping(rs->notify);
     rs->stopping = TRUE;
     nf_fleet_stop(rs->fleet, FALSE);
   } else {
@@ -175,6 +183,16 @@ int nf_cmd_run(int argc, char **argv)
     g_strfreev(mode.exec_argv);
     return NF_EXIT_USAGE;
   }
+  if (mode.print_config) {
+    g_autofree char *listen =
+        http_on ? g_strdup_printf("%s:%u", http_opts.addr, http_opts.port) : NULL;
+    g_autofree char *doc = nf_run_config_to_json(&cfg, &mode, listen);
+    printf("%s\n", doc);
+    nf_run_http_options_clear(&http_opts);
+    nf_fleet_config_clear(&cfg);
+    g_strfreev(mode.exec_argv);
+    return NF_EXIT_OK;
+  }
   if (mode.detach)
     nf_daemon_start(&report_fd); /* only the daemon returns */
 
@@ -191,6 +209,19 @@ int nf_cmd_run(int argc, char **argv)
     else
       nf_cli_error("run: %s", error->message);
     g_main_loop_unref(rs.loop);
+    nf_fleet_config_clear(&cfg);
+    g_strfreev(mode.exec_argv);
+    return NF_EXIT_FAILURE;
+  }
+  rs.ids = nf_shard_claim(&cfg, nf_fleet_runtime_dir(rs.fleet), &error);
+  if (rs.ids == NULL) {
+    if (report_fd >= 0)
+      nf_daemon_report_error(report_fd, error->message);
+    else
+      nf_cli_error("run: %s", error->message);
+    nf_fleet_free(rs.fleet);
+    g_main_loop_unref(rs.loop);
+    nf_run_http_options_clear(&http_opts);
     nf_fleet_config_clear(&cfg);
     g_strfreev(mode.exec_argv);
     return NF_EXIT_FAILURE;
@@ -214,6 +245,7 @@ int nf_cmd_run(int argc, char **argv)
       else
         nf_cli_error("%s", msg);
       nf_control_free(rs.control);
+      nf_shard_claim_release(rs.ids);
       nf_fleet_free(rs.fleet);
       g_main_loop_unref(rs.loop);
       nf_run_http_options_clear(&http_opts);
@@ -260,8 +292,11 @@ int nf_cmd_run(int argc, char **argv)
     rs.exec =
         nf_run_exec_new(rs.fleet, mode.exec_argv,
                         rs.control ? nf_control_socket_path(rs.control) : NULL, exec_done_cb, &rs);
+  rs.notify = nf_notify_new(rs.fleet, mode.notify_ready);
   nf_fleet_start(rs.fleet);
+  nf_notify_started(rs.notify);
   g_main_loop_run(rs.loop);
+  nf_notify_free(rs.notify);
   nf_run_exec_free(rs.exec);
   nf_http_free(rs.http);
   nf_run_http_options_clear(&http_opts);
@@ -270,6 +305,7 @@ int nf_cmd_run(int argc, char **argv)
 
   for (gsize i = 0; i < G_N_ELEMENTS(sigs); i++)
     g_source_remove(sigs[i]);
+  nf_shard_claim_release(rs.ids);
   nf_fleet_free(rs.fleet);
   if (mode.ephemeral) {
     /* Nothing left on disk: the fleet's state dir, and the XDG

@@ -5,12 +5,14 @@
 #include <string.h>
 
 #include "cli/parse.h"
+#include "cli/run-config.h"
 #include "cli/run-options.h"
 #include "supervisor/accel.h"
 #include "supervisor/net.h"
 #include "supervisor/ksm.h"
 #include "supervisor/paths.h"
 #include "supervisor/snapshot.h"
+#include "supervisor/shard.h"
 
 /* --net, --forward, --forward-base, --server, --ready. Asking for a network
  * feature implies --net user; with an explicit --net none it is an error. */
@@ -112,6 +114,29 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
   g_auto(GStrv) qemu_args = NULL;
   g_auto(GStrv) forwards = NULL;
   gboolean exec_flag = FALSE;
+  /* Running as a service: systemd, fleet files, shards (cli/notify.c, run-config.c). */
+  g_autofree char *notify_ready = NULL, *config = NULL, *count = NULL, *shard = NULL,
+                  *shard_size = NULL;
+  gboolean name_given = FALSE;
+  GOptionEntry service_entries[] = {
+      {"shard", 0, 0, G_OPTION_ARG_STRING, &shard,
+       "This supervisor runs shard I (from 0) of N: ids from id-offset + I*K + 1, name shard-I",
+       "I/N"},
+      {"shard-size", 0, 0, G_OPTION_ARG_STRING, &shard_size,
+       "Ids per shard, K (default: the guest count); room to scale up to", "K"},
+      {"config", 0, 0, G_OPTION_ARG_FILENAME, &config,
+       "Fleet file: a [fleet] group whose keys are these long options (memory=256M); the "
+       "command line wins",
+       "FILE"},
+      {"count", 0, 0, G_OPTION_ARG_STRING, &count, "The guest count, for fleet files (N wins)",
+       "N"},
+      {"print-config", 0, 0, G_OPTION_ARG_NONE, &mode->print_config,
+       "Print the effective configuration (flags and fleet file) as JSON and exit", NULL},
+      {"notify-ready", 0, 0, G_OPTION_ARG_STRING, &notify_ready,
+       "Under systemd (Type=notify): READY=1 once all guests are ready, or once started "
+       "(default: ready)",
+       "ready|started"},
+      {NULL}};
   GOptionEntry entries[] = {
       {"name", 'n', 0, G_OPTION_ARG_STRING, &name, "Fleet name (default: default)", "NAME"},
       {"batch", 'b', 0, G_OPTION_ARG_STRING, &batch,
@@ -238,26 +263,40 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       *argc = i;
       break;
     }
+  /* A fleet file becomes options in front of the command line's (so these
+   * win); the rest of this function parses the expanded copy. */
+  const GOptionEntry *const tables[] = {entries, service_entries, NULL};
+  int expanded_argc = 0;
+  g_auto(GStrv) expanded = nf_run_config_expand(*argc, *argv, tables, &expanded_argc, error);
+  if (expanded == NULL)
+    return FALSE;
+  g_autofree char **expanded_argv =
+      g_memdup2(expanded, sizeof(char *) * (gsize)(expanded_argc + 1));
+  argc = &expanded_argc;
+  argv = &expanded_argv;
+
   g_autoptr(GOptionContext) ctx = g_option_context_new("N");
   g_option_context_set_summary(
       ctx, "Starts N guests in batches and supervises them until Ctrl-C or SIGTERM,\n"
            "which stops them in order (a second Ctrl-C kills them at once).");
   g_option_context_add_main_entries(ctx, entries, NULL);
+  g_option_context_add_main_entries(ctx, service_entries, NULL);
   if (!g_option_context_parse(ctx, argc, argv, error))
     return FALSE;
+  name_given = name != NULL;
 
   /* GOption leaves a "--" separator in place; it only ends the options. */
   if (*argc >= 2 && g_strcmp0((*argv)[1], "--") == 0) {
     memmove(*argv + 1, *argv + 2, sizeof(char *) * (gsize)(*argc - 1));
     (*argc)--;
   }
-  if (*argc != 2) {
+  if (*argc > 2 || (*argc < 2 && count == NULL)) {
     g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                 *argc < 2 ? "missing the guest count N (e.g. `nervesfleet run 4`)"
                           : "too many arguments: expected only the guest count N");
     return FALSE;
   }
-  if (!nf_parse_count("guest count", (*argv)[1], 100000, &cfg->count, error))
+  if (!nf_parse_count("guest count", *argc == 2 ? (*argv)[1] : count, 100000, &cfg->count, error))
     return FALSE;
   if (name) {
     /* A name that cannot be a directory is a bad argument (exit 2), found
@@ -399,6 +438,13 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
     return FALSE;
   }
   if (!net_options(cfg, net, forwards, forward_base, server, ready, error))
+    return FALSE;
+  if (notify_ready && !nf_notify_ready_parse(notify_ready, &mode->notify_ready, error))
+    return FALSE;
+  if ((shard && !nf_shard_parse(shard, &cfg->shard_index, &cfg->shard_count, error)) ||
+      (shard_size &&
+       !nf_parse_count("--shard-size", shard_size, 10000000, &cfg->shard_size, error)) ||
+      !nf_shard_apply(cfg, name_given, error))
     return FALSE;
   if (cfg->snapshot && !nf_snapshot_check_config(cfg, error))
     return FALSE;

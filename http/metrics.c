@@ -14,6 +14,9 @@
  * (`_bytes`, `_seconds`), `_total` for counters, and the standard
  * `process_*` names for the supervisor process itself. Per-guest series
  * (label `guest`, and `serial`) are off with --http-no-guest-metrics.
+ * Every sample carries `fleet` and `host` labels, so one Prometheus can
+ * scrape many supervisors (shards on many hosts) and still sum or tell
+ * them apart without relabelling.
  */
 #include "http/http-private.h"
 
@@ -58,6 +61,7 @@ static guint64 read_u64_file(const char *path);
 static void write_pressure(GString *out);
 static void write_process(GString *out);
 static void write_guests(GString *out, json_t *ps);
+static char *with_target_labels(const char *text, json_t *ps);
 
 static void hist_init(Histogram *h, const double *le, gsize n)
 {
@@ -397,8 +401,44 @@ void nf_http_metrics_handle(NfHttp *http, SoupServerMessage *msg)
   write_process(out);
   hist_write(out, "nervesfleet_main_loop_lag_seconds",
              "How late a 500 ms timer of the supervisor's main loop fires.", &m->lag);
-  gsize len = out->len;
+  g_autofree char *plain = g_string_free(out, FALSE);
+  char *text = with_target_labels(plain, ps);
   soup_server_message_set_status(msg, 200, NULL);
   soup_server_message_set_response(msg, "text/plain; version=0.0.4; charset=utf-8",
-                                   SOUP_MEMORY_TAKE, g_string_free(out, FALSE), len);
+                                   SOUP_MEMORY_TAKE, text, strlen(text));
+}
+
+/* Adds fleet="..",host=".." in front of every sample's labels: one pass
+ * over the finished exposition, so no series can be written without them. */
+static char *with_target_labels(const char *text, json_t *ps)
+{
+  GString *labels = g_string_new("fleet=");
+  label_value(labels, json_string_value(json_object_get(ps, "fleet")));
+  g_string_append(labels, ",host=");
+  label_value(labels, g_get_host_name());
+  GString *out = g_string_sized_new(strlen(text) + strlen(text) / 4);
+  const char *line = text;
+  while (*line) {
+    const char *eol = strchr(line, '\n');
+    gsize len = eol ? (gsize)(eol - line + 1) : strlen(line);
+    if (*line == '#' || *line == '\n') {
+      g_string_append_len(out, line, (gssize)len);
+    } else {
+      gsize name = strcspn(line, "{ ");
+      g_string_append_len(out, line, (gssize)name);
+      g_string_append_c(out, '{');
+      g_string_append_len(out, labels->str, (gssize)labels->len);
+      if (line[name] == '{') {
+        if (line[name + 1] != '}')
+          g_string_append_c(out, ',');
+        g_string_append_len(out, line + name + 1, (gssize)(len - name - 1));
+      } else {
+        g_string_append_c(out, '}');
+        g_string_append_len(out, line + name, (gssize)(len - name));
+      }
+    }
+    line += len;
+  }
+  g_string_free(labels, TRUE);
+  return g_string_free(out, FALSE);
 }

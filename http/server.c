@@ -505,7 +505,7 @@ static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const c
   nf_http_metrics_vm_changed(http->metrics, vm, old_state);
   if (nf_http_streams_any(http, NF_HTTP_STREAM_EVENTS))
     nf_http_streams_broadcast(http, NF_HTTP_STREAM_EVENTS, "state",
-                              nf_commands_state_event(vm, old_state, reason));
+                              nf_commands_state_event(fleet, vm, old_state, reason));
 }
 
 static void notice_cb(NfFleet *fleet, const char *message, gpointer data)
@@ -513,5 +513,5 @@ static void notice_cb(NfFleet *fleet, const char *message, gpointer data)
   NfHttp *http = data;
   if (nf_http_streams_any(http, NF_HTTP_STREAM_EVENTS))
     nf_http_streams_broadcast(http, NF_HTTP_STREAM_EVENTS, "notice",
-                              nf_commands_notice_event(message));
+                              nf_commands_notice_event(fleet, message));
 }

@@ -13,7 +13,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
 
 PKGS=(
   build-essential pkg-config
-  libglib2.0-dev libjansson-dev libsoup-3.0-dev
+  libglib2.0-dev libjansson-dev libsoup-3.0-dev libsystemd-dev
   qemu-system-arm qemu-utils
   cpio gzip
   clang libclang-rt-14-dev

@@ -12,6 +12,7 @@
 
 #include "supervisor/control.h"
 #include "supervisor/net.h"
+#include "supervisor/shard.h"
 
 static void extra_from_env(json_t *extras, const char *key, const NfUbootEnv *env, const char *var);
 static json_t *guest_extras(NfFleet *fleet, NfVm *vm);
@@ -140,10 +141,22 @@ void nf_command_ps(NfCommandReply *r, json_t *args)
       (json_int_t)k.queued, "booting", (json_int_t)k.booting, "ready", (json_int_t)k.ready,
       "unhealthy", (json_int_t)k.unhealthy, "stopping", (json_int_t)k.stopping, "stopped",
       (json_int_t)k.stopped, "backoff", (json_int_t)k.backoff, "failed", (json_int_t)k.failed);
-  nf_command_reply_ok(r, json_pack("{s:s, s:I, s:I, s:o, s:o}", "fleet", nf_fleet_name(fleet),
-                                   "count", (json_int_t)nf_fleet_size(fleet), "memory_mib",
-                                   (json_int_t)nf_fleet_config(fleet)->memory_mib, "counts", counts,
-                                   "guests", guests));
+  const NfFleetConfig *cfg = nf_fleet_config(fleet);
+  json_t *doc =
+      json_pack("{s:s, s:s, s:I, s:I, s:o, s:o}", "fleet", nf_fleet_name(fleet), "host",
+                g_get_host_name(), "count", (json_int_t)nf_fleet_size(fleet), "memory_mib",
+                (json_int_t)cfg->memory_mib, "counts", counts, "guests", guests);
+  /* Where this fleet sits in a fleet spread over hosts (supervisor/shard.h). */
+  json_object_set_new(doc, "shard",
+                      cfg->shard_count
+                          ? json_pack("{s:I, s:I, s:I}", "index", (json_int_t)cfg->shard_index,
+                                      "count", (json_int_t)cfg->shard_count, "size",
+                                      (json_int_t)cfg->shard_size)
+                          : json_null());
+  json_object_set_new(doc, "ids",
+                      json_pack("{s:I, s:I}", "first", (json_int_t)cfg->id_offset + 1, "last",
+                                (json_int_t)nf_shard_last_id(cfg)));
+  nf_command_reply_ok(r, doc);
 }
 
 /* --- scale ------------------------------------------------------------------------ */

@@ -106,13 +106,13 @@ void nf_command_events(NfCommandReply *r, json_t *args)
     peer->transport->events(peer);
 }
 
-json_t *nf_commands_state_event(NfVm *vm, NfVmState old_state, const char *reason)
+json_t *nf_commands_state_event(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason)
 {
-  json_t *ev =
-      json_pack("{s:i, s:s, s:f, s:I, s:s, s:s, s:s, s:s?}", "v", NF_CONTROL_PROTOCOL, "event",
-                "state", "time", (double)g_get_real_time() / 1e6, "id", (json_int_t)nf_vm_id(vm),
-                "name", nf_vm_name(vm), "from", nf_vm_state_name(old_state), "to",
-                nf_vm_state_name(nf_vm_state(vm)), "reason", reason);
+  json_t *ev = json_pack(
+      "{s:i, s:s, s:f, s:s, s:s, s:I, s:s, s:s, s:s, s:s?}", "v", NF_CONTROL_PROTOCOL, "event",
+      "state", "time", (double)g_get_real_time() / 1e6, "fleet", nf_fleet_name(fleet), "host",
+      g_get_host_name(), "id", (json_int_t)nf_vm_id(vm), "name", nf_vm_name(vm), "from",
+      nf_vm_state_name(old_state), "to", nf_vm_state_name(nf_vm_state(vm)), "reason", reason);
   if (nf_vm_pid(vm) > 0)
     json_object_set_new(ev, "pid", json_integer(nf_vm_pid(vm)));
   if (nf_vm_exit_kind(vm) != NF_EXIT_NONE && !nf_vm_is_running(vm))
@@ -120,10 +120,11 @@ json_t *nf_commands_state_event(NfVm *vm, NfVmState old_state, const char *reaso
   return ev;
 }
 
-json_t *nf_commands_notice_event(const char *message)
+json_t *nf_commands_notice_event(NfFleet *fleet, const char *message)
 {
-  return json_pack("{s:i, s:s, s:f, s:s}", "v", NF_CONTROL_PROTOCOL, "event", "notice", "time",
-                   (double)g_get_real_time() / 1e6, "message", message);
+  return json_pack("{s:i, s:s, s:f, s:s, s:s, s:s}", "v", NF_CONTROL_PROTOCOL, "event", "notice",
+                   "time", (double)g_get_real_time() / 1e6, "fleet", nf_fleet_name(fleet), "host",
+                   g_get_host_name(), "message", message);
 }
 
 char *nf_commands_console_tail(NfVm *vm, gsize max)

@@ -100,10 +100,12 @@ void nf_commands_dispatch(NfCommands *cmds, NfCommandPeer *peer, json_t *id, con
 void nf_commands_console_release(NfCommands *cmds, guint vm_id, NfCommandPeer *peer);
 
 /* Documents shared by every transport (control-protocol.md): one guest as
- * in `ps`, a state-change event and a notice event. New references. */
+ * in `ps`, a state-change event and a notice event (both carry the fleet's
+ * name and the host's, for collectors of several supervisors). New
+ * references. */
 json_t *nf_commands_guest_json(NfCommands *cmds, NfVm *vm, gint64 now_mono);
-json_t *nf_commands_state_event(NfVm *vm, NfVmState old_state, const char *reason);
-json_t *nf_commands_notice_event(const char *message);
+json_t *nf_commands_state_event(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason);
+json_t *nf_commands_notice_event(NfFleet *fleet, const char *message);
 /* A guest's recent console output: the live ring, or, once qemu is gone,
  * the end of its console log (at most `max` bytes, valid UTF-8). New string. */
 char *nf_commands_console_tail(NfVm *vm, gsize max);

@@ -73,6 +73,9 @@ typedef struct {
   gboolean snapshot;          /* restore guests from one template's snapshot (snapshot.h) */
   gboolean adopt;             /* take over running guests of a dead supervisor */
 
+  /* --shard I/N and --shard-size K (supervisor/shard.h); shard_count 0: not sharded */
+  guint shard_index, shard_count, shard_size;
+
   /* the memory policy (mempolicy.c) */
   NfBalloonPolicy balloon_policy; /* --balloon-policy */
   guint mem_tick_ms;              /* its period; 0: its default (tests shorten it) */

@@ -599,11 +599,11 @@ static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const c
 {
   NfControl *ctl = data;
   if (any_events_client(ctl))
-    broadcast_event(ctl, nf_commands_state_event(vm, old_state, reason));
+    broadcast_event(ctl, nf_commands_state_event(fleet, vm, old_state, reason));
 }
 
 static void notice_cb(NfFleet *fleet, const char *message, gpointer data)
 {
   NfControl *ctl = data;
-  broadcast_event(ctl, nf_commands_notice_event(message));
+  broadcast_event(ctl, nf_commands_notice_event(fleet, message));
 }
