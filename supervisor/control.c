@@ -28,6 +28,7 @@
 #include <glib/gstdio.h>
 
 #include "supervisor/command.h"
+#include "supervisor/control-request.h"
 #include "supervisor/paths.h"
 
 typedef enum {
@@ -468,51 +469,12 @@ static void client_feed(Client *c, const char *buf, gsize len)
 
 static void client_handle_line(Client *c, const char *line, gsize len)
 {
-  if (len > 0 && line[len - 1] == '\r')
-    len--;
-  if (len == 0)
-    return; /* blank lines are keep-alives */
-  json_error_t jerr;
-  json_auto_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
-  if (!req) {
-    reply_error(c, NULL, "bad_request", NULL, "not JSON: %s", jerr.text);
-    return;
-  }
-  if (!json_is_object(req)) {
-    reply_error(c, NULL, "bad_request", NULL, "a request is a JSON object");
-    return;
-  }
-  json_t *id = json_object_get(req, "id");
-  if (id && !json_is_string(id) && !json_is_integer(id) && !json_is_null(id)) {
-    reply_error(c, NULL, "bad_request", NULL, "\"id\" must be a string or an integer");
-    return;
-  }
-  json_t *v = json_object_get(req, "v");
-  if (!json_is_integer(v)) {
-    reply_error(c, id, "bad_request", NULL, "missing \"v\": this server speaks protocol version %d",
-                NF_CONTROL_PROTOCOL);
-    return;
-  }
-  if (json_integer_value(v) != NF_CONTROL_PROTOCOL) {
-    reply_error(c, id, "unsupported_version", NULL,
-                "protocol version %" JSON_INTEGER_FORMAT " not supported (this is %d)",
-                json_integer_value(v), NF_CONTROL_PROTOCOL);
-    return;
-  }
-  json_t *cmd = json_object_get(req, "cmd");
-  if (!json_is_string(cmd)) {
-    reply_error(c, id, "bad_request", NULL, "\"cmd\" must be a string");
-    return;
-  }
-  json_t *args = json_object_get(req, "args");
-  if (args && json_is_null(args))
-    args = NULL;
-  if (args && !json_is_object(args)) {
-    reply_error(c, id, "bad_args", NULL, "\"args\" must be an object");
-    return;
-  }
-  json_auto_t *empty = json_object();
-  nf_commands_dispatch(c->ctl->cmds, &c->peer, id, json_string_value(cmd), args ? args : empty);
+  NfControlRequest req;
+  if (nf_control_request_parse(line, len, &req))
+    nf_commands_dispatch(c->ctl->cmds, &c->peer, req.id, req.cmd, req.args);
+  else if (req.code)
+    reply_error(c, req.id, req.code, NULL, "%s", req.message);
+  nf_control_request_clear(&req);
 }
 
 /* --- the transport's side of the command layer ---------------------------------- */
