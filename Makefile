@@ -164,6 +164,17 @@ fuzz: $(FUZZ_BINS)
 	    -print_final_stats=1 build/fuzz/corpus-$$n tests/fuzz/corpus-$$n || exit 1; \
 	done
 
+# --- soak (not part of check: tests/test-soak.c runs a short one) ----------------
+# Real sim guests with disks and a seeded random schedule of faults; every
+# invariant checked after each (tests/soak/soak.py). A break prints the seed
+# and the step: `make soak SEED=S` replays it.
+N      ?= 8
+FAULTS ?= 300
+SEED   ?= $(shell date +%s)
+soak: all guest
+	NF_BIN=$(CURDIR)/nervesfleet NF_GUEST_DIR=$(GUEST_DIR) \
+	  python3 tests/soak/soak.py --guests $(N) --faults $(FAULTS) --seed $(SEED)
+
 # --- guest, demo, bench ------------------------------------------------------
 deps:
 	scripts/install-deps.sh

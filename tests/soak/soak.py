@@ -56,14 +56,17 @@ class Soak:
     def __init__(self, args):
         self.args = args
         self.rng = random.Random(args.seed)
-        self.work = tempfile.mkdtemp(prefix="nf-soak-")
+        self.work = tempfile.mkdtemp(prefix="nf-soak-", dir=args.work)
         self.name = "soak%d" % (args.seed % 100000)
         self.env = dict(os.environ, XDG_STATE_HOME=os.path.join(self.work, "state"),
                         XDG_RUNTIME_DIR=os.path.join(self.work, "run"),
                         NERVESFLEET_NAME=self.name)
+        if os.environ.get("NF_GUEST_DIR"):
+            self.env["NERVESFLEET_GUEST_DIR"] = os.environ["NF_GUEST_DIR"]
         os.makedirs(self.env["XDG_RUNTIME_DIR"], mode=0o700)
         self.count = args.guests
         self.step = 0
+        self.retyped = 0  # console lines the guest's shell swallowed, typed again
         self.tally = {c: [0, 0] for c in CLASSES}  # class -> [expected, seen as expected]
         self.boots = {}  # guest id -> last boot count seen
         self.base_fds = self.base_rss = None
@@ -124,8 +127,28 @@ class Soak:
         raise Broken("%s: guest %d recorded no exit within %.0f s" % (what, gid, BOOT_BOUND))
 
     def console(self, gid, text):
-        # The end of stdin detaches after sending what was read.
-        self.nf("console", str(gid), stdin=text + "\n", timeout=60)
+        """Types `text` on guest gid's console until its echo shows in the log.
+
+        busybox ash asks the terminal for the cursor position (ESC [6n) at
+        each prompt and may swallow keys that arrive while it waits for the
+        answer; such a loss is the guest's, counted, and typed again."""
+        log = os.path.join(self.state_dir, "vm-%04d" % gid, "console.log")
+        for attempt in range(4):
+            start = os.path.getsize(log) if os.path.exists(log) else 0
+            # The end of stdin detaches after sending what was read.
+            self.nf("console", str(gid), stdin=text + "\n", timeout=60)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    with open(log, errors="replace") as f:
+                        f.seek(start if os.path.getsize(log) >= start else 0)
+                        if text[:20] in f.read():
+                            return
+                except OSError:
+                    pass
+                time.sleep(0.2)
+            self.retyped += 1
+        raise Broken("console input to guest %d never echoed: %r" % (gid, text))
 
     # --- faults ----------------------------------------------------------------
     def fault(self, cls):
@@ -270,8 +293,12 @@ class Soak:
         try:
             self.check("first boot")
             weights = [4, 2, 2, 2, 2, 1, 1, 1, 2, 1, 2]
+            # Every class at least once (in a seeded order), then at random.
+            first = list(CLASSES)
+            self.rng.shuffle(first)
             for self.step in range(1, self.args.faults + 1):
-                cls = self.rng.choices(CLASSES, weights)[0]
+                cls = first[self.step - 1] if self.step <= len(first) else \
+                    self.rng.choices(CLASSES, weights)[0]
                 gid = self.fault(cls)
                 self.check("step %d (%s)" % (self.step, cls))
                 print("soak: step %d/%d %s guest %d ok (%.0f s)" % (
@@ -287,9 +314,9 @@ class Soak:
         for c in CLASSES:
             print("  %-9s %4d / %d" % (c, self.tally[c][0], self.tally[c][1]))
         print("soak: %d faults, %d overlays checked, supervisor fds %d..%d, RSS %d..%d KiB, "
-              "%.0f s, seed %d: ok" % (self.args.faults, n, self.base_fds, self.max_fds,
-                                       self.base_rss, self.max_rss, time.monotonic() - t0,
-                                       self.args.seed))
+              "%d console lines typed again, %.0f s, seed %d: ok" % (
+                  self.args.faults, n, self.base_fds, self.max_fds, self.base_rss, self.max_rss,
+                  self.retyped, time.monotonic() - t0, self.args.seed))
         shutil.rmtree(self.work, ignore_errors=True)
         return 0
 
@@ -351,5 +378,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--guests", type=int, default=int(os.environ.get("N", "8")))
     ap.add_argument("--faults", type=int, default=int(os.environ.get("FAULTS", "200")))
+    ap.add_argument("--work", help="where the run's temp dir goes (default: $TMPDIR)")
     ap.add_argument("--seed", type=int, default=int(os.environ.get("SEED", str(int(time.time())))))
     sys.exit(Soak(ap.parse_args()).main())
