@@ -31,6 +31,7 @@ import json
 import os
 import random
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -221,10 +222,9 @@ class Soak:
                                 ["console", str(gid), "--ro"]])
         p = subprocess.Popen([NF] + kind, env=self.env, stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        if kind[0] == "events":
-            # Something to stream: a balloon change makes no exit.
-            self.nf("balloon", str(gid), "120M", "--timeout", "30", check=False)
-        p.stdout.read1(1) if hasattr(p.stdout, "read1") else p.stdout.read(1)
+        # Mid-stream: after its first bytes (logs and console replay at once;
+        # events may have nothing to say), or a moment, whichever is first.
+        select.select([p.stdout], [], [], 3)
         p.kill()
         p.wait()
         self.nf("ps")  # the supervisor still answers
