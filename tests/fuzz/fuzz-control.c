@@ -14,6 +14,7 @@
  * with a code the protocol documents, and nothing crashes or leaks.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <glib/gstdio.h>
 
@@ -35,6 +36,7 @@ static void peer_ok(NfCommandPeer *peer, json_t *id, json_t *result);
 static void peer_error(NfCommandPeer *peer, json_t *id, const char *code, const char *message,
                        json_t *guests);
 static void setup(void);
+static void teardown(void);
 
 static const NfCommandTransport transport = {
     .name = "fuzzer", .ref = peer_ref, .unref = peer_unref, .ok = peer_ok, .error = peer_error};
@@ -56,6 +58,7 @@ static NfFleetConfig config;
 static NfFleet *fleet;
 static NfCommands *cmds;
 static guint inputs;
+static char *tmp;
 
 static void peer_ref(NfCommandPeer *peer)
 {
@@ -86,9 +89,20 @@ static void peer_error(NfCommandPeer *peer, json_t *id, const char *code, const 
   json_decref(guests);
 }
 
+/* At exit: the fleet's dirs go with their temp dir. */
+static void teardown(void)
+{
+  g_clear_pointer(&cmds, nf_commands_free);
+  g_clear_pointer(&fleet, nf_fleet_free);
+  nf_fleet_config_clear(&config);
+  g_autofree char *rm = g_strdup_printf("rm -rf '%s'", tmp);
+  if (system(rm) != 0)
+    g_printerr("fuzz-control: could not remove %s\n", tmp);
+}
+
 static void setup(void)
 {
-  char *tmp = g_dir_make_tmp("nf-fuzz-control-XXXXXX", NULL);
+  tmp = g_dir_make_tmp("nf-fuzz-control-XXXXXX", NULL);
   g_assert_nonnull(tmp);
   nf_fleet_config_init(&config);
   g_free(config.name);
@@ -109,7 +123,7 @@ static void setup(void)
   static const NfFleetCallbacks callbacks = {0};
   fleet = nf_fleet_new(&config, &callbacks, NULL, &error);
   g_assert_no_error(error);
-  g_free(tmp);
+  atexit(teardown);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -9,12 +9,20 @@
 #include "overlay/qcow2.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <glib/gstdio.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char *dir, *image;
+
+static void teardown(void)
+{
+  g_autofree char *rm = g_strdup_printf("rm -rf '%s'", dir);
+  if (system(rm) != 0)
+    g_printerr("fuzz-qcow2: could not remove %s\n", dir);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -25,6 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     g_autofree char *base = g_build_filename(dir, "base", NULL);
     g_autofree char *zeros = g_malloc0(1 << 16);
     g_assert_true(g_file_set_contents(base, zeros, 1 << 16, NULL));
+    atexit(teardown);
   }
   if (size > 1 << 20)
     return 0;
