@@ -10,7 +10,9 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 #include <glib/gstdio.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -37,7 +39,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   }
   if (size > 1 << 20)
     return 0;
-  g_assert_true(g_file_set_contents(image, (const char *)data, (gssize)size, NULL));
+  /* Rewritten in place: g_file_set_contents() syncs, 100x slower. */
+  int fd = open(image, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  g_assert_cmpint(fd, >=, 0);
+  g_assert_cmpint(size == 0 ? 0 : write(fd, data, size), ==, (ssize_t)size);
+  close(fd);
   guint64 seed = size;
   for (gsize i = 0; i < MIN(size, 8); i++)
     seed = seed * 131 + data[size - 1 - i];
