@@ -41,7 +41,7 @@ NF_CACHE  ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/nervesfleet
 GUEST_DIR ?= $(NF_CACHE)/guest
 JOBS      ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 2 ? 2 : n )))
 
-.PHONY: all deps guest demo check check-web unit check-build fuzz bench clean install uninstall \
+.PHONY: all deps guest demo check check-web unit check-build fuzz fuzz-build soak bench clean install uninstall \
         format format-check
 
 all: nervesfleet
@@ -129,19 +129,51 @@ unit: check-build
 	$(TEST_ENV) prove --exec '' -j $(JOBS) $(filter %-unit,$(TEST_BINS))
 
 # --- fuzzing (clang/libFuzzer; not part of check) -----------------------------
-FUZZ_BINS = $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
+# Every library source is built again by clang with coverage for libFuzzer
+# (fuzzer-no-link) into build/fuzz/libnf.a; each tests/fuzz/fuzz-NAME.c
+# links against it. Seeds: tests/fuzz/corpus-NAME/; what a run learns goes
+# to build/fuzz/corpus-NAME/. `make fuzz FUZZ_TIME=S` runs each target S
+# seconds (FUZZ_SECONDS is the older name), `FUZZ=NAME` only that one.
+FUZZ_CFLAGS  = -std=gnu11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined
+FUZZ_BINS    = $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
 FUZZ_SECONDS ?= 60
-build/fuzz/%: tests/fuzz/%.c $(wildcard qmp/*.c) supervisor/poller.c $(HDRS)
+FUZZ_TIME    ?= $(FUZZ_SECONDS)
+FUZZ_NICE    ?= nice -n 10
+FUZZ         ?= $(patsubst tests/fuzz/fuzz-%.c,%,$(FUZZ_SRCS))
+
+build/fuzz/obj/%.o: %.c $(HDRS)
+	@mkdir -p $(@D)
+	clang $(CPPFLAGS) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+build/fuzz/libnf.a: $(patsubst %.c,build/fuzz/obj/%.o,$(LIB_SRCS))
+	@rm -f $@
+	ar rcs $@ $^
+
+build/fuzz/fuzz-%: tests/fuzz/fuzz-%.c build/fuzz/libnf.a
 	@mkdir -p $(@D)
 	clang $(CPPFLAGS) -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
-	  $(PKG_CFLAGS) -o $@ $< $(wildcard qmp/*.c) supervisor/poller.c $(PKG_LIBS)
+	  $(PKG_CFLAGS) -o $@ $< build/fuzz/libnf.a $(PKG_LIBS)
+
+fuzz-build: $(FUZZ_BINS)
 
 fuzz: $(FUZZ_BINS)
-	@for f in $(FUZZ_BINS); do n=$$(basename $$f); \
+	@for n in $(FUZZ); do \
 	  mkdir -p build/fuzz/corpus-$$n; \
-	  echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/corpus-$$n tests/fuzz/corpus || exit 1; \
+	  echo "fuzz: $$n for $(FUZZ_TIME)s"; \
+	  $(FUZZ_NICE) build/fuzz/fuzz-$$n -max_total_time=$(FUZZ_TIME) -max_len=4096 -timeout=10 \
+	    -print_final_stats=1 build/fuzz/corpus-$$n tests/fuzz/corpus-$$n || exit 1; \
 	done
+
+# --- soak (not part of check: tests/test-soak.c runs a short one) ----------------
+# Real sim guests with disks and a seeded random schedule of faults; every
+# invariant checked after each (tests/soak/soak.py). A break prints the seed
+# and the step: `make soak SEED=S` replays it.
+N      ?= 8
+FAULTS ?= 300
+SEED   ?= $(shell date +%s)
+soak: all guest
+	NF_BIN=$(CURDIR)/nervesfleet NF_GUEST_DIR=$(GUEST_DIR) \
+	  python3 tests/soak/soak.py --guests $(N) --faults $(FAULTS) --seed $(SEED)
 
 # --- guest, demo, bench ------------------------------------------------------
 deps:

@@ -109,8 +109,14 @@ int nf_cmd_down(int argc, char **argv)
     return NF_EXIT_USAGE;
   }
   NfFleetPaths paths = {0};
-  const char *fleet = name ? name : "default";
-  if (!nf_paths_resolve(&paths, fleet, runtime_dir, NULL, &error)) {
+  /* As every other verb (client.c): inside `run --exec CMD` the fleet's own
+   * coordinates are the default. */
+  const char *env_name = g_getenv("NERVESFLEET_NAME");
+  const char *fleet = name ? name : env_name ? env_name : "default";
+  const char *dir = runtime_dir;
+  if (!dir && !name && env_name)
+    dir = g_getenv("NERVESFLEET_RUNTIME_DIR");
+  if (!nf_paths_resolve(&paths, fleet, dir, NULL, &error)) {
     nf_cli_error("down: %s", error->message);
     return NF_EXIT_USAGE;
   }

@@ -78,6 +78,27 @@ static gboolean out_all(const char *buf, gsize len)
   return TRUE;
 }
 
+gboolean nf_console_filter_keys(gboolean *escaped, const char *in, gsize len, GString *send)
+{
+  for (gsize i = 0; i < len; i++) {
+    char ch = in[i];
+    if (*escaped) {
+      *escaped = FALSE;
+      if (ch == 'q' || ch == 'Q' || ch == '.')
+        return TRUE;
+      /* Not a detach: the escape goes through, once even when doubled. */
+      g_string_append_c(send, NF_CONSOLE_ESCAPE);
+      if (ch != NF_CONSOLE_ESCAPE)
+        g_string_append_c(send, ch);
+    } else if (ch == NF_CONSOLE_ESCAPE) {
+      *escaped = TRUE;
+    } else {
+      g_string_append_c(send, ch);
+    }
+  }
+  return FALSE;
+}
+
 NfConsoleEnd nf_console_run(NfClient *c, gboolean writer, GError **error)
 {
   gboolean raw = tty_raw();
@@ -126,26 +147,8 @@ NfConsoleEnd nf_console_run(NfClient *c, gboolean writer, GError **error)
         end = NF_CONSOLE_INPUT_ENDED;
         break;
       }
-      /* Pass keys through, except the escape sequence. */
       g_autoptr(GString) send = g_string_new(NULL);
-      gboolean detach = FALSE;
-      for (ssize_t i = 0; i < n && !detach; i++) {
-        char ch = buf[i];
-        if (escaped) {
-          escaped = FALSE;
-          if (ch == 'q' || ch == 'Q' || ch == '.') {
-            detach = TRUE;
-            break;
-          }
-          g_string_append_c(send, NF_CONSOLE_ESCAPE);
-          if (ch != NF_CONSOLE_ESCAPE)
-            g_string_append_c(send, ch);
-        } else if (ch == NF_CONSOLE_ESCAPE) {
-          escaped = TRUE;
-        } else {
-          g_string_append_c(send, ch);
-        }
-      }
+      gboolean detach = nf_console_filter_keys(&escaped, buf, (gsize)n, send);
       if (send->len && writer) {
         if (!nf_client_write_all(c, send->str, send->len, error)) {
           end = NF_CONSOLE_ERROR;

@@ -20,6 +20,14 @@ typedef enum {
   NF_CONSOLE_ERROR,       /* I/O error; `error` says which */
 } NfConsoleEnd;
 
+/* The escape state machine, apart from any terminal (also fuzzed): appends
+ * to `send` the keys of `in` (`len` bytes) that go to the guest, dropping
+ * the escape (NF_CONSOLE_ESCAPE then q, Q or '.'). An escape followed by
+ * anything else is passed on; a doubled escape sends one. `*escaped`
+ * carries a trailing escape over to the next call. Returns TRUE when the
+ * user asked to detach: keys after the detach are not consumed. */
+gboolean nf_console_filter_keys(gboolean *escaped, const char *in, gsize len, GString *send);
+
 /* Relays between stdin/stdout and `c` (already attached) until one of the
  * ends above; keys read before stdin's EOF are sent before detaching. `writer`: keys go to the
  * guest; otherwise they are dropped (a note says so once) and only the escape works. */

@@ -15,7 +15,6 @@
 
 static gboolean is_page_path(const char *path);
 static gboolean token_equal(const char *given, const char *token);
-static gboolean host_is_loopback(const char *host);
 
 gboolean nf_http_parse_listen(const char *spec, char **addr, guint *port, GError **error)
 {
@@ -124,7 +123,7 @@ static gboolean token_equal(const char *given, const char *token)
 /* Host header (host[:port]) names this machine by a loopback address or
  * "localhost": a page of another site that rebinds its name to 127.0.0.1
  * still sends its own name and is refused. */
-static gboolean host_is_loopback(const char *host)
+gboolean nf_http_host_is_loopback(const char *host)
 {
   if (!host)
     return FALSE;
@@ -179,7 +178,7 @@ gboolean nf_http_check_access(NfHttp *http, SoupServerMessage *msg, const char *
                         "only this host may connect without a token (see --http-token)");
     return FALSE;
   }
-  if (!host_is_loopback(host)) {
+  if (!nf_http_host_is_loopback(host)) {
     nf_http_reply_error(msg, 403, "permission_denied",
                         "Host '%s' is not this host: open the dashboard as http://127.0.0.1:PORT/",
                         host ? host : "");

@@ -52,6 +52,9 @@ void nf_http_drop_connection(NfHttp *http, SoupServerMessage *msg);
 void nf_http_conn_streaming(NfHttp *http, SoupServerMessage *msg);
 
 /* --- access.c ------------------------------------------------------------------ */
+/* A Host header (host[:port], [v6]:port) naming this machine: a loopback
+ * address or "localhost". NULL: FALSE. */
+gboolean nf_http_host_is_loopback(const char *host);
 /* Whether the request may go on: answers 401/403 (and returns FALSE) when
  * it may not. The page's own files need no token. */
 gboolean nf_http_check_access(NfHttp *http, SoupServerMessage *msg, const char *path);

@@ -218,7 +218,9 @@ static gboolean qcow2_read(const char *path, guint8 *buf, gsize len, guint64 off
                 path, offset, len, img.size);
     ok = FALSE;
   }
-  guint64 cs = G_GUINT64_CONSTANT(1) << img.cluster_bits, l2_entries = cs / 8;
+  /* Only a header that opened has a sane cluster_bits (a refused one may
+   * hold any value: shifting by it is undefined). */
+  guint64 cs = G_GUINT64_CONSTANT(1) << (ok ? img.cluster_bits : 9), l2_entries = cs / 8;
   for (gsize done = 0; ok && done < len;) {
     guint64 pos = offset + done;
     guint64 in_cluster = pos & (cs - 1);

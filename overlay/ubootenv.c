@@ -129,6 +129,15 @@ NfUbootEnv *nf_ubootenv_parse(const guint8 *data, gsize len, const char *origin,
     g_ptr_array_add(env->values, g_strndup(eq + 1, (gsize)(nul - eq - 1)));
     p = nul + 1;
   }
+  if (p >= end) {
+    /* No final empty string: U-Boot's own tools always write one, and an
+     * env without it could not be written back as it was read. */
+    g_set_error(error, NF_UBOOTENV_ERROR, NF_UBOOTENV_ERROR_INVALID,
+                "U-Boot environment in %s: unterminated variable list (no empty string after "
+                "the last variable)",
+                origin);
+    return NULL;
+  }
   if (p + 1 < end)
     env->pad = (guint8)p[1];
   return g_steal_pointer(&env);

@@ -28,7 +28,13 @@
 #include <glib/gstdio.h>
 
 #include "supervisor/command.h"
+#include "supervisor/control-request.h"
 #include "supervisor/paths.h"
+
+/* Out of fds at accept: how long the listener rests before trying again. */
+#define NF_CONTROL_ACCEPT_PAUSE_MS 500
+/* After the runtime dir's files are removed: quiet time before putting back. */
+#define NF_CONTROL_REPAIR_DELAY_MS 200
 
 typedef enum {
   MODE_REQUESTS, /* JSON lines in, replies out */
@@ -63,12 +69,20 @@ struct NfControl {
   char *path;
   int listen_fd;
   guint listen_src;
+  guint resume_src;       /* out of fds: accepting again after a pause */
+  GFileMonitor *watch[2]; /* the fleet lock and our socket, should they go */
+  guint repair_src;
   guint listener_id;
   GList *clients; /* Client*, each holding one ref */
   guint n_clients;
 };
 
 static gboolean accept_cb(int fd, GIOCondition cond, gpointer data);
+static gboolean accept_resume_cb(gpointer data);
+static int listen_at(const char *path, GError **error);
+static void runtime_changed_cb(GFileMonitor *monitor, GFile *file, GFile *other,
+                               GFileMonitorEvent event, gpointer data);
+static gboolean runtime_repair_cb(gpointer data);
 static gboolean client_in_cb(int fd, GIOCondition cond, gpointer data);
 static gboolean client_out_cb(int fd, GIOCondition cond, gpointer data);
 static void client_new(NfControl *ctl, int fd);
@@ -126,18 +140,14 @@ static void control_log(NfControl *ctl, const char *fmt, ...)
     fprintf(stderr, "nervesfleet: control: %s\n", msg);
 }
 
-NfControl *nf_control_new(NfFleet *fleet, const NfControlHooks *hooks, gpointer user_data,
-                          GError **error)
+/* A listening socket at `path` (replacing a file there), or -1 with an error. */
+static int listen_at(const char *path, GError **error)
 {
-  g_autofree char *path =
-      g_build_filename(nf_fleet_runtime_dir(fleet), NF_CONTROL_SOCKET_NAME, NULL);
-  if (!nf_paths_check_socket(path, error))
-    return NULL;
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
     int e = errno;
     g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "control socket: %s", g_strerror(e));
-    return NULL;
+    return -1;
   }
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
   g_strlcpy(addr.sun_path, path, sizeof(addr.sun_path));
@@ -154,8 +164,21 @@ NfControl *nf_control_new(NfFleet *fleet, const NfControlHooks *hooks, gpointer 
     (void)unlink(path);
     g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "control socket %s: %s", path,
                 g_strerror(e));
-    return NULL;
+    return -1;
   }
+  return fd;
+}
+
+NfControl *nf_control_new(NfFleet *fleet, const NfControlHooks *hooks, gpointer user_data,
+                          GError **error)
+{
+  g_autofree char *path =
+      g_build_filename(nf_fleet_runtime_dir(fleet), NF_CONTROL_SOCKET_NAME, NULL);
+  if (!nf_paths_check_socket(path, error))
+    return NULL;
+  int fd = listen_at(path, error);
+  if (fd < 0)
+    return NULL;
   NfControl *ctl = g_new0(NfControl, 1);
   ctl->fleet = fleet;
   if (hooks)
@@ -166,6 +189,14 @@ NfControl *nf_control_new(NfFleet *fleet, const NfControlHooks *hooks, gpointer 
   ctl->path = g_steal_pointer(&path);
   ctl->listen_fd = fd;
   ctl->listen_src = g_unix_fd_add(fd, G_IO_IN, accept_cb, ctl);
+  g_autofree char *lock = g_build_filename(nf_fleet_runtime_dir(fleet), "fleet.lock", NULL);
+  const char *watched[2] = {lock, ctl->path};
+  for (int i = 0; i < 2; i++) {
+    g_autoptr(GFile) f = g_file_new_for_path(watched[i]);
+    ctl->watch[i] = g_file_monitor_file(f, G_FILE_MONITOR_NONE, NULL, NULL);
+    if (ctl->watch[i])
+      g_signal_connect(ctl->watch[i], "changed", G_CALLBACK(runtime_changed_cb), ctl);
+  }
   static const NfFleetCallbacks listener = {.vm_changed = vm_changed_cb, .notice = notice_cb};
   ctl->listener_id = nf_fleet_add_listener(fleet, &listener, ctl);
   return ctl;
@@ -176,7 +207,14 @@ void nf_control_free(NfControl *ctl)
   if (!ctl)
     return;
   nf_fleet_remove_listener(ctl->fleet, ctl->listener_id);
-  g_source_remove(ctl->listen_src);
+  g_clear_handle_id(&ctl->listen_src, g_source_remove);
+  g_clear_handle_id(&ctl->resume_src, g_source_remove);
+  g_clear_handle_id(&ctl->repair_src, g_source_remove);
+  for (int i = 0; i < 2; i++) {
+    if (ctl->watch[i])
+      g_signal_handlers_disconnect_by_data(ctl->watch[i], ctl);
+    g_clear_object(&ctl->watch[i]);
+  }
   close(ctl->listen_fd);
   (void)unlink(ctl->path);
   /* Best effort: whatever is queued goes out now if the socket takes it. */
@@ -214,6 +252,18 @@ static gboolean accept_cb(int fd, GIOCondition cond, gpointer data)
   /* A bounded number per wake-up, so a connect storm cannot starve the loop. */
   for (int i = 0; i < 64; i++) {
     int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (cfd < 0 && (errno == EMFILE || errno == ENFILE)) {
+      /* The connection stays queued and the socket readable: watching it
+       * now would spin. Pause, say so once, and try again later; the
+       * guests' own fds are not at stake (they are open already). */
+      control_log(ctl,
+                  "control socket: %s; new clients wait until some close (raise the open-file "
+                  "limit: `ulimit -n`, LimitNOFILE=)",
+                  g_strerror(errno));
+      ctl->listen_src = 0;
+      ctl->resume_src = g_timeout_add(NF_CONTROL_ACCEPT_PAUSE_MS, accept_resume_cb, ctl);
+      return G_SOURCE_REMOVE;
+    }
     if (cfd < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
         control_log(ctl, "accept: %s", g_strerror(errno));
@@ -222,6 +272,60 @@ static gboolean accept_cb(int fd, GIOCondition cond, gpointer data)
     client_new(ctl, cfd);
   }
   return G_SOURCE_CONTINUE;
+}
+
+static gboolean accept_resume_cb(gpointer data)
+{
+  NfControl *ctl = data;
+  ctl->resume_src = 0;
+  ctl->listen_src = g_unix_fd_add(ctl->listen_fd, G_IO_IN, accept_cb, ctl);
+  return G_SOURCE_REMOVE;
+}
+
+/* The runtime dir (or the lock or socket in it) was removed under us: by
+ * hand, or by a tmpfiles cleaner. Without them `ps` and `down` cannot find a
+ * fleet that still runs, and another `run` could start a second supervisor
+ * of it. Once the removal settles, both are put back. */
+static void runtime_changed_cb(GFileMonitor *monitor, GFile *file, GFile *other,
+                               GFileMonitorEvent event, gpointer data)
+{
+  NfControl *ctl = data;
+  if (event != G_FILE_MONITOR_EVENT_DELETED && event != G_FILE_MONITOR_EVENT_MOVED_OUT)
+    return;
+  /* After the last of a burst (`rm -rf` removes file by file, then the dir). */
+  g_clear_handle_id(&ctl->repair_src, g_source_remove);
+  ctl->repair_src = g_timeout_add(NF_CONTROL_REPAIR_DELAY_MS, runtime_repair_cb, ctl);
+}
+
+static gboolean runtime_repair_cb(gpointer data)
+{
+  NfControl *ctl = data;
+  ctl->repair_src = 0;
+  g_autoptr(GError) error = NULL;
+  if (!nf_fleet_retake_lock(ctl->fleet, &error)) {
+    control_log(ctl, "runtime dir %s: %s", nf_fleet_runtime_dir(ctl->fleet), error->message);
+    return G_SOURCE_REMOVE;
+  }
+  struct stat st;
+  if (lstat(ctl->path, &st) == 0)
+    return G_SOURCE_REMOVE;
+  int fd = listen_at(ctl->path, &error);
+  if (fd < 0) {
+    control_log(ctl, "runtime dir %s was removed; the control socket could not be made again: %s",
+                nf_fleet_runtime_dir(ctl->fleet), error->message);
+    return G_SOURCE_REMOVE;
+  }
+  g_clear_handle_id(&ctl->listen_src, g_source_remove);
+  g_clear_handle_id(&ctl->resume_src, g_source_remove);
+  close(ctl->listen_fd);
+  ctl->listen_fd = fd;
+  ctl->listen_src = g_unix_fd_add(fd, G_IO_IN, accept_cb, ctl);
+  control_log(ctl,
+              "runtime dir %s was removed under the running fleet: its lock and control socket "
+              "are back (guests kept running; their pid files are not, so if this supervisor "
+              "dies too, `down` finds them by their command lines)",
+              nf_fleet_runtime_dir(ctl->fleet));
+  return G_SOURCE_REMOVE;
 }
 
 static void client_new(NfControl *ctl, int fd)
@@ -468,51 +572,12 @@ static void client_feed(Client *c, const char *buf, gsize len)
 
 static void client_handle_line(Client *c, const char *line, gsize len)
 {
-  if (len > 0 && line[len - 1] == '\r')
-    len--;
-  if (len == 0)
-    return; /* blank lines are keep-alives */
-  json_error_t jerr;
-  json_auto_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
-  if (!req) {
-    reply_error(c, NULL, "bad_request", NULL, "not JSON: %s", jerr.text);
-    return;
-  }
-  if (!json_is_object(req)) {
-    reply_error(c, NULL, "bad_request", NULL, "a request is a JSON object");
-    return;
-  }
-  json_t *id = json_object_get(req, "id");
-  if (id && !json_is_string(id) && !json_is_integer(id) && !json_is_null(id)) {
-    reply_error(c, NULL, "bad_request", NULL, "\"id\" must be a string or an integer");
-    return;
-  }
-  json_t *v = json_object_get(req, "v");
-  if (!json_is_integer(v)) {
-    reply_error(c, id, "bad_request", NULL, "missing \"v\": this server speaks protocol version %d",
-                NF_CONTROL_PROTOCOL);
-    return;
-  }
-  if (json_integer_value(v) != NF_CONTROL_PROTOCOL) {
-    reply_error(c, id, "unsupported_version", NULL,
-                "protocol version %" JSON_INTEGER_FORMAT " not supported (this is %d)",
-                json_integer_value(v), NF_CONTROL_PROTOCOL);
-    return;
-  }
-  json_t *cmd = json_object_get(req, "cmd");
-  if (!json_is_string(cmd)) {
-    reply_error(c, id, "bad_request", NULL, "\"cmd\" must be a string");
-    return;
-  }
-  json_t *args = json_object_get(req, "args");
-  if (args && json_is_null(args))
-    args = NULL;
-  if (args && !json_is_object(args)) {
-    reply_error(c, id, "bad_args", NULL, "\"args\" must be an object");
-    return;
-  }
-  json_auto_t *empty = json_object();
-  nf_commands_dispatch(c->ctl->cmds, &c->peer, id, json_string_value(cmd), args ? args : empty);
+  NfControlRequest req;
+  if (nf_control_request_parse(line, len, &req))
+    nf_commands_dispatch(c->ctl->cmds, &c->peer, req.id, req.cmd, req.args);
+  else if (req.code)
+    reply_error(c, req.id, req.code, NULL, "%s", req.message);
+  nf_control_request_clear(&req);
 }
 
 /* --- the transport's side of the command layer ---------------------------------- */

@@ -165,3 +165,21 @@ gboolean nf_fleet_ensure_fd_limit(guint guests, GError **error)
                               NF_FLEET_FDS_PER_GUEST));
   return FALSE;
 }
+
+gboolean nf_fleet_retake_lock(NfFleet *fleet, GError **error)
+{
+  if (fleet->lock_path && g_file_test(fleet->lock_path, G_FILE_TEST_EXISTS))
+    return TRUE;
+  if (g_mkdir_with_parents(fleet->paths.runtime_dir, 0700) != 0) {
+    int e = errno;
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT, "cannot create %s: %s",
+                fleet->paths.runtime_dir, g_strerror(e));
+    return FALSE;
+  }
+  /* The old lock's inode is gone with its name: a new one, held again. */
+  if (fleet->lock_fd >= 0)
+    close(fleet->lock_fd);
+  fleet->lock_fd = -1;
+  g_clear_pointer(&fleet->lock_path, g_free);
+  return take_lock(fleet, error);
+}

@@ -94,6 +94,12 @@ const NfUbootEnv *nf_fleet_vm_firmware_env(NfFleet *fleet, NfVm *vm);
  * shrinks (stops the highest ids, freed once reaped) the fleet to `count`. */
 gboolean nf_fleet_scale(NfFleet *fleet, guint count, GError **error);
 
+/* The runtime dir or its lock file was removed under the running fleet:
+ * makes the dir again and takes a new lock file (with our pid). TRUE when
+ * there was nothing to do. FALSE with NF_FLEET_ERROR_BUSY when another
+ * supervisor of this fleet took the lock meanwhile. */
+gboolean nf_fleet_retake_lock(NfFleet *fleet, GError **error);
+
 /* The fleet leaves its guests running when freed (daemon mode hand-over). */
 void nf_fleet_detach(NfFleet *fleet);
 

@@ -43,7 +43,6 @@ static gboolean timeout_cb(gpointer data);
 static void conn_free(Conn *c);
 static void answer(Conn *c);
 static void reply(Conn *c, const char *status, const char *body);
-static char *parse_serial(const char *head, const char **problem);
 
 NfReadyHttp *nf_ready_http_new(const char *bind_addr, const char *guest_host, NfReadyHttpFunc func,
                                gpointer user_data, GError **error)
@@ -158,9 +157,7 @@ static void read_cb(GObject *source, GAsyncResult *res, gpointer data)
                             c->cancel, read_cb, c);
 }
 
-/* "GET /ready?serial=X HTTP/1.x" with X of [A-Za-z0-9._:+-]; anything else
- * sets *problem. Returns the serial (caller frees) or NULL. */
-static char *parse_serial(const char *head, const char **problem)
+char *nf_ready_http_parse_serial(const char *head, const char **problem)
 {
   const char *eol = strpbrk(head, "\r\n");
   g_autofree char *line = g_strndup(head, eol ? (gsize)(eol - head) : strlen(head));
@@ -198,7 +195,7 @@ static char *parse_serial(const char *head, const char **problem)
 static void answer(Conn *c)
 {
   const char *problem = NULL;
-  g_autofree char *serial = parse_serial(c->buf, &problem);
+  g_autofree char *serial = nf_ready_http_parse_serial(c->buf, &problem);
   if (serial == NULL) {
     g_autofree char *first = g_strndup(c->buf, strcspn(c->buf, "\r\n"));
     g_message("ready-http: bad request from %s (%s): %.80s", c->peer, problem, first);

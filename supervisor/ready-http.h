@@ -45,5 +45,11 @@ guint nf_ready_http_port(const NfReadyHttp *http);
  * "http://10.0.2.2:PORT/ready". Owned by `http`. */
 const char *nf_ready_http_guest_url(const NfReadyHttp *http);
 
+/* The serial a request head reports: "GET /ready?serial=X HTTP/1.x" with X
+ * of 1-64 characters of [A-Za-z0-9._:+-]. Anything else returns NULL and
+ * sets *problem (a static phrase for the log). Caller frees. Pure, so the
+ * fuzzer reaches it without a socket. */
+char *nf_ready_http_parse_serial(const char *head, const char **problem);
+
 /* Stops listening and drops connections in flight. NULL is fine. */
 void nf_ready_http_free(NfReadyHttp *http);

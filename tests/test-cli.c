@@ -255,6 +255,25 @@ static void test_exec_fails_fast(void)
   g_assert_nonnull(strstr(out, "1 of 1 guests did not come up"));
 }
 
+/* `down` finds the fleet from NERVESFLEET_NAME as every other verb does
+ * (inside `run --exec CMD`); it used to look for 'default'. Found by the soak. */
+static void test_down_env_name(void)
+{
+  const char *run[] = {"run", "1", "-d", "--name", "envdown", "--stop-timeout", "5", NULL};
+  g_autofree char *out = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, run, BOOT_MS, &out), ==, 0);
+  g_setenv("NERVESFLEET_NAME", "envdown", TRUE);
+  const char *down[] = {"down", NULL};
+  g_autofree char *out2 = NULL;
+  int rc = nf_test_run_cli(tmp, down, CLI_MS, &out2);
+  g_unsetenv("NERVESFLEET_NAME");
+  g_test_message("down -> %d: %s", rc, out2);
+  g_assert_cmpint(rc, ==, 0);
+  g_assert_nonnull(strstr(out2, "'envdown' stopped"));
+  g_autofree char *rt = g_build_filename(tmp, "run", "nervesfleet", "envdown", NULL);
+  g_assert_false(g_file_test(rt, G_FILE_TEST_EXISTS));
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -262,6 +281,7 @@ int main(int argc, char **argv)
   g_test_add_func("/cli/fleet-verbs", test_fleet_verbs);
   g_test_add_func("/cli/exec-status-and-ephemeral", test_exec_status_and_ephemeral);
   g_test_add_func("/cli/exec-fails-fast", test_exec_fails_fast);
+  g_test_add_func("/cli/down-env-name", test_down_env_name);
   int rc = g_test_run();
   nf_test_tmpdir_cleanup(tmp);
   g_free(tmp);

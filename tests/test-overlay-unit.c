@@ -666,6 +666,25 @@ static void test_disk_full_and_readonly(void)
   nf_test_tmpdir_cleanup(dir);
 }
 
+/* Found by tests/fuzz/fuzz-qcow2.c: a header refused for its cluster size
+ * (cluster_bits 320) still had 1 << cluster_bits computed, undefined
+ * behaviour that UBSan (make check's build) aborts on. A clean error now. */
+static void test_qcow2_bad_cluster_bits(void)
+{
+  g_autofree char *dir = nf_test_tmpdir_new();
+  g_autofree char *path = g_build_filename(dir, "bad.qcow2", NULL);
+  guint8 h[512] = {0x51, 0x46, 0x49, 0xfb, 0, 0, 0, 2};
+  h[22] = 0x01;
+  h[23] = 0x40;
+  h[31] = 0x10; /* size 4 KiB */
+  g_assert_true(g_file_set_contents(path, (const char *)h, sizeof h, NULL));
+  guint8 buf[16];
+  g_autoptr(GError) error = NULL;
+  g_assert_false(nf_overlay_qcow2_pread(path, buf, sizeof buf, 0, &error));
+  g_assert_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_UNSUPPORTED);
+  nf_test_tmpdir_cleanup(dir);
+}
+
 int main(int argc, char **argv)
 {
   /* Our own mount namespace (before any thread exists): the tmpfs mounts of
@@ -687,6 +706,7 @@ int main(int argc, char **argv)
   g_test_add_func("/overlay/reflash-remove", test_reflash_remove);
   g_test_add_func("/overlay/env", test_env_in_overlay);
   g_test_add_func("/overlay/qcow2-reader", test_qcow2_reader);
+  g_test_add_func("/overlay/qcow2-bad-cluster-bits", test_qcow2_bad_cluster_bits);
   g_test_add_func("/overlay/failure/enotdir", test_enotdir);
   g_test_add_func("/overlay/failure/disk-full-readonly", test_disk_full_and_readonly);
   int rc = g_test_run();

@@ -217,6 +217,31 @@ static void test_edit_and_limits(void)
   g_assert_error(error, NF_UBOOTENV_ERROR, NF_UBOOTENV_ERROR_INVALID);
 }
 
+/* Found by tests/fuzz/fuzz-ubootenv.c: a block whose last variable ends on
+ * its last byte (no empty string after it) was accepted, and the env could
+ * then not be written back ("do not fit") even unchanged. It is refused. */
+static void test_no_final_empty_string(void)
+{
+  guint8 raw[12] = {0, 0, 0, 0, 'a', '=', 'b', 0, 'c', '=', 'd', 0};
+  guint32 crc = nf_ubootenv_crc32(raw + 4, sizeof raw - 4);
+  memcpy(raw, &crc, 4); /* little endian host */
+  g_autoptr(GError) error = NULL;
+  g_autoptr(NfUbootEnv) env = nf_ubootenv_parse(raw, sizeof raw, "full", &error);
+  g_assert_null(env);
+  g_assert_error(error, NF_UBOOTENV_ERROR, NF_UBOOTENV_ERROR_INVALID);
+  g_assert_nonnull(strstr(error->message, "unterminated"));
+  /* One byte more for the empty string: read, and written back the same. */
+  guint8 ok[13] = {0, 0, 0, 0, 'a', '=', 'b', 0, 'c', '=', 'd', 0, 0};
+  crc = nf_ubootenv_crc32(ok + 4, sizeof ok - 4);
+  memcpy(ok, &crc, 4);
+  g_autoptr(NfUbootEnv) env2 = nf_ubootenv_parse(ok, sizeof ok, "exact", NULL);
+  g_assert_nonnull(env2);
+  gsize len = 0;
+  g_autofree guint8 *out = nf_ubootenv_serialize(env2, &len, NULL);
+  g_assert_nonnull(out);
+  g_assert_cmpmem(out, len, ok, sizeof ok);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -227,6 +252,7 @@ int main(int argc, char **argv)
   g_test_add_func("/ubootenv/fw-printenv-interop", test_fw_printenv_reads_ours);
   g_test_add_func("/ubootenv/bad-crc", test_bad_crc);
   g_test_add_func("/ubootenv/edit-and-limits", test_edit_and_limits);
+  g_test_add_func("/ubootenv/no-final-empty-string", test_no_final_empty_string);
   int rc = g_test_run();
   g_free(t_sh("rm -rf %s", t_tmpdir));
   g_assert_false(g_file_test(t_tmpdir, G_FILE_TEST_EXISTS));
