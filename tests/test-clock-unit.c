@@ -24,6 +24,9 @@ static const char *const allowed[][2] = {
     {"supervisor/lifecycle.c", "last exit time, shown in ps and status.json"},
     {"supervisor/vm-status.c", "events.log line stamps"},
     {"supervisor/vm.c", "start/exit stamps; an adopted guest's uptime (clamped)"},
+    {"supervisor/vm-adopt.c", "an adopted guest's uptime (clamped) and the time of an exit seen "
+                              "at adoption"},
+    {"supervisor/snapshot-build.c", "meta.json's built_at stamp (validity is by hash, not age)"},
     {"http/metrics.c", "the stats document's timestamp"},
 };
 
