@@ -225,7 +225,7 @@ static void test_config_equals_flags(void)
                                     "memory=96M\n"
                                     "restart=always\n"
                                     "forward=22;80\n"
-                                    "ksm=true\n"
+                                    "ksm=on\n"
                                     "ephemeral=false\n"
                                     "serial-format=LAB-%04u\n"
                                     "qemu-arg=-no-reboot\n"
@@ -234,11 +234,26 @@ static void test_config_equals_flags(void)
   g_autofree char *from_file = NULL, *from_flags = NULL, *overridden = NULL, *expected = NULL;
   const char *file_args[] = {"run", "--config", conf, "--print-config", NULL};
   g_assert_cmpint(nf_test_run_cli(tmp, file_args, 30000, &from_file), ==, 0);
-  const char *flag_args[] = {
-      "run",       "3",          "--memory",   "96M",         "--restart", "always",
-      "--forward", "22",         "--forward",  "80",          "--ksm",     "--serial-format",
-      "LAB-%04u",  "--qemu-arg", "-no-reboot", "--id-offset", "100",       "--print-config",
-      NULL};
+  const char *flag_args[] = {"run",
+                             "3",
+                             "--memory",
+                             "96M",
+                             "--restart",
+                             "always",
+                             "--forward",
+                             "22",
+                             "--forward",
+                             "80",
+                             "--ksm",
+                             "on",
+                             "--serial-format",
+                             "LAB-%04u",
+                             "--qemu-arg",
+                             "-no-reboot",
+                             "--id-offset",
+                             "100",
+                             "--print-config",
+                             NULL};
   g_assert_cmpint(nf_test_run_cli(tmp, flag_args, 30000, &from_flags), ==, 0);
   g_assert_cmpstr(from_file, ==, from_flags);
   g_assert_nonnull(strstr(from_file, "\"memory_mib\":96"));
@@ -249,15 +264,10 @@ static void test_config_equals_flags(void)
   g_autofree char *config_eq = g_strconcat("--config=", conf, NULL);
   over_args[2] = config_eq;
   g_assert_cmpint(nf_test_run_cli(tmp, over_args, 30000, &overridden), ==, 0);
-  const char *want_args[] = {"run",        "5",
-                             "--memory",   "64M",
-                             "--restart",  "always",
-                             "--forward",  "443",
-                             "--ksm",      "--serial-format",
-                             "LAB-%04u",   "--qemu-arg",
-                             "-no-reboot", "--id-offset",
-                             "100",        "--print-config",
-                             NULL};
+  const char *want_args[] = {
+      "run",        "5",          "--memory",    "64M", "--restart",       "always",
+      "--forward",  "443",        "--ksm",       "on",  "--serial-format", "LAB-%04u",
+      "--qemu-arg", "-no-reboot", "--id-offset", "100", "--print-config",  NULL};
   g_assert_cmpint(nf_test_run_cli(tmp, want_args, 30000, &expected), ==, 0);
   g_assert_cmpstr(overridden, ==, expected);
   nf_test_tmpdir_cleanup(tmp);
@@ -273,9 +283,10 @@ static void test_config_errors(void)
   } cases[] = {
       {"[fleet]\nmemroy=1G\n", "unknown key 'memroy'"},
       {"[fleet]\ncount=2\n[extra]\nx=1\n", "unknown group [extra]"},
-      {"[fleet]\ncount=2\nksm=maybe\n", "key 'ksm' is a switch"},
+      {"[fleet]\ncount=2\nephemeral=maybe\n", "key 'ephemeral' is a switch"},
       {"[fleet]\ncount=2\nexec=true\n", "key 'exec' cannot be set"},
       {"[fleet]\ncount=2\nmemory=huge\n", "--memory"},
+      {"[fleet]\ncount=2\nksm=maybe\n", "--ksm 'maybe'"},
       {"[fleet]\nmemory=64M\n", "missing the guest count"},
       {"not a key file\n", "lab.conf"},
   };
