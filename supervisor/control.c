@@ -482,9 +482,15 @@ static void send_json(Client *c, json_t *msg)
   json_decref(msg);
   if (!text)
     return;
-  send_bytes(c, text, strlen(text));
-  send_bytes(c, "\n", 1);
+  /* One line, one append: the cap on unread output is checked before each
+   * append, so a newline queued on its own behind a reply larger than the
+   * cap (`ps` of 5,000 guests) would drop a client that reads just fine. */
+  gsize len = strlen(text);
+  g_autofree char *line = g_malloc(len + 1);
+  memcpy(line, text, len);
+  line[len] = '\n';
   free(text);
+  send_bytes(c, line, len + 1);
 }
 
 static void reply_error(Client *c, json_t *id, const char *code, json_t *details, const char *fmt,

@@ -1,11 +1,13 @@
 /*
  * nf-ctl-raw.c: test helper: `nf-ctl-raw SOCKET LINE` connects to a control
- * socket, sends LINE plus a newline, prints the first line it gets back and
+ * socket, sends LINE plus a newline, prints the first line it gets back (of
+ * any length) and
  * exits 0; exits 3 when it cannot connect, 4 on EOF without a line. Used by
  * test-control.c to speak to the supervisor as another uid (under setpriv).
  */
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -28,22 +30,36 @@ int main(int argc, char **argv)
     return 3;
   }
   dprintf(fd, "%s\n", argv[2]);
-  char buf[4096];
-  size_t len = 0;
-  while (len < sizeof(buf) - 1) {
-    ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+  /* A line of any length (a `ps` of thousands of guests is megabytes). */
+  size_t cap = 4096, len = 0;
+  char *buf = malloc(cap);
+  if (buf == NULL)
+    return 5;
+  for (;;) {
+    if (len + 1 >= cap) {
+      char *bigger = realloc(buf, cap *= 2);
+      if (bigger == NULL)
+        return 5;
+      buf = bigger;
+    }
+    ssize_t n = read(fd, buf + len, cap - 1 - len);
     if (n <= 0)
       break;
+    char *nl = memchr(buf + len, '\n', (size_t)n);
     len += (size_t)n;
-    if (memchr(buf, '\n', len))
+    if (nl)
       break;
   }
   buf[len] = '\0';
   char *nl = strchr(buf, '\n');
-  if (!nl)
+  if (!nl) {
+    free(buf);
     return 4;
+  }
   *nl = '\0';
-  printf("%s\n", buf);
+  fputs(buf, stdout);
+  fputc('\n', stdout);
+  free(buf);
   close(fd);
   return 0;
 }
