@@ -387,3 +387,13 @@ void nf_client_print_problems(NfClient *c, guint tail_lines)
       fprintf(stderr, "    | %s\n", g_strchomp(lines[k]));
   }
 }
+
+void nf_client_print_result(json_t *result, gboolean json, void (*table)(json_t *result))
+{
+  if (json) {
+    json_dumpf(result, stdout, JSON_COMPACT | JSON_REAL_PRECISION(10));
+    fputc('\n', stdout);
+  } else {
+    table(result);
+  }
+}

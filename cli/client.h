@@ -99,6 +99,10 @@ gboolean nf_client_parse_args(const char *verb, const char *params, const char *
 int nf_client_fail(const char *verb, const GError *error, NfClient *c);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(NfClientOptions, nf_client_options_clear)
 
+/* Prints a verb's result document: as one line of compact JSON when `json`
+ * (the stable `--json` output), else through `table`. */
+void nf_client_print_result(json_t *result, gboolean json, void (*table)(json_t *result));
+
 /* After an ok:false "failed"/"timeout" reply: prints each guest named in the
  * error's "guests" (state, exit reason, the last `tail_lines` console lines)
  * to stderr. */

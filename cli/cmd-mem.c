@@ -96,11 +96,6 @@ int nf_cmd_mem(int argc, char **argv)
   json_auto_t *result = nf_client_call(c, "mem", json_object(), NF_CLIENT_TIMEOUT_MS, &error);
   if (!result)
     return nf_client_fail("mem", error, c);
-  if (json) {
-    json_dumpf(result, stdout, JSON_COMPACT | JSON_REAL_PRECISION(10));
-    fputc('\n', stdout);
-  } else {
-    print_table(result);
-  }
+  nf_client_print_result(result, json, print_table);
   return NF_EXIT_OK;
 }

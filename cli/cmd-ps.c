@@ -183,11 +183,6 @@ int nf_cmd_ps(int argc, char **argv)
       nf_client_call(c, "ps", json_pack("{s:s}", "targets", target), NF_CLIENT_TIMEOUT_MS, &error);
   if (!result)
     return nf_client_fail("ps", error, c);
-  if (json) {
-    json_dumpf(result, stdout, JSON_COMPACT | JSON_REAL_PRECISION(10));
-    fputc('\n', stdout);
-  } else {
-    print_table(result);
-  }
+  nf_client_print_result(result, json, print_table);
   return NF_EXIT_OK;
 }

@@ -14,6 +14,24 @@
 #include "supervisor/snapshot.h"
 #include "supervisor/shard.h"
 
+/* `text` is one of `names` (n of them): *index is its place. Otherwise an
+ * error naming the flag, the value and the choices. */
+static gboolean parse_choice(const char *flag, const char *text, const char *const *names, guint n,
+                             guint *index, GError **error)
+{
+  for (guint i = 0; i < n; i++)
+    if (g_str_equal(text, names[i])) {
+      *index = i;
+      return TRUE;
+    }
+  g_autoptr(GString) choices = g_string_new(NULL);
+  for (guint i = 0; i < n; i++)
+    g_string_append_printf(choices, "%s%s", i == 0 ? "" : i + 1 == n ? " or " : ", ", names[i]);
+  g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "%s '%s': use %s (e.g. %s %s)", flag,
+              text, choices->str, flag, names[n - 1]);
+  return FALSE;
+}
+
 /* --net, --forward, --forward-base, --server, --ready. Asking for a network
  * feature implies --net user; with an explicit --net none it is an error. */
 static gboolean net_options(NfFleetConfig *cfg, const char *net, char **forwards,
@@ -25,13 +43,11 @@ static gboolean net_options(NfFleetConfig *cfg, const char *net, char **forwards
   if (net && !nf_net_parse_mode(net, &cfg->net, error))
     return FALSE;
   if (ready) {
-    if (g_str_equal(ready, "http"))
-      cfg->ready_http = TRUE;
-    else if (!g_str_equal(ready, "console")) {
-      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                  "--ready '%s': use console or http (e.g. --ready http)", ready);
+    static const char *const hows[] = {"console", "http"};
+    guint how = 0;
+    if (!parse_choice("--ready", ready, hows, G_N_ELEMENTS(hows), &how, error))
       return FALSE;
-    }
+    cfg->ready_http = how == 1;
   }
   const char *needs = forwards          ? "--forward"
                       : forward_base    ? "--forward-base"
@@ -328,13 +344,11 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
     cfg->qemu = g_steal_pointer(&qemu);
   }
   if (profile) {
-    if (g_str_equal(profile, "nerves"))
-      cfg->profile = NF_PROFILE_NERVES;
-    else if (!g_str_equal(profile, "sim")) {
-      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                  "--profile '%s': use sim or nerves", profile);
+    static const char *const profiles[] = {"sim", "nerves"};
+    guint p = 0;
+    if (!parse_choice("--profile", profile, profiles, G_N_ELEMENTS(profiles), &p, error))
       return FALSE;
-    }
+    cfg->profile = p == 1 ? NF_PROFILE_NERVES : NF_PROFILE_SIM;
   }
   if (cfg->profile == NF_PROFILE_NERVES) {
     if (firmware == NULL || loader == NULL) {
@@ -417,17 +431,14 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
        !nf_parse_size_mib("--memory-limit", memory_limit, &cfg->memory_limit_mib, error)))
     return FALSE;
   if (balloon_policy) {
-    if (g_str_equal(balloon_policy, "off"))
-      cfg->balloon_policy = NF_BALLOON_POLICY_OFF;
-    else if (g_str_equal(balloon_policy, "auto"))
-      cfg->balloon_policy = NF_BALLOON_POLICY_AUTO;
-    else if (g_str_equal(balloon_policy, "guard"))
-      cfg->balloon_policy = NF_BALLOON_POLICY_GUARD;
-    else {
-      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                  "--balloon-policy '%s': use guard, auto or off", balloon_policy);
+    static const char *const policies[] = {"guard", "auto", "off"};
+    static const NfBalloonPolicy values[] = {NF_BALLOON_POLICY_GUARD, NF_BALLOON_POLICY_AUTO,
+                                             NF_BALLOON_POLICY_OFF};
+    guint p = 0;
+    if (!parse_choice("--balloon-policy", balloon_policy, policies, G_N_ELEMENTS(policies), &p,
+                      error))
       return FALSE;
-    }
+    cfg->balloon_policy = values[p];
   }
   if (cfg->restart.window_ms == 0) {
     /* Nothing would ever count: no intensity limit, no storm guard. */
