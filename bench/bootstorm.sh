@@ -8,6 +8,13 @@
 # or first spawn), as a user waiting for "guest k is usable" sees it.
 #
 #   N=6 BATCH= bench/run.sh bootstorm
+#   N=20 REPEAT=2 VARIANTS="off:--ready-sched normal;idle:--ready-sched idle" \
+#     bench/run.sh bootstorm    # A/B: off idle off idle, one table per run
+#
+# A/B levers: VARIANTS lists label:run-options entries separated by ';', each
+# run REPEAT times alternating, so every variant sees the same mix of other
+# people's load (this host is shared); a table gives every run's ratio to
+# its own contention-adjusted limit, and each variant's means.
 #
 # Targets (issue 17): all ready <= 1.05 x the limit; p50 time-to-ready <= 0.5
 # x the naive p50.
@@ -44,36 +51,78 @@ perf_per() { awk -F, -v e="$2" -v n="$3" '$3 == e && $1 ~ /^[0-9.]+$/ {printf "%
 
 mapfile -d '' NAIVE < <(naive_argv)
 
-echo "bootstorm: N=$N on $CORES cores; single guest first (the CPU-bound limit)"
-single=$(perf_wrap "$T/perf-single.csv" "$STORM" -n 1 -t "$TIMEOUT" -- "${NAIVE[@]}" 2>>"$T/storm.err") || {
-  echo "bootstorm: a single guest did not become ready: $single" >&2
-  cat "$T/storm.err" >&2
-  exit 1
+# single_guest PERF_FILE: one guest alone; prints its boot CPU seconds and
+# wall seconds. Run before and after the fleets: the limit takes the mean, so
+# a change in other people's load during the invocation weighs on both sides.
+single_guest() {
+  local out
+  out=$(perf_wrap "$1" "$STORM" -n 1 -t "$TIMEOUT" -- "${NAIVE[@]}" 2>>"$T/storm.err") || {
+    echo "bootstorm: a single guest did not become ready: $out" >&2
+    cat "$T/storm.err" >&2
+    exit 1
+  }
+  echo "$(jget cpu_s "$out") $(jget all_ready_s "$out")"
 }
-single_cpu=$(jget cpu_s "$single")
-single_wall=$(jget all_ready_s "$single")
-limit=$(calc "$single_cpu * $N / $CORES")
+echo "bootstorm: N=$N on $CORES cores; single guest first (the CPU-bound limit)"
+r=$(single_guest "$T/perf-single.csv")
+read -r single_cpu0 single_wall <<<"$r"
 
-echo "bootstorm: nervesfleet run $N ${batch_args[*]}"
-c0=$(cpu_snap)
-sup_start "$N" "${batch_args[@]}" --boot-timeout "$TIMEOUT"
-if ! sup_wait "all $N guests ready" "$TIMEOUT"; then
-  echo "bootstorm: the fleet did not become ready; its output:" >&2
-  cat "$SUP_LOG" >&2
-  exit 1
-fi
-c1=$(cpu_snap)
-sup_jiffies=$(proc_jiffies "$SUP_PID")
-for p in $(sup_children); do sup_jiffies=$((sup_jiffies + $(proc_jiffies "$p" 2>/dev/null || echo 0))); done
-sup_load=$(loadavg1)
-sup_psi=$(psi_cpu10)
-sup_all=$(sed -n "s/^\[ *\([0-9.]*\)s\] all $N guests ready.*/\1/p" "$SUP_LOG")
-sup_ready=$(sed -n 's/^\[ *\([0-9.]*\)s\] vm-[0-9]* ready .*/\1/p' "$SUP_LOG")
-sup_batch=$(sed -n 's/.*, \([0-9]*\) booting at once.*/\1/p' "$SUP_LOG" | head -1)
-sup_failed=$(grep -c ' failed' "$SUP_LOG" || true)
-sup_stop
-sup_busy=$(cpu_busy_pct "$c0" "$c1")
-sup_foreign=$(foreign_cores "$c0" "$c1" "$sup_jiffies")
+# fleet_run LABEL [run options...]: one `nervesfleet run N` storm, its
+# numbers kept under index $RUNS in the RUN_* arrays.
+RUNS=0
+declare -a RUN_LABEL RUN_ALL RUN_READY RUN_BATCH RUN_FAILED RUN_BUSY RUN_FOREIGN RUN_LOAD RUN_PSI RUN_CPU RUN_STOP RUN_RC
+fleet_run() {
+  local label=$1 c0 c1 jiffies p
+  shift
+  echo "bootstorm: nervesfleet run $N ${batch_args[*]} $* ($label)"
+  c0=$(cpu_snap)
+  sup_start "$N" "${batch_args[@]}" "$@" --boot-timeout "$TIMEOUT"
+  if ! sup_wait "all $N guests ready" "$TIMEOUT"; then
+    echo "bootstorm: the fleet did not become ready; its output:" >&2
+    cat "$SUP_LOG" >&2
+    exit 1
+  fi
+  c1=$(cpu_snap)
+  jiffies=$(proc_jiffies "$SUP_PID")
+  for p in $(sup_children); do jiffies=$((jiffies + $(proc_jiffies "$p" 2>/dev/null || echo 0))); done
+  RUN_LABEL[$RUNS]=$label
+  RUN_LOAD[$RUNS]=$(loadavg1)
+  RUN_PSI[$RUNS]=$(psi_cpu10)
+  RUN_ALL[$RUNS]=$(sed -n "s/^\[ *\([0-9.]*\)s\] all $N guests ready.*/\1/p" "$SUP_LOG")
+  RUN_READY[$RUNS]=$(sed -n 's/^\[ *\([0-9.]*\)s\] vm-[0-9]* ready .*/\1/p' "$SUP_LOG")
+  RUN_BATCH[$RUNS]=$(sed -n 's/.*, \([0-9]*\) booting at once.*/\1/p' "$SUP_LOG" | head -1)
+  RUN_FAILED[$RUNS]=$(grep -c ' failed' "$SUP_LOG" || true)
+  # CPU per guest, qemu and supervisor, from the storm's start to all ready.
+  RUN_CPU[$RUNS]=$(calc "$jiffies / $(getconf CLK_TCK) / $N")
+  sup_stop
+  RUN_STOP[$RUNS]=$SUP_STOP_S
+  RUN_RC[$RUNS]=$SUP_RC
+  RUN_BUSY[$RUNS]=$(cpu_busy_pct "$c0" "$c1")
+  RUN_FOREIGN[$RUNS]=$(foreign_cores "$c0" "$c1" "$jiffies")
+  RUNS=$((RUNS + 1))
+}
+
+# VARIANTS="label:run options;label:run options" (A/B levers), each run
+# REPEAT times, alternating (A B A B), so that every variant sees the same
+# mix of other people's load; the first variant is the main table's.
+VARIANTS=${VARIANTS:-"default:"}
+REPEAT=${REPEAT:-1}
+IFS=';' read -r -a variant_list <<<"$VARIANTS"
+for ((rep = 0; rep < REPEAT; rep++)); do
+  for v in "${variant_list[@]}"; do
+    read -r -a vargs <<<"${v#*:}"
+    fleet_run "${v%%:*}" "${vargs[@]}"
+  done
+done
+sup_all=${RUN_ALL[0]} sup_ready=${RUN_READY[0]} sup_batch=${RUN_BATCH[0]} sup_failed=${RUN_FAILED[0]}
+sup_busy=${RUN_BUSY[0]} sup_foreign=${RUN_FOREIGN[0]} sup_load=${RUN_LOAD[0]} sup_psi=${RUN_PSI[0]}
+SUP_STOP_S=${RUN_STOP[0]} SUP_RC=${RUN_RC[0]}
+
+echo "bootstorm: single guest again"
+r=$(single_guest "$T/perf-single-2.csv")
+read -r single_cpu1 _ <<<"$r"
+single_cpu=$(calc "($single_cpu0 + $single_cpu1) / 2")
+limit=$(calc "$single_cpu * $N / $CORES")
 
 echo "bootstorm: naive loop, $N at once"
 c0=$(cpu_snap)
@@ -120,12 +169,48 @@ if [ "$PROFILE" = 1 ]; then
     [ -n "$a" ] && [ -n "$b" ] && row "per guest in naive storm: $ev" "$b" "$a" "$(ratio "$b" "$a")" "-" "-" "(baseline: alone)"
   done
 fi
-print_table "N=$N, batch $sup_batch, $CORES cores; single guest: ${single_wall}s wall, ${single_cpu} CPU s; naive mean boot CPU ${naive_cpu_mean} s"
+print_table "N=$N, batch $sup_batch, $CORES cores; single guest: ${single_wall}s wall, ${single_cpu0} / ${single_cpu1} CPU s (before / after); naive mean boot CPU ${naive_cpu_mean} s"
+
+mean() { awk 'BEGIN{for (i = 1; i < ARGC; i++) s += ARGV[i]; printf "%.2f", ARGC > 1 ? s / (ARGC - 1) : 0}' "$@"; }
+# Every fleet run, then each variant's means. The ratio to the limit splits
+# into CPU per guest (fleet / alone: what contention costs per boot) over
+# the share of the cores left to us that the fleet kept busy.
+if [ "$RUNS" -gt 1 ]; then
+  declare -A V_RATIO V_P50
+  lines=$(printf 'run\tvariant\tall ready s\tlimit adj s\tratio\tp50 s\tp50/naive\tCPU/guest s\tvs alone\tcores used\tforeign\tload1')
+  for ((i = 0; i < RUNS; i++)); do
+    la=$(calc "$single_cpu * $N / ($CORES - ${RUN_FOREIGN[$i]} > 0.1 ? $CORES - ${RUN_FOREIGN[$i]} : 0.1)")
+    r=$(ratio "${RUN_ALL[$i]}" "$la")
+    p=$(pctl 50 <<<"${RUN_READY[$i]}")
+    pr=$(ratio "$p" "$n50")
+    used=$(calc "${RUN_CPU[$i]} * $N / ${RUN_ALL[$i]}")
+    V_RATIO[${RUN_LABEL[$i]}]+="$r "
+    V_P50[${RUN_LABEL[$i]}]+="$pr "
+    lines+=$'\n'$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$((i + 1))" "${RUN_LABEL[$i]}" \
+      "${RUN_ALL[$i]}" "$la" "$r" "$p" "$pr" "${RUN_CPU[$i]}" "$(ratio "${RUN_CPU[$i]}" "$single_cpu")" \
+      "$used" "${RUN_FOREIGN[$i]}" "${RUN_LOAD[$i]}")
+  done
+  column -t -s $'\t' <<<"$lines"
+  printf '\n'
+  {
+    printf 'variant\truns\tmean ratio to adjusted limit\tmean p50/naive\n'
+    for v in "${variant_list[@]}"; do
+      l=${v%%:*}
+      printf '%s\t%s\t%s\t%s\n' "$l" "$(wc -w <<<"${V_RATIO[$l]}")" \
+        "$(mean ${V_RATIO[$l]})" "$(mean ${V_P50[$l]})"
+    done
+  } | column -t -s $'\t'
+fi
 
 arr() { tr '\n' ' ' <<<"$1" | sed 's/ *$//; s/ /, /g'; }
 jfield n "$N"
 jfield batch "$(jnum "$sup_batch")"
-jfield single_guest "{\"wall_s\": $single_wall, \"cpu_s\": $single_cpu}"
+jfield single_guest "{\"wall_s\": $single_wall, \"cpu_s\": $single_cpu, \"cpu_s_before\": $single_cpu0, \"cpu_s_after\": $single_cpu1}"
+runs=
+for ((i = 0; i < RUNS; i++)); do
+  runs+="${runs:+, }{\"variant\": $(jstr "${RUN_LABEL[$i]}"), \"all_ready_s\": ${RUN_ALL[$i]}, \"ready_s\": [$(arr "${RUN_READY[$i]}")], \"cpu_per_guest_s\": ${RUN_CPU[$i]}, \"foreign_cores\": ${RUN_FOREIGN[$i]}, \"load1\": ${RUN_LOAD[$i]}, \"batch\": $(jnum "${RUN_BATCH[$i]}")}"
+done
+jfield runs "[$runs]"
 jfield cpu_bound_limit_s "$limit"
 jfield cpu_bound_limit_adjusted_s "$limit_adj"
 jfield nervesfleet "{\"all_ready_s\": $sup_all, \"ready_s\": [$(arr "$sup_ready")], \"failed_lines\": $sup_failed, \"host_busy_pct\": $sup_busy, \"load1\": $sup_load, \"psi_cpu_avg10\": $sup_psi, \"foreign_cores\": $sup_foreign, \"stop_s\": $SUP_STOP_S, \"exit\": $SUP_RC}"
