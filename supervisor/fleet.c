@@ -97,6 +97,7 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
                 (config->snapshot ? NF_SNAPSHOT_BATCH_FACTOR : 1);
   fleet->limiter = nf_limiter_new(config->batch ? config->batch : batch, config->batch == 0,
                                   host.cores, &limiter_ops, fleet);
+  fleet->boot_sched = nf_boot_sched_new(config->ready_sched, config->boot_affinity);
   if (config->balloon_policy != NF_BALLOON_POLICY_OFF) {
     NfMemPolicyParams mp;
     nf_mempolicy_params_from_config(&mp, config);
@@ -323,6 +324,13 @@ static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state, co
   fleet->per_state[new_state]++;
   if (new_state == NF_VM_BOOTING || new_state == NF_VM_READY)
     fleet->any_up = TRUE;
+  if (fleet->boot_sched && fleet->limiter) {
+    /* A storm: some guest booting or waiting for a slot (one just queued
+     * is not in the limiter yet). */
+    gboolean storm = new_state == NF_VM_QUEUED || booting_cb(fleet) > 0 ||
+                     nf_limiter_waiting(fleet->limiter) > 0;
+    nf_boot_sched_update(fleet->boot_sched, vm, nf_vm_pid(vm), new_state, storm);
+  }
 
   emit_vm_changed(fleet, vm, old_state, reason);
 
@@ -503,6 +511,7 @@ void nf_fleet_free(NfFleet *fleet)
   GPtrArray *vms = g_steal_pointer(&fleet->vms);
   fleet->vms = g_ptr_array_new();
   g_ptr_array_unref(vms);
+  g_clear_pointer(&fleet->boot_sched, nf_boot_sched_free);
   /* Before the runtime dir goes: its net.base is the plan's to remove. */
   nf_net_free(fleet->env.net, fleet->detaching);
   fleet->env.net = NULL;
