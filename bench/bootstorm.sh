@@ -171,7 +171,7 @@ if [ "$PROFILE" = 1 ]; then
 fi
 print_table "N=$N, batch $sup_batch, $CORES cores; single guest: ${single_wall}s wall, ${single_cpu0} / ${single_cpu1} CPU s (before / after); naive mean boot CPU ${naive_cpu_mean} s"
 
-mean() { awk 'BEGIN{for (i = 1; i < ARGC; i++) s += ARGV[i]; printf "%.2f", ARGC > 1 ? s / (ARGC - 1) : 0}' "$@"; }
+mean() { awk 'BEGIN{for (i = 1; i < ARGC; i++) s += ARGV[i]; printf "%.2f", (ARGC > 1 ? s / (ARGC - 1) : 0)}' "$@"; }
 # Every fleet run, then each variant's means. The ratio to the limit splits
 # into CPU per guest (fleet / alone: what contention costs per boot) over
 # the share of the cores left to us that the fleet kept busy.
