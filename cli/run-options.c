@@ -240,11 +240,12 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
        "MODE"},
       {"ready-sched", 0, 0, G_OPTION_ARG_STRING, &ready_sched,
        "Scheduling class of guests that are ready while others still boot: idle (SCHED_IDLE), "
-       "batch (SCHED_BATCH, nice 10) or normal; back to normal once none boots (root)",
+       "batch (SCHED_BATCH, nice 10) or normal; back to normal once none boots (root; default: "
+       "idle)",
        "CLASS"},
       {"boot-affinity", 0, 0, G_OPTION_ARG_STRING, &boot_affinity,
        "core: pin each booting guest to the least-used core, unpinned once ready; none: leave "
-       "it to the scheduler",
+       "it to the scheduler; auto: core under TCG (default: auto)",
        "MODE"},
       {"dense", 0, 0, G_OPTION_ARG_NONE, &cfg->dense,
        "Every memory lever, including those that cost some boot time (README: memory)", NULL},
@@ -459,8 +460,9 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
     cfg->ready_sched = values[p];
   }
   if (boot_affinity) {
-    static const char *const modes[] = {"none", "core"};
-    static const NfBootAffinity values[] = {NF_BOOT_AFFINITY_NONE, NF_BOOT_AFFINITY_CORE};
+    static const char *const modes[] = {"auto", "none", "core"};
+    static const NfBootAffinity values[] = {NF_BOOT_AFFINITY_AUTO, NF_BOOT_AFFINITY_NONE,
+                                            NF_BOOT_AFFINITY_CORE};
     guint p = 0;
     if (!parse_choice("--boot-affinity", boot_affinity, modes, G_N_ELEMENTS(modes), &p, error))
       return FALSE;

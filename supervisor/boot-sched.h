@@ -13,7 +13,9 @@
  *     wait is moved to a lower scheduling class (SCHED_IDLE, or SCHED_BATCH
  *     at nice 10), so its idle ticks never take a slice from a booting one;
  *     when the storm is over (nothing booting, nothing waiting) every guest
- *     so moved is put back to the supervisor's own class and nice.
+ *     so moved is put back to the supervisor's own class and nice; one that
+ *     starves long enough to risk its health deadlines is put back earlier,
+ *     until it has caught up.
  * Both apply to every thread of the qemu process (Linux schedules threads:
  * /proc/PID/task); threads qemu creates later inherit from their creator.
  * Putting a guest back needs CAP_SYS_NICE (root) for SCHED_IDLE and nice:
@@ -26,8 +28,11 @@
 
 typedef struct NfBootSched NfBootSched;
 
-/* Pins to the CPUs the supervisor itself may run on. Never NULL. */
-NfBootSched *nf_boot_sched_new(NfReadySched ready_sched, NfBootAffinity affinity);
+/* Pins to the CPUs the supervisor itself may run on. A lowered guest whose
+ * balloon stats stood still for `relief_ms` (0: never) runs normally until
+ * they move again, so that starving it never costs it a health deadline.
+ * Never NULL. */
+NfBootSched *nf_boot_sched_new(NfReadySched ready_sched, NfBootAffinity affinity, guint relief_ms);
 void nf_boot_sched_free(NfBootSched *sched);
 
 /* Tells the scheduler that `vm` (qemu `pid`, 0 when none) entered

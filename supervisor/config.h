@@ -47,7 +47,8 @@ typedef enum {
 } NfReadySched;
 
 typedef enum {
-  NF_BOOT_AFFINITY_NONE = 0, /* booting guests go where the scheduler puts them */
+  NF_BOOT_AFFINITY_AUTO = 0, /* CORE under TCG (one busy vCPU thread per boot), else NONE */
+  NF_BOOT_AFFINITY_NONE,     /* booting guests go where the scheduler puts them */
   NF_BOOT_AFFINITY_CORE,     /* each booting guest pinned to the least-used core */
 } NfBootAffinity;
 

@@ -1,14 +1,17 @@
 /*
  * test-boot-sched.c: the boot-storm scheduling levers (supervisor/boot-sched.c),
  * read back from the kernel (/proc/PID/task/TID/status, sched_getscheduler).
- * Guards: affinity and class reach every thread of a process, and come back;
- * in a fleet (fake qemu, 6 guests through a window of 2) each booting guest
- * runs on one core and two booting guests never share one, a guest ready
- * while others still boot is SCHED_IDLE and unpinned, and once the storm is
- * over every guest is SCHED_OTHER again; `run` refuses an unknown class and
- * --print-config shows both settings.
+ * Guards: affinity and class reach every thread of a process, and come
+ * back; in a fleet (fake qemu, 6 guests through a window of 2, TCG
+ * defaults) each booting guest runs on one core that no other booting guest
+ * has, a guest ready while others still boot is SCHED_IDLE and unpinned,
+ * and once the storm is over every guest is SCHED_OTHER again; a lowered
+ * guest whose stats stand still gets relief (SCHED_OTHER) before its health
+ * deadlines and is lowered again once they move; `run` refuses an unknown
+ * class and --print-config shows both settings.
  */
 #include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -165,7 +168,8 @@ static void storm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, cons
   }
 }
 
-/* 6 fake guests through a window of 2, both levers on. */
+/* 6 fake guests through a window of 2 under TCG, both levers on (affinity
+ * by its default, auto: pinned under TCG). */
 static void test_fleet_storm(void)
 {
   if (sysconf(_SC_NPROCESSORS_ONLN) < 2 || !nf_boot_sched_can_raise()) {
@@ -173,8 +177,8 @@ static void test_fleet_storm(void)
     return;
   }
   NfFakeFleet *f = nf_fake_fleet_new(6, 2);
-  f->config.ready_sched = NF_READY_SCHED_IDLE;
-  f->config.boot_affinity = NF_BOOT_AFFINITY_CORE;
+  g_assert_cmpint(f->config.ready_sched, ==, NF_READY_SCHED_IDLE); /* the default */
+  g_assert_cmpint(f->config.boot_affinity, ==, NF_BOOT_AFFINITY_AUTO);
   g_setenv("FAKE_QEMU_BOOT_MS", "200", TRUE); /* both slots stay busy a while */
   nf_fake_fleet_start(f);
   StormCheck sc = {0};
@@ -192,6 +196,52 @@ static void test_fleet_storm(void)
       g_assert_cmpint(sched_getscheduler((pid_t)g_array_index(tids, long, t)), ==, SCHED_OTHER);
   }
   nf_fake_fleet_finish(f, FALSE);
+}
+
+typedef struct {
+  NfFakeFleet *f;
+  int policy; /* wanted for guest 1's qemu */
+} PolicyWait;
+
+static PolicyWait *policy_wait;
+
+static gboolean guest1_has_policy(NfFakeFleet *f)
+{
+  GPid pid = nf_vm_pid(nf_fleet_find_vm(f->fleet, 1));
+  return pid > 0 && sched_getscheduler(pid) == policy_wait->policy;
+}
+
+/* A lowered guest that stops answering (SIGSTOP: its balloon stats stand
+ * still, as a starved guest's would) is put back to normal before its
+ * health deadlines, while the storm goes on; once its stats move again it
+ * is lowered again. Guests 2-4 never become ready, so the storm lasts. */
+static void test_relief(void)
+{
+  if (!nf_boot_sched_can_raise()) {
+    g_test_skip("needs the right to raise priority");
+    return;
+  }
+  NfFakeFleet *f = nf_fake_fleet_new(4, 2);
+  f->config.health_interval_ms = 1000;
+  f->config.health_timeout_ms = 12000;
+  f->config.heartbeat_timeout_ms = 12000; /* relief after 4 s (its floor) */
+  g_setenv("FAKE_QEMU_FAULT_GUESTS", "vm-0002,vm-0003,vm-0004", TRUE);
+  g_setenv("FAKE_QEMU_NO_READY", "1", TRUE);
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
+  PolicyWait pw = {f, SCHED_IDLE};
+  policy_wait = &pw;
+  g_assert_true(nf_fake_fleet_wait(f, guest1_has_policy, WAIT_MS));
+  GPid pid = nf_vm_pid(nf_fleet_find_vm(f->fleet, 1));
+  g_assert_cmpint(kill(pid, SIGSTOP), ==, 0);
+  pw.policy = SCHED_OTHER;
+  g_assert_true(nf_fake_fleet_wait(f, guest1_has_policy, 10000));
+  g_assert_cmpint(kill(pid, SIGCONT), ==, 0);
+  pw.policy = SCHED_IDLE;
+  g_assert_true(nf_fake_fleet_wait(f, guest1_has_policy, 10000));
+  g_assert_cmpint(nf_vm_state(nf_fleet_find_vm(f->fleet, 1)), ==, NF_VM_READY);
+  policy_wait = NULL;
+  nf_fake_fleet_finish(f, TRUE);
 }
 
 /* The flags: a bad class is exit 2 naming the choices; --print-config
@@ -222,6 +272,7 @@ int main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/boot-sched/every-thread", test_every_thread);
   g_test_add_func("/boot-sched/fleet-storm", test_fleet_storm);
+  g_test_add_func("/boot-sched/relief", test_relief);
   g_test_add_func("/boot-sched/flags", test_flags);
   return g_test_run();
 }
