@@ -71,7 +71,7 @@ read -r single_cpu0 single_wall <<<"$r"
 # numbers kept under index $RUNS in the RUN_* arrays.
 RUNS=0
 IDLE_S=${IDLE_S:-5}
-declare -a RUN_IDLE RUN_RIDLE RUN_LABEL RUN_ALL RUN_READY RUN_BATCH RUN_FAILED RUN_BUSY RUN_FOREIGN RUN_LOAD RUN_PSI RUN_CPU RUN_STOP RUN_RC
+declare -a RUN_HUNG RUN_IDLE RUN_RIDLE RUN_LABEL RUN_ALL RUN_READY RUN_BATCH RUN_FAILED RUN_BUSY RUN_FOREIGN RUN_LOAD RUN_PSI RUN_CPU RUN_STOP RUN_RC
 fleet_run() {
   local label=$1 c0 c1 jiffies p
   shift
@@ -107,6 +107,9 @@ fleet_run() {
   RUN_READY[$RUNS]=$(sed -n 's/^\[ *\([0-9.]*\)s\] vm-[0-9]* ready .*/\1/p' "$SUP_LOG")
   RUN_BATCH[$RUNS]=$(sed -n 's/.*, \([0-9]*\) booting at once.*/\1/p' "$SUP_LOG" | head -1)
   RUN_FAILED[$RUNS]=$(grep -c ' failed' "$SUP_LOG" || true)
+  # Guests the health checks gave up on during the storm (a starved guest
+  # missing its heartbeat shows here).
+  RUN_HUNG[$RUNS]=$(grep -c '^\[ *[0-9.]*s\] vm-[0-9]* unhealthy' "$SUP_LOG" || true)
   # CPU per guest, qemu and supervisor, from the storm's start to all ready.
   RUN_CPU[$RUNS]=$(calc "$jiffies / $(getconf CLK_TCK) / $N")
   # What a ready guest costs once the storm is over (% of a core).
@@ -216,7 +219,7 @@ mean() { awk 'BEGIN{for (i = 1; i < ARGC; i++) if (ARGV[i] ~ /^[0-9.]+$/) {s += 
 # the share of the cores left to us that the fleet kept busy.
 if [ "$RUNS" -ge 1 ]; then
   declare -A V_RATIO V_P50 V_P50L
-  lines=$(printf 'run\tvariant\tall ready s\tlimit adj s\tratio\tp50 s\tp50/naive\tCPU/guest s\tvs alone\tcores used\tforeign\tload1\tidle/guest pct\tready CPU pct\tp50/limit')
+  lines=$(printf 'run\tvariant\tall ready s\tlimit adj s\tratio\tp50 s\tp50/naive\tCPU/guest s\tvs alone\tcores used\tforeign\tload1\tidle/guest pct\tready CPU pct\tp50/limit\tunhealthy')
   for ((i = 0; i < RUNS; i++)); do
     la=$(calc "$single_cpu * $N / ($CORES - ${RUN_FOREIGN[$i]} > 0.1 ? $CORES - ${RUN_FOREIGN[$i]} : 0.1)")
     r=$(ratio "${RUN_ALL[$i]}" "$la")
@@ -227,9 +230,9 @@ if [ "$RUNS" -ge 1 ]; then
     V_P50[${RUN_LABEL[$i]}]+="$pr "
     pl=$(ratio "$p" "$la")
     V_P50L[${RUN_LABEL[$i]}]+="$pl "
-    lines+=$'\n'$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$((i + 1))" "${RUN_LABEL[$i]}" \
+    lines+=$'\n'$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$((i + 1))" "${RUN_LABEL[$i]}" \
       "${RUN_ALL[$i]}" "$la" "$r" "$p" "$pr" "${RUN_CPU[$i]}" "$(ratio "${RUN_CPU[$i]}" "$single_cpu")" \
-      "$used" "${RUN_FOREIGN[$i]}" "${RUN_LOAD[$i]}" "${RUN_IDLE[$i]}" "${RUN_RIDLE[$i]}" "$pl")
+      "$used" "${RUN_FOREIGN[$i]}" "${RUN_LOAD[$i]}" "${RUN_IDLE[$i]}" "${RUN_RIDLE[$i]}" "$pl" "${RUN_HUNG[$i]}")
   done
   column -t -s $'\t' <<<"$lines"
   printf '\n'
@@ -249,7 +252,7 @@ jfield batch "$(jnum "$sup_batch")"
 jfield single_guest "{\"wall_s\": $single_wall, \"cpu_s\": $single_cpu, \"cpu_s_before\": $single_cpu0, \"cpu_s_after\": $single_cpu1}"
 runs=
 for ((i = 0; i < RUNS; i++)); do
-  runs+="${runs:+, }{\"variant\": $(jstr "${RUN_LABEL[$i]}"), \"all_ready_s\": ${RUN_ALL[$i]}, \"ready_s\": [$(arr "${RUN_READY[$i]}")], \"cpu_per_guest_s\": ${RUN_CPU[$i]}, \"foreign_cores\": ${RUN_FOREIGN[$i]}, \"idle_pct_per_guest\": ${RUN_IDLE[$i]}, \"ready_cpu_pct\": ${RUN_RIDLE[$i]}, \"load1\": ${RUN_LOAD[$i]}, \"batch\": $(jnum "${RUN_BATCH[$i]}")}"
+  runs+="${runs:+, }{\"variant\": $(jstr "${RUN_LABEL[$i]}"), \"all_ready_s\": ${RUN_ALL[$i]}, \"ready_s\": [$(arr "${RUN_READY[$i]}")], \"cpu_per_guest_s\": ${RUN_CPU[$i]}, \"foreign_cores\": ${RUN_FOREIGN[$i]}, \"idle_pct_per_guest\": ${RUN_IDLE[$i]}, \"ready_cpu_pct\": ${RUN_RIDLE[$i]}, \"unhealthy\": ${RUN_HUNG[$i]}, \"load1\": ${RUN_LOAD[$i]}, \"batch\": $(jnum "${RUN_BATCH[$i]}")}"
 done
 jfield runs "[$runs]"
 jfield cpu_bound_limit_s "$limit"
