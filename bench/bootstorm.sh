@@ -8,6 +8,13 @@
 # or first spawn), as a user waiting for "guest k is usable" sees it.
 #
 #   N=6 BATCH= bench/run.sh bootstorm
+#   N=20 REPEAT=2 VARIANTS="off:--ready-sched normal;idle:--ready-sched idle" \
+#     bench/run.sh bootstorm    # A/B: off idle off idle, one table per run
+#
+# A/B levers: VARIANTS lists label:run-options entries separated by ';', each
+# run REPEAT times alternating, so every variant sees the same mix of other
+# people's load (this host is shared); a table gives every run's ratio to
+# its own contention-adjusted limit, and each variant's means.
 #
 # Targets (issue 17): all ready <= 1.05 x the limit; p50 time-to-ready <= 0.5
 # x the naive p50.
@@ -44,52 +51,131 @@ perf_per() { awk -F, -v e="$2" -v n="$3" '$3 == e && $1 ~ /^[0-9.]+$/ {printf "%
 
 mapfile -d '' NAIVE < <(naive_argv)
 
-echo "bootstorm: N=$N on $CORES cores; single guest first (the CPU-bound limit)"
-single=$(perf_wrap "$T/perf-single.csv" "$STORM" -n 1 -t "$TIMEOUT" -- "${NAIVE[@]}" 2>>"$T/storm.err") || {
-  echo "bootstorm: a single guest did not become ready: $single" >&2
-  cat "$T/storm.err" >&2
-  exit 1
+# single_guest PERF_FILE: one guest alone; prints its boot CPU seconds and
+# wall seconds. Run before and after the fleets: the limit takes the mean, so
+# a change in other people's load during the invocation weighs on both sides.
+single_guest() {
+  local out
+  out=$(perf_wrap "$1" "$STORM" -n 1 -t "$TIMEOUT" -- "${NAIVE[@]}" 2>>"$T/storm.err") || {
+    echo "bootstorm: a single guest did not become ready: $out" >&2
+    cat "$T/storm.err" >&2
+    exit 1
+  }
+  echo "$(jget cpu_s "$out") $(jget all_ready_s "$out")"
 }
-single_cpu=$(jget cpu_s "$single")
-single_wall=$(jget all_ready_s "$single")
+echo "bootstorm: N=$N on $CORES cores; single guest first (the CPU-bound limit)"
+r=$(single_guest "$T/perf-single.csv")
+read -r single_cpu0 single_wall <<<"$r"
+
+# fleet_run LABEL [run options...]: one `nervesfleet run N` storm, its
+# numbers kept under index $RUNS in the RUN_* arrays.
+RUNS=0
+IDLE_S=${IDLE_S:-5}
+declare -a RUN_HUNG RUN_IDLE RUN_RIDLE RUN_LABEL RUN_ALL RUN_READY RUN_BATCH RUN_FAILED RUN_BUSY RUN_FOREIGN RUN_LOAD RUN_PSI RUN_CPU RUN_STOP RUN_RC
+fleet_run() {
+  local label=$1 c0 c1 jiffies p
+  shift
+  echo "bootstorm: nervesfleet run $N ${batch_args[*]} $* ($label)"
+  c0=$(cpu_snap)
+  sup_start "$N" "${batch_args[@]}" "$@" --boot-timeout "$TIMEOUT"
+  # Each guest's CPU when its ready line arrives: what it burns from then to
+  # the last guest's ready is the idle cost of ready guests during the storm.
+  local -A at_ready=()
+  local pid_re='[(]pid ([0-9]+)'
+  while :; do
+    if ! sup_wait "vm-[0-9]+ ready .*[(]pid [0-9]+|all $N guests ready" "$TIMEOUT"; then
+      echo "bootstorm: the fleet did not become ready; its output:" >&2
+      cat "$SUP_LOG" >&2
+      exit 1
+    fi
+    [[ $SUP_LINE =~ $pid_re ]] || break
+    at_ready[${BASH_REMATCH[1]}]=$(proc_jiffies "${BASH_REMATCH[1]}" 2>/dev/null || echo 0)
+  done
+  c1=$(cpu_snap)
+  jiffies=$(proc_jiffies "$SUP_PID")
+  local ready_idle=0 pj
+  for p in $(sup_children); do
+    pj=$(proc_jiffies "$p" 2>/dev/null || echo 0)
+    jiffies=$((jiffies + pj))
+    [ -n "${at_ready[$p]:-}" ] && ready_idle=$((ready_idle + pj - at_ready[$p]))
+  done
+  RUN_RIDLE[$RUNS]=$(calc "100 * $ready_idle / ($jiffies > 0 ? $jiffies : 1)")
+  RUN_LABEL[$RUNS]=$label
+  RUN_LOAD[$RUNS]=$(loadavg1)
+  RUN_PSI[$RUNS]=$(psi_cpu10)
+  RUN_ALL[$RUNS]=$(sed -n "s/^\[ *\([0-9.]*\)s\] all $N guests ready.*/\1/p" "$SUP_LOG")
+  RUN_READY[$RUNS]=$(sed -n 's/^\[ *\([0-9.]*\)s\] vm-[0-9]* ready .*/\1/p' "$SUP_LOG")
+  RUN_BATCH[$RUNS]=$(sed -n 's/.*, \([0-9]*\) booting at once.*/\1/p' "$SUP_LOG" | head -1)
+  RUN_FAILED[$RUNS]=$(grep -c ' failed' "$SUP_LOG" || true)
+  # Guests the health checks gave up on during the storm (a starved guest
+  # missing its heartbeat shows here).
+  RUN_HUNG[$RUNS]=$(grep -c '^\[ *[0-9.]*s\] vm-[0-9]* unhealthy' "$SUP_LOG" || true)
+  # CPU per guest, qemu and supervisor, from the storm's start to all ready.
+  RUN_CPU[$RUNS]=$(calc "$jiffies / $(getconf CLK_TCK) / $N")
+  # What a ready guest costs once the storm is over (% of a core).
+  j0=0 j1=0
+  for p in $(sup_children); do j0=$((j0 + $(proc_jiffies "$p" 2>/dev/null || echo 0))); done
+  sleep "$IDLE_S"
+  for p in $(sup_children); do j1=$((j1 + $(proc_jiffies "$p" 2>/dev/null || echo 0))); done
+  RUN_IDLE[$RUNS]=$(calc "100 * ($j1 - $j0) / $(getconf CLK_TCK) / $IDLE_S / $N")
+  sup_stop
+  RUN_STOP[$RUNS]=$SUP_STOP_S
+  RUN_RC[$RUNS]=$SUP_RC
+  RUN_BUSY[$RUNS]=$(cpu_busy_pct "$c0" "$c1")
+  RUN_FOREIGN[$RUNS]=$(foreign_cores "$c0" "$c1" "$jiffies")
+  RUNS=$((RUNS + 1))
+}
+
+# VARIANTS="label:run options;label:run options" (A/B levers), each run
+# REPEAT times, alternating (A B A B), so that every variant sees the same
+# mix of other people's load; the first variant is the main table's.
+VARIANTS=${VARIANTS:-"default:"}
+REPEAT=${REPEAT:-1}
+IFS=';' read -r -a variant_list <<<"$VARIANTS"
+for ((rep = 0; rep < REPEAT; rep++)); do
+  for v in "${variant_list[@]}"; do
+    read -r -a vargs <<<"${v#*:}"
+    fleet_run "${v%%:*}" "${vargs[@]}"
+  done
+done
+sup_all=${RUN_ALL[0]} sup_ready=${RUN_READY[0]} sup_batch=${RUN_BATCH[0]} sup_failed=${RUN_FAILED[0]}
+sup_busy=${RUN_BUSY[0]} sup_foreign=${RUN_FOREIGN[0]} sup_load=${RUN_LOAD[0]} sup_psi=${RUN_PSI[0]}
+SUP_STOP_S=${RUN_STOP[0]} SUP_RC=${RUN_RC[0]}
+
+echo "bootstorm: single guest again"
+r=$(single_guest "$T/perf-single-2.csv")
+read -r single_cpu1 _ <<<"$r"
+single_cpu=$(calc "($single_cpu0 + $single_cpu1) / 2")
 limit=$(calc "$single_cpu * $N / $CORES")
 
-echo "bootstorm: nervesfleet run $N ${batch_args[*]}"
-c0=$(cpu_snap)
-sup_start "$N" "${batch_args[@]}" --boot-timeout "$TIMEOUT"
-if ! sup_wait "all $N guests ready" "$TIMEOUT"; then
-  echo "bootstorm: the fleet did not become ready; its output:" >&2
-  cat "$SUP_LOG" >&2
-  exit 1
+# The naive loop holds N booting qemu at once (~180 MiB each while they
+# boot, no KSM): on a shared host, NAIVE_RUN=auto skips it when that would
+# take more than half of MemAvailable, rather than push everyone into OOM.
+NAIVE_RUN=${NAIVE_RUN:-auto}
+if [ "$NAIVE_RUN" = auto ]; then
+  NAIVE_RUN=$([ $((N * 180 * 1024)) -lt $(($(mem_available_kib) / 2)) ] && echo 1 || echo 0)
 fi
-c1=$(cpu_snap)
-sup_jiffies=$(proc_jiffies "$SUP_PID")
-for p in $(sup_children); do sup_jiffies=$((sup_jiffies + $(proc_jiffies "$p" 2>/dev/null || echo 0))); done
-sup_load=$(loadavg1)
-sup_psi=$(psi_cpu10)
-sup_all=$(sed -n "s/^\[ *\([0-9.]*\)s\] all $N guests ready.*/\1/p" "$SUP_LOG")
-sup_ready=$(sed -n 's/^\[ *\([0-9.]*\)s\] vm-[0-9]* ready .*/\1/p' "$SUP_LOG")
-sup_batch=$(sed -n 's/.*, \([0-9]*\) booting at once.*/\1/p' "$SUP_LOG" | head -1)
-sup_failed=$(grep -c ' failed' "$SUP_LOG" || true)
-sup_stop
-sup_busy=$(cpu_busy_pct "$c0" "$c1")
-sup_foreign=$(foreign_cores "$c0" "$c1" "$sup_jiffies")
-
-echo "bootstorm: naive loop, $N at once"
-c0=$(cpu_snap)
-naive=$(perf_wrap "$T/perf-naive.csv" "$STORM" -n "$N" -t "$TIMEOUT" -- "${NAIVE[@]}" 2>>"$T/storm.err") || {
-  echo "bootstorm: the naive loop did not get every guest ready: $naive" >&2
-  exit 1
-}
-c1=$(cpu_snap)
-naive_load=$(loadavg1)
-naive_psi=$(psi_cpu10)
-naive_busy=$(cpu_busy_pct "$c0" "$c1")
-naive_all=$(jget all_ready_s "$naive")
-naive_ready=$(jget ready_s "$naive")
-naive_cpu_mean=$(jget cpu_s "$naive" | awk '{s+=$1} END{printf "%.3f", NR?s/NR:0}')
-naive_jiffies=$(jget cpu_s "$naive" | awk -v hz="$(getconf CLK_TCK)" '{s+=$1} END{printf "%d", s*hz}')
-naive_foreign=$(foreign_cores "$c0" "$c1" "$naive_jiffies")
+naive_load=null naive_psi=null naive_busy=null naive_all=null naive_ready= naive_cpu_mean=null
+naive_foreign=null
+if [ "$NAIVE_RUN" = 1 ]; then
+  echo "bootstorm: naive loop, $N at once"
+  c0=$(cpu_snap)
+  naive=$(perf_wrap "$T/perf-naive.csv" "$STORM" -n "$N" -t "$TIMEOUT" -- "${NAIVE[@]}" 2>>"$T/storm.err") || {
+    echo "bootstorm: the naive loop did not get every guest ready: $naive" >&2
+    exit 1
+  }
+  c1=$(cpu_snap)
+  naive_load=$(loadavg1)
+  naive_psi=$(psi_cpu10)
+  naive_busy=$(cpu_busy_pct "$c0" "$c1")
+  naive_all=$(jget all_ready_s "$naive")
+  naive_ready=$(jget ready_s "$naive")
+  naive_cpu_mean=$(jget cpu_s "$naive" | awk '{s+=$1} END{printf "%.3f", NR?s/NR:0}')
+  naive_jiffies=$(jget cpu_s "$naive" | awk -v hz="$(getconf CLK_TCK)" '{s+=$1} END{printf "%d", s*hz}')
+  naive_foreign=$(foreign_cores "$c0" "$c1" "$naive_jiffies")
+else
+  echo "bootstorm: naive loop of $N not run (NAIVE_RUN=0, or $N x 180 MiB > half of MemAvailable)"
+fi
 # The limit with the cores other processes took during our storm removed.
 limit_adj=$(calc "$single_cpu * $N / ($CORES - $sup_foreign > 0.1 ? $CORES - $sup_foreign : 0.1)")
 
@@ -104,6 +190,9 @@ r=$(ratio "$sup_all" "$naive_all")
 row "all ready vs naive loop" "$sup_all" "$naive_all" "$r" "-" "-" s
 r=$(ratio "$s50" "$n50")
 row "p50 time-to-ready" "$s50" "$n50" "$r" "<= 0.5x naive" "$(met "$r" '<=' 0.5)" s
+# A naive storm's guests progress together and finish near its end, which
+# cannot come before the limit: p50 against the limit when naive was not run.
+row "p50 time-to-ready vs adjusted limit" "$s50" "$limit_adj" "$(ratio "$s50" "$limit_adj")" "-" "-" s
 row "p90 time-to-ready" "$s90" "$n90" "$(ratio "$s90" "$n90")" "-" "-" s
 row "max time-to-ready" "$smax" "$nmax" "$(ratio "$smax" "$nmax")" "-" "-" s
 row "host CPU busy during storm" "$sup_busy" "$naive_busy" "$(ratio "$sup_busy" "$naive_busy")" "-" "-" "%"
@@ -120,12 +209,52 @@ if [ "$PROFILE" = 1 ]; then
     [ -n "$a" ] && [ -n "$b" ] && row "per guest in naive storm: $ev" "$b" "$a" "$(ratio "$b" "$a")" "-" "-" "(baseline: alone)"
   done
 fi
-print_table "N=$N, batch $sup_batch, $CORES cores; single guest: ${single_wall}s wall, ${single_cpu} CPU s; naive mean boot CPU ${naive_cpu_mean} s"
+print_table "N=$N, batch $sup_batch, $CORES cores; single guest: ${single_wall}s wall, ${single_cpu0} / ${single_cpu1} CPU s (before / after); naive mean boot CPU ${naive_cpu_mean} s"
+
+# mean X...: of the numeric ones ("null" when none).
+mean() { awk 'BEGIN{for (i = 1; i < ARGC; i++) if (ARGV[i] ~ /^[0-9.]+$/) {s += ARGV[i]; n++}
+  if (n) printf "%.2f", s / n; else printf "null"}' "$@"; }
+# Every fleet run, then each variant's means. The ratio to the limit splits
+# into CPU per guest (fleet / alone: what contention costs per boot) over
+# the share of the cores left to us that the fleet kept busy.
+if [ "$RUNS" -ge 1 ]; then
+  declare -A V_RATIO V_P50 V_P50L
+  lines=$(printf 'run\tvariant\tall ready s\tlimit adj s\tratio\tp50 s\tp50/naive\tCPU/guest s\tvs alone\tcores used\tforeign\tload1\tidle/guest pct\tready CPU pct\tp50/limit\tunhealthy')
+  for ((i = 0; i < RUNS; i++)); do
+    la=$(calc "$single_cpu * $N / ($CORES - ${RUN_FOREIGN[$i]} > 0.1 ? $CORES - ${RUN_FOREIGN[$i]} : 0.1)")
+    r=$(ratio "${RUN_ALL[$i]}" "$la")
+    p=$(pctl 50 <<<"${RUN_READY[$i]}")
+    pr=$(ratio "$p" "$n50")
+    used=$(calc "${RUN_CPU[$i]} * $N / ${RUN_ALL[$i]}")
+    V_RATIO[${RUN_LABEL[$i]}]+="$r "
+    V_P50[${RUN_LABEL[$i]}]+="$pr "
+    pl=$(ratio "$p" "$la")
+    V_P50L[${RUN_LABEL[$i]}]+="$pl "
+    lines+=$'\n'$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$((i + 1))" "${RUN_LABEL[$i]}" \
+      "${RUN_ALL[$i]}" "$la" "$r" "$p" "$pr" "${RUN_CPU[$i]}" "$(ratio "${RUN_CPU[$i]}" "$single_cpu")" \
+      "$used" "${RUN_FOREIGN[$i]}" "${RUN_LOAD[$i]}" "${RUN_IDLE[$i]}" "${RUN_RIDLE[$i]}" "$pl" "${RUN_HUNG[$i]}")
+  done
+  column -t -s $'\t' <<<"$lines"
+  printf '\n'
+  {
+    printf 'variant\truns\tmean ratio to adjusted limit\tmean p50/naive\tmean p50/limit\n'
+    for v in "${variant_list[@]}"; do
+      l=${v%%:*}
+      printf '%s\t%s\t%s\t%s\t%s\n' "$l" "$(wc -w <<<"${V_RATIO[$l]}")" \
+        "$(mean ${V_RATIO[$l]})" "$(mean ${V_P50[$l]})" "$(mean ${V_P50L[$l]})"
+    done
+  } | column -t -s $'\t'
+fi
 
 arr() { tr '\n' ' ' <<<"$1" | sed 's/ *$//; s/ /, /g'; }
 jfield n "$N"
 jfield batch "$(jnum "$sup_batch")"
-jfield single_guest "{\"wall_s\": $single_wall, \"cpu_s\": $single_cpu}"
+jfield single_guest "{\"wall_s\": $single_wall, \"cpu_s\": $single_cpu, \"cpu_s_before\": $single_cpu0, \"cpu_s_after\": $single_cpu1}"
+runs=
+for ((i = 0; i < RUNS; i++)); do
+  runs+="${runs:+, }{\"variant\": $(jstr "${RUN_LABEL[$i]}"), \"all_ready_s\": ${RUN_ALL[$i]}, \"ready_s\": [$(arr "${RUN_READY[$i]}")], \"cpu_per_guest_s\": ${RUN_CPU[$i]}, \"foreign_cores\": ${RUN_FOREIGN[$i]}, \"idle_pct_per_guest\": ${RUN_IDLE[$i]}, \"ready_cpu_pct\": ${RUN_RIDLE[$i]}, \"unhealthy\": ${RUN_HUNG[$i]}, \"load1\": ${RUN_LOAD[$i]}, \"batch\": $(jnum "${RUN_BATCH[$i]}")}"
+done
+jfield runs "[$runs]"
 jfield cpu_bound_limit_s "$limit"
 jfield cpu_bound_limit_adjusted_s "$limit_adj"
 jfield nervesfleet "{\"all_ready_s\": $sup_all, \"ready_s\": [$(arr "$sup_ready")], \"failed_lines\": $sup_failed, \"host_busy_pct\": $sup_busy, \"load1\": $sup_load, \"psi_cpu_avg10\": $sup_psi, \"foreign_cores\": $sup_foreign, \"stop_s\": $SUP_STOP_S, \"exit\": $SUP_RC}"

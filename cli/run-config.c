@@ -209,6 +209,10 @@ char *nf_run_config_to_json(const NfFleetConfig *cfg, const NfRunMode *mode, con
       "profile", profiles[cfg->profile], "disk", cfg->disk, "disk_format", cfg->disk_format,
       "reflash_all", cfg->reflash_all, "ksm", cfg->ksm, "balloon_policy",
       balloons[cfg->balloon_policy]);
+  static const char *const classes[] = {"normal", "batch", "idle"};
+  static const char *const affinities[] = {"auto", "none", "core"};
+  json_object_set_new(doc, "ready_sched", json_string(classes[cfg->ready_sched]));
+  json_object_set_new(doc, "boot_affinity", json_string(affinities[cfg->boot_affinity]));
   json_object_set_new(doc, "net", json_string(nets[cfg->net]));
   json_object_set_new(doc, "forwards", forwards);
   json_object_set_new(doc, "forward_base", json_integer(cfg->forward_base));

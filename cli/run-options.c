@@ -126,7 +126,8 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
                   *health_timeout = NULL, *heartbeat_timeout = NULL, *memory_limit = NULL,
                   *profile = NULL, *disk = NULL, *disk_format = NULL, *firmware = NULL,
                   *loader = NULL, *ready_marker = NULL, *balloon_policy = NULL, *net = NULL,
-                  *forward_base = NULL, *server = NULL, *ready = NULL, *ksm = NULL;
+                  *forward_base = NULL, *server = NULL, *ready = NULL, *ksm = NULL,
+                  *ready_sched = NULL, *boot_affinity = NULL;
   g_auto(GStrv) qemu_args = NULL;
   g_auto(GStrv) forwards = NULL;
   gboolean exec_flag = FALSE;
@@ -236,6 +237,15 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       {"ksm", 0, 0, G_OPTION_ARG_STRING, &ksm,
        "Merge identical guest pages (host KSM, root): auto (on from 8 guests when the host "
        "allows it), on or off; restored when the fleet stops (default: auto)",
+       "MODE"},
+      {"ready-sched", 0, 0, G_OPTION_ARG_STRING, &ready_sched,
+       "Scheduling class of guests that are ready while others still boot: idle (SCHED_IDLE), "
+       "batch (SCHED_BATCH, nice 10) or normal; back to normal once none boots (root; default: "
+       "idle)",
+       "CLASS"},
+      {"boot-affinity", 0, 0, G_OPTION_ARG_STRING, &boot_affinity,
+       "core: pin each booting guest to the least-used core, unpinned once ready; none: leave "
+       "it to the scheduler; auto: core under TCG (default: auto)",
        "MODE"},
       {"dense", 0, 0, G_OPTION_ARG_NONE, &cfg->dense,
        "Every memory lever, including those that cost some boot time (README: memory)", NULL},
@@ -439,6 +449,24 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
                       error))
       return FALSE;
     cfg->balloon_policy = values[p];
+  }
+  if (ready_sched) {
+    static const char *const classes[] = {"normal", "batch", "idle"};
+    static const NfReadySched values[] = {NF_READY_SCHED_NORMAL, NF_READY_SCHED_BATCH,
+                                          NF_READY_SCHED_IDLE};
+    guint p = 0;
+    if (!parse_choice("--ready-sched", ready_sched, classes, G_N_ELEMENTS(classes), &p, error))
+      return FALSE;
+    cfg->ready_sched = values[p];
+  }
+  if (boot_affinity) {
+    static const char *const modes[] = {"auto", "none", "core"};
+    static const NfBootAffinity values[] = {NF_BOOT_AFFINITY_AUTO, NF_BOOT_AFFINITY_NONE,
+                                            NF_BOOT_AFFINITY_CORE};
+    guint p = 0;
+    if (!parse_choice("--boot-affinity", boot_affinity, modes, G_N_ELEMENTS(modes), &p, error))
+      return FALSE;
+    cfg->boot_affinity = values[p];
   }
   if (cfg->restart.window_ms == 0) {
     /* Nothing would ever count: no intensity limit, no storm guard. */

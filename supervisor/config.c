@@ -25,6 +25,7 @@ void nf_fleet_config_init(NfFleetConfig *config)
       .heartbeat_timeout_ms = NF_DEFAULT_HEARTBEAT_TIMEOUT_MS,
       .adopt = TRUE,
       .balloon_policy = NF_BALLOON_POLICY_GUARD,
+      .ready_sched = NF_READY_SCHED_IDLE,
   };
 }
 

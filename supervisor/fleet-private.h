@@ -9,6 +9,7 @@
 #pragma once
 #include "supervisor/fleet.h"
 #include "supervisor/ksm.h"
+#include "supervisor/boot-sched.h"
 #include "supervisor/limiter.h"
 #include "supervisor/mempolicy.h"
 #include "supervisor/paths.h"
@@ -29,8 +30,9 @@ struct NfFleet {
   char *lock_path;
   int lock_fd;
   GPtrArray *vms;
-  NfLimiter *limiter;     /* the boot window */
-  NfMemPolicy *mempolicy; /* balloons and admission back-pressure, or NULL */
+  NfLimiter *limiter;      /* the boot window */
+  NfBootSched *boot_sched; /* booting guests pinned, ready ones lowered (boot-sched.h) */
+  NfMemPolicy *mempolicy;  /* balloons and admission back-pressure, or NULL */
   guint per_state[NF_VM_N_STATES];
   guint started;
   gboolean stopping;

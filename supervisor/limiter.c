@@ -101,6 +101,11 @@ guint nf_limiter_batch(NfLimiter *l)
   return l->batch;
 }
 
+guint nf_limiter_waiting(NfLimiter *l)
+{
+  return g_queue_get_length(&l->waiting);
+}
+
 void nf_limiter_kick(NfLimiter *l)
 {
   if (l->closed || l->paused || g_queue_is_empty(&l->waiting))

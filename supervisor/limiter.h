@@ -51,3 +51,5 @@ void nf_limiter_pause(NfLimiter *limiter, gboolean paused);
 gboolean nf_limiter_paused(NfLimiter *limiter);
 
 guint nf_limiter_batch(NfLimiter *limiter);
+/* Guests waiting for a slot. */
+guint nf_limiter_waiting(NfLimiter *limiter);

@@ -502,6 +502,10 @@ GPid nf_vm_pid(const NfVm *vm)
 {
   return vm->proc ? nf_process_pid(vm->proc) : 0;
 }
+gint64 nf_vm_stats_advanced_at(const NfVm *vm)
+{
+  return vm->stats_advanced_at;
+}
 gboolean nf_vm_is_running(const NfVm *vm)
 {
   return vm->proc != NULL;

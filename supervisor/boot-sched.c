@@ -1,0 +1,310 @@
+/*
+ * boot-sched.c: booting guests pinned one per core, ready guests in a lower
+ * scheduling class while a storm lasts (see boot-sched.h for why).
+ *
+ * Book-keeping is two tables keyed by the guest: the CPU each pinned guest
+ * holds (with a count per CPU, so the next guest takes the least-used one)
+ * and the guests lowered during the current storm (put back when it ends,
+ * or forgotten when the guest's qemu goes away).
+ *
+ * A lowered guest starves while the host is saturated, and a guest kernel
+ * that cannot run misses its heartbeat and its QMP probes (seen at 100
+ * guests: four killed as hung). So once a second, a lowered guest whose
+ * balloon stats have not moved for `relief_ms` is put back to normal until
+ * they move again (it caught up), then lowered again while the storm lasts.
+ */
+#include "supervisor/boot-sched.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#define READY_NICE 10       /* NF_READY_SCHED_BATCH's nice */
+#define RELIEF_TICK_MS 1000 /* how often lowered guests are checked */
+
+typedef struct {
+  GPid pid;
+  gint64 lowered_at; /* monotonic µs */
+  gint64 raised_at;  /* > 0: put back for now, until its stats move */
+} Lowered;
+
+struct NfBootSched {
+  NfReadySched ready_sched;
+  NfBootAffinity affinity;
+  int *cpus;     /* the CPUs we may use, in order */
+  guint *pinned; /* booting guests pinned to cpus[i] */
+  guint n_cpus;
+  GHashTable *pin_of;  /* NfVm * -> index in cpus + 1 */
+  GHashTable *lowered; /* NfVm * -> Lowered */
+  gint64 relief_us;    /* 0: no relief (no deadline a starved guest could miss) */
+  guint relief_timer;
+};
+
+typedef gboolean (*ThreadFunc)(pid_t tid, gconstpointer arg);
+
+static gboolean for_each_thread(GPid pid, ThreadFunc fn, gconstpointer arg, GError **error);
+static gboolean thread_set_cpu(pid_t tid, gconstpointer arg);
+static gboolean thread_set_class(pid_t tid, gconstpointer arg);
+static void allowed_cpus(cpu_set_t *set);
+static void pin(NfBootSched *s, NfVm *vm, GPid pid);
+static void unpin(NfBootSched *s, NfVm *vm, GPid pid);
+static void raise_all(NfBootSched *s);
+static void lower(NfBootSched *s, NfVm *vm, GPid pid);
+static gboolean relief_cb(gpointer data);
+
+NfBootSched *nf_boot_sched_new(NfReadySched ready_sched, NfBootAffinity affinity, guint relief_ms)
+{
+  NfBootSched *s = g_new0(NfBootSched, 1);
+  /* Lowering a guest we could not put back would leave it starved on a
+   * busy host long after the storm: then ready guests keep their class. */
+  s->ready_sched = nf_boot_sched_can_raise() ? ready_sched : NF_READY_SCHED_NORMAL;
+  s->affinity = affinity;
+  cpu_set_t set;
+  allowed_cpus(&set);
+  s->cpus = g_new0(int, CPU_SETSIZE);
+  s->pinned = g_new0(guint, CPU_SETSIZE);
+  for (int c = 0; c < CPU_SETSIZE; c++)
+    if (CPU_ISSET(c, &set))
+      s->cpus[s->n_cpus++] = c;
+  /* One CPU: nothing to choose, and pinning would only add system calls. */
+  if (s->n_cpus < 2)
+    s->affinity = NF_BOOT_AFFINITY_NONE;
+  s->pin_of = g_hash_table_new(NULL, NULL);
+  s->lowered = g_hash_table_new_full(NULL, NULL, NULL, g_free);
+  s->relief_us = (gint64)relief_ms * 1000;
+  return s;
+}
+
+void nf_boot_sched_free(NfBootSched *s)
+{
+  if (s == NULL)
+    return;
+  if (s->relief_timer)
+    g_source_remove(s->relief_timer);
+  g_hash_table_destroy(s->pin_of);
+  g_hash_table_destroy(s->lowered);
+  g_free(s->cpus);
+  g_free(s->pinned);
+  g_free(s);
+}
+
+void nf_boot_sched_update(NfBootSched *s, NfVm *vm, GPid pid, NfVmState new_state, gboolean storm)
+{
+  gboolean booting = new_state == NF_VM_STARTING || new_state == NF_VM_BOOTING;
+  gboolean up = new_state == NF_VM_READY || new_state == NF_VM_UNHEALTHY;
+  if (pid <= 0 || !(booting || up)) {
+    /* No qemu (any more): forget it, and give its core back. */
+    unpin(s, vm, 0);
+    g_hash_table_remove(s->lowered, vm);
+  } else if (booting) {
+    /* A guest booting again in the same qemu (adopted, or reset) boots at
+     * full speed like any other. */
+    if (g_hash_table_remove(s->lowered, vm))
+      nf_boot_sched_set_class(pid, NF_READY_SCHED_NORMAL, NULL);
+    if (s->affinity == NF_BOOT_AFFINITY_CORE && !g_hash_table_contains(s->pin_of, vm))
+      pin(s, vm, pid);
+  } else {
+    unpin(s, vm, pid);
+    if (new_state == NF_VM_READY && storm && s->ready_sched != NF_READY_SCHED_NORMAL &&
+        !g_hash_table_contains(s->lowered, vm))
+      lower(s, vm, pid);
+  }
+  if (!storm)
+    raise_all(s);
+}
+
+/* The least-used CPU (the first on a tie): when the window hands a slot
+ * over, that is the core the guest now ready has just left. */
+static void pin(NfBootSched *s, NfVm *vm, GPid pid)
+{
+  guint best = 0;
+  for (guint i = 1; i < s->n_cpus; i++)
+    if (s->pinned[i] < s->pinned[best])
+      best = i;
+  if (!nf_boot_sched_set_cpu(pid, s->cpus[best], NULL))
+    return;
+  s->pinned[best]++;
+  g_hash_table_insert(s->pin_of, vm, GUINT_TO_POINTER(best + 1));
+}
+
+/* Gives `vm`'s core back; with a `pid`, the process may run anywhere again. */
+static void unpin(NfBootSched *s, NfVm *vm, GPid pid)
+{
+  guint slot = GPOINTER_TO_UINT(g_hash_table_lookup(s->pin_of, vm));
+  if (slot == 0)
+    return;
+  g_hash_table_remove(s->pin_of, vm);
+  s->pinned[slot - 1]--;
+  if (pid > 0)
+    nf_boot_sched_set_cpu(pid, -1, NULL);
+}
+
+static void lower(NfBootSched *s, NfVm *vm, GPid pid)
+{
+  if (!nf_boot_sched_set_class(pid, s->ready_sched, NULL))
+    return;
+  Lowered *l = g_new0(Lowered, 1);
+  l->pid = pid;
+  l->lowered_at = g_get_monotonic_time();
+  g_hash_table_insert(s->lowered, vm, l);
+  if (s->relief_us && s->relief_timer == 0)
+    s->relief_timer = g_timeout_add(RELIEF_TICK_MS, relief_cb, s);
+}
+
+static void raise_all(NfBootSched *s)
+{
+  if (g_hash_table_size(s->lowered) == 0)
+    return;
+  GHashTableIter it;
+  gpointer vm, value;
+  g_hash_table_iter_init(&it, s->lowered);
+  while (g_hash_table_iter_next(&it, &vm, &value)) {
+    Lowered *l = value;
+    /* Still the same qemu: a guest that exited left the table first. */
+    if (l->raised_at == 0 && nf_vm_pid(vm) == l->pid)
+      nf_boot_sched_set_class(l->pid, NF_READY_SCHED_NORMAL, NULL);
+    g_hash_table_iter_remove(&it);
+  }
+}
+
+/* A lowered guest whose stats stood still for relief_us runs normally until
+ * they move again; then it is lowered again (the storm still lasts, or it
+ * would have left the table). */
+static gboolean relief_cb(gpointer data)
+{
+  NfBootSched *s = data;
+  if (g_hash_table_size(s->lowered) == 0) {
+    s->relief_timer = 0;
+    return G_SOURCE_REMOVE;
+  }
+  gint64 now = g_get_monotonic_time();
+  GHashTableIter it;
+  gpointer vm, value;
+  g_hash_table_iter_init(&it, s->lowered);
+  while (g_hash_table_iter_next(&it, &vm, &value)) {
+    Lowered *l = value;
+    gint64 moved = nf_vm_stats_advanced_at(vm);
+    if (l->raised_at == 0 && now - MAX(moved, l->lowered_at) > s->relief_us) {
+      if (nf_boot_sched_set_class(l->pid, NF_READY_SCHED_NORMAL, NULL))
+        l->raised_at = now;
+    } else if (l->raised_at > 0 && moved > l->raised_at &&
+               nf_boot_sched_set_class(l->pid, s->ready_sched, NULL)) {
+      l->raised_at = 0;
+      l->lowered_at = now;
+    }
+  }
+  return G_SOURCE_CONTINUE;
+}
+
+gboolean nf_boot_sched_set_cpu(GPid pid, int cpu, GError **error)
+{
+  cpu_set_t all;
+  allowed_cpus(&all); /* read before anything of ours is pinned */
+  return for_each_thread(pid, thread_set_cpu, &cpu, error);
+}
+
+gboolean nf_boot_sched_set_class(GPid pid, NfReadySched klass, GError **error)
+{
+  return for_each_thread(pid, thread_set_class, &klass, error);
+}
+
+gboolean nf_boot_sched_can_raise(void)
+{
+  if (geteuid() == 0)
+    return TRUE;
+  /* Without CAP_SYS_NICE, RLIMIT_NICE says how low a nice we may go back
+   * to (20 - rlim); leaving SCHED_IDLE is checked the same way. */
+  struct rlimit rl;
+  int nice_now = getpriority(PRIO_PROCESS, 0);
+  return getrlimit(RLIMIT_NICE, &rl) == 0 &&
+         (rl.rlim_cur == RLIM_INFINITY || (rlim_t)(20 - nice_now) <= rl.rlim_cur);
+}
+
+/* `fn` on every thread of `pid`. A thread that ended meanwhile is skipped;
+ * the process itself gone, or the kernel refusing, fails. */
+static gboolean for_each_thread(GPid pid, ThreadFunc fn, gconstpointer arg, GError **error)
+{
+  g_autofree char *dir_path = g_strdup_printf("/proc/%d/task", (int)pid);
+  DIR *dir = opendir(dir_path);
+  if (dir == NULL) {
+    int e = errno;
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "process %d: %s", (int)pid,
+                g_strerror(e));
+    return FALSE;
+  }
+  guint done = 0;
+  int failed = 0;
+  struct dirent *d;
+  while ((d = readdir(dir)) != NULL) {
+    char *end;
+    long tid = strtol(d->d_name, &end, 10);
+    if (*end != '\0' || tid <= 0)
+      continue;
+    if (fn((pid_t)tid, arg))
+      done++;
+    else if (errno != ESRCH)
+      failed = errno;
+  }
+  closedir(dir);
+  if (failed || done == 0) {
+    int e = failed ? failed : ESRCH;
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "process %d: %s", (int)pid,
+                g_strerror(e));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean thread_set_cpu(pid_t tid, gconstpointer arg)
+{
+  int cpu = *(const int *)arg;
+  cpu_set_t set;
+  if (cpu < 0) {
+    allowed_cpus(&set);
+  } else {
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+  }
+  return sched_setaffinity(tid, sizeof set, &set) == 0;
+}
+
+static gboolean thread_set_class(pid_t tid, gconstpointer arg)
+{
+  NfReadySched klass = *(const NfReadySched *)arg;
+  struct sched_param param = {0};
+  int policy = klass == NF_READY_SCHED_IDLE    ? SCHED_IDLE
+               : klass == NF_READY_SCHED_BATCH ? SCHED_BATCH
+                                               : SCHED_OTHER;
+  /* Back to normal: the class first, then the nice (both ours). */
+  errno = 0;
+  int nice = klass == NF_READY_SCHED_BATCH ? READY_NICE : getpriority(PRIO_PROCESS, 0);
+  if (sched_setscheduler(tid, policy, &param) != 0)
+    return FALSE;
+  if (klass != NF_READY_SCHED_IDLE && setpriority(PRIO_PROCESS, (id_t)tid, nice) != 0)
+    return FALSE;
+  return TRUE;
+}
+
+/* The CPUs the supervisor could run on when first asked (all online ones
+ * if that cannot be read). Kept, not read again: "every CPU" must not shrink
+ * to wherever the asking thread happens to be pinned. */
+static void allowed_cpus(cpu_set_t *set)
+{
+  static cpu_set_t allowed;
+  static gsize once = 0;
+  if (g_once_init_enter(&once)) {
+    CPU_ZERO(&allowed);
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) == 0) {
+      long n = sysconf(_SC_NPROCESSORS_ONLN);
+      CPU_ZERO(&allowed);
+      for (long c = 0; c < MAX(n, 1) && c < CPU_SETSIZE; c++)
+        CPU_SET(c, &allowed);
+    }
+    g_once_init_leave(&once, 1);
+  }
+  *set = allowed;
+}

@@ -1,0 +1,278 @@
+/*
+ * test-boot-sched.c: the boot-storm scheduling levers (supervisor/boot-sched.c),
+ * read back from the kernel (/proc/PID/task/TID/status, sched_getscheduler).
+ * Guards: affinity and class reach every thread of a process, and come
+ * back; in a fleet (fake qemu, 6 guests through a window of 2, TCG
+ * defaults) each booting guest runs on one core that no other booting guest
+ * has, a guest ready while others still boot is SCHED_IDLE and unpinned,
+ * and once the storm is over every guest is SCHED_OTHER again; a lowered
+ * guest whose stats stand still gets relief (SCHED_OTHER) before its health
+ * deadlines and is lowered again once they move; `run` refuses an unknown
+ * class and --print-config shows both settings.
+ */
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "supervisor/boot-sched.h"
+#include "tests/lib/fake-fleet.h"
+#include "tests/lib/nf-test.h"
+
+#define WAIT_MS 60000
+
+/* Cpus_allowed_list of thread `tid` of `pid` ("0", "0-1"...). */
+static char *cpus_of(GPid pid, long tid)
+{
+  g_autofree char *path = g_strdup_printf("/proc/%d/task/%ld/status", (int)pid, tid);
+  g_autofree char *text = NULL;
+  if (!g_file_get_contents(path, &text, NULL, NULL))
+    return NULL;
+  const char *line = strstr(text, "Cpus_allowed_list:");
+  g_assert_nonnull(line);
+  line += strlen("Cpus_allowed_list:");
+  while (*line == ' ' || *line == '\t')
+    line++;
+  return g_strndup(line, strcspn(line, "\n"));
+}
+
+/* The thread ids of `pid`. */
+static GArray *threads_of(GPid pid)
+{
+  GArray *tids = g_array_new(FALSE, FALSE, sizeof(long));
+  g_autofree char *dir_path = g_strdup_printf("/proc/%d/task", (int)pid);
+  g_autoptr(GDir) dir = g_dir_open(dir_path, 0, NULL);
+  g_assert_nonnull(dir);
+  for (const char *name; (name = g_dir_read_name(dir)) != NULL;) {
+    long tid = strtol(name, NULL, 10);
+    g_array_append_val(tids, tid);
+  }
+  return tids;
+}
+
+static char *all_cpus(void)
+{
+  return cpus_of(getpid(), getpid());
+}
+
+static gpointer parked_thread(gpointer data)
+{
+  GMutex *m = data;
+  g_mutex_lock(m); /* held by the test until it is done */
+  g_mutex_unlock(m);
+  return NULL;
+}
+
+/* Affinity and class on a process of three threads (this one): every thread
+ * changes, and both come back. */
+static void test_every_thread(void)
+{
+  if (sysconf(_SC_NPROCESSORS_ONLN) < 2 || !nf_boot_sched_can_raise()) {
+    g_test_skip("needs 2 CPUs and the right to raise priority");
+    return;
+  }
+  g_autofree char *before = all_cpus();
+  GMutex m;
+  g_mutex_init(&m);
+  g_mutex_lock(&m);
+  GThread *t1 = g_thread_new("parked-1", parked_thread, &m);
+  GThread *t2 = g_thread_new("parked-2", parked_thread, &m);
+  g_autoptr(GArray) tids = threads_of(getpid());
+  g_assert_cmpuint(tids->len, >=, 3);
+
+  g_autoptr(GError) error = NULL;
+  g_assert_true(nf_boot_sched_set_cpu(getpid(), 1, &error));
+  g_assert_no_error(error);
+  for (guint i = 0; i < tids->len; i++) {
+    g_autofree char *c = cpus_of(getpid(), g_array_index(tids, long, i));
+    g_assert_cmpstr(c, ==, "1");
+  }
+  g_assert_true(nf_boot_sched_set_cpu(getpid(), -1, &error));
+  for (guint i = 0; i < tids->len; i++) {
+    g_autofree char *c = cpus_of(getpid(), g_array_index(tids, long, i));
+    g_assert_cmpstr(c, ==, before);
+  }
+
+  int nice_before = getpriority(PRIO_PROCESS, 0);
+  g_assert_true(nf_boot_sched_set_class(getpid(), NF_READY_SCHED_BATCH, &error));
+  for (guint i = 0; i < tids->len; i++) {
+    long tid = g_array_index(tids, long, i);
+    g_assert_cmpint(sched_getscheduler((pid_t)tid), ==, SCHED_BATCH);
+    g_assert_cmpint(getpriority(PRIO_PROCESS, (id_t)tid), ==, 10);
+  }
+  /* Back to normal means the caller's own nice (the supervisor's); here the
+   * caller was lowered with the rest, so it goes back first. */
+  g_assert_cmpint(setpriority(PRIO_PROCESS, 0, nice_before), ==, 0);
+  g_assert_true(nf_boot_sched_set_class(getpid(), NF_READY_SCHED_IDLE, &error));
+  for (guint i = 0; i < tids->len; i++)
+    g_assert_cmpint(sched_getscheduler((pid_t)g_array_index(tids, long, i)), ==, SCHED_IDLE);
+  g_assert_true(nf_boot_sched_set_class(getpid(), NF_READY_SCHED_NORMAL, &error));
+  g_assert_no_error(error);
+  for (guint i = 0; i < tids->len; i++) {
+    long tid = g_array_index(tids, long, i);
+    g_assert_cmpint(sched_getscheduler((pid_t)tid), ==, SCHED_OTHER);
+    g_assert_cmpint(getpriority(PRIO_PROCESS, (id_t)tid), ==, nice_before);
+  }
+  g_mutex_unlock(&m);
+  g_thread_join(t1);
+  g_thread_join(t2);
+  g_mutex_clear(&m);
+
+  /* A process that is gone is an error, not a crash. */
+  g_assert_false(nf_boot_sched_set_cpu(G_MAXINT32 - 1, 0, &error));
+  g_assert_nonnull(error);
+}
+
+typedef struct {
+  guint pinned_checks;  /* booting guests seen pinned */
+  guint lowered_checks; /* guests seen SCHED_IDLE at ready while others waited */
+} StormCheck;
+
+/* At every state change (after the fleet applied its levers): a booting
+ * guest runs on one core that no other booting guest has; a ready one may
+ * run anywhere, and is SCHED_IDLE while others still boot or wait. */
+static void storm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason,
+                             gpointer data)
+{
+  StormCheck *sc = data;
+  GPid pid = nf_vm_pid(vm);
+  NfVmState s = nf_vm_state(vm);
+  if (pid <= 0)
+    return;
+  g_autofree char *mine = cpus_of(pid, pid);
+  g_autofree char *all = all_cpus();
+  g_assert_nonnull(mine);
+  if (s == NF_VM_STARTING || s == NF_VM_BOOTING) {
+    g_assert_null(strpbrk(mine, "-,"));
+    for (guint i = 0; i < nf_fleet_size(fleet); i++) {
+      NfVm *other = nf_fleet_vm(fleet, i);
+      NfVmState os = nf_vm_state(other);
+      if (other == vm || nf_vm_pid(other) <= 0 || (os != NF_VM_STARTING && os != NF_VM_BOOTING))
+        continue;
+      g_autofree char *theirs = cpus_of(nf_vm_pid(other), nf_vm_pid(other));
+      g_assert_cmpstr(theirs, !=, mine);
+    }
+    sc->pinned_checks++;
+  } else if (s == NF_VM_READY) {
+    g_assert_cmpstr(mine, ==, all);
+    NfFleetCounts c;
+    nf_fleet_counts(fleet, &c);
+    if (c.queued + c.booting > 0) {
+      g_assert_cmpint(sched_getscheduler(pid), ==, SCHED_IDLE);
+      sc->lowered_checks++;
+    } else {
+      g_assert_cmpint(sched_getscheduler(pid), ==, SCHED_OTHER);
+    }
+  }
+}
+
+/* 6 fake guests through a window of 2 under TCG, both levers on (affinity
+ * by its default, auto: pinned under TCG). */
+static void test_fleet_storm(void)
+{
+  if (sysconf(_SC_NPROCESSORS_ONLN) < 2 || !nf_boot_sched_can_raise()) {
+    g_test_skip("needs 2 CPUs and the right to raise priority");
+    return;
+  }
+  NfFakeFleet *f = nf_fake_fleet_new(6, 2);
+  g_assert_cmpint(f->config.ready_sched, ==, NF_READY_SCHED_IDLE); /* the default */
+  g_assert_cmpint(f->config.boot_affinity, ==, NF_BOOT_AFFINITY_AUTO);
+  g_setenv("FAKE_QEMU_BOOT_MS", "200", TRUE); /* both slots stay busy a while */
+  nf_fake_fleet_start(f);
+  StormCheck sc = {0};
+  static const NfFleetCallbacks cb = {.vm_changed = storm_changed_cb};
+  nf_fleet_add_listener(f->fleet, &cb, &sc);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  g_assert_cmpuint(f->max_booting, ==, 2);
+  g_assert_cmpuint(sc.pinned_checks, >=, 6);
+  g_assert_cmpuint(sc.lowered_checks, >=, 4);
+  /* The storm is over: every guest, every thread, back to normal. */
+  for (guint i = 0; i < nf_fleet_size(f->fleet); i++) {
+    GPid pid = nf_vm_pid(nf_fleet_vm(f->fleet, i));
+    g_autoptr(GArray) tids = threads_of(pid);
+    for (guint t = 0; t < tids->len; t++)
+      g_assert_cmpint(sched_getscheduler((pid_t)g_array_index(tids, long, t)), ==, SCHED_OTHER);
+  }
+  nf_fake_fleet_finish(f, FALSE);
+}
+
+typedef struct {
+  NfFakeFleet *f;
+  int policy; /* wanted for guest 1's qemu */
+} PolicyWait;
+
+static PolicyWait *policy_wait;
+
+static gboolean guest1_has_policy(NfFakeFleet *f)
+{
+  GPid pid = nf_vm_pid(nf_fleet_find_vm(f->fleet, 1));
+  return pid > 0 && sched_getscheduler(pid) == policy_wait->policy;
+}
+
+/* A lowered guest that stops answering (SIGSTOP: its balloon stats stand
+ * still, as a starved guest's would) is put back to normal before its
+ * health deadlines, while the storm goes on; once its stats move again it
+ * is lowered again. Guests 2-4 never become ready, so the storm lasts. */
+static void test_relief(void)
+{
+  if (!nf_boot_sched_can_raise()) {
+    g_test_skip("needs the right to raise priority");
+    return;
+  }
+  NfFakeFleet *f = nf_fake_fleet_new(4, 2);
+  f->config.health_interval_ms = 1000;
+  f->config.health_timeout_ms = 12000;
+  f->config.heartbeat_timeout_ms = 12000; /* relief after 4 s (its floor) */
+  g_setenv("FAKE_QEMU_FAULT_GUESTS", "vm-0002,vm-0003,vm-0004", TRUE);
+  g_setenv("FAKE_QEMU_NO_READY", "1", TRUE);
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
+  PolicyWait pw = {f, SCHED_IDLE};
+  policy_wait = &pw;
+  g_assert_true(nf_fake_fleet_wait(f, guest1_has_policy, WAIT_MS));
+  GPid pid = nf_vm_pid(nf_fleet_find_vm(f->fleet, 1));
+  g_assert_cmpint(kill(pid, SIGSTOP), ==, 0);
+  pw.policy = SCHED_OTHER;
+  g_assert_true(nf_fake_fleet_wait(f, guest1_has_policy, 10000));
+  g_assert_cmpint(kill(pid, SIGCONT), ==, 0);
+  pw.policy = SCHED_IDLE;
+  g_assert_true(nf_fake_fleet_wait(f, guest1_has_policy, 10000));
+  g_assert_cmpint(nf_vm_state(nf_fleet_find_vm(f->fleet, 1)), ==, NF_VM_READY);
+  policy_wait = NULL;
+  nf_fake_fleet_finish(f, TRUE);
+}
+
+/* The flags: a bad class is exit 2 naming the choices; --print-config
+ * shows what was asked. */
+static void test_flags(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *out = NULL;
+  const char *bad[] = {"run", "2", "--ready-sched", "lazy", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, bad, 30000, &out), ==, 2);
+  g_assert_nonnull(strstr(out, "--ready-sched"));
+  g_assert_nonnull(strstr(out, "idle"));
+  g_clear_pointer(&out, g_free);
+  const char *bad2[] = {"run", "2", "--boot-affinity", "numa", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, bad2, 30000, &out), ==, 2);
+  g_assert_nonnull(strstr(out, "--boot-affinity"));
+  g_clear_pointer(&out, g_free);
+  const char *good[] = {
+      "run", "2", "--ready-sched", "batch", "--boot-affinity", "none", "--print-config", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, good, 30000, &out), ==, 0);
+  g_assert_nonnull(strstr(out, "\"ready_sched\":\"batch\""));
+  g_assert_nonnull(strstr(out, "\"boot_affinity\":\"none\""));
+  nf_test_tmpdir_cleanup(tmp);
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/boot-sched/every-thread", test_every_thread);
+  g_test_add_func("/boot-sched/fleet-storm", test_fleet_storm);
+  g_test_add_func("/boot-sched/relief", test_relief);
+  g_test_add_func("/boot-sched/flags", test_flags);
+  return g_test_run();
+}
