@@ -48,8 +48,9 @@ typedef struct {
   gboolean die_with_parent;
   gboolean no_thp; /* see NfProcessExtras */
   gboolean merge_any;
-  sigset_t mask; /* the parent's, given back to the child before exec */
-  int err;       /* set by the child when it cannot exec */
+  char *const *envp; /* NULL: ours */
+  sigset_t mask;     /* the parent's, given back to the child before exec */
+  int err;           /* set by the child when it cannot exec */
 } ChildSetup;
 
 #ifndef PR_SET_MEMORY_MERGE
@@ -123,7 +124,7 @@ __attribute__((no_sanitize("address", "undefined"))) static int child_main(void 
     }
   }
   sigprocmask(SIG_SETMASK, &cs->mask, NULL);
-  execvp(cs->argv[0], cs->argv);
+  execvpe(cs->argv[0], cs->argv, cs->envp ? cs->envp : environ);
 fail:
   cs->err = errno ? errno : EINVAL;
   _exit(127);
@@ -151,7 +152,8 @@ NfProcess *nf_process_spawn_with(char *const *argv, const NfProcessExtras *extra
                    .parent = getpid(),
                    .die_with_parent = die_with_parent,
                    .no_thp = extras && extras->no_thp,
-                   .merge_any = extras && extras->merge_any};
+                   .merge_any = extras && extras->merge_any,
+                   .envp = extras ? extras->envp : NULL};
   void *stack = mmap(NULL, NF_PROCESS_STACK, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED) {

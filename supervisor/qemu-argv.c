@@ -218,6 +218,14 @@ void nf_qemu_process_setup(const NfQemuSpec *spec, NfQemuProcessSetup *setup)
   *setup = (NfQemuProcessSetup){0};
   setup->merge_any = spec->ksm;
   setup->no_thp = spec->dense || spec->accel == NF_ACCEL_TCG || spec->accel == NF_ACCEL_AUTO;
+  setup->fixed_mmap = spec->ksm;
+}
+
+char **nf_qemu_process_env(const NfQemuProcessSetup *setup, char **env)
+{
+  if (setup->fixed_mmap)
+    env = g_environ_setenv(env, NF_QEMU_ENV_MALLOC, NF_QEMU_ENV_MALLOC_VALUE, FALSE);
+  return env;
 }
 
 char *nf_qemu_argv_to_string(char *const *argv)

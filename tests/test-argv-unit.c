@@ -194,6 +194,7 @@ static void test_argv_levers(void)
   nf_qemu_process_setup(&spec, &ps);
   g_assert_false(ps.merge_any);
   g_assert_true(ps.no_thp); /* TCG */
+  g_assert_false(ps.fixed_mmap);
 
   spec.dense = TRUE;
   spec.ksm = TRUE;
@@ -215,6 +216,7 @@ static void test_argv_levers(void)
   nf_qemu_process_setup(&spec, &ps);
   g_assert_true(ps.merge_any);
   g_assert_true(ps.no_thp);
+  g_assert_true(ps.fixed_mmap);
 
   spec.accel = NF_ACCEL_KVM;
   spec.dense = FALSE;
@@ -225,6 +227,29 @@ static void test_argv_levers(void)
   spec.append = NULL;
   g_auto(GStrv) nerves = nf_qemu_argv_build(&spec);
   g_assert_cmpint(find_pair(nerves, "-append", NULL), ==, -1);
+}
+
+/* With KSM, qemu's environment fixes glibc's mmap threshold (so its heap
+ * copy of the kernel sits at the same page offset in every guest and
+ * merges); without, the environment is passed through untouched; a value
+ * the user set wins. */
+static void test_process_env(void)
+{
+  NfQemuProcessSetup ps = {.fixed_mmap = TRUE};
+  char *base[] = {"PATH=/bin", "HOME=/root", NULL};
+  g_auto(GStrv) env = nf_qemu_process_env(&ps, g_strdupv(base));
+  g_assert_cmpstr(g_environ_getenv(env, NF_QEMU_ENV_MALLOC), ==, NF_QEMU_ENV_MALLOC_VALUE);
+  g_assert_cmpstr(g_environ_getenv(env, "PATH"), ==, "/bin");
+  g_assert_cmpstr(g_environ_getenv(env, "HOME"), ==, "/root");
+
+  char *mine[] = {"PATH=/bin", NF_QEMU_ENV_MALLOC "=65536", NULL};
+  g_auto(GStrv) kept = nf_qemu_process_env(&ps, g_strdupv(mine));
+  g_assert_cmpstr(g_environ_getenv(kept, NF_QEMU_ENV_MALLOC), ==, "65536");
+
+  ps.fixed_mmap = FALSE;
+  g_auto(GStrv) plain = nf_qemu_process_env(&ps, g_strdupv(base));
+  g_assert_cmpuint(g_strv_length(plain), ==, 2);
+  g_assert_null(g_environ_getenv(plain, NF_QEMU_ENV_MALLOC));
 }
 
 /* Snapshot fleets: -incoming before the user's extras, and a fixed-size
@@ -349,6 +374,7 @@ int main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/argv/tcg", test_argv_tcg);
   g_test_add_func("/argv/levers", test_argv_levers);
+  g_test_add_func("/argv/process-env", test_process_env);
   g_test_add_func("/argv/kvm-and-hvf", test_argv_kvm_and_hvf);
   g_test_add_func("/argv/to-string-quotes", test_argv_to_string_quotes);
   g_test_add_func("/argv/snapshot", test_argv_snapshot);
