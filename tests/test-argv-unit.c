@@ -62,7 +62,9 @@ static void test_argv_tcg(void)
                             " nf.fault=panic"),
                   >, 0);
   g_assert_cmpint(
-      find_pair(argv, "-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on,deflate-on-oom=on"), >, 0);
+      find_pair(argv, "-device",
+                "virtio-balloon-pci,id=balloon0,free-page-reporting=on,deflate-on-oom=on"),
+      >, 0);
   g_assert_cmpint(find_pair(argv, "-device", "i6300esb"), >, 0);
   g_assert_cmpint(find_pair(argv, "-fw_cfg", "name=opt/nervesfleet/serial,string=NF-000007"), >, 0);
   g_assert_cmpint(find_pair(argv, "-chardev", "socket,id=qmp0,fd=3,server=on,wait=off"), >, 0);
