@@ -167,6 +167,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   int log_fd = -1;
   gboolean ok = FALSE;
   g_auto(GStrv) argv = NULL;
+  g_auto(GStrv) env = NULL;
 
   nf_vm_reset_run_facts(vm);
   if (g_mkdir_with_parents(vm->state_dir, 0755) != 0) {
@@ -223,7 +224,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   argv = nf_qemu_argv_build(&spec);
   NfQemuProcessSetup setup;
   nf_qemu_process_setup(&spec, &setup);
-  g_auto(GStrv) env = nf_qemu_process_env(&setup, g_get_environ());
+  env = nf_qemu_process_env(&setup, g_get_environ());
   {
     /* What we add to qemu's environment goes first, so the line still
      * pastes into a shell as the same command. */
