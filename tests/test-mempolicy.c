@@ -4,9 +4,11 @@
  * health probe can be short and the balloon read directly). Guards: an idle
  * guest's balloon shrinks (BALLOON_CHANGE brings `actual` down) and, when
  * the guest allocates 60 MiB at once from its console, it survives (the
- * balloon's deflate-on-oom) and gets memory back (actual grows again); `--balloon-policy off`
- * leaves the balloon alone; a host short of memory (a fake meminfo) holds the fleet's first boot
- * until it recovers; a bad --balloon-policy is refused with exit 2.
+ * balloon's deflate-on-oom) and gets memory back (actual grows again);
+ * `--balloon-policy off` leaves the balloon alone (and the guest's init set
+ * free page reporting's order to 0); a host short of memory (a fake meminfo)
+ * holds the fleet's first boot until it recovers; a bad --balloon-policy is
+ * refused with exit 2.
  */
 #include <string.h>
 #include <glib/gstdio.h>
@@ -185,6 +187,12 @@ static void test_off_leaves_balloon(void)
   /* Stats arrive (the heartbeat), yet nothing moves the balloon. */
   g_assert_true(nf_test_wait_for(stats_seen, &c, POLICY_MS));
   g_assert_cmpuint(nf_vm_balloon_actual(vm), ==, cfg.memory_mib * NF_MIB);
+  /* The guest's init lowered free page reporting's order after the balloon
+   * driver registered (which resets it to 9): small free blocks go back. */
+  const char *ask = "echo pro=$(cat /sys/module/page_reporting/parameters/page_reporting_order)\n";
+  g_assert_cmpint(nf_vm_console_write(vm, ask, strlen(ask)), ==, (gssize)strlen(ask));
+  g_autofree char *console = g_build_filename(cfg.state_dir, "vm-0001", "console.log", NULL);
+  g_assert_true(nf_test_wait_file_contains(console, "\npro=0", POLICY_MS));
   stop_fleet(&c, &cfg, tmp);
 }
 
