@@ -63,10 +63,9 @@ typedef struct {
 /* With KSM (no boot cost measured): freed guest pages are zeroed, so KSM
  * maps them all onto the zero page. Without KSM it would cost: zeroing
  * touches every page the guest frees at boot (~+20 MiB RSS).
- * (`page_reporting.page_reporting_order` would report free blocks smaller
- * than 2 MiB, but Debian's 6.1 kernel overwrites it when virtio_balloon
- * registers: it reads back 9 in the guest. Only a write to
- * /sys/module/page_reporting/parameters/ from the guest works there.) */
+ * (`page_reporting.page_reporting_order` on this command line would report
+ * free blocks smaller than 2 MiB, but Debian's 6.1 kernel overwrites it when
+ * virtio_balloon registers: the sim guest's init writes it after that.) */
 #define NF_QEMU_GUEST_ARGS_KSM "init_on_free=1"
 
 /* With KSM: glibc's mmap threshold, fixed. qemu keeps a copy of the kernel
