@@ -28,6 +28,7 @@ NfProcess *nf_process_spawn(char *const *argv, const int *source_fds, const int 
 typedef struct {
   gboolean no_thp;    /* PR_SET_THP_DISABLE: no transparent huge pages */
   gboolean merge_any; /* PR_SET_MEMORY_MERGE: all its anonymous memory KSM-mergeable */
+  gboolean no_aslr;   /* personality ADDR_NO_RANDOMIZE: the same layout in every child */
   char *const *envp;  /* the child's whole environment; NULL: ours */
 } NfProcessExtras;
 

@@ -221,6 +221,7 @@ void nf_qemu_process_setup(const NfQemuSpec *spec, NfQemuProcessSetup *setup)
   setup->merge_any = spec->ksm;
   setup->no_thp = spec->dense || spec->accel == NF_ACCEL_TCG || spec->accel == NF_ACCEL_AUTO;
   setup->fixed_mmap = spec->ksm;
+  setup->no_aslr = spec->ksm && spec->dense;
 }
 
 char **nf_qemu_process_env(const NfQemuProcessSetup *setup, char **env)

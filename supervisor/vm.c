@@ -250,7 +250,8 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   }
 
   int targets[] = {NF_QEMU_FD_QMP, NF_QEMU_FD_QMP_PUBLIC, NF_QEMU_FD_SERIAL, NF_QEMU_FD_TAP};
-  NfProcessExtras extras = {.no_thp = setup.no_thp, .merge_any = setup.merge_any, .envp = env};
+  NfProcessExtras extras = {
+      .no_thp = setup.no_thp, .merge_any = setup.merge_any, .no_aslr = setup.no_aslr, .envp = env};
   vm->dies_with_supervisor = !cfg->detached;
   vm->proc = nf_process_spawn_with(argv, &extras, fds, targets, fds[3] >= 0 ? 4 : 3, log_fd,
                                    !cfg->detached, nf_vm_on_exit_cb, vm, error);

@@ -197,6 +197,7 @@ static void test_argv_levers(void)
   g_assert_false(ps.merge_any);
   g_assert_true(ps.no_thp); /* TCG */
   g_assert_false(ps.fixed_mmap);
+  g_assert_false(ps.no_aslr);
 
   spec.dense = TRUE;
   spec.ksm = TRUE;
@@ -219,11 +220,14 @@ static void test_argv_levers(void)
   g_assert_true(ps.merge_any);
   g_assert_true(ps.no_thp);
   g_assert_true(ps.fixed_mmap);
+  g_assert_true(ps.no_aslr); /* --dense with KSM */
 
   spec.accel = NF_ACCEL_KVM;
   spec.dense = FALSE;
   nf_qemu_process_setup(&spec, &ps);
   g_assert_false(ps.no_thp); /* huge pages help a KVM guest */
+  g_assert_true(ps.fixed_mmap);
+  g_assert_false(ps.no_aslr); /* KSM without --dense keeps ASLR */
 
   spec.profile = NF_PROFILE_NERVES;
   spec.append = NULL;
