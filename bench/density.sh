@@ -12,6 +12,7 @@
 # restarted). Targets (issue 12): default <= 0.5x naive, dense <= 0.35x.
 #
 #   N=8 SETTLE=90 bench/run.sh density        (make bench BENCH=density N=8)
+#   AUTO=1 adds a side: --dense --balloon-policy auto
 #   FIND_MAX=1 [DENSE=1] [START=16 STEP=16 MAX_N=300] bench/run.sh density
 #
 # --find-max (or FIND_MAX=1): grows one fleet (`scale`) until a guest fails
@@ -31,11 +32,15 @@ FIND_MAX=${FIND_MAX:-0}
 PAGE_KIB=$(($(getconf PAGESIZE) / 1024))
 
 ksm_pages() { echo $(($(cat /sys/kernel/mm/ksm/pages_sharing 2>/dev/null || echo 0) + $(cat /sys/kernel/mm/ksm/ksm_zero_pages 2>/dev/null || echo 0))); }
+ksm_scans() { cat /sys/kernel/mm/ksm/full_scans 2>/dev/null || echo 0; }
+jget_ksm_fleet() { python3 -c 'import json,sys; print(1 if json.load(sys.stdin)["ksm"].get("fleet_uses") else 0)'; }
 mem_total_kib() { awk '/^MemTotal:/{print $2}' /proc/meminfo; }
 nf() { "$NF_BIN" "$@" --name "nfb-${BENCH_NAME}"; }
 
 # The naive baseline: the supervisor's own qemu command (lib.sh naive_argv)
-# with our levers taken back out, and `-machine mem-merge=off`: it stands
+# with our levers taken back out (the guest's free page reporting back at the
+# kernel's 2 MiB order; the environment qemu gets from us is never in it), and
+# `-machine mem-merge=off`: it stands
 # for a host whose KSM is off, as Debian ships it, even when someone else on
 # this shared host has KSM running (qemu marks guest RAM mergeable).
 naive_nolevers() {
@@ -43,7 +48,7 @@ naive_nolevers() {
   while IFS= read -r -d '' w; do
     case $w in
       tcg,tb-size=*) w=tcg,tb-size=32 ;;
-      console=ttyAMA0*) w=${w/ nokaslr/} w=${w/ init_on_free=1/} ;;
+      console=ttyAMA0*) w="${w/ nokaslr/} nf.report_order=9" w=${w/ init_on_free=1/} ;;
     esac
     printf '%s\0' "$w"
   done < <(naive_argv)
@@ -67,7 +72,19 @@ side_fleet() {
     exit 1
   fi
   local boot=$(us_to_s $((SUP_LINE_US - t0)))
+  local scans0 waited=$SETTLE
+  scans0=$(ksm_scans)
   sup_wait '^\0never' "$SETTLE" || true # the settle window (and keep reading its output)
+  # KSM merges a page after seeing it unchanged over a few full scans; ksmd
+  # runs at nice 5, so on a loaded host a scan takes minutes, not the ~10 s
+  # it is sized for. Sample once it has done KSM_SCANS since all were ready
+  # (up to SETTLE_MAX s), so the figure is the fleet's steady state.
+  while [ "$(nf mem --json | jget_ksm_fleet)" = 1 ] && [ $(($(ksm_scans) - scans0)) -lt "${KSM_SCANS:-3}" ] &&
+    [ "$waited" -lt "${SETTLE_MAX:-600}" ]; do
+    sup_wait '^\0never' 10 || true
+    waited=$((waited + 10))
+  done
+  echo "density: $label sampled $waited s after all ready ($(($(ksm_scans) - scans0)) KSM full scans)"
   kill -0 "$SUP_PID" || { echo "density: the supervisor died" >&2; cat "$SUP_LOG" >&2; exit 1; }
   for p in $(sup_children); do
     rss=$((rss + $(rss_kib "$p"))) pss=$((pss + $(pss_kib "$p")))
@@ -75,7 +92,7 @@ side_fleet() {
   lost=$(nf ps --json | python3 -c 'import json,sys; d=json.load(sys.stdin)
 print(sum(1 for g in d["guests"] if g["state"]!="ready") + sum(g["restarts"] for g in d["guests"]))')
   nf mem --json >"$RESULTS_DIR/density-$label-mem.json" || true
-  eval "R_${label}_pss=$pss R_${label}_rss=$rss R_${label}_boot=$boot R_${label}_lost=$lost"
+  eval "R_${label}_pss=$pss R_${label}_rss=$rss R_${label}_boot=$boot R_${label}_lost=$lost R_${label}_settle=$waited"
   eval "R_${label}_avail=$((mem0 - $(mem_available_kib)))"
   eval "R_${label}_ksm=$((($(ksm_pages) - ksm0) * PAGE_KIB))"
   sup_stop
@@ -95,6 +112,7 @@ side_naive() {
   R_naive_boot=$(jget all_ready_s "$res") R_naive_lost=$((N - $(jget ready "$res")))
   R_naive_avail=$((mem0 - $(jget mem_available_kib "$res")))
   R_naive_ksm=$((($(ksm_pages) - ksm0) * PAGE_KIB))
+  R_naive_settle=$SETTLE
 }
 
 find_max() {
@@ -142,13 +160,19 @@ fi
 side_naive
 side_fleet default
 side_fleet dense --dense
+SIDES="default dense"
+# AUTO=1: also --dense with the balloon policy shrinking idle guests.
+if [ "${AUTO:-0}" = 1 ]; then
+  side_fleet dense_auto --dense --balloon-policy auto
+  SIDES="$SIDES dense_auto"
+fi
 
 per() { calc "($1) / $N / 1024"; }
 n_pss=$(per "$R_naive_pss")
-for s in default dense; do
-  eval "pss=\$R_${s}_pss rss=\$R_${s}_rss avail=\$R_${s}_avail ksm=\$R_${s}_ksm boot=\$R_${s}_boot lost=\$R_${s}_lost"
+for s in $SIDES; do
+  eval "pss=\$R_${s}_pss rss=\$R_${s}_rss avail=\$R_${s}_avail ksm=\$R_${s}_ksm boot=\$R_${s}_boot lost=\$R_${s}_lost settle=\$R_${s}_settle"
   tgt=0.5
-  [ "$s" = dense ] && tgt=0.35
+  [ "$s" != default ] && tgt=0.35
   r=$(ratio "$(per "$pss")" "$n_pss")
   row "$s: qemu PSS per guest" "$(per "$pss")" "$n_pss" "$r" "<= ${tgt}x" "$(met "$r" '<=' "$tgt")" MiB
   row "$s: host MemAvailable drop per guest" "$(per "$avail")" "$(per "$R_naive_avail")" \
@@ -157,12 +181,13 @@ for s in default dense; do
     "$(ratio "$(per "$rss")" "$(per "$R_naive_rss")")" "-" "-" MiB
   row "$s: KSM saved per guest" "$(per "$ksm")" "$(per "$R_naive_ksm")" "-" "-" "-" MiB
   row "$s: boot storm (all ready)" "$boot" "$R_naive_boot" "$(ratio "$boot" "$R_naive_boot")" "-" "-" s
+  row "$s: sampled after all ready" "$settle" "$R_naive_settle" "-" "-" "-" s
   row "$s: guests lost" "$lost" "$R_naive_lost" "-" "0" "$([ "$lost" = 0 ] && echo yes || echo NO)" guests
 done
 print_table "N=$N, 128M guests, ${SETTLE}s settle, $CORES cores"
 
-for s in naive default dense; do
-  eval "jfield $s \"{\\\"pss_kib\\\": \$R_${s}_pss, \\\"rss_kib\\\": \$R_${s}_rss, \\\"mem_available_drop_kib\\\": \$R_${s}_avail, \\\"ksm_saved_kib\\\": \$R_${s}_ksm, \\\"boot_storm_s\\\": \$R_${s}_boot, \\\"lost\\\": \$R_${s}_lost}\""
+for s in naive $SIDES; do
+  eval "jfield $s \"{\\\"pss_kib\\\": \$R_${s}_pss, \\\"rss_kib\\\": \$R_${s}_rss, \\\"mem_available_drop_kib\\\": \$R_${s}_avail, \\\"ksm_saved_kib\\\": \$R_${s}_ksm, \\\"boot_storm_s\\\": \$R_${s}_boot, \\\"lost\\\": \$R_${s}_lost, \\\"settle_s\\\": \$R_${s}_settle}\""
 done
 jfield n "$N"
 jfield settle_s "$SETTLE"

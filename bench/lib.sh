@@ -148,6 +148,8 @@ probe_qemu_argv() {
   line=${line#*starting vm-0001: }
   local -a words
   eval "words=($line)"
+  # Environment the supervisor gives qemu (NAME=VALUE first) is a lever: not naive.
+  while [[ ${words[0]} =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; do words=("${words[@]:1}"); done
   words[0]=$QEMU_REAL
   printf '%s\0' "${words[@]}"
 }

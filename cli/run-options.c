@@ -248,7 +248,9 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
        "it to the scheduler; auto: core under TCG (default: auto)",
        "MODE"},
       {"dense", 0, 0, G_OPTION_ARG_NONE, &cfg->dense,
-       "Every memory lever, including those that cost some boot time (README: memory)", NULL},
+       "Every memory lever, including those that cost some boot time or, with KSM, qemu's ASLR "
+       "(README: memory)",
+       NULL},
       {"snapshot", 0, 0, G_OPTION_ARG_NONE, &cfg->snapshot,
        "Boot one template guest, snapshot it, and start every guest by restoring that snapshot "
        "(sim guests; --ksm auto then turns KSM on at any fleet size)",

@@ -19,6 +19,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -48,8 +49,10 @@ typedef struct {
   gboolean die_with_parent;
   gboolean no_thp; /* see NfProcessExtras */
   gboolean merge_any;
-  sigset_t mask; /* the parent's, given back to the child before exec */
-  int err;       /* set by the child when it cannot exec */
+  gboolean no_aslr;
+  char *const *envp; /* NULL: ours */
+  sigset_t mask;     /* the parent's, given back to the child before exec */
+  int err;           /* set by the child when it cannot exec */
 } ChildSetup;
 
 #ifndef PR_SET_MEMORY_MERGE
@@ -111,6 +114,11 @@ __attribute__((no_sanitize("address", "undefined"))) static int child_main(void 
     prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
   if (cs->merge_any)
     prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0);
+  if (cs->no_aslr) {
+    int persona = personality(0xffffffff);
+    if (persona != -1)
+      personality((unsigned long)persona | ADDR_NO_RANDOMIZE);
+  }
   /* Our handlers are the supervisor's and write to its memory: reset them
    * before any signal can be delivered here. */
   for (int sig = 1; sig < NSIG; sig++) {
@@ -123,7 +131,7 @@ __attribute__((no_sanitize("address", "undefined"))) static int child_main(void 
     }
   }
   sigprocmask(SIG_SETMASK, &cs->mask, NULL);
-  execvp(cs->argv[0], cs->argv);
+  execvpe(cs->argv[0], cs->argv, cs->envp ? cs->envp : environ);
 fail:
   cs->err = errno ? errno : EINVAL;
   _exit(127);
@@ -151,7 +159,9 @@ NfProcess *nf_process_spawn_with(char *const *argv, const NfProcessExtras *extra
                    .parent = getpid(),
                    .die_with_parent = die_with_parent,
                    .no_thp = extras && extras->no_thp,
-                   .merge_any = extras && extras->merge_any};
+                   .merge_any = extras && extras->merge_any,
+                   .no_aslr = extras && extras->no_aslr,
+                   .envp = extras ? extras->envp : NULL};
   void *stack = mmap(NULL, NF_PROCESS_STACK, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED) {

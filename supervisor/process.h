@@ -24,10 +24,12 @@ NfProcess *nf_process_spawn(char *const *argv, const int *source_fds, const int 
                             NfProcessExitFunc on_exit, gpointer user_data, GError **error);
 
 /* Memory settings the child takes before exec (both survive exec; see
- * qemu-argv.h for why qemu gets them). */
+ * qemu-argv.h for why qemu gets them), and its environment. */
 typedef struct {
   gboolean no_thp;    /* PR_SET_THP_DISABLE: no transparent huge pages */
   gboolean merge_any; /* PR_SET_MEMORY_MERGE: all its anonymous memory KSM-mergeable */
+  gboolean no_aslr;   /* personality ADDR_NO_RANDOMIZE: the same layout in every child */
+  char *const *envp;  /* the child's whole environment; NULL: ours */
 } NfProcessExtras;
 
 /* nf_process_spawn with `extras` (may be NULL). A prctl the kernel does not

@@ -3,11 +3,13 @@
  *
  * Why these devices: virtio-balloon (id=balloon0, so QMP can reach its
  * guest-stats at a fixed QOM path) with free page reporting lets the host take
- * memory back; i6300esb gives the guest a watchdog whose expiry qemu reports
- * as a QMP WATCHDOG event; fw_cfg carries the identity without a disk. The
- * channels arrive as inherited, already listening sockets (server=on,
- * wait=off): there is no socket file to wait for, and a later supervisor can
- * connect to the same sockets again to adopt a running guest.
+ * memory back, and deflate-on-oom lets a guest whose balloon was shrunk take
+ * pages back itself when it is about to OOM, faster than any policy tick (a
+ * guest at 80 MiB of 128 survives a one-shot 60 MiB allocation only so); i6300esb gives the guest a
+ * watchdog whose expiry qemu reports as a QMP WATCHDOG event; fw_cfg carries the identity without a
+ * disk. The channels arrive as inherited, already listening sockets (server=on, wait=off): there is
+ * no socket file to wait for, and a later supervisor can connect to the same sockets again to adopt
+ * a running guest.
  * `-no-reboot` plus `panic=-1` turns a guest kernel panic into a qemu exit the
  * supervisor can see and classify.
  */
@@ -128,7 +130,7 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
   }
   add_net(a, spec);
   add(a, "-device");
-  add(a, "virtio-balloon-pci,id=balloon0,free-page-reporting=on");
+  add(a, "virtio-balloon-pci,id=balloon0,free-page-reporting=on,deflate-on-oom=on");
   add(a, "-device");
   add(a, "i6300esb");
   add(a, "-watchdog-action");
@@ -218,6 +220,15 @@ void nf_qemu_process_setup(const NfQemuSpec *spec, NfQemuProcessSetup *setup)
   *setup = (NfQemuProcessSetup){0};
   setup->merge_any = spec->ksm;
   setup->no_thp = spec->dense || spec->accel == NF_ACCEL_TCG || spec->accel == NF_ACCEL_AUTO;
+  setup->fixed_mmap = spec->ksm;
+  setup->no_aslr = spec->ksm && spec->dense;
+}
+
+char **nf_qemu_process_env(const NfQemuProcessSetup *setup, char **env)
+{
+  if (setup->fixed_mmap)
+    env = g_environ_setenv(env, NF_QEMU_ENV_MALLOC, NF_QEMU_ENV_MALLOC_VALUE, FALSE);
+  return env;
 }
 
 char *nf_qemu_argv_to_string(char *const *argv)

@@ -63,17 +63,31 @@ typedef struct {
 /* With KSM (no boot cost measured): freed guest pages are zeroed, so KSM
  * maps them all onto the zero page. Without KSM it would cost: zeroing
  * touches every page the guest frees at boot (~+20 MiB RSS).
- * (`page_reporting.page_reporting_order` would report free blocks smaller
- * than 2 MiB, but Debian's 6.1 kernel overwrites it when virtio_balloon
- * registers: it reads back 9 in the guest. Only a write to
- * /sys/module/page_reporting/parameters/ from the guest works there.) */
+ * (`page_reporting.page_reporting_order` on this command line would report
+ * free blocks smaller than 2 MiB, but Debian's 6.1 kernel overwrites it when
+ * virtio_balloon registers: the sim guest's init writes it after that.) */
 #define NF_QEMU_GUEST_ARGS_KSM "init_on_free=1"
 
-/* How qemu's process is set up beyond its argv (prctls). glibc malloc
- * tuning through the environment was measured and did not pay. */
+/* With KSM: glibc's mmap threshold, fixed. qemu keeps a copy of the kernel
+ * image (and of the initrd) on its heap to reload at reset. glibc raises its
+ * mmap threshold as qemu frees big blocks, so that ~32 MiB copy lands in the
+ * brk heap at an offset within a page that differs from guest to guest, and
+ * KSM, which merges whole identical pages, then merges it only between guests
+ * that happen to share the offset (~32 MiB more PSS for each of the others: in
+ * an 8-guest fleet 1 to 3 of them). A fixed threshold turns the dynamic one
+ * off: every block of 128 KiB or more is its own mmap, at the same offset in
+ * every guest. No boot cost measured. */
+#define NF_QEMU_ENV_MALLOC "MALLOC_MMAP_THRESHOLD_"
+#define NF_QEMU_ENV_MALLOC_VALUE "131072"
+
+/* How qemu's process is set up beyond its argv (prctls, environment).
+ * Other glibc malloc tuning (arenas, trim threshold, top pad) was measured
+ * and did not pay. */
 typedef struct {
-  gboolean no_thp;    /* transparent huge pages off for qemu */
-  gboolean merge_any; /* all of qemu's memory KSM-mergeable, not only guest RAM */
+  gboolean no_thp;     /* transparent huge pages off for qemu */
+  gboolean merge_any;  /* all of qemu's memory KSM-mergeable, not only guest RAM */
+  gboolean fixed_mmap; /* NF_QEMU_ENV_MALLOC in qemu's environment */
+  gboolean no_aslr;    /* qemu's address space not randomised */
 } NfQemuProcessSetup;
 
 /* Fills `setup` for `spec`: with KSM, every anonymous page of qemu may
@@ -84,6 +98,18 @@ typedef struct {
  * gives back only whole 2 MiB blocks (~20 MiB per idle guest for ~+4 % boot
  * CPU; under KVM huge pages speed the guest up, so they stay). */
 void nf_qemu_process_setup(const NfQemuSpec *spec, NfQemuProcessSetup *setup);
+/* (continued) With --dense and KSM, qemu runs without address space
+ * randomisation: its relocated data, its libraries' and every pointer it
+ * keeps on its heap are then the same bytes in every guest and merge (8
+ * idle guests: 43 instead of 51 MiB PSS each). The cost is a hardening of
+ * qemu against the code it runs, which a fleet of one's own test guests can
+ * spare; so it is a --dense lever, not a default. */
+
+/* qemu's environment for `setup`: `env` (taken; e.g. g_get_environ()) with
+ * NF_QEMU_ENV_MALLOC set when setup->fixed_mmap, unless `env` already sets it
+ * (the user's value wins). Returns the new environment (free with
+ * g_strfreev). */
+char **nf_qemu_process_env(const NfQemuProcessSetup *setup, char **env);
 
 /* Returns a NULL-terminated argv (free with g_strfreev). Pure. */
 char **nf_qemu_argv_build(const NfQemuSpec *spec);

@@ -167,6 +167,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   int log_fd = -1;
   gboolean ok = FALSE;
   g_auto(GStrv) argv = NULL;
+  g_auto(GStrv) env = NULL;
 
   nf_vm_reset_run_facts(vm);
   if (g_mkdir_with_parents(vm->state_dir, 0755) != 0) {
@@ -221,8 +222,16 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
       .no_boot_files = vm->restore_file != NULL,
   };
   argv = nf_qemu_argv_build(&spec);
+  NfQemuProcessSetup setup;
+  nf_qemu_process_setup(&spec, &setup);
+  env = nf_qemu_process_env(&setup, g_get_environ());
   {
-    g_autofree char *line = nf_qemu_argv_to_string(argv);
+    /* What we add to qemu's environment goes first, so the line still
+     * pastes into a shell as the same command. */
+    const char *mmap = setup.fixed_mmap ? g_environ_getenv(env, NF_QEMU_ENV_MALLOC) : NULL;
+    g_autofree char *cmd = nf_qemu_argv_to_string(argv);
+    g_autofree char *line =
+        mmap ? g_strdup_printf("%s=%s %s", NF_QEMU_ENV_MALLOC, mmap, cmd) : g_strdup(cmd);
     g_autoptr(GDateTime) now = g_date_time_new_now_local();
     g_autofree char *stamp = g_date_time_format_iso8601(now);
     g_autofree char *header = g_strdup_printf("=== %s starting %s: %s\n", stamp, vm->name, line);
@@ -241,9 +250,8 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   }
 
   int targets[] = {NF_QEMU_FD_QMP, NF_QEMU_FD_QMP_PUBLIC, NF_QEMU_FD_SERIAL, NF_QEMU_FD_TAP};
-  NfQemuProcessSetup setup;
-  nf_qemu_process_setup(&spec, &setup);
-  NfProcessExtras extras = {.no_thp = setup.no_thp, .merge_any = setup.merge_any};
+  NfProcessExtras extras = {
+      .no_thp = setup.no_thp, .merge_any = setup.merge_any, .no_aslr = setup.no_aslr, .envp = env};
   vm->dies_with_supervisor = !cfg->detached;
   vm->proc = nf_process_spawn_with(argv, &extras, fds, targets, fds[3] >= 0 ? 4 : 3, log_fd,
                                    !cfg->detached, nf_vm_on_exit_cb, vm, error);

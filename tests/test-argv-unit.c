@@ -62,7 +62,9 @@ static void test_argv_tcg(void)
                             " nf.fault=panic"),
                   >, 0);
   g_assert_cmpint(
-      find_pair(argv, "-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on"), >, 0);
+      find_pair(argv, "-device",
+                "virtio-balloon-pci,id=balloon0,free-page-reporting=on,deflate-on-oom=on"),
+      >, 0);
   g_assert_cmpint(find_pair(argv, "-device", "i6300esb"), >, 0);
   g_assert_cmpint(find_pair(argv, "-fw_cfg", "name=opt/nervesfleet/serial,string=NF-000007"), >, 0);
   g_assert_cmpint(find_pair(argv, "-chardev", "socket,id=qmp0,fd=3,server=on,wait=off"), >, 0);
@@ -194,6 +196,8 @@ static void test_argv_levers(void)
   nf_qemu_process_setup(&spec, &ps);
   g_assert_false(ps.merge_any);
   g_assert_true(ps.no_thp); /* TCG */
+  g_assert_false(ps.fixed_mmap);
+  g_assert_false(ps.no_aslr);
 
   spec.dense = TRUE;
   spec.ksm = TRUE;
@@ -215,16 +219,43 @@ static void test_argv_levers(void)
   nf_qemu_process_setup(&spec, &ps);
   g_assert_true(ps.merge_any);
   g_assert_true(ps.no_thp);
+  g_assert_true(ps.fixed_mmap);
+  g_assert_true(ps.no_aslr); /* --dense with KSM */
 
   spec.accel = NF_ACCEL_KVM;
   spec.dense = FALSE;
   nf_qemu_process_setup(&spec, &ps);
   g_assert_false(ps.no_thp); /* huge pages help a KVM guest */
+  g_assert_true(ps.fixed_mmap);
+  g_assert_false(ps.no_aslr); /* KSM without --dense keeps ASLR */
 
   spec.profile = NF_PROFILE_NERVES;
   spec.append = NULL;
   g_auto(GStrv) nerves = nf_qemu_argv_build(&spec);
   g_assert_cmpint(find_pair(nerves, "-append", NULL), ==, -1);
+}
+
+/* With KSM, qemu's environment fixes glibc's mmap threshold (so its heap
+ * copy of the kernel sits at the same page offset in every guest and
+ * merges); without, the environment is passed through untouched; a value
+ * the user set wins. */
+static void test_process_env(void)
+{
+  NfQemuProcessSetup ps = {.fixed_mmap = TRUE};
+  char *base[] = {"PATH=/bin", "HOME=/root", NULL};
+  g_auto(GStrv) env = nf_qemu_process_env(&ps, g_strdupv(base));
+  g_assert_cmpstr(g_environ_getenv(env, NF_QEMU_ENV_MALLOC), ==, NF_QEMU_ENV_MALLOC_VALUE);
+  g_assert_cmpstr(g_environ_getenv(env, "PATH"), ==, "/bin");
+  g_assert_cmpstr(g_environ_getenv(env, "HOME"), ==, "/root");
+
+  char *mine[] = {"PATH=/bin", NF_QEMU_ENV_MALLOC "=65536", NULL};
+  g_auto(GStrv) kept = nf_qemu_process_env(&ps, g_strdupv(mine));
+  g_assert_cmpstr(g_environ_getenv(kept, NF_QEMU_ENV_MALLOC), ==, "65536");
+
+  ps.fixed_mmap = FALSE;
+  g_auto(GStrv) plain = nf_qemu_process_env(&ps, g_strdupv(base));
+  g_assert_cmpuint(g_strv_length(plain), ==, 2);
+  g_assert_null(g_environ_getenv(plain, NF_QEMU_ENV_MALLOC));
 }
 
 /* Snapshot fleets: -incoming before the user's extras, and a fixed-size
@@ -349,6 +380,7 @@ int main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/argv/tcg", test_argv_tcg);
   g_test_add_func("/argv/levers", test_argv_levers);
+  g_test_add_func("/argv/process-env", test_process_env);
   g_test_add_func("/argv/kvm-and-hvf", test_argv_kvm_and_hvf);
   g_test_add_func("/argv/to-string-quotes", test_argv_to_string_quotes);
   g_test_add_func("/argv/snapshot", test_argv_snapshot);

@@ -7,8 +7,10 @@
  * a stand-in dir (NERVESFLEET_KSM_SYSFS) so the host's real KSM, which other
  * people's fleets may be using, is never touched.
  */
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <unistd.h>
 #include <jansson.h>
 #include <glib/gstdio.h>
 
@@ -203,6 +205,120 @@ static void test_ksm_restored_after_kill_and_down(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* Counts the copies of an image in the private writable mappings (of 1 MiB
+ * or more) of `pid`, found by `probe` (`len` bytes at offset `at` of the
+ * image), and adds to `offsets` the page offset where each copy starts,
+ * plus one (a set of GUINT_TO_POINTER). */
+static guint count_copies(int pid, const char *probe, gsize len, gsize at_in_image,
+                          GHashTable *offsets)
+{
+  g_autofree char *maps_path = g_strdup_printf("/proc/%d/maps", pid);
+  g_autofree char *mem_path = g_strdup_printf("/proc/%d/mem", pid);
+  g_autofree char *maps = NULL;
+  g_assert_true(g_file_get_contents(maps_path, &maps, NULL, NULL));
+  int fd = open(mem_path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  g_auto(GStrv) lines = g_strsplit(maps, "\n", -1);
+  gsize chunk = 4 << 20;
+  g_autofree char *buf = g_malloc(chunk + len);
+  guint found = 0;
+  for (char **l = lines; *l && **l; l++) {
+    guint64 a = 0, b = 0;
+    char perms[8] = "";
+    if (sscanf(*l, "%" G_GINT64_MODIFIER "x-%" G_GINT64_MODIFIER "x %7s", &a, &b, perms) != 3 ||
+        strncmp(perms, "rw-p", 4) != 0 || b - a < (1u << 20))
+      continue;
+    for (guint64 at = a; at < b; at += chunk) {
+      gsize want = MIN(chunk + len, b - at);
+      ssize_t n = pread(fd, buf, want, (off_t)at);
+      if (n < (ssize_t)len)
+        break;
+      for (const char *p = buf; (p = memmem(p, n - (p - buf), probe, len)) != NULL; p++) {
+        guint64 where = at + (guint64)(p - buf);
+        if (where < at + chunk) { /* the overlap is the next chunk's */
+          guint64 start = where - at_in_image;
+          g_hash_table_add(offsets, GUINT_TO_POINTER((guint)(start % 4096) + 1));
+          found++;
+        }
+      }
+    }
+  }
+  close(fd);
+  return found;
+}
+
+/* With KSM, every guest's qemu keeps its heap copy of the kernel image at
+ * the same offset within a page, at the start of a page plus malloc's
+ * header, so KSM can merge it across guests. Before, glibc's dynamic mmap
+ * threshold put it in the brk heap at an offset that varied from guest to
+ * guest, and ~32 MiB per guest never merged with the others. The probe is
+ * 256 bytes from the middle of the kernel, found in qemu's memory twice:
+ * guest RAM (page-aligned) and the heap copy. */
+static void test_ksm_kernel_copy_mergeable(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *sysfs = fake_ksm();
+  /* Our own copy: the cached guest may be rebuilt while the test runs. */
+  g_autofree char *kernel_src = nf_test_guest_kernel();
+  g_autofree char *kernel = g_build_filename(tmp, "vmlinuz", NULL);
+  g_autofree char *initrd = nf_test_guest_initrd();
+  g_autofree char *image = NULL;
+  gsize size = 0;
+  g_assert_true(g_file_get_contents(kernel_src, &image, &size, NULL));
+  g_assert_true(g_file_set_contents(kernel, image, (gssize)size, NULL));
+  const gsize len = 256;
+  const char *probe = image + size / 2;
+  g_assert_true(memmem(image, size, probe, len) == probe); /* unique in the image */
+  g_assert_null(memmem(probe + 1, size - size / 2 - 1, probe, len));
+
+  const char *run[] = {"run", "2",        "-d",   "--name",   "kc",   "--ksm",
+                       "on",  "--kernel", kernel, "--initrd", initrd, NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, run, BOOT_MS, NULL), ==, 0);
+  const char *wait[] = {"wait", "--name", "kc", "--timeout", "120", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, wait, BOOT_MS, NULL), ==, 0);
+  const char *mem[] = {"mem", "--json", "--name", "kc", NULL};
+  json_auto_t *m = cli_json(tmp, mem);
+  json_t *guests = json_object_get(m, "guests");
+  g_assert_cmpuint(json_array_size(guests), ==, 2);
+  g_autoptr(GHashTable) all = g_hash_table_new(NULL, NULL);
+  for (gsize i = 0; i < 2; i++) {
+    int pid = (int)json_integer_value(json_object_get(json_array_get(guests, i), "pid"));
+    g_autoptr(GHashTable) offsets = g_hash_table_new(NULL, NULL);
+    guint found = count_copies(pid, probe, len, size / 2, offsets);
+    if (found == 0) {
+      g_test_skip("cannot read qemu's memory (/proc/PID/mem)");
+      break;
+    }
+    g_assert_cmpuint(found, ==, 2); /* guest RAM and the heap copy */
+    GHashTableIter it;
+    gpointer key;
+    g_hash_table_iter_init(&it, offsets);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+      guint off = GPOINTER_TO_UINT(key) - 1;
+      g_test_message("guest %d (pid %d): a kernel copy starts at page offset %#x", (int)i + 1, pid,
+                     off);
+      /* Page-aligned, or a page plus a malloc header. */
+      g_assert_cmpuint(off, <, 64);
+      g_hash_table_add(all, key);
+    }
+  }
+  /* The same offsets in both guests. */
+  if (!g_test_failed())
+    g_assert_cmpuint(g_hash_table_size(all), <=, 2);
+  /* qemu.log shows the environment we added, as a command that pastes. */
+  g_autofree char *log_path =
+      g_build_filename(tmp, "state", "nervesfleet", "kc", "vm-0001", "qemu.log", NULL);
+  g_autofree char *log = NULL;
+  g_assert_true(g_file_get_contents(log_path, &log, NULL, NULL));
+  g_assert_nonnull(strstr(log, "starting vm-0001: MALLOC_MMAP_THRESHOLD_=131072 "));
+
+  const char *down[] = {"down", "--name", "kc", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, down, STOP_MS, NULL), ==, 0);
+  assert_original(sysfs);
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -215,6 +331,7 @@ int main(int argc, char **argv)
   g_test_add_func("/memory/ksm-restored-after-stop", test_ksm_restored_after_stop);
   g_test_add_func("/memory/ksm-restored-after-kill-and-down",
                   test_ksm_restored_after_kill_and_down);
+  g_test_add_func("/memory/ksm-kernel-copy-mergeable", test_ksm_kernel_copy_mergeable);
   int rc = g_test_run();
   nf_test_tmpdir_cleanup(ksm_dir);
   g_free(ksm_dir);
