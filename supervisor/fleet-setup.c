@@ -20,7 +20,7 @@
 
 #include "supervisor/identity.h"
 
-#define NF_FLEET_FDS_PER_GUEST 3
+#define NF_FLEET_FDS_PER_GUEST 2
 #define NF_FLEET_FDS_SPARE 256 /* clients, spawning, libraries */
 
 static gboolean check_file(const char *path, const char *what, const char *fix, GError **error);
@@ -139,7 +139,8 @@ static gboolean take_lock(NfFleet *fleet, GError **error)
 }
 
 /* Each running guest holds NF_FLEET_FDS_PER_GUEST of our fds (QMP socket,
- * console socket, pidfd; the console log is opened per write: serial.c);
+ * console socket; its pidfd only once the QMP stream has ended: vm.c; the
+ * console log is opened per write: serial.c);
  * thousands of guests need far more than the usual soft limit of 1024. Raises the soft limit as far
  * as allowed and fails, naming the numbers and the fix, when `guests` cannot fit. */
 gboolean nf_fleet_ensure_fd_limit(guint guests, GError **error)

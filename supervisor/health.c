@@ -17,7 +17,9 @@
  * many guests arrive together and are handled in a few main loop wakeups
  * instead of one wakeup per guest: with GLib's poll loop every wakeup walks
  * every source, so wakeups, not probes, are what idle CPU is made of.
- * Process death is not polled here: the pidfd tells us (vm.c). The boot
+ * Process death is not polled here: the end of the QMP stream, then a
+ * pidfd, tell us (vm.c); a probe only checks, with one waitid(WNOWAIT), that
+ * the child it spawned is not a zombie behind a stream kept open. The boot
  * deadline lives in lifecycle.c.
  */
 #include "supervisor/health.h"
@@ -107,6 +109,10 @@ static gboolean wheel_tick_cb(gpointer data)
 static void probe(NfVm *vm)
 {
   if (vm->qmp == NULL)
+    return;
+  /* A spawned guest is watched once its QMP stream ends (vm.c); a wrapper
+   * given as --qemu can die while the qemu it forked keeps the stream up. */
+  if (nf_process_check_exit(vm->proc))
     return;
   nf_vm_sample_rss(vm);
   guint deadline = vm->env->config->health_timeout_ms;

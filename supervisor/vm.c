@@ -40,6 +40,7 @@ static int connect_unix(const char *path, GError **error);
 static void qmp_ready_cb(NfQmp *qmp, gpointer data);
 static void qmp_event_cb(NfQmp *qmp, const char *name, json_t *data, gint64 ts, gpointer ud);
 static void qmp_closed_cb(NfQmp *qmp, const GError *error, gpointer data);
+static void console_eof_cb(NfSerial *serial, gpointer data);
 static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer data);
 static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpointer data);
 static void drop_channels(NfVm *vm);
@@ -122,8 +123,10 @@ gboolean nf_vm_attach_channels(NfVm *vm, GError **error)
 {
   static const NfQmpCallbacks qmp_cb = {
       .ready = qmp_ready_cb, .event = qmp_event_cb, .closed = qmp_closed_cb};
-  static const NfSerialCallbacks ser_cb = {
-      .marker = marker_cb, .data = console_data_cb, .log_failed = log_failed_cb};
+  static const NfSerialCallbacks ser_cb = {.marker = marker_cb,
+                                           .data = console_data_cb,
+                                           .log_failed = log_failed_cb,
+                                           .eof = console_eof_cb};
 
   vm->qmp = nf_qmp_connect_unix(vm->ctl_path, NULL, &qmp_cb, vm, error);
   if (vm->qmp == NULL)
@@ -243,7 +246,11 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   int targets[] = {NF_QEMU_FD_QMP, NF_QEMU_FD_QMP_PUBLIC, NF_QEMU_FD_SERIAL, NF_QEMU_FD_TAP};
   NfQemuProcessSetup setup;
   nf_qemu_process_setup(&spec, &setup);
-  NfProcessExtras extras = {.no_thp = setup.no_thp, .merge_any = setup.merge_any};
+  /* No pidfd while the QMP socket is up: qemu's exit ends that stream
+   * first (qmp_closed_cb), and one fd fewer per guest is what lets 10,000
+   * guests fit under a 20,000 open-file limit (issue 17). */
+  NfProcessExtras extras = {
+      .no_thp = setup.no_thp, .merge_any = setup.merge_any, .watch_later = TRUE};
   vm->dies_with_supervisor = !cfg->detached;
   vm->proc = nf_process_spawn_with(argv, &extras, fds, targets, fds[3] >= 0 ? 4 : 3, log_fd,
                                    !cfg->detached, nf_vm_on_exit_cb, vm, error);
@@ -313,8 +320,21 @@ static void qmp_event_cb(NfQmp *qmp, const char *name, json_t *data, gint64 ts, 
 
 static void qmp_closed_cb(NfQmp *qmp, const GError *error, gpointer data)
 {
+  NfVm *vm = data;
   /* The process exit is the authority on a guest's end; a closed monitor
-   * alone is not (its exit callback follows, or health notices a hang). */
+   * alone is not. But it is when we start watching the process (spawned
+   * with watch_later): everything qemu said over QMP has been read by now,
+   * its SHUTDOWN reason included, and its exit callback follows. */
+  if (vm->proc)
+    nf_process_watch(vm->proc);
+}
+
+static void console_eof_cb(NfSerial *serial, gpointer data)
+{
+  NfVm *vm = data;
+  /* Before QMP is up, the console may be the first stream to end. */
+  if (vm->proc)
+    nf_process_watch(vm->proc);
 }
 
 static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer data)
@@ -358,10 +378,11 @@ void nf_vm_on_exit_cb(NfProcess *proc, int status, gpointer data)
     g_autofree char *why = g_strdup_printf("%s: %s", vm->name, tail);
     nf_snapshot_restore_failed(vm->env->snapshot, why);
   }
-  /* The pidfd can win the race with qemu's last QMP words (SHUTDOWN and its
+  /* A pidfd can win the race with qemu's last QMP words (SHUTDOWN and its
    * reason, written just before it exits): read them first, or a guest
-   * reboot or a SIGTERM looks like a poweroff. The console's ring keeps
-   * what arrived; a reader may not block here. */
+   * reboot or a SIGTERM looks like a poweroff. (A spawned guest is watched
+   * only once QMP has closed, so this matters for adopted ones.) The
+   * console's ring keeps what arrived; a reader may not block here. */
   nf_qmp_drain(vm->qmp);
   nf_vm_dispatch(vm, NF_VM_EV_EXIT, NULL);
 }

@@ -1,0 +1,72 @@
+/*
+ * test-fleet-exits.c: a guest's end is still seen, and classified, now that
+ * the supervisor holds no pidfd per guest (issue 17: a spawned qemu is
+ * watched only once its QMP stream ends, so that 10,000 guests fit under a
+ * 20,000 open-file limit). On the fake qemu; rows that need a real guest
+ * are in test-lifecycle.c, the reboot-vs-poweroff race in
+ * test-fleet-lifecycle.c.
+ */
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "tests/lib/fake-fleet.h"
+#include "tests/lib/nf-test.h"
+
+#define WAIT_MS 60000
+
+static NfVm *vm_of(NfFakeFleet *f, guint id)
+{
+  NfVm *vm = nf_fleet_find_vm(f->fleet, id);
+  g_assert_nonnull(vm);
+  return vm;
+}
+
+static gboolean any_reason_has(NfFakeFleet *f, const char *needle)
+{
+  for (guint i = 0; i < f->reasons->len; i++)
+    if (strstr(g_ptr_array_index(f->reasons, i), needle))
+      return TRUE;
+  return FALSE;
+}
+
+static gboolean left_ready(NfFakeFleet *f)
+{
+  return nf_fake_fleet_seen(f, NF_VM_READY, NF_VM_BACKOFF) >= 1;
+}
+
+/* A wrapper given as --qemu that forks the fake and waits for it: the fake,
+ * not our child, holds the QMP stream. SIGKILL the wrapper and the stream
+ * stays up; before the health probe checked for a zombie child, the guest
+ * stayed `ready` with a dead pid and nothing noticed. Now the next probe
+ * sees it: the guest's process group (the fake too) is killed and the exit
+ * is a crash by signal 9, restarted as such. */
+static void test_wrapper_killed(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(1, 1);
+  g_autofree char *wrapper = g_build_filename(f->tmp, "qemu-wrapper", NULL);
+  g_autofree char *script = g_strdup_printf("#!/bin/sh\n'%s' \"$@\" &\nwait\n", f->config.qemu);
+  g_assert_true(g_file_set_contents(wrapper, script, -1, NULL));
+  g_assert_cmpint(chmod(wrapper, 0755), ==, 0);
+  g_free(f->config.qemu);
+  f->config.qemu = g_strdup(wrapper);
+  f->config.health_interval_ms = 200;
+  f->config.health_timeout_ms = 5000;
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
+  GPid pid = nf_vm_pid(vm_of(f, 1));
+  g_assert_cmpint(kill(pid, SIGKILL), ==, 0);
+  g_assert_true(nf_fake_fleet_wait(f, left_ready, WAIT_MS));
+  g_assert_cmpint(nf_vm_exit_kind(vm_of(f, 1)), ==, NF_EXIT_CRASHED);
+  g_assert_true(any_reason_has(f, "killed by signal 9"));
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
+  g_assert_cmpint(nf_vm_pid(vm_of(f, 1)), !=, pid);
+  nf_fake_fleet_finish(f, FALSE);
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/fleet-exits/wrapper-killed", test_wrapper_killed);
+  return g_test_run();
+}
