@@ -107,7 +107,7 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   if (!nf_fleet_claim_dirs(fleet, error))
     return NULL;
   fleet->env.cgroup_name = nf_paths_cgroup_name(&fleet->paths, config->name);
-  if (!nf_fleet_ensure_fd_limit(config->count, error))
+  if (!nf_fleet_ensure_fd_limit(fleet, config->count, error))
     return NULL;
   if (config->health_interval_ms)
     fleet->env.health = nf_health_wheel_new(config->health_interval_ms);

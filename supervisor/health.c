@@ -115,6 +115,7 @@ static void probe(NfVm *vm)
   if (nf_process_check_exit(vm->proc))
     return;
   nf_vm_sample_rss(vm);
+  nf_vm_console_cap_log(vm);
   guint deadline = vm->env->config->health_timeout_ms;
   /* One probe at a time: a slow qemu must not pile them up. The heartbeat's
    * reply also proves QMP answers, so a ready guest needs no separate ping. */

@@ -228,6 +228,7 @@ static void qmp_up(NfVm *vm, const char *detail)
     /* Adopted while ready: no ready line will come again. */
     nf_vm_clear_timer(&vm->boot_timer);
     nf_vm_health_ready(vm);
+    nf_vm_console_settle(vm);
   }
 }
 
@@ -245,6 +246,8 @@ static void ready(NfVm *vm, const char *detail)
   nf_restart_tally_healthy(&vm->tally);
   nf_vm_health_ready(vm);
   nf_vm_set_state(vm, NF_VM_READY, detail);
+  /* The ready line was what we read the console for (vm-console.c). */
+  nf_vm_console_settle(vm);
 }
 
 static void kill_hung(NfVm *vm, const char *detail)

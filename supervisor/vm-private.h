@@ -119,8 +119,10 @@ struct NfVm {
   guint64 pss_bytes;        /* last sample of qemu's PSS (nf_vm_pss) */
   gint64 pss_at;            /* monotonic µs of that sample */
 
-  const char *markers[3]; /* console markers: ready, panic (borrowed) */
-  GArray *watchers;       /* NfVmWatcher */
+  const char *markers[3];   /* console markers: ready, panic (borrowed) */
+  gboolean console_by_qemu; /* qemu appends the console to console_log itself */
+  gint64 console_log_start; /* console_log's size when this run began */
+  GArray *watchers;         /* NfVmWatcher */
   guint next_watcher_id;
 };
 
@@ -142,6 +144,21 @@ gboolean nf_vm_disk_prepare(NfVm *vm, const char **what);
 /* Stops waiting for the disk (the job runs to its end unreported); a reflash
  * dropped before it began stays pending. */
 void nf_vm_disk_cancel(NfVm *vm);
+
+/* Console markers (NfVm.markers): index 0 is the configured ready marker. */
+enum { NF_VM_MARKER_READY, NF_VM_MARKER_PANIC };
+
+/* vm-console.c: the console held only while needed (see there).
+ * Connects to qemu's console socket unless connected; FALSE with `error`. */
+gboolean nf_vm_console_attach(NfVm *vm, GError **error);
+/* Lets go of the console of a ready guest nobody watches (qemu logs it). */
+void nf_vm_console_settle(NfVm *vm);
+/* Before a spawn whose qemu logs its console: caps the log, notes its size. */
+void nf_vm_console_note_start(NfVm *vm);
+/* Health tick: keeps the log qemu writes under its cap. */
+void nf_vm_console_cap_log(NfVm *vm);
+/* At exit: a panic line in this run's log that nobody read live counts. */
+void nf_vm_console_check_exit(NfVm *vm);
 
 /* vm.c: mechanics the table's actions use */
 gboolean nf_vm_spawn(NfVm *vm, GError **error);

@@ -1,9 +1,9 @@
 /*
- * vm.c: one guest's mechanics: channels, spawn, exit, console fan-out and
- * accessors (see vm.h). A spawn's networking is prepared by vm-net.c; taking
- * over a guest a previous supervisor left is vm-adopt.c; its status file and
- * logs are written by vm-status.c. Decisions (what an event means in a
- * state, restart or not) live in lifecycle.c; deadlines in health.c.
+ * vm.c: one guest's mechanics: channels, spawn, exit and accessors (see
+ * vm.h); its console, held only while needed, is vm-console.c. A spawn's networking is prepared by
+ * vm-net.c; taking over a guest a previous supervisor left is vm-adopt.c; its status file and logs
+ * are written by vm-status.c. Decisions (what an event means in a state, restart or not) live in
+ * lifecycle.c; deadlines in health.c.
  *
  * Channels: the supervisor binds three unix sockets in the runtime dir and
  * hands them to qemu as inherited listening fds (vm-NNNN.ctl: our QMP
@@ -32,19 +32,11 @@
 #include "supervisor/qemu-argv.h"
 #include "supervisor/snapshot.h"
 
-/* Console markers: index 0 is the configured ready marker. */
-enum { MARKER_READY, MARKER_PANIC };
-
 static int listen_unix(const char *path, GError **error);
-static int connect_unix(const char *path, GError **error);
 static void qmp_ready_cb(NfQmp *qmp, gpointer data);
 static void qmp_event_cb(NfQmp *qmp, const char *name, json_t *data, gint64 ts, gpointer ud);
 static void qmp_closed_cb(NfQmp *qmp, const GError *error, gpointer data);
-static void console_eof_cb(NfSerial *serial, gpointer data);
-static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer data);
-static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpointer data);
 static void drop_channels(NfVm *vm);
-static void log_failed_cb(NfSerial *serial, int err, gpointer data);
 
 NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks, gpointer user_data)
 {
@@ -69,8 +61,8 @@ NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks, gp
   if (env->disks)
     vm->disk_path = nf_disks_overlay_path(env->disks, id);
   vm->watchers = g_array_new(FALSE, FALSE, sizeof(NfVmWatcher));
-  vm->markers[MARKER_READY] = env->config->ready_marker;
-  vm->markers[MARKER_PANIC] = "Kernel panic - not syncing";
+  vm->markers[NF_VM_MARKER_READY] = env->config->ready_marker;
+  vm->markers[NF_VM_MARKER_PANIC] = "Kernel panic - not syncing";
   return vm;
 }
 
@@ -103,41 +95,17 @@ static int listen_unix(const char *path, GError **error)
   return -1;
 }
 
-static int connect_unix(const char *path, GError **error)
-{
-  struct sockaddr_un sun = {.sun_family = AF_UNIX};
-  g_strlcpy(sun.sun_path, path, sizeof(sun.sun_path));
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  /* A listening unix socket with room in its backlog accepts at once. */
-  if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0)
-    return fd;
-  int e = errno;
-  if (fd >= 0)
-    close(fd);
-  g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot connect to %s: %s", path,
-              g_strerror(e));
-  return -1;
-}
-
 gboolean nf_vm_attach_channels(NfVm *vm, GError **error)
 {
   static const NfQmpCallbacks qmp_cb = {
       .ready = qmp_ready_cb, .event = qmp_event_cb, .closed = qmp_closed_cb};
-  static const NfSerialCallbacks ser_cb = {.marker = marker_cb,
-                                           .data = console_data_cb,
-                                           .log_failed = log_failed_cb,
-                                           .eof = console_eof_cb};
 
   vm->qmp = nf_qmp_connect_unix(vm->ctl_path, NULL, &qmp_cb, vm, error);
   if (vm->qmp == NULL)
     return FALSE;
   /* Also bounds the handshake, which a host busy with a boot storm may slow. */
   nf_qmp_set_default_timeout(vm->qmp, MAX(vm->env->config->health_timeout_ms, 10000));
-  int fd = connect_unix(vm->serial_path, error);
-  if (fd < 0)
-    return FALSE;
-  vm->console = nf_serial_new(fd, vm->console_log, 0, vm->markers, &ser_cb, vm, error);
-  return vm->console != NULL;
+  return nf_vm_console_attach(vm, error);
 }
 
 void nf_vm_reset_run_facts(NfVm *vm)
@@ -206,6 +174,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
       .guest_name = vm->name,
       .serial = vm->serial,
       .pidfile = vm->pidfile,
+      .console_log = vm->console_log,
       .public_qmp = TRUE,
       .extra = cfg->qemu_args,
       .profile = cfg->profile,
@@ -224,6 +193,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
       .no_boot_files = vm->restore_file != NULL,
   };
   argv = nf_qemu_argv_build(&spec);
+  nf_vm_console_note_start(vm);
   {
     g_autofree char *line = nf_qemu_argv_to_string(argv);
     g_autoptr(GDateTime) now = g_date_time_new_now_local();
@@ -329,41 +299,10 @@ static void qmp_closed_cb(NfQmp *qmp, const GError *error, gpointer data)
     nf_process_watch(vm->proc);
 }
 
-static void console_eof_cb(NfSerial *serial, gpointer data)
-{
-  NfVm *vm = data;
-  /* Before QMP is up, the console may be the first stream to end. */
-  if (vm->proc)
-    nf_process_watch(vm->proc);
-}
-
-static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer data)
-{
-  NfVm *vm = data;
-  if (which == MARKER_PANIC) {
-    vm->panic_seen = TRUE;
-    return;
-  }
-  if (vm->env->ready_url)
-    return; /* --ready http: only the guest's request counts */
-  const char *s = strstr(line, "serial=");
-  g_autofree char *reason = g_strdup_printf("ready (%s)", s ? s : line);
-  nf_vm_dispatch(vm, NF_VM_EV_READY, reason);
-}
-
 void nf_vm_report_ready(NfVm *vm, const char *how)
 {
   g_autofree char *reason = g_strdup_printf("ready (%s)", how);
   nf_vm_dispatch(vm, NF_VM_EV_READY, reason);
-}
-
-static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpointer data)
-{
-  NfVm *vm = data;
-  for (guint i = 0; i < vm->watchers->len; i++) {
-    NfVmWatcher *w = &g_array_index(vm->watchers, NfVmWatcher, i);
-    w->func(vm, buf, len, w->user_data);
-  }
 }
 
 void nf_vm_on_exit_cb(NfProcess *proc, int status, gpointer data)
@@ -384,6 +323,7 @@ void nf_vm_on_exit_cb(NfProcess *proc, int status, gpointer data)
    * only once QMP has closed, so this matters for adopted ones.) The
    * console's ring keeps what arrived; a reader may not block here. */
   nf_qmp_drain(vm->qmp);
+  nf_vm_console_check_exit(vm);
   nf_vm_dispatch(vm, NF_VM_EV_EXIT, NULL);
 }
 
@@ -460,33 +400,6 @@ void nf_vm_free(NfVm *vm)
   g_free(vm->disk_path);
   g_free(vm->restore_file);
   g_free(vm);
-}
-
-static void log_failed_cb(NfSerial *serial, int err, gpointer data)
-{
-  NfVm *vm = data;
-  nf_vm_note_write(vm, vm->console_log, err);
-}
-
-guint nf_vm_console_watch(NfVm *vm, NfVmConsoleFunc func, gpointer user_data)
-{
-  NfVmWatcher w = {.id = ++vm->next_watcher_id, .func = func, .user_data = user_data};
-  g_array_append_val(vm->watchers, w);
-  return w.id;
-}
-
-void nf_vm_console_unwatch(NfVm *vm, guint id)
-{
-  for (guint i = 0; i < vm->watchers->len; i++)
-    if (g_array_index(vm->watchers, NfVmWatcher, i).id == id) {
-      g_array_remove_index(vm->watchers, i);
-      return;
-    }
-}
-
-gssize nf_vm_console_write(NfVm *vm, const char *buf, gsize len)
-{
-  return vm->console ? nf_serial_write(vm->console, buf, len) : -1;
 }
 
 gboolean nf_vm_balloon(NfVm *vm, guint64 bytes, NfQmpReplyFunc cb, gpointer user_data)
@@ -639,11 +552,6 @@ guint64 nf_vm_pss(const NfVm *vm)
 guint64 nf_vm_balloon_target(const NfVm *vm)
 {
   return vm->balloon_target;
-}
-
-char *nf_vm_console_tail(const NfVm *vm, gsize max_bytes)
-{
-  return vm->console ? nf_serial_tail(vm->console, max_bytes) : g_strdup("");
 }
 
 char *nf_vm_stderr_tail(const NfVm *vm, guint max_lines)

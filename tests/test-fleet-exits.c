@@ -6,6 +6,7 @@
  * are in test-lifecycle.c, the reboot-vs-poweroff race in
  * test-fleet-lifecycle.c.
  */
+#include <dirent.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -64,9 +65,58 @@ static void test_wrapper_killed(void)
   nf_fake_fleet_finish(f, FALSE);
 }
 
+static guint count_open_fds(void)
+{
+  DIR *d = opendir("/proc/self/fd");
+  g_assert_nonnull(d);
+  guint n = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;)
+    if (e->d_name[0] != '.')
+      n++;
+  closedir(d);
+  return n;
+}
+
+static gboolean left_ready_2(NfFakeFleet *f)
+{
+  return nf_fake_fleet_seen(f, NF_VM_READY, NF_VM_BACKOFF) +
+             nf_fake_fleet_seen(f, NF_VM_READY, NF_VM_STOPPED) +
+             nf_fake_fleet_seen(f, NF_VM_READY, NF_VM_FAILED) >=
+         1;
+}
+
+/* A ready guest nobody watches holds one fd of ours (QMP): its console is
+ * let go, qemu logs it (chardev logfile=). A kernel panic then prints its
+ * line where no one reads it live, and qemu (-no-reboot) exits with
+ * SHUTDOWN guest-reset: a reboot, unless the panic line is found in the
+ * log. Before the exit looked there, this panic was classified a reboot. */
+static void test_panic_after_console_let_go(void)
+{
+  guint before = count_open_fds();
+  NfFakeFleet *f = nf_fake_fleet_new(3, 3);
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  /* 3 QMP sockets; the fleet's own (epoll, lock, timers) are a few more. */
+  guint open_fds = count_open_fds();
+  g_test_message("%u fds with 3 guests ready (%u before)", open_fds, before);
+  g_assert_cmpuint(open_fds, <=, before + 3 + 12);
+  g_assert_cmpint(kill(nf_vm_pid(vm_of(f, 2)), SIGUSR1), ==, 0);
+  g_assert_true(nf_fake_fleet_wait(f, left_ready_2, WAIT_MS));
+  g_assert_cmpint(nf_vm_exit_kind(vm_of(f, 2)), ==, NF_EXIT_PANIC);
+  g_assert_true(any_reason_has(f, "exited: panic (qemu reported guest-reset"));
+  /* The line is in the log, written by qemu. */
+  g_autofree char *log = NULL;
+  g_assert_true(g_file_get_contents(nf_vm_console_log_path(vm_of(f, 2)), &log, NULL, NULL));
+  g_assert_nonnull(strstr(log, "Kernel panic - not syncing: fake"));
+  g_assert_nonnull(strstr(log, "nervesfleet-ready serial=NF-000002"));
+  g_assert_cmpint(nf_vm_state(vm_of(f, 1)), ==, NF_VM_READY);
+  nf_fake_fleet_finish(f, FALSE);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/fleet-exits/wrapper-killed", test_wrapper_killed);
+  g_test_add_func("/fleet-exits/panic-after-console-let-go", test_panic_after_console_let_go);
   return g_test_run();
 }
