@@ -114,8 +114,10 @@ static void probe(NfVm *vm)
    * given as --qemu can die while the qemu it forked keeps the stream up. */
   if (nf_process_check_exit(vm->proc))
     return;
-  nf_vm_sample_rss(vm);
-  nf_vm_console_cap_log(vm);
+  if (g_get_monotonic_time() - vm->rss_at >= NF_VM_RSS_SAMPLE_US) {
+    nf_vm_sample_rss(vm);
+    nf_vm_console_cap_log(vm); /* on the same slower clock: a stat per guest */
+  }
   guint deadline = vm->env->config->health_timeout_ms;
   /* One probe at a time: a slow qemu must not pile them up. The heartbeat's
    * reply also proves QMP answers, so a ready guest needs no separate ping. */

@@ -8,6 +8,7 @@
  */
 #pragma once
 #include "supervisor/cgroup.h"
+#include "supervisor/deadlines.h"
 #include "supervisor/health.h"
 #include "supervisor/net.h"
 #include "supervisor/process.h"
@@ -106,8 +107,8 @@ struct NfVm {
   guint kill_timer;
   guint backoff_timer;
   gint64 next_probe_at;
-  guint64 rss_bytes;                               /* last sample of qemu's RSS */
-  gint64 rss_at; /* monotonic µs of that sample */ /* monotonic µs; see health.c's wheel */
+  guint64 rss_bytes; /* last sample of qemu's RSS */
+  gint64 rss_at;     /* monotonic µs of that sample */
   gboolean ping_in_flight;
   gboolean stats_in_flight;
   gboolean stats_polling_set;
@@ -127,7 +128,15 @@ struct NfVm {
 };
 
 #define NF_VM_STATUS_DELAY_MS 500
-#define NF_VM_RSS_MAX_AGE_US (30 * G_USEC_PER_SEC)
+/* qemu's RSS and PSS are sampled by the health probe when older than
+ * *_SAMPLE_US, and read by `ps` only past *_MAX_AGE_US (a guest without
+ * probes): /proc reads were most of an idle fleet's CPU, PSS above all
+ * (smaps_rollup walks qemu's page tables), so they follow their own, slower
+ * clocks rather than the probe's (issue 17). */
+#define NF_VM_RSS_SAMPLE_US (30 * G_USEC_PER_SEC)
+#define NF_VM_RSS_MAX_AGE_US (60 * G_USEC_PER_SEC)
+#define NF_VM_PSS_SAMPLE_US (60 * G_USEC_PER_SEC)
+#define NF_VM_PSS_MAX_AGE_US (120 * G_USEC_PER_SEC)
 
 /* Reads qemu's RSS from /proc now (the health probe calls it). */
 void nf_vm_sample_rss(NfVm *vm);
@@ -163,6 +172,9 @@ void nf_vm_console_check_exit(NfVm *vm);
 /* vm.c: mechanics the table's actions use */
 gboolean nf_vm_spawn(NfVm *vm, GError **error);
 void nf_vm_release(NfVm *vm); /* drop channels, timers, runtime files */
+/* Per-guest timers (boot, kill, backoff, status write) are deadlines.h
+ * deadlines, not GLib sources: an iteration of the loop must not walk one
+ * source per guest. Cancels *id (0: none) and zeroes it. */
 void nf_vm_clear_timer(guint *id);
 /* Connects to the QMP monitor and the console qemu listens on for us
  * (spawned or adopted); FALSE with `error` set when either fails. */

@@ -25,6 +25,7 @@
 #include <glib/gstdio.h>
 #include <jansson.h>
 
+#include "supervisor/deadlines.h"
 #include "supervisor/disks.h"
 #include "supervisor/identity.h"
 #include "supervisor/net.h"
@@ -68,10 +69,8 @@ NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks, gp
 
 void nf_vm_clear_timer(guint *id)
 {
-  if (*id) {
-    g_source_remove(*id);
-    *id = 0;
-  }
+  nf_deadline_remove(*id);
+  *id = 0;
 }
 
 static int listen_unix(const char *path, GError **error)
@@ -127,6 +126,7 @@ void nf_vm_reset_run_facts(NfVm *vm)
   vm->balloon_actual = vm->env->config->memory_mib * 1024 * 1024;
   vm->balloon_target = 0;
   vm->pss_at = 0;
+  vm->rss_at = 0;
   g_clear_pointer(&vm->restore_file, g_free);
 }
 
@@ -516,7 +516,7 @@ void nf_vm_sample_rss(NfVm *vm)
   buf[n] = '\0';
   char *p = strchr(buf, ' ');
   vm->rss_bytes = p ? g_ascii_strtoull(p + 1, NULL, 10) * (guint64)sysconf(_SC_PAGESIZE) : 0;
-  if (vm->rss_at - vm->pss_at > NF_VM_RSS_MAX_AGE_US / 2)
+  if (vm->rss_at - vm->pss_at > NF_VM_PSS_SAMPLE_US)
     vm->pss_at = 0; /* refreshed now rather than by a later `ps` */
   nf_vm_pss(vm);
 }
@@ -534,13 +534,13 @@ guint64 nf_vm_rss(const NfVm *vm)
 
 guint64 nf_vm_pss(const NfVm *vm)
 {
-  /* smaps_rollup walks qemu's page tables: read at most every 30 s, by the
+  /* smaps_rollup walks qemu's page tables: read about once a minute, by the
    * health probe (nf_vm_sample_rss) so that `ps` on thousands of guests
    * rarely has to. */
   if (vm->proc == NULL)
     return 0;
   NfVm *v = (NfVm *)vm;
-  if (v->pss_at == 0 || g_get_monotonic_time() - v->pss_at > NF_VM_RSS_MAX_AGE_US) {
+  if (v->pss_at == 0 || g_get_monotonic_time() - v->pss_at > NF_VM_PSS_MAX_AGE_US) {
     NfMemStat m;
     nf_memstat_read(nf_process_pid(vm->proc), &m);
     v->pss_bytes = m.pss;
