@@ -32,6 +32,7 @@
 
 struct NfHealthWheel {
   guint interval_ms;
+  gboolean stretch;
   guint timer;
   GHashTable *vms; /* NfVm* being probed */
 };
@@ -42,10 +43,11 @@ static void ping_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
 static void stats_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
 static void store_guest_mem(NfVm *vm, json_t *ret);
 
-NfHealthWheel *nf_health_wheel_new(guint interval_ms)
+NfHealthWheel *nf_health_wheel_new(guint interval_ms, gboolean stretch)
 {
   NfHealthWheel *w = g_new0(NfHealthWheel, 1);
   w->interval_ms = interval_ms;
+  w->stretch = stretch;
   w->vms = g_hash_table_new(NULL, NULL);
   /* Whole seconds let GLib align this wakeup with the process's others. */
   if (interval_ms >= 1000)
@@ -53,6 +55,14 @@ NfHealthWheel *nf_health_wheel_new(guint interval_ms)
   else
     w->timer = g_timeout_add(interval_ms, wheel_tick_cb, w);
   return w;
+}
+
+guint nf_health_wheel_interval(const NfHealthWheel *w)
+{
+  if (!w->stretch)
+    return w->interval_ms;
+  guint64 stretched = (guint64)g_hash_table_size(w->vms) * NF_HEALTH_STRETCH_MS_PER_GUEST;
+  return (guint)CLAMP(stretched, w->interval_ms, MAX(w->interval_ms, NF_HEALTH_STRETCH_MAX_MS));
 }
 
 void nf_health_wheel_free(NfHealthWheel *w)
@@ -69,8 +79,8 @@ void nf_vm_health_start(NfVm *vm)
   NfHealthWheel *w = vm->env->health;
   if (w == NULL || vm->qmp == NULL)
     return;
-  vm->next_probe_at = g_get_monotonic_time() + (gint64)w->interval_ms * 1000;
   g_hash_table_add(w->vms, vm);
+  vm->next_probe_at = g_get_monotonic_time() + (gint64)nf_health_wheel_interval(w) * 1000;
 }
 
 void nf_vm_health_ready(NfVm *vm)
@@ -93,13 +103,14 @@ static gboolean wheel_tick_cb(gpointer data)
 {
   NfHealthWheel *w = data;
   gint64 now = g_get_monotonic_time();
+  gint64 interval_us = (gint64)nf_health_wheel_interval(w) * 1000;
   GHashTableIter it;
   gpointer key;
   g_hash_table_iter_init(&it, w->vms);
   while (g_hash_table_iter_next(&it, &key, NULL)) {
     NfVm *vm = key;
     if (now >= vm->next_probe_at) {
-      vm->next_probe_at = now + (gint64)w->interval_ms * 1000;
+      vm->next_probe_at = now + interval_us;
       probe(vm);
     }
   }

@@ -37,11 +37,15 @@ static void test_2000_under_3000_fds(void)
   guint before = count_open_fds();
 
   NfFakeFleet *f = nf_fake_fleet_new(GUESTS, 500);
+  f->config.health_interval_ms = NF_DEFAULT_HEALTH_INTERVAL_MS; /* probes on, as by default */
   nf_fake_fleet_start(f);
   g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
   guint open_fds = count_open_fds();
   g_test_message("%u fds open with %u guests ready (%u before)", open_fds, GUESTS, before);
   g_assert_cmpuint(open_fds, <=, before + GUESTS + 64);
+  /* The default interval, stretched: 2,000 guests x 20 ms, capped at 30 s
+   * (probes stay near 50 a second however large the fleet). */
+  g_assert_cmpuint(nf_fleet_health_interval(f->fleet), ==, 30000);
   nf_fake_fleet_finish(f, FALSE);
 }
 
