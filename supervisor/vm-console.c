@@ -35,6 +35,7 @@ static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer 
 static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpointer data);
 static void log_failed_cb(NfSerial *serial, int err, gpointer data);
 static void console_eof_cb(NfSerial *serial, gpointer data);
+static gboolean linger_done_cb(gpointer data);
 
 static int connect_unix(const char *path, GError **error)
 {
@@ -72,7 +73,7 @@ gboolean nf_vm_console_attach(NfVm *vm, GError **error)
 void nf_vm_console_settle(NfVm *vm)
 {
   if (vm->console == NULL || !vm->console_by_qemu || vm->state != NF_VM_READY ||
-      vm->watchers->len > 0)
+      vm->watchers->len > 0 || vm->console_linger_timer)
     return;
   g_clear_pointer(&vm->console, nf_serial_free);
 }
@@ -160,9 +161,29 @@ void nf_vm_console_unwatch(NfVm *vm, guint id)
   nf_vm_console_settle(vm);
 }
 
+static gboolean linger_done_cb(gpointer data)
+{
+  NfVm *vm = data;
+  vm->console_linger_timer = 0;
+  nf_vm_console_settle(vm);
+  return G_SOURCE_REMOVE;
+}
+
 gssize nf_vm_console_write(NfVm *vm, const char *buf, gsize len)
 {
-  return vm->console ? nf_serial_write(vm->console, buf, len) : -1;
+  /* Input for a guest whose console we let go: connect again, and with
+   * nobody watching, let go a while after the last input (the guest may
+   * answer, and qemu must read what we sent before we hang up). */
+  if (vm->console == NULL && vm->proc && !nf_process_has_exited(vm->proc))
+    nf_vm_console_attach(vm, NULL);
+  if (vm->console == NULL)
+    return -1;
+  gssize n = nf_serial_write(vm->console, buf, len);
+  if (vm->watchers->len == 0 && vm->console_by_qemu) {
+    nf_vm_clear_timer(&vm->console_linger_timer);
+    vm->console_linger_timer = nf_deadline_add(NF_VM_CONSOLE_LINGER_MS, linger_done_cb, vm);
+  }
+  return n;
 }
 
 char *nf_vm_console_tail(const NfVm *vm, gsize max_bytes)

@@ -120,10 +120,11 @@ struct NfVm {
   guint64 pss_bytes;        /* last sample of qemu's PSS (nf_vm_pss) */
   gint64 pss_at;            /* monotonic µs of that sample */
 
-  const char *markers[3];   /* console markers: ready, panic (borrowed) */
-  gboolean console_by_qemu; /* qemu appends the console to console_log itself */
-  gint64 console_log_start; /* console_log's size when this run began */
-  GArray *watchers;         /* NfVmWatcher */
+  const char *markers[3];     /* console markers: ready, panic (borrowed) */
+  gboolean console_by_qemu;   /* qemu appends the console to console_log itself */
+  gint64 console_log_start;   /* console_log's size when this run began */
+  guint console_linger_timer; /* console held after input nobody watches */
+  GArray *watchers;           /* NfVmWatcher */
   guint next_watcher_id;
 };
 
@@ -160,7 +161,9 @@ enum { NF_VM_MARKER_READY, NF_VM_MARKER_PANIC };
 /* vm-console.c: the console held only while needed (see there).
  * Connects to qemu's console socket unless connected; FALSE with `error`. */
 gboolean nf_vm_console_attach(NfVm *vm, GError **error);
-/* Lets go of the console of a ready guest nobody watches (qemu logs it). */
+#define NF_VM_CONSOLE_LINGER_MS 10000
+/* Lets go of the console of a ready guest nobody watches and no input was
+ * written to within NF_VM_CONSOLE_LINGER_MS (qemu logs it). */
 void nf_vm_console_settle(NfVm *vm);
 /* Before a spawn whose qemu logs its console: caps the log, notes its size. */
 void nf_vm_console_note_start(NfVm *vm);

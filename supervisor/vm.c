@@ -340,6 +340,7 @@ static void drop_channels(NfVm *vm)
 {
   nf_vm_clear_timer(&vm->boot_timer);
   nf_vm_clear_timer(&vm->kill_timer);
+  nf_vm_clear_timer(&vm->console_linger_timer);
   nf_vm_health_stop(vm);
   if (vm->qmp) {
     NfQmp *qmp = g_steal_pointer(&vm->qmp);
@@ -376,6 +377,7 @@ void nf_vm_free(NfVm *vm)
   nf_vm_disk_cancel(vm);
   g_clear_error(&vm->disk_error);
   nf_vm_clear_timer(&vm->backoff_timer);
+  nf_vm_clear_timer(&vm->console_linger_timer);
   nf_vm_flush_status(vm);
   if (vm->proc)
     nf_process_free(g_steal_pointer(&vm->proc)); /* kills and reaps; no callback */

@@ -1,10 +1,10 @@
 /*
- * test-fleet-exits.c: a guest's end is still seen, and classified, now that
- * the supervisor holds no pidfd per guest (issue 17: a spawned qemu is
- * watched only once its QMP stream ends, so that 10,000 guests fit under a
- * 20,000 open-file limit). On the fake qemu; rows that need a real guest
- * are in test-lifecycle.c, the reboot-vs-poweroff race in
- * test-fleet-lifecycle.c.
+ * test-fleet-exits.c: a guest's end is still seen and classified, and its
+ * console still takes input, now that the supervisor holds one fd per ready
+ * guest (issue 17): no pidfd until the QMP stream ends, no console socket
+ * once the guest is ready and nobody watches (qemu writes the log). On the
+ * fake qemu; rows that need a real guest are in test-lifecycle.c, the
+ * reboot-vs-poweroff race in test-fleet-lifecycle.c.
  */
 #include <dirent.h>
 #include <signal.h>
@@ -114,10 +114,26 @@ static void test_panic_after_console_let_go(void)
   nf_fake_fleet_finish(f, FALSE);
 }
 
+/* Input for a ready guest whose console was let go (nobody watches): the
+ * console is connected again for it, the guest gets it (the fake echoes it,
+ * and qemu logs the echo). Before, the write failed with -1. */
+static void test_input_after_console_let_go(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(1, 1);
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  const char *line = "echo nf-input-after-let-go\n";
+  g_assert_cmpint(nf_vm_console_write(vm_of(f, 1), line, strlen(line)), ==, (gssize)strlen(line));
+  g_assert_true(nf_test_wait_file_contains(nf_vm_console_log_path(vm_of(f, 1)),
+                                           "nf-input-after-let-go", WAIT_MS));
+  nf_fake_fleet_finish(f, FALSE);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/fleet-exits/wrapper-killed", test_wrapper_killed);
   g_test_add_func("/fleet-exits/panic-after-console-let-go", test_panic_after_console_let_go);
+  g_test_add_func("/fleet-exits/input-after-console-let-go", test_input_after_console_let_go);
   return g_test_run();
 }
