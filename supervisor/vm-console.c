@@ -36,6 +36,8 @@ static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpoint
 static void log_failed_cb(NfSerial *serial, int err, gpointer data);
 static void console_eof_cb(NfSerial *serial, gpointer data);
 static gboolean linger_done_cb(gpointer data);
+static gboolean line_logged(NfVm *vm, const char *line);
+static gboolean ready_wait_cb(gpointer data);
 
 static int connect_unix(const char *path, GError **error)
 {
@@ -115,7 +117,43 @@ static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer 
     return; /* --ready http: only the guest's request counts */
   const char *s = strstr(line, "serial=");
   g_autofree char *reason = g_strdup_printf("ready (%s)", s ? s : line);
+  /* qemu writes a chunk to our socket, then to the log: whoever acts on
+   * "ready" (a test, `run --exec`) may read the log at once, so ready waits,
+   * 1 ms at a time and 200 ms at most, until the line is there too. */
+  if (vm->console_by_qemu && vm->state != NF_VM_READY && !line_logged(vm, line)) {
+    g_free(vm->ready_line);
+    vm->ready_line = g_strdup(line);
+    g_free(vm->ready_reason);
+    vm->ready_reason = g_steal_pointer(&reason);
+    vm->ready_waits = 0;
+    nf_vm_clear_timer(&vm->ready_wait_timer);
+    vm->ready_wait_timer = nf_deadline_add(1, ready_wait_cb, vm);
+    return;
+  }
   nf_vm_dispatch(vm, NF_VM_EV_READY, reason);
+}
+
+/* This run's log holds `line` and its end of line. */
+static gboolean line_logged(NfVm *vm, const char *line)
+{
+  g_autofree char *lf = g_strconcat(line, "\n", NULL);
+  g_autofree char *crlf = g_strconcat(line, "\r\n", NULL);
+  return nf_console_log_find(vm->console_log, vm->console_log_start, lf) ||
+         nf_console_log_find(vm->console_log, vm->console_log_start, crlf);
+}
+
+static gboolean ready_wait_cb(gpointer data)
+{
+  NfVm *vm = data;
+  vm->ready_wait_timer = 0;
+  if (++vm->ready_waits < 200 && !line_logged(vm, vm->ready_line)) {
+    vm->ready_wait_timer = nf_deadline_add(1, ready_wait_cb, vm);
+    return G_SOURCE_REMOVE;
+  }
+  g_autofree char *reason = g_steal_pointer(&vm->ready_reason);
+  g_clear_pointer(&vm->ready_line, g_free);
+  nf_vm_dispatch(vm, NF_VM_EV_READY, reason);
+  return G_SOURCE_REMOVE;
 }
 
 static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpointer data)

@@ -124,7 +124,11 @@ struct NfVm {
   gboolean console_by_qemu;   /* qemu appends the console to console_log itself */
   gint64 console_log_start;   /* console_log's size when this run began */
   guint console_linger_timer; /* console held after input nobody watches */
-  GArray *watchers;           /* NfVmWatcher */
+  guint ready_wait_timer;     /* the ready line seen, not yet in the log */
+  guint ready_waits;
+  char *ready_line;
+  char *ready_reason;
+  GArray *watchers; /* NfVmWatcher */
   guint next_watcher_id;
 };
 

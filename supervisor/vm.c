@@ -341,6 +341,9 @@ static void drop_channels(NfVm *vm)
   nf_vm_clear_timer(&vm->boot_timer);
   nf_vm_clear_timer(&vm->kill_timer);
   nf_vm_clear_timer(&vm->console_linger_timer);
+  nf_vm_clear_timer(&vm->ready_wait_timer);
+  g_clear_pointer(&vm->ready_line, g_free);
+  g_clear_pointer(&vm->ready_reason, g_free);
   nf_vm_health_stop(vm);
   if (vm->qmp) {
     NfQmp *qmp = g_steal_pointer(&vm->qmp);
@@ -378,6 +381,9 @@ void nf_vm_free(NfVm *vm)
   g_clear_error(&vm->disk_error);
   nf_vm_clear_timer(&vm->backoff_timer);
   nf_vm_clear_timer(&vm->console_linger_timer);
+  nf_vm_clear_timer(&vm->ready_wait_timer);
+  g_free(vm->ready_line);
+  g_free(vm->ready_reason);
   nf_vm_flush_status(vm);
   if (vm->proc)
     nf_process_free(g_steal_pointer(&vm->proc)); /* kills and reaps; no callback */
