@@ -196,7 +196,13 @@ void nf_vm_console_unwatch(NfVm *vm, guint id)
       g_array_remove_index(vm->watchers, i);
       break;
     }
-  nf_vm_console_settle(vm);
+  /* Not at once: what the last watcher typed may still sit unread in the
+   * socket (qemu reads it as fast as the guest's UART takes it, and drops
+   * what is left when we hang up). */
+  if (vm->watchers->len == 0 && vm->console && vm->console_by_qemu) {
+    nf_vm_clear_timer(&vm->console_linger_timer);
+    vm->console_linger_timer = nf_deadline_add(NF_VM_CONSOLE_LINGER_MS, linger_done_cb, vm);
+  }
 }
 
 static gboolean linger_done_cb(gpointer data)

@@ -167,7 +167,8 @@ enum { NF_VM_MARKER_READY, NF_VM_MARKER_PANIC };
 gboolean nf_vm_console_attach(NfVm *vm, GError **error);
 #define NF_VM_CONSOLE_LINGER_MS 10000
 /* Lets go of the console of a ready guest nobody watches and no input was
- * written to within NF_VM_CONSOLE_LINGER_MS (qemu logs it). */
+ * written to within NF_VM_CONSOLE_LINGER_MS, nor a watcher left within it
+ * (qemu logs it). */
 void nf_vm_console_settle(NfVm *vm);
 /* Before a spawn whose qemu logs its console: caps the log, notes its size. */
 void nf_vm_console_note_start(NfVm *vm);
