@@ -13,9 +13,10 @@
 # difference), and `storm` spawning the same N fake guests naively (time to
 # start all). PERF=1 records the supervisor with perf during the idle window.
 # Targets (issue 17): <= 8 KiB RSS per guest, <= 0.2% of a core idle at
-# 1,000, ps --json <= 10 ms at 1,000 and linear beyond. A guest holds 3 fds
-# of the supervisor, so a 20,000-fd hard limit that cannot be raised (no
-# CAP_SYS_RESOURCE) fits at most 6,581 guests: N above that is refused.
+# 1,000, ps --json <= 10 ms at 1,000 and linear beyond. A ready guest holds
+# 1 fd of the supervisor (its QMP socket; one more while booting), so 10,000
+# guests fit under a 20,000-fd hard limit that cannot be raised here (no
+# CAP_SYS_RESOURCE).
 source "$(dirname "$0")/lib.sh"
 bench_init scale
 
@@ -26,8 +27,8 @@ PERF=${PERF:-0}
 TIMEOUT=${TIMEOUT:-900}
 PS_RUNS=${PS_RUNS:-10}
 
-# 10,000 guests need 3 fds each in the supervisor: raise the hard limit too
-# (we are root here; the supervisor raises its soft limit to the hard one).
+# Raise the hard limit where we may (root with CAP_SYS_RESOURCE; the
+# supervisor raises its soft limit to the hard one itself).
 want=$((N * 8 + 1024))
 if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$want" ]; then
   ulimit -Hn "$want" 2>/dev/null || echo "scale: cannot raise the fd hard limit to $want (no CAP_SYS_RESOURCE?)" >&2

@@ -11,6 +11,7 @@
  * than hang.
  */
 #include "cli/client.h"
+#include "cli/reply-scan.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -45,6 +46,9 @@ GQuark nf_client_error_quark(void)
 static gssize fill(NfClient *c, gint64 deadline, GError **error);
 static void set_send_timeout(int fd, guint ms);
 static void not_answering(NfClient *c, guint timeout_ms, GError **error);
+static gboolean call(NfClient *c, const char *cmd, json_t *args, guint timeout_ms, json_t **result,
+                     char **raw, GError **error);
+static gboolean scan_reply(const char *text, guint id, char **raw);
 
 static void set_send_timeout(int fd, guint ms)
 {
@@ -282,7 +286,12 @@ const char *nf_client_last_code(NfClient *c)
   return code ? code : "";
 }
 
-json_t *nf_client_call(NfClient *c, const char *cmd, json_t *args, guint timeout_ms, GError **error)
+/* One request and its reply. TRUE with *result (a new reference), or with
+ * *raw instead when `raw` is given and the reply's envelope could be read
+ * without parsing (reply-scan.h): the result's bytes as the supervisor
+ * wrote them. */
+static gboolean call(NfClient *c, const char *cmd, json_t *args, guint timeout_ms, json_t **result,
+                     char **raw, GError **error)
 {
   guint id = ++c->next_id;
   json_auto_t *req = json_pack("{s:i, s:i, s:s, s:o}", "v", NF_CONTROL_PROTOCOL, "id", (int)id,
@@ -290,7 +299,7 @@ json_t *nf_client_call(NfClient *c, const char *cmd, json_t *args, guint timeout
   g_autofree char *text = json_dumps(req, JSON_COMPACT);
   g_autofree char *line = g_strconcat(text, "\n", NULL);
   if (!nf_client_write_all(c, line, strlen(line), error))
-    return NULL;
+    return FALSE;
   c->call_timeout_ms = timeout_ms;
   gint64 deadline = timeout_ms ? g_get_monotonic_time() + (gint64)timeout_ms * 1000 : 0;
   for (;;) {
@@ -302,21 +311,24 @@ json_t *nf_client_call(NfClient *c, const char *cmd, json_t *args, guint timeout
       else
         g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_IO,
                     "fleet '%s' closed the connection without answering", c->fleet);
-      return NULL;
+      return FALSE;
     }
+    if (raw && scan_reply(reply_text, id, raw))
+      return TRUE;
     json_error_t jerr;
     json_auto_t *reply = json_loads(reply_text, 0, &jerr);
     if (!json_is_object(reply)) {
       g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_PROTOCOL, "bad reply: %s", reply_text);
-      return NULL;
+      return FALSE;
     }
     json_t *rid = json_object_get(reply, "id");
     /* An unsolicited error (id null: refused peer, busy) is for us too. */
     if (json_is_integer(rid) && json_integer_value(rid) != (json_int_t)id)
       continue;
     if (json_is_true(json_object_get(reply, "ok"))) {
-      json_t *result = json_object_get(reply, "result");
-      return json_incref(result ? result : json_null());
+      json_t *res = json_object_get(reply, "result");
+      *result = json_incref(res ? res : json_null());
+      return TRUE;
     }
     json_t *err = json_object_get(reply, "error");
     if (c->last_error)
@@ -325,8 +337,43 @@ json_t *nf_client_call(NfClient *c, const char *cmd, json_t *args, guint timeout
     const char *msg = json_string_value(json_object_get(c->last_error, "message"));
     g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_REMOTE, "%s",
                 msg ? msg : "the supervisor refused the request");
-    return NULL;
+    return FALSE;
   }
+}
+
+/* An ok:true reply to request `id`: its result's bytes into *raw. */
+static gboolean scan_reply(const char *text, guint id, char **raw)
+{
+  gsize n = strlen(text), len;
+  const char *v;
+  char want[16];
+  g_snprintf(want, sizeof(want), "%u", id);
+  if (!nf_reply_scan_member(text, n, "id", &v, &len) || len != strlen(want) ||
+      memcmp(v, want, len) != 0 || !nf_reply_scan_member(text, n, "ok", &v, &len) || len != 4 ||
+      memcmp(v, "true", 4) != 0 || !nf_reply_scan_member(text, n, "result", &v, &len))
+    return FALSE;
+  *raw = g_strndup(v, len);
+  return TRUE;
+}
+
+json_t *nf_client_call(NfClient *c, const char *cmd, json_t *args, guint timeout_ms, GError **error)
+{
+  json_t *result = NULL;
+  return call(c, cmd, args, timeout_ms, &result, NULL, error) ? result : NULL;
+}
+
+char *nf_client_call_text(NfClient *c, const char *cmd, json_t *args, guint timeout_ms,
+                          GError **error)
+{
+  json_t *result = NULL;
+  char *raw = NULL;
+  if (!call(c, cmd, args, timeout_ms, &result, &raw, error))
+    return NULL;
+  if (raw)
+    return raw;
+  char *text = json_dumps(result, JSON_COMPACT | JSON_REAL_PRECISION(10) | JSON_ENCODE_ANY);
+  json_decref(result);
+  return text;
 }
 
 gboolean nf_client_parse_args(const char *verb, const char *params, const char *summary,

@@ -72,6 +72,11 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfClient, nf_client_free)
  * object stays available from nf_client_last_error(). */
 json_t *nf_client_call(NfClient *c, const char *cmd, json_t *args, guint timeout_ms,
                        GError **error);
+/* nf_client_call, with the result as compact JSON text (caller frees): the
+ * supervisor's own bytes when the reply's envelope reads as expected
+ * (reply-scan.h), so a large result is neither parsed nor encoded again. */
+char *nf_client_call_text(NfClient *c, const char *cmd, json_t *args, guint timeout_ms,
+                          GError **error);
 /* The "error" object of the last ok:false reply (borrowed), or NULL. */
 json_t *nf_client_last_error(NfClient *c);
 /* Its "code" ("timeout", "no_such_guest", ...) or "". */

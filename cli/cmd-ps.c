@@ -1,7 +1,8 @@
 /*
  * cmd-ps.c: `nervesfleet ps [--json] [TARGET]`: what every guest is doing.
  * The supervisor answers from memory (control `ps`), so this is one round
- * trip however many guests run. --json prints the reply's result as is: a
+ * trip however many guests run. --json prints the reply's result as is (its
+ * bytes, not parsed and encoded again: cli/reply-scan.h): a
  * stable schema documented in supervisor/control-protocol.md; otherwise a
  * table for people, with a firmware column (active slot, validated) only
  * when some guest runs Nerves firmware, so sim fleets keep a narrow table.
@@ -179,8 +180,18 @@ int nf_cmd_ps(int argc, char **argv)
   g_autoptr(NfClient) c = nf_client_connect(&o, &error);
   if (!c)
     return nf_client_fail("ps", error, NULL);
-  json_auto_t *result =
-      nf_client_call(c, "ps", json_pack("{s:s}", "targets", target), NF_CLIENT_TIMEOUT_MS, &error);
+  json_t *args = json_pack("{s:s}", "targets", target);
+  if (json) {
+    /* As the supervisor wrote it: at thousands of guests, parsing and
+     * encoding it again was most of this command's CPU (issue 17). */
+    g_autofree char *text = nf_client_call_text(c, "ps", args, NF_CLIENT_TIMEOUT_MS, &error);
+    if (!text)
+      return nf_client_fail("ps", error, c);
+    fputs(text, stdout);
+    fputc('\n', stdout);
+    return NF_EXIT_OK;
+  }
+  json_auto_t *result = nf_client_call(c, "ps", args, NF_CLIENT_TIMEOUT_MS, &error);
   if (!result)
     return nf_client_fail("ps", error, c);
   nf_client_print_result(result, json, print_table);

@@ -442,6 +442,8 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       (memory_limit &&
        !nf_parse_size_mib("--memory-limit", memory_limit, &cfg->memory_limit_mib, error)))
     return FALSE;
+  if (health_interval)
+    cfg->health_interval_fixed = TRUE; /* a person's choice: never stretched (health.h) */
   if (balloon_policy) {
     static const char *const policies[] = {"guard", "auto", "off"};
     static const NfBalloonPolicy values[] = {NF_BALLOON_POLICY_GUARD, NF_BALLOON_POLICY_AUTO,

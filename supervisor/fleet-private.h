@@ -69,9 +69,9 @@ gboolean nf_fleet_check_input(NfFleet *fleet, GError **error);
  * runtime and state dirs (remembering the ones it made) and takes the
  * fleet lock. */
 gboolean nf_fleet_claim_dirs(NfFleet *fleet, GError **error);
-/* Raises the soft open file limit for `guests` running guests, or fails
- * naming the numbers and the fix. */
-gboolean nf_fleet_ensure_fd_limit(guint guests, GError **error);
+/* Raises the soft open file limit for `guests` running guests (and the
+ * fleet's boot window), or fails naming the numbers and the fix. */
+gboolean nf_fleet_ensure_fd_limit(NfFleet *fleet, guint guests, GError **error);
 
 /* fleet-host.c: KSM (--ksm), the --net tap bridge, user networking's port
  * plan and the --ready http listener, into fleet->env; nf_fleet_free gives

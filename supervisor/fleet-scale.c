@@ -20,7 +20,7 @@ gboolean nf_fleet_scale(NfFleet *fleet, guint count, GError **error)
     return FALSE;
   }
   guint live = fleet->vms->len - g_hash_table_size(fleet->retiring);
-  if (count > live && !nf_fleet_ensure_fd_limit(fleet->vms->len + (count - live), error))
+  if (count > live && !nf_fleet_ensure_fd_limit(fleet, fleet->vms->len + (count - live), error))
     return FALSE;
   if (fleet->ksm)
     nf_ksm_set_rate(fleet->ksm,

@@ -20,7 +20,7 @@
 
 #include "supervisor/identity.h"
 
-#define NF_FLEET_FDS_PER_GUEST 3
+#define NF_FLEET_FDS_PER_GUEST 1
 #define NF_FLEET_FDS_SPARE 256 /* clients, spawning, libraries */
 
 static gboolean check_file(const char *path, const char *what, const char *fix, GError **error);
@@ -138,16 +138,20 @@ static gboolean take_lock(NfFleet *fleet, GError **error)
   return TRUE;
 }
 
-/* Each running guest holds NF_FLEET_FDS_PER_GUEST of our fds (QMP socket,
- * console socket, pidfd; the console log is opened per write: serial.c);
- * thousands of guests need far more than the usual soft limit of 1024. Raises the soft limit as far
- * as allowed and fails, naming the numbers and the fix, when `guests` cannot fit. */
-gboolean nf_fleet_ensure_fd_limit(guint guests, GError **error)
+/* A running guest holds one fd of ours (its QMP socket); one booting or
+ * watched also its console socket (vm-console.c), one exiting its pidfd for
+ * a moment (vm.c); the console log is written by qemu. Thousands of guests
+ * need more than the usual soft limit of 1024. Raises the soft limit as far
+ * as allowed and fails, naming the numbers and the fix, when `guests` cannot
+ * fit with a full boot window (up to twice the batch when adaptive). */
+gboolean nf_fleet_ensure_fd_limit(NfFleet *fleet, guint guests, GError **error)
 {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
     return TRUE;
-  rlim_t need = (rlim_t)guests * NF_FLEET_FDS_PER_GUEST + NF_FLEET_FDS_SPARE;
+  guint batch = fleet->config->batch ? fleet->config->batch : 2 * nf_limiter_batch(fleet->limiter);
+  rlim_t window = MIN((rlim_t)guests, (rlim_t)batch);
+  rlim_t need = (rlim_t)guests * NF_FLEET_FDS_PER_GUEST + window + NF_FLEET_FDS_SPARE;
   if (rl.rlim_cur < need && rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = MIN(rl.rlim_max, MAX(need, rl.rlim_cur));
     setrlimit(RLIMIT_NOFILE, &rl);
@@ -155,14 +159,14 @@ gboolean nf_fleet_ensure_fd_limit(guint guests, GError **error)
   }
   if (rl.rlim_cur >= need)
     return TRUE;
+  rlim_t room = rl.rlim_cur - MIN(rl.rlim_cur, NF_FLEET_FDS_SPARE + window);
   g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
-              "%u guests need about %lu open files (%d each) but this process may open only "
-              "%lu (hard limit %lu); raise the limit (`ulimit -Hn %lu` as root, or LimitNOFILE= "
-              "in a service unit) or run at most %lu guests per supervisor",
+              "%u guests need about %lu open files (%d each, one more while booting) but this "
+              "process may open only %lu (hard limit %lu); raise the limit (`ulimit -Hn %lu` as "
+              "root, or LimitNOFILE= in a service unit) or run at most %lu guests per supervisor",
               guests, (unsigned long)need, NF_FLEET_FDS_PER_GUEST, (unsigned long)rl.rlim_cur,
               (unsigned long)rl.rlim_max, (unsigned long)need,
-              (unsigned long)((rl.rlim_cur - MIN(rl.rlim_cur, NF_FLEET_FDS_SPARE)) /
-                              NF_FLEET_FDS_PER_GUEST));
+              (unsigned long)(room / NF_FLEET_FDS_PER_GUEST));
   return FALSE;
 }
 

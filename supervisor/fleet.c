@@ -124,10 +124,13 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   if (!nf_fleet_claim_dirs(fleet, error))
     return NULL;
   fleet->env.cgroup_name = nf_paths_cgroup_name(&fleet->paths, config->name);
-  if (!nf_fleet_ensure_fd_limit(config->count, error))
+  if (!nf_fleet_ensure_fd_limit(fleet, config->count, error))
     return NULL;
   if (config->health_interval_ms)
-    fleet->env.health = nf_health_wheel_new(config->health_interval_ms);
+    fleet->env.health =
+        nf_health_wheel_new(config->health_interval_ms,
+                            !config->health_interval_fixed &&
+                                config->health_interval_ms == NF_DEFAULT_HEALTH_INTERVAL_MS);
   if (!nf_fleet_host_setup(fleet, error))
     return NULL;
   fleet->env.use_cgroups = TRUE;
@@ -600,6 +603,10 @@ NfVm *nf_fleet_vm(const NfFleet *fleet, guint index)
 guint nf_fleet_batch(const NfFleet *fleet)
 {
   return nf_limiter_batch(fleet->limiter);
+}
+guint nf_fleet_health_interval(const NfFleet *fleet)
+{
+  return fleet->env.health ? nf_health_wheel_interval(fleet->env.health) : 0;
 }
 NfAccel nf_fleet_accel(const NfFleet *fleet)
 {

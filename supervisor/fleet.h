@@ -114,6 +114,9 @@ void nf_fleet_counts(const NfFleet *fleet, NfFleetCounts *counts);
 guint nf_fleet_size(const NfFleet *fleet);
 NfVm *nf_fleet_vm(const NfFleet *fleet, guint index);
 guint nf_fleet_batch(const NfFleet *fleet);
+/* How often each running guest is probed now, in ms (0: health off): the
+ * default interval stretches with the fleet's size (health.h). */
+guint nf_fleet_health_interval(const NfFleet *fleet);
 NfAccel nf_fleet_accel(const NfFleet *fleet);
 const char *nf_fleet_runtime_dir(const NfFleet *fleet);
 const char *nf_fleet_state_dir(const NfFleet *fleet);

@@ -17,7 +17,9 @@
  * many guests arrive together and are handled in a few main loop wakeups
  * instead of one wakeup per guest: with GLib's poll loop every wakeup walks
  * every source, so wakeups, not probes, are what idle CPU is made of.
- * Process death is not polled here: the pidfd tells us (vm.c). The boot
+ * Process death is not polled here: the end of the QMP stream, then a
+ * pidfd, tell us (vm.c); a probe only checks, with one waitid(WNOWAIT), that
+ * the child it spawned is not a zombie behind a stream kept open. The boot
  * deadline lives in lifecycle.c.
  */
 #include "supervisor/health.h"
@@ -30,6 +32,7 @@
 
 struct NfHealthWheel {
   guint interval_ms;
+  gboolean stretch;
   guint timer;
   GHashTable *vms; /* NfVm* being probed */
 };
@@ -40,10 +43,11 @@ static void ping_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
 static void stats_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
 static void store_guest_mem(NfVm *vm, json_t *ret);
 
-NfHealthWheel *nf_health_wheel_new(guint interval_ms)
+NfHealthWheel *nf_health_wheel_new(guint interval_ms, gboolean stretch)
 {
   NfHealthWheel *w = g_new0(NfHealthWheel, 1);
   w->interval_ms = interval_ms;
+  w->stretch = stretch;
   w->vms = g_hash_table_new(NULL, NULL);
   /* Whole seconds let GLib align this wakeup with the process's others. */
   if (interval_ms >= 1000)
@@ -51,6 +55,14 @@ NfHealthWheel *nf_health_wheel_new(guint interval_ms)
   else
     w->timer = g_timeout_add(interval_ms, wheel_tick_cb, w);
   return w;
+}
+
+guint nf_health_wheel_interval(const NfHealthWheel *w)
+{
+  if (!w->stretch)
+    return w->interval_ms;
+  guint64 stretched = (guint64)g_hash_table_size(w->vms) * NF_HEALTH_STRETCH_MS_PER_GUEST;
+  return (guint)CLAMP(stretched, w->interval_ms, MAX(w->interval_ms, NF_HEALTH_STRETCH_MAX_MS));
 }
 
 void nf_health_wheel_free(NfHealthWheel *w)
@@ -67,8 +79,8 @@ void nf_vm_health_start(NfVm *vm)
   NfHealthWheel *w = vm->env->health;
   if (w == NULL || vm->qmp == NULL)
     return;
-  vm->next_probe_at = g_get_monotonic_time() + (gint64)w->interval_ms * 1000;
   g_hash_table_add(w->vms, vm);
+  vm->next_probe_at = g_get_monotonic_time() + (gint64)nf_health_wheel_interval(w) * 1000;
 }
 
 void nf_vm_health_ready(NfVm *vm)
@@ -91,13 +103,14 @@ static gboolean wheel_tick_cb(gpointer data)
 {
   NfHealthWheel *w = data;
   gint64 now = g_get_monotonic_time();
+  gint64 interval_us = (gint64)nf_health_wheel_interval(w) * 1000;
   GHashTableIter it;
   gpointer key;
   g_hash_table_iter_init(&it, w->vms);
   while (g_hash_table_iter_next(&it, &key, NULL)) {
     NfVm *vm = key;
     if (now >= vm->next_probe_at) {
-      vm->next_probe_at = now + (gint64)w->interval_ms * 1000;
+      vm->next_probe_at = now + interval_us;
       probe(vm);
     }
   }
@@ -108,7 +121,14 @@ static void probe(NfVm *vm)
 {
   if (vm->qmp == NULL)
     return;
-  nf_vm_sample_rss(vm);
+  /* A spawned guest is watched once its QMP stream ends (vm.c); a wrapper
+   * given as --qemu can die while the qemu it forked keeps the stream up. */
+  if (nf_process_check_exit(vm->proc))
+    return;
+  if (g_get_monotonic_time() - vm->rss_at >= NF_VM_RSS_SAMPLE_US) {
+    nf_vm_sample_rss(vm);
+    nf_vm_console_cap_log(vm); /* on the same slower clock: a stat per guest */
+  }
   guint deadline = vm->env->config->health_timeout_ms;
   /* One probe at a time: a slow qemu must not pile them up. The heartbeat's
    * reply also proves QMP answers, so a ready guest needs no separate ping. */

@@ -184,7 +184,7 @@ static void launch(NfVm *vm)
   }
   const guint boot_ms = vm->env->config->boot_timeout_ms;
   if (boot_ms)
-    vm->boot_timer = g_timeout_add(boot_ms, boot_timeout_cb, vm);
+    vm->boot_timer = nf_deadline_add(boot_ms, boot_timeout_cb, vm);
   if (vm->state == NF_VM_STARTING) {
     /* After its disk: the same state, one step further (and a pid now). */
     nf_vm_log_transition(vm, NF_VM_STARTING, NF_VM_STARTING, "disk ready, qemu spawned");
@@ -228,6 +228,7 @@ static void qmp_up(NfVm *vm, const char *detail)
     /* Adopted while ready: no ready line will come again. */
     nf_vm_clear_timer(&vm->boot_timer);
     nf_vm_health_ready(vm);
+    nf_vm_console_settle(vm);
   }
 }
 
@@ -245,6 +246,8 @@ static void ready(NfVm *vm, const char *detail)
   nf_restart_tally_healthy(&vm->tally);
   nf_vm_health_ready(vm);
   nf_vm_set_state(vm, NF_VM_READY, detail);
+  /* The ready line was what we read the console for (vm-console.c). */
+  nf_vm_console_settle(vm);
 }
 
 static void kill_hung(NfVm *vm, const char *detail)
@@ -267,7 +270,7 @@ static void stop(NfVm *vm, const char *detail)
     nf_qmp_quit(vm->qmp, vm->env->config->stop_timeout_ms, NULL, NULL);
   else
     nf_process_signal(vm->proc, SIGTERM); /* qemu also exits cleanly on SIGTERM */
-  vm->kill_timer = g_timeout_add(MAX(vm->env->config->stop_timeout_ms, 1), kill_timeout_cb, vm);
+  vm->kill_timer = nf_deadline_add(MAX(vm->env->config->stop_timeout_ms, 1), kill_timeout_cb, vm);
   nf_vm_set_state(vm, NF_VM_STOPPING, detail);
 }
 
@@ -370,7 +373,7 @@ static void exited(NfVm *vm, const char *detail)
   }
   case NF_RESTART_AFTER: {
     vm->restart_pending = TRUE;
-    vm->backoff_timer = g_timeout_add(delay_ms, backoff_done_cb, vm);
+    vm->backoff_timer = nf_deadline_add(delay_ms, backoff_done_cb, vm);
     g_autofree char *why = g_strdup_printf("%s; restarting in %.1f s", reason, delay_ms / 1000.0);
     nf_vm_set_state(vm, NF_VM_BACKOFF, why);
     break;

@@ -9,6 +9,11 @@
  * child shares our memory until exec, so it makes system calls only, with
  * every signal blocked and its handlers reset before the mask comes back;
  * an exec failure reaches the parent through shared memory (issue 17).
+ *
+ * A child spawned with `watch_later` has no pidfd until its caller says its
+ * stream ended (nf_process_watch) or a check finds it a zombie
+ * (nf_process_check_exit): its pid stays ours until waitpid, so the late
+ * pidfd cannot name another process.
  */
 #include "supervisor/process.h"
 #include "supervisor/poller.h"
@@ -29,8 +34,8 @@
 
 struct NfProcess {
   GPid pid;
-  int pidfd;      /* -1 when the kernel has none: child watch instead */
-  guint watch_id; /* poller id (pidfd) or GLib child watch */
+  int pidfd;      /* -1 when the kernel has none (child watch) or not watched yet */
+  guint watch_id; /* poller id (pidfd) or GLib child watch; 0: not watched (yet) */
   gboolean exited;
   gboolean is_child;
   gboolean status_known;
@@ -67,6 +72,7 @@ static gboolean pidfd_cb(int fd, guint32 events, gpointer data);
 static void unwatch(NfProcess *proc);
 static void child_watch_cb(GPid pid, int status, gpointer data);
 static void deliver_exit(NfProcess *proc, int status);
+static void watch_child(NfProcess *proc);
 
 /* Runs in the clone, on its own stack, sharing our memory: system calls
  * only, no allocation, no locks. Not instrumented: the sanitizers' shadow of
@@ -200,7 +206,16 @@ NfProcess *nf_process_spawn_with(char *const *argv, const NfProcessExtras *extra
   proc->is_child = TRUE;
   proc->on_exit = on_exit;
   proc->user_data = user_data;
-  proc->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  proc->pidfd = -1;
+  if (!(extras && extras->watch_later))
+    watch_child(proc);
+  return proc;
+}
+
+/* A pidfd on the poller, else (no pidfd in this kernel) a GLib child watch. */
+static void watch_child(NfProcess *proc)
+{
+  proc->pidfd = (int)syscall(SYS_pidfd_open, proc->pid, 0);
   if (proc->pidfd >= 0) {
     g_unix_set_fd_nonblocking(proc->pidfd, TRUE, NULL);
     proc->watch_id = nf_poller_add(proc->pidfd, EPOLLIN, pidfd_cb, proc);
@@ -209,9 +224,26 @@ NfProcess *nf_process_spawn_with(char *const *argv, const NfProcessExtras *extra
     if (proc->pidfd >= 0)
       close(proc->pidfd);
     proc->pidfd = -1;
-    proc->watch_id = g_child_watch_add(pid, child_watch_cb, proc);
+    proc->watch_id = g_child_watch_add(proc->pid, child_watch_cb, proc);
   }
-  return proc;
+}
+
+void nf_process_watch(NfProcess *proc)
+{
+  if (proc == NULL || proc->exited || proc->watch_id != 0)
+    return;
+  watch_child(proc);
+}
+
+gboolean nf_process_check_exit(NfProcess *proc)
+{
+  if (proc == NULL || proc->exited || proc->watch_id != 0 || !proc->is_child)
+    return FALSE;
+  siginfo_t info = {0};
+  if (waitid(P_PID, (id_t)proc->pid, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid == 0)
+    return FALSE;
+  watch_child(proc);
+  return TRUE;
 }
 
 static void unwatch(NfProcess *proc)

@@ -6,6 +6,13 @@
  * a supervisor killed with SIGKILL never leaves orphans behind. Exit is
  * noticed through a pidfd on the main loop (no SIGCHLD handler, no polling);
  * kernels without pidfd fall back to a GLib child watch.
+ *
+ * A pidfd is one open file per guest, and at 10,000 guests open files are
+ * what runs out (issue 17). A caller that already holds a stream the child
+ * ends when it dies (the QMP socket) can spawn with `watch_later` and call
+ * nf_process_watch() when that stream ends: a child of ours keeps its pid
+ * until we reap it, so the pidfd opened late is still the right process,
+ * and it is readable at once if the child is already gone.
  */
 #pragma once
 #include <glib.h>
@@ -30,6 +37,9 @@ typedef struct {
   gboolean merge_any; /* PR_SET_MEMORY_MERGE: all its anonymous memory KSM-mergeable */
   gboolean no_aslr;   /* personality ADDR_NO_RANDOMIZE: the same layout in every child */
   char *const *envp;  /* the child's whole environment; NULL: ours */
+  /* No pidfd yet: the caller calls nf_process_watch() once a stream that
+   * ends with the child ends (or nf_process_check_exit() now and then). */
+  gboolean watch_later;
 } NfProcessExtras;
 
 /* nf_process_spawn with `extras` (may be NULL). A prctl the kernel does not
@@ -46,6 +56,17 @@ NfProcess *nf_process_spawn_with(char *const *argv, const NfProcessExtras *extra
 NfProcess *nf_process_adopt(GPid pid, NfProcessExitFunc on_exit, gpointer user_data,
                             GError **error);
 gboolean nf_process_status_known(const NfProcess *proc);
+
+/* Starts watching a child spawned with `watch_later` (its exit callback
+ * follows, from the main loop, once it is gone; at once if it already is).
+ * Idempotent; a no-op once watched or exited. */
+void nf_process_watch(NfProcess *proc);
+
+/* For a child not watched yet: TRUE when it has exited (a zombie waiting to
+ * be reaped), and then it is watched, so its exit callback follows. One
+ * waitid(WNOWAIT) call, no fd: a safety net for a child whose stream
+ * outlives it (a wrapper given as --qemu killed while its qemu runs on). */
+gboolean nf_process_check_exit(NfProcess *proc);
 
 GPid nf_process_pid(const NfProcess *proc);
 gboolean nf_process_has_exited(const NfProcess *proc);

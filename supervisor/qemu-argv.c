@@ -148,7 +148,15 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
     add(a, "chardev=qmp1,mode=control");
   }
   add(a, "-chardev");
-  addf(a, "socket,id=ser0,fd=%d,server=on,wait=off", NF_QEMU_FD_SERIAL);
+  if (spec->console_log) {
+    /* A comma in an option value is written twice. */
+    g_auto(GStrv) parts = g_strsplit(spec->console_log, ",", -1);
+    g_autofree char *escaped = g_strjoinv(",,", parts);
+    addf(a, "socket,id=ser0,fd=%d,server=on,wait=off,logfile=%s,logappend=on", NF_QEMU_FD_SERIAL,
+         escaped);
+  } else {
+    addf(a, "socket,id=ser0,fd=%d,server=on,wait=off", NF_QEMU_FD_SERIAL);
+  }
   add(a, "-serial");
   add(a, "chardev:ser0");
   if (spec->pidfile) {

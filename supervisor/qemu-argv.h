@@ -25,9 +25,12 @@ typedef struct {
   const char *guest_name; /* e.g. "vm-0003" */
   const char *serial;     /* identity, e.g. "NF-000003" */
   const char *pidfile;    /* qemu writes its pid there */
-  gboolean public_qmp;    /* pass NF_QEMU_FD_QMP_PUBLIC as a second monitor */
-  NfProfile profile;      /* SIM: Linux + initramfs; NERVES: little_loader + firmware disk */
-  const char *disk;       /* the guest's overlay (qcow2), or NULL */
+  /* qemu appends all console output there itself (chardev logfile=), so the
+   * supervisor need not hold the console (console-log.h); NULL: no log */
+  const char *console_log;
+  gboolean public_qmp; /* pass NF_QEMU_FD_QMP_PUBLIC as a second monitor */
+  NfProfile profile;   /* SIM: Linux + initramfs; NERVES: little_loader + firmware disk */
+  const char *disk;    /* the guest's overlay (qcow2), or NULL */
   /* Networking (see net.h): NF_NET_USER gives one user-mode NIC, on
    * virtio-mmio for NERVES (what its kernel probes), on PCI for SIM. */
   NfNetMode net;

@@ -45,6 +45,10 @@ struct NfSerial {
   gsize line_len;
   gboolean line_cut;
   gboolean log_failing; /* the last log write failed (told once) */
+  /* A callback may free us (the guest's console let go on its ready line):
+   * then the free waits until read_cb is done with us. */
+  gboolean dispatching;
+  gboolean doomed;
 };
 
 static gboolean read_cb(int fd, guint32 events, gpointer data);
@@ -55,12 +59,13 @@ static void log_write(NfSerial *s, const char *buf, gsize n);
 static void log_append(NfSerial *s, const char *buf, gsize n);
 static void log_flush(NfSerial *s);
 static gboolean flush_cb(gpointer data);
+static void destroy(NfSerial *s);
 
 NfSerial *nf_serial_new(int fd, const char *log_path, gsize log_max, const char *const *markers,
                         const NfSerialCallbacks *callbacks, gpointer user_data, GError **error)
 {
-  int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log_fd < 0) {
+  int log_fd = log_path ? open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
+  if (log_path && log_fd < 0) {
     int e = errno;
     g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot open console log %s: %s",
                 log_path, g_strerror(e));
@@ -73,8 +78,10 @@ NfSerial *nf_serial_new(int fd, const char *log_path, gsize log_max, const char 
   s->markers = markers;
   s->log_path = g_strdup(log_path);
   s->log_max = log_max ? log_max : NF_SERIAL_LOG_MAX_DEFAULT;
-  s->log_size = (gsize)MAX(lseek(log_fd, 0, SEEK_END), 0);
-  close(log_fd); /* opened again per flush: see the top of this file */
+  if (log_fd >= 0) {
+    s->log_size = (gsize)MAX(lseek(log_fd, 0, SEEK_END), 0);
+    close(log_fd); /* opened again per flush: see the top of this file */
+  }
   s->cb = *callbacks;
   s->user_data = user_data;
   g_unix_set_fd_nonblocking(fd, TRUE, NULL);
@@ -102,7 +109,7 @@ static void finish_line(NfSerial *s)
     s->line[s->line_len - 1] = '\0';
   /* A cut line's head may still hold the marker; its tail is gone either way.
    * The log is flushed first: whoever acts on a marker may read the log. */
-  for (guint i = 0; s->markers && s->markers[i]; i++)
+  for (guint i = 0; s->markers && s->markers[i] && !s->doomed; i++)
     if (s->cb.marker && strstr(s->line, s->markers[i])) {
       log_flush(s);
       s->cb.marker(s, i, s->line, s->user_data);
@@ -113,7 +120,7 @@ static void finish_line(NfSerial *s)
 
 static void scan(NfSerial *s, const char *data, gsize len)
 {
-  for (gsize i = 0; i < len; i++) {
+  for (gsize i = 0; i < len && !s->doomed; i++) {
     if (data[i] == '\n') {
       finish_line(s);
     } else if (s->line_len < NF_SERIAL_LINE_MAX) {
@@ -126,6 +133,8 @@ static void scan(NfSerial *s, const char *data, gsize len)
 
 static void log_append(NfSerial *s, const char *buf, gsize n)
 {
+  if (s->log_path == NULL)
+    return; /* someone else (qemu) writes the log */
   if (s->log_buf == NULL)
     s->log_buf = g_byte_array_sized_new(NF_SERIAL_LOG_BUF);
   g_byte_array_append(s->log_buf, (const guint8 *)buf, (guint)n);
@@ -193,22 +202,29 @@ static gboolean read_cb(int fd, guint32 events, gpointer data)
   NfSerial *s = data;
   char buf[4096];
   ssize_t n = read(fd, buf, sizeof(buf));
-  if (n > 0) {
+  if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    return G_SOURCE_CONTINUE;
+  s->dispatching = TRUE;
+  gboolean more = n > 0;
+  if (more) {
     log_append(s, buf, (gsize)n);
     ring_append(s, buf, (gsize)n);
     if (s->cb.data)
       s->cb.data(s, buf, (gsize)n, s->user_data);
     scan(s, buf, (gsize)n);
-    return G_SOURCE_CONTINUE;
+  } else {
+    nf_poller_remove(s->watch_id); /* before anyone may close the fd */
+    s->watch_id = 0;
+    log_flush(s);
+    if (s->cb.eof)
+      s->cb.eof(s, s->user_data);
   }
-  if (n < 0 && (errno == EAGAIN || errno == EINTR))
-    return G_SOURCE_CONTINUE;
-  nf_poller_remove(s->watch_id); /* before anyone may close the fd */
-  s->watch_id = 0;
-  log_flush(s);
-  if (s->cb.eof)
-    s->cb.eof(s, s->user_data);
-  return G_SOURCE_REMOVE;
+  s->dispatching = FALSE;
+  if (s->doomed) {
+    destroy(s);
+    return G_SOURCE_REMOVE;
+  }
+  return more ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
 }
 
 char *nf_serial_tail(NfSerial *s, gsize max)
@@ -235,6 +251,17 @@ void nf_serial_free(NfSerial *s)
 {
   if (s == NULL)
     return;
+  if (s->dispatching) {
+    /* From one of our callbacks: no more callbacks; read_cb frees us. */
+    memset(&s->cb, 0, sizeof(s->cb));
+    s->doomed = TRUE;
+    return;
+  }
+  destroy(s);
+}
+
+static void destroy(NfSerial *s)
+{
   nf_poller_remove(s->watch_id);
   s->cb.log_failed = NULL; /* the owner is going away: write what is left, quietly */
   log_flush(s);

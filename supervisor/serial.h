@@ -32,8 +32,9 @@ typedef struct {
 
 /* Takes ownership of `fd` (a connected stream). Appends to `log_path`
  * (created 0644), rotating it to `log_path`.1 past `log_max` bytes (0: the
- * default). `markers` is a NULL-terminated list (borrowed; must outlive the
- * serial). Fails only when the log cannot be opened; the error names it. */
+ * default); NULL: no log (qemu writes it itself: console-log.h). `markers` is a NULL-terminated
+ * list (borrowed; must outlive the serial). Fails only when the log cannot be opened; the error
+ * names it. */
 NfSerial *nf_serial_new(int fd, const char *log_path, gsize log_max, const char *const *markers,
                         const NfSerialCallbacks *callbacks, gpointer user_data, GError **error);
 
@@ -44,6 +45,7 @@ char *nf_serial_tail(NfSerial *serial, gsize max);
  * cannot take right now rather than blocking the loop; returns bytes taken. */
 gssize nf_serial_write(NfSerial *serial, const char *data, gsize len);
 
-/* Stops reading and closes the fd and log. */
+/* Stops reading and closes the fd and log. Callable from the serial's own
+ * callbacks (no further callback is made then). */
 void nf_serial_free(NfSerial *serial);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfSerial, nf_serial_free)

@@ -17,8 +17,12 @@
 #include <unistd.h>
 #include <jansson.h>
 
+#include "supervisor/console-log.h"
+
 static char *read_pidfile(const char *path, GPid *pid);
+static char *read_cmdline(GPid pid);
 static gboolean pid_is_our_qemu(NfVm *vm, GPid pid);
+static gboolean cmdline_has(GPid pid, const char *needle);
 static void load_recorded(NfVm *vm, json_t *status);
 static void finish_dying(GPid pid);
 
@@ -31,19 +35,32 @@ static char *read_pidfile(const char *path, GPid *pid)
   return *pid > 0 ? g_strdup(text) : NULL;
 }
 
+/* Its command line, arguments joined by spaces; NULL when gone. */
+static char *read_cmdline(GPid pid)
+{
+  g_autofree char *path = g_strdup_printf("/proc/%d/cmdline", (int)pid);
+  char *cmd = NULL;
+  gsize len = 0;
+  if (!g_file_get_contents(path, &cmd, &len, NULL))
+    return NULL;
+  for (gsize i = 0; i + 1 < len; i++)
+    if (cmd[i] == '\0')
+      cmd[i] = ' ';
+  return cmd;
+}
+
 static gboolean pid_is_our_qemu(NfVm *vm, GPid pid)
 {
   /* Our pid file path is unique to this fleet and guest, and qemu got it on
    * its command line: a recycled pid cannot carry it. */
-  g_autofree char *path = g_strdup_printf("/proc/%d/cmdline", (int)pid);
-  g_autofree char *cmd = NULL;
-  gsize len = 0;
-  if (!g_file_get_contents(path, &cmd, &len, NULL))
-    return FALSE;
-  for (gsize i = 0; i + 1 < len; i++)
-    if (cmd[i] == '\0')
-      cmd[i] = ' ';
-  return strstr(cmd, vm->pidfile) != NULL && strstr(cmd, "-name guest=") != NULL;
+  g_autofree char *cmd = read_cmdline(pid);
+  return cmd && strstr(cmd, vm->pidfile) != NULL && strstr(cmd, "-name guest=") != NULL;
+}
+
+static gboolean cmdline_has(GPid pid, const char *needle)
+{
+  g_autofree char *cmd = read_cmdline(pid);
+  return cmd && strstr(cmd, needle) != NULL;
 }
 
 /* What a previous supervisor recorded: the restart count and the last exit
@@ -97,6 +114,10 @@ gboolean nf_vm_adopt(NfVm *vm)
   } else if (ours) {
     nf_vm_reset_run_facts(vm);
     vm->proc = nf_process_adopt(pid, nf_vm_on_exit_cb, vm, &error);
+    /* Its qemu logs its console itself unless an older version spawned it:
+     * then the console stays held and we write the log (vm-console.c). */
+    vm->console_by_qemu = cmdline_has(pid, ",logfile=");
+    vm->console_log_start = nf_console_log_size(vm->console_log);
     if (vm->proc && nf_vm_attach_channels(vm, &error)) {
       vm->dies_with_supervisor = FALSE; /* spawned detached; adopting does not change that */
       vm->started_wall = json_integer_value(json_object_get(status, "started_at_us"));

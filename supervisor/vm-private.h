@@ -8,6 +8,7 @@
  */
 #pragma once
 #include "supervisor/cgroup.h"
+#include "supervisor/deadlines.h"
 #include "supervisor/health.h"
 #include "supervisor/net.h"
 #include "supervisor/process.h"
@@ -106,8 +107,8 @@ struct NfVm {
   guint kill_timer;
   guint backoff_timer;
   gint64 next_probe_at;
-  guint64 rss_bytes;                               /* last sample of qemu's RSS */
-  gint64 rss_at; /* monotonic µs of that sample */ /* monotonic µs; see health.c's wheel */
+  guint64 rss_bytes; /* last sample of qemu's RSS */
+  gint64 rss_at;     /* monotonic µs of that sample */
   gboolean ping_in_flight;
   gboolean stats_in_flight;
   gboolean stats_polling_set;
@@ -119,13 +120,28 @@ struct NfVm {
   guint64 pss_bytes;        /* last sample of qemu's PSS (nf_vm_pss) */
   gint64 pss_at;            /* monotonic µs of that sample */
 
-  const char *markers[3]; /* console markers: ready, panic (borrowed) */
-  GArray *watchers;       /* NfVmWatcher */
+  const char *markers[3];     /* console markers: ready, panic (borrowed) */
+  gboolean console_by_qemu;   /* qemu appends the console to console_log itself */
+  gint64 console_log_start;   /* console_log's size when this run began */
+  guint console_linger_timer; /* console held after input nobody watches */
+  guint ready_wait_timer;     /* the ready line seen, not yet in the log */
+  guint ready_waits;
+  char *ready_line;
+  char *ready_reason;
+  GArray *watchers; /* NfVmWatcher */
   guint next_watcher_id;
 };
 
 #define NF_VM_STATUS_DELAY_MS 500
-#define NF_VM_RSS_MAX_AGE_US (30 * G_USEC_PER_SEC)
+/* qemu's RSS and PSS are sampled by the health probe when older than
+ * *_SAMPLE_US, and read by `ps` only past *_MAX_AGE_US (a guest without
+ * probes): /proc reads were most of an idle fleet's CPU, PSS above all
+ * (smaps_rollup walks qemu's page tables), so they follow their own, slower
+ * clocks rather than the probe's (issue 17). */
+#define NF_VM_RSS_SAMPLE_US (30 * G_USEC_PER_SEC)
+#define NF_VM_RSS_MAX_AGE_US (60 * G_USEC_PER_SEC)
+#define NF_VM_PSS_SAMPLE_US (60 * G_USEC_PER_SEC)
+#define NF_VM_PSS_MAX_AGE_US (120 * G_USEC_PER_SEC)
 
 /* Reads qemu's RSS from /proc now (the health probe calls it). */
 void nf_vm_sample_rss(NfVm *vm);
@@ -143,9 +159,30 @@ gboolean nf_vm_disk_prepare(NfVm *vm, const char **what);
  * dropped before it began stays pending. */
 void nf_vm_disk_cancel(NfVm *vm);
 
+/* Console markers (NfVm.markers): index 0 is the configured ready marker. */
+enum { NF_VM_MARKER_READY, NF_VM_MARKER_PANIC };
+
+/* vm-console.c: the console held only while needed (see there).
+ * Connects to qemu's console socket unless connected; FALSE with `error`. */
+gboolean nf_vm_console_attach(NfVm *vm, GError **error);
+#define NF_VM_CONSOLE_LINGER_MS 10000
+/* Lets go of the console of a ready guest nobody watches and no input was
+ * written to within NF_VM_CONSOLE_LINGER_MS, nor a watcher left within it
+ * (qemu logs it). */
+void nf_vm_console_settle(NfVm *vm);
+/* Before a spawn whose qemu logs its console: caps the log, notes its size. */
+void nf_vm_console_note_start(NfVm *vm);
+/* Health tick: keeps the log qemu writes under its cap. */
+void nf_vm_console_cap_log(NfVm *vm);
+/* At exit: a panic line in this run's log that nobody read live counts. */
+void nf_vm_console_check_exit(NfVm *vm);
+
 /* vm.c: mechanics the table's actions use */
 gboolean nf_vm_spawn(NfVm *vm, GError **error);
 void nf_vm_release(NfVm *vm); /* drop channels, timers, runtime files */
+/* Per-guest timers (boot, kill, backoff, status write) are deadlines.h
+ * deadlines, not GLib sources: an iteration of the loop must not walk one
+ * source per guest. Cancels *id (0: none) and zeroes it. */
 void nf_vm_clear_timer(guint *id);
 /* Connects to the QMP monitor and the console qemu listens on for us
  * (spawned or adopted); FALSE with `error` set when either fails. */

@@ -69,7 +69,7 @@ void nf_vm_write_status(NfVm *vm)
     return;
   }
   if (vm->status_timer == 0)
-    vm->status_timer = g_timeout_add(NF_VM_STATUS_DELAY_MS, status_flush_cb, vm);
+    vm->status_timer = nf_deadline_add(NF_VM_STATUS_DELAY_MS, status_flush_cb, vm);
 }
 
 static void write_status_now(NfVm *vm)

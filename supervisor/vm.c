@@ -1,9 +1,9 @@
 /*
- * vm.c: one guest's mechanics: channels, spawn, exit, console fan-out and
- * accessors (see vm.h). A spawn's networking is prepared by vm-net.c; taking
- * over a guest a previous supervisor left is vm-adopt.c; its status file and
- * logs are written by vm-status.c. Decisions (what an event means in a
- * state, restart or not) live in lifecycle.c; deadlines in health.c.
+ * vm.c: one guest's mechanics: channels, spawn, exit and accessors (see
+ * vm.h); its console, held only while needed, is vm-console.c. A spawn's networking is prepared by
+ * vm-net.c; taking over a guest a previous supervisor left is vm-adopt.c; its status file and logs
+ * are written by vm-status.c. Decisions (what an event means in a state, restart or not) live in
+ * lifecycle.c; deadlines in health.c.
  *
  * Channels: the supervisor binds three unix sockets in the runtime dir and
  * hands them to qemu as inherited listening fds (vm-NNNN.ctl: our QMP
@@ -25,6 +25,7 @@
 #include <glib/gstdio.h>
 #include <jansson.h>
 
+#include "supervisor/deadlines.h"
 #include "supervisor/disks.h"
 #include "supervisor/identity.h"
 #include "supervisor/net.h"
@@ -32,18 +33,11 @@
 #include "supervisor/qemu-argv.h"
 #include "supervisor/snapshot.h"
 
-/* Console markers: index 0 is the configured ready marker. */
-enum { MARKER_READY, MARKER_PANIC };
-
 static int listen_unix(const char *path, GError **error);
-static int connect_unix(const char *path, GError **error);
 static void qmp_ready_cb(NfQmp *qmp, gpointer data);
 static void qmp_event_cb(NfQmp *qmp, const char *name, json_t *data, gint64 ts, gpointer ud);
 static void qmp_closed_cb(NfQmp *qmp, const GError *error, gpointer data);
-static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer data);
-static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpointer data);
 static void drop_channels(NfVm *vm);
-static void log_failed_cb(NfSerial *serial, int err, gpointer data);
 
 NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks, gpointer user_data)
 {
@@ -68,17 +62,15 @@ NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks, gp
   if (env->disks)
     vm->disk_path = nf_disks_overlay_path(env->disks, id);
   vm->watchers = g_array_new(FALSE, FALSE, sizeof(NfVmWatcher));
-  vm->markers[MARKER_READY] = env->config->ready_marker;
-  vm->markers[MARKER_PANIC] = "Kernel panic - not syncing";
+  vm->markers[NF_VM_MARKER_READY] = env->config->ready_marker;
+  vm->markers[NF_VM_MARKER_PANIC] = "Kernel panic - not syncing";
   return vm;
 }
 
 void nf_vm_clear_timer(guint *id)
 {
-  if (*id) {
-    g_source_remove(*id);
-    *id = 0;
-  }
+  nf_deadline_remove(*id);
+  *id = 0;
 }
 
 static int listen_unix(const char *path, GError **error)
@@ -102,39 +94,17 @@ static int listen_unix(const char *path, GError **error)
   return -1;
 }
 
-static int connect_unix(const char *path, GError **error)
-{
-  struct sockaddr_un sun = {.sun_family = AF_UNIX};
-  g_strlcpy(sun.sun_path, path, sizeof(sun.sun_path));
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  /* A listening unix socket with room in its backlog accepts at once. */
-  if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0)
-    return fd;
-  int e = errno;
-  if (fd >= 0)
-    close(fd);
-  g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot connect to %s: %s", path,
-              g_strerror(e));
-  return -1;
-}
-
 gboolean nf_vm_attach_channels(NfVm *vm, GError **error)
 {
   static const NfQmpCallbacks qmp_cb = {
       .ready = qmp_ready_cb, .event = qmp_event_cb, .closed = qmp_closed_cb};
-  static const NfSerialCallbacks ser_cb = {
-      .marker = marker_cb, .data = console_data_cb, .log_failed = log_failed_cb};
 
   vm->qmp = nf_qmp_connect_unix(vm->ctl_path, NULL, &qmp_cb, vm, error);
   if (vm->qmp == NULL)
     return FALSE;
   /* Also bounds the handshake, which a host busy with a boot storm may slow. */
   nf_qmp_set_default_timeout(vm->qmp, MAX(vm->env->config->health_timeout_ms, 10000));
-  int fd = connect_unix(vm->serial_path, error);
-  if (fd < 0)
-    return FALSE;
-  vm->console = nf_serial_new(fd, vm->console_log, 0, vm->markers, &ser_cb, vm, error);
-  return vm->console != NULL;
+  return nf_vm_console_attach(vm, error);
 }
 
 void nf_vm_reset_run_facts(NfVm *vm)
@@ -156,6 +126,7 @@ void nf_vm_reset_run_facts(NfVm *vm)
   vm->balloon_actual = vm->env->config->memory_mib * 1024 * 1024;
   vm->balloon_target = 0;
   vm->pss_at = 0;
+  vm->rss_at = 0;
   g_clear_pointer(&vm->restore_file, g_free);
 }
 
@@ -204,6 +175,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
       .guest_name = vm->name,
       .serial = vm->serial,
       .pidfile = vm->pidfile,
+      .console_log = vm->console_log,
       .public_qmp = TRUE,
       .extra = cfg->qemu_args,
       .profile = cfg->profile,
@@ -225,6 +197,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   NfQemuProcessSetup setup;
   nf_qemu_process_setup(&spec, &setup);
   env = nf_qemu_process_env(&setup, g_get_environ());
+  nf_vm_console_note_start(vm);
   {
     /* What we add to qemu's environment goes first, so the line still
      * pastes into a shell as the same command. */
@@ -250,8 +223,14 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   }
 
   int targets[] = {NF_QEMU_FD_QMP, NF_QEMU_FD_QMP_PUBLIC, NF_QEMU_FD_SERIAL, NF_QEMU_FD_TAP};
-  NfProcessExtras extras = {
-      .no_thp = setup.no_thp, .merge_any = setup.merge_any, .no_aslr = setup.no_aslr, .envp = env};
+  /* No pidfd while the QMP socket is up: qemu's exit ends that stream
+   * first (qmp_closed_cb), and one fd fewer per guest is what lets 10,000
+   * guests fit under a 20,000 open-file limit (issue 17). */
+  NfProcessExtras extras = {.no_thp = setup.no_thp,
+                            .merge_any = setup.merge_any,
+                            .no_aslr = setup.no_aslr,
+                            .envp = env,
+                            .watch_later = TRUE};
   vm->dies_with_supervisor = !cfg->detached;
   vm->proc = nf_process_spawn_with(argv, &extras, fds, targets, fds[3] >= 0 ? 4 : 3, log_fd,
                                    !cfg->detached, nf_vm_on_exit_cb, vm, error);
@@ -321,37 +300,19 @@ static void qmp_event_cb(NfQmp *qmp, const char *name, json_t *data, gint64 ts, 
 
 static void qmp_closed_cb(NfQmp *qmp, const GError *error, gpointer data)
 {
-  /* The process exit is the authority on a guest's end; a closed monitor
-   * alone is not (its exit callback follows, or health notices a hang). */
-}
-
-static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer data)
-{
   NfVm *vm = data;
-  if (which == MARKER_PANIC) {
-    vm->panic_seen = TRUE;
-    return;
-  }
-  if (vm->env->ready_url)
-    return; /* --ready http: only the guest's request counts */
-  const char *s = strstr(line, "serial=");
-  g_autofree char *reason = g_strdup_printf("ready (%s)", s ? s : line);
-  nf_vm_dispatch(vm, NF_VM_EV_READY, reason);
+  /* The process exit is the authority on a guest's end; a closed monitor
+   * alone is not. But it is when we start watching the process (spawned
+   * with watch_later): everything qemu said over QMP has been read by now,
+   * its SHUTDOWN reason included, and its exit callback follows. */
+  if (vm->proc)
+    nf_process_watch(vm->proc);
 }
 
 void nf_vm_report_ready(NfVm *vm, const char *how)
 {
   g_autofree char *reason = g_strdup_printf("ready (%s)", how);
   nf_vm_dispatch(vm, NF_VM_EV_READY, reason);
-}
-
-static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpointer data)
-{
-  NfVm *vm = data;
-  for (guint i = 0; i < vm->watchers->len; i++) {
-    NfVmWatcher *w = &g_array_index(vm->watchers, NfVmWatcher, i);
-    w->func(vm, buf, len, w->user_data);
-  }
 }
 
 void nf_vm_on_exit_cb(NfProcess *proc, int status, gpointer data)
@@ -366,11 +327,13 @@ void nf_vm_on_exit_cb(NfProcess *proc, int status, gpointer data)
     g_autofree char *why = g_strdup_printf("%s: %s", vm->name, tail);
     nf_snapshot_restore_failed(vm->env->snapshot, why);
   }
-  /* The pidfd can win the race with qemu's last QMP words (SHUTDOWN and its
+  /* A pidfd can win the race with qemu's last QMP words (SHUTDOWN and its
    * reason, written just before it exits): read them first, or a guest
-   * reboot or a SIGTERM looks like a poweroff. The console's ring keeps
-   * what arrived; a reader may not block here. */
+   * reboot or a SIGTERM looks like a poweroff. (A spawned guest is watched
+   * only once QMP has closed, so this matters for adopted ones.) The
+   * console's ring keeps what arrived; a reader may not block here. */
   nf_qmp_drain(vm->qmp);
+  nf_vm_console_check_exit(vm);
   nf_vm_dispatch(vm, NF_VM_EV_EXIT, NULL);
 }
 
@@ -387,6 +350,10 @@ static void drop_channels(NfVm *vm)
 {
   nf_vm_clear_timer(&vm->boot_timer);
   nf_vm_clear_timer(&vm->kill_timer);
+  nf_vm_clear_timer(&vm->console_linger_timer);
+  nf_vm_clear_timer(&vm->ready_wait_timer);
+  g_clear_pointer(&vm->ready_line, g_free);
+  g_clear_pointer(&vm->ready_reason, g_free);
   nf_vm_health_stop(vm);
   if (vm->qmp) {
     NfQmp *qmp = g_steal_pointer(&vm->qmp);
@@ -423,6 +390,10 @@ void nf_vm_free(NfVm *vm)
   nf_vm_disk_cancel(vm);
   g_clear_error(&vm->disk_error);
   nf_vm_clear_timer(&vm->backoff_timer);
+  nf_vm_clear_timer(&vm->console_linger_timer);
+  nf_vm_clear_timer(&vm->ready_wait_timer);
+  g_free(vm->ready_line);
+  g_free(vm->ready_reason);
   nf_vm_flush_status(vm);
   if (vm->proc)
     nf_process_free(g_steal_pointer(&vm->proc)); /* kills and reaps; no callback */
@@ -447,33 +418,6 @@ void nf_vm_free(NfVm *vm)
   g_free(vm->disk_path);
   g_free(vm->restore_file);
   g_free(vm);
-}
-
-static void log_failed_cb(NfSerial *serial, int err, gpointer data)
-{
-  NfVm *vm = data;
-  nf_vm_note_write(vm, vm->console_log, err);
-}
-
-guint nf_vm_console_watch(NfVm *vm, NfVmConsoleFunc func, gpointer user_data)
-{
-  NfVmWatcher w = {.id = ++vm->next_watcher_id, .func = func, .user_data = user_data};
-  g_array_append_val(vm->watchers, w);
-  return w.id;
-}
-
-void nf_vm_console_unwatch(NfVm *vm, guint id)
-{
-  for (guint i = 0; i < vm->watchers->len; i++)
-    if (g_array_index(vm->watchers, NfVmWatcher, i).id == id) {
-      g_array_remove_index(vm->watchers, i);
-      return;
-    }
-}
-
-gssize nf_vm_console_write(NfVm *vm, const char *buf, gsize len)
-{
-  return vm->console ? nf_serial_write(vm->console, buf, len) : -1;
 }
 
 gboolean nf_vm_balloon(NfVm *vm, guint64 bytes, NfQmpReplyFunc cb, gpointer user_data)
@@ -594,7 +538,7 @@ void nf_vm_sample_rss(NfVm *vm)
   buf[n] = '\0';
   char *p = strchr(buf, ' ');
   vm->rss_bytes = p ? g_ascii_strtoull(p + 1, NULL, 10) * (guint64)sysconf(_SC_PAGESIZE) : 0;
-  if (vm->rss_at - vm->pss_at > NF_VM_RSS_MAX_AGE_US / 2)
+  if (vm->rss_at - vm->pss_at > NF_VM_PSS_SAMPLE_US)
     vm->pss_at = 0; /* refreshed now rather than by a later `ps` */
   nf_vm_pss(vm);
 }
@@ -612,13 +556,13 @@ guint64 nf_vm_rss(const NfVm *vm)
 
 guint64 nf_vm_pss(const NfVm *vm)
 {
-  /* smaps_rollup walks qemu's page tables: read at most every 30 s, by the
+  /* smaps_rollup walks qemu's page tables: read about once a minute, by the
    * health probe (nf_vm_sample_rss) so that `ps` on thousands of guests
    * rarely has to. */
   if (vm->proc == NULL)
     return 0;
   NfVm *v = (NfVm *)vm;
-  if (v->pss_at == 0 || g_get_monotonic_time() - v->pss_at > NF_VM_RSS_MAX_AGE_US) {
+  if (v->pss_at == 0 || g_get_monotonic_time() - v->pss_at > NF_VM_PSS_MAX_AGE_US) {
     NfMemStat m;
     nf_memstat_read(nf_process_pid(vm->proc), &m);
     v->pss_bytes = m.pss;
@@ -630,11 +574,6 @@ guint64 nf_vm_pss(const NfVm *vm)
 guint64 nf_vm_balloon_target(const NfVm *vm)
 {
   return vm->balloon_target;
-}
-
-char *nf_vm_console_tail(const NfVm *vm, gsize max_bytes)
-{
-  return vm->console ? nf_serial_tail(vm->console, max_bytes) : g_strdup("");
 }
 
 char *nf_vm_stderr_tail(const NfVm *vm, guint max_lines)

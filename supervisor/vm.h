@@ -157,11 +157,11 @@ typedef struct {
   guint64 seq;
 } NfVmGuestMem;
 void nf_vm_guest_mem(const NfVm *vm, NfVmGuestMem *mem);
-/* qemu's resident set in bytes, 0 when not running: sampled from /proc with
- * each health probe (at most 30 s old). */
+/* qemu's resident set in bytes, 0 when not running: sampled from /proc by
+ * the health probes (at most 60 s old). */
 guint64 nf_vm_rss(const NfVm *vm);
 /* qemu's proportional set size in bytes (shared and KSM-merged pages split
- * among their users), 0 when not running; at most 30 s old. */
+ * among their users), 0 when not running; at most 2 min old. */
 guint64 nf_vm_pss(const NfVm *vm);
 /* The balloon target last asked for this run, in bytes; 0: none. */
 guint64 nf_vm_balloon_target(const NfVm *vm);

@@ -12,6 +12,8 @@
  *            server=on a listening socket (one client at a time; the next is
  *            accepted after the previous disconnects), else a connected stream
  *   -chardev socket,id=X,path=P,server=on              the same, bound here
+ *            (either with logfile=PATH[,logappend=on]: all console output is
+ *            appended there too, connected client or not, as qemu does)
  *   -mon chardev=X,mode=control    a QMP monitor on chardev X
  *   -serial chardev:X              the console on chardev X
  *   -serial stdio                  the console on stdout (output only)
@@ -41,6 +43,7 @@
  *   FAKE_QEMU_REBOOT_MS=N    the guest reboots itself N ms after the QMP
  *                            handshake: with -no-reboot, SHUTDOWN (guest-reset)
  *                            and exit 0, as qemu does; else RESET and boot again
+ * SIGUSR1 is a kernel panic: its line on the console, then that reboot.
  *
  * One ppoll loop, no threads, no GLib, built without sanitizers: a few KiB of
  * heap per process, so ten thousand of them fit next to the supervisor.
@@ -77,6 +80,8 @@ typedef struct {
   char *out;
   size_t out_len, out_cap;
   int64_t ready_due_ms; /* serial: when to print the ready line; 0: not pending */
+  bool has_log;         /* logfile=: every byte of output is appended to log_fd */
+  int log_fd;
 } Chardev;
 
 static Chardev chardevs[MAX_CHARDEVS];
@@ -95,6 +100,7 @@ static volatile sig_atomic_t got_signal;
 /* Faults (see the top of the file); -1: off. */
 static int64_t exit_after_ms = -1, hang_after_ms = -1, reboot_after_ms = -1;
 static int64_t reboot_due_ms;
+static volatile sig_atomic_t got_panic; /* SIGUSR1: a kernel panic now */
 static bool no_reboot;
 static int exit_code = 1;
 static bool no_ready;
@@ -155,8 +161,8 @@ static void parse_chardev(const char *value)
     die("too many -chardev");
   Chardev *c = &chardevs[n_chardevs];
   int fd = -1;
-  bool server = false;
-  const char *path = NULL;
+  bool server = false, log_append = false;
+  const char *path = NULL, *log = NULL;
   while ((tok = strtok_r(NULL, ",", &save)) != NULL) {
     char *eq = strchr(tok, '=');
     const char *v = eq ? eq + 1 : "on";
@@ -170,6 +176,17 @@ static void parse_chardev(const char *value)
       path = v;
     else if (strcmp(tok, "server") == 0)
       server = strcmp(v, "on") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0;
+    else if (strcmp(tok, "logfile") == 0)
+      log = v;
+    else if (strcmp(tok, "logappend") == 0)
+      log_append = strcmp(v, "on") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0;
+  }
+  if (log) {
+    /* As qemu: opened at start, truncated unless logappend=on. */
+    c->log_fd = open(log, O_WRONLY | O_CREAT | O_CLOEXEC | (log_append ? O_APPEND : O_TRUNC), 0666);
+    if (c->log_fd < 0)
+      die("Unable to open logfile %s: %s", log, strerror(errno));
+    c->has_log = true;
   }
   if (c->id[0] == '\0')
     die("-chardev %s: 'id' is missing", value);
@@ -299,6 +316,10 @@ static void parse_args(int argc, char **argv)
 
 static void out_append(Chardev *c, const char *data, size_t len)
 {
+  /* The log gets what the device sends, connected client or not. */
+  if (c->has_log && write(c->log_fd, data, len) < 0 && errno != EINTR) {
+    /* like qemu: a log that cannot be written does not stop the guest */
+  }
   if (c->fd < 0 || c->out_len + len > OUT_MAX)
     return;
   if (c->out_len + len > c->out_cap) {
@@ -643,7 +664,10 @@ static void reset(bool guest, const char *reason)
 
 static void on_signal(int sig)
 {
-  got_signal = sig;
+  if (sig == SIGUSR1)
+    got_panic = 1;
+  else
+    got_signal = sig;
 }
 
 static bool fault_applies(void)
@@ -688,11 +712,13 @@ int main(int argc, char **argv)
   sigaddset(&block, SIGTERM);
   sigaddset(&block, SIGINT);
   sigaddset(&block, SIGHUP);
+  sigaddset(&block, SIGUSR1);
   sigprocmask(SIG_BLOCK, &block, &orig);
   struct sigaction sa = {.sa_handler = on_signal};
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGHUP, &sa, NULL);
+  sigaction(SIGUSR1, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
 
   for (int i = 1; i + 1 < argc; i++)
@@ -719,6 +745,15 @@ int main(int argc, char **argv)
       _exit(exit_code); /* a crash: no SHUTDOWN event, the pid file stays */
     if (hang_due_ms && hang_due_ms <= now)
       hung = true;
+    if (got_panic && !hung) {
+      /* The kernel's last words, then its reboot (panic=N), at once. */
+      static const char panic[] = "[   42.000000] Kernel panic - not syncing: fake (SIGUSR1)\r\n";
+      got_panic = 0;
+      for (int i = 0; i < n_chardevs; i++)
+        if (chardevs[i].kind == KIND_SERIAL)
+          out_append(&chardevs[i], panic, sizeof(panic) - 1);
+      reboot_due_ms = now;
+    }
     if (reboot_due_ms && reboot_due_ms <= now && !hung) {
       reboot_due_ms = 0;
       if (no_reboot)

@@ -1,0 +1,35 @@
+/*
+ * console-log.h: a guest's console log as qemu writes it (chardev
+ * `logfile=`), read and bounded by the supervisor without holding the
+ * console.
+ *
+ * The supervisor holds a guest's console socket only while someone needs the
+ * live stream: from spawn to ready (the ready line), and while a person or a
+ * `logs --follow` watches. The rest of the time qemu, which appends every
+ * byte of the console to the log whether or not a client is connected, is
+ * the only writer, and the supervisor holds no fd for it: at 10,000 guests
+ * under a 20,000 open-file limit every fd per guest counts (issue 17). What
+ * the supervisor still needs from the console after ready (a kernel panic's
+ * line, to tell a panic from a plain reboot; the recent output quoted when
+ * a guest fails) is read back from the file.
+ */
+#pragma once
+#include <glib.h>
+
+/* Bytes in the log now; 0 when it does not exist. */
+gint64 nf_console_log_size(const char *path);
+
+/* Keeps a log that qemu appends to (O_APPEND) under `max` bytes: past it,
+ * copies it to `path`.1 and truncates it to 0 in place (the writer's fd
+ * stays valid; a rename would send its writes to the .1). What qemu writes
+ * during the copy may be missing from both. TRUE when it rotated; FALSE
+ * when under the cap or on an error (then `error` says which file). */
+gboolean nf_console_log_cap(const char *path, gsize max, GError **error);
+
+/* The last `max` bytes of the log (never NULL; "" when missing). */
+char *nf_console_log_tail(const char *path, gsize max);
+
+/* TRUE when a line of the log that starts at or after byte `from` (at most
+ * the last 64 KiB are read) contains `needle`. A log rotated since `from`
+ * is read from its start. */
+gboolean nf_console_log_find(const char *path, gint64 from, const char *needle);

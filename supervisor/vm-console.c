@@ -1,0 +1,242 @@
+/*
+ * vm-console.c: a guest's console as the supervisor holds it: only while
+ * the live stream is needed (issue 17).
+ *
+ * qemu appends every byte of a guest's console to its console.log itself
+ * (chardev logfile=, see console-log.h), connected client or not. So the
+ * supervisor connects to the console socket qemu listens on for us only:
+ *  - from spawn until the guest is ready: the ready line is read live;
+ *  - while someone watches (a `console` client, `logs --follow`, the HTTP
+ *    console stream): connected on the first watcher, let go after the last.
+ * A ready guest nobody watches costs no fd and no buffer for its console:
+ * one fd per guest (QMP) instead of two, which is what lets 10,000 guests
+ * fit under a 20,000 open-file limit. What the live scanner would have seen
+ * after that (a kernel panic's line, which tells a panic from the reboot
+ * that follows it) is looked for in the log when the guest exits; the recent
+ * output quoted on failures comes from the log's tail.
+ *
+ * A guest adopted from a supervisor whose qemu does not log by itself (an
+ * older version: no logfile= on its command line) keeps its console held,
+ * and the supervisor writes the log as before.
+ */
+#include "supervisor/vm-private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "supervisor/console-log.h"
+
+static int connect_unix(const char *path, GError **error);
+static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer data);
+static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpointer data);
+static void log_failed_cb(NfSerial *serial, int err, gpointer data);
+static void console_eof_cb(NfSerial *serial, gpointer data);
+static gboolean linger_done_cb(gpointer data);
+static gboolean line_logged(NfVm *vm, const char *line);
+static gboolean ready_wait_cb(gpointer data);
+
+static int connect_unix(const char *path, GError **error)
+{
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  g_strlcpy(sun.sun_path, path, sizeof(sun.sun_path));
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  /* A listening unix socket with room in its backlog accepts at once. */
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0)
+    return fd;
+  int e = errno;
+  if (fd >= 0)
+    close(fd);
+  g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot connect to %s: %s", path,
+              g_strerror(e));
+  return -1;
+}
+
+gboolean nf_vm_console_attach(NfVm *vm, GError **error)
+{
+  static const NfSerialCallbacks ser_cb = {.marker = marker_cb,
+                                           .data = console_data_cb,
+                                           .log_failed = log_failed_cb,
+                                           .eof = console_eof_cb};
+  if (vm->console)
+    return TRUE;
+  int fd = connect_unix(vm->serial_path, error);
+  if (fd < 0)
+    return FALSE;
+  /* qemu writes the log; only a qemu that does not is logged by us. */
+  vm->console = nf_serial_new(fd, vm->console_by_qemu ? NULL : vm->console_log, 0, vm->markers,
+                              &ser_cb, vm, error);
+  return vm->console != NULL;
+}
+
+void nf_vm_console_settle(NfVm *vm)
+{
+  if (vm->console == NULL || !vm->console_by_qemu || vm->state != NF_VM_READY ||
+      vm->watchers->len > 0 || vm->console_linger_timer)
+    return;
+  g_clear_pointer(&vm->console, nf_serial_free);
+}
+
+void nf_vm_console_note_start(NfVm *vm)
+{
+  vm->console_by_qemu = TRUE;
+  /* Bounded before qemu opens it (it only appends); health keeps it so. */
+  nf_console_log_cap(vm->console_log, NF_SERIAL_LOG_MAX_DEFAULT, NULL);
+  vm->console_log_start = nf_console_log_size(vm->console_log);
+}
+
+void nf_vm_console_cap_log(NfVm *vm)
+{
+  if (!vm->console_by_qemu)
+    return; /* serial.c caps the log it writes */
+  if (nf_console_log_cap(vm->console_log, NF_SERIAL_LOG_MAX_DEFAULT, NULL))
+    vm->console_log_start = 0;
+}
+
+void nf_vm_console_check_exit(NfVm *vm)
+{
+  /* Only where a panic would change the verdict (nf_exit_kind_classify). */
+  if (!vm->console_by_qemu || vm->panic_seen || vm->stop_requested || vm->hung ||
+      vm->watchdog_event)
+    return;
+  if (nf_console_log_find(vm->console_log, vm->console_log_start, vm->markers[NF_VM_MARKER_PANIC]))
+    vm->panic_seen = TRUE;
+}
+
+static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer data)
+{
+  NfVm *vm = data;
+  if (which == NF_VM_MARKER_PANIC) {
+    vm->panic_seen = TRUE;
+    return;
+  }
+  if (vm->env->ready_url)
+    return; /* --ready http: only the guest's request counts */
+  const char *s = strstr(line, "serial=");
+  g_autofree char *reason = g_strdup_printf("ready (%s)", s ? s : line);
+  /* qemu writes a chunk to our socket, then to the log: whoever acts on
+   * "ready" (a test, `run --exec`) may read the log at once, so ready waits,
+   * 1 ms at a time and 200 ms at most, until the line is there too. */
+  if (vm->console_by_qemu && vm->state != NF_VM_READY && !line_logged(vm, line)) {
+    g_free(vm->ready_line);
+    vm->ready_line = g_strdup(line);
+    g_free(vm->ready_reason);
+    vm->ready_reason = g_steal_pointer(&reason);
+    vm->ready_waits = 0;
+    nf_vm_clear_timer(&vm->ready_wait_timer);
+    vm->ready_wait_timer = nf_deadline_add(1, ready_wait_cb, vm);
+    return;
+  }
+  nf_vm_dispatch(vm, NF_VM_EV_READY, reason);
+}
+
+/* This run's log holds `line` and its end of line. */
+static gboolean line_logged(NfVm *vm, const char *line)
+{
+  g_autofree char *lf = g_strconcat(line, "\n", NULL);
+  g_autofree char *crlf = g_strconcat(line, "\r\n", NULL);
+  return nf_console_log_find(vm->console_log, vm->console_log_start, lf) ||
+         nf_console_log_find(vm->console_log, vm->console_log_start, crlf);
+}
+
+static gboolean ready_wait_cb(gpointer data)
+{
+  NfVm *vm = data;
+  vm->ready_wait_timer = 0;
+  if (++vm->ready_waits < 200 && !line_logged(vm, vm->ready_line)) {
+    vm->ready_wait_timer = nf_deadline_add(1, ready_wait_cb, vm);
+    return G_SOURCE_REMOVE;
+  }
+  g_autofree char *reason = g_steal_pointer(&vm->ready_reason);
+  g_clear_pointer(&vm->ready_line, g_free);
+  nf_vm_dispatch(vm, NF_VM_EV_READY, reason);
+  return G_SOURCE_REMOVE;
+}
+
+static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpointer data)
+{
+  NfVm *vm = data;
+  for (guint i = 0; i < vm->watchers->len; i++) {
+    NfVmWatcher *w = &g_array_index(vm->watchers, NfVmWatcher, i);
+    w->func(vm, buf, len, w->user_data);
+  }
+}
+
+static void log_failed_cb(NfSerial *serial, int err, gpointer data)
+{
+  NfVm *vm = data;
+  nf_vm_note_write(vm, vm->console_log, err);
+}
+
+static void console_eof_cb(NfSerial *serial, gpointer data)
+{
+  NfVm *vm = data;
+  /* Before QMP is up, the console may be the first stream to end. */
+  if (vm->proc)
+    nf_process_watch(vm->proc);
+}
+
+guint nf_vm_console_watch(NfVm *vm, NfVmConsoleFunc func, gpointer user_data)
+{
+  NfVmWatcher w = {.id = ++vm->next_watcher_id, .func = func, .user_data = user_data};
+  g_array_append_val(vm->watchers, w);
+  /* Someone wants the live stream of a guest whose console we let go. */
+  if (vm->console == NULL && vm->proc && !nf_process_has_exited(vm->proc))
+    nf_vm_console_attach(vm, NULL);
+  return w.id;
+}
+
+void nf_vm_console_unwatch(NfVm *vm, guint id)
+{
+  for (guint i = 0; i < vm->watchers->len; i++)
+    if (g_array_index(vm->watchers, NfVmWatcher, i).id == id) {
+      g_array_remove_index(vm->watchers, i);
+      break;
+    }
+  /* Not at once: what the last watcher typed may still sit unread in the
+   * socket (qemu reads it as fast as the guest's UART takes it, and drops
+   * what is left when we hang up). */
+  if (vm->watchers->len == 0 && vm->console && vm->console_by_qemu) {
+    nf_vm_clear_timer(&vm->console_linger_timer);
+    vm->console_linger_timer = nf_deadline_add(NF_VM_CONSOLE_LINGER_MS, linger_done_cb, vm);
+  }
+}
+
+static gboolean linger_done_cb(gpointer data)
+{
+  NfVm *vm = data;
+  vm->console_linger_timer = 0;
+  nf_vm_console_settle(vm);
+  return G_SOURCE_REMOVE;
+}
+
+gssize nf_vm_console_write(NfVm *vm, const char *buf, gsize len)
+{
+  /* Input for a guest whose console we let go: connect again, and with
+   * nobody watching, let go a while after the last input (the guest may
+   * answer, and qemu must read what we sent before we hang up). */
+  if (vm->console == NULL && vm->proc && !nf_process_has_exited(vm->proc))
+    nf_vm_console_attach(vm, NULL);
+  if (vm->console == NULL)
+    return -1;
+  gssize n = nf_serial_write(vm->console, buf, len);
+  if (vm->watchers->len == 0 && vm->console_by_qemu) {
+    nf_vm_clear_timer(&vm->console_linger_timer);
+    vm->console_linger_timer = nf_deadline_add(NF_VM_CONSOLE_LINGER_MS, linger_done_cb, vm);
+  }
+  return n;
+}
+
+char *nf_vm_console_tail(const NfVm *vm, gsize max_bytes)
+{
+  if (vm->console) {
+    char *tail = nf_serial_tail(vm->console, max_bytes);
+    if (*tail)
+      return tail;
+    g_free(tail);
+  }
+  return nf_console_log_tail(vm->console_log, max_bytes);
+}

@@ -1,0 +1,139 @@
+/*
+ * test-fleet-exits.c: a guest's end is still seen and classified, and its
+ * console still takes input, now that the supervisor holds one fd per ready
+ * guest (issue 17): no pidfd until the QMP stream ends, no console socket
+ * once the guest is ready and nobody watches (qemu writes the log). On the
+ * fake qemu; rows that need a real guest are in test-lifecycle.c, the
+ * reboot-vs-poweroff race in test-fleet-lifecycle.c.
+ */
+#include <dirent.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "tests/lib/fake-fleet.h"
+#include "tests/lib/nf-test.h"
+
+#define WAIT_MS 60000
+
+static NfVm *vm_of(NfFakeFleet *f, guint id)
+{
+  NfVm *vm = nf_fleet_find_vm(f->fleet, id);
+  g_assert_nonnull(vm);
+  return vm;
+}
+
+static gboolean any_reason_has(NfFakeFleet *f, const char *needle)
+{
+  for (guint i = 0; i < f->reasons->len; i++)
+    if (strstr(g_ptr_array_index(f->reasons, i), needle))
+      return TRUE;
+  return FALSE;
+}
+
+static gboolean left_ready(NfFakeFleet *f)
+{
+  return nf_fake_fleet_seen(f, NF_VM_READY, NF_VM_BACKOFF) >= 1;
+}
+
+/* A wrapper given as --qemu that forks the fake and waits for it: the fake,
+ * not our child, holds the QMP stream. SIGKILL the wrapper and the stream
+ * stays up; before the health probe checked for a zombie child, the guest
+ * stayed `ready` with a dead pid and nothing noticed. Now the next probe
+ * sees it: the guest's process group (the fake too) is killed and the exit
+ * is a crash by signal 9, restarted as such. */
+static void test_wrapper_killed(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(1, 1);
+  g_autofree char *wrapper = g_build_filename(f->tmp, "qemu-wrapper", NULL);
+  g_autofree char *script = g_strdup_printf("#!/bin/sh\n'%s' \"$@\" &\nwait\n", f->config.qemu);
+  g_assert_true(g_file_set_contents(wrapper, script, -1, NULL));
+  g_assert_cmpint(chmod(wrapper, 0755), ==, 0);
+  g_free(f->config.qemu);
+  f->config.qemu = g_strdup(wrapper);
+  f->config.health_interval_ms = 200;
+  f->config.health_timeout_ms = 5000;
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
+  g_assert_cmpuint(nf_fleet_health_interval(f->fleet), ==, 200); /* not the default: kept */
+  GPid pid = nf_vm_pid(vm_of(f, 1));
+  g_assert_cmpint(kill(pid, SIGKILL), ==, 0);
+  g_assert_true(nf_fake_fleet_wait(f, left_ready, WAIT_MS));
+  g_assert_cmpint(nf_vm_exit_kind(vm_of(f, 1)), ==, NF_EXIT_CRASHED);
+  g_assert_true(any_reason_has(f, "killed by signal 9"));
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
+  g_assert_cmpint(nf_vm_pid(vm_of(f, 1)), !=, pid);
+  nf_fake_fleet_finish(f, FALSE);
+}
+
+static guint count_open_fds(void)
+{
+  DIR *d = opendir("/proc/self/fd");
+  g_assert_nonnull(d);
+  guint n = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;)
+    if (e->d_name[0] != '.')
+      n++;
+  closedir(d);
+  return n;
+}
+
+static gboolean left_ready_2(NfFakeFleet *f)
+{
+  return nf_fake_fleet_seen(f, NF_VM_READY, NF_VM_BACKOFF) +
+             nf_fake_fleet_seen(f, NF_VM_READY, NF_VM_STOPPED) +
+             nf_fake_fleet_seen(f, NF_VM_READY, NF_VM_FAILED) >=
+         1;
+}
+
+/* A ready guest nobody watches holds one fd of ours (QMP): its console is
+ * let go, qemu logs it (chardev logfile=). A kernel panic then prints its
+ * line where no one reads it live, and qemu (-no-reboot) exits with
+ * SHUTDOWN guest-reset: a reboot, unless the panic line is found in the
+ * log. Before the exit looked there, this panic was classified a reboot. */
+static void test_panic_after_console_let_go(void)
+{
+  guint before = count_open_fds();
+  NfFakeFleet *f = nf_fake_fleet_new(3, 3);
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  /* 3 QMP sockets; the fleet's own (epoll, lock, timers) are a few more. */
+  guint open_fds = count_open_fds();
+  g_test_message("%u fds with 3 guests ready (%u before)", open_fds, before);
+  g_assert_cmpuint(open_fds, <=, before + 3 + 12);
+  g_assert_cmpint(kill(nf_vm_pid(vm_of(f, 2)), SIGUSR1), ==, 0);
+  g_assert_true(nf_fake_fleet_wait(f, left_ready_2, WAIT_MS));
+  g_assert_cmpint(nf_vm_exit_kind(vm_of(f, 2)), ==, NF_EXIT_PANIC);
+  g_assert_true(any_reason_has(f, "exited: panic (qemu reported guest-reset"));
+  /* The line is in the log, written by qemu. */
+  g_autofree char *log = NULL;
+  g_assert_true(g_file_get_contents(nf_vm_console_log_path(vm_of(f, 2)), &log, NULL, NULL));
+  g_assert_nonnull(strstr(log, "Kernel panic - not syncing: fake"));
+  g_assert_nonnull(strstr(log, "nervesfleet-ready serial=NF-000002"));
+  g_assert_cmpint(nf_vm_state(vm_of(f, 1)), ==, NF_VM_READY);
+  nf_fake_fleet_finish(f, FALSE);
+}
+
+/* Input for a ready guest whose console was let go (nobody watches): the
+ * console is connected again for it, the guest gets it (the fake echoes it,
+ * and qemu logs the echo). Before, the write failed with -1. */
+static void test_input_after_console_let_go(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(1, 1);
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  const char *line = "echo nf-input-after-let-go\n";
+  g_assert_cmpint(nf_vm_console_write(vm_of(f, 1), line, strlen(line)), ==, (gssize)strlen(line));
+  g_assert_true(nf_test_wait_file_contains(nf_vm_console_log_path(vm_of(f, 1)),
+                                           "nf-input-after-let-go", WAIT_MS));
+  nf_fake_fleet_finish(f, FALSE);
+}
+
+int main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/fleet-exits/wrapper-killed", test_wrapper_killed);
+  g_test_add_func("/fleet-exits/panic-after-console-let-go", test_panic_after_console_let_go);
+  g_test_add_func("/fleet-exits/input-after-console-let-go", test_input_after_console_let_go);
+  return g_test_run();
+}
