@@ -99,7 +99,8 @@ mv -f "$WORK/Image" "$OUT/Image"
 # along for bench/kernel.sh; only the hash is compared. On a shared or loaded host the
 # CPU seconds are the number that carries over: wall ~ CPU / free cores.
 SECS=$(($(date +%s) - START))
-CPUS=$(times | tail -n1 | awk '{ for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
+times >"$WORK/times" # in this shell: `times` in a pipe or $(...) would time the subshell
+CPUS=$(tail -n1 "$WORK/times" | awk '{ for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
   printf "%d", t }')
 echo "$HASH $SRCPKG $SRCVER $GCCVER $SECS $CPUS" >"$WORK/stamp" && mv -f "$WORK/stamp" "$STAMP"
 echo "kernel: built $SRCPKG $SRCVER, Image $(stat -c %s "$OUT/Image") bytes in $SECS s" \
