@@ -38,7 +38,7 @@ BENCH_SRCS   = $(wildcard bench/*.c)
 
 # Where the default guest lives; the binary looks in the same place.
 # GUEST_KERNEL=small: the guest with the small kernel compiled from Debian's
-# linux-source (guest/build-kernel.sh, ~15 min on 2 cores the first time), in its own
+# linux-source (guest/build-kernel.sh, ~390 CPU-s: ~4 min on 2 idle cores, once), in its own
 # dir; demo, check, soak and bench then use it (see guest/README.md "Small kernel").
 NF_CACHE     ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/nervesfleet
 GUEST_KERNEL ?= debian
