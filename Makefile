@@ -37,8 +37,13 @@ FUZZ_SRCS    = $(wildcard tests/fuzz/fuzz-*.c)
 BENCH_SRCS   = $(wildcard bench/*.c)
 
 # Where the default guest lives; the binary looks in the same place.
-NF_CACHE  ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/nervesfleet
-GUEST_DIR ?= $(NF_CACHE)/guest
+# GUEST_KERNEL=small: the guest with the small kernel compiled from Debian's
+# linux-source (guest/build-kernel.sh, ~390 CPU-s: ~4 min on 2 idle cores, once), in its own
+# dir; demo, check, soak and bench then use it (see guest/README.md "Small kernel").
+NF_CACHE     ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/nervesfleet
+GUEST_KERNEL ?= debian
+GUEST_DIR    ?= $(NF_CACHE)/$(if $(filter small,$(GUEST_KERNEL)),guest-small,guest)
+DEPS_ARGS     = $(if $(filter small,$(GUEST_KERNEL)),--small-kernel)
 JOBS      ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 2 ? 2 : n )))
 
 .PHONY: all deps guest demo check check-web unit check-build fuzz fuzz-build soak bench clean install uninstall \
@@ -103,6 +108,7 @@ check-build: build/asan/nervesfleet $(TEST_BINS) $(HELPER_BINS)
 # The environment every test sees: where the binary and the guest are, and
 # sanitizer settings (GLib keeps a few process-lifetime allocations: tests/lsan.supp).
 TEST_ENV = NF_BIN=$(CURDIR)/build/asan/nervesfleet NF_GUEST_DIR=$(GUEST_DIR) \
+           NF_SMALL_GUEST_DIR=$(NF_CACHE)/guest-small \
            NF_SRCDIR=$(CURDIR) NF_HELPERS=$(CURDIR)/build/asan/tests/helpers \
            ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
            LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
@@ -112,7 +118,7 @@ TEST_ENV = NF_BIN=$(CURDIR)/build/asan/nervesfleet NF_GUEST_DIR=$(GUEST_DIR) \
 # Installs what is missing first (a no-op when all is there), then builds in a
 # sub-make that sees the installed libraries.
 check:
-	scripts/install-deps.sh
+	scripts/install-deps.sh $(DEPS_ARGS)
 	$(MAKE) check-build guest
 	$(TEST_ENV) prove --exec '' -j $(JOBS) --timer $(if $(T),$(patsubst %,build/asan/tests/%,$(T)),$(TEST_BINS))
 
@@ -177,18 +183,18 @@ soak: all guest
 
 # --- guest, demo, bench ------------------------------------------------------
 deps:
-	scripts/install-deps.sh
+	scripts/install-deps.sh $(DEPS_ARGS)
 
 guest:
-	guest/build-guest.sh "$(GUEST_DIR)"
+	guest/build-guest.sh --kernel $(GUEST_KERNEL) "$(GUEST_DIR)"
 
 # The README's first command. DEMO_ARGS lets CI take the very same path
 # without a terminal (`make demo DEMO_ARGS='--exec true'`).
 DEMO_ARGS ?=
 demo:
-	scripts/install-deps.sh
+	scripts/install-deps.sh $(DEPS_ARGS)
 	$(MAKE) all guest
-	./nervesfleet run 4 $(DEMO_ARGS)
+	NERVESFLEET_GUEST_DIR=$(GUEST_DIR) ./nervesfleet run 4 $(DEMO_ARGS)
 
 BENCH_BINS = $(patsubst bench/%.c,build/rel/bench/%,$(BENCH_SRCS))
 build/rel/bench/%: build/rel/bench/%.o build/rel/libnf.a
@@ -209,6 +215,8 @@ install: nervesfleet
 	install -D -m 0755 nervesfleet $(DESTDIR)$(PREFIX)/bin/nervesfleet
 	install -D -m 0755 guest/build-guest.sh $(DESTDIR)$(PREFIX)/share/nervesfleet/build-guest.sh
 	install -D -m 0644 guest/init $(DESTDIR)$(PREFIX)/share/nervesfleet/init
+	install -D -m 0755 guest/build-kernel.sh $(DESTDIR)$(PREFIX)/share/nervesfleet/build-kernel.sh
+	install -D -m 0644 guest/kernel.config $(DESTDIR)$(PREFIX)/share/nervesfleet/kernel.config
 	@mkdir -p $(DESTDIR)$(UNITDIR)
 	sed 's|@BINDIR@|$(PREFIX)/bin|g' systemd/nervesfleet@.service > $(DESTDIR)$(UNITDIR)/nervesfleet@.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/nervesfleet@.service
@@ -217,7 +225,8 @@ install: nervesfleet
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/nervesfleet $(DESTDIR)$(PREFIX)/share/nervesfleet/build-guest.sh \
-	  $(DESTDIR)$(PREFIX)/share/nervesfleet/init $(DESTDIR)$(UNITDIR)/nervesfleet@.service \
+	  $(DESTDIR)$(PREFIX)/share/nervesfleet/init $(DESTDIR)$(PREFIX)/share/nervesfleet/build-kernel.sh \
+	  $(DESTDIR)$(PREFIX)/share/nervesfleet/kernel.config $(DESTDIR)$(UNITDIR)/nervesfleet@.service \
 	  $(DESTDIR)$(MANDIR)/man1/nervesfleet.1 $(DESTDIR)$(COMPLETIONDIR)/nervesfleet
 
 FORMAT_SRCS = $(foreach m,$(MODULES),$(wildcard $(m)/*.[ch])) \

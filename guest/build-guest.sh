@@ -2,16 +2,30 @@
 # Builds the default nervesfleet guest: OUTDIR/vmlinuz and OUTDIR/initrd.gz, from Debian's
 # arm64 kernel and busybox-static packages. Nothing is installed on the host: the .debs are
 # only downloaded (cached in OUTDIR/debs) and unpacked into a scratch directory.
+# With --kernel small the kernel is instead the small one build-kernel.sh compiles from
+# Debian's linux-source (cached in OUTDIR/kernel), with every driver built in: the
+# initramfs then carries no modules.
 #
-# Usage: guest/build-guest.sh OUTDIR
+# Usage: guest/build-guest.sh [--kernel debian|small] OUTDIR
 #
-# Rebuilds only when an input changed (this script, guest/init, or the package versions
-# apt-cache resolves); the check is local, so an up-to-date guest needs no network.
+# Rebuilds only when an input changed (this script, guest/init, the package versions
+# apt-cache resolves, the small kernel's stamp); the check is local, so an up-to-date
+# guest needs no network.
 set -euo pipefail
 
 die() { echo "guest: $*" >&2; exit 1; }
 
-[ $# -eq 1 ] && [ -n "$1" ] || die "usage: build-guest.sh OUTDIR"
+KERNEL=debian
+if [ "${1:-}" = --kernel ]; then
+  [ $# -ge 2 ] || die "usage: build-guest.sh [--kernel debian|small] OUTDIR"
+  KERNEL=$2
+  shift 2
+fi
+case $KERNEL in
+  debian | small) ;;
+  *) die "unknown kernel '$KERNEL': use --kernel debian (Debian's package) or --kernel small" ;;
+esac
+[ $# -eq 1 ] && [ -n "$1" ] || die "usage: build-guest.sh [--kernel debian|small] OUTDIR"
 OUT=$1
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
@@ -41,6 +55,16 @@ OUT=$(cd "$OUT" && pwd)
 DEBS="$OUT/debs"
 STAMP="$OUT/guest.stamp"
 
+# The small kernel has its own cache and up-to-date check; its stamp (hash of its inputs)
+# is one of this guest's inputs. It stands in for the kernel package in the guest stamp.
+KSTAMP=
+if [ "$KERNEL" = small ]; then
+  KDIR="$OUT/kernel"
+  "$HERE/build-kernel.sh" "$KDIR" || die "the small kernel did not build"
+  KSTAMP=$(cat "$KDIR/kernel.stamp")
+  KMETA=  # no kernel package to resolve
+fi
+
 outputs_exist() { [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.gz" ]; }
 
 # --- resolve versions (apt-cache reads the local index only) -------------------------
@@ -49,6 +73,14 @@ outputs_exist() { [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.gz" ]; }
 # package with an exact (= version), the same answer `apt-cache depends` gives.
 resolve() {
   local info
+  if [ "$KERNEL" = small ]; then
+    KPKG=small-kernel
+    KVER=$(cut -d' ' -f3 <<<"$KSTAMP")
+    BBVER=$(apt-cache show --no-all-versions "$BBPKG:$ARCH" 2>/dev/null |
+      sed -n 's/^Version: //p' | head -n1)
+    [ -n "$BBVER" ]
+    return
+  fi
   info=$(apt-cache show --no-all-versions "$KMETA:$ARCH" "$BBPKG:$ARCH" 2>/dev/null) || return 1
   read -r KPKG KVER BBVER < <(awk -v meta="$KMETA" -v bb="$BBPKG" '
     /^Package:/ { p = $2 }
@@ -66,7 +98,7 @@ resolve() {
 }
 
 inputs_hash() {
-  { cat "$SELF" "$INIT"; echo "$KPKG=$KVER $BBPKG=$BBVER"; } | sha256sum | cut -d' ' -f1
+  { cat "$SELF" "$INIT"; echo "$KPKG=$KVER $BBPKG=$BBVER $KERNEL $KSTAMP"; } | sha256sum | cut -d' ' -f1
 }
 
 # The stamp holds the hash and the versions it was built from. While no package index or
@@ -85,7 +117,7 @@ if ! resolve; then
     echo "guest: cannot resolve $KMETA:$ARCH with apt-cache; keeping existing guest ($OUT)"
     exit 0
   fi
-  die "cannot resolve $KMETA:$ARCH / $BBPKG:$ARCH with apt-cache; run scripts/install-deps.sh"
+  die "cannot resolve ${KMETA:+$KMETA:$ARCH / }$BBPKG:$ARCH with apt-cache; run scripts/install-deps.sh"
 fi
 
 HASH=$(inputs_hash)
@@ -120,22 +152,28 @@ fetch_deb() {
   mv "$WORK/dl/$(basename "$dst")" "$dst" 2>/dev/null ||
     die "apt-get download of $pkg gave no $(basename "$dst")"
 }
-fetch_deb "$KPKG" "$KVER"
+KDEB=
+[ "$KERNEL" = debian ] && fetch_deb "$KPKG" "$KVER" && KDEB=$(deb_path "$KPKG" "$KVER")
 fetch_deb "$BBPKG" "$BBVER"
-KDEB=$(deb_path "$KPKG" "$KVER")
 BBDEB=$(deb_path "$BBPKG" "$BBVER")
 
 # --- unpack ------------------------------------------------------------------------------
 X="$WORK/x"
 mkdir -p "$X"
-dpkg-deb -x "$KDEB" "$X" || die "cannot unpack $KDEB (delete it and retry)"
 dpkg-deb -x "$BBDEB" "$X" || die "cannot unpack $BBDEB (delete it and retry)"
-set -- "$X"/lib/modules/*/
-[ $# -eq 1 ] && [ -d "$1" ] || die "expected one module tree in $KPKG"
-MODDIR=${1%/}
-UNAME=$(basename "$MODDIR")
-[ -f "$X/boot/vmlinuz-$UNAME" ] || die "no boot/vmlinuz-$UNAME in $KPKG"
 [ -x "$X/bin/busybox" ] || die "no bin/busybox in $BBPKG"
+if [ "$KERNEL" = debian ]; then
+  dpkg-deb -x "$KDEB" "$X" || die "cannot unpack $KDEB (delete it and retry)"
+  set -- "$X"/lib/modules/*/
+  [ $# -eq 1 ] && [ -d "$1" ] || die "expected one module tree in $KPKG"
+  MODDIR=${1%/}
+  UNAME=$(basename "$MODDIR")
+  KIMAGE="$X/boot/vmlinuz-$UNAME"
+else
+  UNAME="small $KVER"
+  KIMAGE="$KDIR/Image"
+fi
+[ -f "$KIMAGE" ] || die "no kernel image at $KIMAGE"
 
 # --- module closure ------------------------------------------------------------------------
 # There is no modules.dep in the package (depmod runs at install time) and no need for
@@ -143,7 +181,7 @@ UNAME=$(basename "$MODDIR")
 declare -A KO=()
 while IFS= read -r f; do
   n=${f##*/}; n=${n%.ko}; KO[${n//-/_}]=$f
-done < <(cd "$MODDIR" && find kernel -name '*.ko')
+done < <([ "$KERNEL" = debian ] && cd "$MODDIR" && find kernel -name '*.ko')
 
 modinfo_field() { # FIELD KO_PATH -> values, one per line
   { grep -az "^$1=" "$MODDIR/$2" || true; } | tr '\0' '\n' | sed -n "s/^$1=//p"
@@ -182,6 +220,8 @@ visit() {
 R="$WORK/root"
 mkdir -p "$R"/{bin,dev,proc,sys,data,tmp,etc,lib/modules}
 chmod 1777 "$R/tmp"
+# The small kernel has everything built in: no module lists, and /init loads nothing.
+[ "$KERNEL" = small ] && GROUP_ORDER=
 for g in $GROUP_ORDER; do
   ORDER=()
   for m in ${GROUPS_WANT[$g]}; do visit "$m"; done
@@ -210,12 +250,13 @@ find "$R" -exec touch -h -d @0 {} + 2>/dev/null || true
   die "cpio/gzip failed while packing the initramfs"
 
 # --- publish atomically ---------------------------------------------------------------------
-cp "$X/boot/vmlinuz-$UNAME" "$WORK/vmlinuz"
+cp "$KIMAGE" "$WORK/vmlinuz"
 mv -f "$WORK/vmlinuz" "$OUT/vmlinuz"
 mv -f "$WORK/initrd.gz" "$OUT/initrd.gz"
 echo "$HASH $KPKG $KVER $BBVER" >"$WORK/stamp" && mv -f "$WORK/stamp" "$STAMP"
 # Old versions' .debs are dead weight once the new guest is published.
 for f in "$DEBS"/*.deb; do
+  [ -e "$f" ] || continue
   [ "$f" = "$KDEB" ] || [ "$f" = "$BBDEB" ] || rm -f "$f"
 done
 echo "guest: built $UNAME, initrd $(stat -c %s "$OUT/initrd.gz") bytes ($OUT)"

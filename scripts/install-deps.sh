@@ -4,6 +4,9 @@
 # package index (only used to *download* guest packages; nothing arm64 is installed).
 # `--web` also installs what `make check-web` needs: Chromium and its WebDriver
 # (the dashboard test drives the browser over WebDriver from python3).
+# `--small-kernel` also installs what guest/build-kernel.sh needs to compile the small
+# guest kernel (`make guest GUEST_KERNEL=small`): Debian's linux-source, the aarch64 cross
+# compiler and the kernel build tools (~300 MB; only on that path).
 # Safe to run twice: apt-get skips what is present, and the arm64 architecture is added
 # only when missing.
 set -euo pipefail
@@ -22,9 +25,13 @@ PKGS=(
   prometheus
 )
 # prometheus: its promtool checks the /metrics exposition in tests/test-http.
-if [ "${1:-}" = "--web" ]; then
-  PKGS+=(chromium chromium-driver python3)
-fi
+for arg in "$@"; do
+  case $arg in
+    --web) PKGS+=(chromium chromium-driver python3) ;;
+    --small-kernel) PKGS+=(linux-source gcc-aarch64-linux-gnu make flex bison bc libc6-dev xz-utils) ;;
+    *) echo "install-deps: unknown option $arg (use --web or --small-kernel)" >&2; exit 2 ;;
+  esac
+done
 
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   $SUDO dpkg --add-architecture arm64
