@@ -13,7 +13,8 @@
  * if it can; if it cannot, it says so once, naming the limit and the fix,
  * and waits through a reserve epoll set made at install time (epoll has no
  * such limit), so the fleet keeps being supervised. Once the set fits the
- * limit again it says so and polls as before.
+ * limit again it says so and polls as before. Not guarded: GLib's own
+ * worker thread, which polls two fds, so only a limit under 2 reaches it.
  */
 #pragma once
 #include <glib.h>
