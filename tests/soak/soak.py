@@ -23,7 +23,8 @@ waits until no guest is pending. Invariants:
     stop timeout; watchdog: the timer twice + a probe), plus the backoff cap
     with its jitter, plus a boot under load (SOAK_LOAD x the fleet's slowest
     first boot, times the boots queued ahead of it), plus SOAK_SLACK s; or
-    `failed` by policy;
+    `failed` by policy; while the memory guard holds restarts back (host
+    near OOM, its notices in supervisor.log) the deadlines stand still;
   - on every poll: no qemu of this fleet that `ps --json` does not name, the
     fleet's size, the supervisor's fds and RSS under a bound;
   - on each recovery and whenever the fleet is quiet: status.json agrees with
@@ -114,6 +115,12 @@ class Soak:
         self.base_fds = self.base_rss = None
         self.max_fds = self.max_rss = 0
         self.samples = []  # (s, fds, rss KiB), about one a minute
+        # The memory guard holds restarts back while the host nears OOM (its
+        # notices in supervisor.log): deadlines stand still meanwhile.
+        self.log_at = 0
+        self.admission_paused = False
+        self.paused_s = 0.0
+        self.last_poll = None
         self.t0 = time.monotonic()
         self.state_dir = os.path.join(self.env["XDG_STATE_HOME"], "nervesfleet", self.name)
         self.run_dir = os.path.join(self.env["XDG_RUNTIME_DIR"], "nervesfleet", self.name)
@@ -269,6 +276,7 @@ class Soak:
             sup = self.supervisor_pid()
             os.kill(sup, signal.SIGKILL)
             wait_gone(sup)
+            self.admission_paused = False
             self.nf(*self.run_args())
             after = self.wait_all_ready("after re-adoption")
             moved = {i: (gs[i]["pid"], after[i]["pid"]) for i in gs
@@ -313,6 +321,7 @@ class Soak:
             raise Broken("ps --json shows %d guests, the fleet has %d" % (len(gs), size))
         self.check_supervisor("poll")
         now = time.monotonic()
+        self.follow_admission(now)
         for gid, p in sorted(self.pending.items()):
             if gid == 0:
                 self.scale_progress(p, gs, now)
@@ -342,6 +351,29 @@ class Soak:
         if not self.samples or now - self.t0 - self.samples[-1][0] >= 60:
             self.samples.append((now - self.t0, self.cur_fds, self.cur_rss))
         return gs
+
+    def follow_admission(self, now):
+        """Reads the supervisor's new log lines for the memory guard's
+        admission notices; while paused, every pending deadline moves on
+        with the clock (held by policy, not late)."""
+        log = os.path.join(self.state_dir, "supervisor.log")
+        try:
+            with open(log, errors="replace") as f:
+                f.seek(self.log_at)
+                text = f.read()
+                self.log_at = f.tell()
+        except OSError:
+            text = ""
+        held = self.admission_paused
+        for m in re.finditer(r"admission (paused|resumed)", text):
+            self.admission_paused = m.group(1) == "paused"
+            held = held or self.admission_paused
+        if held and self.last_poll is not None:
+            dt = now - self.last_poll
+            self.paused_s += dt
+            for p in self.pending.values():
+                p.deadline += dt
+        self.last_poll = now
 
     def resolve(self, p, g, st, now):
         del self.pending[p.gid]
@@ -499,6 +531,8 @@ class Soak:
                                              self.tally[c][1]))
         print("soak: supervisor fds / RSS KiB over time: %s" % ", ".join(
             "%.0fs %d/%d" % s for s in self.samples))
+        print("soak: restarts held back by the memory guard (host memory pressure) for %.0f s "
+              "in all" % self.paused_s)
         print("soak: slowest recovery against its bound: %.2f (%s); %d failed by policy; "
               "%d exits with no fault on the guest%s" % (
                   self.worst[0], self.worst[1], self.failed_by_policy, len(self.spontaneous),
