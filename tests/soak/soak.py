@@ -121,6 +121,10 @@ class Soak:
         self.admission_paused = False
         self.paused_s = 0.0
         self.last_poll = None
+        # SIGTERM: no new fault; the pending ones finish, then the end checks
+        # and the tally as usual (a run cut short by a deadline still counts).
+        self.stop_asked = False
+        signal.signal(signal.SIGTERM, self.stop_cb)
         self.t0 = time.monotonic()
         self.state_dir = os.path.join(self.env["XDG_STATE_HOME"], "nervesfleet", self.name)
         self.run_dir = os.path.join(self.env["XDG_RUNTIME_DIR"], "nervesfleet", self.name)
@@ -480,7 +484,7 @@ class Soak:
             print("soak: first boot done (%.0f s); slowest boot %.1f s: bounds from it" % (
                 time.monotonic() - self.t0, self.boot_unit), flush=True)
             todo = self.schedule()
-            while todo or self.pending:
+            while (todo and not self.stop_asked) or self.pending:
                 gs = self.poll()
                 if todo and todo[0] in QUIET:
                     if self.pending:
@@ -516,7 +520,13 @@ class Soak:
             return 1
         self.report(n)
         shutil.rmtree(self.work, ignore_errors=True)
+        if self.stop_asked:
+            print("soak: stopped early (SIGTERM) after %d of %d faults" % (
+                self.step, self.args.faults))
         return 0
+
+    def stop_cb(self, signum, frame):
+        self.stop_asked = True
 
     def say(self, cls, gid):
         print("soak: step %d/%d %s%s (%d pending, %.0f s)" % (
@@ -540,7 +550,7 @@ class Soak:
                   if self.spontaneous else ""))
         print("soak: %d faults, %d overlays checked, supervisor fds %d..%d, RSS %d..%d KiB, "
               "%d console lines typed again, %.0f s, seed %d: ok" % (
-                  self.args.faults, n, self.base_fds, self.max_fds, self.base_rss, self.max_rss,
+                  self.step, n, self.base_fds, self.max_fds, self.base_rss, self.max_rss,
                   self.retyped, time.monotonic() - self.t0, self.args.seed))
 
 
