@@ -171,15 +171,21 @@ fuzz: $(FUZZ_BINS)
 	done
 
 # --- soak (not part of check: tests/test-soak.c runs a short one) ----------------
-# Real sim guests with disks and a seeded random schedule of faults; every
-# invariant checked after each (tests/soak/soak.py). A break prints the seed
-# and the step: `make soak SEED=S` replays it.
-N      ?= 8
-FAULTS ?= 300
-SEED   ?= $(shell date +%s)
+# Real sim guests with disks and a seeded random schedule of faults, several
+# guests recovering at once (INFLIGHT, default a fifth of N); invariants
+# checked as it goes (tests/soak/soak.py). A break prints the seed and the
+# step: `make soak SEED=S` replays it. It runs a copy of the binary, so a
+# rebuild during the hour does not change it under the run.
+N        ?= 20
+FAULTS   ?= 1000
+INFLIGHT ?= 0
+SEED     ?= $(shell date +%s)
 soak: all guest
-	NF_BIN=$(CURDIR)/nervesfleet NF_GUEST_DIR=$(GUEST_DIR) \
-	  python3 tests/soak/soak.py --guests $(N) --faults $(FAULTS) --seed $(SEED)
+	@mkdir -p build/soak
+	cp nervesfleet build/soak/nervesfleet
+	NF_BIN=$(CURDIR)/build/soak/nervesfleet NF_GUEST_DIR=$(GUEST_DIR) \
+	  python3 tests/soak/soak.py --guests $(N) --faults $(FAULTS) --inflight $(INFLIGHT) \
+	    --seed $(SEED)
 
 # --- guest, demo, bench ------------------------------------------------------
 deps:

@@ -23,6 +23,7 @@
 #include "supervisor/fleet.h"
 #include "http/http.h"
 #include "supervisor/paths.h"
+#include "supervisor/poll-guard.h"
 #include "supervisor/shard.h"
 
 typedef struct {
@@ -39,6 +40,13 @@ typedef struct {
   gboolean stopping;
 } RunState;
 
+/* The main loop's poll guard acted (an open-file limit lowered under us). */
+static void poll_notice_cb(const char *message, gpointer data)
+{
+  RunState *rs = data;
+  nf_progress_say(rs->progress, "%s", message);
+}
+
 static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason,
                           gpointer data);
 static void start_failed_cb(NfFleet *fleet, const GError *error, gpointer data);
@@ -48,6 +56,7 @@ static gboolean leave_cb(gpointer data);
 static void notice_cb(NfFleet *fleet, const char *message, gpointer data);
 static void control_down_cb(gboolean force, gpointer data);
 static void control_log_cb(const char *message, gpointer data);
+static void poll_notice_cb(const char *message, gpointer data);
 static void exec_done_cb(int status, gpointer data);
 
 /* --exec: CMD ended (or never ran: a guest failed): stop the fleet in
@@ -295,7 +304,13 @@ int nf_cmd_run(int argc, char **argv)
   rs.notify = nf_notify_new(rs.fleet, mode.notify_ready);
   nf_fleet_start(rs.fleet);
   nf_notify_started(rs.notify);
+  NfPollGuard *guard = nf_poll_guard_install(NULL, poll_notice_cb, &rs, &error);
+  if (guard == NULL) {
+    nf_progress_say(rs.progress, "warning: %s", error->message);
+    g_clear_error(&error);
+  }
   g_main_loop_run(rs.loop);
+  nf_poll_guard_free(guard);
   nf_notify_free(rs.notify);
   nf_run_exec_free(rs.exec);
   nf_http_free(rs.http);

@@ -25,6 +25,7 @@ static gboolean pid_is_our_qemu(NfVm *vm, GPid pid);
 static gboolean cmdline_has(GPid pid, const char *needle);
 static void load_recorded(NfVm *vm, json_t *status);
 static void finish_dying(GPid pid);
+static void balloon_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
 
 static char *read_pidfile(const char *path, GPid *pid)
 {
@@ -113,6 +114,7 @@ gboolean nf_vm_adopt(NfVm *vm)
     finish_dying(pid);
   } else if (ours) {
     nf_vm_reset_run_facts(vm);
+    vm->balloon_unknown = TRUE;
     vm->proc = nf_process_adopt(pid, nf_vm_on_exit_cb, vm, &error);
     /* Its qemu logs its console itself unless an older version spawned it:
      * then the console stays held and we write the log (vm-console.c). */
@@ -160,4 +162,26 @@ gboolean nf_vm_adopt(NfVm *vm)
     return TRUE;
   }
   return FALSE;
+}
+
+/* The balloon may have been moved by the previous supervisor, and qemu
+ * reports a size only when it changes: without asking, `ps` showed the full
+ * size, and a `balloon` to the size the guest already had waited for a
+ * change that never came (found by the soak, seed 1616 step 679). */
+void nf_vm_adopted_qmp_up(NfVm *vm)
+{
+  if (!vm->balloon_unknown || vm->qmp == NULL)
+    return;
+  vm->balloon_unknown = FALSE;
+  nf_qmp_query_balloon(vm->qmp, 0, balloon_reply_cb, vm);
+}
+
+static void balloon_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data)
+{
+  NfVm *vm = data;
+  if (vm->qmp != qmp || reply->ret == NULL)
+    return; /* an old connection closing, or no balloon device */
+  json_t *actual = json_object_get(reply->ret, "actual");
+  if (json_is_integer(actual))
+    vm->balloon_actual = (guint64)json_integer_value(actual);
 }

@@ -87,6 +87,7 @@ struct NfVm {
   gint64 started_wall;
   gint64 ready_at;
   guint64 balloon_actual;
+  gboolean balloon_unknown; /* adopted: ask QMP its size (no event says it) */
 
   /* files */
   char *state_dir;
@@ -193,6 +194,10 @@ void nf_vm_reset_run_facts(NfVm *vm);
 void nf_vm_on_exit_cb(NfProcess *proc, int status, gpointer data);
 /* Unlinks the guest's sockets and pid file in the runtime dir. */
 void nf_vm_remove_runtime_files(NfVm *vm);
+
+/* vm-adopt.c: an adopted guest's QMP is up: learn what its status file does
+ * not keep (the balloon's actual size). No-op for a guest we spawned. */
+void nf_vm_adopted_qmp_up(NfVm *vm);
 
 /* vm-net.c: networking of one spawn (see net.h, tap.h): the forwarded
  * ports, checked free; with --net tap a new tap (*tap_fd, for qemu) and the

@@ -124,6 +124,7 @@ void nf_vm_reset_run_facts(NfVm *vm)
   vm->guest_mem = (NfVmGuestMem){0};
   vm->balloon_manual = FALSE;
   vm->balloon_actual = vm->env->config->memory_mib * 1024 * 1024;
+  vm->balloon_unknown = FALSE;
   vm->balloon_target = 0;
   vm->pss_at = 0;
   vm->rss_at = 0;
@@ -266,6 +267,7 @@ static void qmp_ready_cb(NfQmp *qmp, gpointer data)
 {
   NfVm *vm = data;
   vm->qmp_negotiated = TRUE;
+  nf_vm_adopted_qmp_up(vm);
   if (vm->restore_file)
     nf_snapshot_restore_begin(qmp, vm->restore_file);
   nf_vm_dispatch(vm, NF_VM_EV_QMP_UP, "QMP connected");

@@ -5,7 +5,8 @@
  * given (`run 3 -d`, kill -9, `run 1 -d`), keeps each guest's last exit and
  * restart count, and `down` leaves no qemu and no memory cgroup; guests of
  * a killed foreground supervisor are reported as stopped with it, not as
- * crashed; a wrapper script given as --qemu does not leave its qemu running
+ * crashed; an adopted guest's balloon size is asked of qemu, not assumed
+ * full; a wrapper script given as --qemu does not leave its qemu running
  * when the guest is killed. Real qemu under TCG.
  */
 #include <signal.h>
@@ -160,6 +161,46 @@ static void test_smaller_run_adopts_all(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* A balloon moved under the previous supervisor is known to the next one.
+ * Before, the adopted guest showed its full size in `ps`, and a `balloon`
+ * to the size it already had timed out waiting for a change qemu never
+ * reports (the soak, seed 1616, step 679). */
+static void test_balloon_adopted(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  const char *run[] = {"run", "1", "-d", "--name", "bal", NULL};
+  const char *wait[] = {"wait", "--name", "bal", "--timeout", "180", NULL};
+  const char *balloon[] = {"balloon", "1", "96M", "--name", "bal", "--timeout", "60", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, run, 30000, NULL), ==, 0);
+  g_assert_cmpint(nf_test_run_cli(tmp, wait, BOOT_MS, NULL), ==, 0);
+  g_assert_cmpint(nf_test_run_cli(tmp, balloon, 90000, NULL), ==, 0);
+  GPid guest = pid_of(tmp, "bal", "vm-0001");
+
+  g_autoptr(GArray) sup = one_pid(supervisor_pid(tmp, "bal"));
+  kill(g_array_index(sup, GPid, 0), SIGKILL);
+  g_assert_true(nf_test_wait_pids_gone(sup, STOP_MS));
+  g_assert_cmpint(nf_test_run_cli(tmp, run, 30000, NULL), ==, 0);
+  g_assert_cmpint(nf_test_run_cli(tmp, wait, BOOT_MS, NULL), ==, 0);
+  g_assert_cmpint(pid_of(tmp, "bal", "vm-0001"), ==, guest); /* adopted */
+
+  /* Already there: answered at once, not after the timeout. */
+  g_autofree char *out = NULL;
+  const char *again[] = {"balloon", "1", "96M", "--name", "bal", "--timeout", "20", NULL};
+  int rc = nf_test_run_cli(tmp, again, 60000, &out);
+  g_test_message("balloon after adoption -> %d: %s", rc, out);
+  g_assert_cmpint(rc, ==, 0);
+  const char *ps[] = {"ps", "--json", "--name", "bal", NULL};
+  g_autofree char *ps_out = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, ps, 30000, &ps_out), ==, 0);
+  json_auto_t *doc = json_loads(ps_out, 0, NULL);
+  json_t *g1 = json_array_get(json_object_get(doc, "guests"), 0);
+  g_assert_cmpint(json_integer_value(json_object_get(g1, "balloon_bytes")), ==, 96 << 20);
+
+  const char *down[] = {"down", "--name", "bal", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, down, STOP_MS, NULL), ==, 0);
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 /* `down` with no supervisor left finds every guest, pid file or not. */
 static void test_down_sweeps_without_pidfiles(void)
 {
@@ -280,6 +321,7 @@ int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/adopt/smaller-run-adopts-all", test_smaller_run_adopts_all);
+  g_test_add_func("/adopt/balloon-adopted", test_balloon_adopted);
   g_test_add_func("/adopt/down-sweeps-without-pidfiles", test_down_sweeps_without_pidfiles);
   g_test_add_func("/adopt/scale-waits-for-stray", test_scale_waits_for_stray);
   g_test_add_func("/adopt/foreground-killed", test_foreground_killed);

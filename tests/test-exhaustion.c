@@ -7,6 +7,12 @@
  *   the fds are not accepted for a while, once, with a notice, instead of the
  *   accept loop spinning (and filling supervisor.log); once they go, `ps`
  *   answers; the guests never notice;
+ * - an open-file limit lowered below the number of fds the main loop polls
+ *   (poll(2) then fails with EINVAL and GLib's loop spun, a million warnings
+ *   in seconds): a soft limit is raised back to the hard one, with a notice;
+ *   a hard one makes the loop wait through its reserve epoll set, saying so
+ *   once with the limit and the fix, still serving what it polls (clients
+ *   that hang up are seen), and polling as before once the set fits again;
  * - the qemu binary replaced by one that exits at once after the fleet
  *   started: the crashed guest's restarts fail, are classified and end in
  *   `failed` by policy; the other guests keep running, untouched;
@@ -161,6 +167,93 @@ static void test_fd_limit(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+static guint fd_count(pid_t pid)
+{
+  g_autofree char *dir = g_strdup_printf("/proc/%d/fd", (int)pid);
+  g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+  g_assert_nonnull(d);
+  guint n = 0;
+  while (g_dir_read_name(d))
+    n++;
+  return n;
+}
+
+typedef struct {
+  pid_t pid;
+  guint want;
+} FdWait;
+
+static gboolean fds_at_least_cb(gpointer data)
+{
+  FdWait *w = data;
+  return fd_count(w->pid) >= w->want;
+}
+
+static gboolean tick_cb(gpointer data)
+{
+  return G_SOURCE_CONTINUE;
+}
+
+static void test_poll_limit(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *qemu = fake_qemu();
+  g_free(start_fleet(tmp, "pl", qemu, 3, NULL));
+  json_auto_t *g1 = guest_json(tmp, "pl", 1);
+  pid_t sup = sup_pid(tmp, "pl");
+  struct rlimit orig;
+  g_assert_cmpint(prlimit(sup, RLIMIT_NOFILE, NULL, &orig), ==, 0);
+
+  /* Idle control clients: one polled fd each in the supervisor's loop. */
+  g_autofree char *sock = g_build_filename(tmp, "run", "nervesfleet", "pl", "control.sock", NULL);
+  g_autofree char *log =
+      g_build_filename(tmp, "state", "nervesfleet", "pl", "supervisor.log", NULL);
+  FdWait w = {.pid = sup, .want = fd_count(sup) + 8};
+  int clients[8];
+  for (guint i = 0; i < G_N_ELEMENTS(clients); i++) {
+    clients[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    g_strlcpy(addr.sun_path, sock, sizeof addr.sun_path);
+    g_assert_cmpint(connect(clients[i], (struct sockaddr *)&addr, sizeof addr), ==, 0);
+  }
+  /* No event says a client was accepted: look at /proc on a tick. */
+  guint tick = g_timeout_add(10, tick_cb, NULL);
+  g_assert_true(nf_test_wait_for(fds_at_least_cb, &w, CLI_MS));
+  g_source_remove(tick);
+
+  /* A soft limit of 4, under the 11 or so fds the loop polls: raised back. */
+  struct rlimit low = {.rlim_cur = 4, .rlim_max = orig.rlim_max};
+  g_assert_cmpint(prlimit(sup, RLIMIT_NOFILE, &low, NULL), ==, 0);
+  g_assert_true(nf_test_wait_file_contains(log, "raised the soft limit back", CLI_MS));
+  struct rlimit now;
+  g_assert_cmpint(prlimit(sup, RLIMIT_NOFILE, NULL, &now), ==, 0);
+  g_assert_cmpuint(now.rlim_cur, ==, orig.rlim_max);
+
+  /* A hard limit of 4 too: one notice naming it and the fix, and the loop
+   * still runs on the reserve set: the clients' hang-ups are seen, and once
+   * they are gone the set fits and polling is back to normal. */
+  low.rlim_max = 4;
+  g_assert_cmpint(prlimit(sup, RLIMIT_NOFILE, &low, NULL), ==, 0);
+  g_assert_true(nf_test_wait_file_contains(log, "prlimit --pid", CLI_MS));
+  for (guint i = 0; i < G_N_ELEMENTS(clients); i++)
+    close(clients[i]);
+  g_assert_true(nf_test_wait_file_contains(log, "polling as before", CLI_MS));
+  g_assert_cmpuint(count_in_file(log, "below the"), ==, 2);
+  /* GLib never saw poll fail: no spin, no flood of warnings. */
+  g_assert_cmpuint(count_in_file(log, "poll(2) failed"), ==, 0);
+
+  /* The guests never noticed. Without CAP_SYS_RESOURCE the hard limit
+   * cannot be raised back (so no `ps` or `down`: no fd to accept with), but
+   * SIGTERM still stops the fleet in order over the fds it holds. */
+  g_assert_cmpint(kill((pid_t)json_integer_value(json_object_get(g1, "pid")), 0), ==, 0);
+  g_assert_cmpint(kill(sup, SIGTERM), ==, 0);
+  g_autoptr(GArray) pids = g_array_new(FALSE, FALSE, sizeof(GPid));
+  GPid p = sup;
+  g_array_append_val(pids, p);
+  g_assert_true(nf_test_wait_pids_gone(pids, CLI_MS));
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 static void test_qemu_replaced(void)
 {
   g_autofree char *tmp = nf_test_tmpdir_new();
@@ -232,6 +325,7 @@ int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/exhaustion/fd-limit", test_fd_limit);
+  g_test_add_func("/exhaustion/poll-limit", test_poll_limit);
   g_test_add_func("/exhaustion/qemu-replaced", test_qemu_replaced);
   g_test_add_func("/exhaustion/runtime-dir-removed", test_runtime_dir_removed);
   return g_test_run();

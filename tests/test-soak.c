@@ -3,11 +3,12 @@
  * the long one). Three real guests with disks and a fixed schedule of
  * faults: kill -9, SIGSTOP (hung and not), panic, poweroff, watchdog
  * starvation, scale, reflash, balloon, kill -9 of the daemon supervisor and
- * re-adoption, clients that disconnect mid-stream. Guards every invariant
- * soak.py checks after each fault (classification, back to ready, no
- * orphan, status.json = ps --json, boot counter never backwards, bounded
- * RSS/fds; at the end nothing left and `qemu-img check` clean). A break
- * prints the seed and the step.
+ * re-adoption, clients that disconnect mid-stream, one guest at a time (the
+ * long soak pipelines them). Guards every invariant soak.py checks
+ * (classification, back to ready within each guest's bound, no orphan,
+ * status.json = ps --json, boot counter never backwards, bounded RSS/fds;
+ * at the end nothing left and `qemu-img check` clean). A break prints the
+ * seed and the step.
  */
 #include <string.h>
 #include <gio/gio.h>

@@ -1,28 +1,43 @@
 #!/usr/bin/env python3
 """tests/soak/soak.py: a seeded random schedule of faults against a fleet of
-real sim guests with disks, checking the supervisor's promises after each.
+real sim guests with disks, checking the supervisor's promises as it goes.
 
-Faults (one at a time, on a random guest): kill -9 of qemu, SIGSTOP long
-enough to be called hung, SIGSTOP/SIGCONT shorter than the health deadline,
-a kernel panic, poweroff and watchdog starvation typed on the console,
-scale up and back down, reflash, balloon changes, kill -9 of the daemon
-supervisor followed by a new `run -d` (adoption), and control clients that
-disconnect mid-stream.
+Faults: kill -9 of qemu, SIGSTOP long enough to be called hung, SIGSTOP/
+SIGCONT shorter than the health deadline, a kernel panic, poweroff and
+watchdog starvation typed on the console, reflash, balloon changes and
+control clients that disconnect mid-stream, each on one guest; scale up and
+back down, and kill -9 of the daemon supervisor followed by a new `run -d`
+(adoption), on the whole fleet.
 
-Invariants, after every fault (and at the end, after `down`):
-  - the fault is classified as what it was (status.json last_exit), tallied
-    per class, expected vs seen;
-  - every guest is ready again within its bound (or `failed` by policy);
-  - every qemu on the host of this fleet is one `ps --json` names (no
-    orphan), and status.json agrees with `ps --json` (state, pid);
-  - the guest's /data boot counter (its console says
+Pipelined, so 1,000 faults fit in well under an hour: a guest fault is
+applied and the next one goes to another guest while the first recovers, up
+to --inflight guests at once; each pending guest is followed until it is
+back, against its own deadline. A scale-up is followed the same way (until
+its new guests are ready, then it is shrunk back); kill -9 of the supervisor
+waits until no guest is pending. Invariants:
+  - each fault is classified as what it was (status.json last_exit), tallied
+    per class, expected vs seen; a fault that must not end the guest (pause,
+    balloon, client) leaves no exit within the health deadline;
+  - each faulted guest is ready again (new pid) within its own bound: the
+    time its fault takes to be detected (hang: health interval + timeout +
+    stop timeout; watchdog: the timer twice + a probe), plus the backoff cap
+    with its jitter, plus a boot under load (SOAK_LOAD x the fleet's slowest
+    first boot, times the boots queued ahead of it), plus SOAK_SLACK s; or
+    `failed` by policy; while the memory guard holds restarts back (host
+    near OOM, its notices in supervisor.log) the deadlines stand still;
+  - on every poll: no qemu of this fleet that `ps --json` does not name, the
+    fleet's size, the supervisor's fds and RSS under a bound;
+  - on each recovery and whenever the fleet is quiet: status.json agrees with
+    `ps --json` (state, pid), and the guest's /data boot counter (console:
     "nervesfleet-data boots=N") never goes backwards, except by reflash;
-  - the supervisor's RSS and open fds stay under a bound;
   - at the end: no process, socket, pid file or cgroup left, and every
     overlay passes `qemu-img check`.
-Any break stops the run, printing the seed and the step to replay it.
+Any break stops the run, printing the seed and the step (the classes and
+their order follow from the seed; which guest each hits also depends on
+which are ready at that moment). Exits of guests no fault touched (a health
+probe missed under host load) are counted and listed, not a break.
 
-  tests/soak/soak.py [--guests N] [--faults F] [--seed S]
+  tests/soak/soak.py [--guests N] [--faults F] [--seed S] [--inflight K]
   (NF_BIN: the binary, default ./nervesfleet; NF_GUEST_DIR: the guest)
 """
 import argparse
@@ -40,17 +55,37 @@ import tempfile
 import time
 
 NF = os.environ.get("NF_BIN", os.path.abspath("nervesfleet"))
-BOOT_BOUND = float(os.environ.get("SOAK_BOOT_BOUND", "240"))  # s, a loaded 2-core box
+# A first boot slower than this is a break of its own (a loaded 2-core box).
+BOOT_BOUND = float(os.environ.get("SOAK_BOOT_BOUND", "240"))
+LOAD = float(os.environ.get("SOAK_LOAD", "3"))     # boots under load, vs the first
+SLACK = float(os.environ.get("SOAK_SLACK", "20"))  # s: CLI round trips, scheduling
 CLASSES = ["kill9", "hang", "pause", "panic", "poweroff", "watchdog", "scale", "reflash",
            "balloon", "supkill", "client"]
+WEIGHTS = [4, 2, 2, 2, 2, 1, 1, 1, 2, 1, 2]
+QUIET = ("supkill",)  # faults that wait for a quiet fleet
 # What status.json's last_exit must say after each fault; None: no exit at all.
 EXPECT = {"kill9": "crashed", "hang": "hung", "pause": None, "panic": "panic",
-          "poweroff": "poweroff", "watchdog": "watchdog", "balloon": None, "supkill": None,
-          "client": None}
+          "poweroff": "poweroff", "watchdog": "watchdog", "reflash": "stopped",
+          "balloon": None, "client": None}
+# The fleet's policy (run_args), which the bounds are computed from.
+BACKOFF, BACKOFF_MAX, JITTER = 0.5, 4.0, 0.2
+HEALTH_INTERVAL, HEALTH_TIMEOUT, STOP_TIMEOUT, WDT = 2, 6, 5, 6
+BATCH = 2
 
 
 class Broken(Exception):
     pass
+
+
+class Pending:
+    """A faulted guest followed until it is back (or shown untouched)."""
+
+    def __init__(self, step, cls, gid, pid, at, bound):
+        self.step, self.cls, self.gid, self.pid, self.at = step, cls, gid, pid, at
+        self.t0 = time.monotonic()
+        self.bound = bound
+        self.deadline = self.t0 + bound
+        self.seen = None  # the exit kind once recorded
 
 
 class Soak:
@@ -66,12 +101,31 @@ class Soak:
             self.env["NERVESFLEET_GUEST_DIR"] = os.environ["NF_GUEST_DIR"]
         os.makedirs(self.env["XDG_RUNTIME_DIR"], mode=0o700)
         self.count = args.guests
+        self.inflight = args.inflight or max(1, self.count // 5)
         self.step = 0
         self.retyped = 0  # console lines the guest's shell swallowed, typed again
         self.tally = {c: [0, 0] for c in CLASSES}  # class -> [expected, seen as expected]
+        self.failed_by_policy = 0
         self.boots = {}  # guest id -> last boot count seen
+        self.last_at = {}  # guest id -> last_exit_at_us known
+        self.spontaneous = []  # (step, guest, kind, reason) of exits no fault caused
+        self.pending = {}  # guest id -> Pending
+        self.worst = (0.0, None)  # largest recovery time / its bound, and what
+        self.boot_unit = None
         self.base_fds = self.base_rss = None
         self.max_fds = self.max_rss = 0
+        self.samples = []  # (s, fds, rss KiB), about one a minute
+        # The memory guard holds restarts back while the host nears OOM (its
+        # notices in supervisor.log): deadlines stand still meanwhile.
+        self.log_at = 0
+        self.admission_paused = False
+        self.paused_s = 0.0
+        self.last_poll = None
+        # SIGTERM: no new fault; the pending ones finish, then the end checks
+        # and the tally as usual (a run cut short by a deadline still counts).
+        self.stop_asked = False
+        signal.signal(signal.SIGTERM, self.stop_cb)
+        self.t0 = time.monotonic()
         self.state_dir = os.path.join(self.env["XDG_STATE_HOME"], "nervesfleet", self.name)
         self.run_dir = os.path.join(self.env["XDG_RUNTIME_DIR"], "nervesfleet", self.name)
 
@@ -87,10 +141,12 @@ class Soak:
     def run_args(self):
         base = os.path.join(self.work, "data.img")
         return ["run", str(self.count), "-d", "--name", self.name, "--disk", base,
-                "--restart", "always", "--backoff", "0.5", "--backoff-max", "4",
-                "--max-restarts", "1000", "--restart-window", "5", "--health-interval", "2",
-                "--health-timeout", "4", "--heartbeat-timeout", "0", "--stop-timeout", "5",
-                "--boot-timeout", str(int(BOOT_BOUND)), "--append", "nf.wdt_timeout=6"]
+                "--restart", "always", "--backoff", str(BACKOFF), "--backoff-max",
+                str(BACKOFF_MAX), "--max-restarts", "1000", "--restart-window", "5",
+                "--health-interval", str(HEALTH_INTERVAL), "--health-timeout",
+                str(HEALTH_TIMEOUT), "--heartbeat-timeout", "0", "--stop-timeout",
+                str(STOP_TIMEOUT), "--boot-timeout", str(int(BOOT_BOUND)), "--batch", str(BATCH),
+                "--append", "nf.wdt_timeout=%d" % WDT]
 
     def ps(self):
         return json.loads(self.nf("ps", "--json").stdout)
@@ -117,16 +173,6 @@ class Soak:
                 raise Broken("%s: not ready within %.0f s: %s" % (what, BOOT_BOUND, bad))
             time.sleep(0.5)
 
-    def wait_exit(self, gid, before_at, what):
-        """Waits until guest gid records an exit newer than before_at; its kind."""
-        deadline = time.monotonic() + BOOT_BOUND
-        while time.monotonic() < deadline:
-            st = self.status(gid)
-            if st.get("last_exit_at_us", 0) != before_at:
-                return st.get("last_exit")
-            time.sleep(0.3)
-        raise Broken("%s: guest %d recorded no exit within %.0f s" % (what, gid, BOOT_BOUND))
-
     def console(self, gid, text):
         """Types `text` on guest gid's console until its echo shows in the log.
 
@@ -151,25 +197,39 @@ class Soak:
             self.retyped += 1
         raise Broken("console input to guest %d never echoed: %r" % (gid, text))
 
+    # --- bounds ----------------------------------------------------------------
+    def bound(self, cls):
+        """Seconds guest may take to be back after a fault of class cls,
+        from its own policy (see the module's comment)."""
+        detect = {"hang": HEALTH_INTERVAL + HEALTH_TIMEOUT + STOP_TIMEOUT,
+                  "watchdog": 2 * WDT + HEALTH_INTERVAL}.get(cls, 0)
+        if EXPECT.get(cls, "x") is None:
+            # Nothing to recover from: watched for as long as a wrong
+            # verdict (hung) would take to show.
+            return HEALTH_INTERVAL + HEALTH_TIMEOUT + STOP_TIMEOUT + 2
+        queued = 1 + len(self.pending) // BATCH  # boots ahead of it in the window
+        return detect + BACKOFF_MAX * (1 + JITTER) + LOAD * self.boot_unit * queued + SLACK
+
     # --- faults ----------------------------------------------------------------
-    def fault(self, cls):
-        gs = self.guests()
-        ready = sorted(i for i, g in gs.items() if g["state"] == "ready")
+    def guest_fault(self, cls, gs):
+        """Applies cls to a ready guest no fault is pending on; its Pending,
+        or None when every guest is busy."""
+        ready = sorted(i for i, g in gs.items() if g["state"] == "ready" and
+                       i not in self.pending and i <= self.count)
         if not ready:
-            raise Broken("no ready guest to fault")
+            return None
         gid = self.rng.choice(ready)
-        g = gs[gid]
-        before = self.status(gid)
-        at = before.get("last_exit_at_us", 0)
-        pid = g["pid"]
-        seen = "?"
+        pid = gs[gid]["pid"]
+        at = self.status(gid).get("last_exit_at_us", 0)
+        if at != self.last_at.get(gid, at):
+            self.spontaneous_exit(gid)
         if cls == "kill9":
             os.kill(pid, signal.SIGKILL)
         elif cls == "hang":
             os.kill(pid, signal.SIGSTOP)
         elif cls == "pause":
             os.kill(pid, signal.SIGSTOP)
-            time.sleep(1)
+            time.sleep(1)  # the fault itself: a pause shorter than the health deadline
             os.kill(pid, signal.SIGCONT)
         elif cls == "panic":
             self.console(gid, "echo 1 >/proc/sys/kernel/sysrq; echo c >/proc/sysrq-trigger")
@@ -181,41 +241,54 @@ class Soak:
             self.nf("balloon", str(gid), self.rng.choice(["96M", "112M", "128M"]), "--timeout", "30")
         elif cls == "client":
             self.client_disconnect(gid)
-        elif cls == "scale":
-            up = self.count + self.rng.randint(1, 2)
-            self.nf("scale", str(up), "--wait", "--timeout", str(int(BOOT_BOUND)))
-            self.nf("scale", str(self.count))
-            for i in range(self.count + 1, up + 1):
-                self.boots.pop(i, None)
-            seen = "scaled"
         elif cls == "reflash":
-            self.nf("reflash", str(gid), "--wait", "--timeout", str(int(BOOT_BOUND)))
-            self.boots[gid] = 0
-            seen = "reflashed"
-        elif cls == "supkill":
+            self.nf("reflash", str(gid))
+        return Pending(self.step, cls, gid, pid, at, self.bound(cls))
+
+    def scale_up(self):
+        """Grows the fleet by one or two guests; followed (as guest 0) until
+        they are ready, then shrunk back (poll)."""
+        up = self.count + self.rng.randint(1, 2)
+        self.nf("scale", str(up))
+        p = Pending(self.step, "scale", 0, None, None, 0)
+        p.up = up
+        p.bound = LOAD * self.boot_unit * (1 + (len(self.pending) + up - self.count) // BATCH) + \
+            SLACK
+        p.deadline = p.t0 + p.bound
+        return p
+
+    def scale_progress(self, p, gs, now):
+        new = [gs.get(i, {}).get("state") for i in range(self.count + 1, p.up + 1)]
+        if all(st == "ready" for st in new):
+            self.nf("scale", str(self.count))  # returns once they are down
+            for i in range(self.count + 1, p.up + 1):
+                self.boots.pop(i, None)
+            del self.pending[0]
+            self.tally["scale"][0] += 1
+            self.tally["scale"][1] += 1
+            took = now - p.t0
+            if took / p.bound > self.worst[0]:
+                self.worst = (took / p.bound, "scale to %d: %.1f s of %.0f" % (p.up, took, p.bound))
+        elif now > p.deadline:
+            raise Broken("scale (step %d) to %d: new guests not ready within %.0f s: %s" % (
+                p.step, p.up, p.bound, new))
+
+    def fleet_fault(self, cls):
+        """supkill, on a quiet fleet (nothing pending)."""
+        gs = self.guests()
+        if cls == "supkill":
             sup = self.supervisor_pid()
             os.kill(sup, signal.SIGKILL)
             wait_gone(sup)
+            self.admission_paused = False
             self.nf(*self.run_args())
             after = self.wait_all_ready("after re-adoption")
             moved = {i: (gs[i]["pid"], after[i]["pid"]) for i in gs
                      if gs[i]["state"] == "ready" and i in after and after[i]["pid"] != gs[i]["pid"]}
             if moved:
                 raise Broken("re-adoption restarted guests (old, new pid): %s" % moved)
-        exp = EXPECT.get(cls, seen)
-        if cls in EXPECT and exp is not None:
-            seen = self.wait_exit(gid, at, cls)
-        elif cls in EXPECT:
-            time.sleep(0.5)
-            seen = None if self.status(gid).get("last_exit_at_us", 0) == at else \
-                self.status(gid).get("last_exit")
         self.tally[cls][0] += 1
-        if seen == exp:
-            self.tally[cls][1] += 1
-        else:
-            raise Broken("%s on guest %d classified %r, expected %r (reason: %s)" % (
-                cls, gid, seen, exp, self.status(gid).get("last_exit_reason")))
-        return gid
+        self.tally[cls][1] += 1
 
     def client_disconnect(self, gid):
         kind = self.rng.choice([["events", "--json"], ["logs", str(gid), "-f"],
@@ -229,31 +302,126 @@ class Soak:
         p.wait()
         self.nf("ps")  # the supervisor still answers
 
+    def spontaneous_exit(self, gid):
+        st = self.status(gid)
+        self.spontaneous.append((self.step, gid, st.get("last_exit"), st.get("last_exit_reason")))
+        print("soak: step %d: guest %d exited with no fault on it: %s (%s)" % (
+            self.step, gid, st.get("last_exit"), st.get("last_exit_reason")), flush=True)
+        self.last_at[gid] = st.get("last_exit_at_us", 0)
+
     # --- invariants --------------------------------------------------------------
-    def check(self, what):
-        gs = self.wait_all_ready(what)
-        # No orphans: every qemu of this fleet is one the supervisor names.
-        named = {g["pid"] for g in gs.values() if g["pid"]}
+    def poll(self):
+        """One look at the fleet: instant invariants, then every pending
+        guest's progress against its deadline."""
+        ps1 = self.guests()
         running = set(qemu_pids(self.run_dir))
-        if running != named:
-            raise Broken("%s: qemu processes %s, ps --json names %s" % (what, sorted(running),
-                                                                      sorted(named)))
-        for i, g in gs.items():
-            st = self.status(i)
+        gs = self.guests()
+        named = {g["pid"] for g in list(ps1.values()) + list(gs.values()) if g["pid"]}
+        if running - named:
+            raise Broken("qemu processes %s that ps --json does not name (it names %s)" % (
+                sorted(running - named), sorted(named)))
+        size = self.pending[0].up if 0 in self.pending else self.count
+        if len(gs) != size:
+            raise Broken("ps --json shows %d guests, the fleet has %d" % (len(gs), size))
+        self.check_supervisor("poll")
+        now = time.monotonic()
+        self.follow_admission(now)
+        for gid, p in sorted(self.pending.items()):
+            if gid == 0:
+                self.scale_progress(p, gs, now)
+                continue
+            st = self.status(gid)
+            g = gs[gid]
+            exp = EXPECT[p.cls]
+            if st.get("last_exit_at_us", 0) != p.at and p.seen is None:
+                p.seen = st.get("last_exit")
+                if exp is None or p.seen != exp:
+                    raise Broken("%s (step %d) on guest %d classified %r, expected %r (reason: %s)"
+                                 % (p.cls, p.step, gid, p.seen, exp, st.get("last_exit_reason")))
+            if exp is None:
+                done = now >= p.deadline and g["state"] == "ready" and g["pid"] == p.pid
+            else:
+                done = p.seen is not None and g["state"] in ("ready", "failed") and \
+                    g["pid"] != p.pid
+            if done:
+                self.resolve(p, g, st, now)
+            elif now > p.deadline + (0 if exp is not None else SLACK):
+                raise Broken("%s (step %d) on guest %d: not back within its bound of %.0f s "
+                             "(exit seen: %r, now %s pid %s)" % (
+                                 p.cls, p.step, gid, p.bound, p.seen, g["state"], g["pid"]))
+        for gid, g in gs.items():
+            if gid not in self.pending and gid <= self.count:
+                self.quiet_guest_check(gid, g)
+        if not self.samples or now - self.t0 - self.samples[-1][0] >= 60:
+            self.samples.append((now - self.t0, self.cur_fds, self.cur_rss))
+        return gs
+
+    def follow_admission(self, now):
+        """Reads the supervisor's new log lines for the memory guard's
+        admission notices; while paused, every pending deadline moves on
+        with the clock (held by policy, not late)."""
+        log = os.path.join(self.state_dir, "supervisor.log")
+        try:
+            with open(log, errors="replace") as f:
+                f.seek(self.log_at)
+                text = f.read()
+                self.log_at = f.tell()
+        except OSError:
+            text = ""
+        held = self.admission_paused
+        for m in re.finditer(r"admission (paused|resumed)", text):
+            self.admission_paused = m.group(1) == "paused"
+            held = held or self.admission_paused
+        if held and self.last_poll is not None:
+            dt = now - self.last_poll
+            self.paused_s += dt
+            for p in self.pending.values():
+                p.deadline += dt
+        self.last_poll = now
+
+    def resolve(self, p, g, st, now):
+        del self.pending[p.gid]
+        if g["state"] == "failed":
+            self.failed_by_policy += 1
+        took = now - p.t0
+        if EXPECT[p.cls] is not None and took / p.bound > self.worst[0]:
+            self.worst = (took / p.bound, "%s on guest %d: %.1f s of %.0f" % (
+                p.cls, p.gid, took, p.bound))
+        self.tally[p.cls][0] += 1
+        self.tally[p.cls][1] += 1
+        self.last_at[p.gid] = st.get("last_exit_at_us", 0)
+        if p.cls == "reflash":
+            self.boots[p.gid] = 0
+        self.guest_check(p.gid, g, "%s (step %d)" % (p.cls, p.step))
+
+    def quiet_guest_check(self, gid, g):
+        st = self.status(gid)
+        if st.get("last_exit_at_us", 0) != self.last_at.setdefault(gid, st.get("last_exit_at_us", 0)):
+            self.spontaneous_exit(gid)
+
+    def guest_check(self, gid, g, what):
+        st = self.status(gid)
+        if (st["state"], st["pid"]) != (g["state"], g["pid"]):
+            # A transition between the two reads: look again once.
+            g = self.guests()[gid]
+            st = self.status(gid)
             if (st["state"], st["pid"]) != (g["state"], g["pid"]):
                 raise Broken("%s: guest %d status.json says %s pid %s, ps --json %s pid %s" % (
-                    what, i, st["state"], st["pid"], g["state"], g["pid"]))
-            n = last_boot_count(os.path.join(self.state_dir, "vm-%04d" % i))
-            if n is not None:
-                if n < self.boots.get(i, 0):
-                    raise Broken("%s: guest %d boot counter went back from %d to %d" % (
-                        what, i, self.boots[i], n))
-                self.boots[i] = n
+                    what, gid, st["state"], st["pid"], g["state"], g["pid"]))
+        n = last_boot_count(os.path.join(self.state_dir, "vm-%04d" % gid))
+        if n is not None:
+            if n < self.boots.get(gid, 0):
+                raise Broken("%s: guest %d boot counter went back from %d to %d" % (
+                    what, gid, self.boots[gid], n))
+            self.boots[gid] = n
+
+    def check_supervisor(self, what):
         sup = self.supervisor_pid()
         fds = len(os.listdir("/proc/%d/fd" % sup))
         rss = proc_rss_kib(sup)
         if self.base_fds is None:
             self.base_fds, self.base_rss = fds, rss
+        self.cur_fds, self.cur_rss = fds, rss
         self.max_fds, self.max_rss = max(self.max_fds, fds), max(self.max_rss, rss)
         # Bounds: a few fds per guest beyond the first fleet's (scale, clients
         # in flight), RSS twice the first plus 64 MiB (sanitizer builds grow).
@@ -261,6 +429,19 @@ class Soak:
             raise Broken("%s: supervisor fds grew from %d to %d" % (what, self.base_fds, fds))
         if rss > 2 * self.base_rss + 65536:
             raise Broken("%s: supervisor RSS grew from %d to %d KiB" % (what, self.base_rss, rss))
+
+    def full_check(self, what):
+        """The quiet fleet: every guest ready (or failed), every invariant."""
+        gs = self.wait_all_ready(what)
+        named = {g["pid"] for g in gs.values() if g["pid"]}
+        running = set(qemu_pids(self.run_dir))
+        if running != named:
+            raise Broken("%s: qemu processes %s, ps --json names %s" % (what, sorted(running),
+                                                                      sorted(named)))
+        for i, g in gs.items():
+            self.quiet_guest_check(i, g)
+            self.guest_check(i, g, what)
+        self.check_supervisor(what)
 
     def final_check(self):
         self.nf("down", "--name", self.name, timeout=120)
@@ -283,26 +464,53 @@ class Soak:
         return len(set(overlays))
 
     # --- the run -------------------------------------------------------------------
+    def schedule(self):
+        """The classes in order: each at least once (seeded order), then at
+        random by weight."""
+        first = list(CLASSES)
+        self.rng.shuffle(first)
+        rest = self.rng.choices(CLASSES, WEIGHTS, k=max(0, self.args.faults - len(first)))
+        return (first + rest)[:self.args.faults]
+
     def main(self):
-        t0 = time.monotonic()
         subprocess.run(["mkfs.ext4", "-q", "-F", os.path.join(self.work, "data.img"), "16M"],
                        check=True, capture_output=True)
-        print("soak: %d guests, %d faults, seed %d, in %s" % (self.count, self.args.faults,
-                                                            self.args.seed, self.work), flush=True)
+        print("soak: %d guests, %d faults, up to %d guests in flight, seed %d, in %s" % (
+            self.count, self.args.faults, self.inflight, self.args.seed, self.work), flush=True)
         self.nf(*self.run_args())
         try:
-            self.check("first boot")
-            weights = [4, 2, 2, 2, 2, 1, 1, 1, 2, 1, 2]
-            # Every class at least once (in a seeded order), then at random.
-            first = list(CLASSES)
-            self.rng.shuffle(first)
-            for self.step in range(1, self.args.faults + 1):
-                cls = first[self.step - 1] if self.step <= len(first) else \
-                    self.rng.choices(CLASSES, weights)[0]
-                gid = self.fault(cls)
-                self.check("step %d (%s)" % (self.step, cls))
-                print("soak: step %d/%d %s guest %d ok (%.0f s)" % (
-                    self.step, self.args.faults, cls, gid, time.monotonic() - t0), flush=True)
+            self.full_check("first boot")
+            self.boot_unit = max(5.0, max(g["boot_s"] or 0 for g in self.guests().values()))
+            print("soak: first boot done (%.0f s); slowest boot %.1f s: bounds from it" % (
+                time.monotonic() - self.t0, self.boot_unit), flush=True)
+            todo = self.schedule()
+            while (todo and not self.stop_asked) or self.pending:
+                gs = self.poll()
+                if todo and todo[0] in QUIET:
+                    if self.pending:
+                        time.sleep(0.5)
+                        continue
+                    self.full_check("before step %d" % (self.step + 1))
+                    self.step += 1
+                    cls = todo.pop(0)
+                    self.fleet_fault(cls)
+                    self.full_check("step %d (%s)" % (self.step, cls))
+                    self.say(cls, None)
+                elif todo and todo[0] == "scale" and 0 in self.pending:
+                    time.sleep(0.5)  # one scale at a time
+                elif todo and len(self.pending) < self.inflight:
+                    self.step += 1
+                    p = self.scale_up() if todo[0] == "scale" else self.guest_fault(todo[0], gs)
+                    if p is None:
+                        self.step -= 1
+                        time.sleep(0.5)
+                        continue
+                    todo.pop(0)
+                    self.pending[p.gid] = p
+                    self.say(p.cls, p.gid or None)
+                else:
+                    time.sleep(0.5)
+            self.full_check("the end")
             n = self.final_check()
         except Broken as e:
             print("soak: BROKEN at seed %d step %d: %s" % (self.args.seed, self.step, e),
@@ -310,15 +518,40 @@ class Soak:
             self.nf("down", "--name", self.name, check=False, timeout=120)
             print("soak: files kept in %s" % self.work)
             return 1
-        print("soak: tally (class: expected / classified as expected)")
+        self.report(n)
+        shutil.rmtree(self.work, ignore_errors=True)
+        if self.stop_asked:
+            print("soak: stopped early (SIGTERM) after %d of %d faults" % (
+                self.step, self.args.faults))
+        return 0
+
+    def stop_cb(self, signum, frame):
+        self.stop_asked = True
+
+    def say(self, cls, gid):
+        print("soak: step %d/%d %s%s (%d pending, %.0f s)" % (
+            self.step, self.args.faults, cls, "" if gid is None else " guest %d" % gid,
+            len(self.pending), time.monotonic() - self.t0), flush=True)
+
+    def report(self, n):
+        print("soak: tally (class, faults, expected exit, classified as expected)")
         for c in CLASSES:
-            print("  %-9s %4d / %d" % (c, self.tally[c][0], self.tally[c][1]))
+            exp = EXPECT.get(c, "-")
+            print("  %-9s %5d  %-9s %5d" % (c, self.tally[c][0], exp or "none",
+                                             self.tally[c][1]))
+        print("soak: supervisor fds / RSS KiB over time: %s" % ", ".join(
+            "%.0fs %d/%d" % s for s in self.samples))
+        print("soak: restarts held back by the memory guard (host memory pressure) for %.0f s "
+              "in all" % self.paused_s)
+        print("soak: slowest recovery against its bound: %.2f (%s); %d failed by policy; "
+              "%d exits with no fault on the guest%s" % (
+                  self.worst[0], self.worst[1], self.failed_by_policy, len(self.spontaneous),
+                  (": " + "; ".join("step %d guest %d %s" % s[:3] for s in self.spontaneous))
+                  if self.spontaneous else ""))
         print("soak: %d faults, %d overlays checked, supervisor fds %d..%d, RSS %d..%d KiB, "
               "%d console lines typed again, %.0f s, seed %d: ok" % (
-                  self.args.faults, n, self.base_fds, self.max_fds, self.base_rss, self.max_rss,
-                  self.retyped, time.monotonic() - t0, self.args.seed))
-        shutil.rmtree(self.work, ignore_errors=True)
-        return 0
+                  self.step, n, self.base_fds, self.max_fds, self.base_rss, self.max_rss,
+                  self.retyped, time.monotonic() - self.t0, self.args.seed))
 
 
 def qemu_pids(run_dir):
@@ -380,4 +613,6 @@ if __name__ == "__main__":
     ap.add_argument("--faults", type=int, default=int(os.environ.get("FAULTS", "200")))
     ap.add_argument("--work", help="where the run's temp dir goes (default: $TMPDIR)")
     ap.add_argument("--seed", type=int, default=int(os.environ.get("SEED", str(int(time.time())))))
+    ap.add_argument("--inflight", type=int, default=0,
+                    help="guests recovering from a fault at once (default: a fifth of the fleet)")
     sys.exit(Soak(ap.parse_args()).main())
