@@ -6,7 +6,6 @@
  * fake qemu; rows that need a real guest are in test-lifecycle.c, the
  * reboot-vs-poweroff race in test-fleet-lifecycle.c.
  */
-#include <dirent.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -66,18 +65,6 @@ static void test_wrapper_killed(void)
   nf_fake_fleet_finish(f, FALSE);
 }
 
-static guint count_open_fds(void)
-{
-  DIR *d = opendir("/proc/self/fd");
-  g_assert_nonnull(d);
-  guint n = 0;
-  for (struct dirent *e; (e = readdir(d)) != NULL;)
-    if (e->d_name[0] != '.')
-      n++;
-  closedir(d);
-  return n;
-}
-
 static gboolean left_ready_2(NfFakeFleet *f)
 {
   return nf_fake_fleet_seen(f, NF_VM_READY, NF_VM_BACKOFF) +
@@ -93,12 +80,12 @@ static gboolean left_ready_2(NfFakeFleet *f)
  * log. Before the exit looked there, this panic was classified a reboot. */
 static void test_panic_after_console_let_go(void)
 {
-  guint before = count_open_fds();
+  guint before = nf_test_count_open_fds();
   NfFakeFleet *f = nf_fake_fleet_new(3, 3);
   nf_fake_fleet_start(f);
   g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
   /* 3 QMP sockets; the fleet's own (epoll, lock, timers) are a few more. */
-  guint open_fds = count_open_fds();
+  guint open_fds = nf_test_count_open_fds();
   g_test_message("%u fds with 3 guests ready (%u before)", open_fds, before);
   g_assert_cmpuint(open_fds, <=, before + 3 + 12);
   g_assert_cmpint(kill(nf_vm_pid(vm_of(f, 2)), SIGUSR1), ==, 0);

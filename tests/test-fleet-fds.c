@@ -7,7 +7,6 @@
  * three fds per guest (6,256 with the spare) could not fit, and the fleet
  * refused; so 10,000 fit under 20,000.
  */
-#include <dirent.h>
 #include <sys/resource.h>
 
 #include "tests/lib/fake-fleet.h"
@@ -17,30 +16,18 @@
 #define GUESTS 2000
 #define LIMIT 3000
 
-static guint count_open_fds(void)
-{
-  DIR *d = opendir("/proc/self/fd");
-  g_assert_nonnull(d);
-  guint n = 0;
-  for (struct dirent *e; (e = readdir(d)) != NULL;)
-    if (e->d_name[0] != '.')
-      n++;
-  closedir(d);
-  return n;
-}
-
 static void test_2000_under_3000_fds(void)
 {
   /* Hard limit too, so the fleet cannot raise the soft one past it. */
   struct rlimit rl = {.rlim_cur = LIMIT, .rlim_max = LIMIT};
   g_assert_cmpint(setrlimit(RLIMIT_NOFILE, &rl), ==, 0);
-  guint before = count_open_fds();
+  guint before = nf_test_count_open_fds();
 
   NfFakeFleet *f = nf_fake_fleet_new(GUESTS, 500);
   f->config.health_interval_ms = NF_DEFAULT_HEALTH_INTERVAL_MS; /* probes on, as by default */
   nf_fake_fleet_start(f);
   g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
-  guint open_fds = count_open_fds();
+  guint open_fds = nf_test_count_open_fds();
   g_test_message("%u fds open with %u guests ready (%u before)", open_fds, GUESTS, before);
   g_assert_cmpuint(open_fds, <=, before + GUESTS + 64);
   /* The default interval, stretched: 2,000 guests x 20 ms, capped at 30 s

@@ -5,7 +5,6 @@
  * already in the log; output is written out by the end of the stream; the
  * log rotates to .1 past its cap and keeps the newest bytes, in order.
  */
-#include <dirent.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -24,18 +23,6 @@ typedef struct {
   gboolean marker_line_in_log;
   gboolean eof;
 } Rec;
-
-static guint count_open_fds(void)
-{
-  DIR *d = opendir("/proc/self/fd");
-  g_assert_nonnull(d);
-  guint n = 0;
-  for (struct dirent *e; (e = readdir(d)) != NULL;)
-    if (e->d_name[0] != '.')
-      n++;
-  closedir(d);
-  return n;
-}
 
 static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer data)
 {
@@ -82,18 +69,18 @@ static void test_log(void)
   NfSerialCallbacks cbs = {.marker = marker_cb, .eof = eof_cb};
   /* The poller's own epoll fd (and GLib's wakeup fd) come with its first use. */
   nf_poller_remove(nf_poller_add(sv[1], EPOLLIN, NULL, NULL));
-  guint before = count_open_fds();
+  guint before = nf_test_count_open_fds();
   g_autoptr(GError) error = NULL;
   NfSerial *s = nf_serial_new(sv[0], r.log, LOG_MAX, markers, &cbs, &r, &error);
   g_assert_no_error(error);
   /* The stream fd was already counted; the log holds none. */
-  g_assert_cmpuint(count_open_fds(), ==, before);
+  g_assert_cmpuint(nf_test_count_open_fds(), ==, before);
 
   const char *first = "booting\r\nREADY here\r\n";
   send_all(sv[1], first, strlen(first));
   g_assert_true(nf_test_wait_for(marker_seen, &r, WAIT_MS));
   g_assert_true(r.marker_line_in_log);
-  g_assert_cmpuint(count_open_fds(), ==, before);
+  g_assert_cmpuint(nf_test_count_open_fds(), ==, before);
 
   /* 3 x LOG_MAX of numbered lines, then the end of the stream. */
   g_autoptr(GString) all = g_string_new(first);
@@ -116,7 +103,7 @@ static void test_log(void)
   g_assert_true(g_str_has_suffix(cur, "\n"));
 
   nf_serial_free(s);
-  g_assert_cmpuint(count_open_fds(), ==, before - 2); /* both ends closed now */
+  g_assert_cmpuint(nf_test_count_open_fds(), ==, before - 2); /* both ends closed now */
   g_free(r.log);
   nf_test_tmpdir_cleanup(tmp);
 }

@@ -4,6 +4,7 @@
  */
 #include "tests/lib/nf-test.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -410,4 +411,16 @@ char *nf_test_make_firmware_disk(const char *dir)
                       env_bin, env_txt, disk, env_bin, disk);
   nf_test_sh(cmd);
   return disk;
+}
+
+guint nf_test_count_open_fds(void)
+{
+  DIR *d = opendir("/proc/self/fd");
+  g_assert_nonnull(d);
+  guint n = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;)
+    if (e->d_name[0] != '.')
+      n++;
+  closedir(d);
+  return n;
 }

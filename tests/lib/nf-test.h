@@ -20,6 +20,9 @@ char *nf_test_tmpdir_new(void);
  * `dir` recursively. */
 void nf_test_tmpdir_cleanup(const char *dir);
 
+/* How many file descriptors this process has open now (/proc/self/fd). */
+guint nf_test_count_open_fds(void);
+
 /* Lists pids whose /proc/PID/cmdline contains `needle` (excluding ourselves). */
 GArray *nf_test_pids_matching(const char *needle);
 
