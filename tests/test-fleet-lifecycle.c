@@ -50,8 +50,12 @@ static void test_boot_stop_start(void)
   g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
   g_assert_cmpuint(nf_fake_fleet_seen(f, NF_VM_CREATED, NF_VM_QUEUED), ==, 3);
   g_assert_cmpuint(nf_fake_fleet_seen(f, NF_VM_QUEUED, NF_VM_STARTING), ==, 3);
-  g_assert_cmpuint(nf_fake_fleet_seen(f, NF_VM_STARTING, NF_VM_BOOTING), ==, 3);
-  g_assert_cmpuint(nf_fake_fleet_seen(f, NF_VM_BOOTING, NF_VM_READY), ==, 3);
+  /* The long way is the likely one (the ready line comes 200 ms after the
+   * spawn), but a loaded host can hold the QMP handshake back past it, and a
+   * ready line first goes STARTING+READY: each guest took one of the two. */
+  guint long_way = nf_fake_fleet_seen(f, NF_VM_STARTING, NF_VM_BOOTING);
+  g_assert_cmpuint(nf_fake_fleet_seen(f, NF_VM_BOOTING, NF_VM_READY), ==, long_way);
+  g_assert_cmpuint(long_way + nf_fake_fleet_seen(f, NF_VM_STARTING, NF_VM_READY), ==, 3);
 
   nf_fleet_stop_vm(f->fleet, vm_of(f, 2), FALSE);
   g_assert_true(nf_fake_fleet_wait_vm(f, 2, NF_VM_STOPPED, WAIT_MS));
