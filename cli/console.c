@@ -12,8 +12,13 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <termios.h>
 #include <unistd.h>
+
+/* How long a detaching client waits for the supervisor to take its last
+ * input (it closes as soon as it has read our end: milliseconds). */
+#define NF_CONSOLE_DRAIN_MS 2000
 
 static struct termios saved_tio;
 static volatile sig_atomic_t tio_saved;
@@ -22,6 +27,7 @@ static void tty_restore(void);
 static void tty_restore_signal(int sig);
 static gboolean tty_raw(void);
 static gboolean out_all(const char *buf, gsize len);
+static void drain_after_input(NfClient *c, char *buf, gsize size);
 
 static void tty_restore(void)
 {
@@ -99,6 +105,32 @@ gboolean nf_console_filter_keys(gboolean *escaped, const char *in, gsize len, GS
   return FALSE;
 }
 
+/* Input ended: half-close, so the supervisor reads every byte we sent and
+ * then our end, and wait (bounded) for it to close its side. Closing at once
+ * lost the input whenever the supervisor was still sending the replay: its
+ * write failed with EPIPE and it dropped the client with our input unread
+ * (seen by the soak: 'poweroff -f' piped in, never typed). */
+static void drain_after_input(NfClient *c, char *buf, gsize size)
+{
+  if (shutdown(nf_client_fd(c), SHUT_WR) != 0)
+    return;
+  gint64 deadline = g_get_monotonic_time() + NF_CONSOLE_DRAIN_MS * 1000;
+  for (;;) {
+    if (!nf_client_has_buffered(c)) {
+      gint64 left = (deadline - g_get_monotonic_time()) / 1000;
+      struct pollfd p = {.fd = nf_client_fd(c), .events = POLLIN};
+      int r = left > 0 ? poll(&p, 1, (int)left) : 0;
+      if (r < 0 && errno == EINTR)
+        continue;
+      if (r <= 0)
+        return;
+    }
+    gssize n = nf_client_read_raw(c, buf, size, NULL);
+    if (n <= 0 || !out_all(buf, (gsize)n))
+      return;
+  }
+}
+
 NfConsoleEnd nf_console_run(NfClient *c, gboolean writer, GError **error)
 {
   gboolean raw = tty_raw();
@@ -143,8 +175,9 @@ NfConsoleEnd nf_console_run(NfClient *c, gboolean writer, GError **error)
       if (n <= 0) {
         /* stdin ended (a pipe, /dev/null, a closed fd): all it gave was
          * sent as it came, and nothing more will: detach, as a script
-         * piping commands in expects. */
+         * piping commands in expects, once the supervisor has read it. */
         end = NF_CONSOLE_INPUT_ENDED;
+        drain_after_input(c, buf, sizeof(buf));
         break;
       }
       g_autoptr(GString) send = g_string_new(NULL);
