@@ -152,7 +152,12 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
     /* A comma in an option value is written twice. */
     g_auto(GStrv) parts = g_strsplit(spec->console_log, ",", -1);
     g_autofree char *escaped = g_strjoinv(",,", parts);
-    addf(a, "socket,id=ser0,fd=%d,server=on,wait=off,logfile=%s,logappend=on", NF_QEMU_FD_SERIAL,
+    /* wait=on: qemu accepts our connection (made right after the spawn)
+     * before the guest runs. With wait=off the accept could come after the
+     * guest's first output, which then went to the log only: a quiet guest
+     * (the small kernel) printed its ready line before that, the supervisor
+     * saw only its tail and the guest stayed `booting` (1 of 250 seen). */
+    addf(a, "socket,id=ser0,fd=%d,server=on,wait=on,logfile=%s,logappend=on", NF_QEMU_FD_SERIAL,
          escaped);
   } else {
     addf(a, "socket,id=ser0,fd=%d,server=on,wait=off", NF_QEMU_FD_SERIAL);

@@ -46,6 +46,26 @@ static char **build(NfAccel accel)
   return nf_qemu_argv_build(&spec);
 }
 
+/* qemu writes the console log: it must not run the guest before our console
+ * connection is accepted, or output before the accept (a quiet guest's
+ * ready line) reaches the log but not the supervisor. */
+static void test_argv_console_log(void)
+{
+  NfQemuSpec spec = {.qemu = "/usr/bin/qemu-system-aarch64",
+                     .accel = NF_ACCEL_TCG,
+                     .memory_mib = 96,
+                     .kernel = "/g/vmlinuz",
+                     .guest_name = "vm-0007",
+                     .serial = "NF-000007",
+                     .pidfile = "/run/x/vm-0007.pid",
+                     .console_log = "/s/a,b/console.log"};
+  g_auto(GStrv) argv = nf_qemu_argv_build(&spec);
+  g_assert_cmpint(find_pair(argv, "-chardev",
+                            "socket,id=ser0,fd=5,server=on,wait=on,"
+                            "logfile=/s/a,,b/console.log,logappend=on"),
+                  >, 0);
+}
+
 static void test_argv_tcg(void)
 {
   g_auto(GStrv) argv = build(NF_ACCEL_TCG);
@@ -379,6 +399,7 @@ int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/argv/tcg", test_argv_tcg);
+  g_test_add_func("/argv/console-log-waits", test_argv_console_log);
   g_test_add_func("/argv/levers", test_argv_levers);
   g_test_add_func("/argv/process-env", test_process_env);
   g_test_add_func("/argv/kvm-and-hvf", test_argv_kvm_and_hvf);
