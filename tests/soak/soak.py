@@ -323,7 +323,7 @@ class Soak:
         size = self.pending[0].up if 0 in self.pending else self.count
         if len(gs) != size:
             raise Broken("ps --json shows %d guests, the fleet has %d" % (len(gs), size))
-        self.check_supervisor("poll")
+        self.check_supervisor("poll", gs)
         now = time.monotonic()
         self.follow_admission(now)
         for gid, p in sorted(self.pending.items()):
@@ -415,18 +415,39 @@ class Soak:
                     what, gid, self.boots[gid], n))
             self.boots[gid] = n
 
-    def check_supervisor(self, what):
+    def check_supervisor(self, what, gs):
+        """Supervisor fds and RSS against bounds drawn from the fleet's state.
+
+        A ready guest holds 1 fd of the supervisor (its QMP socket), 2 when
+        it was adopted (a pidfd too: it is not our child); one that boots,
+        stops or is watched holds up to 3 (QMP, console, pidfd); a guest that
+        is down holds none. So the bound is the first quiet fleet's fds
+        without its guests' share (all spawned, 1 each), plus each guest's
+        largest share now, plus control clients in flight. A leak of one fd
+        per fault passes it within a few dozen faults."""
         sup = self.supervisor_pid()
         fds = len(os.listdir("/proc/%d/fd" % sup))
         rss = proc_rss_kib(sup)
+        ready = sum(1 for g in gs.values() if g["state"] == "ready")
+        busy = sum(1 for g in gs.values() if g["state"] != "ready" and g["running"])
         if self.base_fds is None:
             self.base_fds, self.base_rss = fds, rss
+            self.base_fixed = fds - ready - 3 * busy
         self.cur_fds, self.cur_rss = fds, rss
         self.max_fds, self.max_rss = max(self.max_fds, fds), max(self.max_rss, rss)
-        # Bounds: a few fds per guest beyond the first fleet's (scale, clients
-        # in flight), RSS twice the first plus 64 MiB (sanitizer builds grow).
-        if fds > self.base_fds + 4 * 2 + 16:
-            raise Broken("%s: supervisor fds grew from %d to %d" % (what, self.base_fds, fds))
+        bound = self.base_fixed + 2 * ready + 3 * busy + 16
+        if fds > bound:
+            targets = {}
+            for fd in os.listdir("/proc/%d/fd" % sup):
+                try:
+                    t = os.readlink("/proc/%d/fd/%s" % (sup, fd)).split(":")[0]
+                except OSError:
+                    continue
+                targets[t] = targets.get(t, 0) + 1
+            raise Broken("%s: supervisor fds grew from %d to %d (bound %d for %d ready and %d "
+                         "busy guests; by kind: %s)" % (what, self.base_fds, fds, bound, ready,
+                                                        busy, targets))
+        # RSS twice the first plus 64 MiB (sanitizer builds grow).
         if rss > 2 * self.base_rss + 65536:
             raise Broken("%s: supervisor RSS grew from %d to %d KiB" % (what, self.base_rss, rss))
 
@@ -441,7 +462,7 @@ class Soak:
         for i, g in gs.items():
             self.quiet_guest_check(i, g)
             self.guest_check(i, g, what)
-        self.check_supervisor(what)
+        self.check_supervisor(what, gs)
 
     def final_check(self):
         self.nf("down", "--name", self.name, timeout=120)
