@@ -39,6 +39,7 @@ typedef struct {
 static void req_ref(NfCommandPeer *peer);
 static void req_unref(NfCommandPeer *peer);
 static void req_ok(NfCommandPeer *peer, json_t *id, json_t *result);
+static void req_ok_text(NfCommandPeer *peer, json_t *id, const char *result, gsize len);
 static void req_error(NfCommandPeer *peer, json_t *id, const char *code, const char *message,
                       json_t *guests);
 static void req_console(NfCommandPeer *peer, NfVm *vm, gboolean writer, gsize replay);
@@ -58,6 +59,7 @@ static const NfCommandTransport transport = {
     .ref = req_ref,
     .unref = req_unref,
     .ok = req_ok,
+    .ok_text = req_ok_text,
     .error = req_error,
     .console = req_console,
     .events = req_events,
@@ -124,6 +126,20 @@ static void req_ok(NfCommandPeer *peer, json_t *id, json_t *result)
     json_decref(result);
   }
   nf_http_reply_json(r->msg, 200, doc ? doc : json_object());
+  req_answered(r);
+}
+
+/* A result as text (`ps`) is the body as it is; one guest of it, or a
+ * stream's first event, needs the tree. */
+static void req_ok_text(NfCommandPeer *peer, json_t *id, const char *result, gsize len)
+{
+  Req *r = (Req *)peer;
+  if (r->stream || r->one_guest) {
+    json_t *doc = json_loadb(result, len, 0, NULL);
+    req_ok(peer, id, doc ? doc : json_object());
+    return;
+  }
+  nf_http_reply_text(r->msg, 200, result, len);
   req_answered(r);
 }
 

@@ -41,6 +41,8 @@ struct NfHttp {
 /* --- server.c: answers -------------------------------------------------------- */
 /* A JSON answer; `doc` stolen. */
 void nf_http_reply_json(SoupServerMessage *msg, guint status, json_t *doc);
+/* The same for a document already encoded (`len` bytes, copied). */
+void nf_http_reply_text(SoupServerMessage *msg, guint status, const char *json, gsize len);
 /* {"error":{"code":..., "message":...}} with `status`. */
 void nf_http_reply_error(SoupServerMessage *msg, guint status, const char *code, const char *fmt,
                          ...) G_GNUC_PRINTF(4, 5);

@@ -309,12 +309,16 @@ void nf_http_reply_json(SoupServerMessage *msg, guint status, json_t *doc)
 {
   char *text = json_dumps(doc, JSON_COMPACT | JSON_REAL_PRECISION(10));
   json_decref(doc);
-  gsize len = text ? strlen(text) : 0;
+  nf_http_reply_text(msg, status, text ? text : "", text ? strlen(text) : 0);
+  free(text);
+}
+
+void nf_http_reply_text(SoupServerMessage *msg, guint status, const char *json, gsize len)
+{
   char *body = g_malloc(len + 2);
-  memcpy(body, text ? text : "", len);
+  memcpy(body, json, len);
   body[len] = '\n';
   body[len + 1] = '\0';
-  free(text);
   soup_server_message_set_status(msg, status, NULL);
   SoupMessageHeaders *h = soup_server_message_get_response_headers(msg);
   soup_message_headers_replace(h, "Cache-Control", "no-store");

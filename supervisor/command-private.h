@@ -20,6 +20,8 @@ struct NfCommands {
   guint eval_src;         /* idle that re-evaluates waits after changes */
   GHashTable *writers;    /* vm id -> NfCommandPeer* holding the console's input */
   GHashTable *run_starts; /* vm id -> console.log offset at its latest spawn */
+  GHashTable *ps_cache;   /* vm id -> its last `ps` encoding (command-ps.c) */
+  guint64 ps_pass;        /* `ps` calls so far */
 };
 
 /* --- command.c: replies ------------------------------------------------------ */
@@ -36,6 +38,9 @@ NfCommandPeer *nf_command_reply_peer(NfCommandReply *r);
 gboolean nf_command_reply_gone(NfCommandReply *r);
 /* `result` stolen (NULL: {}). */
 void nf_command_reply_ok(NfCommandReply *r, json_t *result);
+/* The same with the result as its JSON text (stolen): the transport takes
+ * the text as it is when it can (ok_text), else gets it parsed. */
+void nf_command_reply_ok_text(NfCommandReply *r, GString *result);
 /* `guests` (per-guest problems) stolen, may be NULL. */
 void nf_command_reply_error(NfCommandReply *r, const char *code, json_t *guests, const char *fmt,
                             ...) G_GNUC_PRINTF(4, 5);
@@ -86,9 +91,11 @@ void nf_command_balloons_orphan(NfCommands *cmds);
 /* --- handlers, by family ----------------------------------------------------------- */
 /* command-fleet.c */
 void nf_command_hello(NfCommandReply *r, json_t *args);
-void nf_command_ps(NfCommandReply *r, json_t *args);
 void nf_command_scale(NfCommandReply *r, json_t *args);
 void nf_command_down(NfCommandReply *r, json_t *args);
+/* command-ps.c; the cache goes with the layer */
+void nf_command_ps(NfCommandReply *r, json_t *args);
+void nf_commands_ps_cache_free(NfCommands *cmds);
 /* command-guests.c */
 void nf_command_start(NfCommandReply *r, json_t *args);
 void nf_command_stop(NfCommandReply *r, json_t *args);

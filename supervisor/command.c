@@ -68,6 +68,7 @@ void nf_commands_free(NfCommands *cmds)
   nf_fleet_remove_listener(cmds->fleet, cmds->listener_id);
   nf_command_waits_free_all(cmds);
   nf_command_balloons_orphan(cmds);
+  nf_commands_ps_cache_free(cmds);
   if (cmds->eval_src)
     g_source_remove(cmds->eval_src);
   g_hash_table_unref(cmds->writers);
@@ -179,6 +180,31 @@ void nf_command_reply_ok(NfCommandReply *r, json_t *result)
   }
   r->answered = TRUE;
   r->peer->transport->ok(r->peer, r->id, result);
+}
+
+void nf_command_reply_ok_text(NfCommandReply *r, GString *result)
+{
+  const NfCommandTransport *t = r->peer->transport;
+  if (r->answered || r->peer->gone) {
+    g_string_free(result, TRUE);
+    nf_command_reply_ok(r, NULL); /* says what is wrong, or drops it */
+    return;
+  }
+  if (!t->ok_text) {
+    json_error_t err;
+    json_t *doc = json_loadb(result->str, result->len, 0, &err);
+    g_string_free(result, TRUE);
+    if (!doc) { /* a bug of ours: said, and answered as a failure */
+      g_critical("command result is not JSON: %s", err.text);
+      nf_command_reply_error(r, "failed", NULL, "internal error: the result was not JSON");
+      return;
+    }
+    nf_command_reply_ok(r, doc);
+    return;
+  }
+  r->answered = TRUE;
+  t->ok_text(r->peer, r->id, result->str, result->len);
+  g_string_free(result, TRUE);
 }
 
 void nf_command_reply_error(NfCommandReply *r, const char *code, json_t *guests, const char *fmt,

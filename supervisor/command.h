@@ -36,6 +36,10 @@ typedef struct {
   void (*ok)(NfCommandPeer *peer, json_t *id, json_t *result);
   void (*error)(NfCommandPeer *peer, json_t *id, const char *code, const char *message,
                 json_t *guests);
+  /* The same answer as JSON text (`len` bytes, borrowed), for a document
+   * too large to encode at each request (`ps` of thousands of guests).
+   * NULL: the text is parsed and goes to `ok`. */
+  void (*ok_text)(NfCommandPeer *peer, json_t *id, const char *result, gsize len);
   /* Streams, right after an ok answer. NULL when the transport has none:
    * the commands that need one then answer "unsupported". `replay`: bytes
    * of recent console output to send first. */
@@ -99,11 +103,9 @@ void nf_commands_dispatch(NfCommands *cmds, NfCommandPeer *peer, json_t *id, con
  * on guest `vm_id` if it held it. */
 void nf_commands_console_release(NfCommands *cmds, guint vm_id, NfCommandPeer *peer);
 
-/* Documents shared by every transport (control-protocol.md): one guest as
- * in `ps`, a state-change event and a notice event (both carry the fleet's
- * name and the host's, for collectors of several supervisors). New
- * references. */
-json_t *nf_commands_guest_json(NfCommands *cmds, NfVm *vm, gint64 now_mono);
+/* Documents shared by every transport (control-protocol.md): a
+ * state-change event and a notice event (both carry the fleet's name and
+ * the host's, for collectors of several supervisors). New references. */
 json_t *nf_commands_state_event(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason);
 json_t *nf_commands_notice_event(NfFleet *fleet, const char *message);
 /* A guest's recent console output: the live ring, or, once qemu is gone,

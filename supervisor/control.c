@@ -107,6 +107,7 @@ static gboolean drop_idle_cb(gpointer data);
 static void peer_ref(NfCommandPeer *peer);
 static void peer_unref(NfCommandPeer *peer);
 static void peer_ok(NfCommandPeer *peer, json_t *id, json_t *result);
+static void peer_ok_text(NfCommandPeer *peer, json_t *id, const char *result, gsize len);
 static void peer_error(NfCommandPeer *peer, json_t *id, const char *code, const char *message,
                        json_t *guests);
 static void peer_console(NfCommandPeer *peer, NfVm *vm, gboolean writer, gsize replay);
@@ -117,6 +118,7 @@ static const NfCommandTransport transport = {
     .ref = peer_ref,
     .unref = peer_unref,
     .ok = peer_ok,
+    .ok_text = peer_ok_text,
     .error = peer_error,
     .console = peer_console,
     .events = peer_events,
@@ -602,6 +604,27 @@ static void peer_ok(NfCommandPeer *peer, json_t *id, json_t *result)
 {
   send_json((Client *)peer, json_pack("{s:i, s:O?, s:b, s:o}", "v", NF_CONTROL_PROTOCOL, "id", id,
                                       "ok", 1, "result", result));
+}
+
+/* The envelope as jansson encodes it, with `result` spliced in as its last
+ * member: one line, one append (see send_json). */
+static void peer_ok_text(NfCommandPeer *peer, json_t *id, const char *result, gsize len)
+{
+  json_t *envelope = json_pack("{s:i, s:O?, s:b}", "v", NF_CONTROL_PROTOCOL, "id", id, "ok", 1);
+  char *head = json_dumps(envelope, JSON_COMPACT);
+  json_decref(envelope);
+  if (!head)
+    return;
+  gsize head_len = strlen(head) - 1; /* without its closing brace */
+  static const char key[] = ",\"result\":";
+  GString *line = g_string_sized_new(head_len + sizeof key + len + 2);
+  g_string_append_len(line, head, (gssize)head_len);
+  g_string_append(line, key);
+  g_string_append_len(line, result, (gssize)len);
+  g_string_append(line, "}\n");
+  free(head);
+  send_bytes((Client *)peer, line->str, line->len);
+  g_string_free(line, TRUE);
 }
 
 static void peer_error(NfCommandPeer *peer, json_t *id, const char *code, const char *message,
