@@ -115,6 +115,12 @@ gboolean nf_vm_adopt(NfVm *vm)
   } else if (ours) {
     nf_vm_reset_run_facts(vm);
     vm->balloon_unknown = TRUE;
+    /* A size a person set stays theirs: the memory policy keeps off it. */
+    json_int_t target = json_integer_value(json_object_get(status, "balloon_target_bytes"));
+    if (target > 0) {
+      vm->balloon_target = (guint64)target;
+      vm->balloon_manual = TRUE;
+    }
     vm->proc = nf_process_adopt(pid, nf_vm_on_exit_cb, vm, &error);
     /* Its qemu logs its console itself unless an older version spawned it:
      * then the console stays held and we write the log (vm-console.c). */

@@ -429,6 +429,9 @@ gboolean nf_vm_balloon(NfVm *vm, guint64 bytes, NfQmpReplyFunc cb, gpointer user
   vm->balloon_manual = TRUE;
   nf_qmp_balloon(vm->qmp, bytes, 0, cb, user_data);
   vm->balloon_target = bytes;
+  /* Recorded, so that a supervisor adopting the guest keeps the memory
+   * policy off it too (vm-adopt.c). */
+  nf_vm_write_status(vm);
   return TRUE;
 }
 

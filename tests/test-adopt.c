@@ -183,6 +183,15 @@ static void test_balloon_adopted(void)
   g_assert_cmpint(nf_test_run_cli(tmp, wait, BOOT_MS, NULL), ==, 0);
   g_assert_cmpint(pid_of(tmp, "bal", "vm-0001"), ==, guest); /* adopted */
 
+  /* The size set by hand is still the guest's target: the memory policy
+   * keeps off it (before, the adopting supervisor forgot it). */
+  const char *mem[] = {"mem", "--json", "--name", "bal", NULL};
+  g_autofree char *mem_out = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, mem, 30000, &mem_out), ==, 0);
+  json_auto_t *mem_doc = json_loads(mem_out, 0, NULL);
+  json_t *m1 = json_array_get(json_object_get(mem_doc, "guests"), 0);
+  g_assert_cmpint(json_integer_value(json_object_get(m1, "balloon_target_bytes")), ==, 96 << 20);
+
   /* Already there: answered at once, not after the timeout. */
   g_autofree char *out = NULL;
   const char *again[] = {"balloon", "1", "96M", "--name", "bal", "--timeout", "20", NULL};
