@@ -19,8 +19,8 @@ NfCgroup *nf_cgroup_new(const char *fleet, const char *guest, guint64 limit_mib,
 gboolean nf_cgroup_add_pid(NfCgroup *cg, GPid pid, GError **error);
 /* How many times the kernel's OOM killer killed a process in this cgroup. */
 guint64 nf_cgroup_oom_kills(NfCgroup *cg);
-/* Removes the cgroup (its processes must be gone) and its fleet parent when
- * that is empty. */
+/* Removes the cgroup (its processes must be gone). The fleet's parent stays
+ * until nf_cgroup_sweep. */
 void nf_cgroup_free(NfCgroup *cg);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfCgroup, nf_cgroup_free)
 
