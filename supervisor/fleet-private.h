@@ -38,6 +38,7 @@ struct NfFleet {
   gboolean stopping;
   gboolean start_failed_sent;
   guint stopped_idle;
+  guint stop_scan; /* maybe_stopped(): where the last running guest was */
   gboolean stopped_sent;
   gboolean any_up;    /* some guest got as far as QMP: the setup works */
   gboolean detaching; /* leave guests running when freed */

@@ -489,9 +489,19 @@ static void maybe_stopped(NfFleet *fleet)
 {
   if (fleet->stopped_sent || fleet->stopped_idle)
     return;
-  for (guint i = 0; i < fleet->vms->len; i++)
-    if (nf_vm_is_running(g_ptr_array_index(fleet->vms, i)))
+  /* Called at every transition while stopping, and guests go down roughly
+   * in id order: a scan from the first guest each time passed all those
+   * already down, quadratic in the fleet. The scan resumes at the guest
+   * that was running last time; only a scan that reaches the end looks at
+   * every guest again, and that one decides. */
+  for (; fleet->stop_scan < fleet->vms->len; fleet->stop_scan++)
+    if (nf_vm_is_running(g_ptr_array_index(fleet->vms, fleet->stop_scan)))
       return;
+  for (guint i = 0; i < fleet->vms->len; i++)
+    if (nf_vm_is_running(g_ptr_array_index(fleet->vms, i))) {
+      fleet->stop_scan = i;
+      return;
+    }
   if (fleet->strays && nf_stray_guests_any_running(fleet->strays))
     return;
   /* From an idle, so the caller of nf_fleet_stop never sees it re-entrantly. */
