@@ -318,7 +318,7 @@ static void note_failure(NfFleet *fleet, NfVm *vm)
         g_strdup_printf("restarts paused for %g s: %u guests failed within %g s (host trouble?)",
                         p->window_ms / 1000.0, recent, p->window_ms / 1000.0);
     notice(fleet, msg);
-    nf_vm_clear_timer(&fleet->resume_timer);
+    g_clear_handle_id(&fleet->resume_timer, g_source_remove);
     fleet->resume_timer = g_timeout_add(p->window_ms, resume_cb, fleet);
   }
 }
@@ -474,7 +474,7 @@ void nf_fleet_stop(NfFleet *fleet, gboolean force)
   }
   fleet->stopping = TRUE;
   nf_snapshot_cancel(fleet->env.snapshot);
-  nf_vm_clear_timer(&fleet->resume_timer);
+  g_clear_handle_id(&fleet->resume_timer, g_source_remove);
   nf_limiter_close(fleet->limiter);
   for (NfVm *vm; (vm = nf_limiter_pop(fleet->limiter)) != NULL;)
     nf_vm_stop(vm, force);
@@ -524,8 +524,10 @@ void nf_fleet_free(NfFleet *fleet)
     return;
   if (fleet->stopped_idle)
     g_source_remove(fleet->stopped_idle);
-  nf_vm_clear_timer(&fleet->retire_idle);
-  nf_vm_clear_timer(&fleet->resume_timer);
+  /* GLib sources, not deadlines (nf_vm_clear_timer would remove whichever
+   * deadline had the same number and leave these to fire on a freed fleet). */
+  g_clear_handle_id(&fleet->retire_idle, g_source_remove);
+  g_clear_handle_id(&fleet->resume_timer, g_source_remove);
   g_clear_pointer(&fleet->mempolicy, nf_mempolicy_free);
   g_clear_pointer(&fleet->limiter, nf_limiter_free);
   if (fleet->detaching) {

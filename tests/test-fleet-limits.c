@@ -105,6 +105,33 @@ static void test_storm_pause_resumes(void)
   nf_fake_fleet_finish(f, FALSE);
 }
 
+static gboolean set_flag_cb(gpointer data)
+{
+  *(gboolean *)data = TRUE;
+  return G_SOURCE_REMOVE;
+}
+
+/* A fleet stopped and freed during a pause leaves no timer behind: the
+ * pause's resume timer was cleared as if it were a deadline, which removed
+ * whichever deadline had its number and let the timer fire on the freed
+ * fleet (ASan: heap-use-after-free) once the window was over. */
+static void test_storm_pause_then_stop(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(20, 20);
+  f->config.restart.window_ms = 3000;
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  for (guint id = 1; id <= 20; id++)
+    kill_guest(f, id);
+  g_assert_true(nf_fake_fleet_wait_notice(f, "restarts paused for 3 s", WAIT_MS));
+  nf_fake_fleet_finish(f, FALSE);
+  /* The window passes with the loop running, as in a program that goes on. */
+  gboolean over = FALSE;
+  g_timeout_add(3500, set_flag_cb, &over);
+  while (!over)
+    g_main_context_iteration(NULL, TRUE);
+}
+
 /* One guest of 10 in a crash loop is left to its own intensity limit: the
  * others do not have their restarts paused on its account. */
 static void test_one_crash_loop_is_no_storm(void)
@@ -238,6 +265,7 @@ int main(int argc, char **argv)
   g_test_add_func("/fleet-limits/boot-window", test_boot_window);
   g_test_add_func("/fleet-limits/storm-guard-1000", test_storm_guard_1000);
   g_test_add_func("/fleet-limits/storm-pause-resumes", test_storm_pause_resumes);
+  g_test_add_func("/fleet-limits/storm-pause-then-stop", test_storm_pause_then_stop);
   g_test_add_func("/fleet-limits/one-crash-loop-is-no-storm", test_one_crash_loop_is_no_storm);
   g_test_add_func("/fleet-limits/restarts-above-old-tally", test_restarts_above_old_tally);
   g_test_add_func("/fleet-limits/flags", test_flags);
