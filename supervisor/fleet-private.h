@@ -46,6 +46,7 @@ struct NfFleet {
   guint next_listener;
   GHashTable *retiring; /* NfVm* being scaled away */
   guint retire_idle;
+  guint trim_idle; /* malloc_trim once a boot storm is over */
   guint resume_timer;
   NfKsm *ksm;                /* host KSM settings to restore, when --ksm */
   NfStrayGuests *strays;     /* guests beyond our ids a dead supervisor left: being stopped */
