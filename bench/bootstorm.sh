@@ -46,7 +46,11 @@ perf_wrap() {
 # perf_per FILE EVENT N: EVENT's count / N from a perf_wrap file.
 # Empty when perf could not count it ("<not supported>": no hardware
 # counters in this VM, so instructions and cycles stay out of the table).
-perf_per() { awk -F, -v e="$2" -v n="$3" '$3 == e && $1 ~ /^[0-9.]+$/ {printf "%.1f", $1 / n}' "$1" 2>/dev/null; }
+# Empty too when the file is not there (the naive loop was not run).
+perf_per() {
+  [ -f "$1" ] || return 0
+  awk -F, -v e="$2" -v n="$3" '$3 == e && $1 ~ /^[0-9.]+$/ {printf "%.1f", $1 / n}' "$1" 2>/dev/null
+}
 [ -n "$BATCH" ] && batch_args=(--batch "$BATCH")
 
 mapfile -d '' NAIVE < <(naive_argv)
