@@ -88,17 +88,25 @@ static void test_storm_guard_1000(void)
   nf_fake_fleet_finish(f, FALSE);
 }
 
-/* After the pause (one restart window) restarts resume by themselves and the
- * fleet comes back whole. */
-static void test_storm_pause_resumes(void)
+/* 20 guests, all killed at once: restarts paused for `window_s`. */
+static NfFakeFleet *paused_fleet(guint window_s)
 {
   NfFakeFleet *f = nf_fake_fleet_new(20, 20);
-  f->config.restart.window_ms = 1000;
+  f->config.restart.window_ms = window_s * 1000;
   nf_fake_fleet_start(f);
   g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
   for (guint id = 1; id <= 20; id++)
     kill_guest(f, id);
-  g_assert_true(nf_fake_fleet_wait_notice(f, "restarts paused for 1 s", WAIT_MS));
+  g_autofree char *notice = g_strdup_printf("restarts paused for %u s", window_s);
+  g_assert_true(nf_fake_fleet_wait_notice(f, notice, WAIT_MS));
+  return f;
+}
+
+/* After the pause (one restart window) restarts resume by themselves and the
+ * fleet comes back whole. */
+static void test_storm_pause_resumes(void)
+{
+  NfFakeFleet *f = paused_fleet(1);
   g_assert_true(nf_fake_fleet_wait_notice(f, "restarts resumed", WAIT_MS));
   g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
   g_assert_cmpuint(nf_fake_fleet_seen(f, NF_VM_READY, NF_VM_BACKOFF), ==, 20);
@@ -117,13 +125,7 @@ static gboolean set_flag_cb(gpointer data)
  * fleet (ASan: heap-use-after-free) once the window was over. */
 static void test_storm_pause_then_stop(void)
 {
-  NfFakeFleet *f = nf_fake_fleet_new(20, 20);
-  f->config.restart.window_ms = 3000;
-  nf_fake_fleet_start(f);
-  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
-  for (guint id = 1; id <= 20; id++)
-    kill_guest(f, id);
-  g_assert_true(nf_fake_fleet_wait_notice(f, "restarts paused for 3 s", WAIT_MS));
+  NfFakeFleet *f = paused_fleet(3);
   nf_fake_fleet_finish(f, FALSE);
   /* The window passes with the loop running, as in a program that goes on. */
   gboolean over = FALSE;
