@@ -22,6 +22,7 @@ typedef struct {
   GTree *by_due;       /* Entry* -> Entry*, ordered by (due_us, id) */
   GHashTable *entries; /* id -> Entry* (owned) */
   guint next_id;
+  gint64 armed_us; /* the source's ready time, as last set */
 } Deadlines;
 
 static Deadlines *deadlines;
@@ -51,6 +52,7 @@ static Deadlines *get(void)
   deadlines->source = g_source_new(&deadline_source_funcs, sizeof(GSource));
   g_source_set_static_name(deadlines->source, "nf-deadlines");
   g_source_set_callback(deadlines->source, NULL, deadlines, NULL);
+  deadlines->armed_us = -1;
   g_source_set_ready_time(deadlines->source, -1);
   g_source_attach(deadlines->source, NULL);
   return deadlines;
@@ -58,8 +60,14 @@ static Deadlines *get(void)
 
 static void rearm(Deadlines *d)
 {
+  /* Only when the earliest changes: each call wakes the GLib loop (an
+   * eventfd write), and most adds and removes are not the earliest. */
   GTreeNode *first = g_tree_node_first(d->by_due);
-  g_source_set_ready_time(d->source, first ? ((Entry *)g_tree_node_key(first))->due_us : -1);
+  gint64 due = first ? ((Entry *)g_tree_node_key(first))->due_us : -1;
+  if (due == d->armed_us)
+    return;
+  d->armed_us = due;
+  g_source_set_ready_time(d->source, due);
 }
 
 guint nf_deadline_add(guint ms, GSourceFunc func, gpointer data)
