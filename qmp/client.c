@@ -106,7 +106,7 @@ static gboolean nf_qmp_source_dispatch_cb(GSource *source, GSourceFunc cb, gpoin
 static gboolean nf_qmp_poller_cb(int fd, guint32 events, gpointer data);
 static void nf_qmp_io(NfQmp *qmp, gboolean readable, gboolean writable);
 static void nf_qmp_set_deadline(NfQmp *qmp, gint64 deadline_us);
-static void nf_qmp_source_new(NfQmp *qmp);
+static void nf_qmp_source_new(NfQmp *qmp, gint64 ready_us);
 static gboolean nf_qmp_read(NfQmp *qmp);
 static void nf_qmp_message_cb(json_t *message, gpointer user_data);
 static void nf_qmp_handle_greeting(NfQmp *qmp, json_t *message);
@@ -218,7 +218,7 @@ static NfQmp *nf_qmp_new_internal(int fd, GMainContext *context, const NfQmpCall
   if (qmp->context == g_main_context_default())
     qmp->watch_id = nf_poller_add(fd, EPOLLIN, nf_qmp_poller_cb, qmp);
   if (qmp->watch_id == 0) {
-    nf_qmp_source_new(qmp);
+    nf_qmp_source_new(qmp, -1);
     qmp->fd_tag = g_source_add_unix_fd(qmp->source, fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
   }
   return qmp;
@@ -370,11 +370,15 @@ static gint64 nf_qmp_send_command(NfQmp *qmp, const char *command, json_t *args,
   return id;
 }
 
-static void nf_qmp_source_new(NfQmp *qmp)
+/* Attached with its ready time already set (`ready_us`, -1: none): set
+ * on an attached source it wakes the loop (an eventfd write), once per
+ * command at every health probe. */
+static void nf_qmp_source_new(NfQmp *qmp, gint64 ready_us)
 {
   qmp->source = g_source_new(&nf_qmp_source_funcs, sizeof(NfQmpSource));
   ((NfQmpSource *)qmp->source)->qmp = qmp;
   g_source_set_static_name(qmp->source, "nf-qmp");
+  g_source_set_ready_time(qmp->source, ready_us);
   g_source_attach(qmp->source, qmp->context);
 }
 
@@ -393,8 +397,9 @@ static void nf_qmp_set_deadline(NfQmp *qmp, gint64 deadline_us)
     return;
   }
   if (qmp->source == NULL)
-    nf_qmp_source_new(qmp);
-  g_source_set_ready_time(qmp->source, deadline_us);
+    nf_qmp_source_new(qmp, deadline_us);
+  else
+    g_source_set_ready_time(qmp->source, deadline_us);
 }
 
 /* --- the source: reading, writing, deadlines ----------------------------- */
