@@ -55,7 +55,9 @@ char *nf_console_log_tail(const char *path, gsize max)
   return read_range(path, from, (gsize)(size - from), &len);
 }
 
-gboolean nf_console_log_find(const char *path, gint64 from, const char *needle)
+/* The log from `from` (at most the last FIND_WINDOW bytes), NULs turned
+ * into spaces so that binary noise does not end a search early. */
+static char *read_window(const char *path, gint64 from)
 {
   gint64 size = nf_console_log_size(path);
   if (from > size)
@@ -63,12 +65,29 @@ gboolean nf_console_log_find(const char *path, gint64 from, const char *needle)
   if (size - from > FIND_WINDOW)
     from = size - FIND_WINDOW;
   gsize len;
-  g_autofree char *text = read_range(path, from, (gsize)(size - from), &len);
-  /* NULs (binary noise on a console) would end the search early. */
+  char *text = read_range(path, from, (gsize)(size - from), &len);
   for (gsize i = 0; i < len; i++)
     if (text[i] == '\0')
       text[i] = ' ';
+  return text;
+}
+
+gboolean nf_console_log_find(const char *path, gint64 from, const char *needle)
+{
+  g_autofree char *text = read_window(path, from);
   return strstr(text, needle) != NULL;
+}
+
+gboolean nf_console_log_find_line(const char *path, gint64 from, const char *line)
+{
+  g_autofree char *text = read_window(path, from);
+  gsize n = strlen(line);
+  if (n == 0)
+    return FALSE;
+  for (const char *p = text; (p = strstr(p, line)) != NULL; p++)
+    if (p[n] == '\n' || (p[n] == '\r' && p[n + 1] == '\n'))
+      return TRUE;
+  return FALSE;
 }
 
 gboolean nf_console_log_cap(const char *path, gsize max, GError **error)

@@ -33,3 +33,7 @@ char *nf_console_log_tail(const char *path, gsize max);
  * the last 64 KiB are read) contains `needle`. A log rotated since `from`
  * is read from its start. */
 gboolean nf_console_log_find(const char *path, gint64 from, const char *needle);
+
+/* The same for a whole line: `line` followed by its end of line (LF or
+ * CRLF), in one read of the log. */
+gboolean nf_console_log_find_line(const char *path, gint64 from, const char *line);

@@ -36,6 +36,7 @@ static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpoint
 static void log_failed_cb(NfSerial *serial, int err, gpointer data);
 static void console_eof_cb(NfSerial *serial, gpointer data);
 static gboolean linger_done_cb(gpointer data);
+static void linger_from_now(NfVm *vm);
 static gboolean line_logged(NfVm *vm, const char *line);
 static gboolean ready_wait_cb(gpointer data);
 
@@ -136,10 +137,7 @@ static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer 
 /* This run's log holds `line` and its end of line. */
 static gboolean line_logged(NfVm *vm, const char *line)
 {
-  g_autofree char *lf = g_strconcat(line, "\n", NULL);
-  g_autofree char *crlf = g_strconcat(line, "\r\n", NULL);
-  return nf_console_log_find(vm->console_log, vm->console_log_start, lf) ||
-         nf_console_log_find(vm->console_log, vm->console_log_start, crlf);
+  return nf_console_log_find_line(vm->console_log, vm->console_log_start, line);
 }
 
 static gboolean ready_wait_cb(gpointer data)
@@ -199,10 +197,18 @@ void nf_vm_console_unwatch(NfVm *vm, guint id)
   /* Not at once: what the last watcher typed may still sit unread in the
    * socket (qemu reads it as fast as the guest's UART takes it, and drops
    * what is left when we hang up). */
-  if (vm->watchers->len == 0 && vm->console && vm->console_by_qemu) {
-    nf_vm_clear_timer(&vm->console_linger_timer);
-    vm->console_linger_timer = nf_deadline_add(NF_VM_CONSOLE_LINGER_MS, linger_done_cb, vm);
-  }
+  if (vm->watchers->len == 0 && vm->console)
+    linger_from_now(vm);
+}
+
+/* With nobody watching, the console is let go NF_VM_CONSOLE_LINGER_MS
+ * from now (a console qemu logs itself; serial.c's own log needs it held). */
+static void linger_from_now(NfVm *vm)
+{
+  if (!vm->console_by_qemu)
+    return;
+  nf_vm_clear_timer(&vm->console_linger_timer);
+  vm->console_linger_timer = nf_deadline_add(NF_VM_CONSOLE_LINGER_MS, linger_done_cb, vm);
 }
 
 static gboolean linger_done_cb(gpointer data)
@@ -223,10 +229,8 @@ gssize nf_vm_console_write(NfVm *vm, const char *buf, gsize len)
   if (vm->console == NULL)
     return -1;
   gssize n = nf_serial_write(vm->console, buf, len);
-  if (vm->watchers->len == 0 && vm->console_by_qemu) {
-    nf_vm_clear_timer(&vm->console_linger_timer);
-    vm->console_linger_timer = nf_deadline_add(NF_VM_CONSOLE_LINGER_MS, linger_done_cb, vm);
-  }
+  if (vm->watchers->len == 0)
+    linger_from_now(vm);
   return n;
 }
 
