@@ -36,6 +36,9 @@ typedef struct {
   gpointer user_data;
 } NfVmWatcher;
 
+/* A guest's RAM under KSM (vm-ksm.c). */
+typedef enum { NF_VM_KSM_UNSET, NF_VM_KSM_HELD, NF_VM_KSM_JOINED } NfVmKsm;
+
 struct NfVm {
   guint id;
   char *name;
@@ -113,6 +116,7 @@ struct NfVm {
   gboolean ping_in_flight;
   gboolean stats_in_flight;
   gboolean stats_polling_set;
+  NfVmKsm ram_ksm;          /* what its RAM was last set to (vm-ksm.c) */
   gint64 stats_last_update; /* guest's own clock, seconds */
   gint64 stats_advanced_at; /* monotonic µs when last-update last moved */
   NfVmGuestMem guest_mem;   /* from the same guest-stats (health.c) */
@@ -219,3 +223,7 @@ void nf_vm_log_transition(NfVm *vm, NfVmState old_state, NfVmState new_state, co
 void nf_vm_health_start(NfVm *vm); /* after QMP is up */
 void nf_vm_health_ready(NfVm *vm); /* after the ready line: heartbeat too */
 void nf_vm_health_stop(NfVm *vm);
+
+/* vm-ksm.c: with KSM, the guest's RAM set aside while it boots and
+ * mergeable once ready; call when QMP comes up and at ready. */
+void nf_vm_ksm_update(NfVm *vm);

@@ -119,6 +119,7 @@ void nf_vm_reset_run_facts(NfVm *vm)
   vm->failed_at_start = FALSE;
   vm->ready_at = 0;
   vm->stats_polling_set = FALSE;
+  vm->ram_ksm = NF_VM_KSM_UNSET;
   vm->stats_last_update = 0;
   vm->stats_advanced_at = 0;
   vm->guest_mem = (NfVmGuestMem){0};
