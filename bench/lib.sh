@@ -197,6 +197,9 @@ psi_cpu10() { awk '/^some/{sub("avg10=","",$2); print $2}' /proc/pressure/cpu 2>
 mem_available_kib() { awk '/^MemAvailable:/{print $2}' /proc/meminfo; }
 # proc_jiffies PID: utime+stime of one process.
 proc_jiffies() { awk '{sub(/.*\) /,""); print $12+$13}' "/proc/$1/stat"; }
+# proc_cpu_ns PID: CPU time of all its threads so far, in ns (schedstat: exact,
+# where utime+stime come in 10 ms steps, too coarse for an idle process).
+proc_cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s+=$1} END{printf "%.0f", s}'; }
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
 pss_kib() { awk '/^Pss:/{print $2}' "/proc/$1/smaps_rollup"; }
 

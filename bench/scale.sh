@@ -24,6 +24,7 @@ N=${N:-1000}
 WINDOW=${WINDOW:-60}
 BATCH=${BATCH:-1000}
 PERF=${PERF:-0}
+PERF_FREQ=${PERF_FREQ:-499}
 TIMEOUT=${TIMEOUT:-900}
 PS_RUNS=${PS_RUNS:-10}
 
@@ -68,23 +69,23 @@ start_cpu=$(calc "$(proc_jiffies "$SUP_PID") / $(getconf CLK_TCK)")
 failed=$(grep -c ' failed' "$SUP_LOG" || true)
 
 echo "scale: idle window, $WINDOW s"
-j0=$(proc_jiffies "$SUP_PID")
+j0=$(proc_cpu_ns "$SUP_PID")
 f0=0
 for p in $(sup_children); do f0=$((f0 + $(proc_jiffies "$p" 2>/dev/null || echo 0))); done
 w0=$EPOCHREALTIME
 if [ "$PERF" = 1 ] && command -v perf >/dev/null; then
-  perf record -q -F 499 -g -p "$SUP_PID" -o "$T/perf.data" -- sleep "$WINDOW" >/dev/null 2>&1 &
+  perf record -q -F "$PERF_FREQ" -g -p "$SUP_PID" -o "$T/perf.data" -- sleep "$WINDOW" >/dev/null 2>&1 &
   perf_pid=$!
 fi
 sup_wait '^\0never' "$WINDOW" || true
 [ -n "${perf_pid:-}" ] && wait "$perf_pid" || true
 kill -0 "$SUP_PID" || { echo "scale: the supervisor died" >&2; tail "$SUP_LOG" >&2; exit 1; }
-j1=$(proc_jiffies "$SUP_PID")
+j1=$(proc_cpu_ns "$SUP_PID")
 f1=0
 for p in $(sup_children); do f1=$((f1 + $(proc_jiffies "$p" 2>/dev/null || echo 0))); done
 hz=$(getconf CLK_TCK)
 win=$(calc "$EPOCHREALTIME - $w0")
-idle_pct=$(calc "100 * ($j1 - $j0) / $hz / $win")
+idle_pct=$(calc "100 * ($j1 - $j0) / 1000000000 / $win")
 fake_pct=$(calc "100 * ($f1 - $f0) / $hz / $win")
 rss_after=$(rss_kib "$SUP_PID")
 idle_events=$(grep -c -v '^\[ *[0-9.]*s\] \(fleet\|logs\)' "$SUP_LOG" || true)
@@ -149,7 +150,7 @@ if [ -f "$T/perf.data" ]; then
   echo
   echo "perf: supervisor, idle window (top symbols, self time)"
   perf report -i "$T/perf.data" --stdio --no-children --sort symbol 2>/dev/null |
-    grep -v '^#' | grep '%' | head -25
+    grep -v "^#" | grep "%" | head -40 || true
 fi
 
 jfield n "$N"

@@ -24,6 +24,8 @@
  */
 #include "supervisor/health.h"
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <jansson.h>
 
 #include "supervisor/vm-private.h"
@@ -117,13 +119,36 @@ static gboolean wheel_tick_cb(gpointer data)
   return G_SOURCE_CONTINUE;
 }
 
+/* Whether qemu's pid file names the process we spawned; UNKNOWN while it
+ * cannot be read (qemu writes it early; an adopted guest is no child). */
+static NfVmQemuChild qemu_is_child(NfVm *vm)
+{
+  char buf[32];
+  int fd = open(vm->pidfile, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return NF_VM_QEMU_CHILD_UNKNOWN;
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0)
+    return NF_VM_QEMU_CHILD_UNKNOWN;
+  buf[n] = '\0';
+  gint64 pid = g_ascii_strtoll(buf, NULL, 10);
+  if (pid <= 0)
+    return NF_VM_QEMU_CHILD_UNKNOWN;
+  return pid == nf_process_pid(vm->proc) ? NF_VM_QEMU_CHILD_YES : NF_VM_QEMU_CHILD_NO;
+}
+
 static void probe(NfVm *vm)
 {
   if (vm->qmp == NULL)
     return;
   /* A spawned guest is watched once its QMP stream ends (vm.c); a wrapper
-   * given as --qemu can die while the qemu it forked keeps the stream up. */
-  if (nf_process_check_exit(vm->proc))
+   * given as --qemu can die while the qemu it forked keeps the stream up.
+   * When the pid file names our child, qemu is the child itself (the usual
+   * case) and that check, a waitid at each probe, is not needed. */
+  if (vm->qemu_child == NF_VM_QEMU_CHILD_UNKNOWN)
+    vm->qemu_child = qemu_is_child(vm);
+  if (vm->qemu_child != NF_VM_QEMU_CHILD_YES && nf_process_check_exit(vm->proc))
     return;
   if (g_get_monotonic_time() - vm->rss_at >= NF_VM_RSS_SAMPLE_US) {
     nf_vm_sample_rss(vm);
