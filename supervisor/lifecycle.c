@@ -222,7 +222,6 @@ static gboolean stop_while_preparing(NfVm *vm, const char *detail)
 static void qmp_up(NfVm *vm, const char *detail)
 {
   nf_vm_health_start(vm);
-  nf_vm_ksm_update(vm);
   nf_vm_set_state(vm, vm->ready_at ? NF_VM_READY : NF_VM_BOOTING,
                   vm->ready_at ? "adopted: was ready, QMP answers" : detail);
   if (vm->ready_at) {
@@ -238,7 +237,6 @@ static void qmp_up_late(NfVm *vm, const char *detail)
 {
   nf_vm_health_start(vm);
   nf_vm_health_ready(vm);
-  nf_vm_ksm_update(vm);
 }
 
 static void ready(NfVm *vm, const char *detail)
@@ -247,7 +245,6 @@ static void ready(NfVm *vm, const char *detail)
   vm->ready_at = g_get_monotonic_time();
   nf_restart_tally_healthy(&vm->tally);
   nf_vm_health_ready(vm);
-  nf_vm_ksm_update(vm);
   nf_vm_set_state(vm, NF_VM_READY, detail);
   /* The ready line was what we read the console for (vm-console.c). */
   nf_vm_console_settle(vm);

@@ -39,9 +39,6 @@ typedef struct {
 /* Whether qemu is the process we spawned or a wrapper's child (health.c). */
 typedef enum { NF_VM_QEMU_CHILD_UNKNOWN, NF_VM_QEMU_CHILD_YES, NF_VM_QEMU_CHILD_NO } NfVmQemuChild;
 
-/* A guest's RAM under KSM (vm-ksm.c). */
-typedef enum { NF_VM_KSM_UNSET, NF_VM_KSM_HELD, NF_VM_KSM_JOINED } NfVmKsm;
-
 struct NfVm {
   guint id;
   char *name;
@@ -119,7 +116,6 @@ struct NfVm {
   gboolean ping_in_flight;
   gboolean stats_in_flight;
   gboolean stats_polling_set;
-  NfVmKsm ram_ksm;          /* what its RAM was last set to (vm-ksm.c) */
   NfVmQemuChild qemu_child; /* its pid file names the process we spawned (health.c) */
   gint64 stats_last_update; /* guest's own clock, seconds */
   gint64 stats_advanced_at; /* monotonic µs when last-update last moved */
@@ -229,7 +225,3 @@ void nf_vm_log_transition(NfVm *vm, NfVmState old_state, NfVmState new_state, co
 void nf_vm_health_start(NfVm *vm); /* after QMP is up */
 void nf_vm_health_ready(NfVm *vm); /* after the ready line: heartbeat too */
 void nf_vm_health_stop(NfVm *vm);
-
-/* vm-ksm.c: with KSM, the guest's RAM set aside while it boots and
- * mergeable once ready; call when QMP comes up and at ready. */
-void nf_vm_ksm_update(NfVm *vm);

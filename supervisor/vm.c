@@ -119,7 +119,6 @@ void nf_vm_reset_run_facts(NfVm *vm)
   vm->failed_at_start = FALSE;
   vm->ready_at = 0;
   vm->stats_polling_set = FALSE;
-  vm->ram_ksm = NF_VM_KSM_UNSET;
   vm->qemu_child = NF_VM_QEMU_CHILD_UNKNOWN;
   vm->stats_last_update = 0;
   vm->stats_advanced_at = 0;

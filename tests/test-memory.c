@@ -14,7 +14,6 @@
 #include <jansson.h>
 #include <glib/gstdio.h>
 
-#include "supervisor/config.h"
 #include "tests/lib/nf-test.h"
 
 #define BOOT_MS 120000
@@ -256,74 +255,6 @@ static guint count_copies(int pid, const char *probe, gsize len, gsize at_in_ima
  * guest, and ~32 MiB per guest never merged with the others. The probe is
  * 256 bytes from the middle of the kernel, found in qemu's memory twice:
  * guest RAM (page-aligned) and the heap copy. */
-/* Whether the guest's RAM (qemu's one 128 MiB mapping) is KSM-mergeable
- * ("mg" in its VmFlags): 1 yes, 0 no, -1 no such mapping (yet). */
-static int ram_mergeable(int pid)
-{
-  g_autofree char *path = g_strdup_printf("/proc/%d/smaps", pid);
-  g_autofree char *smaps = NULL;
-  if (!g_file_get_contents(path, &smaps, NULL, NULL))
-    return -1;
-  g_auto(GStrv) lines = g_strsplit(smaps, "\n", -1);
-  guint64 size_kib = 0;
-  for (char **l = lines; *l; l++) {
-    if (g_str_has_prefix(*l, "Size:"))
-      size_kib = g_ascii_strtoull(*l + 5, NULL, 10);
-    else if (g_str_has_prefix(*l, "VmFlags:") && size_kib == NF_DEFAULT_MEMORY_MIB * 1024)
-      return strstr(*l, " mg") != NULL;
-  }
-  return -1;
-}
-
-static gboolean ram_joined(gpointer data)
-{
-  return ram_mergeable(GPOINTER_TO_INT(data)) == 1;
-}
-
-static gboolean ram_held(gpointer data)
-{
-  return ram_mergeable(GPOINTER_TO_INT(data)) == 0;
-}
-
-/* With KSM a booting guest's RAM is kept out of ksmd's reach (qemu made it
- * mergeable; the supervisor sets it aside once QMP is up): this guest never
- * prints the marker it is told to wait for, so it stays booting. */
-static void test_ksm_ram_held_while_booting(void)
-{
-  g_autofree char *tmp = nf_test_tmpdir_new();
-  g_autofree char *sysfs = fake_ksm();
-  const char *run[] = {"run",
-                       "1",
-                       "-d",
-                       "--name",
-                       "kh",
-                       "--ksm",
-                       "on",
-                       "--ready-marker",
-                       "nf-test-never-printed",
-                       "--boot-timeout",
-                       "600",
-                       NULL};
-  g_assert_cmpint(nf_test_run_cli(tmp, run, BOOT_MS, NULL), ==, 0);
-  g_autofree char *pid_path =
-      g_build_filename(tmp, "run", "nervesfleet", "kh", "vm-0001.pid", NULL);
-  g_assert_true(nf_test_wait_file_contains(pid_path, "\n", BOOT_MS));
-  g_autofree char *pid_text = NULL;
-  g_assert_true(g_file_get_contents(pid_path, &pid_text, NULL, NULL));
-  int pid = (int)g_ascii_strtoll(pid_text, NULL, 10);
-  g_assert_cmpint(pid, >, 0);
-  g_assert_true(nf_test_wait_for(ram_held, GINT_TO_POINTER(pid), BOOT_MS));
-  const char *ps[] = {"ps", "--json", "--name", "kh", NULL};
-  json_auto_t *j = cli_json(tmp, ps);
-  g_assert_cmpstr(
-      json_string_value(json_object_get(json_array_get(json_object_get(j, "guests"), 0), "state")),
-      ==, "booting");
-  const char *down[] = {"down", "--name", "kh", NULL};
-  g_assert_cmpint(nf_test_run_cli(tmp, down, STOP_MS, NULL), ==, 0);
-  assert_original(sysfs);
-  nf_test_tmpdir_cleanup(tmp);
-}
-
 static void test_ksm_kernel_copy_mergeable(void)
 {
   g_autofree char *tmp = nf_test_tmpdir_new();
@@ -354,8 +285,6 @@ static void test_ksm_kernel_copy_mergeable(void)
   for (gsize i = 0; i < 2; i++) {
     int pid = (int)json_integer_value(json_object_get(json_array_get(guests, i), "pid"));
     g_autoptr(GHashTable) offsets = g_hash_table_new(NULL, NULL);
-    /* Started out of KSM's reach, the RAM joined once the guest was ready. */
-    g_assert_true(nf_test_wait_for(ram_joined, GINT_TO_POINTER(pid), CLI_MS));
     guint found = count_copies(pid, probe, len, size / 2, offsets);
     if (found == 0) {
       g_test_skip("cannot read qemu's memory (/proc/PID/mem)");
@@ -403,7 +332,6 @@ int main(int argc, char **argv)
   g_test_add_func("/memory/ksm-restored-after-kill-and-down",
                   test_ksm_restored_after_kill_and_down);
   g_test_add_func("/memory/ksm-kernel-copy-mergeable", test_ksm_kernel_copy_mergeable);
-  g_test_add_func("/memory/ksm-ram-held-while-booting", test_ksm_ram_held_while_booting);
   int rc = g_test_run();
   nf_test_tmpdir_cleanup(ksm_dir);
   g_free(ksm_dir);

@@ -25,8 +25,7 @@
  * 0) have passed since start or since the last system_reset; input is echoed.
  * QMP: greeting, qmp_capabilities, query-status, query-version, quit,
  * system_reset, system_powerdown, stop, cont, balloon, query-balloon, qom-get
- * and qom-set of the balloon's guest-stats(-polling-interval) and of the RAM
- * backend's merge (/objects/mach-virt.ram); anything else
+ * and qom-set of the balloon's guest-stats(-polling-interval); anything else
  * gets CommandNotFound, like qemu. Replies echo `id`; events go to every
  * negotiated monitor with qemu's timestamp. SIGTERM/SIGINT/SIGHUP: SHUTDOWN
  * (host-signal) and exit 0, as qemu does.
@@ -93,8 +92,6 @@ static const char *pidfile;
 static int64_t ram_bytes = 128LL << 20;
 static int64_t balloon_actual;
 static int64_t stats_interval;
-/* The RAM backend's "merge" (KSM), on as in qemu unless set. */
-static bool ram_merge = true;
 static bool running = true;
 static int64_t boot_ms;
 static int64_t booted_at_ms; /* start, or the last reset, plus boot_ms */
@@ -547,19 +544,6 @@ static void handle_command(Chardev *c, json_t *req)
     const char *prop = json_string_value(json_object_get(args, "property"));
     if (path == NULL || prop == NULL) {
       reply_error(c, id, "GenericError", "Parameter '%s' is missing", path ? "property" : "path");
-    } else if (strcmp(path, "/objects/mach-virt.ram") == 0 && strcmp(prop, "merge") == 0) {
-      if (cmd[4] == 's') {
-        json_t *v = json_object_get(args, "value");
-        if (!json_is_boolean(v)) {
-          reply_error(c, id, "GenericError",
-                      "Invalid parameter type for 'merge', expected: boolean");
-          return;
-        }
-        ram_merge = json_is_true(v);
-        reply(c, id, NULL);
-      } else {
-        reply(c, id, json_boolean(ram_merge));
-      }
     } else if (strstr(path, "balloon") == NULL) {
       reply_error(c, id, "DeviceNotFound", "Device '%s' not found", path);
     } else if (strcmp(prop, "guest-stats-polling-interval") == 0) {
