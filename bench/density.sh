@@ -48,7 +48,7 @@ naive_nolevers() {
   while IFS= read -r -d '' w; do
     case $w in
       tcg,tb-size=*) w=tcg,tb-size=32 ;;
-      console=ttyAMA0*) w="${w/ nokaslr/} nf.report_order=9" w=${w/ init_on_free=1/} ;;
+      console=ttyAMA0*) w="${w/ nokaslr/} nf.report_order=9" ;;
     esac
     printf '%s\0' "$w"
   done < <(naive_argv)

@@ -266,7 +266,7 @@ NfKsm *nf_ksm_acquire(const char *owner_key, guint pages_to_scan, GError **error
     goto fail;
   }
   apply(pages + pages_to_scan);
-  /* Zero pages (freed guest memory with init_on_free) merge into the
+  /* Zero pages (guest RAM zeroed and not yet reused) merge into the
    * kernel's zero page without a stable-tree entry: cheaper for ksmd. */
   knob_write("use_zero_pages", "1", NULL);
   if (!knob_write("run", "1", error)) {

@@ -63,13 +63,13 @@ typedef struct {
  * guest's kernel text is the same bytes and KSM merges it (a guest of a
  * test fleet gains nothing from a random kernel base). */
 #define NF_QEMU_GUEST_ARGS "nokaslr"
-/* With KSM (no boot cost measured): freed guest pages are zeroed, so KSM
- * maps them all onto the zero page. Without KSM it would cost: zeroing
- * touches every page the guest frees at boot (~+20 MiB RSS).
+/* Not here: init_on_free=1 (freed guest pages zeroed for KSM's zero page).
+ * Free page reporting already gives freed pages back (72.5 vs 72.3 MiB PSS
+ * per guest without and with it, 8 guests), and zeroing cost ~5 % more CPU
+ * per boot in a storm (bench/README, issue 17).
  * (`page_reporting.page_reporting_order` on this command line would report
  * free blocks smaller than 2 MiB, but Debian's 6.1 kernel overwrites it when
  * virtio_balloon registers: the sim guest's init writes it after that.) */
-#define NF_QEMU_GUEST_ARGS_KSM "init_on_free=1"
 
 /* With KSM: glibc's mmap threshold, fixed. qemu keeps a copy of the kernel
  * image (and of the initrd) on its heap to reload at reset. glibc raises its
