@@ -7,7 +7,8 @@
  * refused; Ctrl-] q detaches with exit 0; and the terminal's settings are
  * exactly restored after a detach and after a SIGTERM; stdin at EOF
  * detaches (exit 0) once what was read is sent: `echo CMD | console`
- * runs CMD in the guest, and `console --ro </dev/null` returns.
+ * runs CMD in the guest, and `console --ro </dev/null` returns. Through
+ * the same piped console: the sim guest kernel took its idle settings.
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -203,6 +204,20 @@ static int run_with_stdin(const char *input, const char *const *args, char **out
   return p.status;
 }
 
+/* The sim guest's kernel took the idle settings from its command line
+ * (qemu-argv.h): a sysctl it did not know would only be a boot warning. */
+static void check_guest_quiet(void)
+{
+  const char *attach[] = {"console", "1", NULL};
+  g_autofree char *out = NULL;
+  int rc = run_with_stdin(
+      "echo quiet-$(cat /proc/sys/vm/compaction_proactiveness)-$(cat /proc/sys/vm/stat_interval)\r",
+      attach, &out);
+  g_assert_cmpint(rc, ==, 0);
+  g_autofree char *log = g_build_filename(tmp, "state/nervesfleet/con/vm-0001/console.log", NULL);
+  g_assert_true(nf_test_wait_file_contains(log, "quiet-0-10", WAIT_MS));
+}
+
 /* stdin at EOF detaches after sending what was read. */
 static void check_stdin_eof(void)
 {
@@ -328,6 +343,7 @@ static void test_console(void)
   pty_free(k);
 
   check_stdin_eof();
+  check_guest_quiet();
   check_stdin_after_let_go();
 
   nf_test_proc_signal(fleet, SIGTERM);
