@@ -93,16 +93,6 @@ static guint index_of(Listener *l, const char *prefix)
 }
 
 /* /proc/PID/stat's state letter is T once SIGSTOP has taken effect. */
-static gboolean is_stopped_cb(gpointer data)
-{
-  g_autofree char *path = g_strdup_printf("/proc/%d/stat", GPOINTER_TO_INT(data));
-  g_autofree char *stat = NULL;
-  if (!g_file_get_contents(path, &stat, NULL, NULL))
-    return FALSE;
-  const char *paren = strrchr(stat, ')');
-  return paren && paren[1] == ' ' && paren[2] == 'T';
-}
-
 /* `run N --qemu fake --kernel placeholder --accel tcg` plus `extra`. */
 static NfTestProc *spawn_fake(const char *tmp, const char *count, const char *const *extra)
 {
@@ -168,7 +158,7 @@ static void test_notify(void)
   /* The pets come from the main loop: none while it cannot run. */
   GPid pid = nf_test_proc_pid(p);
   nf_test_proc_signal(p, SIGSTOP);
-  g_assert_true(nf_test_wait_for(is_stopped_cb, GINT_TO_POINTER(pid), 10000));
+  g_assert_true(nf_test_wait_for(nf_test_pid_stopped, GINT_TO_POINTER(pid), 10000));
   /* Stopped: all it sent is queued on our socket; take it in. */
   while (g_main_context_iteration(NULL, FALSE))
     ;

@@ -251,10 +251,26 @@ const char *nf_test_proc_output(NfTestProc *p)
   return p->out->str;
 }
 
+/* kill() here and now: g_subprocess_send_signal hands the signal to GLib's
+ * worker thread, so a SIGSTOP could land after the next step of the test (a
+ * CLI verb then answered by the supervisor it meant to find stopped).
+ * GLib forgets the pid (identifier NULL) when it reaps the process, so a
+ * reused pid is signalled only if that happens between the two lines. */
 void nf_test_proc_signal(NfTestProc *p, int sig)
 {
-  if (!p->exited)
-    g_subprocess_send_signal(p->proc, sig);
+  GPid pid = nf_test_proc_pid(p);
+  if (!p->exited && pid > 0)
+    kill(pid, sig);
+}
+
+gboolean nf_test_pid_stopped(gpointer pid)
+{
+  g_autofree char *path = g_strdup_printf("/proc/%d/stat", GPOINTER_TO_INT(pid));
+  g_autofree char *stat = NULL;
+  if (!g_file_get_contents(path, &stat, NULL, NULL))
+    return FALSE;
+  const char *paren = strrchr(stat, ')');
+  return paren && paren[1] == ' ' && paren[2] == 'T';
 }
 
 GPid nf_test_proc_pid(NfTestProc *p)
