@@ -119,8 +119,9 @@ static gboolean wheel_tick_cb(gpointer data)
   return G_SOURCE_CONTINUE;
 }
 
-/* Whether qemu's pid file names the process we spawned; UNKNOWN while it
- * cannot be read (qemu writes it early; an adopted guest is no child). */
+/* Whether qemu's pid file names the process we watch; UNKNOWN while it
+ * cannot be read (qemu writes it early). An adopted guest answers YES: it
+ * was found through that file, and is no child of ours to reap anyway. */
 static NfVmQemuChild qemu_is_child(NfVm *vm)
 {
   char buf[32];
