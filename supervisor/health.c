@@ -24,8 +24,6 @@
  */
 #include "supervisor/health.h"
 
-#include <fcntl.h>
-#include <unistd.h>
 #include <jansson.h>
 
 #include "supervisor/vm-private.h"
@@ -124,17 +122,8 @@ static gboolean wheel_tick_cb(gpointer data)
  * was found through that file, and is no child of ours to reap anyway. */
 static NfVmQemuChild qemu_is_child(NfVm *vm)
 {
-  char buf[32];
-  int fd = open(vm->pidfile, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return NF_VM_QEMU_CHILD_UNKNOWN;
-  ssize_t n = read(fd, buf, sizeof(buf) - 1);
-  close(fd);
-  if (n <= 0)
-    return NF_VM_QEMU_CHILD_UNKNOWN;
-  buf[n] = '\0';
-  gint64 pid = g_ascii_strtoll(buf, NULL, 10);
-  if (pid <= 0)
+  GPid pid;
+  if (!nf_vm_read_pidfile(vm, &pid))
     return NF_VM_QEMU_CHILD_UNKNOWN;
   return pid == nf_process_pid(vm->proc) ? NF_VM_QEMU_CHILD_YES : NF_VM_QEMU_CHILD_NO;
 }

@@ -19,7 +19,6 @@
 
 #include "supervisor/console-log.h"
 
-static char *read_pidfile(const char *path, GPid *pid);
 static char *read_cmdline(GPid pid);
 static gboolean pid_is_our_qemu(NfVm *vm, GPid pid);
 static gboolean cmdline_has(GPid pid, const char *needle);
@@ -27,13 +26,13 @@ static void load_recorded(NfVm *vm, json_t *status);
 static void finish_dying(GPid pid);
 static void balloon_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
 
-static char *read_pidfile(const char *path, GPid *pid)
+gboolean nf_vm_read_pidfile(const NfVm *vm, GPid *pid)
 {
   g_autofree char *text = NULL;
-  if (!g_file_get_contents(path, &text, NULL, NULL))
-    return NULL;
+  if (!g_file_get_contents(vm->pidfile, &text, NULL, NULL))
+    return FALSE;
   *pid = (GPid)g_ascii_strtoll(g_strstrip(text), NULL, 10);
-  return *pid > 0 ? g_strdup(text) : NULL;
+  return *pid > 0;
 }
 
 /* Its command line, arguments joined by spaces; NULL when gone. */
@@ -97,13 +96,13 @@ static void finish_dying(GPid pid)
 gboolean nf_vm_adopt(NfVm *vm)
 {
   GPid pid = 0;
-  g_autofree char *pidtext = read_pidfile(vm->pidfile, &pid);
+  gboolean have_pid = nf_vm_read_pidfile(vm, &pid);
   g_autoptr(GError) error = NULL;
   json_auto_t *status = json_load_file(vm->status_path, 0, NULL);
   const char *was = json_string_value(json_object_get(status, "state"));
   /* Absent in files of older versions: then nothing is known. */
   gboolean died_with_it = json_is_true(json_object_get(status, "dies_with_supervisor"));
-  gboolean ours = pidtext && pid_is_our_qemu(vm, pid);
+  gboolean ours = have_pid && pid_is_our_qemu(vm, pid);
   gboolean was_up = was && (g_str_equal(was, "ready") || g_str_equal(was, "booting") ||
                             g_str_equal(was, "starting") || g_str_equal(was, "unhealthy"));
 

@@ -204,6 +204,8 @@ void nf_vm_remove_runtime_files(NfVm *vm);
 /* vm-adopt.c: an adopted guest's QMP is up: learn what its status file does
  * not keep (the balloon's actual size). No-op for a guest we spawned. */
 void nf_vm_adopted_qmp_up(NfVm *vm);
+/* The pid in qemu's pid file (vm->pidfile); FALSE when it has none (yet). */
+gboolean nf_vm_read_pidfile(const NfVm *vm, GPid *pid);
 
 /* vm-net.c: networking of one spawn (see net.h, tap.h): the forwarded
  * ports, checked free; with --net tap a new tap (*tap_fd, for qemu) and the
