@@ -104,18 +104,10 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   NfBootAffinity affinity = config->boot_affinity;
   if (affinity == NF_BOOT_AFFINITY_AUTO)
     affinity = fleet->env.accel == NF_ACCEL_TCG ? NF_BOOT_AFFINITY_CORE : NF_BOOT_AFFINITY_NONE;
-  /* A lowered guest gets relief well before its heartbeat deadline could
-   * pass (stats move every 2 s when all is well), and before a QMP probe
-   * sent after its stats last moved could time out. The longer it may
-   * starve, the more of its idle CPU waits until the storm is over: at 100
-   * guests, relief after 7.5 s left ready guests 12 % of the storm's CPU. */
-  guint relief_ms = 0;
-  if (config->heartbeat_timeout_ms)
-    relief_ms = config->heartbeat_timeout_ms / 3;
-  if (config->health_interval_ms && config->health_timeout_ms)
-    relief_ms = relief_ms ? MIN(relief_ms, config->health_timeout_ms) : config->health_timeout_ms;
   fleet->boot_sched =
-      nf_boot_sched_new(config->ready_sched, affinity, relief_ms ? MAX(relief_ms, 4000) : 0);
+      nf_boot_sched_new(config->ready_sched, affinity,
+                        nf_health_relief_ms(config->heartbeat_timeout_ms,
+                                            config->health_interval_ms, config->health_timeout_ms));
   if (config->balloon_policy != NF_BALLOON_POLICY_OFF) {
     NfMemPolicyParams mp;
     nf_mempolicy_params_from_config(&mp, config);

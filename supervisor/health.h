@@ -21,6 +21,21 @@ typedef struct NfHealthWheel NfHealthWheel;
 #define NF_HEALTH_STRETCH_MAX_MS 30000
 NfHealthWheel *nf_health_wheel_new(guint interval_ms, gboolean stretch);
 
+/* How often a ready guest's balloon driver reports its stats (the
+ * heartbeat), in ms, for a heartbeat timeout of `heartbeat_timeout_ms`
+ * (> 0): a twelfth of it, from 1 s to 5 s. Each report wakes the guest and
+ * both of qemu's busy threads: at 2 s it was ~40 % of an idle sim guest's
+ * host CPU (35 ms in 20 s, 22 ms without reports; bench/README, issue 17),
+ * and a 60 s deadline needs no report every 2 s. */
+#define NF_HEALTH_STATS_POLL_MAX_MS 5000
+guint nf_health_stats_poll_ms(guint heartbeat_timeout_ms);
+
+/* How long a guest lowered during a boot storm (boot-sched.h) may go with
+ * its balloon stats standing still before it runs normally again, for these
+ * settings (0: off); 0 when no health check could fail (no relief needed). */
+guint nf_health_relief_ms(guint heartbeat_timeout_ms, guint health_interval_ms,
+                          guint health_timeout_ms);
+
 /* The interval each guest is probed at now. */
 guint nf_health_wheel_interval(const NfHealthWheel *wheel);
 
