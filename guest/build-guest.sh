@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the default nervesfleet guest: OUTDIR/vmlinuz and OUTDIR/initrd.gz, from Debian's
+# Builds the default nervesfleet guest: OUTDIR/vmlinuz and OUTDIR/initrd.gz (and both in
+# one OUTDIR/boot.elf, see supervisor/boot-image.h), from Debian's
 # arm64 kernel and busybox-static packages. Nothing is installed on the host: the .debs are
 # only downloaded (cached in OUTDIR/debs) and unpacked into a scratch directory.
 # With --kernel small the kernel is instead the small one build-kernel.sh compiles from
@@ -65,7 +66,7 @@ if [ "$KERNEL" = small ]; then
   KMETA=  # no kernel package to resolve
 fi
 
-outputs_exist() { [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.gz" ]; }
+outputs_exist() { [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.gz" ] && [ -s "$OUT/boot.elf" ]; }
 
 # --- resolve versions (apt-cache reads the local index only) -------------------------
 # One apt-cache call: without a pkgcache.bin (as in many containers) each call re-parses
@@ -249,10 +250,48 @@ find "$R" -exec touch -h -d @0 {} + 2>/dev/null || true
    cpio -o -H newc -R 0:0 --reproducible --quiet) | gzip -9 -n >"$WORK/initrd.gz" ||
   die "cpio/gzip failed while packing the initramfs"
 
+# --- boot.elf --------------------------------------------------------------------------------
+# The kernel and initramfs in one ELF file, which qemu maps instead of copying onto its heap
+# (33 MiB per guest). Layout and why: supervisor/boot-image.h, which checks it at run time.
+le() { # VALUE BYTES: VALUE as BYTES little-endian bytes
+  local i
+  for ((i = 0; i < $2; i++)); do printf "\\$(printf %03o $((($1 >> (8 * i)) & 255)))"; done
+}
+write_boot_elf() { # IMAGE INITRD OUT
+  local stub=$((0x401ff000)) kaddr=$((0x40200000)) ksz rsz isz raddr koff=$((0x10000)) roff
+  [ "$(od -An -c -j 56 -N 4 "$1" | tr -d ' ')" = ARMd ] || die "$1 is not an arm64 Image"
+  ksz=$(stat -c %s "$1")
+  rsz=$(stat -c %s "$2")
+  isz=$(od -An -t u8 -j 16 -N 8 "$1" | tr -d ' ') # image_size: text to end of BSS
+  [ "$isz" -ge "$ksz" ] || die "$1: image_size $isz is smaller than the file"
+  raddr=$(((kaddr + isz + 0x1fffff) & ~0x1fffff))
+  roff=$(((koff + ksz + 0xfff) & ~0xfff))
+  {
+    printf '\177ELF\002\001\001'; le 0 9            # 64-bit, little-endian, SysV
+    le 2 2; le 183 2; le 1 4; le $stub 8; le 64 8; le 0 8 # EXEC, aarch64, entry, phoff
+    le 0 4; le 64 2; le 56 2; le 3 2; le 64 2; le 0 2; le 0 2
+    ph() { le 1 4; le "$1" 4; le "$2" 8; le "$3" 8; le "$3" 8; le "$4" 8; le "$4" 8; le 4096 8; }
+    ph 5 4096 $stub 24 # PT_LOAD R+X at file offset 4096: the stub
+    ph 7 $koff $kaddr "$ksz"
+    ph 4 $roff $raddr "$rsz"
+  } >"$3"
+  # movz x0, #0x4000, lsl #16 (the device tree); mov x1/x2/x3, xzr;
+  # movz x4, #0x4020, lsl #16; br x4
+  { le $((0xd2a80000)) 4; le $((0xaa1f03e1)) 4; le $((0xaa1f03e2)) 4; le $((0xaa1f03e3)) 4
+    le $((0xd2a80404)) 4; le $((0xd61f0080)) 4; } |
+    dd of="$3" bs=4096 seek=1 conv=notrunc status=none
+  dd if="$1" of="$3" bs=4096 seek=$((koff / 4096)) conv=notrunc status=none
+  dd if="$2" of="$3" bs=4096 seek=$((roff / 4096)) conv=notrunc status=none
+}
+
 # --- publish atomically ---------------------------------------------------------------------
 cp "$KIMAGE" "$WORK/vmlinuz"
+write_boot_elf "$WORK/vmlinuz" "$WORK/initrd.gz" "$WORK/boot.elf"
 mv -f "$WORK/vmlinuz" "$OUT/vmlinuz"
 mv -f "$WORK/initrd.gz" "$OUT/initrd.gz"
+# Last, so it is never older than the two it carries (boot-image.c checks).
+touch "$WORK/boot.elf"
+mv -f "$WORK/boot.elf" "$OUT/boot.elf"
 echo "$HASH $KPKG $KVER $BBVER" >"$WORK/stamp" && mv -f "$WORK/stamp" "$STAMP"
 # Old versions' .debs are dead weight once the new guest is published.
 for f in "$DEBS"/*.deb; do

@@ -101,6 +101,8 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
   }
   if (!nerves) {
     GString *cmdline = g_string_new("console=ttyAMA0 quiet panic=-1 cma=0 " NF_QEMU_GUEST_ARGS);
+    if (spec->boot_arg)
+      g_string_append_printf(cmdline, " %s", spec->boot_arg);
     /* The user's last: the kernel takes the last of a repeated parameter. */
     if (spec->append && *spec->append)
       g_string_append_printf(cmdline, " %s", spec->append);

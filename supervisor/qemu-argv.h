@@ -21,6 +21,7 @@ typedef struct {
   guint64 memory_mib;
   const char *kernel;
   const char *initrd;
+  const char *boot_arg;   /* kernel argument the kernel file needs (boot-image.h), or NULL */
   const char *append;     /* extra kernel command line, may be NULL */
   const char *guest_name; /* e.g. "vm-0003" */
   const char *serial;     /* identity, e.g. "NF-000003" */
@@ -86,7 +87,8 @@ typedef struct {
  * virtio_balloon registers: the sim guest's init writes it after that.) */
 
 /* With KSM: glibc's mmap threshold, fixed. qemu keeps a copy of the kernel
- * image (and of the initrd) on its heap to reload at reset. glibc raises its
+ * image (and of the initrd) on its heap to reload at reset (not for the built
+ * guest's boot.elf, which it maps: boot-image.h). glibc raises its
  * mmap threshold as qemu frees big blocks, so that ~32 MiB copy lands in the
  * brk heap at an offset within a page that differs from guest to guest, and
  * KSM, which merges whole identical pages, then merges it only between guests

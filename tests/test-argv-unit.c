@@ -99,6 +99,29 @@ static void test_argv_tcg(void)
   g_assert_cmpstr(argv[n - 1], ==, "user,id=n0");
 }
 
+/* A boot image (boot-image.h): no -initrd, and the argument it needs comes
+ * before the user's, so a user's own initrd= still wins (the kernel takes
+ * the last). */
+static void test_argv_boot_image(void)
+{
+  NfQemuSpec spec = {.qemu = "/usr/bin/qemu-system-aarch64",
+                     .accel = NF_ACCEL_TCG,
+                     .memory_mib = 128,
+                     .kernel = "/g/boot.elf",
+                     .boot_arg = "initrd=0x42400000,1690205",
+                     .append = "nf.fault=panic",
+                     .guest_name = "vm-0007",
+                     .serial = "NF-000007",
+                     .pidfile = "/run/x/vm-0007.pid"};
+  g_auto(GStrv) argv = nf_qemu_argv_build(&spec);
+  g_assert_cmpint(find_pair(argv, "-kernel", "/g/boot.elf"), >, 0);
+  g_assert_cmpint(find_pair(argv, "-initrd", NULL), ==, -1);
+  g_assert_cmpint(find_pair(argv, "-append",
+                            "console=ttyAMA0 quiet panic=-1 cma=0 " NF_QEMU_GUEST_ARGS
+                            " initrd=0x42400000,1690205 nf.fault=panic"),
+                  >, 0);
+}
+
 static void test_argv_kvm_and_hvf(void)
 {
   g_auto(GStrv) kvm = build(NF_ACCEL_KVM);
@@ -399,6 +422,7 @@ int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/argv/tcg", test_argv_tcg);
+  g_test_add_func("/argv/boot-image", test_argv_boot_image);
   g_test_add_func("/argv/console-log-waits", test_argv_console_log);
   g_test_add_func("/argv/levers", test_argv_levers);
   g_test_add_func("/argv/process-env", test_process_env);
