@@ -33,6 +33,6 @@
  * after them) and fits in `memory_mib` of RAM: TRUE, with the ELF's path
  * and the initrd=... kernel argument (new strings). FALSE otherwise (any
  * other kernel, an old guest dir, a stale or foreign file): boot from the
- * kernel and initrd as given. Reads 232 bytes; call once per fleet. */
+ * kernel and initrd as given. Three stats and 232 bytes read. */
 gboolean nf_boot_image_find(const char *kernel, const char *initrd, guint64 memory_mib,
                             char **elf_path, char **kernel_arg);

@@ -18,7 +18,6 @@
 #include <unistd.h>
 #include <glib/gstdio.h>
 
-#include "supervisor/boot-image.h"
 #include "supervisor/identity.h"
 
 #define NF_FLEET_FDS_PER_GUEST 1
@@ -83,9 +82,6 @@ gboolean nf_fleet_check_input(NfFleet *fleet, GError **error)
                                      "--initrd",
                                      error)))
     return FALSE;
-  if (!nerves)
-    nf_boot_image_find(config->kernel, config->initrd, config->memory_mib, &fleet->env.boot_elf,
-                       &fleet->env.boot_arg);
   return TRUE;
 }
 

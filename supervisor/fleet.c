@@ -561,8 +561,6 @@ void nf_fleet_free(NfFleet *fleet)
   g_hash_table_unref(fleet->retiring);
   g_free(fleet->lock_path);
   g_free(fleet->env.qemu_path);
-  g_free(fleet->env.boot_elf);
-  g_free(fleet->env.boot_arg);
   g_free(fleet->env.cgroup_name);
   g_clear_pointer(&fleet->env.disks, nf_disks_free);
   g_clear_pointer(&fleet->env.snapshot, nf_snapshot_free);

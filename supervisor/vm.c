@@ -25,6 +25,7 @@
 #include <glib/gstdio.h>
 #include <jansson.h>
 
+#include "supervisor/boot-image.h"
 #include "supervisor/deadlines.h"
 #include "supervisor/disks.h"
 #include "supervisor/identity.h"
@@ -141,6 +142,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   gboolean ok = FALSE;
   g_auto(GStrv) argv = NULL;
   g_auto(GStrv) env = NULL;
+  g_autofree char *boot_elf = NULL, *boot_arg = NULL; /* boot-image.h */
 
   nf_vm_reset_run_facts(vm);
   if (g_mkdir_with_parents(vm->state_dir, 0755) != 0) {
@@ -167,13 +169,19 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
 
   /* A snapshot fleet restores rather than boots while its snapshot is usable. */
   vm->restore_file = g_strdup(nf_snapshot_file(vm->env->snapshot));
+  /* The built guest boots from its boot.elf when that carries the kernel
+   * and initrd as they are now: checked at each spawn (a few stats and 232
+   * bytes), so a guest rebuilt while the fleet runs is never booted with
+   * the last build's initrd size. */
+  if (cfg->profile == NF_PROFILE_SIM)
+    nf_boot_image_find(cfg->kernel, cfg->initrd, cfg->memory_mib, &boot_elf, &boot_arg);
   NfQemuSpec spec = {
       .qemu = vm->env->qemu_path,
       .accel = vm->env->accel,
       .memory_mib = cfg->memory_mib,
-      .kernel = vm->env->boot_elf ? vm->env->boot_elf : cfg->kernel,
-      .initrd = vm->env->boot_elf ? NULL : cfg->initrd,
-      .boot_arg = vm->env->boot_arg,
+      .kernel = boot_elf ? boot_elf : cfg->kernel,
+      .initrd = boot_elf ? NULL : cfg->initrd,
+      .boot_arg = boot_arg,
       .append = cfg->append,
       .guest_name = vm->name,
       .serial = vm->serial,

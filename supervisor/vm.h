@@ -34,8 +34,6 @@ typedef struct {
   const NfFleetPaths *paths;
   NfAccel accel;                /* resolved */
   char *qemu_path;              /* resolved binary */
-  char *boot_elf;               /* the built guest's boot.elf (boot-image.h), or NULL */
-  char *boot_arg;               /* with boot_elf: the kernel argument it needs */
   gboolean use_cgroups;         /* per-guest memory cgroups (set by the fleet) */
   struct NfDisks *disks;        /* per-guest overlays, or NULL */
   struct NfHealthWheel *health; /* probe scheduler, NULL when probes are off */
