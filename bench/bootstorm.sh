@@ -94,7 +94,7 @@ pair_cpu0=$(core_pair)
 # numbers kept under index $RUNS in the RUN_* arrays.
 RUNS=0
 IDLE_S=${IDLE_S:-5}
-declare -a RUN_BOOT_FIRST RUN_BOOT_LAST RUN_HUNG RUN_IDLE RUN_RIDLE RUN_LABEL RUN_ALL RUN_READY RUN_BATCH RUN_FAILED RUN_BUSY RUN_FOREIGN RUN_LOAD RUN_PSI RUN_CPU RUN_STOP RUN_RC
+declare -a RUN_BURST RUN_WAITPCT RUN_BOOT_FIRST RUN_BOOT_LAST RUN_HUNG RUN_IDLE RUN_RIDLE RUN_LABEL RUN_ALL RUN_READY RUN_BATCH RUN_FAILED RUN_BUSY RUN_FOREIGN RUN_LOAD RUN_PSI RUN_CPU RUN_STOP RUN_RC
 fleet_run() {
   local label=$1 c0 c1 jiffies p
   shift
@@ -103,7 +103,7 @@ fleet_run() {
   sup_start "$N" "${batch_args[@]}" "$@" --boot-timeout "$TIMEOUT"
   # Each guest's CPU when its ready line arrives: what it burns from then to
   # the last guest's ready is the idle cost of ready guests during the storm.
-  local -A at_ready=()
+  local -A at_ready=() ready_us=()
   local -a boot_seq=()
   local pid_re='[(]pid ([0-9]+)'
   while :; do
@@ -114,6 +114,7 @@ fleet_run() {
     fi
     [[ $SUP_LINE =~ $pid_re ]] || break
     at_ready[${BASH_REMATCH[1]}]=$(proc_jiffies "${BASH_REMATCH[1]}" 2>/dev/null || echo 0)
+    ready_us[${BASH_REMATCH[1]}]=$SUP_LINE_US
     boot_seq+=("${at_ready[${BASH_REMATCH[1]}]}")
   done
   # Boot CPU (its qemu's CPU at its ready line) of the first and the last
@@ -125,13 +126,28 @@ fleet_run() {
   RUN_BOOT_LAST[$RUNS]=$(printf '%s\n' "${boot_seq[@]: -$tenth}" | awk -v hz="$hz" '{s+=$1} END{printf "%.3f", NR?s/NR/hz:0}')
   c1=$(cpu_snap)
   jiffies=$(proc_jiffies "$SUP_PID")
-  local ready_idle=0 pj
+  local ready_idle=0 pj fit=
+  now_us
   for p in $(sup_children); do
     pj=$(proc_jiffies "$p" 2>/dev/null || echo 0)
     jiffies=$((jiffies + pj))
-    [ -n "${at_ready[$p]:-}" ] && ready_idle=$((ready_idle + pj - at_ready[$p]))
+    if [ -n "${at_ready[$p]:-}" ]; then
+      ready_idle=$((ready_idle + pj - at_ready[$p]))
+      fit+="$(((NOW_US - ready_us[$p]) / 1000)) $((pj - at_ready[$p]))"$'\n'
+    fi
   done
   RUN_RIDLE[$RUNS]=$(calc "100 * $ready_idle / ($jiffies > 0 ? $jiffies : 1)")
+  # What a ready guest burns until the last is ready, fitted over the guests
+  # as a + b x (how long it waited): a, what it spends once after its ready
+  # line (ms); b, its rate while it waits (% of a core).
+  read -r RUN_BURST[$RUNS] RUN_WAITPCT[$RUNS] < <(awk -v hz="$hz" '
+    NF == 2 { x = $1 / 1000; y = $2 / hz; n++; sx += x; sy += y; sxx += x * x; sxy += x * y }
+    END {
+      d = n * sxx - sx * sx
+      if (n < 3 || d == 0) { print "null null"; exit }
+      b = (n * sxy - sx * sy) / d; a = (sy - b * sx) / n
+      printf "%.1f %.3f\n", a * 1000, b * 100
+    }' <<<"$fit")
   RUN_LABEL[$RUNS]=$label
   RUN_LOAD[$RUNS]=$(loadavg1)
   RUN_PSI[$RUNS]=$(psi_cpu10)
@@ -256,7 +272,7 @@ mean() { awk 'BEGIN{for (i = 1; i < ARGC; i++) if (ARGV[i] ~ /^[0-9.]+$/) {s += 
 # the share of the cores left to us that the fleet kept busy.
 if [ "$RUNS" -ge 1 ]; then
   declare -A V_RATIO V_P50 V_P50L
-  lines=$(printf 'run\tvariant\tall ready s\tlimit adj s\tratio\tp50 s\tp50/naive\tCPU/guest s\tvs alone\tcores used\tforeign\tload1\tidle/guest pct\tready CPU pct\tp50/limit\tunhealthy\tboot CPU first/last tenth s')
+  lines=$(printf 'run\tvariant\tall ready s\tlimit adj s\tratio\tp50 s\tp50/naive\tCPU/guest s\tvs alone\tcores used\tforeign\tload1\tidle/guest pct\tready CPU pct\tp50/limit\tunhealthy\tboot CPU first/last tenth s\tready: once ms + waiting pct')
   for ((i = 0; i < RUNS; i++)); do
     la=$(calc "$single_cpu * $N / ($CORES - ${RUN_FOREIGN[$i]} > 0.1 ? $CORES - ${RUN_FOREIGN[$i]} : 0.1)")
     r=$(ratio "${RUN_ALL[$i]}" "$la")
@@ -267,9 +283,10 @@ if [ "$RUNS" -ge 1 ]; then
     V_P50[${RUN_LABEL[$i]}]+="$pr "
     pl=$(ratio "$p" "$la")
     V_P50L[${RUN_LABEL[$i]}]+="$pl "
-    lines+=$'\n'$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$((i + 1))" "${RUN_LABEL[$i]}" \
+    lines+=$'\n'$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$((i + 1))" "${RUN_LABEL[$i]}" \
       "${RUN_ALL[$i]}" "$la" "$r" "$p" "$pr" "${RUN_CPU[$i]}" "$(ratio "${RUN_CPU[$i]}" "$single_cpu")" \
-      "$used" "${RUN_FOREIGN[$i]}" "${RUN_LOAD[$i]}" "${RUN_IDLE[$i]}" "${RUN_RIDLE[$i]}" "$pl" "${RUN_HUNG[$i]}" "${RUN_BOOT_FIRST[$i]} / ${RUN_BOOT_LAST[$i]}")
+      "$used" "${RUN_FOREIGN[$i]}" "${RUN_LOAD[$i]}" "${RUN_IDLE[$i]}" "${RUN_RIDLE[$i]}" "$pl" "${RUN_HUNG[$i]}" "${RUN_BOOT_FIRST[$i]} / ${RUN_BOOT_LAST[$i]}" \
+      "${RUN_BURST[$i]} + ${RUN_WAITPCT[$i]}")
   done
   column -t -s $'\t' <<<"$lines"
   printf '\n'
@@ -289,7 +306,7 @@ jfield batch "$(jnum "$sup_batch")"
 jfield single_guest "{\"wall_s\": $single_wall, \"cpu_s\": $single_cpu, \"cpu_s_before\": $single_cpu0, \"cpu_s_after\": $single_cpu1, \"runs\": $SINGLE_RUNS, \"cores_at_once_cpu_s\": $pair_cpu}"
 runs=
 for ((i = 0; i < RUNS; i++)); do
-  runs+="${runs:+, }{\"variant\": $(jstr "${RUN_LABEL[$i]}"), \"all_ready_s\": ${RUN_ALL[$i]}, \"ready_s\": [$(arr "${RUN_READY[$i]}")], \"cpu_per_guest_s\": ${RUN_CPU[$i]}, \"foreign_cores\": ${RUN_FOREIGN[$i]}, \"idle_pct_per_guest\": ${RUN_IDLE[$i]}, \"ready_cpu_pct\": ${RUN_RIDLE[$i]}, \"unhealthy\": ${RUN_HUNG[$i]}, \"boot_cpu_first_tenth_s\": ${RUN_BOOT_FIRST[$i]}, \"boot_cpu_last_tenth_s\": ${RUN_BOOT_LAST[$i]}, \"load1\": ${RUN_LOAD[$i]}, \"batch\": $(jnum "${RUN_BATCH[$i]}")}"
+  runs+="${runs:+, }{\"variant\": $(jstr "${RUN_LABEL[$i]}"), \"all_ready_s\": ${RUN_ALL[$i]}, \"ready_s\": [$(arr "${RUN_READY[$i]}")], \"cpu_per_guest_s\": ${RUN_CPU[$i]}, \"foreign_cores\": ${RUN_FOREIGN[$i]}, \"idle_pct_per_guest\": ${RUN_IDLE[$i]}, \"ready_cpu_pct\": ${RUN_RIDLE[$i]}, \"unhealthy\": ${RUN_HUNG[$i]}, \"boot_cpu_first_tenth_s\": ${RUN_BOOT_FIRST[$i]}, \"boot_cpu_last_tenth_s\": ${RUN_BOOT_LAST[$i]}, \"ready_once_ms\": ${RUN_BURST[$i]}, \"ready_waiting_pct\": ${RUN_WAITPCT[$i]}, \"load1\": ${RUN_LOAD[$i]}, \"batch\": $(jnum "${RUN_BATCH[$i]}")}"
 done
 jfield runs "[$runs]"
 jfield cpu_bound_limit_s "$limit"
