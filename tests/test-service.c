@@ -92,7 +92,6 @@ static guint index_of(Listener *l, const char *prefix)
   return G_MAXUINT;
 }
 
-/* /proc/PID/stat's state letter is T once SIGSTOP has taken effect. */
 /* `run N --qemu fake --kernel placeholder --accel tcg` plus `extra`. */
 static NfTestProc *spawn_fake(const char *tmp, const char *count, const char *const *extra)
 {
