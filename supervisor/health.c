@@ -16,7 +16,10 @@
  * guest. Each tick probes every guest whose interval is up, so the replies of
  * many guests arrive together and are handled in a few main loop wakeups
  * instead of one wakeup per guest: with GLib's poll loop every wakeup walks
- * every source, so wakeups, not probes, are what idle CPU is made of.
+ * every source, so wakeups, not probes, are what idle CPU is made of. The
+ * guests wait in a queue in the order they are due, so a tick touches only
+ * those it probes: walking every guest every second cost ~0.5 % of a core
+ * at 10,000 (idle supervisor 1.87 → 1.37 %; not measurable at 1,000).
  * Process death is not polled here: the end of the QMP stream, then a
  * pidfd, tell us (vm.c); a probe only checks, with one waitid(WNOWAIT), that
  * the child it spawned is not a zombie behind a stream kept open. The boot
@@ -32,10 +35,11 @@ struct NfHealthWheel {
   guint interval_ms;
   gboolean stretch;
   guint timer;
-  GHashTable *vms; /* NfVm* being probed */
+  GQueue due; /* NfVm* being probed, by next_probe_at (each vm->health_link) */
 };
 
 static gboolean wheel_tick_cb(gpointer data);
+static void schedule(NfHealthWheel *w, NfVm *vm);
 static void probe(NfVm *vm);
 static void ping_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
 static void stats_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
@@ -46,7 +50,6 @@ NfHealthWheel *nf_health_wheel_new(guint interval_ms, gboolean stretch)
   NfHealthWheel *w = g_new0(NfHealthWheel, 1);
   w->interval_ms = interval_ms;
   w->stretch = stretch;
-  w->vms = g_hash_table_new(NULL, NULL);
   /* Whole seconds let GLib align this wakeup with the process's others. */
   if (interval_ms >= 1000)
     w->timer = g_timeout_add_seconds(1, wheel_tick_cb, w);
@@ -59,7 +62,7 @@ guint nf_health_wheel_interval(const NfHealthWheel *w)
 {
   if (!w->stretch)
     return w->interval_ms;
-  guint64 stretched = (guint64)g_hash_table_size(w->vms) * NF_HEALTH_STRETCH_MS_PER_GUEST;
+  guint64 stretched = (guint64)w->due.length * NF_HEALTH_STRETCH_MS_PER_GUEST;
   return (guint)CLAMP(stretched, w->interval_ms, MAX(w->interval_ms, NF_HEALTH_STRETCH_MAX_MS));
 }
 
@@ -68,7 +71,7 @@ void nf_health_wheel_free(NfHealthWheel *w)
   if (w == NULL)
     return;
   g_source_remove(w->timer);
-  g_hash_table_unref(w->vms);
+  g_queue_clear(&w->due);
   g_free(w);
 }
 
@@ -103,8 +106,27 @@ void nf_vm_health_start(NfVm *vm)
   NfHealthWheel *w = vm->env->health;
   if (w == NULL || vm->qmp == NULL)
     return;
-  g_hash_table_add(w->vms, vm);
+  if (vm->health_link)
+    g_queue_delete_link(&w->due, g_steal_pointer(&vm->health_link));
   vm->next_probe_at = g_get_monotonic_time() + (gint64)nf_health_wheel_interval(w) * 1000;
+  schedule(w, vm);
+}
+
+/* Into the queue by next_probe_at. Every guest is due an interval after it
+ * was last probed and the interval changes only with the fleet's size, so
+ * this is the tail but for a few guests after a fleet shrinks. */
+static void schedule(NfHealthWheel *w, NfVm *vm)
+{
+  GList *after = w->due.tail;
+  while (after && ((NfVm *)after->data)->next_probe_at > vm->next_probe_at)
+    after = after->prev;
+  if (after) {
+    g_queue_insert_after(&w->due, after, vm);
+    vm->health_link = after->next;
+  } else {
+    g_queue_push_head(&w->due, vm);
+    vm->health_link = w->due.head;
+  }
 }
 
 void nf_vm_health_ready(NfVm *vm)
@@ -120,8 +142,8 @@ void nf_vm_health_ready(NfVm *vm)
 
 void nf_vm_health_stop(NfVm *vm)
 {
-  if (vm->env->health)
-    g_hash_table_remove(vm->env->health->vms, vm);
+  if (vm->env->health && vm->health_link)
+    g_queue_delete_link(&vm->env->health->due, g_steal_pointer(&vm->health_link));
 }
 
 static gboolean wheel_tick_cb(gpointer data)
@@ -129,15 +151,12 @@ static gboolean wheel_tick_cb(gpointer data)
   NfHealthWheel *w = data;
   gint64 now = g_get_monotonic_time();
   gint64 interval_us = (gint64)nf_health_wheel_interval(w) * 1000;
-  GHashTableIter it;
-  gpointer key;
-  g_hash_table_iter_init(&it, w->vms);
-  while (g_hash_table_iter_next(&it, &key, NULL)) {
-    NfVm *vm = key;
-    if (now >= vm->next_probe_at) {
-      vm->next_probe_at = now + interval_us;
-      probe(vm);
-    }
+  /* Requeued before the probe: a probe's failure can take the guest off. */
+  while (w->due.head && ((NfVm *)w->due.head->data)->next_probe_at <= now) {
+    NfVm *vm = g_queue_pop_head(&w->due);
+    vm->next_probe_at = now + interval_us;
+    schedule(w, vm);
+    probe(vm);
   }
   return G_SOURCE_CONTINUE;
 }

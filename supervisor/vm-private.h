@@ -111,8 +111,9 @@ struct NfVm {
   guint kill_timer;
   guint backoff_timer;
   gint64 next_probe_at;
-  guint64 rss_bytes; /* last sample of qemu's RSS */
-  gint64 rss_at;     /* monotonic µs of that sample */
+  GList *health_link; /* in the health wheel's queue (health.c) */
+  guint64 rss_bytes;  /* last sample of qemu's RSS */
+  gint64 rss_at;      /* monotonic µs of that sample */
   gboolean ping_in_flight;
   gboolean stats_in_flight;
   gboolean stats_polling_set;
