@@ -35,7 +35,8 @@ struct NfHealthWheel {
   guint interval_ms;
   gboolean stretch;
   guint timer;
-  GQueue due; /* NfVm* being probed, by next_probe_at (each vm->health_link) */
+  GQueue due;              /* NfVm* being probed, by next_probe_at (each vm->health_link) */
+  gint64 rss_wanted_until; /* monotonic µs (nf_health_wheel_rss_wanted) */
 };
 
 static gboolean wheel_tick_cb(gpointer data);
@@ -64,6 +65,11 @@ guint nf_health_wheel_interval(const NfHealthWheel *w)
     return w->interval_ms;
   guint64 stretched = (guint64)w->due.length * NF_HEALTH_STRETCH_MS_PER_GUEST;
   return (guint)CLAMP(stretched, w->interval_ms, MAX(w->interval_ms, NF_HEALTH_STRETCH_MAX_MS));
+}
+
+void nf_health_wheel_rss_wanted(NfHealthWheel *w)
+{
+  w->rss_wanted_until = g_get_monotonic_time() + (gint64)NF_HEALTH_RSS_WATCH_MS * 1000;
 }
 
 void nf_health_wheel_free(NfHealthWheel *w)
@@ -184,9 +190,14 @@ static void probe(NfVm *vm)
     vm->qemu_child = qemu_is_child(vm);
   if (vm->qemu_child != NF_VM_QEMU_CHILD_YES && nf_process_check_exit(vm->proc))
     return;
-  if (g_get_monotonic_time() - vm->rss_at >= NF_VM_RSS_SAMPLE_US) {
+  gint64 now = g_get_monotonic_time();
+  if (now < vm->env->health->rss_wanted_until && now - vm->rss_at >= NF_VM_RSS_SAMPLE_US)
     nf_vm_sample_rss(vm);
-    nf_vm_console_cap_log(vm); /* on the same slower clock: a stat per guest */
+  if (now - vm->slow_at >= NF_VM_SLOW_CHECK_US) {
+    vm->slow_at = now;
+    nf_vm_console_cap_log(vm); /* a stat per guest */
+    if (now - vm->pss_at > NF_VM_PSS_SAMPLE_US)
+      nf_vm_sample_pss(vm);
   }
   guint deadline = vm->env->config->health_timeout_ms;
   /* One probe at a time: a slow qemu must not pile them up. The heartbeat's

@@ -114,6 +114,7 @@ struct NfVm {
   GList *health_link; /* in the health wheel's queue (health.c) */
   guint64 rss_bytes;  /* last sample of qemu's RSS */
   gint64 rss_at;      /* monotonic µs of that sample */
+  gint64 slow_at;     /* monotonic µs of the probe's last slow checks (health.c) */
   gboolean ping_in_flight;
   gboolean stats_in_flight;
   gboolean stats_polling_set;
@@ -140,12 +141,15 @@ struct NfVm {
 
 #define NF_VM_STATUS_DELAY_MS 500
 /* qemu's RSS and PSS are sampled by the health probe when older than
- * *_SAMPLE_US, and read by `ps` only past *_MAX_AGE_US (a guest without
- * probes): /proc reads were most of an idle fleet's CPU, PSS above all
- * (smaps_rollup walks qemu's page tables), so they follow their own, slower
- * clocks rather than the probe's (issue 17). PSS: 0.5 ms a read for a ready
- * sim guest (175 MiB resident), i.e. 0.8 % of a core at 1,000 guests read
- * once a minute; once in 5 minutes it is 0.17 %. `mem` reads it fresh. */
+ * *_SAMPLE_US (RSS only while someone reads it: NF_HEALTH_RSS_WATCH_MS),
+ * and read by `ps` itself past *_MAX_AGE_US: /proc reads were most of an
+ * idle fleet's CPU, PSS above all (smaps_rollup walks qemu's page tables),
+ * so they follow their own, slower clocks rather than the probe's (issue
+ * 17). PSS: 0.5 ms a read for a ready sim guest (175 MiB resident), i.e.
+ * 0.8 % of a core at 1,000 guests read once a minute; once in 5 minutes it
+ * is 0.17 %. `mem` reads it fresh. The console log's size cap and the PSS
+ * clock are checked at most every NF_VM_SLOW_CHECK_US. */
+#define NF_VM_SLOW_CHECK_US (30 * G_USEC_PER_SEC)
 #define NF_VM_RSS_SAMPLE_US (30 * G_USEC_PER_SEC)
 #define NF_VM_RSS_MAX_AGE_US (60 * G_USEC_PER_SEC)
 #define NF_VM_PSS_SAMPLE_US (300 * G_USEC_PER_SEC)
@@ -153,6 +157,7 @@ struct NfVm {
 
 /* Reads qemu's RSS from /proc now (the health probe calls it). */
 void nf_vm_sample_rss(NfVm *vm);
+void nf_vm_sample_pss(NfVm *vm);
 
 /* lifecycle.c */
 void nf_vm_dispatch(NfVm *vm, NfVmEvent event, const char *detail);

@@ -130,6 +130,7 @@ void nf_vm_reset_run_facts(NfVm *vm)
   vm->balloon_target = 0;
   vm->pss_at = 0;
   vm->rss_at = 0;
+  vm->slow_at = 0;
   g_clear_pointer(&vm->restore_file, g_free);
 }
 
@@ -553,37 +554,42 @@ void nf_vm_sample_rss(NfVm *vm)
   buf[n] = '\0';
   char *p = strchr(buf, ' ');
   vm->rss_bytes = p ? g_ascii_strtoull(p + 1, NULL, 10) * (guint64)sysconf(_SC_PAGESIZE) : 0;
-  if (vm->rss_at - vm->pss_at > NF_VM_PSS_SAMPLE_US)
-    vm->pss_at = 0; /* refreshed now rather than by a later `ps` */
-  nf_vm_pss(vm);
+}
+
+void nf_vm_sample_pss(NfVm *vm)
+{
+  vm->pss_at = g_get_monotonic_time();
+  vm->pss_bytes = 0;
+  if (vm->proc == NULL)
+    return;
+  NfMemStat m;
+  nf_memstat_read(nf_process_pid(vm->proc), &m);
+  vm->pss_bytes = m.pss;
 }
 
 guint64 nf_vm_rss(const NfVm *vm)
 {
-  /* Sampled with the health probe, so `ps` on thousands of guests reads no
-   * /proc files; read here only when the sample is missing or stale. */
+  /* Sampled with the health probe while someone reads it, so `ps` on
+   * thousands of guests reads no /proc files but the first time in a while;
+   * read here when the sample is missing or stale. */
   if (vm->proc == NULL)
     return 0;
-  if (g_get_monotonic_time() - vm->rss_at > NF_VM_RSS_MAX_AGE_US)
+  if (vm->env->health)
+    nf_health_wheel_rss_wanted(vm->env->health);
+  if (vm->rss_at == 0 || g_get_monotonic_time() - vm->rss_at > NF_VM_RSS_MAX_AGE_US)
     nf_vm_sample_rss((NfVm *)vm);
   return vm->rss_bytes;
 }
 
 guint64 nf_vm_pss(const NfVm *vm)
 {
-  /* smaps_rollup walks qemu's page tables: read about once a minute, by the
-   * health probe (nf_vm_sample_rss) so that `ps` on thousands of guests
-   * rarely has to. */
+  /* smaps_rollup walks qemu's page tables: read every 5 minutes by the
+   * health probe so that `ps` on thousands of guests rarely has to. */
   if (vm->proc == NULL)
     return 0;
-  NfVm *v = (NfVm *)vm;
-  if (v->pss_at == 0 || g_get_monotonic_time() - v->pss_at > NF_VM_PSS_MAX_AGE_US) {
-    NfMemStat m;
-    nf_memstat_read(nf_process_pid(vm->proc), &m);
-    v->pss_bytes = m.pss;
-    v->pss_at = g_get_monotonic_time();
-  }
-  return v->pss_bytes;
+  if (vm->pss_at == 0 || g_get_monotonic_time() - vm->pss_at > NF_VM_PSS_MAX_AGE_US)
+    nf_vm_sample_pss((NfVm *)vm);
+  return vm->pss_bytes;
 }
 
 guint64 nf_vm_balloon_target(const NfVm *vm)

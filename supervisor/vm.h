@@ -158,7 +158,7 @@ typedef struct {
 } NfVmGuestMem;
 void nf_vm_guest_mem(const NfVm *vm, NfVmGuestMem *mem);
 /* qemu's resident set in bytes, 0 when not running: sampled from /proc by
- * the health probes (at most 60 s old). */
+ * the health probes while it is being read (at most 60 s old). */
 guint64 nf_vm_rss(const NfVm *vm);
 /* qemu's proportional set size in bytes (shared and KSM-merged pages split
  * among their users), 0 when not running; at most 2 min old. */
