@@ -195,6 +195,34 @@ foreign_cores() {
 loadavg1() { cut -d' ' -f1 /proc/loadavg; }
 psi_cpu10() { awk '/^some/{sub("avg10=","",$2); print $2}' /proc/pressure/cpu 2>/dev/null || echo 0; }
 mem_available_kib() { awk '/^MemAvailable:/{print $2}' /proc/meminfo; }
+# host_memory_settle: wait until this host has handed the memory freed by our
+# last qemu back to its own hypervisor, so the next boot faults in fresh
+# pages as most of a fleet's guests must (bench/README.md, "storms, sixth
+# pass"). A kernel running as a VM with a free-page-reporting balloon reports
+# free 2 MiB blocks in rounds 2 s apart (this VM: at most ~1 GiB a round, so
+# the 10-17 GiB a stopped fleet frees take a minute or more). Until then the
+# allocator hands out the unreported pages first (they head the free lists).
+# Where the module counts what it reported (this VM's page_reporting has
+# `reported_kib`), wait until that has not moved for 5 s (two rounds), at
+# most 180 s; where it does not, SETTLE_COLD seconds (5); with no reporting
+# there is nothing to wait for.
+host_memory_settle() {
+  local f=/sys/module/page_reporting/parameters/reported_kib prev cur same=0 i
+  [ -d /sys/module/page_reporting ] || return 0
+  if [ ! -r "$f" ]; then
+    sleep "${SETTLE_COLD:-5}"
+    return 0
+  fi
+  prev=$(cat "$f")
+  for ((i = 0; i < 360; i++)); do
+    sleep 0.5
+    cur=$(cat "$f")
+    if [ "$cur" = "$prev" ]; then same=$((same + 1)); else same=0; fi
+    prev=$cur
+    [ $same -ge 10 ] && return 0
+  done
+  echo "bench: free page reporting still busy after 180 s; going on" >&2
+}
 # proc_jiffies PID: utime+stime of one process.
 proc_jiffies() { awk '{sub(/.*\) /,""); print $12+$13}' "/proc/$1/stat"; }
 # proc_cpu_ns PID: CPU time of all its threads so far, in ns (schedstat: exact,
