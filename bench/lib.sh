@@ -204,8 +204,8 @@ mem_available_kib() { awk '/^MemAvailable:/{print $2}' /proc/meminfo; }
 # allocator hands out the unreported pages first (they head the free lists).
 # Where the module counts what it reported (this VM's page_reporting has
 # `reported_kib`), wait until that has not moved for 5 s (two rounds), at
-# most 180 s; where it does not, SETTLE_COLD seconds (5); with no reporting
-# there is nothing to wait for.
+# most 180 s; where it does not (mainline's), SETTLE_COLD seconds (5); where
+# the kernel has no page_reporting at all, nothing.
 host_memory_settle() {
   local f=/sys/module/page_reporting/parameters/reported_kib prev cur same=0 i
   [ -d /sys/module/page_reporting ] || return 0
