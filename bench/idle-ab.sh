@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# bench/idle-ab.sh: the idle supervisor's CPU, two or more builds side by side.
+# Each build runs its own fleet of N fake guests at the same time as the
+# others, and every window measures all of them at once, so the host's drift
+# (±10 % within minutes on this VM) weighs on every build alike. One build
+# after another, that drift hid a 15 % change (bench/README.md, sixth pass).
+#
+#   BINS="old:/tmp/nervesfleet-old new:./nervesfleet" N=1000 bench/run.sh idle-ab
+#
+# BINS lists label:binary entries (default: this tree's binary twice, a check
+# that the method sees no difference where there is none); the first is the
+# baseline of the ratios. WINDOWS windows of WINDOW seconds each, after
+# SETTLE seconds past all ready (the first probe round takes every guest's
+# first samples: start-up work, not idle).
+source "$(dirname "$0")/lib.sh"
+bench_init idle-ab
+
+N=${N:-1000}
+WINDOW=${WINDOW:-60}
+WINDOWS=${WINDOWS:-3}
+BATCH=${BATCH:-1000}
+SETTLE=${SETTLE:-$(awk -v n="$N" 'BEGIN{s=n*0.02; s=(s<10?10:(s>30?30:s)); print s+10}')}
+BINS=${BINS:-"a:$NF_BIN b:$NF_BIN"}
+export FAKE_QEMU_BOOT_MS=${FAKE_QEMU_BOOT_MS:-1000}
+read -r -a entries <<<"$BINS"
+[ ${#entries[@]} -ge 2 ] || { echo "idle-ab: BINS needs two label:binary entries or more" >&2; exit 2; }
+
+labels=() bins=() pids=()
+for e in "${entries[@]}"; do
+  labels+=("${e%%:*}") bins+=("${e#*:}")
+  [ -x "${e#*:}" ] || { echo "idle-ab: ${e#*:} is not an executable (BINS entry $e)" >&2; exit 2; }
+done
+
+# Detached fleets, each with its dirs under $T (the cleanup trap finds them).
+for i in "${!labels[@]}"; do
+  d=$T/${labels[$i]}
+  mkdir -p "$d"
+  "${bins[$i]}" run "$N" --name "nfb-idle-${labels[$i]}" --qemu "$FAKE_QEMU" --batch "$BATCH" \
+    --boot-timeout 600 --stop-timeout 60 --state-dir "$d/state" --runtime-dir "$d/run" -d \
+    >"$d/start.log" 2>&1 || { echo "idle-ab: ${labels[$i]} did not start:" >&2; cat "$d/start.log" >&2; exit 1; }
+done
+for i in "${!labels[@]}"; do
+  d=$T/${labels[$i]}
+  "${bins[$i]}" wait --name "nfb-idle-${labels[$i]}" --runtime-dir "$d/run" --timeout 600 >"$d/wait.log" 2>&1 || {
+    echo "idle-ab: ${labels[$i]}'s fleet did not become ready:" >&2
+    cat "$d/wait.log" >&2
+    exit 1
+  }
+  pids+=("$(sed -n 's/.*(supervisor pid \([0-9]*\),.*/\1/p' "$d/start.log")")
+  [ -n "${pids[$i]}" ] || { echo "idle-ab: no supervisor pid in ${labels[$i]}'s start output" >&2; exit 1; }
+done
+echo "idle-ab: ${#labels[@]} fleets of $N fake guests ready; settling $SETTLE s, then $WINDOWS windows of $WINDOW s"
+sleep "$SETTLE"
+
+declare -A sum
+lines=$(printf 'window'; printf '\t%s %%' "${labels[@]}")
+for ((w = 1; w <= WINDOWS; w++)); do
+  c0=() line=$w
+  for p in "${pids[@]}"; do c0+=("$(proc_cpu_ns "$p")"); done
+  w0=$EPOCHREALTIME
+  sleep "$WINDOW"
+  secs=$(calc "$EPOCHREALTIME - $w0")
+  for i in "${!labels[@]}"; do
+    pct=$(calc "100 * ($(proc_cpu_ns "${pids[$i]}") - ${c0[$i]}) / 1000000000 / $secs")
+    line+=$'\t'$pct
+    sum[$i]=$(calc "${sum[$i]:-0} + $pct")
+  done
+  lines+=$'\n'$line
+done
+column -t -s $'\t' <<<"$lines"
+
+for i in "${!labels[@]}"; do
+  d=$T/${labels[$i]}
+  "${bins[$i]}" down --name "nfb-idle-${labels[$i]}" --runtime-dir "$d/run" >/dev/null 2>&1 || true
+done
+base=$(calc "${sum[0]} / $WINDOWS")
+runs=
+for i in "${!labels[@]}"; do
+  mean=$(calc "${sum[$i]} / $WINDOWS")
+  row "idle supervisor CPU: ${labels[$i]}" "$mean" "$base" "$(ratio "$mean" "$base")" "-" "-" "% of a core (mean of $WINDOWS x ${WINDOW}s; baseline: ${labels[0]})"
+  runs+="${runs:+, }{\"label\": $(jstr "${labels[$i]}"), \"binary\": $(jstr "${bins[$i]}"), \"idle_pct_mean\": $mean}"
+done
+print_table "N=$N fake guests per fleet, ${#labels[@]} fleets side by side, $CORES cores"
+jfield n "$N"
+jfield window_s "$WINDOW"
+jfield windows "$WINDOWS"
+jfield builds "[$runs]"
+write_json
