@@ -19,7 +19,7 @@ N=${N:-1000}
 WINDOW=${WINDOW:-60}
 WINDOWS=${WINDOWS:-3}
 BATCH=${BATCH:-1000}
-SETTLE=${SETTLE:-$(awk -v n="$N" 'BEGIN{s=n*0.02; s=(s<10?10:(s>30?30:s)); print s+10}')}
+SETTLE=${SETTLE:-$(calc "$(probe_round_s "$N") + 10")}
 BINS=${BINS:-"a:$NF_BIN b:$NF_BIN"}
 export FAKE_QEMU_BOOT_MS=${FAKE_QEMU_BOOT_MS:-1000}
 read -r -a entries <<<"$BINS"

@@ -71,7 +71,7 @@ failed=$(grep -c ' failed' "$SUP_LOG" || true)
 # The first probe round after all ready (the probe interval stretches by 20
 # ms a guest, 10-30 s) takes each guest's first RSS and PSS samples: start-up
 # work, measured apart; the idle window follows it.
-SETTLE=${SETTLE:-$(awk -v n="$N" 'BEGIN{s=n*0.02; print (s<10?10:(s>30?30:s))}')}
+SETTLE=${SETTLE:-$(probe_round_s "$N")}
 echo "scale: first probe round, $SETTLE s"
 s0=$(proc_cpu_ns "$SUP_PID") w0=$EPOCHREALTIME
 sup_wait '^\0never' "$SETTLE" || true
