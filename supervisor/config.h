@@ -95,6 +95,7 @@ typedef struct {
   NfBalloonPolicy balloon_policy; /* --balloon-policy */
   guint mem_tick_ms;              /* its period; 0: its default (tests shorten it) */
   char *mem_proc_dir;             /* where it reads meminfo and PSI; NULL: /proc (tests) */
+  guint slow_check_ms; /* the probes' console-cap and PSS check; 0: NF_VM_SLOW_CHECK_US (tests) */
 
   NfNetMode net;                         /* guest networking (see supervisor/net.h) */
   guint16 forwards[NF_NET_MAX_FORWARDS]; /* guest ports each guest gets a host port for */

@@ -193,9 +193,10 @@ static void probe(NfVm *vm)
   gint64 now = g_get_monotonic_time();
   if (now < vm->env->health->rss_wanted_until && now - vm->rss_at >= NF_VM_RSS_SAMPLE_US)
     nf_vm_sample_rss(vm);
-  if (now - vm->slow_at >= NF_VM_SLOW_CHECK_US) {
+  guint slow_ms = vm->env->config->slow_check_ms;
+  if (now - vm->slow_at >= (slow_ms ? (gint64)slow_ms * 1000 : NF_VM_SLOW_CHECK_US)) {
     vm->slow_at = now;
-    nf_vm_console_cap_log(vm); /* a stat per guest */
+    nf_vm_console_cap_log(vm); /* a stat, if its log was written to */
     if (now - vm->pss_at > NF_VM_PSS_SAMPLE_US)
       nf_vm_sample_pss(vm);
   }

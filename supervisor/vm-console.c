@@ -93,6 +93,11 @@ void nf_vm_console_cap_log(NfVm *vm)
 {
   if (!vm->console_by_qemu)
     return; /* serial.c caps the log it writes */
+  if (nf_log_watch_quiet(&vm->console_log_watch))
+    return; /* nothing written since the last look: nothing to cap */
+  /* Armed before the look, so what qemu writes during it is seen next time
+   * (a rotation's own truncation too: one look more, harmless). */
+  nf_log_watch_arm(&vm->console_log_watch, vm->console_log);
   if (nf_console_log_cap(vm->console_log, NF_SERIAL_LOG_MAX_DEFAULT, NULL))
     vm->console_log_start = 0;
 }

@@ -10,6 +10,7 @@
 #include "supervisor/cgroup.h"
 #include "supervisor/deadlines.h"
 #include "supervisor/health.h"
+#include "supervisor/log-watch.h"
 #include "supervisor/net.h"
 #include "supervisor/process.h"
 #include "supervisor/restart-policy.h"
@@ -127,11 +128,12 @@ struct NfVm {
   guint64 pss_bytes;        /* last sample of qemu's PSS (nf_vm_pss) */
   gint64 pss_at;            /* monotonic µs of that sample */
 
-  const char *markers[3];     /* console markers: ready, panic (borrowed) */
-  gboolean console_by_qemu;   /* qemu appends the console to console_log itself */
-  gint64 console_log_start;   /* console_log's size when this run began */
-  guint console_linger_timer; /* console held after input nobody watches */
-  guint ready_wait_timer;     /* the ready line seen, not yet in the log */
+  const char *markers[3];       /* console markers: ready, panic (borrowed) */
+  gboolean console_by_qemu;     /* qemu appends the console to console_log itself */
+  gint64 console_log_start;     /* console_log's size when this run began */
+  NfLogWatch console_log_watch; /* armed at each cap check: quiet logs need no stat */
+  guint console_linger_timer;   /* console held after input nobody watches */
+  guint ready_wait_timer;       /* the ready line seen, not yet in the log */
   guint ready_waits;
   char *ready_line;
   char *ready_reason;
@@ -147,8 +149,9 @@ struct NfVm {
  * so they follow their own, slower clocks rather than the probe's (issue
  * 17). PSS: 0.5 ms a read for a ready sim guest (175 MiB resident), i.e.
  * 0.8 % of a core at 1,000 guests read once a minute; once in 5 minutes it
- * is 0.17 %. `mem` reads it fresh. The console log's size cap and the PSS
- * clock are checked at most every NF_VM_SLOW_CHECK_US. */
+ * is 0.17 %. `mem` reads it fresh. The console log's size cap (for a log
+ * written to since the last check: log-watch.h) and the PSS clock are
+ * checked at most every NF_VM_SLOW_CHECK_US (config slow_check_ms). */
 #define NF_VM_SLOW_CHECK_US (30 * G_USEC_PER_SEC)
 #define NF_VM_RSS_SAMPLE_US (30 * G_USEC_PER_SEC)
 #define NF_VM_RSS_MAX_AGE_US (60 * G_USEC_PER_SEC)

@@ -54,6 +54,7 @@ NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks, gp
   vm->state_dir = nf_paths_guest_state_dir(env->paths, id);
   vm->qemu_log = g_build_filename(vm->state_dir, "qemu.log", NULL);
   vm->console_log = g_build_filename(vm->state_dir, "console.log", NULL);
+  vm->console_log_watch = (NfLogWatch)NF_LOG_WATCH_INIT;
   vm->status_path = g_build_filename(vm->state_dir, "status.json", NULL);
   vm->pidfile = nf_paths_guest_runtime(env->paths, id, "pid");
   vm->ctl_path = nf_paths_guest_runtime(env->paths, id, "ctl");
@@ -422,6 +423,7 @@ void nf_vm_free(NfVm *vm)
   g_free(vm->write_error);
   g_free(vm->state_dir);
   g_free(vm->qemu_log);
+  nf_log_watch_disarm(&vm->console_log_watch);
   g_free(vm->console_log);
   g_free(vm->status_path);
   g_free(vm->pidfile);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "supervisor/serial.h"
 #include "tests/lib/fake-fleet.h"
 #include "tests/lib/nf-test.h"
 
@@ -116,11 +117,47 @@ static void test_input_after_console_let_go(void)
   nf_fake_fleet_finish(f, FALSE);
 }
 
+static gboolean file_exists(gpointer path)
+{
+  return g_file_test(path, G_FILE_TEST_EXISTS);
+}
+
+/* The log qemu writes for a ready guest nobody watches is still kept under
+ * its cap by the probes' slow check, also when the guest goes chatty after
+ * a quiet spell: a log found quiet is not looked at again until inotify
+ * says it was written to (supervisor/log-watch.h), so that first write must
+ * bring the looks back. Guest 1 prints 5 MiB ~1.5 s after its handshake,
+ * ~15 checks after it went quiet; guest 2 stays quiet, its log untouched. */
+static void test_log_capped_after_quiet_spell(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(2, 2);
+  f->config.health_interval_ms = 100;
+  f->config.health_timeout_ms = 5000;
+  f->config.slow_check_ms = 100;
+  g_setenv("FAKE_QEMU_FAULT_GUESTS", "vm-0001", TRUE);
+  g_setenv("FAKE_QEMU_CHATTER_MS", "1500", TRUE);
+  g_setenv("FAKE_QEMU_CHATTER_KB", "5120", TRUE);
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  const char *log1 = nf_vm_console_log_path(vm_of(f, 1));
+  g_autofree char *old1 = g_strconcat(log1, ".1", NULL);
+  g_autofree char *old2 = g_strconcat(nf_vm_console_log_path(vm_of(f, 2)), ".1", NULL);
+  g_assert_true(nf_test_wait_for(file_exists, old1, WAIT_MS));
+  struct stat st;
+  g_assert_cmpint(stat(log1, &st), ==, 0);
+  g_assert_cmpint(st.st_size, <=, NF_SERIAL_LOG_MAX_DEFAULT);
+  g_assert_cmpint(stat(old1, &st), ==, 0);
+  g_assert_cmpint(st.st_size, >, NF_SERIAL_LOG_MAX_DEFAULT);
+  g_assert_false(g_file_test(old2, G_FILE_TEST_EXISTS));
+  nf_fake_fleet_finish(f, FALSE);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/fleet-exits/wrapper-killed", test_wrapper_killed);
   g_test_add_func("/fleet-exits/panic-after-console-let-go", test_panic_after_console_let_go);
   g_test_add_func("/fleet-exits/input-after-console-let-go", test_input_after_console_let_go);
+  g_test_add_func("/fleet-exits/log-capped-after-quiet-spell", test_log_capped_after_quiet_spell);
   return g_test_run();
 }

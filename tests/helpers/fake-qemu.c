@@ -43,6 +43,9 @@
  *   FAKE_QEMU_REBOOT_MS=N    the guest reboots itself N ms after the QMP
  *                            handshake: with -no-reboot, SHUTDOWN (guest-reset)
  *                            and exit 0, as qemu does; else RESET and boot again
+ *   FAKE_QEMU_CHATTER_MS=N   N ms after the QMP handshake the console prints
+ *                            FAKE_QEMU_CHATTER_KB KiB (default 64) of lines at
+ *                            once (a guest gone chatty after a quiet spell)
  * SIGUSR1 is a kernel panic: its line on the console, then that reboot.
  *
  * One ppoll loop, no threads, no GLib, built without sanitizers: a few KiB of
@@ -99,6 +102,7 @@ static int64_t powerdown_due_ms;
 static volatile sig_atomic_t got_signal;
 /* Faults (see the top of the file); -1: off. */
 static int64_t exit_after_ms = -1, hang_after_ms = -1, reboot_after_ms = -1;
+static int64_t chatter_after_ms = -1, chatter_due_ms, chatter_kib = 64;
 static int64_t reboot_due_ms;
 static volatile sig_atomic_t got_panic; /* SIGUSR1: a kernel panic now */
 static bool no_reboot;
@@ -483,6 +487,8 @@ static void handle_command(Chardev *c, json_t *req)
         hang_due_ms = now_ms() + hang_after_ms;
       if (reboot_after_ms >= 0 && reboot_due_ms == 0)
         reboot_due_ms = now_ms() + reboot_after_ms + 1;
+      if (chatter_after_ms >= 0 && chatter_due_ms == 0)
+        chatter_due_ms = now_ms() + chatter_after_ms + 1;
     } else {
       reply_error(c, id, "CommandNotFound",
                   "Expecting capabilities negotiation with 'qmp_capabilities'");
@@ -699,6 +705,10 @@ static void read_faults(void)
     hang_after_ms = atoll(v);
   if ((v = getenv("FAKE_QEMU_REBOOT_MS")) && v[0])
     reboot_after_ms = atoll(v);
+  if ((v = getenv("FAKE_QEMU_CHATTER_MS")) && v[0])
+    chatter_after_ms = atoll(v);
+  if ((v = getenv("FAKE_QEMU_CHATTER_KB")) && v[0])
+    chatter_kib = atoll(v);
 }
 
 int main(int argc, char **argv)
@@ -762,6 +772,20 @@ int main(int argc, char **argv)
     }
     if (reboot_due_ms && (due < 0 || reboot_due_ms < due))
       due = reboot_due_ms;
+    if (chatter_due_ms > 0 && chatter_due_ms <= now && !hung) {
+      chatter_due_ms = -1; /* once */
+      char line[64];
+      int len = 0;
+      for (int64_t i = 0, done = 0; done < chatter_kib * 1024; i++, done += len) {
+        len = snprintf(line, sizeof(line), "chatter %08lld ........................\r\n",
+                       (long long)i);
+        for (int k = 0; k < n_chardevs; k++)
+          if (chardevs[k].kind == KIND_SERIAL)
+            out_append(&chardevs[k], line, (size_t)len);
+      }
+    }
+    if (chatter_due_ms > 0 && (due < 0 || chatter_due_ms < due))
+      due = chatter_due_ms;
     if (exit_due_ms && (due < 0 || exit_due_ms < due))
       due = exit_due_ms;
     if (hang_due_ms && !hung && (due < 0 || hang_due_ms < due))
