@@ -99,12 +99,15 @@ void nf_boot_sched_update(NfBootSched *s, NfVm *vm, GPid pid, NfVmState new_stat
   if (pid <= 0 || !(booting || up)) {
     /* No qemu (any more): forget it, and give its core back. */
     unpin(s, vm, 0);
-    g_hash_table_remove(s->lowered, vm);
+    if (g_hash_table_remove(s->lowered, vm))
+      nf_vm_set_stats_storm(vm, FALSE);
   } else if (booting) {
     /* A guest booting again in the same qemu (adopted, or reset) boots at
      * full speed like any other. */
-    if (g_hash_table_remove(s->lowered, vm))
+    if (g_hash_table_remove(s->lowered, vm)) {
       nf_boot_sched_set_class(pid, NF_READY_SCHED_NORMAL, NULL);
+      nf_vm_set_stats_storm(vm, FALSE);
+    }
     if (s->affinity == NF_BOOT_AFFINITY_CORE && !g_hash_table_contains(s->pin_of, vm))
       pin(s, vm, pid);
   } else {
@@ -151,6 +154,7 @@ static void lower(NfBootSched *s, NfVm *vm, GPid pid)
   l->pid = pid;
   l->lowered_at = g_get_monotonic_time();
   g_hash_table_insert(s->lowered, vm, l);
+  nf_vm_set_stats_storm(vm, TRUE); /* relief watches its stats */
   if (s->relief_us && s->relief_timer == 0)
     s->relief_timer = g_timeout_add(RELIEF_TICK_MS, relief_cb, s);
 }
@@ -167,6 +171,7 @@ static void raise_all(NfBootSched *s)
     /* Still the same qemu: a guest that exited left the table first. */
     if (l->raised_at == 0 && nf_vm_pid(vm) == l->pid)
       nf_boot_sched_set_class(l->pid, NF_READY_SCHED_NORMAL, NULL);
+    nf_vm_set_stats_storm(vm, FALSE);
     g_hash_table_iter_remove(&it);
   }
 }

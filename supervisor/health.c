@@ -45,6 +45,7 @@ static void probe(NfVm *vm);
 static void ping_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
 static void stats_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
 static void store_guest_mem(NfVm *vm, json_t *ret);
+static void send_stats_poll(NfVm *vm);
 
 NfHealthWheel *nf_health_wheel_new(guint interval_ms, gboolean stretch)
 {
@@ -81,11 +82,11 @@ void nf_health_wheel_free(NfHealthWheel *w)
   g_free(w);
 }
 
-guint nf_health_stats_poll_ms(guint heartbeat_timeout_ms)
+guint nf_health_stats_poll_ms(guint heartbeat_timeout_ms, gboolean storm)
 {
-  /* Whole seconds: qemu takes the interval in seconds. */
-  guint s = heartbeat_timeout_ms / 12 / 1000;
-  return CLAMP(s, 1, NF_HEALTH_STATS_POLL_MAX_MS / 1000) * 1000;
+  guint s = heartbeat_timeout_ms / (storm ? 12 : 4) / 1000;
+  guint max_ms = storm ? NF_HEALTH_STORM_STATS_POLL_MAX_MS : NF_HEALTH_STATS_POLL_MAX_MS;
+  return CLAMP(s, 1, max_ms / 1000) * 1000;
 }
 
 guint nf_health_relief_ms(guint heartbeat_timeout_ms, guint health_interval_ms,
@@ -100,7 +101,7 @@ guint nf_health_relief_ms(guint heartbeat_timeout_ms, guint health_interval_ms,
   guint relief_ms = 0, floor_ms = 4000;
   if (heartbeat_timeout_ms) {
     relief_ms = heartbeat_timeout_ms / 3;
-    floor_ms = MAX(floor_ms, 3 * nf_health_stats_poll_ms(heartbeat_timeout_ms));
+    floor_ms = MAX(floor_ms, 3 * nf_health_stats_poll_ms(heartbeat_timeout_ms, TRUE));
   }
   if (health_interval_ms && health_timeout_ms)
     relief_ms = relief_ms ? MIN(relief_ms, health_timeout_ms) : health_timeout_ms;
@@ -141,9 +142,25 @@ void nf_vm_health_ready(NfVm *vm)
     return;
   vm->stats_polling_set = TRUE;
   vm->stats_advanced_at = g_get_monotonic_time();
-  guint poll_ms = nf_health_stats_poll_ms(vm->env->config->heartbeat_timeout_ms);
+  send_stats_poll(vm);
+}
+
+/* Tells qemu the interval the guest should report at now, unless told. */
+static void send_stats_poll(NfVm *vm)
+{
+  guint poll_ms = nf_health_stats_poll_ms(vm->env->config->heartbeat_timeout_ms, vm->stats_storm);
+  if (poll_ms == vm->stats_poll_ms)
+    return;
+  vm->stats_poll_ms = poll_ms;
   nf_qmp_qom_set(vm->qmp, NF_QMP_BALLOON_PATH, "guest-stats-polling-interval",
                  json_integer(poll_ms / 1000), 0, NULL, NULL);
+}
+
+void nf_vm_set_stats_storm(NfVm *vm, gboolean storm)
+{
+  vm->stats_storm = storm;
+  if (vm->stats_polling_set && vm->qmp)
+    send_stats_poll(vm);
 }
 
 void nf_vm_health_stop(NfVm *vm)

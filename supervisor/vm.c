@@ -121,6 +121,7 @@ void nf_vm_reset_run_facts(NfVm *vm)
   vm->failed_at_start = FALSE;
   vm->ready_at = 0;
   vm->stats_polling_set = FALSE;
+  vm->stats_poll_ms = 0;
   vm->qemu_child = NF_VM_QEMU_CHILD_UNKNOWN;
   vm->stats_last_update = 0;
   vm->stats_advanced_at = 0;

@@ -120,6 +120,10 @@ GPid nf_vm_pid(const NfVm *vm); /* 0 when not running */
 /* Monotonic µs when the guest kernel's balloon stats last moved (or the
  * heartbeat started); 0 before it runs. */
 gint64 nf_vm_stats_advanced_at(const NfVm *vm);
+/* Whether the guest is lowered in a boot storm (boot-sched.c): while it is,
+ * its stats come at the storm interval (nf_health_stats_poll_ms), which
+ * relief relies on to tell a starving guest in time. */
+void nf_vm_set_stats_storm(NfVm *vm, gboolean storm);
 gboolean nf_vm_is_running(const NfVm *vm); /* a qemu process exists */
 gboolean nf_vm_is_restart(const NfVm *vm); /* queued to come back after an exit */
 guint nf_vm_restarts(const NfVm *vm);      /* restarts since the supervisor began */

@@ -7,8 +7,10 @@
  * has, a guest ready while others still boot is SCHED_IDLE and unpinned,
  * and once the storm is over every guest is SCHED_OTHER again; a lowered
  * guest whose stats stand still gets relief (SCHED_OTHER) before its health
- * deadlines and is lowered again once they move; `run` refuses an unknown
- * class and --print-config shows both settings.
+ * deadlines and is lowered again once they move; a lowered guest reports
+ * its balloon stats at the storm interval and at the normal one after the
+ * storm; `run` refuses an unknown class and --print-config shows both
+ * settings.
  */
 #include <sched.h>
 #include <signal.h>
@@ -17,7 +19,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "qmp/qmp.h"
 #include "supervisor/boot-sched.h"
+#include "supervisor/health.h"
 #include "tests/lib/fake-fleet.h"
 #include "tests/lib/nf-test.h"
 
@@ -244,6 +248,71 @@ static void test_relief(void)
   nf_fake_fleet_finish(f, TRUE);
 }
 
+typedef struct {
+  gint64 interval; /* -1: no reply yet */
+} IntervalQuery;
+
+static void interval_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data)
+{
+  g_assert_no_error(reply->error);
+  ((IntervalQuery *)data)->interval = json_integer_value(reply->ret);
+}
+
+static gboolean interval_known(gpointer data)
+{
+  return ((IntervalQuery *)data)->interval >= 0;
+}
+
+/* The stats interval guest 1's qemu was told, in seconds. */
+static gint64 stats_interval_of(NfFakeFleet *f)
+{
+  IntervalQuery q = {-1};
+  nf_qmp_qom_get(nf_vm_qmp(nf_fleet_find_vm(f->fleet, 1)), NF_QMP_BALLOON_PATH,
+                 "guest-stats-polling-interval", 10000, interval_cb, &q);
+  g_assert_true(nf_test_wait_for(interval_known, &q, 10000));
+  return q.interval;
+}
+
+static gboolean storm_over(NfFakeFleet *f)
+{
+  NfFleetCounts c;
+  nf_fleet_counts(f->fleet, &c);
+  return c.queued + c.booting == 0;
+}
+
+/* A guest lowered in a storm reports its stats at the storm interval (a
+ * twelfth of the heartbeat, relief watches them); once the storm is over
+ * it is told the normal one (a quarter: a third of the reports, each ~2.3
+ * ms of an idle guest's CPU). Guests 2-3 never become ready and fail their
+ * 10 s boot for good (no restarts), which ends the storm. */
+static void test_stats_interval(void)
+{
+  if (!nf_boot_sched_can_raise()) {
+    g_test_skip("needs the right to raise priority");
+    return;
+  }
+  NfFakeFleet *f = nf_fake_fleet_new(3, 3);
+  f->config.health_interval_ms = 1000;
+  f->config.heartbeat_timeout_ms = 60000;
+  f->config.boot_timeout_ms = 10000;
+  f->config.restart.mode = NF_RESTART_NEVER;
+  g_setenv("FAKE_QEMU_FAULT_GUESTS", "vm-0002,vm-0003", TRUE);
+  g_setenv("FAKE_QEMU_NO_READY", "1", TRUE);
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
+  PolicyWait pw = {f, SCHED_IDLE};
+  policy_wait = &pw;
+  g_assert_true(nf_fake_fleet_wait(f, guest1_has_policy, WAIT_MS));
+  policy_wait = NULL;
+  g_assert_false(storm_over(f));
+  g_assert_cmpint(stats_interval_of(f), ==, nf_health_stats_poll_ms(60000, TRUE) / 1000);
+  g_assert_true(nf_fake_fleet_wait(f, storm_over, WAIT_MS));
+  g_assert_cmpint(sched_getscheduler(nf_vm_pid(nf_fleet_find_vm(f->fleet, 1))), ==, SCHED_OTHER);
+  g_assert_cmpint(stats_interval_of(f), ==, nf_health_stats_poll_ms(60000, FALSE) / 1000);
+  g_assert_cmpint(nf_vm_state(nf_fleet_find_vm(f->fleet, 2)), ==, NF_VM_FAILED);
+  nf_fake_fleet_finish(f, FALSE);
+}
+
 /* The flags: a bad class is exit 2 naming the choices; --print-config
  * shows what was asked. */
 static void test_flags(void)
@@ -273,6 +342,7 @@ int main(int argc, char **argv)
   g_test_add_func("/boot-sched/every-thread", test_every_thread);
   g_test_add_func("/boot-sched/fleet-storm", test_fleet_storm);
   g_test_add_func("/boot-sched/relief", test_relief);
+  g_test_add_func("/boot-sched/stats-interval", test_stats_interval);
   g_test_add_func("/boot-sched/flags", test_flags);
   return g_test_run();
 }
