@@ -159,7 +159,10 @@ static void send_stats_poll(NfVm *vm)
 void nf_vm_set_stats_storm(NfVm *vm, gboolean storm)
 {
   vm->stats_storm = storm;
-  if (vm->stats_polling_set && vm->qmp)
+  /* Into a storm at once (relief needs the reports); out of it at the next
+   * probe, so that a storm's end, which puts back every lowered guest at
+   * once, does not send each of them a command in the same moment. */
+  if (storm && vm->stats_polling_set && vm->qmp)
     send_stats_poll(vm);
 }
 
@@ -221,6 +224,7 @@ static void probe(NfVm *vm)
   /* One probe at a time: a slow qemu must not pile them up. The heartbeat's
    * reply also proves QMP answers, so a ready guest needs no separate ping. */
   if (vm->stats_polling_set) {
+    send_stats_poll(vm); /* the interval changed since (a storm ended) */
     if (!vm->stats_in_flight) {
       vm->stats_in_flight = TRUE;
       nf_qmp_qom_get(vm->qmp, NF_QMP_BALLOON_PATH, "guest-stats", deadline, stats_reply_cb, vm);

@@ -122,7 +122,8 @@ GPid nf_vm_pid(const NfVm *vm); /* 0 when not running */
 gint64 nf_vm_stats_advanced_at(const NfVm *vm);
 /* Whether the guest is lowered in a boot storm (boot-sched.c): while it is,
  * its stats come at the storm interval (nf_health_stats_poll_ms), which
- * relief relies on to tell a starving guest in time. */
+ * relief relies on to tell a starving guest in time; qemu is told at once
+ * when it is lowered, at its next health probe when it is put back. */
 void nf_vm_set_stats_storm(NfVm *vm, gboolean storm);
 gboolean nf_vm_is_running(const NfVm *vm); /* a qemu process exists */
 gboolean nf_vm_is_restart(const NfVm *vm); /* queued to come back after an exit */
