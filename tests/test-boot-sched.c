@@ -215,6 +215,20 @@ static gboolean guest1_has_policy(NfFakeFleet *f)
   return pid > 0 && sched_getscheduler(pid) == policy_wait->policy;
 }
 
+/* Starts `f` with the guests named in `stuck` never ready (the storm lasts)
+ * and waits until guest 1 is ready and lowered (SCHED_IDLE). */
+static void start_with_guest1_lowered(NfFakeFleet *f, const char *stuck)
+{
+  g_setenv("FAKE_QEMU_FAULT_GUESTS", stuck, TRUE);
+  g_setenv("FAKE_QEMU_NO_READY", "1", TRUE);
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
+  PolicyWait pw = {f, SCHED_IDLE};
+  policy_wait = &pw;
+  g_assert_true(nf_fake_fleet_wait(f, guest1_has_policy, WAIT_MS));
+  policy_wait = NULL;
+}
+
 /* A lowered guest that stops answering (SIGSTOP: its balloon stats stand
  * still, as a starved guest's would) is put back to normal before its
  * health deadlines, while the storm goes on; once its stats move again it
@@ -229,16 +243,11 @@ static void test_relief(void)
   f->config.health_interval_ms = 1000;
   f->config.health_timeout_ms = 12000;
   f->config.heartbeat_timeout_ms = 12000; /* relief after 4 s (its floor) */
-  g_setenv("FAKE_QEMU_FAULT_GUESTS", "vm-0002,vm-0003,vm-0004", TRUE);
-  g_setenv("FAKE_QEMU_NO_READY", "1", TRUE);
-  nf_fake_fleet_start(f);
-  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
-  PolicyWait pw = {f, SCHED_IDLE};
+  start_with_guest1_lowered(f, "vm-0002,vm-0003,vm-0004");
+  PolicyWait pw = {f, SCHED_OTHER};
   policy_wait = &pw;
-  g_assert_true(nf_fake_fleet_wait(f, guest1_has_policy, WAIT_MS));
   GPid pid = nf_vm_pid(nf_fleet_find_vm(f->fleet, 1));
   g_assert_cmpint(kill(pid, SIGSTOP), ==, 0);
-  pw.policy = SCHED_OTHER;
   g_assert_true(nf_fake_fleet_wait(f, guest1_has_policy, 10000));
   g_assert_cmpint(kill(pid, SIGCONT), ==, 0);
   pw.policy = SCHED_IDLE;
@@ -291,9 +300,9 @@ static gboolean storm_over(NfFakeFleet *f)
 
 /* A guest lowered in a storm reports its stats at the storm interval (a
  * twelfth of the heartbeat, relief watches them); once the storm is over
- * it is told the normal one at its next probe (a quarter: a third of the reports, each ~2.3
- * ms of an idle guest's CPU). Guests 2-3 never become ready and fail their
- * 10 s boot for good (no restarts), which ends the storm. */
+ * it is told the normal one at its next probe (a quarter: a third of the
+ * reports, each ~2.3 ms of an idle guest's CPU). Guests 2-3 never become
+ * ready and fail their 10 s boot for good (no restarts): the storm ends. */
 static void test_stats_interval(void)
 {
   if (!nf_boot_sched_can_raise()) {
@@ -305,14 +314,7 @@ static void test_stats_interval(void)
   f->config.heartbeat_timeout_ms = 60000;
   f->config.boot_timeout_ms = 10000;
   f->config.restart.mode = NF_RESTART_NEVER;
-  g_setenv("FAKE_QEMU_FAULT_GUESTS", "vm-0002,vm-0003", TRUE);
-  g_setenv("FAKE_QEMU_NO_READY", "1", TRUE);
-  nf_fake_fleet_start(f);
-  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
-  PolicyWait pw = {f, SCHED_IDLE};
-  policy_wait = &pw;
-  g_assert_true(nf_fake_fleet_wait(f, guest1_has_policy, WAIT_MS));
-  policy_wait = NULL;
+  start_with_guest1_lowered(f, "vm-0002,vm-0003");
   g_assert_false(storm_over(f));
   g_assert_cmpint(stats_interval_of(f), ==, nf_health_stats_poll_ms(60000, TRUE) / 1000);
   g_assert_true(nf_fake_fleet_wait(f, storm_over, WAIT_MS));
