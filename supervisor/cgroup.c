@@ -17,6 +17,7 @@ struct NfCgroup {
 static char *own_cgroup_path(const char *controller_tag);
 static gboolean write_file(const char *dir, const char *file, const char *value, GError **error);
 static char *own_memory_cgroup(gboolean *v2);
+static char *find_own_memory_cgroup(gboolean *v2);
 
 /* Our cgroup path from /proc/self/cgroup: the line whose controller list is
  * `tag` ("" for the v2 line "0::/path"). */
@@ -51,8 +52,24 @@ static gboolean write_file(const char *dir, const char *file, const char *value,
   return TRUE;
 }
 
-/* The memory cgroup we live in, where guests' cgroups go; NULL if none. */
+/* The memory cgroup we live in, where guests' cgroups go; NULL if none.
+ * Found once: the fleet's last sweep may run when no fd is left to read
+ * /proc/self/cgroup with (a supervisor held at its open-file limit, as
+ * test-exhaustion does), and then left the fleet's cgroup behind. */
 static char *own_memory_cgroup(gboolean *v2)
+{
+  static gsize found;
+  static char *base;
+  static gboolean base_v2;
+  if (g_once_init_enter(&found)) {
+    base = find_own_memory_cgroup(&base_v2);
+    g_once_init_leave(&found, 1);
+  }
+  *v2 = base_v2;
+  return g_strdup(base);
+}
+
+static char *find_own_memory_cgroup(gboolean *v2)
 {
   g_autofree char *v1_path = own_cgroup_path("memory");
   g_autofree char *v2_path = own_cgroup_path("");

@@ -57,30 +57,6 @@ static GPid pid_of(const char *tmp, const char *name, const char *vm)
   return (GPid)json_integer_value(json_object_get(j, "pid"));
 }
 
-/* Memory cgroup dirs of fleet `name` below our own (where the supervisor,
- * our child, puts them); 0 when there is no memory cgroup to look in. */
-/* Memory cgroups of fleet `name` run from `tmp` (nf_test_proc_spawn's
- * XDG_RUNTIME_DIR): their names carry a hash of the runtime dir, so tests
- * elsewhere on the host using the same fleet name are not counted. */
-static guint cgroups_of(const char *tmp, const char *name)
-{
-  g_autofree char *self = NULL;
-  g_assert_true(g_file_get_contents("/proc/self/cgroup", &self, NULL, NULL));
-  const char *m = strstr(self, ":memory:");
-  if (m == NULL)
-    return 0;
-  g_autofree char *rel = g_strndup(m + 8, strcspn(m + 8, "\n"));
-  g_autofree char *base = g_build_filename("/sys/fs/cgroup/memory", rel, NULL);
-  g_autofree char *rt = g_build_filename(tmp, "run", "nervesfleet", name, NULL);
-  g_autofree char *prefix = g_strdup_printf("nervesfleet-%s-%08x", name, g_str_hash(rt));
-  g_autoptr(GDir) dir = g_dir_open(base, 0, NULL);
-  guint n = 0;
-  const char *e;
-  while (dir && (e = g_dir_read_name(dir)) != NULL)
-    n += g_str_has_prefix(e, prefix);
-  return n;
-}
-
 /* Before: guests 2 and 3 kept running unsupervised and invisible, `down`
  * did not find them, their cgroups stayed; vm-0001's last exit was lost. */
 static void test_smaller_run_adopts_all(void)
@@ -102,8 +78,9 @@ static void test_smaller_run_adopts_all(void)
   kill(g_array_index(sup, GPid, 0), SIGKILL);
   g_assert_true(nf_test_wait_pids_gone(sup, STOP_MS));
   g_autoptr(GArray) alive = qemus(tmp);
-  g_assert_cmpuint(alive->len, ==, 3);            /* detached guests outlive it */
-  g_assert_cmpuint(cgroups_of(tmp, "big"), >, 0); /* (so the count after `down` means something) */
+  g_assert_cmpuint(alive->len, ==, 3); /* detached guests outlive it */
+  g_assert_cmpuint(nf_test_cgroups_of(tmp, "big"), >,
+                   0); /* (so the count after `down` means something) */
 
   gint64 t0 = g_get_monotonic_time();
   const char *run1[] = {"run", "1", "-d", "--name", "big", NULL};
@@ -159,7 +136,7 @@ static void test_smaller_run_adopts_all(void)
   g_clear_pointer(&alive, g_array_unref);
   alive = qemus(tmp);
   g_assert_cmpuint(alive->len, ==, 0);
-  g_assert_cmpuint(cgroups_of(tmp, "big"), ==, 0);
+  g_assert_cmpuint(nf_test_cgroups_of(tmp, "big"), ==, 0);
   nf_test_tmpdir_cleanup(tmp);
 }
 
@@ -234,7 +211,7 @@ static void test_down_sweeps_without_pidfiles(void)
   g_assert_cmpint(nf_test_run_cli(tmp, down, STOP_MS, &out), ==, 0);
   g_assert_nonnull(strstr(out, "killed 2 orphaned guests"));
   g_assert_true(nf_test_wait_pids_gone(alive, STOP_MS));
-  g_assert_cmpuint(cgroups_of(tmp, "sw"), ==, 0);
+  g_assert_cmpuint(nf_test_cgroups_of(tmp, "sw"), ==, 0);
   nf_test_tmpdir_cleanup(tmp);
 }
 

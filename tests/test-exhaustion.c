@@ -13,6 +13,7 @@
  *   a hard one makes the loop wait through its reserve epoll set, saying so
  *   once with the limit and the fix, still serving what it polls (clients
  *   that hang up are seen), and polling as before once the set fits again;
+ *   stopped at that limit, it still removes its cgroups;
  * - the qemu binary replaced by one that exits at once after the fleet
  *   started: the crashed guest's restarts fail, are classified and end in
  *   `failed` by policy; the other guests keep running, untouched;
@@ -201,6 +202,7 @@ static void test_poll_limit(void)
   g_free(start_fleet(tmp, "pl", qemu, 3, NULL));
   json_auto_t *g1 = guest_json(tmp, "pl", 1);
   pid_t sup = sup_pid(tmp, "pl");
+  guint cgroups = nf_test_cgroups_of(tmp, "pl"); /* 1 as root with v1 memory cgroups */
   struct rlimit orig;
   g_assert_cmpint(prlimit(sup, RLIMIT_NOFILE, NULL, &orig), ==, 0);
 
@@ -251,6 +253,10 @@ static void test_poll_limit(void)
   GPid p = sup;
   g_array_append_val(pids, p);
   g_assert_true(nf_test_wait_pids_gone(pids, CLI_MS));
+  /* Its cgroups too, though it ended with no fd to spare (each make check
+   * left the fleet's parent cgroup behind before). */
+  g_test_message("%u fleet cgroup(s) while it ran", cgroups);
+  g_assert_cmpuint(nf_test_cgroups_of(tmp, "pl"), ==, 0);
   nf_test_tmpdir_cleanup(tmp);
 }
 

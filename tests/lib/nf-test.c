@@ -429,6 +429,29 @@ char *nf_test_make_firmware_disk(const char *dir)
   return disk;
 }
 
+/* Memory cgroups of fleet `name` run from `tmp` (nf_test_proc_spawn's
+ * XDG_RUNTIME_DIR), below our own: their names carry a hash of the runtime
+ * dir, so tests elsewhere on the host using the same fleet name are not
+ * counted. 0 when there is no (v1) memory cgroup to look in. */
+guint nf_test_cgroups_of(const char *tmp, const char *name)
+{
+  g_autofree char *self = NULL;
+  g_assert_true(g_file_get_contents("/proc/self/cgroup", &self, NULL, NULL));
+  const char *m = strstr(self, ":memory:");
+  if (m == NULL)
+    return 0;
+  g_autofree char *rel = g_strndup(m + 8, strcspn(m + 8, "\n"));
+  g_autofree char *base = g_build_filename("/sys/fs/cgroup/memory", rel, NULL);
+  g_autofree char *rt = g_build_filename(tmp, "run", "nervesfleet", name, NULL);
+  g_autofree char *prefix = g_strdup_printf("nervesfleet-%s-%08x", name, g_str_hash(rt));
+  g_autoptr(GDir) dir = g_dir_open(base, 0, NULL);
+  guint n = 0;
+  const char *e;
+  while (dir && (e = g_dir_read_name(dir)) != NULL)
+    n += g_str_has_prefix(e, prefix);
+  return n;
+}
+
 guint nf_test_count_open_fds(void)
 {
   DIR *d = opendir("/proc/self/fd");

@@ -20,6 +20,10 @@ char *nf_test_tmpdir_new(void);
  * `dir` recursively. */
 void nf_test_tmpdir_cleanup(const char *dir);
 
+/* Memory cgroups (the fleet's parent; v1) of fleet `name` run from `tmp`
+ * by the CLI helpers; 0 when there is no v1 memory cgroup to look in. */
+guint nf_test_cgroups_of(const char *tmp, const char *name);
+
 /* How many file descriptors this process has open now (/proc/self/fd). */
 guint nf_test_count_open_fds(void);
 
