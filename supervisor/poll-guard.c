@@ -106,7 +106,10 @@ static gint guard_poll(GPollFD *fds, guint nfds, gint timeout)
           "open-file limit lowered to %lu under the running supervisor, below the %u "
           "descriptors its main loop polls: raised the soft limit back to %lu (the hard limit)",
           (unsigned long)low, nfds, (unsigned long)rl.rlim_max);
-      return g_poll(fds, nfds, timeout);
+      /* Guarded again: the limit may have been lowered once more meanwhile
+       * (test-exhaustion lowers the hard one on seeing this notice; a plain
+       * retry then failed and GLib warned once). */
+      return guard_poll(fds, nfds, timeout);
     }
   }
   if (!g->degraded) {
