@@ -64,7 +64,7 @@ sleep "$SETTLE"
 # guests_cpu_ns I: CPU so far of fleet I's qemu processes (their pid files).
 guests_cpu_ns() {
   local s=0 f
-  for f in "$T/${labels[$1]}"/run/*.pid "$T/${labels[$1]}"/run/*/*.pid; do
+  for f in "$T/${labels[$1]}"/run/vm-*.pid; do
     [ -f "$f" ] && s=$((s + $(proc_cpu_ns "$(cat "$f")"))) || true
   done
   echo "$s"

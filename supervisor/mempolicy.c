@@ -201,22 +201,32 @@ static void parse_psi(const char *text, NfMemHost *host)
     host->psi_full10 = g_ascii_strtod(full + strlen("full avg10="), NULL);
 }
 
-gboolean nf_mempolicy_read_host(const char *proc_dir, NfMemHost *host, GError **error)
+/* The host from the texts of meminfo and pressure/memory (NULL: no PSI);
+ * FALSE when meminfo lacks MemTotal/MemAvailable. */
+static gboolean parse_host(const char *meminfo, const char *psi, NfMemHost *host)
 {
   NfMemHost h = {.psi_some10 = -1, .psi_full10 = -1};
+  if (!parse_meminfo(meminfo, &h))
+    return FALSE;
+  if (psi)
+    parse_psi(psi, &h);
+  *host = h;
+  return TRUE;
+}
+
+gboolean nf_mempolicy_read_host(const char *proc_dir, NfMemHost *host, GError **error)
+{
   g_autofree char *meminfo = g_build_filename(proc_dir, "meminfo", NULL);
   g_autofree char *pressure = g_build_filename(proc_dir, "pressure", "memory", NULL);
   g_autofree char *text = NULL, *psi = NULL;
   if (!g_file_get_contents(meminfo, &text, NULL, error))
     return FALSE;
-  if (!parse_meminfo(text, &h)) {
+  g_file_get_contents(pressure, &psi, NULL, NULL);
+  if (!parse_host(text, psi, host)) {
     g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL, "%s has no MemTotal/MemAvailable lines",
                 meminfo);
     return FALSE;
   }
-  if (g_file_get_contents(pressure, &psi, NULL, NULL))
-    parse_psi(psi, &h);
-  *host = h;
   return TRUE;
 }
 
@@ -335,6 +345,17 @@ static void check_host(NfMemPolicy *p)
   }
 }
 
+/* A procfs file read afresh from offset 0 into `buf` (NUL-terminated);
+ * FALSE for fd -1 or nothing read. */
+static gboolean read_whole(int fd, char *buf, gsize size)
+{
+  ssize_t n = fd >= 0 ? pread(fd, buf, size - 1, 0) : -1;
+  if (n <= 0)
+    return FALSE;
+  buf[n] = '\0';
+  return TRUE;
+}
+
 /* procfs makes these files afresh at every read from offset 0 and never
  * replaces them, so they are opened once and read with one pread a tick.
  * Read every 2 s, they were ~10 % of an idle 1,000-guest supervisor's CPU
@@ -352,20 +373,11 @@ static gboolean read_host(NfMemPolicy *p, NfMemHost *host, GError **error)
       return nf_mempolicy_read_host(p->proc_dir, host, error);       /* says why */
     p->psi_fd = open("/proc/pressure/memory", O_RDONLY | O_CLOEXEC); /* -1: no PSI */
   }
-  char buf[8192];
-  ssize_t n = pread(p->meminfo_fd, buf, sizeof(buf) - 1, 0);
-  if (n <= 0)
-    return nf_mempolicy_read_host(p->proc_dir, host, error);
-  buf[n] = '\0';
-  NfMemHost h = {.psi_some10 = -1, .psi_full10 = -1};
-  if (!parse_meminfo(buf, &h))
-    return nf_mempolicy_read_host(p->proc_dir, host, error);
-  if (p->psi_fd >= 0 && (n = pread(p->psi_fd, buf, sizeof(buf) - 1, 0)) > 0) {
-    buf[n] = '\0';
-    parse_psi(buf, &h);
-  }
-  *host = h;
-  return TRUE;
+  char mem[8192], psi[512];
+  if (read_whole(p->meminfo_fd, mem, sizeof(mem)) &&
+      parse_host(mem, read_whole(p->psi_fd, psi, sizeof(psi)) ? psi : NULL, host))
+    return TRUE;
+  return nf_mempolicy_read_host(p->proc_dir, host, error); /* says why */
 }
 
 static void step_guest(NfMemPolicy *p, NfVm *vm, gboolean squeeze)

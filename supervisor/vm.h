@@ -166,7 +166,8 @@ void nf_vm_guest_mem(const NfVm *vm, NfVmGuestMem *mem);
  * the health probes while it is being read (at most 60 s old). */
 guint64 nf_vm_rss(const NfVm *vm);
 /* qemu's proportional set size in bytes (shared and KSM-merged pages split
- * among their users), 0 when not running; at most 2 min old. */
+ * among their users), 0 when not running: sampled by the health probes
+ * every 5 minutes, read here past 10. */
 guint64 nf_vm_pss(const NfVm *vm);
 /* The balloon target last asked for this run, in bytes; 0: none. */
 guint64 nf_vm_balloon_target(const NfVm *vm);
