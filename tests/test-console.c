@@ -5,7 +5,8 @@
  * guest shell and its output comes back; a --ro watcher sees the same
  * output while its own typing never reaches the guest; a second writer is
  * refused; Ctrl-] q detaches with exit 0; and the terminal's settings are
- * exactly restored after a detach and after a SIGTERM; stdin at EOF
+ * exactly restored after a detach and after a SIGTERM; ^C interrupts a
+ * command in the guest shell, which was up before the ready line; stdin at EOF
  * detaches (exit 0) once what was read is sent: `echo CMD | console`
  * runs CMD in the guest, and `console --ro </dev/null` returns. Through
  * the same piped console: the sim guest kernel took its idle settings.
@@ -289,6 +290,17 @@ static void test_console(void)
   g_autoptr(NfTestProc) fleet = nf_test_proc_spawn(tmp, run);
   g_assert_true(nf_test_proc_wait_output(fleet, "all 1 guests ready", BOOT_MS));
 
+  /* The console shell was up before the ready line (guest/init): its
+   * banner comes first in the log, so a ready guest's console answers. */
+  g_autofree char *log = g_build_filename(tmp, "state/nervesfleet/con/vm-0001/console.log", NULL);
+  g_autofree char *boot = NULL;
+  g_assert_true(g_file_get_contents(log, &boot, NULL, NULL));
+  const char *banner = strstr(boot, "built-in shell (ash)");
+  const char *ready = strstr(boot, "nervesfleet-ready serial=NF-000001");
+  g_assert_nonnull(banner);
+  g_assert_nonnull(ready);
+  g_assert_true(banner < ready);
+
   /* The writer: hint, replayed prompt, raw mode while attached. */
   const char *attach[] = {"console", "1", NULL};
   Pty *w = pty_spawn(attach);
@@ -322,6 +334,15 @@ static void test_console(void)
   g_assert_null(strstr(w->out->str, "ro-42"));
   g_assert_null(strstr(ro->out->str, "ro-42"));
   g_assert_null(strstr(ro->out->str, "echo ro-"));
+
+  /* ^C interrupts a foreground command: the shell was not started with
+   * SIGINT ignored. Without it the sleep would run out and print. */
+  pty_type(w, "echo sleeping-$((6*7)); sleep 30; echo slept-$((6*7))\r");
+  g_assert_true(pty_wait(w, "sleeping-42"));
+  pty_type(w, "\x03");
+  pty_type(w, "echo woke-$((6*7))\r");
+  g_assert_true(pty_wait(w, "woke-42"));
+  g_assert_null(strstr(w->out->str, "slept-42"));
 
   /* Detach: exit 0, and the terminal is exactly as it was. */
   pty_type(w, "\x1dq");
