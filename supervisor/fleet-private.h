@@ -17,10 +17,6 @@
 #include "supervisor/restart-policy.h"
 #include "supervisor/strays.h"
 
-/* qemu's own memory beyond guest RAM (heap with the kernel image's reset
- * copy, TCG buffer): what ksmd has to scan per guest besides its RAM. */
-#define NF_FLEET_KSM_QEMU_MIB 64
-
 struct NfFleet {
   const NfFleetConfig *config;
   NfFleetCallbacks cb;
@@ -49,6 +45,7 @@ struct NfFleet {
   guint trim_idle; /* malloc_trim once a boot storm is over */
   guint resume_timer;
   NfKsm *ksm;                /* host KSM settings to restore, when --ksm */
+  guint ksm_guests;          /* guests up that ksmd's pace was last set for */
   NfStrayGuests *strays;     /* guests beyond our ids a dead supervisor left: being stopped */
   gboolean write_error_told; /* a guest's file could not be written: said once */
   gboolean built;            /* nf_fleet_new succeeded */
@@ -77,8 +74,16 @@ gboolean nf_fleet_ensure_fd_limit(NfFleet *fleet, guint guests, GError **error);
 
 /* fleet-host.c: KSM (--ksm), the --net tap bridge, user networking's port
  * plan and the --ready http listener, into fleet->env; nf_fleet_free gives
- * them back. */
+ * them back. nf_fleet_ksm_follow sets ksmd's pace for the guests that have a
+ * qemu now (called when that number changes). */
 gboolean nf_fleet_host_setup(NfFleet *fleet, GError **error);
+void nf_fleet_ksm_follow(NfFleet *fleet);
+/* The states in which a guest has a qemu process (spawned, not yet reaped). */
+static inline gboolean nf_fleet_state_has_qemu(NfVmState s)
+{
+  return s == NF_VM_STARTING || s == NF_VM_BOOTING || s == NF_VM_READY || s == NF_VM_UNHEALTHY ||
+         s == NF_VM_STOPPING;
+}
 
 /* fleet-scale.c: frees the retiring guests that are down (an idle source). */
 gboolean nf_fleet_retire_cb(gpointer data);

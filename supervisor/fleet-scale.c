@@ -22,9 +22,6 @@ gboolean nf_fleet_scale(NfFleet *fleet, guint count, GError **error)
   guint live = fleet->vms->len - g_hash_table_size(fleet->retiring);
   if (count > live && !nf_fleet_ensure_fd_limit(fleet, fleet->vms->len + (count - live), error))
     return FALSE;
-  if (fleet->ksm)
-    nf_ksm_set_rate(fleet->ksm,
-                    nf_ksm_scan_pages(count, fleet->config->memory_mib + NF_FLEET_KSM_QEMU_MIB));
   if (count > live) {
     guint last = fleet->config->id_offset + live;
     g_autofree char *longest =

@@ -347,6 +347,8 @@ static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state, co
   NfFleet *fleet = data;
   fleet->per_state[old_state]--;
   fleet->per_state[new_state]++;
+  if (fleet->ksm && nf_fleet_state_has_qemu(old_state) != nf_fleet_state_has_qemu(new_state))
+    nf_fleet_ksm_follow(fleet);
   if (new_state == NF_VM_BOOTING || new_state == NF_VM_READY)
     fleet->any_up = TRUE;
   if (fleet->boot_sched && fleet->limiter) {

@@ -50,6 +50,10 @@ gboolean nf_ksm_mode_parse(const char *text, NfKsmMode *mode, GError **error);
  * OFF never, AUTO when guests >= NF_KSM_AUTO_MIN_GUESTS and KSM is writable. */
 gboolean nf_ksm_wanted(NfKsmMode mode, guint guests);
 
+/* qemu's own memory beyond guest RAM (heap with the kernel image's reset
+ * copy, TCG buffer): what ksmd has to scan per guest besides its RAM. */
+#define NF_KSM_QEMU_MIB 64
+
 /* ksmd pages per 20 ms wake-up so that `guests` guests of about `mib` MiB of
  * qemu memory each are scanned once in ~10 s: fast enough to merge a boot
  * storm's pages within a minute, slow enough that ksmd does not eat the
@@ -62,7 +66,7 @@ guint nf_ksm_scan_pages(guint guests, guint64 mib);
  * writable (root). */
 NfKsm *nf_ksm_acquire(const char *owner_key, guint pages_to_scan, GError **error);
 
-/* A fleet that grew or shrank: its scan rate becomes `pages_to_scan` (the
+/* A fleet whose guests up grew or shrank: its scan rate becomes `pages_to_scan` (the
  * applied rate stays the sum over live owners). */
 void nf_ksm_set_rate(NfKsm *ksm, guint pages_to_scan);
 

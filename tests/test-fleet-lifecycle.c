@@ -4,13 +4,15 @@
  * fake qemu, whose fault knobs make a guest fail at start, crash, never
  * print its ready line or hang on cue. Each test names the rows it covers as
  * STATE+EVENT; each asserts the transitions the fleet reported and the exit
- * classification, not timings. What needs a real guest (panics, watchdogs,
- * OOM kills) is in test-lifecycle.c.
+ * classification, not timings. Also: ksmd's pace follows the guests that
+ * have a qemu (KSM's files a stand-in dir). What needs a real guest
+ * (panics, watchdogs, OOM kills) is in test-lifecycle.c.
  */
 #include <signal.h>
 #include <string.h>
 
 #include "qmp/qmp.h"
+#include "supervisor/ksm.h"
 #include "tests/lib/fake-fleet.h"
 #include "tests/lib/nf-test.h"
 
@@ -318,9 +320,81 @@ static void test_scale_up_down(void)
   nf_fake_fleet_finish(f, FALSE);
 }
 
+/* KSM's files, a stand-in dir (main) so the host's own KSM is never touched. */
+static char *ksm_tmp;
+
+static char *ksm_knob(const char *name)
+{
+  g_autofree char *p = g_build_filename(g_getenv("NERVESFLEET_KSM_SYSFS"), name, NULL);
+  char *v = NULL;
+  g_assert_true(g_file_get_contents(p, &v, NULL, NULL));
+  return g_strstrip(v);
+}
+
+static guint ksm_pages(void)
+{
+  g_autofree char *v = ksm_knob("pages_to_scan");
+  return (guint)g_ascii_strtoull(v, NULL, 10);
+}
+
+static gboolean size_is_10_and_reaped(NfFakeFleet *f)
+{
+  return nf_fleet_size(f->fleet) == 10 && nf_fake_fleet_count(f, NF_VM_READY) == 10;
+}
+
+/* ksmd's pace follows the guests that have a qemu: low while the first of
+ * 40 boot (two at a time), the pace for 40 once all are up, for 10 after
+ * scaling down; the host's settings come back at the stop. */
+static void test_ksm_pace_follows_guests(void)
+{
+  const char *sysfs = g_getenv("NERVESFLEET_KSM_SYSFS");
+  g_mkdir_with_parents(sysfs, 0755);
+  const char *knobs[][2] = {{"run", "0\n"},
+                            {"pages_to_scan", "100\n"},
+                            {"sleep_millisecs", "200\n"},
+                            {"use_zero_pages", "0\n"}};
+  for (guint i = 0; i < G_N_ELEMENTS(knobs); i++) {
+    g_autofree char *p = g_build_filename(sysfs, knobs[i][0], NULL);
+    g_assert_true(g_file_set_contents(p, knobs[i][1], -1, NULL));
+  }
+  NfFakeFleet *f = nf_fake_fleet_new(40, 2);
+  f->config.ksm = NF_KSM_ON;
+  guint64 mib = f->config.memory_mib + NF_KSM_QEMU_MIB;
+  nf_fake_fleet_start(f);
+  g_autofree char *run = ksm_knob("run");
+  g_assert_cmpstr(run, ==, "1");
+
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
+  guint early = ksm_pages();
+  g_test_message("pages_to_scan at the first ready: %u (40 up: %u)", early,
+                 nf_ksm_scan_pages(40, mib));
+  g_assert_cmpuint(early, <=, nf_ksm_scan_pages(4, mib)); /* 2 booting, 2 ready at most */
+
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  g_assert_cmpuint(ksm_pages(), ==, nf_ksm_scan_pages(40, mib));
+  g_assert_cmpuint(nf_ksm_scan_pages(4, mib), <, nf_ksm_scan_pages(40, mib));
+
+  g_autoptr(GError) error = NULL;
+  g_assert_true(nf_fleet_scale(f->fleet, 10, &error));
+  g_assert_no_error(error);
+  g_assert_true(nf_fake_fleet_wait(f, size_is_10_and_reaped, WAIT_MS));
+  g_assert_cmpuint(ksm_pages(), ==, nf_ksm_scan_pages(10, mib));
+
+  nf_fake_fleet_finish(f, FALSE);
+  g_assert_cmpuint(ksm_pages(), ==, 100);
+  g_autofree char *run_after = ksm_knob("run");
+  g_assert_cmpstr(run_after, ==, "0");
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
+  /* Before any thread exists (setenv is not thread-safe). */
+  ksm_tmp = nf_test_tmpdir_new();
+  g_autofree char *ksm_sysfs = g_build_filename(ksm_tmp, "ksm", NULL);
+  g_autofree char *ksm_books = g_build_filename(ksm_tmp, "books", NULL);
+  g_setenv("NERVESFLEET_KSM_SYSFS", ksm_sysfs, TRUE);
+  g_setenv("NERVESFLEET_KSM_STATE", ksm_books, TRUE);
   g_test_add_func("/fleet-lifecycle/boot-stop-start", test_boot_stop_start);
   g_test_add_func("/fleet-lifecycle/fail-at-start", test_fail_at_start);
   g_test_add_func("/fleet-lifecycle/crash-backoff", test_crash_backoff);
@@ -330,5 +404,9 @@ int main(int argc, char **argv)
   g_test_add_func("/fleet-lifecycle/poweroff-stays-off", test_poweroff_stays_off);
   g_test_add_func("/fleet-lifecycle/reboot-loop", test_reboot_loop);
   g_test_add_func("/fleet-lifecycle/scale-up-down", test_scale_up_down);
-  return g_test_run();
+  g_test_add_func("/fleet-lifecycle/ksm-pace-follows-guests", test_ksm_pace_follows_guests);
+  int rc = g_test_run();
+  nf_test_tmpdir_cleanup(ksm_tmp);
+  g_free(ksm_tmp);
+  return rc;
 }
