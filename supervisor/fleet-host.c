@@ -13,6 +13,12 @@
 #include "supervisor/tap.h"
 
 static gboolean ready_http_cb(const char *serial, gpointer data);
+static void ksm_apply(NfFleet *fleet);
+static gboolean ksm_tick_cb(gpointer data);
+
+/* How often ksmd's counters are read for the pace (a full scan takes ~10 s
+ * at the fast pace). */
+#define NF_FLEET_KSM_TICK_S 5
 
 gboolean nf_fleet_host_setup(NfFleet *fleet, GError **error)
 {
@@ -26,13 +32,16 @@ gboolean nf_fleet_host_setup(NfFleet *fleet, GError **error)
                                                   : config->count)) {
     g_autoptr(GError) ksm_error = NULL;
     /* No guest is up yet: the least pace, raised as they come (below). */
-    fleet->ksm =
-        nf_ksm_acquire(fleet->paths.runtime_dir,
-                       nf_ksm_scan_pages(0, config->memory_mib + NF_KSM_QEMU_MIB), &ksm_error);
+    nf_ksm_pace_set_fast(&fleet->ksm_pace,
+                         nf_ksm_scan_pages(0, config->memory_mib + NF_KSM_QEMU_MIB));
+    fleet->ksm_applied = nf_ksm_pace_pages(&fleet->ksm_pace);
+    fleet->ksm = nf_ksm_acquire(fleet->paths.runtime_dir, fleet->ksm_applied, &ksm_error);
     if (fleet->ksm == NULL && config->ksm == NF_KSM_ON) {
       g_propagate_error(error, g_steal_pointer(&ksm_error));
       return FALSE;
     }
+    if (fleet->ksm)
+      fleet->ksm_timer = g_timeout_add_seconds(NF_FLEET_KSM_TICK_S, ksm_tick_cb, fleet);
   }
   fleet->env.ksm = fleet->ksm != NULL;
   const char *host_addr = NULL; /* the host as guests see it; NULL: slirp's */
@@ -56,17 +65,19 @@ gboolean nf_fleet_host_setup(NfFleet *fleet, GError **error)
   return TRUE;
 }
 
-/* ksmd's pace follows the guests that have a qemu, not the fleet's size: paced
- * for all of a 100-guest fleet from the start, it went over the first guests
- * of a storm several times a second, merging pages the booting guests then
- * wrote to again, and took ~3 % of the host's CPU from the boots (now
- * ~2.3 %; bench/README.md, "eighth pass"). A change within a tenth of the last size
- * is not worth the books' lock and two writes, except to land exactly on the
- * fleet's size once it is all up. */
-void nf_fleet_ksm_follow(NfFleet *fleet)
+/* ksmd's fast pace follows the guests that have a qemu, not the fleet's
+ * size: paced for all of a 100-guest fleet from the start, it went over the
+ * first guests of a storm several times a second, merging pages the booting
+ * guests then wrote to again, and took ~3 % of the host's CPU from the boots
+ * (bench/README.md, "eighth pass"). A change within a tenth of the last size
+ * is not worth recomputing, except to land exactly on the fleet's size once
+ * it is all up. A guest that came up is new memory: fast again (ksm-pace.h). */
+void nf_fleet_ksm_follow(NfFleet *fleet, gboolean came_up)
 {
   if (fleet->ksm == NULL || fleet->stopping)
     return;
+  if (came_up)
+    nf_ksm_pace_wake(&fleet->ksm_pace);
   guint up = 0;
   for (NfVmState s = 0; s < NF_VM_N_STATES; s++)
     if (nf_fleet_state_has_qemu(s))
@@ -74,10 +85,34 @@ void nf_fleet_ksm_follow(NfFleet *fleet)
   guint size = fleet->vms->len - g_hash_table_size(fleet->retiring);
   guint last = fleet->ksm_guests;
   gboolean near = (guint64)up * 10 < (guint64)last * 11 && (guint64)up * 11 > (guint64)last * 10;
-  if (up == last || (near && up != size))
+  if (up != last && (!near || up == size)) {
+    fleet->ksm_guests = up;
+    nf_ksm_pace_set_fast(&fleet->ksm_pace,
+                         nf_ksm_scan_pages(up, fleet->config->memory_mib + NF_KSM_QEMU_MIB));
+  }
+  ksm_apply(fleet);
+}
+
+/* The books' lock and two writes, only when the pace asked for changes. */
+static void ksm_apply(NfFleet *fleet)
+{
+  guint pages = nf_ksm_pace_pages(&fleet->ksm_pace);
+  if (pages == fleet->ksm_applied)
     return;
-  fleet->ksm_guests = up;
-  nf_ksm_set_rate(fleet->ksm, nf_ksm_scan_pages(up, fleet->config->memory_mib + NF_KSM_QEMU_MIB));
+  fleet->ksm_applied = pages;
+  nf_ksm_set_rate(fleet->ksm, pages);
+}
+
+/* After each of ksmd's full scans: slower if it merged (next to) nothing. */
+static gboolean ksm_tick_cb(gpointer data)
+{
+  NfFleet *fleet = data;
+  NfKsmState ks;
+  nf_ksm_read_state(&ks);
+  if (ks.present &&
+      nf_ksm_pace_observe(&fleet->ksm_pace, ks.full_scans, ks.pages_sharing + ks.zero_pages))
+    ksm_apply(fleet);
+  return G_SOURCE_CONTINUE;
 }
 
 /* --ready http: a guest's request names its serial. A linear search: one

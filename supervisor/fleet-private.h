@@ -9,6 +9,7 @@
 #pragma once
 #include "supervisor/fleet.h"
 #include "supervisor/ksm.h"
+#include "supervisor/ksm-pace.h"
 #include "supervisor/boot-sched.h"
 #include "supervisor/limiter.h"
 #include "supervisor/mempolicy.h"
@@ -45,7 +46,10 @@ struct NfFleet {
   guint trim_idle; /* malloc_trim once a boot storm is over */
   guint resume_timer;
   NfKsm *ksm;                /* host KSM settings to restore, when --ksm */
-  guint ksm_guests;          /* guests up that ksmd's pace was last set for */
+  guint ksm_guests;          /* guests up that ksmd's fast pace was last set for */
+  NfKsmPace ksm_pace;        /* fast while ksmd finds pages to merge (ksm-pace.h) */
+  guint ksm_applied;         /* the pages per wake-up last asked for */
+  guint ksm_timer;           /* reads ksmd's counters for ksm_pace */
   NfStrayGuests *strays;     /* guests beyond our ids a dead supervisor left: being stopped */
   gboolean write_error_told; /* a guest's file could not be written: said once */
   gboolean built;            /* nf_fleet_new succeeded */
@@ -75,9 +79,10 @@ gboolean nf_fleet_ensure_fd_limit(NfFleet *fleet, guint guests, GError **error);
 /* fleet-host.c: KSM (--ksm), the --net tap bridge, user networking's port
  * plan and the --ready http listener, into fleet->env; nf_fleet_free gives
  * them back. nf_fleet_ksm_follow sets ksmd's pace for the guests that have a
- * qemu now (called when that number changes). */
+ * qemu now (called when that number changes; `came_up`: it grew, new memory
+ * to scan). */
 gboolean nf_fleet_host_setup(NfFleet *fleet, GError **error);
-void nf_fleet_ksm_follow(NfFleet *fleet);
+void nf_fleet_ksm_follow(NfFleet *fleet, gboolean came_up);
 /* The states in which a guest has a qemu process (spawned, not yet reaped). */
 static inline gboolean nf_fleet_state_has_qemu(NfVmState s)
 {

@@ -348,7 +348,7 @@ static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state, co
   fleet->per_state[old_state]--;
   fleet->per_state[new_state]++;
   if (fleet->ksm && nf_fleet_state_has_qemu(old_state) != nf_fleet_state_has_qemu(new_state))
-    nf_fleet_ksm_follow(fleet);
+    nf_fleet_ksm_follow(fleet, nf_fleet_state_has_qemu(new_state));
   if (new_state == NF_VM_BOOTING || new_state == NF_VM_READY)
     fleet->any_up = TRUE;
   if (fleet->boot_sched && fleet->limiter) {
@@ -460,6 +460,7 @@ void nf_fleet_stop(NfFleet *fleet, gboolean force)
     notice(fleet, msg);
   }
   fleet->stopping = TRUE;
+  g_clear_handle_id(&fleet->ksm_timer, g_source_remove);
   nf_snapshot_cancel(fleet->env.snapshot);
   g_clear_handle_id(&fleet->resume_timer, g_source_remove);
   nf_limiter_close(fleet->limiter);
@@ -566,6 +567,7 @@ void nf_fleet_free(NfFleet *fleet)
   g_free(fleet->env.cgroup_name);
   g_clear_pointer(&fleet->env.disks, nf_disks_free);
   g_clear_pointer(&fleet->env.snapshot, nf_snapshot_free);
+  g_clear_handle_id(&fleet->ksm_timer, g_source_remove);
   if (fleet->detaching)
     g_clear_pointer(&fleet->ksm, nf_ksm_forget);
   else

@@ -353,6 +353,7 @@ void nf_ksm_read_state(NfKsmState *st)
   st->pages_shared = knob_u64("pages_shared");
   st->pages_sharing = knob_u64("pages_sharing");
   st->zero_pages = knob_u64("ksm_zero_pages");
+  st->full_scans = knob_u64("full_scans");
 }
 
 guint64 nf_ksm_process_saved_bytes(GPid pid)

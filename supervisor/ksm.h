@@ -41,6 +41,7 @@ typedef struct {
   guint64 pages_shared;  /* distinct merged pages kept */
   guint64 pages_sharing; /* pages mapped onto them: the saving */
   guint64 zero_pages;    /* pages merged into the zero page (use_zero_pages) */
+  guint64 full_scans;    /* passes ksmd completed over all mergeable memory */
 } NfKsmState;
 
 /* Parses "auto", "on" or "off"; an error naming --ksm otherwise. */

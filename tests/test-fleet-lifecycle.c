@@ -337,14 +337,39 @@ static guint ksm_pages(void)
   return (guint)g_ascii_strtoull(v, NULL, 10);
 }
 
+static void ksm_knob_set(const char *name, guint64 value)
+{
+  g_autofree char *p = g_build_filename(g_getenv("NERVESFLEET_KSM_SYSFS"), name, NULL);
+  g_autofree char *v = g_strdup_printf("%" G_GUINT64_FORMAT "\n", value);
+  g_assert_true(g_file_set_contents(p, v, -1, NULL));
+}
+
+/* Until the pace drops: another full scan by "ksmd" that merged nothing,
+ * at each look (the fleet reads the counters every few seconds). */
+static guint64 ksm_scans;
+static guint ksm_fast;
+static gboolean ksm_slowed(NfFakeFleet *f)
+{
+  if (ksm_pages() < ksm_fast)
+    return TRUE;
+  ksm_knob_set("full_scans", ++ksm_scans);
+  return FALSE;
+}
+
+static gboolean ksm_fast_and_all_ready(NfFakeFleet *f)
+{
+  return ksm_pages() == ksm_fast && nf_fake_fleet_count(f, NF_VM_READY) == 40;
+}
+
 static gboolean size_is_10_and_reaped(NfFakeFleet *f)
 {
   return nf_fleet_size(f->fleet) == 10 && nf_fake_fleet_count(f, NF_VM_READY) == 10;
 }
 
 /* ksmd's pace follows the guests that have a qemu: low while the first of
- * 40 boot (two at a time), the pace for 40 once all are up, for 10 after
- * scaling down; the host's settings come back at the stop. */
+ * 40 boot (two at a time), the pace for 40 once all are up; halved after a
+ * full scan that merged nothing, fast again when a guest comes back up; for
+ * 10 after scaling down; the host's settings come back at the stop. */
 static void test_ksm_pace_follows_guests(void)
 {
   const char *sysfs = g_getenv("NERVESFLEET_KSM_SYSFS");
@@ -373,6 +398,14 @@ static void test_ksm_pace_follows_guests(void)
   g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
   g_assert_cmpuint(ksm_pages(), ==, nf_ksm_scan_pages(40, mib));
   g_assert_cmpuint(nf_ksm_scan_pages(4, mib), <, nf_ksm_scan_pages(40, mib));
+
+  ksm_fast = nf_ksm_scan_pages(40, mib);
+  ksm_knob_set("pages_sharing", 1000);
+  g_assert_true(nf_fake_fleet_wait(f, ksm_slowed, WAIT_MS));
+  g_assert_cmpuint(ksm_pages(), ==, ksm_fast / 2);
+  GPid pid = nf_vm_pid(vm_of(f, 7));
+  g_assert_cmpint(kill(pid, SIGKILL), ==, 0); /* restarts: new memory */
+  g_assert_true(nf_fake_fleet_wait(f, ksm_fast_and_all_ready, WAIT_MS));
 
   g_autoptr(GError) error = NULL;
   g_assert_true(nf_fleet_scale(f->fleet, 10, &error));
