@@ -325,10 +325,7 @@ static char *ksm_tmp;
 
 static char *ksm_knob(const char *name)
 {
-  g_autofree char *p = g_build_filename(g_getenv("NERVESFLEET_KSM_SYSFS"), name, NULL);
-  char *v = NULL;
-  g_assert_true(g_file_get_contents(p, &v, NULL, NULL));
-  return g_strstrip(v);
+  return nf_test_ksm_knob(g_getenv("NERVESFLEET_KSM_SYSFS"), name);
 }
 
 static guint ksm_pages(void)
@@ -372,16 +369,7 @@ static gboolean size_is_10_and_reaped(NfFakeFleet *f)
  * 10 after scaling down; the host's settings come back at the stop. */
 static void test_ksm_pace_follows_guests(void)
 {
-  const char *sysfs = g_getenv("NERVESFLEET_KSM_SYSFS");
-  g_mkdir_with_parents(sysfs, 0755);
-  const char *knobs[][2] = {{"run", "0\n"},
-                            {"pages_to_scan", "100\n"},
-                            {"sleep_millisecs", "200\n"},
-                            {"use_zero_pages", "0\n"}};
-  for (guint i = 0; i < G_N_ELEMENTS(knobs); i++) {
-    g_autofree char *p = g_build_filename(sysfs, knobs[i][0], NULL);
-    g_assert_true(g_file_set_contents(p, knobs[i][1], -1, NULL));
-  }
+  nf_test_ksm_standin(g_getenv("NERVESFLEET_KSM_SYSFS"));
   NfFakeFleet *f = nf_fake_fleet_new(40, 2);
   f->config.ksm = NF_KSM_ON;
   guint64 mib = f->config.memory_mib + NF_KSM_QEMU_MIB;

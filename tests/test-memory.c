@@ -28,35 +28,18 @@ static char *fake_ksm(void)
 {
   char *sysfs = g_build_filename(ksm_dir, "ksm", NULL);
   g_autofree char *books = g_build_filename(ksm_dir, "books", NULL);
-  g_mkdir_with_parents(sysfs, 0755);
-  const char *knobs[][2] = {{"run", "0\n"},
-                            {"pages_to_scan", "100\n"},
-                            {"sleep_millisecs", "200\n"},
-                            {"use_zero_pages", "0\n"},
-                            {"pages_sharing", "0\n"}};
-  for (guint i = 0; i < G_N_ELEMENTS(knobs); i++) {
-    g_autofree char *p = g_build_filename(sysfs, knobs[i][0], NULL);
-    g_assert_true(g_file_set_contents(p, knobs[i][1], -1, NULL));
-  }
+  nf_test_ksm_standin(sysfs);
   g_autofree char *saved = g_build_filename(books, "saved", NULL);
   g_assert_false(g_file_test(saved, G_FILE_TEST_EXISTS)); /* the last test restored */
   return sysfs;
 }
 
-static char *knob(const char *sysfs, const char *name)
-{
-  g_autofree char *p = g_build_filename(sysfs, name, NULL);
-  char *v = NULL;
-  g_assert_true(g_file_get_contents(p, &v, NULL, NULL));
-  return g_strstrip(v);
-}
-
 static void assert_original(const char *sysfs)
 {
-  g_autofree char *run = knob(sysfs, "run");
-  g_autofree char *pages = knob(sysfs, "pages_to_scan");
-  g_autofree char *sleep = knob(sysfs, "sleep_millisecs");
-  g_autofree char *zero = knob(sysfs, "use_zero_pages");
+  g_autofree char *run = nf_test_ksm_knob(sysfs, "run");
+  g_autofree char *pages = nf_test_ksm_knob(sysfs, "pages_to_scan");
+  g_autofree char *sleep = nf_test_ksm_knob(sysfs, "sleep_millisecs");
+  g_autofree char *zero = nf_test_ksm_knob(sysfs, "use_zero_pages");
   g_assert_cmpstr(run, ==, "0");
   g_assert_cmpstr(pages, ==, "100");
   g_assert_cmpstr(sleep, ==, "200");
@@ -152,8 +135,8 @@ static void test_ksm_restored_after_stop(void)
   const char *args[] = {"run", "1", "--name", "ksm", "--ksm", "on", NULL};
   g_autoptr(NfTestProc) p = nf_test_proc_spawn(tmp, args);
   g_assert_true(nf_test_proc_wait_output(p, "all 1 guests ready", BOOT_MS));
-  g_autofree char *run = knob(sysfs, "run");
-  g_autofree char *zero = knob(sysfs, "use_zero_pages");
+  g_autofree char *run = nf_test_ksm_knob(sysfs, "run");
+  g_autofree char *zero = nf_test_ksm_knob(sysfs, "use_zero_pages");
   g_assert_cmpstr(run, ==, "1");
   g_assert_cmpstr(zero, ==, "1");
   const char *mem[] = {"mem", "--json", "--name", "ksm", NULL};
@@ -186,14 +169,14 @@ static void test_ksm_restored_after_kill_and_down(void)
   g_assert_cmpint(sup, >, 0);
   const char *wait[] = {"wait", "--name", "kk", "--timeout", "120", NULL};
   g_assert_cmpint(nf_test_run_cli(tmp, wait, BOOT_MS, NULL), ==, 0);
-  g_autofree char *run = knob(sysfs, "run");
+  g_autofree char *run = nf_test_ksm_knob(sysfs, "run");
   g_assert_cmpstr(run, ==, "1");
 
   g_assert_cmpint(kill(sup, SIGKILL), ==, 0);
   g_autoptr(GArray) pids = g_array_new(FALSE, FALSE, sizeof(GPid));
   g_array_append_val(pids, sup);
   g_assert_true(nf_test_wait_pids_gone(pids, STOP_MS));
-  g_autofree char *still = knob(sysfs, "run");
+  g_autofree char *still = nf_test_ksm_knob(sysfs, "run");
   g_assert_cmpstr(still, ==, "1"); /* nobody restored it yet */
 
   const char *down[] = {"down", "--name", "kk", NULL};

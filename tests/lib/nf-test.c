@@ -433,6 +433,28 @@ char *nf_test_make_firmware_disk(const char *dir)
  * XDG_RUNTIME_DIR), below our own: their names carry a hash of the runtime
  * dir, so tests elsewhere on the host using the same fleet name are not
  * counted. 0 when there is no (v1) memory cgroup to look in. */
+void nf_test_ksm_standin(const char *sysfs)
+{
+  g_assert_cmpint(g_mkdir_with_parents(sysfs, 0755), ==, 0);
+  const char *knobs[][2] = {{"run", "0\n"},
+                            {"pages_to_scan", "100\n"},
+                            {"sleep_millisecs", "200\n"},
+                            {"use_zero_pages", "0\n"},
+                            {"pages_sharing", "0\n"}};
+  for (guint i = 0; i < G_N_ELEMENTS(knobs); i++) {
+    g_autofree char *p = g_build_filename(sysfs, knobs[i][0], NULL);
+    g_assert_true(g_file_set_contents(p, knobs[i][1], -1, NULL));
+  }
+}
+
+char *nf_test_ksm_knob(const char *sysfs, const char *name)
+{
+  g_autofree char *p = g_build_filename(sysfs, name, NULL);
+  char *v = NULL;
+  g_assert_true(g_file_get_contents(p, &v, NULL, NULL));
+  return g_strstrip(v);
+}
+
 guint nf_test_cgroups_of(const char *tmp, const char *name)
 {
   g_autofree char *self = NULL;

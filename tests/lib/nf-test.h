@@ -24,6 +24,12 @@ void nf_test_tmpdir_cleanup(const char *dir);
  * by the CLI helpers; 0 when there is no v1 memory cgroup to look in. */
 guint nf_test_cgroups_of(const char *tmp, const char *name);
 
+/* KSM's files stood in for (NERVESFLEET_KSM_SYSFS) in `sysfs`, made if need
+ * be, as a host with KSM off: run 0, pages_to_scan 100, sleep_millisecs 200,
+ * use_zero_pages 0, pages_sharing 0. nf_test_ksm_knob reads one back. */
+void nf_test_ksm_standin(const char *sysfs);
+char *nf_test_ksm_knob(const char *sysfs, const char *name);
+
 /* How many file descriptors this process has open now (/proc/self/fd). */
 guint nf_test_count_open_fds(void);
 
