@@ -1,11 +1,11 @@
 /*
  * fleet-host.c: what a fleet sets up on the host for its guests, beyond
- * dirs and lock: KSM tuned for its guests (--ksm, ksm.h), the --net tap
- * bridge (tap.h), user networking's port plan (net.h) and the --ready http
- * listener (ready-http.h). Each lands in fleet->env, where the guests find
- * it; nf_fleet_free (fleet.c) gives it all back. Kept apart from fleet.c
- * because these are host resources with their own failure modes, not the
- * fleet's bookkeeping.
+ * dirs and lock: KSM tuned for its guests (--ksm, ksm.h) and paced for those
+ * up (ksm-pace.h), the --net tap bridge (tap.h), user networking's port plan
+ * (net.h) and the --ready http listener (ready-http.h). Each lands in
+ * fleet->env, where the guests find it; nf_fleet_free (fleet.c) gives it all
+ * back. Kept apart from fleet.c because these are host resources with their
+ * own failure modes, not the fleet's bookkeeping.
  */
 #include "supervisor/fleet-private.h"
 
