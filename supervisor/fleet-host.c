@@ -70,8 +70,9 @@ gboolean nf_fleet_host_setup(NfFleet *fleet, GError **error)
  * first guests of a storm several times a second, merging pages the booting
  * guests then wrote to again, and took ~3 % of the host's CPU from the boots
  * (bench/README.md, "eighth pass"). A change within a tenth of the last size
- * is not worth recomputing, except to land exactly on the fleet's size once
- * it is all up. A guest that came up is new memory: fast again (ksm-pace.h). */
+ * keeps the pace (not worth the books' lock and two writes per guest),
+ * except to land exactly on the fleet's size once it is all up. A guest that
+ * came up is new memory: fast again (ksm-pace.h). */
 void nf_fleet_ksm_follow(NfFleet *fleet, gboolean came_up)
 {
   if (fleet->ksm == NULL || fleet->stopping)
