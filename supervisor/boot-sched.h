@@ -14,12 +14,13 @@
  *     at nice 10), so its idle ticks never take a slice from a booting one;
  *     when the storm is over (nothing booting, nothing waiting) every guest
  *     so moved is put back to the supervisor's own class and nice; one that
- *     starves long enough to risk its health deadlines is put back earlier,
- *     until it has caught up.
+ *     starves (waits to run, by the kernel's account) long enough to risk
+ *     its health deadlines is put back earlier, until it has caught up.
  * Both apply to every thread of the qemu process (Linux schedules threads:
  * /proc/PID/task); threads qemu creates later inherit from their creator.
- * Putting a guest back needs CAP_SYS_NICE (root) for SCHED_IDLE and nice:
- * without it the ready class is left alone rather than lowered for good.
+ * Putting a guest back needs CAP_SYS_NICE (root) for SCHED_IDLE and nice,
+ * and telling a starving guest needs the kernel's schedstat: without
+ * either, the ready class is left alone rather than lowered for good.
  */
 #pragma once
 #include <glib.h>
@@ -28,10 +29,10 @@
 
 typedef struct NfBootSched NfBootSched;
 
-/* Pins to the CPUs the supervisor itself may run on. A lowered guest whose
- * balloon stats stood still for `relief_ms` (0: never) runs normally until
- * they move again, so that starving it never costs it a health deadline.
- * Never NULL. */
+/* Pins to the CPUs the supervisor itself may run on. A lowered guest that
+ * waited to run for most of the last `relief_ms` (0: never relieved) runs
+ * normally until it no longer waits, so that starving it never costs it a
+ * health deadline. Never NULL. */
 NfBootSched *nf_boot_sched_new(NfReadySched ready_sched, NfBootAffinity affinity, guint relief_ms);
 void nf_boot_sched_free(NfBootSched *sched);
 

@@ -45,7 +45,6 @@ static void probe(NfVm *vm);
 static void ping_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
 static void stats_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
 static void store_guest_mem(NfVm *vm, json_t *ret);
-static void send_stats_poll(NfVm *vm);
 
 NfHealthWheel *nf_health_wheel_new(guint interval_ms, gboolean stretch)
 {
@@ -82,30 +81,28 @@ void nf_health_wheel_free(NfHealthWheel *w)
   g_free(w);
 }
 
-guint nf_health_stats_poll_ms(guint heartbeat_timeout_ms, gboolean storm)
+guint nf_health_stats_poll_ms(guint heartbeat_timeout_ms)
 {
-  guint s = heartbeat_timeout_ms / (storm ? 12 : 4) / 1000;
-  guint max_ms = storm ? NF_HEALTH_STORM_STATS_POLL_MAX_MS : NF_HEALTH_STATS_POLL_MAX_MS;
-  return CLAMP(s, 1, max_ms / 1000) * 1000;
+  guint s = heartbeat_timeout_ms / 4 / 1000;
+  return CLAMP(s, 1, NF_HEALTH_STATS_POLL_MAX_MS / 1000) * 1000;
 }
 
 guint nf_health_relief_ms(guint heartbeat_timeout_ms, guint health_interval_ms,
                           guint health_timeout_ms)
 {
-  /* Well before its heartbeat deadline could pass, and before a QMP probe
-   * sent after its stats last moved could time out; but not before its
-   * stats could have moved three times when all is well (nor under 4 s), or
-   * every lowered guest would be raised. The longer it may starve, the more
-   * of its idle CPU waits until the storm is over: at 100 guests, relief
-   * after 7.5 s left ready guests 12 % of the storm's CPU. */
-  guint relief_ms = 0, floor_ms = 4000;
-  if (heartbeat_timeout_ms) {
+  /* A third of the tighter deadline a starving guest could miss: its
+   * heartbeat (the guest kernel must run) and a QMP probe's (qemu's main
+   * thread must answer), so that once relieved it has twice that to catch
+   * up. Relief sees only guests that wait to run, so a short one costs the
+   * storm nothing; but not under relief's own tick (1 s). */
+  guint relief_ms = 0;
+  if (heartbeat_timeout_ms)
     relief_ms = heartbeat_timeout_ms / 3;
-    floor_ms = MAX(floor_ms, 3 * nf_health_stats_poll_ms(heartbeat_timeout_ms, TRUE));
-  }
   if (health_interval_ms && health_timeout_ms)
-    relief_ms = relief_ms ? MIN(relief_ms, health_timeout_ms) : health_timeout_ms;
-  return relief_ms ? MAX(relief_ms, floor_ms) : 0;
+    relief_ms = relief_ms ? MIN(relief_ms, health_timeout_ms / 3) : health_timeout_ms / 3;
+  if (heartbeat_timeout_ms == 0 && !(health_interval_ms && health_timeout_ms))
+    return 0;
+  return MAX(relief_ms, 1000);
 }
 
 void nf_vm_health_start(NfVm *vm)
@@ -142,28 +139,9 @@ void nf_vm_health_ready(NfVm *vm)
     return;
   vm->stats_polling_set = TRUE;
   vm->stats_advanced_at = g_get_monotonic_time();
-  send_stats_poll(vm);
-}
-
-/* Tells qemu the interval the guest should report at now, unless told. */
-static void send_stats_poll(NfVm *vm)
-{
-  guint poll_ms = nf_health_stats_poll_ms(vm->env->config->heartbeat_timeout_ms, vm->stats_storm);
-  if (poll_ms == vm->stats_poll_ms)
-    return;
-  vm->stats_poll_ms = poll_ms;
+  guint poll_ms = nf_health_stats_poll_ms(vm->env->config->heartbeat_timeout_ms);
   nf_qmp_qom_set(vm->qmp, NF_QMP_BALLOON_PATH, "guest-stats-polling-interval",
                  json_integer(poll_ms / 1000), 0, NULL, NULL);
-}
-
-void nf_vm_set_stats_storm(NfVm *vm, gboolean storm)
-{
-  vm->stats_storm = storm;
-  /* Into a storm at once (relief needs the reports); out of it at the next
-   * probe, so that a storm's end, which puts back every lowered guest at
-   * once, does not send each of them a command in the same moment. */
-  if (storm && vm->stats_polling_set && vm->qmp)
-    send_stats_poll(vm);
 }
 
 void nf_vm_health_stop(NfVm *vm)
@@ -224,7 +202,6 @@ static void probe(NfVm *vm)
   /* One probe at a time: a slow qemu must not pile them up. The heartbeat's
    * reply also proves QMP answers, so a ready guest needs no separate ping. */
   if (vm->stats_polling_set) {
-    send_stats_poll(vm); /* the interval changed since (a storm ended) */
     if (!vm->stats_in_flight) {
       vm->stats_in_flight = TRUE;
       nf_qmp_qom_get(vm->qmp, NF_QMP_BALLOON_PATH, "guest-stats", deadline, stats_reply_cb, vm);

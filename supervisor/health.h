@@ -27,19 +27,16 @@ NfHealthWheel *nf_health_wheel_new(guint interval_ms, gboolean stretch);
  * host CPU for an idle sim guest, half of what it costs at 5 s apart (side
  * by side, 4 guests each: 0.85-0.91 ms a second per guest at 5 s, 0.50-0.52
  * at 15 s, 0.39-0.43 with no reports; issue 17). So a guest reports only as
- * often as a deadline needs:
- *  - normally a quarter of the timeout, 1-15 s: four reports per deadline;
- *  - while lowered during a boot storm (`storm`, boot-sched.h) a twelfth,
- *    1-5 s: relief tells a starving guest by its stats standing still, and
- *    must tell it before its QMP probe's deadline.
+ * often as a deadline needs: a quarter of the timeout, 1-15 s, four reports
+ * per deadline, lowered in a boot storm or not (boot-sched.h tells a
+ * starving guest by the kernel's account, not by its stats).
  * Whole seconds: qemu takes the interval in seconds. */
 #define NF_HEALTH_STATS_POLL_MAX_MS 15000
-#define NF_HEALTH_STORM_STATS_POLL_MAX_MS 5000
-guint nf_health_stats_poll_ms(guint heartbeat_timeout_ms, gboolean storm);
+guint nf_health_stats_poll_ms(guint heartbeat_timeout_ms);
 
-/* How long a guest lowered during a boot storm (boot-sched.h) may go with
- * its balloon stats standing still before it runs normally again, for these
- * settings (0: off); 0 when no health check could fail (no relief needed). */
+/* How long a guest lowered during a boot storm (boot-sched.h) may wait to
+ * run before it runs normally again, for these settings; 0 when no health
+ * check could fail (no relief needed). */
 guint nf_health_relief_ms(guint heartbeat_timeout_ms, guint health_interval_ms,
                           guint health_timeout_ms);
 

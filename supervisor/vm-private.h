@@ -119,8 +119,6 @@ struct NfVm {
   gboolean ping_in_flight;
   gboolean stats_in_flight;
   gboolean stats_polling_set;
-  gboolean stats_storm;     /* lowered in a boot storm: reports at the storm interval */
-  guint stats_poll_ms;      /* the interval qemu was told this run; 0: none */
   NfVmQemuChild qemu_child; /* its pid file names the process we spawned (health.c) */
   gint64 stats_last_update; /* guest's own clock, seconds */
   gint64 stats_advanced_at; /* monotonic µs when last-update last moved */

@@ -121,7 +121,6 @@ void nf_vm_reset_run_facts(NfVm *vm)
   vm->failed_at_start = FALSE;
   vm->ready_at = 0;
   vm->stats_polling_set = FALSE;
-  vm->stats_poll_ms = 0;
   vm->qemu_child = NF_VM_QEMU_CHILD_UNKNOWN;
   vm->stats_last_update = 0;
   vm->stats_advanced_at = 0;
@@ -472,10 +471,6 @@ NfVmState nf_vm_state(const NfVm *vm)
 GPid nf_vm_pid(const NfVm *vm)
 {
   return vm->proc ? nf_process_pid(vm->proc) : 0;
-}
-gint64 nf_vm_stats_advanced_at(const NfVm *vm)
-{
-  return vm->stats_advanced_at;
 }
 gboolean nf_vm_is_running(const NfVm *vm)
 {

@@ -116,15 +116,7 @@ const char *nf_vm_mac(const NfVm *vm);
  * transition's reason. Ignored unless the guest is starting or booting. */
 void nf_vm_report_ready(NfVm *vm, const char *how);
 NfVmState nf_vm_state(const NfVm *vm);
-GPid nf_vm_pid(const NfVm *vm); /* 0 when not running */
-/* Monotonic µs when the guest kernel's balloon stats last moved (or the
- * heartbeat started); 0 before it runs. */
-gint64 nf_vm_stats_advanced_at(const NfVm *vm);
-/* Whether the guest is lowered in a boot storm (boot-sched.c): while it is,
- * its stats come at the storm interval (nf_health_stats_poll_ms), which
- * relief relies on to tell a starving guest in time; qemu is told at once
- * when it is lowered, at its next health probe when it is put back. */
-void nf_vm_set_stats_storm(NfVm *vm, gboolean storm);
+GPid nf_vm_pid(const NfVm *vm);            /* 0 when not running */
 gboolean nf_vm_is_running(const NfVm *vm); /* a qemu process exists */
 gboolean nf_vm_is_restart(const NfVm *vm); /* queued to come back after an exit */
 guint nf_vm_restarts(const NfVm *vm);      /* restarts since the supervisor began */

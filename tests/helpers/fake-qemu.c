@@ -47,6 +47,8 @@
  *                            FAKE_QEMU_CHATTER_KB KiB (default 64) of lines at
  *                            once (a guest gone chatty after a quiet spell)
  * SIGUSR1 is a kernel panic: its line on the console, then that reboot.
+ * SIGUSR2 turns busy polling on and off: a guest that always wants the CPU
+ * (as a starved one does), still answering on every channel.
  *
  * One ppoll loop, no threads, no GLib, built without sanitizers: a few KiB of
  * heap per process, so ten thousand of them fit next to the supervisor.
@@ -105,6 +107,7 @@ static int64_t exit_after_ms = -1, hang_after_ms = -1, reboot_after_ms = -1;
 static int64_t chatter_after_ms = -1, chatter_due_ms, chatter_kib = 64;
 static int64_t reboot_due_ms;
 static volatile sig_atomic_t got_panic; /* SIGUSR1: a kernel panic now */
+static volatile sig_atomic_t busy;      /* SIGUSR2: poll without waiting */
 static bool no_reboot;
 static int exit_code = 1;
 static bool no_ready;
@@ -672,6 +675,8 @@ static void on_signal(int sig)
 {
   if (sig == SIGUSR1)
     got_panic = 1;
+  else if (sig == SIGUSR2)
+    busy = !busy;
   else
     got_signal = sig;
 }
@@ -723,12 +728,14 @@ int main(int argc, char **argv)
   sigaddset(&block, SIGINT);
   sigaddset(&block, SIGHUP);
   sigaddset(&block, SIGUSR1);
+  sigaddset(&block, SIGUSR2);
   sigprocmask(SIG_BLOCK, &block, &orig);
   struct sigaction sa = {.sa_handler = on_signal};
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGHUP, &sa, NULL);
   sigaction(SIGUSR1, &sa, NULL);
+  sigaction(SIGUSR2, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
 
   for (int i = 1; i + 1 < argc; i++)
@@ -819,6 +826,10 @@ int main(int argc, char **argv)
       int64_t wait = due - now;
       ts.tv_sec = wait / 1000;
       ts.tv_nsec = (wait % 1000) * 1000000;
+      tsp = &ts;
+    }
+    if (busy) {
+      ts = (struct timespec){0};
       tsp = &ts;
     }
     int r = ppoll(pfds, (nfds_t)n, tsp, &orig);
