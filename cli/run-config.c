@@ -10,6 +10,7 @@
 
 #include "cli/run-config.h"
 #include "supervisor/accel.h"
+#include "supervisor/qemu-argv.h"
 #include "supervisor/restart-policy.h"
 
 #define FLEET_GROUP "fleet"
@@ -213,6 +214,8 @@ char *nf_run_config_to_json(const NfFleetConfig *cfg, const NfRunMode *mode, con
   static const char *const affinities[] = {"auto", "none", "core"};
   json_object_set_new(doc, "ready_sched", json_string(classes[cfg->ready_sched]));
   json_object_set_new(doc, "boot_affinity", json_string(affinities[cfg->boot_affinity]));
+  json_object_set_new(doc, "dense", json_boolean(cfg->dense));
+  json_object_set_new(doc, "tb_mib", json_integer(nf_qemu_tb_mib(cfg->tb_mib, cfg->dense)));
   json_object_set_new(doc, "net", json_string(nets[cfg->net]));
   json_object_set_new(doc, "forwards", forwards);
   json_object_set_new(doc, "forward_base", json_integer(cfg->forward_base));

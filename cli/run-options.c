@@ -121,12 +121,12 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
   g_autofree char *name = NULL, *memory = NULL, *accel = NULL, *qemu = NULL, *kernel = NULL,
                   *initrd = NULL, *append = NULL, *state_dir = NULL, *runtime_dir = NULL,
                   *serial_format = NULL, *stop_timeout = NULL, *boot_timeout = NULL, *batch = NULL,
-                  *id_offset = NULL, *restart = NULL, *backoff = NULL, *backoff_max = NULL,
-                  *max_restarts = NULL, *restart_window = NULL, *health_interval = NULL,
-                  *health_timeout = NULL, *heartbeat_timeout = NULL, *memory_limit = NULL,
-                  *profile = NULL, *disk = NULL, *disk_format = NULL, *firmware = NULL,
-                  *loader = NULL, *ready_marker = NULL, *balloon_policy = NULL, *net = NULL,
-                  *forward_base = NULL, *server = NULL, *ready = NULL, *ksm = NULL,
+                  *tb_size = NULL, *id_offset = NULL, *restart = NULL, *backoff = NULL,
+                  *backoff_max = NULL, *max_restarts = NULL, *restart_window = NULL,
+                  *health_interval = NULL, *health_timeout = NULL, *heartbeat_timeout = NULL,
+                  *memory_limit = NULL, *profile = NULL, *disk = NULL, *disk_format = NULL,
+                  *firmware = NULL, *loader = NULL, *ready_marker = NULL, *balloon_policy = NULL,
+                  *net = NULL, *forward_base = NULL, *server = NULL, *ready = NULL, *ksm = NULL,
                   *ready_sched = NULL, *boot_affinity = NULL;
   g_auto(GStrv) qemu_args = NULL;
   g_auto(GStrv) forwards = NULL;
@@ -251,6 +251,10 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
        "Every memory lever, including those that cost some boot time or, with KSM, qemu's ASLR "
        "(README: memory)",
        NULL},
+      {"tb-size", 0, 0, G_OPTION_ARG_STRING, &tb_size,
+       "TCG translation buffer per guest in MiB, 1-2048: bigger boots on less CPU for more "
+       "memory (default: 32, 16 with --dense; README: memory)",
+       "MIB"},
       {"snapshot", 0, 0, G_OPTION_ARG_NONE, &cfg->snapshot,
        "Boot one template guest, snapshot it, and start every guest by restoring that snapshot "
        "(sim guests; --ksm auto then turns KSM on at any fleet size)",
@@ -338,6 +342,8 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
     cfg->name = g_steal_pointer(&name);
   }
   if (batch && !nf_parse_count("--batch", batch, 100000, &cfg->batch, error))
+    return FALSE;
+  if (tb_size && !nf_parse_count("--tb-size", tb_size, 2048, &cfg->tb_mib, error))
     return FALSE;
   if (memory && !nf_parse_size_mib("--memory", memory, &cfg->memory_mib, error))
     return FALSE;

@@ -85,6 +85,7 @@ typedef struct {
   NfReadySched ready_sched;       /* --ready-sched: ready guests' class during a storm */
   NfBootAffinity boot_affinity;   /* --boot-affinity: where booting guests run */
   gboolean dense;                 /* every memory lever, boot-time costs included (qemu-argv.h) */
+  guint tb_mib;                   /* --tb-size: TCG translation buffer, MiB; 0: by dense */
   gboolean snapshot;              /* restore guests from one template's snapshot (snapshot.h) */
   gboolean adopt;                 /* take over running guests of a dead supervisor */
 

@@ -72,10 +72,10 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
   case NF_ACCEL_AUTO:
   default:
     /* The translation cache defaults to 1 GiB of virtual space and fills
-     * during boot; a small one keeps each guest's RSS down at little cost
-     * for a tiny guest (see NF_QEMU_TB_MIB). */
+     * during boot; a small one keeps each guest's RSS down at some boot cost
+     * (see NF_QEMU_TB_MIB). */
     add(a, "-accel");
-    addf(a, "tcg,tb-size=%u", spec->dense ? NF_QEMU_TB_MIB_DENSE : NF_QEMU_TB_MIB);
+    addf(a, "tcg,tb-size=%u", nf_qemu_tb_mib(spec->tb_mib, spec->dense));
     add(a, "-cpu");
     add(a, "cortex-a53");
     break;
@@ -258,4 +258,9 @@ char *nf_qemu_argv_to_string(char *const *argv)
       g_string_append(s, q);
   }
   return g_string_free(s, FALSE);
+}
+
+guint nf_qemu_tb_mib(guint tb_mib, gboolean dense)
+{
+  return tb_mib ? tb_mib : dense ? NF_QEMU_TB_MIB_DENSE : NF_QEMU_TB_MIB;
 }

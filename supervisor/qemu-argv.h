@@ -43,6 +43,7 @@ typedef struct {
   const char *ip;        /* NF_NET_TAP: fw_cfg opt/nervesfleet/ip "ADDR,GATEWAY" */
   char *const *extra;    /* appended verbatim, may be NULL */
   gboolean dense;        /* every memory lever, boot-time costs included */
+  guint tb_mib;          /* TCG translation buffer, MiB; 0: NF_QEMU_TB_MIB(_DENSE) */
   gboolean ksm;          /* host KSM runs for this fleet */
   /* Snapshot fleets (snapshot.h): "-incoming VALUE" (e.g. "defer"), or NULL;
    * and the fw_cfg serial padded with spaces to this many bytes (0: not), so
@@ -58,8 +59,13 @@ typedef struct {
  * README's memory section). Default: the ones that cost no boot time. */
 #define NF_QEMU_TB_MIB 32 /* TCG translation buffer (qemu's default: 1 GiB) */
 /* --dense: 16 saves ~18 MiB per guest for ~+15 % boot CPU (retranslation);
- * 8 costs 2.6x the boot CPU and is not offered. */
+ * 8 costs 2.6x the boot CPU and is not offered. The Debian-kernel guest's
+ * boot translates ~41 MB of code, so 32 is flushed once per boot: 48
+ * (`--tb-size 48`) boots on ~8 % less CPU for ~9 MiB more per guest, which
+ * a fleet short of memory would rather keep (bench/README.md, ninth pass). */
 #define NF_QEMU_TB_MIB_DENSE 16
+/* The buffer a TCG guest gets: `tb_mib` (--tb-size) when set, else by --dense. */
+guint nf_qemu_tb_mib(guint tb_mib, gboolean dense);
 /* Sim guest kernel, always (no boot cost measured): no KASLR, so every
  * guest's kernel text is the same bytes and KSM merges it (a guest of a
  * test fleet gains nothing from a random kernel base). And a quiet idle

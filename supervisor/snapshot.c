@@ -147,6 +147,7 @@ char **nf_snapshot_template_argv(const NfVmEnv *env, const char *pidfile)
       .extra = cfg->qemu_args,
       .profile = cfg->profile,
       .serial_pad = NF_IDENTITY_SERIAL_MAX,
+      .tb_mib = cfg->tb_mib,
   };
   return nf_qemu_argv_build(&spec);
 }

@@ -201,6 +201,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
       .ready_url = vm->env->ready_url,
       .ip = ip,
       .dense = cfg->dense,
+      .tb_mib = cfg->tb_mib,
       .ksm = vm->env->ksm,
       .incoming = vm->restore_file ? "defer" : NULL,
       .serial_pad = vm->env->snapshot ? NF_IDENTITY_SERIAL_MAX : 0,

@@ -252,6 +252,11 @@ static void test_argv_levers(void)
   g_assert_nonnull(strstr(dense[d + 1], NF_QEMU_GUEST_ARGS " nokaslr=off"));
   /* init_on_free cost boot CPU for no saving (qemu-argv.h). */
   g_assert_null(strstr(dense[d + 1], "init_on_free"));
+  /* --tb-size wins over --dense's. */
+  spec.tb_mib = 48;
+  g_auto(GStrv) big_tb = nf_qemu_argv_build(&spec);
+  g_assert_cmpint(find_pair(big_tb, "-accel", "tcg,tb-size=48"), >, 0);
+  spec.tb_mib = 0;
   int i = find_pair(plain, "-append", NULL);
   g_assert_cmpint(i, >, 0);
   /* The levers, then the user's own, which win (the kernel takes the last). */

@@ -1,7 +1,8 @@
 /*
  * test-run-errors.c: bad input to `nervesfleet run`. Guards: every mistake
  * gets one clear line naming the thing and the fix, a non-zero status, and
- * nothing left running or lying around in the runtime dir.
+ * nothing left running or lying around in the runtime dir; the same value
+ * in range is taken (--tb-size, shown by --print-config).
  */
 #include <string.h>
 #include <sys/utsname.h>
@@ -32,6 +33,10 @@ static const Case cases[] = {
      {"run", "2", "--memory", "lots", NULL},
      2,
      "--memory 'lots': expected a size"},
+    {"/run-errors/bad-tb-size",
+     {"run", "2", "--tb-size", "0", NULL},
+     2,
+     "--tb-size '0': expected a whole number from 1 to 2048"},
     {"/run-errors/bad-accel",
      {"run", "2", "--accel", "warp", NULL},
      2,
@@ -70,6 +75,21 @@ static void run_case(gconstpointer data)
 }
 
 /* A state dir that cannot be made (a path through a regular file). */
+/* The same flag in range is taken: --tb-size wins over --dense's 16. */
+static void test_tb_size_taken(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *out = NULL;
+  const char *args[] = {"run", "2", "--dense", "--tb-size", "48", "--print-config", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, args, 30000, &out), ==, 0);
+  g_assert_nonnull(strstr(out, "\"tb_mib\":48"));
+  g_clear_pointer(&out, g_free);
+  const char *dense[] = {"run", "2", "--dense", "--print-config", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, dense, 30000, &out), ==, 0);
+  g_assert_nonnull(strstr(out, "\"tb_mib\":16"));
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 static void test_unwritable_state_dir(void)
 {
   g_autofree char *tmp = nf_test_tmpdir_new();
@@ -163,6 +183,7 @@ int main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   for (gsize i = 0; i < G_N_ELEMENTS(cases); i++)
     g_test_add_data_func(cases[i].path, &cases[i], run_case);
+  g_test_add_func("/run-errors/tb-size-taken", test_tb_size_taken);
   g_test_add_func("/run-errors/unwritable-state-dir", test_unwritable_state_dir);
   g_test_add_func("/run-errors/socket-path-too-long", test_socket_path_too_long);
   g_test_add_func("/run-errors/kvm-refused-on-x86", test_kvm_refused_here);
