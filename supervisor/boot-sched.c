@@ -63,11 +63,11 @@ struct NfBootSched {
   guint relief_timer;
 };
 
-typedef gboolean (*ThreadFunc)(pid_t tid, gconstpointer arg);
+typedef gboolean (*ThreadFunc)(pid_t tid, gpointer arg);
 
-static gboolean for_each_thread(GPid pid, ThreadFunc fn, gconstpointer arg, GError **error);
-static gboolean thread_set_cpu(pid_t tid, gconstpointer arg);
-static gboolean thread_set_class(pid_t tid, gconstpointer arg);
+static gboolean for_each_thread(GPid pid, ThreadFunc fn, gpointer arg, GError **error);
+static gboolean thread_set_cpu(pid_t tid, gpointer arg);
+static gboolean thread_set_class(pid_t tid, gpointer arg);
 static void allowed_cpus(cpu_set_t *set);
 static void pin(NfBootSched *s, NfVm *vm, GPid pid);
 static void unpin(NfBootSched *s, NfVm *vm, GPid pid);
@@ -269,30 +269,31 @@ static gboolean thread_schedstat(GPid pid, pid_t tid, guint64 *ran_ns, guint64 *
   return sscanf(buf, "%" SCNu64 " %" SCNu64, ran_ns, waited_ns) == 2;
 }
 
+typedef struct {
+  GPid pid;
+  pid_t best;
+  guint64 best_ran;
+} Busiest;
+
+static gboolean thread_busier(pid_t tid, gpointer arg)
+{
+  Busiest *b = arg;
+  guint64 ran, waited;
+  if (tid != b->pid && thread_schedstat(b->pid, tid, &ran, &waited) &&
+      (b->best == 0 || ran > b->best_ran)) {
+    b->best = tid;
+    b->best_ran = ran;
+  }
+  return TRUE;
+}
+
 /* The thread of `pid`, other than its main one, that ran the most: under
  * TCG the vCPU, which has just run the whole boot. 0 when there is none. */
 static pid_t busiest_other_thread(GPid pid)
 {
-  g_autofree char *dir_path = g_strdup_printf("/proc/%d/task", (int)pid);
-  DIR *dir = opendir(dir_path);
-  if (dir == NULL)
-    return 0;
-  pid_t best = 0;
-  guint64 best_ran = 0;
-  struct dirent *d;
-  while ((d = readdir(dir)) != NULL) {
-    char *end;
-    long tid = strtol(d->d_name, &end, 10);
-    guint64 ran, waited;
-    if (*end != '\0' || tid <= 0 || tid == pid)
-      continue;
-    if (thread_schedstat(pid, (pid_t)tid, &ran, &waited) && (best == 0 || ran > best_ran)) {
-      best = (pid_t)tid;
-      best_ran = ran;
-    }
-  }
-  closedir(dir);
-  return best;
+  Busiest b = {pid, 0, 0};
+  for_each_thread(pid, thread_busier, &b, NULL);
+  return b.best;
 }
 
 gboolean nf_boot_sched_set_cpu(GPid pid, int cpu, GError **error)
@@ -321,7 +322,7 @@ gboolean nf_boot_sched_can_raise(void)
 
 /* `fn` on every thread of `pid`. A thread that ended meanwhile is skipped;
  * the process itself gone, or the kernel refusing, fails. */
-static gboolean for_each_thread(GPid pid, ThreadFunc fn, gconstpointer arg, GError **error)
+static gboolean for_each_thread(GPid pid, ThreadFunc fn, gpointer arg, GError **error)
 {
   g_autofree char *dir_path = g_strdup_printf("/proc/%d/task", (int)pid);
   DIR *dir = opendir(dir_path);
@@ -354,7 +355,7 @@ static gboolean for_each_thread(GPid pid, ThreadFunc fn, gconstpointer arg, GErr
   return TRUE;
 }
 
-static gboolean thread_set_cpu(pid_t tid, gconstpointer arg)
+static gboolean thread_set_cpu(pid_t tid, gpointer arg)
 {
   int cpu = *(const int *)arg;
   cpu_set_t set;
@@ -367,7 +368,7 @@ static gboolean thread_set_cpu(pid_t tid, gconstpointer arg)
   return sched_setaffinity(tid, sizeof set, &set) == 0;
 }
 
-static gboolean thread_set_class(pid_t tid, gconstpointer arg)
+static gboolean thread_set_class(pid_t tid, gpointer arg)
 {
   NfReadySched klass = *(const NfReadySched *)arg;
   struct sched_param param = {0};
