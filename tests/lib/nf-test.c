@@ -429,10 +429,6 @@ char *nf_test_make_firmware_disk(const char *dir)
   return disk;
 }
 
-/* Memory cgroups of fleet `name` run from `tmp` (nf_test_proc_spawn's
- * XDG_RUNTIME_DIR), below our own: their names carry a hash of the runtime
- * dir, so tests elsewhere on the host using the same fleet name are not
- * counted. 0 when there is no (v1) memory cgroup to look in. */
 void nf_test_ksm_standin(const char *sysfs)
 {
   g_assert_cmpint(g_mkdir_with_parents(sysfs, 0755), ==, 0);
@@ -455,6 +451,10 @@ char *nf_test_ksm_knob(const char *sysfs, const char *name)
   return g_strstrip(v);
 }
 
+/* Memory cgroups of fleet `name` run from `tmp` (nf_test_proc_spawn's
+ * XDG_RUNTIME_DIR), below our own: their names carry a hash of the runtime
+ * dir, so tests elsewhere on the host using the same fleet name are not
+ * counted. 0 when there is no (v1) memory cgroup to look in. */
 guint nf_test_cgroups_of(const char *tmp, const char *name)
 {
   g_autofree char *self = NULL;
