@@ -14,12 +14,14 @@
  * look: the run-queue wait (/proc/PID/task/TID/schedstat, second field) of
  * the thread that answers QMP (qemu's main one) and of the one that runs the
  * guest (the busiest other thread when it was lowered: the vCPU under TCG).
- * A guest that waited for most of every look over `relief_ms` runs normally
- * until a look finds it no longer waiting (it caught up), then is lowered
- * again while the storm lasts. An idle guest waits for nothing, so relief
- * costs a lowered guest no wakeups; it used to watch the guest's balloon
- * stats, which had to come every 5 s instead of 15 for that (~0.6 % of a
- * 100-guest storm's CPU; bench/README.md, ninth pass).
+ * The kernel adds a wait to that count only once the thread gets to run,
+ * so a starving guest reads as no wait for a look, then as seconds of it at
+ * once: the looks are summed over windows of `relief_ms`. A guest that
+ * waited for most of a window runs normally until a window in which it no
+ * longer waits (it caught up), then is lowered again while the storm lasts. An idle guest waits for
+ * nothing, so relief costs a lowered guest no wakeups; it used to watch the guest's balloon stats,
+ * which had to come every 5 s instead of 15 for that (~0.6 % of a 100-guest storm's CPU;
+ * bench/README.md, ninth pass).
  */
 #include "supervisor/boot-sched.h"
 
@@ -35,20 +37,19 @@
 
 #define READY_NICE 10       /* NF_READY_SCHED_BATCH's nice */
 #define RELIEF_TICK_MS 1000 /* how often lowered guests are looked at */
-/* A look finds a guest starving when its two threads together waited to run
- * for at least this share of the time since the last look. A guest put back
- * to normal next to one busy guest per core waits about half the time, so
- * that reads as caught up. */
+/* A window finds a guest starving when its two threads together waited to
+ * run for at least this share of it. A guest put back to normal next to one
+ * busy guest per core waits about half the time, so that reads as caught up. */
 #define STARVING_NUM 3
 #define STARVING_DEN 4
 
 typedef struct {
   GPid pid;
-  pid_t vcpu;            /* the busiest other thread when lowered; 0: none */
-  guint64 waited_ns;     /* run-queue wait of both threads at the last look */
-  gint64 looked_at;      /* monotonic µs of the last look */
-  gint64 starving_since; /* > 0: every look since found it starving */
-  gboolean raised;       /* put back for now, until a look finds it not starving */
+  pid_t vcpu;               /* the busiest other thread when lowered; 0: none */
+  guint64 waited_ns;        /* run-queue wait of both threads at the last look */
+  gint64 window_start;      /* monotonic µs the current window began */
+  guint64 window_waited_us; /* their wait the looks found since */
+  gboolean raised;          /* put back for now, until a window finds it not starving */
 } Lowered;
 
 struct NfBootSched {
@@ -176,7 +177,7 @@ static void lower(NfBootSched *s, NfVm *vm, GPid pid)
   l->pid = pid;
   if (s->relief_us) {
     l->vcpu = busiest_other_thread(pid);
-    l->looked_at = g_get_monotonic_time();
+    l->window_start = g_get_monotonic_time();
     lowered_waited(l, &l->waited_ns);
   }
   g_hash_table_insert(s->lowered, vm, l);
@@ -200,8 +201,8 @@ static void raise_all(NfBootSched *s)
   }
 }
 
-/* A lowered guest found starving at every look for relief_us runs normally
- * until a look finds it not starving; then it is lowered again (the storm
+/* A lowered guest found starving over a window of relief_us runs normally
+ * until a window finds it not starving; then it is lowered again (the storm
  * still lasts, or it would have left the table). */
 static gboolean relief_cb(gpointer data)
 {
@@ -219,23 +220,18 @@ static gboolean relief_cb(gpointer data)
     guint64 waited;
     if (!lowered_waited(l, &waited))
       continue; /* gone: its state change takes it off the table */
-    guint64 waited_us = waited > l->waited_ns ? (waited - l->waited_ns) / 1000 : 0;
-    gint64 since = l->looked_at;
-    gboolean starving =
-        now > since && waited_us * STARVING_DEN >= (guint64)(now - since) * STARVING_NUM;
+    l->window_waited_us += waited > l->waited_ns ? (waited - l->waited_ns) / 1000 : 0;
     l->waited_ns = waited;
-    l->looked_at = now;
-    if (!starving) {
-      l->starving_since = 0;
-      if (l->raised && nf_boot_sched_set_class(l->pid, s->ready_sched, NULL))
-        l->raised = FALSE;
+    gint64 span = now - l->window_start;
+    if (span < s->relief_us)
       continue;
-    }
-    if (l->starving_since == 0)
-      l->starving_since = since;
-    if (!l->raised && now - l->starving_since >= s->relief_us &&
-        nf_boot_sched_set_class(l->pid, NF_READY_SCHED_NORMAL, NULL))
+    gboolean starving = l->window_waited_us * STARVING_DEN >= (guint64)span * STARVING_NUM;
+    l->window_start = now;
+    l->window_waited_us = 0;
+    if (starving && !l->raised && nf_boot_sched_set_class(l->pid, NF_READY_SCHED_NORMAL, NULL))
       l->raised = TRUE;
+    else if (!starving && l->raised && nf_boot_sched_set_class(l->pid, s->ready_sched, NULL))
+      l->raised = FALSE;
   }
   return G_SOURCE_CONTINUE;
 }

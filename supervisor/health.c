@@ -92,16 +92,16 @@ guint nf_health_relief_ms(guint heartbeat_timeout_ms, guint health_interval_ms,
 {
   /* A third of the tighter deadline a starving guest could miss: its
    * heartbeat (the guest kernel must run) and a QMP probe's (qemu's main
-   * thread must answer), so that once relieved it has twice that to catch
-   * up. Relief sees only guests that wait to run, so a short one costs the
-   * storm nothing; but not under relief's own tick (1 s). */
-  guint relief_ms = 0;
-  if (heartbeat_timeout_ms)
-    relief_ms = heartbeat_timeout_ms / 3;
-  if (health_interval_ms && health_timeout_ms)
-    relief_ms = relief_ms ? MIN(relief_ms, health_timeout_ms / 3) : health_timeout_ms / 3;
-  if (heartbeat_timeout_ms == 0 && !(health_interval_ms && health_timeout_ms))
+   * thread must answer). Relief judges windows that long, so a guest that
+   * starts starving is put back within two thirds of the deadline, with a
+   * third left to catch up. Relief sees only guests that wait to run, so a
+   * short one costs the storm nothing; but not under relief's own tick (1 s). */
+  gboolean probes = health_interval_ms && health_timeout_ms;
+  if (heartbeat_timeout_ms == 0 && !probes)
     return 0;
+  guint relief_ms = heartbeat_timeout_ms ? heartbeat_timeout_ms / 3 : G_MAXUINT;
+  if (probes)
+    relief_ms = MIN(relief_ms, health_timeout_ms / 3);
   return MAX(relief_ms, 1000);
 }
 
