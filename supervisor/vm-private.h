@@ -122,6 +122,7 @@ struct NfVm {
   NfVmQemuChild qemu_child; /* its pid file names the process we spawned (health.c) */
   gint64 stats_last_update; /* guest's own clock, seconds */
   gint64 stats_advanced_at; /* monotonic µs when last-update last moved */
+  gint64 stats_asked_at;    /* monotonic µs of the last guest-stats read sent */
   NfVmGuestMem guest_mem;   /* from the same guest-stats (health.c) */
   gboolean balloon_manual;  /* a user set the balloon: the policy keeps off */
   guint64 balloon_target;   /* last `balloon` asked this run; 0: none */

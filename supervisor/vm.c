@@ -124,6 +124,7 @@ void nf_vm_reset_run_facts(NfVm *vm)
   vm->qemu_child = NF_VM_QEMU_CHILD_UNKNOWN;
   vm->stats_last_update = 0;
   vm->stats_advanced_at = 0;
+  vm->stats_asked_at = 0;
   vm->guest_mem = (NfVmGuestMem){0};
   vm->balloon_manual = FALSE;
   vm->balloon_actual = vm->env->config->memory_mib * 1024 * 1024;

@@ -5,7 +5,8 @@
  * print its ready line or hang on cue. Each test names the rows it covers as
  * STATE+EVENT; each asserts the transitions the fleet reported and the exit
  * classification, not timings. Also: ksmd's pace follows the guests that
- * have a qemu (KSM's files a stand-in dir). What needs a real guest
+ * have a qemu (KSM's files a stand-in dir); a ready guest's probes read its
+ * stats only when new ones can be there. What needs a real guest
  * (panics, watchdogs, OOM kills) is in test-lifecycle.c.
  */
 #include <signal.h>
@@ -171,6 +172,58 @@ static void test_ready_then_hung(void)
   g_assert_cmpuint(nf_fake_fleet_seen(f, NF_VM_UNHEALTHY, NF_VM_BACKOFF), ==, 1);
   g_assert_cmpint(nf_vm_exit_kind(vm_of(f, 1)), ==, NF_EXIT_HUNG);
   g_assert_cmpuint(nf_vm_restarts(vm_of(f, 1)), ==, 1);
+  nf_fake_fleet_finish(f, FALSE);
+}
+
+/* A ready guest's probes read its balloon stats only once new ones can be
+ * there (every stats interval: 1 s for a 4 s heartbeat); the probes in
+ * between are a query-status, which costs qemu half as much (health.c). A
+ * supervisor that read the stats at every probe, or never, fails here. */
+static const char *probe_log;
+static gboolean four_stats_reads(NfFakeFleet *f)
+{
+  g_autofree char *text = NULL;
+  if (!g_file_get_contents(probe_log, &text, NULL, NULL))
+    return FALSE;
+  guint reads = 0;
+  for (const char *p = text; (p = strstr(p, "qom-get guest-stats\n")) != NULL; p++)
+    reads++;
+  return reads >= 4;
+}
+
+static void test_probes_read_stats_when_due(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(1, 1);
+  f->config.health_interval_ms = 250;
+  f->config.health_timeout_ms = 5000;
+  f->config.heartbeat_timeout_ms = 4000;
+  g_autofree char *log = g_build_filename(f->tmp, "qmp.log", NULL);
+  probe_log = log;
+  g_setenv("FAKE_QEMU_QMP_LOG", log, TRUE);
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
+  g_assert_true(nf_fake_fleet_wait(f, four_stats_reads, WAIT_MS));
+  g_autofree char *text = NULL;
+  g_assert_true(g_file_get_contents(log, &text, NULL, NULL));
+  g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+  /* From the first read on: between two reads, pings; never a read twice
+   * in a row (four probes per stats interval). */
+  gint last_read = -1;
+  guint reads = 0, pings = 0;
+  for (guint i = 0; lines[i]; i++) {
+    if (g_str_has_suffix(lines[i], " qom-get guest-stats")) {
+      if (last_read >= 0) {
+        g_test_message("read %u: %u pings since the one before", reads, (guint)(i - last_read - 1));
+        g_assert_cmpuint(i - (guint)last_read - 1, >=, 1);
+      }
+      last_read = (gint)i;
+      reads++;
+    } else if (last_read >= 0 && g_str_has_suffix(lines[i], " query-status")) {
+      pings++;
+    }
+  }
+  g_assert_cmpuint(reads, >=, 4);
+  g_assert_cmpuint(pings, >=, reads - 1);
   nf_fake_fleet_finish(f, FALSE);
 }
 
@@ -421,6 +474,7 @@ int main(int argc, char **argv)
   g_test_add_func("/fleet-lifecycle/crash-backoff", test_crash_backoff);
   g_test_add_func("/fleet-lifecycle/boot-timeout-hung", test_boot_timeout_hung);
   g_test_add_func("/fleet-lifecycle/ready-then-hung", test_ready_then_hung);
+  g_test_add_func("/fleet-lifecycle/probes-read-stats-when-due", test_probes_read_stats_when_due);
   g_test_add_func("/fleet-lifecycle/stop-hung-and-queued", test_stop_hung_and_queued);
   g_test_add_func("/fleet-lifecycle/poweroff-stays-off", test_poweroff_stays_off);
   g_test_add_func("/fleet-lifecycle/reboot-loop", test_reboot_loop);

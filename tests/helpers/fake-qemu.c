@@ -46,6 +46,9 @@
  *   FAKE_QEMU_CHATTER_MS=N   N ms after the QMP handshake the console prints
  *                            FAKE_QEMU_CHATTER_KB KiB (default 64) of lines at
  *                            once (a guest gone chatty after a quiet spell)
+ * FAKE_QEMU_QMP_LOG=PATH (every guest) appends a line per command after the
+ * negotiation to PATH: "NAME COMMAND", plus the property for qom-get and
+ * qom-set, so a test can see what the supervisor asked and how often.
  * SIGUSR1 is a kernel panic: its line on the console, then that reboot.
  * SIGUSR2 turns busy polling on and off: a guest that always wants the CPU
  * (as a starved one does), still answering on every channel.
@@ -467,6 +470,26 @@ static json_t *guest_stats(void)
                    "last-update", (json_int_t)ts.tv_sec);
 }
 
+/* FAKE_QEMU_QMP_LOG: one write(2) per line with O_APPEND, so the lines of
+ * guests sharing the file do not interleave. */
+static void log_command(const char *cmd, json_t *args)
+{
+  const char *path = getenv("FAKE_QEMU_QMP_LOG");
+  if (path == NULL || path[0] == '\0')
+    return;
+  const char *prop = json_string_value(json_object_get(args, "property"));
+  char line[256];
+  int n = snprintf(line, sizeof line, "%s %s%s%s\n", guest_name, cmd, prop ? " " : "",
+                   prop ? prop : "");
+  int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return;
+  if (write(fd, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1) < 0) {
+    /* a test's log: nothing to do about it here */
+  }
+  close(fd);
+}
+
 static void handle_command(Chardev *c, json_t *req)
 {
   json_t *id = json_object_get(req, "id");
@@ -498,6 +521,7 @@ static void handle_command(Chardev *c, json_t *req)
     }
     return;
   }
+  log_command(cmd, args);
   if (strcmp(cmd, "qmp_capabilities") == 0) {
     reply_error(c, id, "CommandNotFound",
                 "Capabilities negotiation is already complete, command ignored");
