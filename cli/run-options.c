@@ -193,7 +193,7 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       {"restart-window", 0, 0, G_OPTION_ARG_STRING, &restart_window,
        "Seconds over which restarts are counted (default: 60)", "S"},
       {"health-interval", 0, 0, G_OPTION_ARG_STRING, &health_interval,
-       "Seconds between health probes; 0 turns them off (default: 10)", "S"},
+       "Seconds between health probes; 0 turns them off (default: 20)", "S"},
       {"health-timeout", 0, 0, G_OPTION_ARG_STRING, &health_timeout,
        "Seconds QMP may take to answer a probe before the guest is hung (default: 15)", "S"},
       {"heartbeat-timeout", 0, 0, G_OPTION_ARG_STRING, &heartbeat_timeout,

@@ -16,7 +16,10 @@ typedef struct NfHealthWheel NfHealthWheel;
  * guests, each is probed every NF_HEALTH_STRETCH_MS_PER_GUEST × guests, up
  * to NF_HEALTH_STRETCH_MAX_MS, so the probes of a large fleet stay near 50
  * a second (each costs the supervisor a send, a wakeup and a reply: at 100
- * a second, 0.4 % of a core; issue 17). Never NULL. */
+ * a second, 0.4 % of a core; issue 17). A probe costs the guest's qemu
+ * more: it reads a QMP command one byte per wakeup, 1-4 ms of host CPU
+ * under TCG here, about half of what an idle guest cost at a 10 s interval;
+ * hence the default of 20 s (config.h). Never NULL. */
 #define NF_HEALTH_STRETCH_MS_PER_GUEST 20
 #define NF_HEALTH_STRETCH_MAX_MS 30000
 NfHealthWheel *nf_health_wheel_new(guint interval_ms, gboolean stretch);
