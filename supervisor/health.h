@@ -18,7 +18,7 @@ typedef struct NfHealthWheel NfHealthWheel;
  * a second (each costs the supervisor a send, a wakeup and a reply: at 100
  * a second, 0.4 % of a core; issue 17). A probe costs the guest's qemu
  * more: it reads a QMP command one byte per wakeup, 1-4 ms of host CPU
- * under TCG here, about half of what an idle guest cost at a 10 s interval;
+ * under TCG here, over half of what an idle guest cost at a 10 s interval;
  * hence the default of 20 s (config.h). Never NULL. */
 #define NF_HEALTH_STRETCH_MS_PER_GUEST 20
 #define NF_HEALTH_STRETCH_MAX_MS 30000

@@ -14,7 +14,7 @@
  * (112 MiB either way), because free page reporting already hands free pages
  * back; and a guest shrunk to 80 MiB panicked ("System is deadlocked on
  * memory") on a 60 MiB burst that the full-size guest survives, since the
- * policy reacts at the health probe's pace (10 s by default then), not at the
+ * policy reacts at the health probe's pace (10 s, the default then), not at the
  * burst's (3 runs of 3). With the balloon's deflate-on-oom=on, which lets the
  * guest take pages back itself, it survives (3 of 3; on by default since, and
  * test-mempolicy does it). What the policy adds that nothing else does is
