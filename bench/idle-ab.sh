@@ -28,7 +28,7 @@ esac
 WINDOW=${WINDOW:-60}
 WINDOWS=${WINDOWS:-3}
 BATCH=${BATCH:-1000}
-SETTLE=${SETTLE:-$(calc "$(probe_round_s "$N") + 10")}
+SETTLE=${SETTLE:-$(calc "$(probe_round_s) + 10")}
 BINS=${BINS:-"a:$NF_BIN b:$NF_BIN"}
 export FAKE_QEMU_BOOT_MS=${FAKE_QEMU_BOOT_MS:-1000}
 read -r -a entries <<<"$BINS"

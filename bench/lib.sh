@@ -195,11 +195,11 @@ foreign_cores() {
 loadavg1() { cut -d' ' -f1 /proc/loadavg; }
 psi_cpu10() { awk '/^some/{sub("avg10=","",$2); print $2}' /proc/pressure/cpu 2>/dev/null || echo 0; }
 mem_available_kib() { awk '/^MemAvailable:/{print $2}' /proc/meminfo; }
-# probe_round_s N: the seconds between two health probes of one guest in a
-# fleet of N with the default interval (supervisor/health.h: 20 ms a guest,
-# 10-30 s): the first round after all ready takes every guest's first
-# samples, start-up work that an idle window must not include.
-probe_round_s() { awk -v n="$1" 'BEGIN{s=n*0.02; print (s<10?10:(s>30?30:s))}'; }
+# probe_round_s: the seconds between two health probes of a guest at the
+# default interval (supervisor/config.h; it stretched with the fleet's size
+# before it was 30 s): the first round after all ready takes every guest's
+# first samples, start-up work that an idle window must not include.
+probe_round_s() { echo 30; }
 # host_memory_settle: wait until this host has handed the memory freed by our
 # last qemu back to its own hypervisor, so the next boot faults in fresh
 # pages as most of a fleet's guests must (bench/README.md, "storms, sixth

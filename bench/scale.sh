@@ -68,10 +68,10 @@ rss=$S_RSS fds=$S_FDS
 start_cpu=$(calc "$(proc_jiffies "$SUP_PID") / $(getconf CLK_TCK)")
 failed=$(grep -c ' failed' "$SUP_LOG" || true)
 
-# The first probe round after all ready (the probe interval stretches by 20
-# ms a guest, 10-30 s) takes each guest's first RSS and PSS samples: start-up
-# work, measured apart; the idle window follows it.
-SETTLE=${SETTLE:-$(probe_round_s "$N")}
+# The first probe round after all ready (every 30 s by default) takes each
+# guest's first RSS and PSS samples: start-up work, measured apart; the idle
+# window follows it.
+SETTLE=${SETTLE:-$(probe_round_s)}
 echo "scale: first probe round, $SETTLE s"
 s0=$(proc_cpu_ns "$SUP_PID") w0=$EPOCHREALTIME
 sup_wait '^\0never' "$SETTLE" || true

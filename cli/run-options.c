@@ -193,7 +193,7 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       {"restart-window", 0, 0, G_OPTION_ARG_STRING, &restart_window,
        "Seconds over which restarts are counted (default: 60)", "S"},
       {"health-interval", 0, 0, G_OPTION_ARG_STRING, &health_interval,
-       "Seconds between health probes; 0 turns them off (default: 20)", "S"},
+       "Seconds between health probes; 0 turns them off (default: 30)", "S"},
       {"health-timeout", 0, 0, G_OPTION_ARG_STRING, &health_timeout,
        "Seconds QMP may take to answer a probe before the guest is hung (default: 15)", "S"},
       {"heartbeat-timeout", 0, 0, G_OPTION_ARG_STRING, &heartbeat_timeout,
@@ -448,8 +448,6 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       (memory_limit &&
        !nf_parse_size_mib("--memory-limit", memory_limit, &cfg->memory_limit_mib, error)))
     return FALSE;
-  if (health_interval)
-    cfg->health_interval_fixed = TRUE; /* a person's choice: never stretched (health.h) */
   if (balloon_policy) {
     static const char *const policies[] = {"guard", "auto", "off"};
     static const NfBalloonPolicy values[] = {NF_BALLOON_POLICY_GUARD, NF_BALLOON_POLICY_AUTO,

@@ -55,39 +55,38 @@ typedef enum {
 typedef struct {
   char *name; /* fleet name: selects the state and runtime dirs */
   NfProfile profile;
-  char *disk;                     /* base image each guest gets a qcow2 overlay of (NULL: none) */
-  char *disk_format;              /* "raw"/"qcow2" as named by the user, or NULL to detect */
-  gboolean reflash_all;           /* recreate every overlay from the base at start */
-  guint count;                    /* guests to run */
-  guint batch;                    /* guests booting at once; 0 = derived from cores */
-  guint64 memory_mib;             /* guest RAM */
-  NfAccel accel;                  /* as asked; resolved by nf_accel_resolve() */
-  char *qemu;                     /* qemu-system-aarch64 binary (name or path) */
-  char *kernel;                   /* guest kernel */
-  char *initrd;                   /* guest initramfs */
-  char *append;                   /* extra kernel command line, appended to ours */
-  char **qemu_args;               /* extra qemu arguments, appended verbatim */
-  char *state_dir;                /* override of the fleet's state dir (NULL = default) */
-  char *runtime_dir;              /* override of the fleet's runtime dir (NULL = default) */
-  char *serial_format;            /* printf format of serial numbers, one %u */
-  guint id_offset;                /* first guest id - 1 */
-  guint stop_timeout_ms;          /* grace between QMP quit and SIGKILL */
-  guint boot_timeout_ms;          /* spawn to ready line, else the guest failed */
-  char *ready_marker;             /* text on the console that means "booted" */
-  NfRestartPolicy restart;        /* what happens when a guest ends */
-  guint health_interval_ms;       /* QMP ping period; 0 = off */
-  gboolean health_interval_fixed; /* given by a person: not stretched at large N (health.h) */
-  guint health_timeout_ms;        /* QMP ping deadline: missed = hung */
-  guint heartbeat_timeout_ms;     /* guest-stats must advance within this; 0 = off */
-  guint64 memory_limit_mib;       /* per-guest cgroup memory.max; 0 = no limit */
-  gboolean detached;              /* guests outlive the supervisor (daemon mode) */
-  NfKsmMode ksm;                  /* host KSM page merging while the fleet runs */
-  NfReadySched ready_sched;       /* --ready-sched: ready guests' class during a storm */
-  NfBootAffinity boot_affinity;   /* --boot-affinity: where booting guests run */
-  gboolean dense;                 /* every memory lever, boot-time costs included (qemu-argv.h) */
-  guint tb_mib;                   /* --tb-size: TCG translation buffer, MiB; 0: by dense */
-  gboolean snapshot;              /* restore guests from one template's snapshot (snapshot.h) */
-  gboolean adopt;                 /* take over running guests of a dead supervisor */
+  char *disk;                   /* base image each guest gets a qcow2 overlay of (NULL: none) */
+  char *disk_format;            /* "raw"/"qcow2" as named by the user, or NULL to detect */
+  gboolean reflash_all;         /* recreate every overlay from the base at start */
+  guint count;                  /* guests to run */
+  guint batch;                  /* guests booting at once; 0 = derived from cores */
+  guint64 memory_mib;           /* guest RAM */
+  NfAccel accel;                /* as asked; resolved by nf_accel_resolve() */
+  char *qemu;                   /* qemu-system-aarch64 binary (name or path) */
+  char *kernel;                 /* guest kernel */
+  char *initrd;                 /* guest initramfs */
+  char *append;                 /* extra kernel command line, appended to ours */
+  char **qemu_args;             /* extra qemu arguments, appended verbatim */
+  char *state_dir;              /* override of the fleet's state dir (NULL = default) */
+  char *runtime_dir;            /* override of the fleet's runtime dir (NULL = default) */
+  char *serial_format;          /* printf format of serial numbers, one %u */
+  guint id_offset;              /* first guest id - 1 */
+  guint stop_timeout_ms;        /* grace between QMP quit and SIGKILL */
+  guint boot_timeout_ms;        /* spawn to ready line, else the guest failed */
+  char *ready_marker;           /* text on the console that means "booted" */
+  NfRestartPolicy restart;      /* what happens when a guest ends */
+  guint health_interval_ms;     /* QMP ping period; 0 = off */
+  guint health_timeout_ms;      /* QMP ping deadline: missed = hung */
+  guint heartbeat_timeout_ms;   /* guest-stats must advance within this; 0 = off */
+  guint64 memory_limit_mib;     /* per-guest cgroup memory.max; 0 = no limit */
+  gboolean detached;            /* guests outlive the supervisor (daemon mode) */
+  NfKsmMode ksm;                /* host KSM page merging while the fleet runs */
+  NfReadySched ready_sched;     /* --ready-sched: ready guests' class during a storm */
+  NfBootAffinity boot_affinity; /* --boot-affinity: where booting guests run */
+  gboolean dense;               /* every memory lever, boot-time costs included (qemu-argv.h) */
+  guint tb_mib;                 /* --tb-size: TCG translation buffer, MiB; 0: by dense */
+  gboolean snapshot;            /* restore guests from one template's snapshot (snapshot.h) */
+  gboolean adopt;               /* take over running guests of a dead supervisor */
 
   /* --shard I/N and --shard-size K (supervisor/shard.h); shard_count 0: not sharded */
   guint shard_index, shard_count, shard_size;
@@ -112,7 +111,7 @@ typedef struct {
 #define NF_DEFAULT_STOP_TIMEOUT_MS 10000
 #define NF_DEFAULT_BOOT_TIMEOUT_MS 180000
 /* A probe costs a guest's qemu more than its own idle ticks do (health.h). */
-#define NF_DEFAULT_HEALTH_INTERVAL_MS 20000
+#define NF_DEFAULT_HEALTH_INTERVAL_MS 30000
 #define NF_DEFAULT_HEALTH_TIMEOUT_MS 15000
 #define NF_DEFAULT_HEARTBEAT_TIMEOUT_MS 60000
 

@@ -121,10 +121,7 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   if (!nf_fleet_ensure_fd_limit(fleet, config->count, error))
     return NULL;
   if (config->health_interval_ms)
-    fleet->env.health =
-        nf_health_wheel_new(config->health_interval_ms,
-                            !config->health_interval_fixed &&
-                                config->health_interval_ms == NF_DEFAULT_HEALTH_INTERVAL_MS);
+    fleet->env.health = nf_health_wheel_new(config->health_interval_ms);
   if (!nf_fleet_host_setup(fleet, error))
     return NULL;
   fleet->env.use_cgroups = TRUE;

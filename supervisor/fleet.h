@@ -114,8 +114,7 @@ void nf_fleet_counts(const NfFleet *fleet, NfFleetCounts *counts);
 guint nf_fleet_size(const NfFleet *fleet);
 NfVm *nf_fleet_vm(const NfFleet *fleet, guint index);
 guint nf_fleet_batch(const NfFleet *fleet);
-/* How often each running guest is probed now, in ms (0: health off): the
- * default interval stretches with the fleet's size (health.h). */
+/* How often each running guest is probed, in ms (0: health off). */
 guint nf_fleet_health_interval(const NfFleet *fleet);
 NfAccel nf_fleet_accel(const NfFleet *fleet);
 const char *nf_fleet_runtime_dir(const NfFleet *fleet);

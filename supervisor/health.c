@@ -35,7 +35,6 @@
 
 struct NfHealthWheel {
   guint interval_ms;
-  gboolean stretch;
   guint timer;
   GQueue due;              /* NfVm* being probed, by next_probe_at (each vm->health_link) */
   gint64 rss_wanted_until; /* monotonic µs (nf_health_wheel_rss_wanted) */
@@ -48,11 +47,10 @@ static void ping_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
 static void stats_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
 static void store_guest_mem(NfVm *vm, json_t *ret);
 
-NfHealthWheel *nf_health_wheel_new(guint interval_ms, gboolean stretch)
+NfHealthWheel *nf_health_wheel_new(guint interval_ms)
 {
   NfHealthWheel *w = g_new0(NfHealthWheel, 1);
   w->interval_ms = interval_ms;
-  w->stretch = stretch;
   /* Whole seconds let GLib align this wakeup with the process's others. */
   if (interval_ms >= 1000)
     w->timer = g_timeout_add_seconds(1, wheel_tick_cb, w);
@@ -63,10 +61,7 @@ NfHealthWheel *nf_health_wheel_new(guint interval_ms, gboolean stretch)
 
 guint nf_health_wheel_interval(const NfHealthWheel *w)
 {
-  if (!w->stretch)
-    return w->interval_ms;
-  guint64 stretched = (guint64)w->due.length * NF_HEALTH_STRETCH_MS_PER_GUEST;
-  return (guint)CLAMP(stretched, w->interval_ms, MAX(w->interval_ms, NF_HEALTH_STRETCH_MAX_MS));
+  return w->interval_ms;
 }
 
 void nf_health_wheel_rss_wanted(NfHealthWheel *w)

@@ -12,17 +12,14 @@ typedef struct NfHealthWheel NfHealthWheel;
 
 /* Probes each guest every `interval_ms` (> 0; the wheel ticks every second
  * from 1000 up, so GLib can align the wakeup with the process's others).
- * `stretch` (the default interval, not one a person chose): with many
- * guests, each is probed every NF_HEALTH_STRETCH_MS_PER_GUEST × guests, up
- * to NF_HEALTH_STRETCH_MAX_MS, so the probes of a large fleet stay near 50
- * a second (each costs the supervisor a send, a wakeup and a reply: at 100
- * a second, 0.4 % of a core; issue 17). A probe costs the guest's qemu
- * more: it reads a QMP command one byte per wakeup, 1-4 ms of host CPU
- * under TCG here, over half of what an idle guest cost at a 10 s interval;
- * hence the default of 20 s (config.h). Never NULL. */
-#define NF_HEALTH_STRETCH_MS_PER_GUEST 20
-#define NF_HEALTH_STRETCH_MAX_MS 30000
-NfHealthWheel *nf_health_wheel_new(guint interval_ms, gboolean stretch);
+ * A probe costs the supervisor a send, a wakeup and a reply (at 100 a
+ * second, 0.4 % of a core), and the guest's qemu much more: qemu reads a
+ * QMP command one byte per wakeup, 1-4 ms of host CPU a probe under TCG
+ * here, over half of what an idle guest cost at a 10 s interval. Hence the
+ * default of 30 s (config.h): 33 probes a second at 1,000 guests, where a
+ * 10 s default used to be stretched with the fleet's size to the same end
+ * (issue 17). Never NULL. */
+NfHealthWheel *nf_health_wheel_new(guint interval_ms);
 
 /* How often a ready guest's balloon driver reports its stats (the
  * heartbeat), in ms, for a heartbeat timeout of `heartbeat_timeout_ms`

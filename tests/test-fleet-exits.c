@@ -55,7 +55,7 @@ static void test_wrapper_killed(void)
   f->config.health_timeout_ms = 5000;
   nf_fake_fleet_start(f);
   g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
-  g_assert_cmpuint(nf_fleet_health_interval(f->fleet), ==, 200); /* not the default: kept */
+  g_assert_cmpuint(nf_fleet_health_interval(f->fleet), ==, 200);
   GPid pid = nf_vm_pid(vm_of(f, 1));
   g_assert_cmpint(kill(pid, SIGKILL), ==, 0);
   g_assert_true(nf_fake_fleet_wait(f, left_ready, WAIT_MS));

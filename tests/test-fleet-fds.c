@@ -30,9 +30,7 @@ static void test_2000_under_3000_fds(void)
   guint open_fds = nf_test_count_open_fds();
   g_test_message("%u fds open with %u guests ready (%u before)", open_fds, GUESTS, before);
   g_assert_cmpuint(open_fds, <=, before + GUESTS + 64);
-  /* The default interval, stretched: 2,000 guests x 20 ms, capped at 30 s
-   * (probes stay near 50 a second however large the fleet). */
-  g_assert_cmpuint(nf_fleet_health_interval(f->fleet), ==, 30000);
+  g_assert_cmpuint(nf_fleet_health_interval(f->fleet), ==, NF_DEFAULT_HEALTH_INTERVAL_MS);
   nf_fake_fleet_finish(f, FALSE);
 }
 
