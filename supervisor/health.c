@@ -113,9 +113,9 @@ void nf_vm_health_start(NfVm *vm)
   schedule(w, vm);
 }
 
-/* Into the queue by next_probe_at. Every guest is due an interval after it
- * was last probed and the interval changes only with the fleet's size, so
- * this is the tail but for a few guests after a fleet shrinks. */
+/* Into the queue by next_probe_at. Every guest is due one fixed interval
+ * after it was last probed or came up, so this is the tail; the walk back
+ * only keeps the order should that ever not hold. */
 static void schedule(NfHealthWheel *w, NfVm *vm)
 {
   GList *after = w->due.tail;
