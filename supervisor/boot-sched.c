@@ -18,9 +18,10 @@
  * so a starving guest reads as no wait for a look, then as seconds of it at
  * once: the looks are summed over windows of `relief_ms`. A guest that
  * waited for most of a window runs normally until a window in which it no
- * longer waits (it caught up), then is lowered again while the storm lasts. An idle guest waits for
- * nothing, so relief costs a lowered guest no wakeups; it used to watch the guest's balloon stats,
- * which had to come every 5 s instead of 15 for that (~0.6 % of a 100-guest storm's CPU;
+ * longer waits (it caught up), then is lowered again while the storm lasts.
+ * An idle guest waits for nothing, so relief costs a lowered guest no
+ * wakeups; it used to watch the guest's balloon stats, which had to come
+ * every 5 s instead of 15 for that (~0.6 % of a 100-guest storm's CPU;
  * bench/README.md, ninth pass).
  */
 #include "supervisor/boot-sched.h"

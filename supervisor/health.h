@@ -48,7 +48,7 @@ guint nf_health_relief_ms(guint heartbeat_timeout_ms, guint health_interval_ms,
 #define NF_HEALTH_RSS_WATCH_MS (5 * 60 * 1000)
 void nf_health_wheel_rss_wanted(NfHealthWheel *wheel);
 
-/* The interval each guest is probed at now. */
+/* The interval each guest is probed at. */
 guint nf_health_wheel_interval(const NfHealthWheel *wheel);
 
 /* Stops the timer and frees. Guests still on the wheel are simply no longer
