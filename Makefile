@@ -12,10 +12,16 @@ PKGS      = glib-2.0 gio-2.0 gio-unix-2.0 jansson libsoup-3.0 libsystemd
 # Read when a compile or link first needs them, not when this file is parsed:
 # `make demo` / `make check` install the packages first (scripts/install-deps.sh)
 # and only then build in a sub-make, so a fresh machine works the first time.
-PKG_CFLAGS = $(eval PKG_CFLAGS := $$(call pkg_config,--cflags))$(PKG_CFLAGS)
-PKG_LIBS   = $(eval PKG_LIBS := $$(call pkg_config,--libs))$(PKG_LIBS)
-pkg_config = $(or $(shell pkg-config $(1) $(PKGS) 2>/dev/null),\
-  $(error pkg-config finds no $(PKGS): install the dependencies first with `make deps`))
+PKG_CFLAGS = $(eval PKG_CFLAGS := $$(call pkg_config,--cflags,$(PKGS)))$(PKG_CFLAGS)
+PKG_LIBS   = $(eval PKG_LIBS := $$(call pkg_config,--libs,$(PKGS)))$(PKG_LIBS)
+# The binary itself links only what every verb needs: libsoup (`run --http`)
+# and libsystemd (under systemd) are opened when first used (http/soup-load.h,
+# cli/notify.h), so `ps`, `console`... do not pay for loading them. Tests and
+# benchmarks link everything (some are libsoup clients).
+BIN_PKGS   = glib-2.0 gio-2.0 gio-unix-2.0 jansson
+BIN_LIBS   = $(eval BIN_LIBS := $$(call pkg_config,--libs,$(BIN_PKGS)))$(BIN_LIBS)
+pkg_config = $(or $(shell pkg-config $(1) $(2) 2>/dev/null),\
+  $(error pkg-config finds no $(2): install the dependencies first with `make deps`))
 WARN      = -std=gnu11 -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wformat=2 \
             -Wmissing-prototypes -Wstrict-prototypes
 CPPFLAGS += -I. -D_GNU_SOURCE -DGLIB_VERSION_MIN_REQUIRED=GLIB_VERSION_2_74 \
@@ -74,10 +80,10 @@ build/asan/libnf.a: $(patsubst %.c,build/asan/%.o,$(LIB_SRCS))
 	ar rcs $@ $^
 
 nervesfleet: build/rel/cli/main.o build/rel/libnf.a
-	$(CC) $(REL_CFLAGS) -o $@ $^ $(PKG_LIBS)
+	$(CC) $(REL_CFLAGS) -o $@ $^ $(BIN_LIBS)
 
 build/asan/nervesfleet: build/asan/cli/main.o build/asan/libnf.a
-	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(PKG_LIBS)
+	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(BIN_LIBS)
 
 # --- tests -------------------------------------------------------------------
 TEST_BINS   = $(patsubst tests/%.c,build/asan/tests/%,$(TEST_SRCS))

@@ -202,6 +202,13 @@ int nf_cmd_run(int argc, char **argv)
     g_strfreev(mode.exec_argv);
     return NF_EXIT_OK;
   }
+  if (!nf_notify_load(&error)) {
+    nf_cli_error("run: %s", error->message);
+    nf_run_http_options_clear(&http_opts);
+    nf_fleet_config_clear(&cfg);
+    g_strfreev(mode.exec_argv);
+    return NF_EXIT_FAILURE;
+  }
   if (mode.detach)
     nf_daemon_start(&report_fd); /* only the daemon returns */
 

@@ -5,9 +5,18 @@
  * watchdog pet is a plain main-loop timer on purpose: it proves the loop
  * turns, which is exactly what systemd's WatchdogSec= should watch.
  */
+#include <dlfcn.h>
+#include <gio/gio.h>
 #include <systemd/sd-daemon.h>
 
 #include "cli/notify.h"
+
+/* libsystemd is opened by nf_notify_load() only under systemd (see
+ * notify.h); NULL otherwise, and then nothing is sent. */
+static struct {
+  __typeof__(sd_notify) *notify;
+  __typeof__(sd_watchdog_enabled) *watchdog_enabled;
+} sd;
 
 #define STATUS_MIN_INTERVAL_US G_USEC_PER_SEC
 
@@ -30,6 +39,34 @@ static gboolean watchdog_cb(gpointer data);
 static gboolean status_due_cb(gpointer data);
 static void send_status(NfNotify *n);
 static void update(NfNotify *n);
+static void notify_send(const char *text);
+
+gboolean nf_notify_load(GError **error)
+{
+  if (sd.notify || !g_getenv("NOTIFY_SOCKET"))
+    return TRUE;
+  void *lib = dlopen(NF_NOTIFY_SONAME, RTLD_NOW | RTLD_LOCAL);
+  void *notify = lib ? dlsym(lib, "sd_notify") : NULL;
+  void *watchdog = lib ? dlsym(lib, "sd_watchdog_enabled") : NULL;
+  if (!notify || !watchdog) {
+    g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
+                "NOTIFY_SOCKET is set (a systemd Type=notify service), but %s cannot be used "
+                "(%s); install it with `apt-get install libsystemd0`",
+                NF_NOTIFY_SONAME, lib ? "sd_notify or sd_watchdog_enabled missing" : dlerror());
+    if (lib)
+      dlclose(lib);
+    return FALSE;
+  }
+  *(void **)&sd.notify = notify;
+  *(void **)&sd.watchdog_enabled = watchdog;
+  return TRUE;
+}
+
+static void notify_send(const char *text)
+{
+  if (sd.notify)
+    sd.notify(0, text);
+}
 
 gboolean nf_notify_ready_parse(const char *text, NfNotifyReady *out, GError **error)
 {
@@ -47,7 +84,7 @@ gboolean nf_notify_ready_parse(const char *text, NfNotifyReady *out, GError **er
 
 static gboolean watchdog_cb(gpointer data)
 {
-  sd_notify(0, "WATCHDOG=1");
+  notify_send("WATCHDOG=1");
   return G_SOURCE_CONTINUE;
 }
 
@@ -63,7 +100,7 @@ static void send_status(NfNotify *n)
   n->last_status = g_get_monotonic_time();
   if (g_strcmp0(text, n->last_text) == 0)
     return;
-  sd_notify(0, text);
+  notify_send(text);
   g_free(n->last_text);
   n->last_text = g_steal_pointer(&text);
 }
@@ -85,7 +122,7 @@ static void update(NfNotify *n)
     if (n->when == NF_NOTIFY_READY_STARTED || (c.total > 0 && c.ready == c.total)) {
       n->ready_sent = TRUE;
       send_status(n);
-      sd_notify(0, "READY=1");
+      notify_send("READY=1");
       return;
     }
   }
@@ -112,11 +149,11 @@ NfNotify *nf_notify_new(NfFleet *fleet, NfNotifyReady when)
   static const NfFleetCallbacks cb = {.vm_changed = vm_changed_cb};
   n->listener = nf_fleet_add_listener(fleet, &cb, n);
   uint64_t usec = 0;
-  if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+  if (sd.watchdog_enabled && sd.watchdog_enabled(0, &usec) > 0 && usec > 0) {
     /* Half the interval, as sd_watchdog_enabled(3) advises; at least 1 ms. */
     guint ms = (guint)MAX(usec / 2000, 1);
     n->watchdog_id = g_timeout_add(ms, watchdog_cb, n);
-    sd_notify(0, "WATCHDOG=1");
+    notify_send("WATCHDOG=1");
   }
   return n;
 }
@@ -132,7 +169,7 @@ void nf_notify_stopping(NfNotify *notify)
   if (notify == NULL || notify->stopping)
     return;
   notify->stopping = TRUE;
-  sd_notify(0, "STOPPING=1");
+  notify_send("STOPPING=1");
   send_status(notify);
 }
 

@@ -1,7 +1,10 @@
 /*
  * notify.h: the supervisor speaking systemd's notify protocol (Type=notify)
  * through libsystemd's sd_notify. Without NOTIFY_SOCKET in the environment
- * every call is a cheap no-op, so `run` always creates one.
+ * every call is a cheap no-op, so `run` always creates one. libsystemd is
+ * opened (nf_notify_load) only when NOTIFY_SOCKET is set: linked in, it and
+ * the compression and crypto libraries it pulls in would cost every
+ * `nervesfleet` call ~3 ms of start-up for what only a service uses.
  *
  * What it sends, and when:
  *   READY=1      once: when every guest is ready (NF_NOTIFY_READY_READY), or
@@ -28,6 +31,15 @@ typedef struct NfNotify NfNotify;
 /* Parses --notify-ready's value ("ready" or "started"); FALSE with a
  * G_OPTION_ERROR naming the flag otherwise. */
 gboolean nf_notify_ready_parse(const char *text, NfNotifyReady *out, GError **error);
+
+/* The soname this binary was compiled against. */
+#define NF_NOTIFY_SONAME "libsystemd.so.0"
+
+/* Opens libsystemd if NOTIFY_SOCKET is set (TRUE and nothing loaded
+ * otherwise; once per process). FALSE with an error naming the library and
+ * the package to install. Call before nf_notify_new(), which sends nothing
+ * without it. */
+gboolean nf_notify_load(GError **error);
 
 /* Watches `fleet` (a listener on its state changes) and arms the watchdog
  * timer if WATCHDOG_USEC asks for one. Call after nf_fleet_new(); `fleet`

@@ -227,7 +227,7 @@ static void run(NfHttp *http, SoupServerMessage *msg, const char *cmd, json_t *a
 void nf_http_api_handle(NfHttp *http, SoupServerMessage *msg, const char *path)
 {
   const char *method = soup_server_message_get_method(msg);
-  gboolean post = method == SOUP_METHOD_POST;
+  gboolean post = g_str_equal(method, "POST");
   g_auto(GStrv) parts = g_strsplit(path + 1, "/", 0); /* "api", ... */
   guint n = g_strv_length(parts);
   while (n > 1 && !*parts[n - 1])

@@ -5,9 +5,9 @@
  * (metrics.c). Not for use outside http/.
  */
 #pragma once
-#include <libsoup/soup.h>
 #include <jansson.h>
 #include "http/http.h"
+#include "http/soup-load.h"
 
 /* Limits against hostile or broken clients (see http-api.md). */
 #define NF_HTTP_MAX_CONNS 256            /* more get a 503 and are closed */

@@ -70,6 +70,8 @@ NfHttp *nf_http_new(NfCommands *cmds, const NfHttpOptions *opts, GError **error)
                 opts->addr);
     return NULL;
   }
+  if (!nf_soup_load(error))
+    return NULL;
   g_autoptr(GInetAddress) ia = g_inet_address_new_from_string(opts->addr);
   g_autoptr(GSocketAddress) sa = g_inet_socket_address_new(ia, (guint16)opts->port);
   GSocketService *service = g_socket_service_new();
@@ -441,7 +443,7 @@ static gboolean early_checks(NfHttp *http, SoupServerMessage *m, const char *pat
     return FALSE;
   }
   const char *method = soup_server_message_get_method(m);
-  if (method != SOUP_METHOD_GET && method != SOUP_METHOD_HEAD && method != SOUP_METHOD_POST) {
+  if (!g_str_equal(method, "GET") && !g_str_equal(method, "HEAD") && !g_str_equal(method, "POST")) {
     soup_message_headers_replace(soup_server_message_get_response_headers(m), "Allow",
                                  "GET, HEAD, POST");
     nf_http_reply_error(m, 405, "bad_request", "method %s not allowed", method);
@@ -487,7 +489,7 @@ static void handler_cb(SoupServer *server, SoupServerMessage *msg, const char *p
     return;
   }
   const char *method = soup_server_message_get_method(msg);
-  if (method == SOUP_METHOD_POST) {
+  if (g_str_equal(method, "POST")) {
     nf_http_reply_error(msg, 405, "bad_request", "POST only goes to /api/...");
     return;
   }

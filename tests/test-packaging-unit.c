@@ -5,7 +5,8 @@
  * verify` with no warning; the man page renders with `man -l` and names
  * every verb; the bash completion parses and completes verbs and run's long
  * options; the Prometheus scrape config and rules pass promtool; the YAML
- * examples parse.
+ * examples parse; the binary links neither libsoup nor libsystemd (both are
+ * opened when first needed).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -236,6 +237,22 @@ static void test_yaml_examples(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* The binary names only what every verb needs (readelf's NEEDED list):
+ * libsoup and libsystemd, opened on demand, would cost each `ps` their
+ * loading at start-up. */
+static void test_binary_needs(void)
+{
+  if (!have("readelf"))
+    return;
+  g_autofree char *out = NULL, *err = NULL;
+  const char *argv[] = {"readelf", "-d", nf_test_bin(), NULL};
+  g_assert_cmpint(run(NULL, argv, &out, &err), ==, 0);
+  g_assert_nonnull(strstr(out, "[libglib-2.0.so.0]"));
+  g_assert_nonnull(strstr(out, "[libjansson.so.4]"));
+  g_assert_null(strstr(out, "libsoup"));
+  g_assert_null(strstr(out, "libsystemd"));
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -245,5 +262,6 @@ int main(int argc, char **argv)
   g_test_add_func("/packaging/prometheus-examples", test_prometheus_examples);
   g_test_add_func("/packaging/fleet-file-example", test_fleet_file_example);
   g_test_add_func("/packaging/yaml-examples", test_yaml_examples);
+  g_test_add_func("/packaging/binary-needs", test_binary_needs);
   return g_test_run();
 }

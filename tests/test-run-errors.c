@@ -2,7 +2,9 @@
  * test-run-errors.c: bad input to `nervesfleet run`. Guards: every mistake
  * gets one clear line naming the thing and the fix, a non-zero status, and
  * nothing left running or lying around in the runtime dir; the same value
- * in range is taken (--tb-size, shown by --print-config).
+ * in range is taken (--tb-size, shown by --print-config); a library opened
+ * on demand (libsoup for --http, libsystemd under systemd) that cannot be
+ * loaded is named with its package.
  */
 #include <string.h>
 #include <sys/utsname.h>
@@ -178,6 +180,77 @@ static void test_fd_limit_too_low(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* `run` with LD_LIBRARY_PATH naming a dir whose `soname` is an empty file,
+ * so the library run opens on demand cannot load; `extra` one more
+ * VAR=value (or NULL). Returns the status; stderr in *err. */
+static int run_with_broken_lib(const char *tmp, const char *soname, const char *extra,
+                               const char *const *args, char **err)
+{
+  g_autofree char *lib = g_build_filename(tmp, "lib", NULL);
+  g_assert_cmpint(g_mkdir(lib, 0755), ==, 0);
+  g_autofree char *bogus = g_build_filename(lib, soname, NULL);
+  g_assert_true(g_file_set_contents(bogus, "", 0, NULL));
+  g_autofree char *env_lib = g_strdup_printf("LD_LIBRARY_PATH=%s", lib);
+  g_autofree char *env_run = g_strdup_printf("XDG_RUNTIME_DIR=%s/run", tmp);
+  g_autofree char *env_state = g_strdup_printf("XDG_STATE_HOME=%s/state", tmp);
+  g_autoptr(GPtrArray) argv = g_ptr_array_new();
+  const char *head[] = {"env", env_lib, env_run, env_state};
+  for (gsize i = 0; i < G_N_ELEMENTS(head); i++)
+    g_ptr_array_add(argv, (char *)head[i]);
+  if (extra)
+    g_ptr_array_add(argv, (char *)extra);
+  g_ptr_array_add(argv, (char *)nf_test_bin());
+  for (gsize i = 0; args[i]; i++)
+    g_ptr_array_add(argv, (char *)args[i]);
+  g_ptr_array_add(argv, NULL);
+  int status = 0;
+  g_autoptr(GError) error = NULL;
+  g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, err,
+               &status, &error);
+  g_assert_no_error(error);
+  g_assert_true(WIFEXITED(status));
+  return WEXITSTATUS(status);
+}
+
+/* libsoup is opened only for --http: when it cannot be, the error names it
+ * and the package, and no fleet is left behind. */
+static void test_http_without_libsoup(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  const char *args[] = {"run", "1", "--http", "0", NULL};
+  g_autofree char *err = NULL;
+  g_assert_cmpint(run_with_broken_lib(tmp, "libsoup-3.0.so.0", NULL, args, &err), ==, 1);
+  if (!strstr(err, "run: --http: cannot load libsoup 3 (") ||
+      !strstr(err, "apt-get install libsoup-3.0-0"))
+    g_test_message("stderr was: %s", err);
+  g_assert_nonnull(strstr(err, "run: --http: cannot load libsoup 3 ("));
+  g_assert_nonnull(strstr(err, "apt-get install libsoup-3.0-0"));
+  g_autofree char *rt = g_build_filename(tmp, "run", "nervesfleet", NULL);
+  g_assert_false(g_file_test(rt, G_FILE_TEST_EXISTS));
+  nf_test_tmpdir_cleanup(tmp);
+}
+
+/* libsystemd is opened only under systemd (NOTIFY_SOCKET set): when it
+ * cannot be, run refuses before starting anything rather than leave systemd
+ * waiting for a READY=1 that never comes. */
+static void test_notify_without_libsystemd(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *env_notify = g_strdup_printf("NOTIFY_SOCKET=%s/notify", tmp);
+  /* A missing qemu, refused later: a run that skipped the load stops there. */
+  const char *args[] = {"run", "1", "--qemu", "/nonexistent/qemu-system-aarch64", NULL};
+  g_autofree char *err = NULL;
+  g_assert_cmpint(run_with_broken_lib(tmp, "libsystemd.so.0", env_notify, args, &err), ==, 1);
+  if (!strstr(err, "NOTIFY_SOCKET is set") || !strstr(err, "apt-get install libsystemd0"))
+    g_test_message("stderr was: %s", err);
+  g_assert_nonnull(strstr(err, "run: NOTIFY_SOCKET is set"));
+  g_assert_nonnull(strstr(err, "libsystemd.so.0"));
+  g_assert_nonnull(strstr(err, "apt-get install libsystemd0"));
+  g_autofree char *rt = g_build_filename(tmp, "run", "nervesfleet", NULL);
+  g_assert_false(g_file_test(rt, G_FILE_TEST_EXISTS));
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -189,5 +262,7 @@ int main(int argc, char **argv)
   g_test_add_func("/run-errors/kvm-refused-on-x86", test_kvm_refused_here);
   g_test_add_func("/run-errors/qemu-fails-at-start", test_qemu_fails_at_start);
   g_test_add_func("/run-errors/fd-limit-too-low", test_fd_limit_too_low);
+  g_test_add_func("/run-errors/http-without-libsoup", test_http_without_libsoup);
+  g_test_add_func("/run-errors/notify-without-libsystemd", test_notify_without_libsystemd);
   return g_test_run();
 }
