@@ -176,10 +176,9 @@ fleet_run() {
   # CPU per guest, qemu and supervisor, from the storm's start to all ready.
   RUN_CPU[$RUNS]=$(calc "$jiffies / $(getconf CLK_TCK) / $N")
   # What a ready guest costs once the storm is over (% of a core).
-  j0=0 j1=0
-  for p in $(sup_children); do j0=$((j0 + $(proc_jiffies "$p" 2>/dev/null || echo 0))); done
+  j0=$(sup_children | procs_jiffies)
   sleep "$IDLE_S"
-  for p in $(sup_children); do j1=$((j1 + $(proc_jiffies "$p" 2>/dev/null || echo 0))); done
+  j1=$(sup_children | procs_jiffies)
   RUN_IDLE[$RUNS]=$(calc "100 * ($j1 - $j0) / $(getconf CLK_TCK) / $IDLE_S / $N")
   sup_stop
   RUN_STOP[$RUNS]=$SUP_STOP_S
