@@ -7,6 +7,7 @@
  * I/O with deadlines is fine here: a client owns no one else's loop.
  */
 #pragma once
+#include <stdio.h>
 #include <glib.h>
 #include <jansson.h>
 
@@ -72,11 +73,13 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfClient, nf_client_free)
  * object stays available from nf_client_last_error(). */
 json_t *nf_client_call(NfClient *c, const char *cmd, json_t *args, guint timeout_ms,
                        GError **error);
-/* nf_client_call, with the result as compact JSON text (caller frees): the
- * supervisor's own bytes when the reply's envelope reads as expected
- * (reply-scan.h), so a large result is neither parsed nor encoded again. */
-char *nf_client_call_text(NfClient *c, const char *cmd, json_t *args, guint timeout_ms,
-                          GError **error);
+/* nf_client_call, printing the result as compact JSON and a newline to
+ * `out`: the supervisor's own bytes, written from the receive buffer, when
+ * the reply's envelope reads as expected (reply-scan.h), so a large result
+ * is neither parsed, encoded nor copied again. FALSE with an error as
+ * nf_client_call, and nothing printed. */
+gboolean nf_client_call_print(NfClient *c, const char *cmd, json_t *args, guint timeout_ms,
+                              FILE *out, GError **error);
 /* The "error" object of the last ok:false reply (borrowed), or NULL. */
 json_t *nf_client_last_error(NfClient *c);
 /* Its "code" ("timeout", "no_such_guest", ...) or "". */

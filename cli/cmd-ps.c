@@ -184,11 +184,8 @@ int nf_cmd_ps(int argc, char **argv)
   if (json) {
     /* As the supervisor wrote it: at thousands of guests, parsing and
      * encoding it again was most of this command's CPU (issue 17). */
-    g_autofree char *text = nf_client_call_text(c, "ps", args, NF_CLIENT_TIMEOUT_MS, &error);
-    if (!text)
+    if (!nf_client_call_print(c, "ps", args, NF_CLIENT_TIMEOUT_MS, stdout, &error))
       return nf_client_fail("ps", error, c);
-    fputs(text, stdout);
-    fputc('\n', stdout);
     return NF_EXIT_OK;
   }
   json_auto_t *result = nf_client_call(c, "ps", args, NF_CLIENT_TIMEOUT_MS, &error);

@@ -8,7 +8,9 @@
  * one guest in a crash loop does not pause the whole fleet; a guest is given
  * up on after --max-restarts 40 (a 32-entry tally never got there); no
  * restart is scheduled sooner than the floor, even with --backoff 0;
- * `run` refuses --restart-window 0 (which would switch both limits off).
+ * `run` refuses --restart-window 0 (which would switch both limits off);
+ * a `ps` of 5,000 guests (past the control socket's output cap and the
+ * CLI's first buffer) arrives whole, raw and through `ps --json`.
  */
 #include <signal.h>
 #include <string.h>
@@ -226,8 +228,8 @@ static gboolean reply_done(gpointer data)
 /* A reply larger than the control socket's slow-reader cap (1 MiB) still
  * arrives whole: `ps` of 5,000 guests (~1.1 MB) used to get its client
  * dropped, because the line's closing newline was queued as a second write
- * behind the unread reply. The guests are never started: ps answers from
- * memory. */
+ * behind the unread reply; `nervesfleet ps --json` prints it whole. The
+ * guests are never started: ps answers from memory. */
 static void test_ps_reply_over_output_cap(void)
 {
   NfFakeFleet *f = nf_fake_fleet_new(5000, 8);
@@ -256,6 +258,29 @@ static void test_ps_reply_over_output_cap(void)
                    5000);
   json_decref(doc);
   g_free(r.out);
+
+  /* The CLI prints that result from its receive buffer: read in many
+   * pieces, past the buffer's first 1 MiB, it comes out whole. */
+  g_autoptr(GSubprocess) cli =
+      g_subprocess_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error, nf_test_bin(), "ps", "--json",
+                       "--name", f->config.name, "--runtime-dir", f->config.runtime_dir, NULL);
+  g_assert_no_error(error);
+  Reply c = {0};
+  g_subprocess_communicate_utf8_async(cli, NULL, NULL, reply_cb, &c);
+  g_assert_true(nf_test_wait_for(reply_done, &c, 120000));
+  g_assert_true(g_subprocess_get_if_exited(cli));
+  g_assert_cmpint(g_subprocess_get_exit_status(cli), ==, 0);
+  gsize len = strlen(c.out);
+  g_assert_cmpuint(len, >, NF_CONTROL_OUT_MAX);
+  g_assert_cmpint(c.out[len - 1], ==, '\n');
+  json_error_t jerr;
+  doc = json_loads(c.out, 0, &jerr);
+  if (!doc)
+    g_test_message("ps --json: %s at %d", jerr.text, jerr.position);
+  g_assert_nonnull(doc);
+  g_assert_cmpuint(json_array_size(json_object_get(doc, "guests")), ==, 5000);
+  json_decref(doc);
+  g_free(c.out);
   nf_control_free(ctl);
   nf_fleet_free(fleet);
   nf_fake_fleet_finish(f, FALSE);
