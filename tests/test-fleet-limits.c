@@ -225,6 +225,18 @@ static gboolean reply_done(gpointer data)
   return ((Reply *)data)->done;
 }
 
+/* What `p` prints, read while this process's main loop runs (the fleet under
+ * test answers from it); `p` must exit 0. Caller frees. */
+static char *stdout_of(GSubprocess *p)
+{
+  Reply r = {0};
+  g_subprocess_communicate_utf8_async(p, NULL, NULL, reply_cb, &r);
+  g_assert_true(nf_test_wait_for(reply_done, &r, 120000));
+  g_assert_true(g_subprocess_get_if_exited(p));
+  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
+  return r.out;
+}
+
 /* A reply larger than the control socket's slow-reader cap (1 MiB) still
  * arrives whole: `ps` of 5,000 guests (~1.1 MB) used to get its client
  * dropped, because the line's closing newline was queued as a second write
@@ -245,19 +257,14 @@ static void test_ps_reply_over_output_cap(void)
   g_autoptr(GSubprocess) p = g_subprocess_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error, helper, sock,
                                               "{\"v\":1,\"id\":1,\"cmd\":\"ps\"}", NULL);
   g_assert_no_error(error);
-  Reply r = {0};
-  g_subprocess_communicate_utf8_async(p, NULL, NULL, reply_cb, &r);
-  g_assert_true(nf_test_wait_for(reply_done, &r, 120000));
-  g_assert_true(g_subprocess_get_if_exited(p));
-  g_assert_cmpint(g_subprocess_get_exit_status(p), ==, 0);
-  g_assert_cmpuint(strlen(r.out), >, NF_CONTROL_OUT_MAX);
-  json_t *doc = json_loads(r.out, 0, NULL);
+  g_autofree char *raw = stdout_of(p);
+  g_assert_cmpuint(strlen(raw), >, NF_CONTROL_OUT_MAX);
+  json_t *doc = json_loads(raw, 0, NULL);
   g_assert_nonnull(doc);
   g_assert_true(json_is_true(json_object_get(doc, "ok")));
   g_assert_cmpuint(json_array_size(json_object_get(json_object_get(doc, "result"), "guests")), ==,
                    5000);
   json_decref(doc);
-  g_free(r.out);
 
   /* The CLI prints that result from its receive buffer: read in many
    * pieces, past the buffer's first 1 MiB, it comes out whole. */
@@ -265,22 +272,17 @@ static void test_ps_reply_over_output_cap(void)
       g_subprocess_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error, nf_test_bin(), "ps", "--json",
                        "--name", f->config.name, "--runtime-dir", f->config.runtime_dir, NULL);
   g_assert_no_error(error);
-  Reply c = {0};
-  g_subprocess_communicate_utf8_async(cli, NULL, NULL, reply_cb, &c);
-  g_assert_true(nf_test_wait_for(reply_done, &c, 120000));
-  g_assert_true(g_subprocess_get_if_exited(cli));
-  g_assert_cmpint(g_subprocess_get_exit_status(cli), ==, 0);
-  gsize len = strlen(c.out);
+  g_autofree char *printed = stdout_of(cli);
+  gsize len = strlen(printed);
   g_assert_cmpuint(len, >, NF_CONTROL_OUT_MAX);
-  g_assert_cmpint(c.out[len - 1], ==, '\n');
+  g_assert_cmpint(printed[len - 1], ==, '\n');
   json_error_t jerr;
-  doc = json_loads(c.out, 0, &jerr);
+  doc = json_loads(printed, 0, &jerr);
   if (!doc)
     g_test_message("ps --json: %s at %d", jerr.text, jerr.position);
   g_assert_nonnull(doc);
   g_assert_cmpuint(json_array_size(json_object_get(doc, "guests")), ==, 5000);
   json_decref(doc);
-  g_free(c.out);
   nf_control_free(ctl);
   nf_fleet_free(fleet);
   nf_fake_fleet_finish(f, FALSE);
