@@ -95,6 +95,53 @@ core_pair() {
   }
   jget cpu_s "$out" | awk '{s+=$1} END{printf "%.3f", NR?s/NR:0}'
 }
+# The price of memory. The limit counts what one guest's boot costs, but a
+# fleet also holds N guests' memory at once: where this host is a VM whose
+# kernel reports free pages to its hypervisor (page_reporting), every page
+# the fleet takes beyond what the host last freed faults in there too, at
+# several times a warm page's CPU (bench/README.md, twelfth pass).
+# touch-memory measures both prices after the host has settled: they go
+# into the table's heading and the JSON, so a ratio can be read against them.
+#
+# MEMORY=warm (root, a kernel with page_reporting): the host keeps the
+# memory it frees for the whole run (page_reporting_order above the
+# largest order: nothing is reported; the setting comes back at exit), and
+# the memory the fleet will hold (N x 200 MiB, at most MemAvailable less
+# 2 GiB) is faulted in once before anything boots, so that the lone guest
+# and every guest of the fleet get pages on the same terms, as the
+# seventh to ninth passes arranged by hand. MEMORY=as-is (default): the
+# host as found.
+MEMORY=${MEMORY:-as-is}
+TOUCH=$BENCH_BIN_DIR/touch-memory
+REPORTING=/sys/module/page_reporting/parameters/page_reporting_order
+case $MEMORY in
+as-is) ;;
+warm)
+  if [ ! -w "$REPORTING" ]; then
+    echo "bootstorm: MEMORY=warm needs root and a kernel with free page reporting ($REPORTING); run as root, or MEMORY=as-is" >&2
+    exit 2
+  fi
+  BENCH_RESTORE="echo $(cat "$REPORTING") >$REPORTING"
+  echo 11 >"$REPORTING"
+  warm_mib=$((N * 200))
+  avail_mib=$(($(mem_available_kib) / 1024 - 2048))
+  [ "$warm_mib" -gt "$avail_mib" ] && warm_mib=$avail_mib
+  echo "bootstorm: MEMORY=warm: free page reporting held (order 11), faulting in $warm_mib MiB"
+  [ "$warm_mib" -gt 0 ] && "$TOUCH" "$warm_mib" >/dev/null
+  ;;
+*)
+  echo "bootstorm: MEMORY=$MEMORY: expected as-is or warm" >&2
+  exit 2
+  ;;
+esac
+host_memory_settle
+# 2 GiB: past the few hundred MiB the host holds unreported after settling.
+touch_mib=$(($(mem_available_kib) / 4096))
+[ "$touch_mib" -gt 2048 ] && touch_mib=2048
+touch_probe=$("$TOUCH" "$touch_mib")
+touch_first=$(jget first_us_per_page "$touch_probe")
+touch_second=$(jget second_us_per_page "$touch_probe")
+
 echo "bootstorm: N=$N on $CORES cores; single guest first (the CPU-bound limit), $SINGLE_RUNS runs back to back, $SINGLE_RUNS on settled memory"
 r=$(single_guest "$T/perf-single.csv")
 read -r single_cpu0 single_wall <<<"$r"
@@ -106,7 +153,7 @@ pair_cpu0=$(core_pair)
 # numbers kept under index $RUNS in the RUN_* arrays.
 RUNS=0
 IDLE_S=${IDLE_S:-5}
-declare -a RUN_BURST RUN_WAITPCT RUN_BOOT_FIRST RUN_BOOT_LAST RUN_HUNG RUN_IDLE RUN_RIDLE RUN_LABEL RUN_ALL RUN_READY RUN_BATCH RUN_FAILED RUN_BUSY RUN_FOREIGN RUN_LOAD RUN_PSI RUN_CPU RUN_STOP RUN_RC
+declare -a RUN_ANON RUN_PRICE RUN_BURST RUN_WAITPCT RUN_BOOT_FIRST RUN_BOOT_LAST RUN_HUNG RUN_IDLE RUN_RIDLE RUN_LABEL RUN_ALL RUN_READY RUN_BATCH RUN_FAILED RUN_BUSY RUN_FOREIGN RUN_LOAD RUN_PSI RUN_CPU RUN_STOP RUN_RC
 fleet_run() {
   local label=$1 c0 c1 jiffies p
   shift
@@ -120,6 +167,7 @@ fleet_run() {
   # the last guest's ready is the idle cost of ready guests during the storm.
   local -A at_ready=() ready_us=()
   local -a boot_seq=()
+  local j anon anon_sum=0
   local pid_re='[(]pid ([0-9]+)'
   while :; do
     if ! sup_wait "vm-[0-9]+ ready .*[(]pid [0-9]+|all $N guests ready" "$TIMEOUT"; then
@@ -128,7 +176,11 @@ fleet_run() {
       exit 1
     fi
     [[ $SUP_LINE =~ $pid_re ]] || break
-    at_ready[${BASH_REMATCH[1]}]=$(proc_jiffies "${BASH_REMATCH[1]}" 2>/dev/null || echo 0)
+    # Its CPU and the anonymous memory it holds (KiB), one read of each.
+    read -r j anon < <(awk 'NR == 1 {sub(/.*\) /, ""); j = $12 + $13} /^RssAnon:/ {a = $2}
+      END {print j + 0, a + 0}' "/proc/${BASH_REMATCH[1]}/stat" "/proc/${BASH_REMATCH[1]}/status" 2>/dev/null)
+    at_ready[${BASH_REMATCH[1]}]=${j:-0}
+    anon_sum=$((anon_sum + ${anon:-0}))
     ready_us[${BASH_REMATCH[1]}]=$SUP_LINE_US
     boot_seq+=("${at_ready[${BASH_REMATCH[1]}]}")
   done
@@ -164,6 +216,12 @@ fleet_run() {
       printf "%.1f %.3f\n", a * 1000, b * 100
     }' <<<"$fit")
   RUN_LABEL[$RUNS]=$label
+  # Anonymous memory a guest holds at its ready line (MiB), and what faulting
+  # it in costs at the price touch-memory measured (CPU-s a guest; the lone
+  # guest back to back pays about the second price, a fleet's the first).
+  local guests=$((${#boot_seq[@]} > 0 ? ${#boot_seq[@]} : 1))
+  RUN_ANON[$RUNS]=$(calc "$anon_sum / 1024 / $guests")
+  RUN_PRICE[$RUNS]=$(calc "$anon_sum / 4 / $guests * ($touch_first - $touch_second) / 1000000")
   RUN_LOAD[$RUNS]=$(loadavg1)
   RUN_PSI[$RUNS]=$(psi_cpu10)
   RUN_ALL[$RUNS]=$(sed -n "s/^\[ *\([0-9.]*\)s\] all $N guests ready.*/\1/p" "$SUP_LOG")
@@ -255,11 +313,11 @@ r=$(ratio "$sup_all" "$limit_adj")
 row "all ready vs limit, contention-adjusted" "$sup_all" "$limit_adj" "$r" "<= 1.05x" "$(met "$r" '<=' 1.05)" s
 r=$(ratio "$sup_all" "$limit_cold_adj")
 row "all ready vs cold-boot limit, adjusted" "$sup_all" "$limit_cold_adj" "$r" "<= 1.05x" "$(met "$r" '<=' 1.05)" s
-r=$(ratio "$sup_all" "$naive_all")
 # The same limit from CORES guests booting at once (one a core): what this
 # host's cores give together, the contention no launcher can avoid.
 r=$(ratio "$sup_all" "$(calc "$pair_cpu * $N / ($CORES - $sup_foreign > 0.1 ? $CORES - $sup_foreign : 0.1)")")
 row "all ready vs $CORES-at-once limit, adjusted" "$sup_all" "$(calc "$pair_cpu * $N / ($CORES - $sup_foreign > 0.1 ? $CORES - $sup_foreign : 0.1)")" "$r" "-" "-" s
+r=$(ratio "$sup_all" "$naive_all")
 row "all ready vs naive loop" "$sup_all" "$naive_all" "$r" "-" "-" s
 r=$(ratio "$s50" "$n50")
 row "p50 time-to-ready" "$s50" "$n50" "$r" "<= 0.5x naive" "$(met "$r" '<=' 0.5)" s
@@ -282,7 +340,7 @@ if [ "$PROFILE" = 1 ]; then
     [ -n "$a" ] && [ -n "$b" ] && row "per guest in naive storm: $ev" "$b" "$a" "$(ratio "$b" "$a")" "-" "-" "(baseline: alone)"
   done
 fi
-print_table "N=$N, batch $sup_batch, $CORES cores; single guest: ${single_wall}s wall, ${single_cpu0} / ${single_cpu1} CPU s back to back, ${cold_cpu0} / ${cold_cpu1} on settled memory (before / after, medians of $SINGLE_RUNS); $CORES at once: ${pair_cpu} CPU s each; naive mean boot CPU ${naive_cpu_mean} s"
+print_table "N=$N, batch $sup_batch, $CORES cores; single guest: ${single_wall}s wall, ${single_cpu0} / ${single_cpu1} CPU s back to back, ${cold_cpu0} / ${cold_cpu1} on settled memory (before / after, medians of $SINGLE_RUNS); $CORES at once: ${pair_cpu} CPU s each; naive mean boot CPU ${naive_cpu_mean} s; memory $MEMORY, a page's first touch ${touch_first} us of CPU, second ${touch_second} us"
 
 # mean X...: of the numeric ones ("null" when none).
 mean() { awk 'BEGIN{for (i = 1; i < ARGC; i++) if (ARGV[i] ~ /^[0-9.]+$/) {s += ARGV[i]; n++}
@@ -292,7 +350,7 @@ mean() { awk 'BEGIN{for (i = 1; i < ARGC; i++) if (ARGV[i] ~ /^[0-9.]+$/) {s += 
 # the share of the cores left to us that the fleet kept busy.
 if [ "$RUNS" -ge 1 ]; then
   declare -A V_RATIO V_COLD V_P50 V_P50L
-  lines=$(printf 'run\tvariant\tall ready s\tlimit adj s\tratio\tcold ratio\tp50 s\tp50/naive\tCPU/guest s\tvs alone\tcores used\tforeign\tload1\tidle/guest pct\tready CPU pct\tp50/limit\tunhealthy\tboot CPU first/last tenth s\tready: once ms + waiting pct')
+  lines=$(printf 'run\tvariant\tall ready s\tlimit adj s\tratio\tcold ratio\tp50 s\tp50/naive\tCPU/guest s\tvs alone\tcores used\tforeign\tload1\tidle/guest pct\tready CPU pct\tp50/limit\tunhealthy\tboot CPU first/last tenth s\tready: once ms + waiting pct\tanon MiB at ready\tfirst-touch price s')
   for ((i = 0; i < RUNS; i++)); do
     la=$(calc "$single_cpu * $N / ($CORES - ${RUN_FOREIGN[$i]} > 0.1 ? $CORES - ${RUN_FOREIGN[$i]} : 0.1)")
     r=$(ratio "${RUN_ALL[$i]}" "$la")
@@ -305,10 +363,10 @@ if [ "$RUNS" -ge 1 ]; then
     V_P50[${RUN_LABEL[$i]}]+="$pr "
     pl=$(ratio "$p" "$la")
     V_P50L[${RUN_LABEL[$i]}]+="$pl "
-    lines+=$'\n'$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$((i + 1))" "${RUN_LABEL[$i]}" \
+    lines+=$'\n'$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$((i + 1))" "${RUN_LABEL[$i]}" \
       "${RUN_ALL[$i]}" "$la" "$r" "$rc" "$p" "$pr" "${RUN_CPU[$i]}" "$(ratio "${RUN_CPU[$i]}" "$single_cpu")" \
       "$used" "${RUN_FOREIGN[$i]}" "${RUN_LOAD[$i]}" "${RUN_IDLE[$i]}" "${RUN_RIDLE[$i]}" "$pl" "${RUN_HUNG[$i]}" "${RUN_BOOT_FIRST[$i]} / ${RUN_BOOT_LAST[$i]}" \
-      "${RUN_BURST[$i]} + ${RUN_WAITPCT[$i]}")
+      "${RUN_BURST[$i]} + ${RUN_WAITPCT[$i]}" "${RUN_ANON[$i]}" "${RUN_PRICE[$i]}")
   done
   column -t -s $'\t' <<<"$lines"
   printf '\n'
@@ -324,11 +382,12 @@ fi
 
 arr() { tr '\n' ' ' <<<"$1" | sed 's/ *$//; s/ /, /g'; }
 jfield n "$N"
+jfield memory "{\"mode\": $(jstr "$MEMORY"), \"touch\": $touch_probe}"
 jfield batch "$(jnum "$sup_batch")"
 jfield single_guest "{\"wall_s\": $single_wall, \"cpu_s\": $single_cpu, \"cpu_s_before\": $single_cpu0, \"cpu_s_after\": $single_cpu1, \"cold_cpu_s\": $cold_cpu, \"cold_cpu_s_before\": $cold_cpu0, \"cold_cpu_s_after\": $cold_cpu1, \"runs\": $SINGLE_RUNS, \"cores_at_once_cpu_s\": $pair_cpu}"
 runs=
 for ((i = 0; i < RUNS; i++)); do
-  runs+="${runs:+, }{\"variant\": $(jstr "${RUN_LABEL[$i]}"), \"all_ready_s\": ${RUN_ALL[$i]}, \"ready_s\": [$(arr "${RUN_READY[$i]}")], \"cpu_per_guest_s\": ${RUN_CPU[$i]}, \"foreign_cores\": ${RUN_FOREIGN[$i]}, \"idle_pct_per_guest\": ${RUN_IDLE[$i]}, \"ready_cpu_pct\": ${RUN_RIDLE[$i]}, \"unhealthy\": ${RUN_HUNG[$i]}, \"boot_cpu_first_tenth_s\": ${RUN_BOOT_FIRST[$i]}, \"boot_cpu_last_tenth_s\": ${RUN_BOOT_LAST[$i]}, \"ready_once_ms\": ${RUN_BURST[$i]}, \"ready_waiting_pct\": ${RUN_WAITPCT[$i]}, \"load1\": ${RUN_LOAD[$i]}, \"batch\": $(jnum "${RUN_BATCH[$i]}")}"
+  runs+="${runs:+, }{\"variant\": $(jstr "${RUN_LABEL[$i]}"), \"all_ready_s\": ${RUN_ALL[$i]}, \"ready_s\": [$(arr "${RUN_READY[$i]}")], \"cpu_per_guest_s\": ${RUN_CPU[$i]}, \"foreign_cores\": ${RUN_FOREIGN[$i]}, \"idle_pct_per_guest\": ${RUN_IDLE[$i]}, \"ready_cpu_pct\": ${RUN_RIDLE[$i]}, \"unhealthy\": ${RUN_HUNG[$i]}, \"boot_cpu_first_tenth_s\": ${RUN_BOOT_FIRST[$i]}, \"boot_cpu_last_tenth_s\": ${RUN_BOOT_LAST[$i]}, \"ready_once_ms\": ${RUN_BURST[$i]}, \"ready_waiting_pct\": ${RUN_WAITPCT[$i]}, \"anon_mib_at_ready\": ${RUN_ANON[$i]}, \"first_touch_price_s\": ${RUN_PRICE[$i]}, \"load1\": ${RUN_LOAD[$i]}, \"batch\": $(jnum "${RUN_BATCH[$i]}")}"
 done
 jfield runs "[$runs]"
 jfield cpu_bound_limit_s "$limit"

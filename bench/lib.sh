@@ -61,6 +61,9 @@ bench_cleanup() {
     kill -KILL $pids 2>/dev/null || true
   fi
   [ -n "${SUP_PID:-}" ] && kill -KILL "$SUP_PID" 2>/dev/null || true
+  # A host setting a benchmark changed for its run (bootstorm's MEMORY=warm),
+  # put back however the benchmark ends.
+  [ -n "${BENCH_RESTORE:-}" ] && eval "$BENCH_RESTORE"
   # The supervisor's last output, for a look after the fact.
   [ -n "${SUP_LOG:-}" ] && [ -f "$SUP_LOG" ] && cp "$SUP_LOG" "$RESULTS_DIR/$BENCH_NAME-supervisor.log"
   rm -rf "$T"
