@@ -176,9 +176,8 @@ fleet_run() {
       exit 1
     fi
     [[ $SUP_LINE =~ $pid_re ]] || break
-    # Its CPU and the anonymous memory it holds (KiB), one read of each.
-    read -r j anon < <(awk 'NR == 1 {sub(/.*\) /, ""); j = $12 + $13} /^RssAnon:/ {a = $2}
-      END {print j + 0, a + 0}' "/proc/${BASH_REMATCH[1]}/stat" "/proc/${BASH_REMATCH[1]}/status" 2>/dev/null)
+    # Its CPU and the anonymous memory it holds (KiB).
+    read -r j anon < <(proc_jiffies_anon "${BASH_REMATCH[1]}")
     at_ready[${BASH_REMATCH[1]}]=${j:-0}
     anon_sum=$((anon_sum + ${anon:-0}))
     ready_us[${BASH_REMATCH[1]}]=$SUP_LINE_US

@@ -233,6 +233,12 @@ host_memory_settle() {
 }
 # proc_jiffies PID: utime+stime of one process.
 proc_jiffies() { awk '{sub(/.*\) /,""); print $12+$13}' "/proc/$1/stat"; }
+# proc_jiffies_anon PID: its CPU (jiffies) and its anonymous memory (KiB,
+# RssAnon), one awk for both; nothing once it is gone.
+proc_jiffies_anon() {
+  awk 'NR == 1 {sub(/.*\) /, ""); j = $12 + $13} /^RssAnon:/ {a = $2} END {print j + 0, a + 0}' \
+    "/proc/$1/stat" "/proc/$1/status" 2>/dev/null
+}
 # procs_jiffies < PIDS: the sum over many processes (one pid a line), one
 # awk for all (one per process took minutes at 10,000 on a VM where a fork
 # costs ~20 ms); one that is gone counts 0.
