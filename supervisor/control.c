@@ -1,9 +1,10 @@
 /*
  * control.c: the control socket: the command layer's JSON-lines transport
- * (see command.h). It owns the listening socket, peer checks, per-client
+ * (see command.h). It owns the server object, peer checks, per-client
  * framing and bounded buffers, and the streams a command may switch a
- * client to (console bytes, event lines); commands themselves live in the
- * command layer (supervisor/command*.c). The protocol is in
+ * client to (console bytes, event lines); the listening socket (accepting,
+ * the runtime dir's repair) is control-listen.c's, and commands themselves
+ * live in the command layer (supervisor/command*.c). The protocol is in
  * control-protocol.md.
  *
  * Every fd is non-blocking and watched by the one GMainLoop. Output goes
@@ -21,21 +22,15 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/uio.h>
-#include <sys/un.h>
 #include <gio/gio.h>
 #include <glib-unix.h>
 #include <glib/gstdio.h>
 
 #include "supervisor/command.h"
+#include "supervisor/control-private.h"
 #include "supervisor/control-request.h"
 #include "supervisor/paths.h"
-
-/* Out of fds at accept: how long the listener rests before trying again. */
-#define NF_CONTROL_ACCEPT_PAUSE_MS 500
-/* After the runtime dir's files are removed: quiet time before putting back. */
-#define NF_CONTROL_REPAIR_DELAY_MS 200
 
 typedef enum {
   MODE_REQUESTS, /* JSON lines in, replies out */
@@ -62,31 +57,8 @@ typedef struct {
   gboolean writer; /* RAW: input goes to the guest */
 } Client;
 
-struct NfControl {
-  NfFleet *fleet;
-  NfControlHooks hooks;
-  gpointer hooks_data;
-  NfCommands *cmds;
-  char *path;
-  int listen_fd;
-  guint listen_src;
-  guint resume_src;       /* out of fds: accepting again after a pause */
-  GFileMonitor *watch[2]; /* the fleet lock and our socket, should they go */
-  guint repair_src;
-  guint listener_id;
-  GList *clients; /* Client*, each holding one ref */
-  guint n_clients;
-};
-
-static gboolean accept_cb(int fd, GIOCondition cond, gpointer data);
-static gboolean accept_resume_cb(gpointer data);
-static int listen_at(const char *path, GError **error);
-static void runtime_changed_cb(GFileMonitor *monitor, GFile *file, GFile *other,
-                               GFileMonitorEvent event, gpointer data);
-static gboolean runtime_repair_cb(gpointer data);
 static gboolean client_in_cb(int fd, GIOCondition cond, gpointer data);
 static gboolean client_out_cb(int fd, GIOCondition cond, gpointer data);
-static void client_new(NfControl *ctl, int fd);
 static Client *client_ref(Client *c);
 static void client_unref(Client *c);
 static void client_close(Client *c);
@@ -98,7 +70,6 @@ static void send_parts(Client *c, const struct iovec *parts, int n);
 static void send_json(Client *c, json_t *msg);
 static void reply_error(Client *c, json_t *id, const char *code, json_t *details, const char *fmt,
                         ...) G_GNUC_PRINTF(5, 6);
-static void control_log(NfControl *ctl, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 static void console_data_cb(NfVm *vm, const char *buf, gsize len, gpointer data);
 static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason,
                           gpointer data);
@@ -132,7 +103,7 @@ static gboolean drop_idle_cb(gpointer data)
   return G_SOURCE_REMOVE;
 }
 
-static void control_log(NfControl *ctl, const char *fmt, ...)
+void nf_control_log(NfControl *ctl, const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
@@ -144,35 +115,6 @@ static void control_log(NfControl *ctl, const char *fmt, ...)
     fprintf(stderr, "nervesfleet: control: %s\n", msg);
 }
 
-/* A listening socket at `path` (replacing a file there), or -1 with an error. */
-static int listen_at(const char *path, GError **error)
-{
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) {
-    int e = errno;
-    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "control socket: %s", g_strerror(e));
-    return -1;
-  }
-  struct sockaddr_un addr = {.sun_family = AF_UNIX};
-  g_strlcpy(addr.sun_path, path, sizeof(addr.sun_path));
-  /* We hold the fleet lock, so a socket file here is a dead supervisor's. */
-  (void)unlink(path);
-  /* Born 0600: no window in which another user could connect. */
-  mode_t old_mask = umask(0177);
-  int rc = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
-  int e = errno;
-  umask(old_mask);
-  if (rc < 0 || listen(fd, 128) < 0) {
-    e = rc < 0 ? e : errno;
-    close(fd);
-    (void)unlink(path);
-    g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "control socket %s: %s", path,
-                g_strerror(e));
-    return -1;
-  }
-  return fd;
-}
-
 NfControl *nf_control_new(NfFleet *fleet, const NfControlHooks *hooks, gpointer user_data,
                           GError **error)
 {
@@ -180,7 +122,7 @@ NfControl *nf_control_new(NfFleet *fleet, const NfControlHooks *hooks, gpointer 
       g_build_filename(nf_fleet_runtime_dir(fleet), NF_CONTROL_SOCKET_NAME, NULL);
   if (!nf_paths_check_socket(path, error))
     return NULL;
-  int fd = listen_at(path, error);
+  int fd = nf_control_listen_at(path, error);
   if (fd < 0)
     return NULL;
   NfControl *ctl = g_new0(NfControl, 1);
@@ -192,14 +134,14 @@ NfControl *nf_control_new(NfFleet *fleet, const NfControlHooks *hooks, gpointer 
   ctl->cmds = nf_commands_new(fleet, &cmd_hooks, user_data);
   ctl->path = g_steal_pointer(&path);
   ctl->listen_fd = fd;
-  ctl->listen_src = g_unix_fd_add(fd, G_IO_IN, accept_cb, ctl);
+  ctl->listen_src = g_unix_fd_add(fd, G_IO_IN, nf_control_accept_cb, ctl);
   g_autofree char *lock = g_build_filename(nf_fleet_runtime_dir(fleet), "fleet.lock", NULL);
   const char *watched[2] = {lock, ctl->path};
   for (int i = 0; i < 2; i++) {
     g_autoptr(GFile) f = g_file_new_for_path(watched[i]);
     ctl->watch[i] = g_file_monitor_file(f, G_FILE_MONITOR_NONE, NULL, NULL);
     if (ctl->watch[i])
-      g_signal_connect(ctl->watch[i], "changed", G_CALLBACK(runtime_changed_cb), ctl);
+      g_signal_connect(ctl->watch[i], "changed", G_CALLBACK(nf_control_runtime_changed_cb), ctl);
   }
   static const NfFleetCallbacks listener = {.vm_changed = vm_changed_cb, .notice = notice_cb};
   ctl->listener_id = nf_fleet_add_listener(fleet, &listener, ctl);
@@ -250,89 +192,7 @@ guint nf_control_n_clients(const NfControl *ctl)
 
 /* --- connections ------------------------------------------------------------- */
 
-static gboolean accept_cb(int fd, GIOCondition cond, gpointer data)
-{
-  NfControl *ctl = data;
-  /* A bounded number per wake-up, so a connect storm cannot starve the loop. */
-  for (int i = 0; i < 64; i++) {
-    int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (cfd < 0 && (errno == EMFILE || errno == ENFILE)) {
-      /* The connection stays queued and the socket readable: watching it
-       * now would spin. Pause, say so once, and try again later; the
-       * guests' own fds are not at stake (they are open already). */
-      control_log(ctl,
-                  "control socket: %s; new clients wait until some close (raise the open-file "
-                  "limit: `ulimit -n`, LimitNOFILE=)",
-                  g_strerror(errno));
-      ctl->listen_src = 0;
-      ctl->resume_src = g_timeout_add(NF_CONTROL_ACCEPT_PAUSE_MS, accept_resume_cb, ctl);
-      return G_SOURCE_REMOVE;
-    }
-    if (cfd < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
-        control_log(ctl, "accept: %s", g_strerror(errno));
-      break;
-    }
-    client_new(ctl, cfd);
-  }
-  return G_SOURCE_CONTINUE;
-}
-
-static gboolean accept_resume_cb(gpointer data)
-{
-  NfControl *ctl = data;
-  ctl->resume_src = 0;
-  ctl->listen_src = g_unix_fd_add(ctl->listen_fd, G_IO_IN, accept_cb, ctl);
-  return G_SOURCE_REMOVE;
-}
-
-/* The runtime dir (or the lock or socket in it) was removed under us: by
- * hand, or by a tmpfiles cleaner. Without them `ps` and `down` cannot find a
- * fleet that still runs, and another `run` could start a second supervisor
- * of it. Once the removal settles, both are put back. */
-static void runtime_changed_cb(GFileMonitor *monitor, GFile *file, GFile *other,
-                               GFileMonitorEvent event, gpointer data)
-{
-  NfControl *ctl = data;
-  if (event != G_FILE_MONITOR_EVENT_DELETED && event != G_FILE_MONITOR_EVENT_MOVED_OUT)
-    return;
-  /* After the last of a burst (`rm -rf` removes file by file, then the dir). */
-  g_clear_handle_id(&ctl->repair_src, g_source_remove);
-  ctl->repair_src = g_timeout_add(NF_CONTROL_REPAIR_DELAY_MS, runtime_repair_cb, ctl);
-}
-
-static gboolean runtime_repair_cb(gpointer data)
-{
-  NfControl *ctl = data;
-  ctl->repair_src = 0;
-  g_autoptr(GError) error = NULL;
-  if (!nf_fleet_retake_lock(ctl->fleet, &error)) {
-    control_log(ctl, "runtime dir %s: %s", nf_fleet_runtime_dir(ctl->fleet), error->message);
-    return G_SOURCE_REMOVE;
-  }
-  struct stat st;
-  if (lstat(ctl->path, &st) == 0)
-    return G_SOURCE_REMOVE;
-  int fd = listen_at(ctl->path, &error);
-  if (fd < 0) {
-    control_log(ctl, "runtime dir %s was removed; the control socket could not be made again: %s",
-                nf_fleet_runtime_dir(ctl->fleet), error->message);
-    return G_SOURCE_REMOVE;
-  }
-  g_clear_handle_id(&ctl->listen_src, g_source_remove);
-  g_clear_handle_id(&ctl->resume_src, g_source_remove);
-  close(ctl->listen_fd);
-  ctl->listen_fd = fd;
-  ctl->listen_src = g_unix_fd_add(fd, G_IO_IN, accept_cb, ctl);
-  control_log(ctl,
-              "runtime dir %s was removed under the running fleet: its lock and control socket "
-              "are back (guests kept running; their pid files are not, so if this supervisor "
-              "dies too, `down` finds them by their command lines)",
-              nf_fleet_runtime_dir(ctl->fleet));
-  return G_SOURCE_REMOVE;
-}
-
-static void client_new(NfControl *ctl, int fd)
+void nf_control_client_new(NfControl *ctl, int fd)
 {
   Client *c = g_new0(Client, 1);
   c->peer.transport = &transport;
@@ -347,7 +207,7 @@ static void client_new(NfControl *ctl, int fd)
   struct ucred cred;
   socklen_t len = sizeof(cred);
   if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-    control_log(ctl, "refused a client: SO_PEERCRED: %s", g_strerror(errno));
+    nf_control_log(ctl, "refused a client: SO_PEERCRED: %s", g_strerror(errno));
     client_close(c);
     return;
   }
@@ -356,8 +216,8 @@ static void client_new(NfControl *ctl, int fd)
   c->in_src = g_unix_fd_add(fd, G_IO_IN, client_in_cb, c);
   uid_t me = getuid();
   if (cred.uid != me && cred.uid != 0) {
-    control_log(ctl, "refused control client pid %d: uid %u is neither %u nor root", (int)cred.pid,
-                (unsigned)cred.uid, (unsigned)me);
+    nf_control_log(ctl, "refused control client pid %d: uid %u is neither %u nor root",
+                   (int)cred.pid, (unsigned)cred.uid, (unsigned)me);
     reply_error(c, NULL, "permission_denied", NULL,
                 "uid %u may not control fleet '%s' (only uid %u or root)", (unsigned)cred.uid,
                 nf_fleet_name(ctl->fleet), (unsigned)me);
@@ -486,8 +346,8 @@ static void send_parts(Client *c, const struct iovec *parts, int n)
     return;
   if (c->out->len - c->out_pos >= NF_CONTROL_OUT_MAX) {
     /* Closed from an idle: we may be inside a guest's watcher loop now. */
-    control_log(c->ctl, "dropped control client pid %d: %u bytes of output unread",
-                (int)c->peer.pid, (unsigned)(c->out->len - c->out_pos));
+    nf_control_log(c->ctl, "dropped control client pid %d: %u bytes of output unread",
+                   (int)c->peer.pid, (unsigned)(c->out->len - c->out_pos));
     c->dropping = TRUE;
     g_idle_add_full(G_PRIORITY_DEFAULT, drop_idle_cb, client_ref(c), (GDestroyNotify)client_unref);
     return;
