@@ -120,8 +120,10 @@ typedef struct {
  * heap is the same bytes in every guest). Under TCG (and with --dense),
  * no transparent huge pages: qemu asks for them on guest RAM and its TCG
  * buffer, so a guest touching a few KiB costs 2 MiB and free page reporting
- * gives back only whole 2 MiB blocks (~20 MiB per idle guest for ~+4 % boot
- * CPU; under KVM huge pages speed the guest up, so they stay). */
+ * gives back only whole 2 MiB blocks (~20 MiB per idle guest; boot CPU +4 %
+ * on the VM first measured, -7 % on the thirteenth pass's, where a huge page
+ * fault costs more than the 512 small ones it saves: bench/README; under KVM
+ * huge pages speed the guest up, so they stay). */
 void nf_qemu_process_setup(const NfQemuSpec *spec, NfQemuProcessSetup *setup);
 /* (continued) With --dense and KSM, qemu runs without address space
  * randomisation: its relocated data, its libraries' and every pointer it
