@@ -383,7 +383,15 @@ static gboolean read_host(NfMemPolicy *p, NfMemHost *host, GError **error)
 static void step_guest(NfMemPolicy *p, NfVm *vm, gboolean squeeze)
 {
   gpointer key = GUINT_TO_POINTER(nf_vm_id(vm));
-  Tracked *t = g_hash_table_lookup(p->guests, key);
+  Tracked *t = g_hash_table_size(p->guests) ? g_hash_table_lookup(p->guests, key) : NULL;
+  /* In guard mode with the host admitting, a guest whose balloon gives it
+   * all its memory has nothing to steer (nf_mempolicy_guest_step could only
+   * grow it): it gets no entry until pressure or a lowered balloon. Most
+   * fleets never see either, and an entry for every guest was ~130 bytes
+   * each and a hash walk every tick (issue 17). */
+  if (t == NULL && !squeeze && !p->params.shrink_idle &&
+      nf_vm_balloon_actual(vm) >= p->params.memory)
+    return;
   if (t == NULL) {
     t = g_new0(Tracked, 1);
     g_hash_table_insert(p->guests, key, t);
