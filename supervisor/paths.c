@@ -126,6 +126,36 @@ char *nf_paths_guest_runtime(const NfFleetPaths *p, guint id, const char *suffix
   return g_build_filename(p->runtime_dir, file, NULL);
 }
 
+void nf_paths_guest_files(const NfFleetPaths *p, guint id, NfGuestFiles *files)
+{
+  g_autofree char *dir = nf_paths_guest_state_dir(p, id);
+  char *parts[] = {
+      g_strdup(dir),
+      g_build_filename(dir, "qemu.log", NULL),
+      g_build_filename(dir, "console.log", NULL),
+      g_build_filename(dir, "status.json", NULL),
+      nf_paths_guest_runtime(p, id, "pid"),
+      nf_paths_guest_runtime(p, id, "ctl"),
+      nf_paths_guest_runtime(p, id, "qmp"),
+      nf_paths_guest_runtime(p, id, "serial"),
+  };
+  const char **slots[G_N_ELEMENTS(parts)] = {
+      &files->state_dir, &files->qemu_log, &files->console_log, &files->status_path,
+      &files->pidfile,   &files->ctl_path, &files->qmp_path,    &files->serial_path,
+  };
+  gsize total = 0;
+  for (guint i = 0; i < G_N_ELEMENTS(parts); i++)
+    total += strlen(parts[i]) + 1;
+  char *at = files->block = g_malloc(total);
+  for (guint i = 0; i < G_N_ELEMENTS(parts); i++) {
+    gsize len = strlen(parts[i]) + 1;
+    memcpy(at, parts[i], len);
+    *slots[i] = at;
+    at += len;
+    g_free(parts[i]);
+  }
+}
+
 char *nf_paths_default_guest_dir(void)
 {
   const char *env = g_getenv("NERVESFLEET_GUEST_DIR");

@@ -29,7 +29,7 @@ static void balloon_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data)
 gboolean nf_vm_read_pidfile(const NfVm *vm, GPid *pid)
 {
   g_autofree char *text = NULL;
-  if (!g_file_get_contents(vm->pidfile, &text, NULL, NULL))
+  if (!g_file_get_contents(vm->files.pidfile, &text, NULL, NULL))
     return FALSE;
   *pid = (GPid)g_ascii_strtoll(g_strstrip(text), NULL, 10);
   return *pid > 0;
@@ -54,7 +54,7 @@ static gboolean pid_is_our_qemu(NfVm *vm, GPid pid)
   /* Our pid file path is unique to this fleet and guest, and qemu got it on
    * its command line: a recycled pid cannot carry it. */
   g_autofree char *cmd = read_cmdline(pid);
-  return cmd && strstr(cmd, vm->pidfile) != NULL && strstr(cmd, "-name guest=") != NULL;
+  return cmd && strstr(cmd, vm->files.pidfile) != NULL && strstr(cmd, "-name guest=") != NULL;
 }
 
 static gboolean cmdline_has(GPid pid, const char *needle)
@@ -98,7 +98,7 @@ gboolean nf_vm_adopt(NfVm *vm)
   GPid pid = 0;
   gboolean have_pid = nf_vm_read_pidfile(vm, &pid);
   g_autoptr(GError) error = NULL;
-  json_auto_t *status = json_load_file(vm->status_path, 0, NULL);
+  json_auto_t *status = json_load_file(vm->files.status_path, 0, NULL);
   const char *was = json_string_value(json_object_get(status, "state"));
   /* Absent in files of older versions: then nothing is known. */
   gboolean died_with_it = json_is_true(json_object_get(status, "dies_with_supervisor"));
@@ -124,7 +124,7 @@ gboolean nf_vm_adopt(NfVm *vm)
     /* Its qemu logs its console itself unless an older version spawned it:
      * then the console stays held and we write the log (vm-console.c). */
     vm->console_by_qemu = cmdline_has(pid, ",logfile=");
-    vm->console_log_start = nf_console_log_size(vm->console_log);
+    vm->console_log_start = nf_console_log_size(vm->files.console_log);
     if (vm->proc && nf_vm_attach_channels(vm, &error)) {
       vm->dies_with_supervisor = FALSE; /* spawned detached; adopting does not change that */
       vm->started_wall = json_integer_value(json_object_get(status, "started_at_us"));

@@ -64,12 +64,12 @@ gboolean nf_vm_console_attach(NfVm *vm, GError **error)
                                            .eof = console_eof_cb};
   if (vm->console)
     return TRUE;
-  int fd = connect_unix(vm->serial_path, error);
+  int fd = connect_unix(vm->files.serial_path, error);
   if (fd < 0)
     return FALSE;
   /* qemu writes the log; only a qemu that does not is logged by us. */
-  vm->console = nf_serial_new(fd, vm->console_by_qemu ? NULL : vm->console_log, 0, vm->markers,
-                              &ser_cb, vm, error);
+  vm->console = nf_serial_new(fd, vm->console_by_qemu ? NULL : vm->files.console_log, 0,
+                              vm->markers, &ser_cb, vm, error);
   return vm->console != NULL;
 }
 
@@ -85,8 +85,8 @@ void nf_vm_console_note_start(NfVm *vm)
 {
   vm->console_by_qemu = TRUE;
   /* Bounded before qemu opens it (it only appends); health keeps it so. */
-  nf_console_log_cap(vm->console_log, NF_SERIAL_LOG_MAX_DEFAULT, NULL);
-  vm->console_log_start = nf_console_log_size(vm->console_log);
+  nf_console_log_cap(vm->files.console_log, NF_SERIAL_LOG_MAX_DEFAULT, NULL);
+  vm->console_log_start = nf_console_log_size(vm->files.console_log);
 }
 
 void nf_vm_console_cap_log(NfVm *vm)
@@ -97,8 +97,8 @@ void nf_vm_console_cap_log(NfVm *vm)
     return; /* nothing written since the last look: nothing to cap */
   /* Armed before the look, so what qemu writes during it is seen next time
    * (a rotation's own truncation too: one look more, harmless). */
-  nf_log_watch_arm(&vm->console_log_watch, vm->console_log);
-  if (nf_console_log_cap(vm->console_log, NF_SERIAL_LOG_MAX_DEFAULT, NULL))
+  nf_log_watch_arm(&vm->console_log_watch, vm->files.console_log);
+  if (nf_console_log_cap(vm->files.console_log, NF_SERIAL_LOG_MAX_DEFAULT, NULL))
     vm->console_log_start = 0;
 }
 
@@ -108,7 +108,8 @@ void nf_vm_console_check_exit(NfVm *vm)
   if (!vm->console_by_qemu || vm->panic_seen || vm->stop_requested || vm->hung ||
       vm->watchdog_event)
     return;
-  if (nf_console_log_find(vm->console_log, vm->console_log_start, vm->markers[NF_VM_MARKER_PANIC]))
+  if (nf_console_log_find(vm->files.console_log, vm->console_log_start,
+                          vm->markers[NF_VM_MARKER_PANIC]))
     vm->panic_seen = TRUE;
 }
 
@@ -142,7 +143,7 @@ static void marker_cb(NfSerial *serial, guint which, const char *line, gpointer 
 /* This run's log holds `line` and its end of line. */
 static gboolean line_logged(NfVm *vm, const char *line)
 {
-  return nf_console_log_find_line(vm->console_log, vm->console_log_start, line);
+  return nf_console_log_find_line(vm->files.console_log, vm->console_log_start, line);
 }
 
 static gboolean ready_wait_cb(gpointer data)
@@ -171,7 +172,7 @@ static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpoint
 static void log_failed_cb(NfSerial *serial, int err, gpointer data)
 {
   NfVm *vm = data;
-  nf_vm_note_write(vm, vm->console_log, err);
+  nf_vm_note_write(vm, vm->files.console_log, err);
 }
 
 static void console_eof_cb(NfSerial *serial, gpointer data)
@@ -247,5 +248,5 @@ char *nf_vm_console_tail(const NfVm *vm, gsize max_bytes)
       return tail;
     g_free(tail);
   }
-  return nf_console_log_tail(vm->console_log, max_bytes);
+  return nf_console_log_tail(vm->files.console_log, max_bytes);
 }

@@ -12,6 +12,7 @@
 #include "supervisor/health.h"
 #include "supervisor/log-watch.h"
 #include "supervisor/net.h"
+#include "supervisor/paths.h"
 #include "supervisor/process.h"
 #include "supervisor/restart-policy.h"
 #include "supervisor/serial.h"
@@ -93,15 +94,7 @@ struct NfVm {
   guint64 balloon_actual;
   gboolean balloon_unknown; /* adopted: ask QMP its size (no event says it) */
 
-  /* files */
-  char *state_dir;
-  char *qemu_log;
-  char *console_log;
-  char *status_path;
-  char *pidfile;
-  char *ctl_path;
-  char *qmp_path;
-  char *serial_path;
+  NfGuestFiles files;
 
   /* the running qemu */
   NfProcess *proc;

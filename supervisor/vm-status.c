@@ -22,7 +22,7 @@ static void write_status_now(NfVm *vm);
 
 static gboolean ensure_state_dir(NfVm *vm)
 {
-  if (!vm->state_dir_made && g_mkdir_with_parents(vm->state_dir, 0755) == 0)
+  if (!vm->state_dir_made && g_mkdir_with_parents(vm->files.state_dir, 0755) == 0)
     vm->state_dir_made = TRUE;
   return vm->state_dir_made;
 }
@@ -33,7 +33,7 @@ void nf_vm_log_transition(NfVm *vm, NfVmState old_state, NfVmState new_state, co
    * guest would count against the open-file limit at thousands of guests. */
   if (!ensure_state_dir(vm))
     return;
-  g_autofree char *path = g_build_filename(vm->state_dir, "events.log", NULL);
+  g_autofree char *path = g_build_filename(vm->files.state_dir, "events.log", NULL);
   int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) {
     nf_vm_note_write(vm, path, errno);
@@ -92,25 +92,26 @@ static void write_status_now(NfVm *vm)
    * allocation: 40 % of the supervisor's CPU while stopping 2,000 guests,
    * growing with the fleet. No fsync: this runs at every transition of
    * thousands of guests, and after a host crash the guests are gone anyway. */
-  g_autofree char *spare = g_strconcat(vm->status_path, ".prev", NULL);
+  g_autofree char *spare = g_strconcat(vm->files.status_path, ".prev", NULL);
   int fd = open(spare, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
-    nf_vm_note_write(vm, vm->status_path, errno);
+    nf_vm_note_write(vm, vm->files.status_path, errno);
     return;
   }
   ssize_t n = write(fd, text, strlen(text));
   int err = n == (ssize_t)strlen(text) ? 0 : n < 0 ? errno : ENOSPC;
   close(fd);
-  if (err == 0 && renameat2(AT_FDCWD, spare, AT_FDCWD, vm->status_path, RENAME_EXCHANGE) != 0) {
+  if (err == 0 &&
+      renameat2(AT_FDCWD, spare, AT_FDCWD, vm->files.status_path, RENAME_EXCHANGE) != 0) {
     /* The first write (no status.json yet), or a filesystem that cannot
      * exchange: a plain rename. */
     err = errno == ENOENT || errno == EINVAL || errno == ENOSYS ? 0 : errno;
-    if (err == 0 && rename(spare, vm->status_path) != 0)
+    if (err == 0 && rename(spare, vm->files.status_path) != 0)
       err = errno;
   }
   if (err) {
     g_unlink(spare);
-    nf_vm_note_write(vm, vm->status_path, err);
+    nf_vm_note_write(vm, vm->files.status_path, err);
   } else {
     g_clear_pointer(&vm->write_error, g_free); /* the disk has room again */
   }

@@ -51,15 +51,8 @@ NfVm *nf_vm_new(guint id, const NfVmEnv *env, const NfVmCallbacks *callbacks, gp
   /* The format was validated when the fleet was built. */
   vm->serial = nf_identity_serial(env->config->serial_format, id, NULL);
   vm->mac = nf_identity_mac(env->config->name, id, NULL);
-  vm->state_dir = nf_paths_guest_state_dir(env->paths, id);
-  vm->qemu_log = g_build_filename(vm->state_dir, "qemu.log", NULL);
-  vm->console_log = g_build_filename(vm->state_dir, "console.log", NULL);
+  nf_paths_guest_files(env->paths, id, &vm->files);
   vm->console_log_watch = (NfLogWatch)NF_LOG_WATCH_INIT;
-  vm->status_path = g_build_filename(vm->state_dir, "status.json", NULL);
-  vm->pidfile = nf_paths_guest_runtime(env->paths, id, "pid");
-  vm->ctl_path = nf_paths_guest_runtime(env->paths, id, "ctl");
-  vm->qmp_path = nf_paths_guest_runtime(env->paths, id, "qmp");
-  vm->serial_path = nf_paths_guest_runtime(env->paths, id, "serial");
   vm->balloon_actual = env->config->memory_mib * 1024 * 1024;
   if (env->disks)
     vm->disk_path = nf_disks_overlay_path(env->disks, id);
@@ -101,7 +94,7 @@ gboolean nf_vm_attach_channels(NfVm *vm, GError **error)
   static const NfQmpCallbacks qmp_cb = {
       .ready = qmp_ready_cb, .event = qmp_event_cb, .closed = qmp_closed_cb};
 
-  vm->qmp = nf_qmp_connect_unix(vm->ctl_path, NULL, &qmp_cb, vm, error);
+  vm->qmp = nf_qmp_connect_unix(vm->files.ctl_path, NULL, &qmp_cb, vm, error);
   if (vm->qmp == NULL)
     return FALSE;
   /* Also bounds the handshake, which a host busy with a boot storm may slow. */
@@ -148,21 +141,21 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
   g_autofree char *boot_elf = NULL, *boot_arg = NULL; /* boot-image.h */
 
   nf_vm_reset_run_facts(vm);
-  if (g_mkdir_with_parents(vm->state_dir, 0755) != 0) {
+  if (g_mkdir_with_parents(vm->files.state_dir, 0755) != 0) {
     int e = errno;
     g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot create %s: %s",
-                vm->state_dir, g_strerror(e));
+                vm->files.state_dir, g_strerror(e));
     goto out;
   }
-  if ((fds[0] = listen_unix(vm->ctl_path, error)) < 0 ||
-      (fds[1] = listen_unix(vm->qmp_path, error)) < 0 ||
-      (fds[2] = listen_unix(vm->serial_path, error)) < 0)
+  if ((fds[0] = listen_unix(vm->files.ctl_path, error)) < 0 ||
+      (fds[1] = listen_unix(vm->files.qmp_path, error)) < 0 ||
+      (fds[2] = listen_unix(vm->files.serial_path, error)) < 0)
     goto out;
-  log_fd = open(vm->qemu_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  log_fd = open(vm->files.qemu_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) {
     int e = errno;
-    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot open %s: %s", vm->qemu_log,
-                g_strerror(e));
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot open %s: %s",
+                vm->files.qemu_log, g_strerror(e));
     goto out;
   }
   NfNetForward forwards[NF_NET_MAX_FORWARDS];
@@ -188,8 +181,8 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
       .append = cfg->append,
       .guest_name = vm->name,
       .serial = vm->serial,
-      .pidfile = vm->pidfile,
-      .console_log = vm->console_log,
+      .pidfile = vm->files.pidfile,
+      .console_log = vm->files.console_log,
       .public_qmp = TRUE,
       .extra = cfg->qemu_args,
       .profile = cfg->profile,
@@ -225,7 +218,7 @@ gboolean nf_vm_spawn(NfVm *vm, GError **error)
     g_autofree char *header = g_strdup_printf("=== %s starting %s: %s\n", stamp, vm->name, line);
     ssize_t n = write(log_fd, header, strlen(header));
     if (n != (ssize_t)strlen(header))
-      nf_vm_note_write(vm, vm->qemu_log, n < 0 ? errno : ENOSPC);
+      nf_vm_note_write(vm, vm->files.qemu_log, n < 0 ? errno : ENOSPC);
   }
 
   if (vm->env->use_cgroups && vm->cgroup == NULL) {
@@ -355,10 +348,10 @@ void nf_vm_on_exit_cb(NfProcess *proc, int status, gpointer data)
 
 void nf_vm_remove_runtime_files(NfVm *vm)
 {
-  g_unlink(vm->ctl_path);
-  g_unlink(vm->qmp_path);
-  g_unlink(vm->serial_path);
-  g_unlink(vm->pidfile);
+  g_unlink(vm->files.ctl_path);
+  g_unlink(vm->files.qmp_path);
+  g_unlink(vm->files.serial_path);
+  g_unlink(vm->files.pidfile);
 }
 
 /* Timers, probes, QMP and console of the current run; not the process. */
@@ -423,15 +416,8 @@ void nf_vm_free(NfVm *vm)
   g_free(vm->shutdown_reason);
   g_free(vm->health_problem);
   g_free(vm->write_error);
-  g_free(vm->state_dir);
-  g_free(vm->qemu_log);
   nf_log_watch_disarm(&vm->console_log_watch);
-  g_free(vm->console_log);
-  g_free(vm->status_path);
-  g_free(vm->pidfile);
-  g_free(vm->ctl_path);
-  g_free(vm->qmp_path);
-  g_free(vm->serial_path);
+  g_free(vm->files.block);
   g_free(vm->disk_path);
   g_free(vm->restore_file);
   g_free(vm);
@@ -533,7 +519,7 @@ NfQmp *nf_vm_qmp(const NfVm *vm)
 }
 const char *nf_vm_console_log_path(const NfVm *vm)
 {
-  return vm->console_log;
+  return vm->files.console_log;
 }
 
 void nf_vm_sample_rss(NfVm *vm)
@@ -600,7 +586,7 @@ guint64 nf_vm_balloon_target(const NfVm *vm)
 char *nf_vm_stderr_tail(const NfVm *vm, guint max_lines)
 {
   g_autofree char *text = NULL;
-  if (!g_file_get_contents(vm->qemu_log, &text, NULL, NULL))
+  if (!g_file_get_contents(vm->files.qemu_log, &text, NULL, NULL))
     return g_strdup("");
   /* Only what the latest run wrote: after the last header line. */
   char *start = g_strrstr(text, "\n=== ");
