@@ -383,7 +383,7 @@ static gboolean read_host(NfMemPolicy *p, NfMemHost *host, GError **error)
 static void step_guest(NfMemPolicy *p, NfVm *vm, gboolean squeeze)
 {
   gpointer key = GUINT_TO_POINTER(nf_vm_id(vm));
-  Tracked *t = g_hash_table_size(p->guests) ? g_hash_table_lookup(p->guests, key) : NULL;
+  Tracked *t = g_hash_table_lookup(p->guests, key);
   /* In guard mode with the host admitting, a guest whose balloon gives it
    * all its memory has nothing to steer (nf_mempolicy_guest_step could only
    * grow it): it gets no entry until pressure or a lowered balloon. Most
