@@ -159,12 +159,7 @@ static void req_console(NfCommandPeer *peer, NfVm *vm, gboolean writer, gsize re
   Req *r = (Req *)peer;
   if (!r->s)
     return;
-  if (replay) {
-    g_autofree char *tail = nf_vm_console_tail(vm, replay);
-    g_autofree char *valid = g_utf8_make_valid(tail, -1);
-    nf_http_stream_send(r->s, "console", json_string(valid));
-  }
-  nf_http_stream_watch_console(r->s, vm);
+  nf_http_stream_watch_console(r->s, vm, replay);
 }
 
 static void req_events(NfCommandPeer *peer)

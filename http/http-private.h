@@ -91,8 +91,9 @@ typedef enum {
 NfHttpStream *nf_http_stream_open(NfHttp *http, SoupServerMessage *msg, NfHttpStreamKind kind);
 /* One event: `event: NAME` and `data: JSON` (`doc` stolen). */
 void nf_http_stream_send(NfHttpStream *s, const char *name, json_t *doc);
-/* Console output of guest `vm` from now on goes to `s` as `console` events. */
-void nf_http_stream_watch_console(NfHttpStream *s, NfVm *vm);
+/* The last `replay` bytes of guest `vm`'s console (none: 0), then its output
+ * from there on, go to `s` as `console` events. */
+void nf_http_stream_watch_console(NfHttpStream *s, NfVm *vm, gsize replay);
 /* Every open stream of `kind` gets the event (`doc` stolen). */
 void nf_http_streams_broadcast(NfHttp *http, NfHttpStreamKind kind, const char *name, json_t *doc);
 gboolean nf_http_streams_any(NfHttp *http, NfHttpStreamKind kind);

@@ -90,10 +90,15 @@ static void console_cb(NfVm *vm, const char *buf, gsize len, gpointer data)
   nf_http_stream_send(data, "console", json_string(text));
 }
 
-void nf_http_stream_watch_console(NfHttpStream *s, NfVm *vm)
+void nf_http_stream_watch_console(NfHttpStream *s, NfVm *vm, gsize replay)
 {
   s->vm_id = nf_vm_id(vm);
-  s->watch_id = nf_vm_console_watch(vm, console_cb, s);
+  g_autofree char *tail = NULL;
+  s->watch_id = nf_vm_console_watch(vm, replay, &tail, console_cb, s);
+  if (replay) {
+    g_autofree char *valid = g_utf8_make_valid(tail, -1);
+    nf_http_stream_send(s, "console", json_string(valid));
+  }
 }
 
 void nf_http_streams_broadcast(NfHttp *http, NfHttpStreamKind kind, const char *name, json_t *doc)

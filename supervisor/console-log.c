@@ -49,10 +49,14 @@ static char *read_range(const char *path, gint64 from, gsize max, gsize *len)
 
 char *nf_console_log_tail(const char *path, gsize max)
 {
-  gint64 size = nf_console_log_size(path);
-  gint64 from = size > (gint64)max ? size - (gint64)max : 0;
+  return nf_console_log_tail_at(path, nf_console_log_size(path), max);
+}
+
+char *nf_console_log_tail_at(const char *path, gint64 end, gsize max)
+{
+  gint64 from = end > (gint64)max ? end - (gint64)max : 0;
   gsize len;
-  return read_range(path, from, (gsize)(size - from), &len);
+  return read_range(path, from, (gsize)(end - from), &len);
 }
 
 /* The log from `from` (at most the last FIND_WINDOW bytes), NULs turned

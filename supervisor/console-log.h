@@ -29,6 +29,10 @@ gboolean nf_console_log_cap(const char *path, gsize max, GError **error);
 /* The last `max` bytes of the log (never NULL; "" when missing). */
 char *nf_console_log_tail(const char *path, gsize max);
 
+/* The (at most) `max` bytes of the log that end at byte `end` (never NULL;
+ * shorter when the log is): a replay that a follower from `end` continues. */
+char *nf_console_log_tail_at(const char *path, gint64 end, gsize max);
+
 /* TRUE when a line of the log that starts at or after byte `from` (at most
  * the last 64 KiB are read) contains `needle`. A log rotated since `from`
  * is read from its start. */

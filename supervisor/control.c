@@ -539,12 +539,11 @@ static void peer_console(NfCommandPeer *peer, NfVm *vm, gboolean writer, gsize r
   c->mode = MODE_RAW;
   c->vm_id = nf_vm_id(vm);
   c->writer = writer;
-  if (replay) {
-    g_autofree char *tail = nf_vm_console_tail(vm, replay);
+  g_autofree char *tail = NULL;
+  c->watch_id = nf_vm_console_watch(vm, replay, &tail, console_data_cb, c);
+  /* A client dropped while sending is unwatched by client_close. */
+  if (*tail)
     send_bytes(c, tail, strlen(tail));
-  }
-  if (!c->peer.gone)
-    c->watch_id = nf_vm_console_watch(vm, console_data_cb, c);
 }
 
 static void peer_events(NfCommandPeer *peer)

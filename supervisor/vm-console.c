@@ -6,8 +6,14 @@
  * (chardev logfile=, see console-log.h), connected client or not. So the
  * supervisor connects to the console socket qemu listens on for us only:
  *  - from spawn until the guest is ready: the ready line is read live;
- *  - while someone watches (a `console` client, `logs --follow`, the HTTP
- *    console stream): connected on the first watcher, let go after the last.
+ *  - for input (a `console` writer): connected at the first keystroke, let
+ *    go NF_VM_CONSOLE_LINGER_MS after the last input or the last watcher.
+ * Watchers (a `console` client, `logs --follow`, the HTTP console stream)
+ * read the log, not the socket (log-follow.h): qemu logs every chunk but
+ * sends one only to a client it has already accepted, so a watcher fed from
+ * the socket missed what the guest printed between its replay and qemu's
+ * accept (a prompt printed just after the ready line). A read-only watcher
+ * needs no socket at all.
  * A ready guest nobody watches costs no fd and no buffer for its console:
  * one fd per guest (QMP) instead of two, which is what lets 10,000 guests
  * fit under a 20,000 open-file limit. What the live scanner would have seen
@@ -39,6 +45,8 @@ static gboolean linger_done_cb(gpointer data);
 static void linger_from_now(NfVm *vm);
 static gboolean line_logged(NfVm *vm, const char *line);
 static gboolean ready_wait_cb(gpointer data);
+static void to_watchers(NfVm *vm, const char *buf, gsize len);
+static void follow_cb(const char *buf, gsize len, gpointer data);
 
 static int connect_unix(const char *path, GError **error)
 {
@@ -81,12 +89,44 @@ void nf_vm_console_settle(NfVm *vm)
   g_clear_pointer(&vm->console, nf_serial_free);
 }
 
+/* Watchers read the log from `from` on. With no follower (no inotify, the
+ * watch limit reached) they read the socket, as for a qemu that does not log. */
+static void follow_from(NfVm *vm, gint64 from)
+{
+  /* qemu appends to the log (logappend=on) and makes it if missing: made
+   * here first, so that it can be watched before qemu opens it. */
+  int fd = open(vm->files.console_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd >= 0)
+    close(fd);
+  if (vm->console_follow)
+    nf_log_follow_restart(vm->console_follow, from); /* the log may be a new file */
+  else
+    vm->console_follow = nf_log_follow_new(vm->files.console_log, from, follow_cb, vm, NULL);
+}
+
+/* Caps the log qemu writes; watchers get what is in it first, and read on
+ * from the start of a rotated log. */
+static gboolean cap_log(NfVm *vm)
+{
+  if (vm->console_follow)
+    nf_log_follow_drain(vm->console_follow);
+  if (!nf_console_log_cap(vm->files.console_log, NF_SERIAL_LOG_MAX_DEFAULT, NULL))
+    return FALSE;
+  if (vm->console_follow)
+    nf_log_follow_restart(vm->console_follow, 0);
+  return TRUE;
+}
+
 void nf_vm_console_note_start(NfVm *vm)
 {
   vm->console_by_qemu = TRUE;
   /* Bounded before qemu opens it (it only appends); health keeps it so. */
-  nf_console_log_cap(vm->files.console_log, NF_SERIAL_LOG_MAX_DEFAULT, NULL);
+  cap_log(vm);
   vm->console_log_start = nf_console_log_size(vm->files.console_log);
+  /* Watchers read on from here (those of an adopted guest whose qemu did
+   * not log read the socket so far; this qemu logs). */
+  if (vm->watchers->len > 0)
+    follow_from(vm, vm->console_log_start);
 }
 
 void nf_vm_console_cap_log(NfVm *vm)
@@ -98,7 +138,7 @@ void nf_vm_console_cap_log(NfVm *vm)
   /* Armed before the look, so what qemu writes during it is seen next time
    * (a rotation's own truncation too: one look more, harmless). */
   nf_log_watch_arm(&vm->console_log_watch, vm->files.console_log);
-  if (nf_console_log_cap(vm->files.console_log, NF_SERIAL_LOG_MAX_DEFAULT, NULL))
+  if (cap_log(vm))
     vm->console_log_start = 0;
 }
 
@@ -163,9 +203,29 @@ static gboolean ready_wait_cb(gpointer data)
 static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpointer data)
 {
   NfVm *vm = data;
-  for (guint i = 0; i < vm->watchers->len; i++) {
-    NfVmWatcher *w = &g_array_index(vm->watchers, NfVmWatcher, i);
-    w->func(vm, buf, len, w->user_data);
+  if (vm->console_follow == NULL) /* a qemu that does not log, or no inotify */
+    to_watchers(vm, buf, len);
+}
+
+static void follow_cb(const char *buf, gsize len, gpointer data)
+{
+  to_watchers(data, buf, len);
+}
+
+/* A watcher's callback may unwatch any of them: walk a copy, and call
+ * only those still watching. */
+static void to_watchers(NfVm *vm, const char *buf, gsize len)
+{
+  if (vm->watchers->len == 0)
+    return;
+  g_autoptr(GArray) copy = g_array_copy(vm->watchers);
+  for (guint i = 0; i < copy->len; i++) {
+    NfVmWatcher *w = &g_array_index(copy, NfVmWatcher, i);
+    for (guint j = 0; j < vm->watchers->len; j++)
+      if (g_array_index(vm->watchers, NfVmWatcher, j).id == w->id) {
+        w->func(vm, buf, len, w->user_data);
+        break;
+      }
   }
 }
 
@@ -183,11 +243,27 @@ static void console_eof_cb(NfSerial *serial, gpointer data)
     nf_process_watch(vm->proc);
 }
 
-guint nf_vm_console_watch(NfVm *vm, NfVmConsoleFunc func, gpointer user_data)
+guint nf_vm_console_watch(NfVm *vm, gsize replay, char **tail, NfVmConsoleFunc func,
+                          gpointer user_data)
 {
   NfVmWatcher w = {.id = ++vm->next_watcher_id, .func = func, .user_data = user_data};
   g_array_append_val(vm->watchers, w);
-  /* Someone wants the live stream of a guest whose console we let go. */
+  if (vm->console_by_qemu) {
+    /* The replay ends where the watchers' stream stands: at the follower's
+     * offset (what is past it reaches every watcher next), else the end. */
+    const char *log = vm->files.console_log;
+    gint64 end =
+        vm->console_follow ? nf_log_follow_offset(vm->console_follow) : nf_console_log_size(log);
+    *tail = nf_console_log_tail_at(log, end, replay);
+    if (vm->console_follow == NULL)
+      follow_from(vm, end);
+    if (vm->console_follow)
+      return w.id;
+  } else {
+    *tail = nf_vm_console_tail(vm, replay);
+  }
+  /* No follower: the live stream is the socket's, for a guest whose console
+   * we let go, too. */
   if (vm->console == NULL && vm->proc && !nf_process_has_exited(vm->proc))
     nf_vm_console_attach(vm, NULL);
   return w.id;
@@ -203,6 +279,8 @@ void nf_vm_console_unwatch(NfVm *vm, guint id)
   /* Not at once: what the last watcher typed may still sit unread in the
    * socket (qemu reads it as fast as the guest's UART takes it, and drops
    * what is left when we hang up). */
+  if (vm->watchers->len == 0)
+    g_clear_pointer(&vm->console_follow, nf_log_follow_free);
   if (vm->watchers->len == 0 && vm->console)
     linger_from_now(vm);
 }

@@ -10,6 +10,7 @@
 #include "supervisor/cgroup.h"
 #include "supervisor/deadlines.h"
 #include "supervisor/health.h"
+#include "supervisor/log-follow.h"
 #include "supervisor/log-watch.h"
 #include "supervisor/net.h"
 #include "supervisor/paths.h"
@@ -127,6 +128,7 @@ struct NfVm {
   gint64 console_log_start;     /* console_log's size when this run began */
   NfLogWatch console_log_watch; /* armed at each cap check: quiet logs need no stat */
   guint console_linger_timer;   /* console held after input nobody watches */
+  NfLogFollow *console_follow;  /* watchers' stream, read from the log qemu writes */
   guint ready_wait_timer;       /* the ready line seen, not yet in the log */
   guint ready_waits;
   char *ready_line;

@@ -409,6 +409,7 @@ void nf_vm_free(NfVm *vm)
   if (!vm->detached)
     nf_vm_release(vm);
   g_array_unref(vm->watchers);
+  nf_log_follow_free(vm->console_follow);
   g_free(vm->name);
   g_free(vm->serial);
   g_free(vm->mac);

@@ -166,10 +166,14 @@ guint64 nf_vm_balloon_target(const NfVm *vm);
 /* The supervisor's QMP connection, or NULL when not connected. Borrowed. */
 NfQmp *nf_vm_qmp(const NfVm *vm);
 
-/* Console watchers: every byte of output from now on (also across restarts)
- * goes to `func` until unwatched. Returns an id > 0. */
+/* Console watchers: *tail gets (at most) the last `replay` bytes of output
+ * (never NULL; free it), and every byte after those, also across restarts,
+ * goes to `func` from the main loop until unwatched: read from the log qemu
+ * writes, none missed or twice (from the socket where qemu does not log, or
+ * inotify fails). Returns an id > 0. */
 typedef void (*NfVmConsoleFunc)(NfVm *vm, const char *buf, gsize len, gpointer user_data);
-guint nf_vm_console_watch(NfVm *vm, NfVmConsoleFunc func, gpointer user_data);
+guint nf_vm_console_watch(NfVm *vm, gsize replay, char **tail, NfVmConsoleFunc func,
+                          gpointer user_data);
 void nf_vm_console_unwatch(NfVm *vm, guint id);
 /* Input for the guest's console; -1 when it has no console now. */
 gssize nf_vm_console_write(NfVm *vm, const char *buf, gsize len);

@@ -275,13 +275,98 @@ static void check_stdin_after_let_go(void)
   g_autofree char *serial = g_build_filename(tmp, "run/nervesfleet/con/vm-0001.serial", NULL);
   g_autofree char *log = g_build_filename(tmp, "state/nervesfleet/con/vm-0001/console.log", NULL);
   for (int round = 0; round < 2; round++) {
-    g_assert_true(nf_test_wait_for(console_let_go, serial, WAIT_MS));
+    g_assert_true(nf_test_wait_polled(console_let_go, serial, 100, WAIT_MS));
     g_autofree char *cmd = g_strdup_printf("echo let-go-$((%d*11))\r", round + 3);
     g_autofree char *want = g_strdup_printf("let-go-%d", (round + 3) * 11);
     g_autofree char *out = NULL;
     g_assert_cmpint(run_with_stdin(cmd, attach, &out), ==, 0);
     g_assert_true(nf_test_wait_file_contains(log, want, WAIT_MS));
   }
+}
+
+/* The seq-N lines a watcher saw, scanned as they come: the first and last
+ * number and the first break in the sequence. */
+typedef struct {
+  Pty *p;
+  gsize pos; /* scanned up to here: the end of the last whole line */
+  guint count;
+  gint64 first, last, span;
+  gboolean broken;
+  gint64 before_break, after_break;
+} SeqScan;
+
+static void seq_scan(SeqScan *s)
+{
+  const char *buf = s->p->out->str;
+  const char *end = strrchr(buf + s->pos, '\n');
+  if (end == NULL)
+    return;
+  for (const char *q = buf + s->pos; (q = g_strstr_len(q, end - q, "seq-")) != NULL;) {
+    char *e;
+    q += 4;
+    gint64 v = g_ascii_strtoll(q, &e, 10);
+    if (e == q || (*e != '\r' && *e != '\n'))
+      continue; /* the replay's first line, cut; the typed command */
+    if (s->count && v != s->last + 1 && !s->broken) {
+      s->broken = TRUE;
+      s->before_break = s->last;
+      s->after_break = v;
+    }
+    if (s->count++ == 0)
+      s->first = v;
+    s->last = v;
+  }
+  s->pos = (gsize)(end + 1 - buf);
+}
+
+static gboolean seq_done(gpointer data)
+{
+  SeqScan *s = data;
+  seq_scan(s);
+  return s->broken || (s->count && s->last - s->first >= s->span);
+}
+
+/* Watchers of a console the supervisor had let go, while the guest prints:
+ * the replay and then the live stream, every line once and in order. The
+ * replay used to be read from the log before qemu accepted the watcher's
+ * connection, and what the guest printed in between reached neither (the
+ * prompt, once in CI). A read-only watcher connects no socket now. */
+static void check_watch_exact(void)
+{
+  const char *attach[] = {"console", "1", NULL};
+  const char *watch[] = {"console", "1", "--ro", NULL};
+  g_autofree char *serial = g_build_filename(tmp, "run/nervesfleet/con/vm-0001.serial", NULL);
+  g_autofree char *log = g_build_filename(tmp, "state/nervesfleet/con/vm-0001/console.log", NULL);
+  g_autofree char *out = NULL;
+  /* Numbered lines in the background as fast as the guest prints them, until
+   * told to stop (~2 MB in all, under the log's 4 MiB cap). */
+  const char *printer = "(i=0; while [ ! -e /tmp/seq-stop ]; do echo seq-$i; i=$((i+1)); "
+                        "done; echo seq-stopped) &\r";
+  g_assert_cmpint(run_with_stdin(printer, attach, &out), ==, 0);
+  for (int round = 0; round < 2; round++) {
+    g_assert_true(nf_test_wait_polled(console_let_go, serial, 100, WAIT_MS));
+    Pty *ro = pty_spawn(watch);
+    g_assert_true(pty_wait(ro, "read-only; Ctrl-] then q detaches"));
+    /* The replay (4 KiB: ~340 lines) and as many again live, at least. */
+    SeqScan s = {.p = ro, .span = 1000};
+    gboolean done = nf_test_wait_for(seq_done, &s, WAIT_MS);
+    gboolean no_socket = console_let_go(serial);
+    pty_type(ro, "\x1dq");
+    g_assert_true(nf_test_wait_for(pty_exited, ro, WAIT_MS));
+    if (s.broken)
+      g_error("round %d: seq-%" G_GINT64_FORMAT " followed by seq-%" G_GINT64_FORMAT, round,
+              s.before_break, s.after_break);
+    if (!done)
+      g_error("round %d: %u lines in %" G_GINT64_FORMAT "..%" G_GINT64_FORMAT, round, s.count,
+              s.first, s.last);
+    g_test_message("round %d: seq-%" G_GINT64_FORMAT "..%" G_GINT64_FORMAT ", none missed", round,
+                   s.first, s.last);
+    g_assert_true(no_socket);
+    pty_free(ro);
+  }
+  g_autofree char *out_stop = NULL;
+  g_assert_cmpint(run_with_stdin("touch /tmp/seq-stop\r", attach, &out_stop), ==, 0);
+  g_assert_true(nf_test_wait_file_contains(log, "seq-stopped", WAIT_MS));
 }
 
 static void test_console(void)
@@ -374,9 +459,12 @@ static void test_console(void)
   check_stdin_eof();
   check_guest_quiet();
   check_stdin_after_let_go();
+  check_watch_exact();
+  g_test_message("T %" G_GINT64_FORMAT " checks done", g_get_monotonic_time() / 1000);
 
   nf_test_proc_signal(fleet, SIGTERM);
   g_assert_cmpint(nf_test_proc_wait_exit(fleet, WAIT_MS), ==, 0);
+  g_test_message("T %" G_GINT64_FORMAT " fleet gone", g_get_monotonic_time() / 1000);
 }
 
 int main(int argc, char **argv)

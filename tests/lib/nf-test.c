@@ -17,6 +17,23 @@
 
 static gboolean cmdline_contains(const char *pid, const char *needle);
 static gboolean timeout_cb(gpointer data);
+static gboolean tick_cb(gpointer data)
+{
+  return G_SOURCE_CONTINUE; /* only wakes the loop, so `done` is looked at */
+}
+
+gboolean nf_test_wait_polled(gboolean (*done)(gpointer data), gpointer data, guint every_ms,
+                             guint timeout_ms)
+{
+  GSource *tick = g_timeout_source_new(every_ms);
+  g_source_set_callback(tick, tick_cb, NULL, NULL);
+  g_source_attach(tick, g_main_context_get_thread_default());
+  gboolean ok = nf_test_wait_for(done, data, timeout_ms);
+  g_source_destroy(tick);
+  g_source_unref(tick);
+  return ok;
+}
+
 static char *guest_file(const char *name);
 static gboolean output_seen(gpointer data);
 static gboolean proc_done(gpointer data);

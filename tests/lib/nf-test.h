@@ -39,6 +39,10 @@ GArray *nf_test_pids_matching(const char *needle);
 /* Iterates the thread-default main context until `done` returns TRUE or
  * `timeout_ms` passes; returns the last value of `done`. No sleeps. */
 gboolean nf_test_wait_for(gboolean (*done)(gpointer data), gpointer data, guint timeout_ms);
+/* The same for a condition no event of ours announces (a socket's state in
+ * /proc/net/unix): `done` is also looked at every `every_ms`. */
+gboolean nf_test_wait_polled(gboolean (*done)(gpointer data), gpointer data, guint every_ms,
+                             guint timeout_ms);
 
 /* Paths of the default guest's kernel and initramfs (from NF_GUEST_DIR).
  * The test fails with a clear message if they are missing. */
