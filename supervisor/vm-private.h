@@ -154,7 +154,7 @@ struct NfVm {
 #define NF_VM_PSS_SAMPLE_US (300 * G_USEC_PER_SEC)
 #define NF_VM_PSS_MAX_AGE_US (600 * G_USEC_PER_SEC)
 
-/* Read qemu's RSS (statm) or PSS (smaps_rollup) from /proc now, for the
+/* vm-memory.c: read qemu's RSS (statm) or PSS (smaps_rollup) from /proc now, for the
  * health probe and for nf_vm_rss/nf_vm_pss when their sample is stale. */
 void nf_vm_sample_rss(NfVm *vm);
 void nf_vm_sample_pss(NfVm *vm);

@@ -2,8 +2,8 @@
  * vm.c: one guest's mechanics: channels, spawn, exit and accessors (see
  * vm.h); its console, held only while needed, is vm-console.c. A spawn's networking is prepared by
  * vm-net.c; taking over a guest a previous supervisor left is vm-adopt.c; its status file and logs
- * are written by vm-status.c. Decisions (what an event means in a state, restart or not) live in
- * lifecycle.c; deadlines in health.c.
+ * are written by vm-status.c; its qemu's RSS and PSS are sampled by vm-memory.c. Decisions (what an
+ * event means in a state, restart or not) live in lifecycle.c; deadlines in health.c.
  *
  * Channels: the supervisor binds three unix sockets in the runtime dir and
  * hands them to qemu as inherited listening fds (vm-NNNN.ctl: our QMP
@@ -30,7 +30,6 @@
 #include "supervisor/disks.h"
 #include "supervisor/identity.h"
 #include "supervisor/net.h"
-#include "supervisor/memstat.h"
 #include "supervisor/qemu-argv.h"
 #include "supervisor/snapshot.h"
 
@@ -521,62 +520,6 @@ NfQmp *nf_vm_qmp(const NfVm *vm)
 const char *nf_vm_console_log_path(const NfVm *vm)
 {
   return vm->files.console_log;
-}
-
-void nf_vm_sample_rss(NfVm *vm)
-{
-  vm->rss_at = g_get_monotonic_time();
-  vm->rss_bytes = 0;
-  if (vm->proc == NULL)
-    return;
-  char path[64], buf[128];
-  g_snprintf(path, sizeof(path), "/proc/%d/statm", (int)nf_process_pid(vm->proc));
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return;
-  ssize_t n = read(fd, buf, sizeof(buf) - 1);
-  close(fd);
-  if (n <= 0)
-    return;
-  buf[n] = '\0';
-  char *p = strchr(buf, ' ');
-  vm->rss_bytes = p ? g_ascii_strtoull(p + 1, NULL, 10) * (guint64)sysconf(_SC_PAGESIZE) : 0;
-}
-
-void nf_vm_sample_pss(NfVm *vm)
-{
-  vm->pss_at = g_get_monotonic_time();
-  vm->pss_bytes = 0;
-  if (vm->proc == NULL)
-    return;
-  NfMemStat m;
-  nf_memstat_read(nf_process_pid(vm->proc), &m);
-  vm->pss_bytes = m.pss;
-}
-
-guint64 nf_vm_rss(const NfVm *vm)
-{
-  /* Sampled with the health probe while someone reads it, so `ps` on
-   * thousands of guests reads no /proc files but the first time in a while;
-   * read here when the sample is missing or stale. */
-  if (vm->proc == NULL)
-    return 0;
-  if (vm->env->health)
-    nf_health_wheel_rss_wanted(vm->env->health);
-  if (vm->rss_at == 0 || g_get_monotonic_time() - vm->rss_at > NF_VM_RSS_MAX_AGE_US)
-    nf_vm_sample_rss((NfVm *)vm);
-  return vm->rss_bytes;
-}
-
-guint64 nf_vm_pss(const NfVm *vm)
-{
-  /* smaps_rollup walks qemu's page tables: read every 5 minutes by the
-   * health probe so that `ps` on thousands of guests rarely has to. */
-  if (vm->proc == NULL)
-    return 0;
-  if (vm->pss_at == 0 || g_get_monotonic_time() - vm->pss_at > NF_VM_PSS_MAX_AGE_US)
-    nf_vm_sample_pss((NfVm *)vm);
-  return vm->pss_bytes;
 }
 
 guint64 nf_vm_balloon_target(const NfVm *vm)
