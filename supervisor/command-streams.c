@@ -47,8 +47,12 @@ void nf_command_logs(NfCommandReply *r, json_t *args)
     return;
   NfCommands *cmds = nf_command_reply_commands(r);
   const char *path = nf_vm_console_log_path(vm);
+  /* Following: the file up to where the watcher's stream starts (the log
+   * may already hold more, which the stream is about to bring). */
   GStatBuf st;
-  gint64 end = g_stat(path, &st) == 0 ? (gint64)st.st_size : 0;
+  gint64 end = follow                   ? nf_vm_console_watch_start(vm)
+               : g_stat(path, &st) == 0 ? (gint64)st.st_size
+                                        : 0;
   gint64 start = 0;
   g_autofree char *rotated = g_strconcat(path, ".1", NULL);
   gboolean has_rotated = g_file_test(rotated, G_FILE_TEST_EXISTS);

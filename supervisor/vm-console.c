@@ -209,7 +209,10 @@ static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpoint
 
 static void follow_cb(const char *buf, gsize len, gpointer data)
 {
-  to_watchers(data, buf, len);
+  NfVm *vm = data;
+  if (vm->watchers->len == 0) /* started for a watcher that never came */
+    g_clear_pointer(&vm->console_follow, nf_log_follow_free);
+  to_watchers(vm, buf, len);
 }
 
 /* A watcher's callback may unwatch any of them: walk a copy, and call
@@ -251,12 +254,8 @@ guint nf_vm_console_watch(NfVm *vm, gsize replay, char **tail, NfVmConsoleFunc f
   if (vm->console_by_qemu) {
     /* The replay ends where the watchers' stream stands: at the follower's
      * offset (what is past it reaches every watcher next), else the end. */
-    const char *log = vm->files.console_log;
-    gint64 end =
-        vm->console_follow ? nf_log_follow_offset(vm->console_follow) : nf_console_log_size(log);
-    *tail = nf_console_log_tail_at(log, end, replay);
-    if (vm->console_follow == NULL)
-      follow_from(vm, end);
+    gint64 end = nf_vm_console_watch_start(vm);
+    *tail = nf_console_log_tail_at(vm->files.console_log, end, replay);
     if (vm->console_follow)
       return w.id;
   } else {
@@ -267,6 +266,16 @@ guint nf_vm_console_watch(NfVm *vm, gsize replay, char **tail, NfVmConsoleFunc f
   if (vm->console == NULL && vm->proc && !nf_process_has_exited(vm->proc))
     nf_vm_console_attach(vm, NULL);
   return w.id;
+}
+
+gint64 nf_vm_console_watch_start(NfVm *vm)
+{
+  /* Two looks at the log's size could differ: the follower is the anchor. */
+  if (vm->console_follow == NULL && vm->console_by_qemu)
+    follow_from(vm, nf_console_log_size(vm->files.console_log));
+  if (vm->console_follow)
+    return nf_log_follow_offset(vm->console_follow);
+  return nf_console_log_size(vm->files.console_log);
 }
 
 void nf_vm_console_unwatch(NfVm *vm, guint id)

@@ -175,6 +175,11 @@ typedef void (*NfVmConsoleFunc)(NfVm *vm, const char *buf, gsize len, gpointer u
 guint nf_vm_console_watch(NfVm *vm, gsize replay, char **tail, NfVmConsoleFunc func,
                           gpointer user_data);
 void nf_vm_console_unwatch(NfVm *vm, guint id);
+/* The log offset at which a watcher added now starts (where its replay
+ * ends): `logs --follow` sends the file up to here, then the stream. Starts
+ * following the log if nobody does (let go at its first read if nobody
+ * watches by then). */
+gint64 nf_vm_console_watch_start(NfVm *vm);
 /* Input for the guest's console; -1 when it has no console now. */
 gssize nf_vm_console_write(NfVm *vm, const char *buf, gsize len);
 

@@ -291,6 +291,7 @@ typedef struct {
   gsize pos; /* scanned up to here: the end of the last whole line */
   guint count;
   gint64 first, last, span;
+  gint64 until; /* done once this number came (0: once `span` lines did) */
   gboolean broken;
   gint64 before_break, after_break;
 } SeqScan;
@@ -323,6 +324,8 @@ static gboolean seq_done(gpointer data)
 {
   SeqScan *s = data;
   seq_scan(s);
+  if (s->until)
+    return s->broken || (s->count && s->last >= s->until);
   return s->broken || (s->count && s->last - s->first >= s->span);
 }
 
@@ -364,6 +367,29 @@ static void check_watch_exact(void)
     g_assert_true(no_socket);
     pty_free(ro);
   }
+  /* `logs -f`: the file up to where the stream starts, then the stream. */
+  g_autofree char *before = NULL;
+  g_assert_true(g_file_get_contents(log, &before, NULL, NULL));
+  SeqScan logged = {.p = &(Pty){.out = g_string_new(before)}};
+  seq_scan(&logged);
+  g_string_free(logged.p->out, TRUE);
+  g_assert_cmpuint(logged.count, >, 0);
+  const char *logs[] = {"logs", "1", "-f", NULL};
+  Pty *lf = pty_spawn(logs);
+  SeqScan s = {.p = lf, .until = logged.last + 2000};
+  gboolean done = nf_test_wait_for(seq_done, &s, WAIT_MS);
+  kill(lf->pid, SIGTERM);
+  g_assert_true(nf_test_wait_for(pty_exited, lf, WAIT_MS));
+  if (s.broken)
+    g_error("logs -f: seq-%" G_GINT64_FORMAT " followed by seq-%" G_GINT64_FORMAT, s.before_break,
+            s.after_break);
+  if (!done)
+    g_error("logs -f: %u lines in %" G_GINT64_FORMAT "..%" G_GINT64_FORMAT, s.count, s.first,
+            s.last);
+  g_test_message("logs -f: seq-%" G_GINT64_FORMAT "..%" G_GINT64_FORMAT ", none missed", s.first,
+                 s.last);
+  pty_free(lf);
+
   g_autofree char *out_stop = NULL;
   g_assert_cmpint(run_with_stdin("touch /tmp/seq-stop\r", attach, &out_stop), ==, 0);
   g_assert_true(nf_test_wait_file_contains(log, "seq-stopped", WAIT_MS));
