@@ -146,6 +146,7 @@ NfLogFollow *nf_log_follow_new(const char *path, gint64 from, NfLogFollowFunc fu
     return NULL;
   NfLogFollow *f = g_new0(NfLogFollow, 1);
   f->path = g_strdup(path);
+  f->wd = -1;
   f->offset = from;
   f->func = func;
   f->user_data = user_data;
