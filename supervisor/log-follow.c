@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "supervisor/log-watch.h" /* nf_inotify_drain */
 #include "supervisor/poller.h"
 
 #define FOLLOW_EVENTS (IN_MODIFY | IN_MOVE_SELF | IN_DELETE_SELF)
@@ -218,28 +219,20 @@ static void read_list(int wd, gboolean gone)
   }
 }
 
+static void on_event(const struct inotify_event *ev, gpointer data)
+{
+  if (ev->mask & IN_Q_OVERFLOW) {
+    /* Events were lost: any file may have grown. */
+    g_autofree gpointer *wds = (gpointer *)g_hash_table_get_keys_as_array(by_wd, NULL);
+    for (gpointer *w = wds; *w; w++)
+      read_list(GPOINTER_TO_INT(*w), FALSE);
+    return;
+  }
+  read_list(ev->wd, (ev->mask & IN_IGNORED) != 0);
+}
+
 static gboolean events_cb(int fd, guint32 events, gpointer data)
 {
-  (void)events;
-  (void)data;
-  char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-  for (;;) {
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return G_SOURCE_CONTINUE; /* drained (EAGAIN) */
-    for (char *p = buf; p < buf + n;) {
-      const struct inotify_event *ev = (const struct inotify_event *)p;
-      p += sizeof(*ev) + ev->len;
-      if (ev->mask & IN_Q_OVERFLOW) {
-        /* Events were lost: any file may have grown. */
-        g_autofree gpointer *wds = (gpointer *)g_hash_table_get_keys_as_array(by_wd, NULL);
-        for (gpointer *w = wds; *w; w++)
-          read_list(GPOINTER_TO_INT(*w), FALSE);
-        continue;
-      }
-      read_list(ev->wd, (ev->mask & IN_IGNORED) != 0);
-    }
-  }
+  nf_inotify_drain(fd, on_event, NULL);
+  return G_SOURCE_CONTINUE;
 }

@@ -85,29 +85,38 @@ static void disarm_all(void)
   }
 }
 
-static gboolean events_cb(int fd, guint32 events, gpointer data)
+void nf_inotify_drain(int fd, NfInotifyFunc func, gpointer data)
 {
-  (void)events;
-  (void)data;
   char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
   for (;;) {
     ssize_t n = read(fd, buf, sizeof(buf));
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0)
-      return G_SOURCE_CONTINUE; /* drained (EAGAIN) */
+      return; /* drained (EAGAIN) */
     for (char *p = buf; p < buf + n;) {
       const struct inotify_event *ev = (const struct inotify_event *)p;
       p += sizeof(*ev) + ev->len;
-      if (ev->mask & IN_Q_OVERFLOW) {
-        disarm_all(); /* events were lost: every file may have changed */
-        continue;
-      }
-      NfLogWatch *w = g_hash_table_lookup(armed_by_wd, GINT_TO_POINTER(ev->wd));
-      if (w == NULL)
-        continue;
-      g_hash_table_remove(armed_by_wd, GINT_TO_POINTER(ev->wd));
-      w->wd = -1; /* one-shot: the kernel has dropped the watch */
+      func(ev, data);
     }
   }
+}
+
+static void on_event(const struct inotify_event *ev, gpointer data)
+{
+  if (ev->mask & IN_Q_OVERFLOW) {
+    disarm_all(); /* events were lost: every file may have changed */
+    return;
+  }
+  NfLogWatch *w = g_hash_table_lookup(armed_by_wd, GINT_TO_POINTER(ev->wd));
+  if (w == NULL)
+    return;
+  g_hash_table_remove(armed_by_wd, GINT_TO_POINTER(ev->wd));
+  w->wd = -1; /* one-shot: the kernel has dropped the watch */
+}
+
+static gboolean events_cb(int fd, guint32 events, gpointer data)
+{
+  nf_inotify_drain(fd, on_event, NULL);
+  return G_SOURCE_CONTINUE;
 }

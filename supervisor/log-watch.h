@@ -15,6 +15,7 @@
  */
 #pragma once
 #include <glib.h>
+#include <sys/inotify.h>
 
 typedef struct {
   int wd; /* inotify watch descriptor while armed and unchanged since; else -1 */
@@ -36,3 +37,9 @@ gboolean nf_log_watch_quiet(const NfLogWatch *w);
 
 /* Disarms; a disarmed watch is left alone. */
 void nf_log_watch_disarm(NfLogWatch *w);
+
+/* Reads the events queued on the non-blocking inotify fd `fd` until none is
+ * left, calling `func` for each: the loop of this file's fd and of
+ * log-follow.c's. */
+typedef void (*NfInotifyFunc)(const struct inotify_event *ev, gpointer data);
+void nf_inotify_drain(int fd, NfInotifyFunc func, gpointer data);
