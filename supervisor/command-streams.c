@@ -70,6 +70,8 @@ void nf_command_logs(NfCommandReply *r, json_t *args)
   NfCommandPeer *peer = nf_command_reply_peer(r);
   if (follow && !peer->gone)
     peer->transport->console(peer, vm, FALSE, 0);
+  else if (follow)
+    nf_vm_console_unanchor(vm);
 }
 
 void nf_command_console(NfCommandReply *r, json_t *args)

@@ -94,7 +94,12 @@ gboolean nf_console_log_find_line(const char *path, gint64 from, const char *lin
   return FALSE;
 }
 
-gboolean nf_console_log_cap(const char *path, gsize max, GError **error)
+char *nf_console_log_read(const char *path, gint64 from, gint64 to, gsize *len)
+{
+  return read_range(path, from, to > from ? (gsize)(to - from) : 0, len);
+}
+
+gboolean nf_console_log_cap(const char *path, gsize max, gint64 *copied, GError **error)
 {
   if (nf_console_log_size(path) <= (gint64)max)
     return FALSE;
@@ -110,5 +115,7 @@ gboolean nf_console_log_cap(const char *path, gsize max, GError **error)
                 g_strerror(e));
     return FALSE;
   }
+  if (copied)
+    *copied = (gint64)len;
   return TRUE;
 }

@@ -22,9 +22,14 @@ gint64 nf_console_log_size(const char *path);
 /* Keeps a log that qemu appends to (O_APPEND) under `max` bytes: past it,
  * copies it to `path`.1 and truncates it to 0 in place (the writer's fd
  * stays valid; a rename would send its writes to the .1). What qemu writes
- * during the copy may be missing from both. TRUE when it rotated; FALSE
- * when under the cap or on an error (then `error` says which file). */
-gboolean nf_console_log_cap(const char *path, gsize max, GError **error);
+ * between the copy and the truncation is missing from both. TRUE when it
+ * rotated (*copied: the bytes the .1 got; may be NULL); FALSE when under
+ * the cap or on an error (then `error` says which file). */
+gboolean nf_console_log_cap(const char *path, gsize max, gint64 *copied, GError **error);
+
+/* Bytes [from, to) of the log (fewer where it is shorter), NUL-terminated
+ * (never NULL); *len: how many. */
+char *nf_console_log_read(const char *path, gint64 from, gint64 to, gsize *len);
 
 /* The last `max` bytes of the log (never NULL; "" when missing). */
 char *nf_console_log_tail(const char *path, gsize max);

@@ -136,7 +136,7 @@ static gboolean first_read_cb(gpointer data)
 {
   NfLogFollow *f = data;
   f->first_read_src = 0;
-  read_on(f);
+  nf_log_follow_drain(f); /* not inside a read (a callback's nested loop) */
   return G_SOURCE_REMOVE;
 }
 
@@ -167,13 +167,20 @@ void nf_log_follow_drain(NfLogFollow *f)
     read_on(f);
 }
 
-void nf_log_follow_restart(NfLogFollow *f, gint64 from)
+gboolean nf_log_follow_restart(NfLogFollow *f, gint64 from, GError **error)
 {
   f->offset = from;
   unwatch(f);
-  (void)watch(f, NULL); /* a file that is not there now has nothing to read */
+  if (!watch(f, error))
+    return FALSE;
   if (f->first_read_src == 0)
     f->first_read_src = g_idle_add(first_read_cb, f);
+  return TRUE;
+}
+
+gboolean nf_log_follow_watching(const NfLogFollow *f)
+{
+  return f->wd >= 0;
 }
 
 gint64 nf_log_follow_offset(const NfLogFollow *f)

@@ -13,8 +13,10 @@
  *
  * All followers share one inotify fd on the poller (poller.h); a follower
  * holds an inotify watch, not an open fd: each change is read with an open,
- * preads to the end, and a close. A file truncated under a follower (the
- * log cap's rotation) is read again from its start.
+ * preads to the end, and a close. A file found shorter than the follower's
+ * offset was truncated: it is read again from its start (a truncated file
+ * that grew back past the offset before the follower looked is not seen as
+ * one: an owner that truncates says so with nf_log_follow_restart).
  *
  * Lives on the default main context. The callback may free the follower.
  */
@@ -36,8 +38,13 @@ NfLogFollow *nf_log_follow_new(const char *path, gint64 from, NfLogFollowFunc fu
 void nf_log_follow_drain(NfLogFollow *f);
 
 /* The owner truncated the file (or it was made anew): read on from `from`,
- * watching the file now at the path. */
-void nf_log_follow_restart(NfLogFollow *f, gint64 from);
+ * watching the file now at the path. FALSE with `error` when it cannot be
+ * watched (then nothing more comes until a restart succeeds). */
+gboolean nf_log_follow_restart(NfLogFollow *f, gint64 from, GError **error);
+
+/* FALSE once the file is no longer watched: deleted or moved away, or a
+ * restart failed. */
+gboolean nf_log_follow_watching(const NfLogFollow *f);
 
 /* The offset up to which bytes were delivered. */
 gint64 nf_log_follow_offset(const NfLogFollow *f);

@@ -13,7 +13,8 @@
  * sends one only to a client it has already accepted, so a watcher fed from
  * the socket missed what the guest printed between its replay and qemu's
  * accept (a prompt printed just after the ready line). A read-only watcher
- * needs no socket at all.
+ * needs no socket of its own (one held for the boot or for input stays held
+ * until the last watcher leaves, as before).
  * A ready guest nobody watches costs no fd and no buffer for its console:
  * one fd per guest (QMP) instead of two, which is what lets 10,000 guests
  * fit under a 20,000 open-file limit. What the live scanner would have seen
@@ -90,7 +91,8 @@ void nf_vm_console_settle(NfVm *vm)
 }
 
 /* Watchers read the log from `from` on. With no follower (no inotify, the
- * watch limit reached) they read the socket, as for a qemu that does not log. */
+ * watch limit reached: told once) they read the socket, as for a qemu that
+ * does not log. */
 static void follow_from(NfVm *vm, gint64 from)
 {
   /* qemu appends to the log (logappend=on) and makes it if missing: made
@@ -98,22 +100,42 @@ static void follow_from(NfVm *vm, gint64 from)
   int fd = open(vm->files.console_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd >= 0)
     close(fd);
-  if (vm->console_follow)
-    nf_log_follow_restart(vm->console_follow, from); /* the log may be a new file */
-  else
-    vm->console_follow = nf_log_follow_new(vm->files.console_log, from, follow_cb, vm, NULL);
+  g_autoptr(GError) error = NULL;
+  if (vm->console_follow == NULL)
+    vm->console_follow = nf_log_follow_new(vm->files.console_log, from, follow_cb, vm, &error);
+  else if (!nf_log_follow_restart(vm->console_follow, from, &error)) /* a new file? */
+    g_clear_pointer(&vm->console_follow, nf_log_follow_free);
+  static gboolean told;
+  if (error && !told && vm->cb.notice) {
+    told = TRUE;
+    g_autofree char *msg =
+        g_strdup_printf("console watchers read the console socket instead of the log, and may "
+                        "miss output printed as they attach: %s",
+                        error->message);
+    vm->cb.notice(vm, msg, vm->user_data);
+  }
 }
 
-/* Caps the log qemu writes; watchers get what is in it first, and read on
- * from the start of a rotated log. */
+/* Caps the log qemu writes; watchers get all the log held first, and read
+ * on from the start of the rotated log. */
 static gboolean cap_log(NfVm *vm)
 {
   if (vm->console_follow)
     nf_log_follow_drain(vm->console_follow);
-  if (!nf_console_log_cap(vm->files.console_log, NF_SERIAL_LOG_MAX_DEFAULT, NULL))
+  gint64 copied = 0;
+  const char *log = vm->files.console_log;
+  if (!nf_console_log_cap(log, NF_SERIAL_LOG_MAX_DEFAULT, &copied, NULL))
     return FALSE;
-  if (vm->console_follow)
-    nf_log_follow_restart(vm->console_follow, 0);
+  if (vm->console_follow && copied > nf_log_follow_offset(vm->console_follow)) {
+    /* What qemu appended between the drain and the copy is in the copy only. */
+    g_autofree char *old = g_strconcat(log, ".1", NULL);
+    gsize len;
+    g_autofree char *rest =
+        nf_console_log_read(old, nf_log_follow_offset(vm->console_follow), copied, &len);
+    to_watchers(vm, rest, len);
+  }
+  if (vm->console_follow) /* (a watcher's callback may have ended it) */
+    follow_from(vm, 0);
   return TRUE;
 }
 
@@ -250,19 +272,20 @@ guint nf_vm_console_watch(NfVm *vm, gsize replay, char **tail, NfVmConsoleFunc f
                           gpointer user_data)
 {
   NfVmWatcher w = {.id = ++vm->next_watcher_id, .func = func, .user_data = user_data};
-  g_array_append_val(vm->watchers, w);
   if (vm->console_by_qemu) {
     /* The replay ends where the watchers' stream stands: at the follower's
-     * offset (what is past it reaches every watcher next), else the end. */
+     * offset (what is past it reaches every watcher next). */
     gint64 end = nf_vm_console_watch_start(vm);
-    *tail = nf_console_log_tail_at(vm->files.console_log, end, replay);
-    if (vm->console_follow)
+    if (vm->console_follow) {
+      *tail = nf_console_log_tail_at(vm->files.console_log, end, replay);
+      g_array_append_val(vm->watchers, w);
       return w.id;
-  } else {
-    *tail = nf_vm_console_tail(vm, replay);
+    }
   }
   /* No follower: the live stream is the socket's, for a guest whose console
    * we let go, too. */
+  *tail = nf_vm_console_tail(vm, replay);
+  g_array_append_val(vm->watchers, w);
   if (vm->console == NULL && vm->proc && !nf_process_has_exited(vm->proc))
     nf_vm_console_attach(vm, NULL);
   return w.id;
@@ -270,12 +293,24 @@ guint nf_vm_console_watch(NfVm *vm, gsize replay, char **tail, NfVmConsoleFunc f
 
 gint64 nf_vm_console_watch_start(NfVm *vm)
 {
-  /* Two looks at the log's size could differ: the follower is the anchor. */
-  if (vm->console_follow == NULL && vm->console_by_qemu)
+  /* A follower whose file went away (deleted, made anew) watches again, or
+   * goes. Watchers on the socket (no follower when they came) stay there
+   * until the next spawn: a switch mid-stream would repeat or drop what qemu
+   * had sent but not yet logged, or logged but we not yet read. */
+  if (vm->console_follow && !nf_log_follow_watching(vm->console_follow))
+    follow_from(vm, nf_log_follow_offset(vm->console_follow));
+  else if (vm->console_follow == NULL && vm->console_by_qemu && vm->watchers->len == 0)
     follow_from(vm, nf_console_log_size(vm->files.console_log));
+  /* Two looks at the log's size could differ: the follower is the anchor. */
   if (vm->console_follow)
     return nf_log_follow_offset(vm->console_follow);
   return nf_console_log_size(vm->files.console_log);
+}
+
+void nf_vm_console_unanchor(NfVm *vm)
+{
+  if (vm->watchers->len == 0)
+    g_clear_pointer(&vm->console_follow, nf_log_follow_free);
 }
 
 void nf_vm_console_unwatch(NfVm *vm, guint id)

@@ -177,9 +177,10 @@ guint nf_vm_console_watch(NfVm *vm, gsize replay, char **tail, NfVmConsoleFunc f
 void nf_vm_console_unwatch(NfVm *vm, guint id);
 /* The log offset at which a watcher added now starts (where its replay
  * ends): `logs --follow` sends the file up to here, then the stream. Starts
- * following the log if nobody does (let go at its first read if nobody
- * watches by then). */
+ * following the log if nobody does; a caller whose watcher does not come
+ * after all (its client went) lets it go with nf_vm_console_unanchor. */
 gint64 nf_vm_console_watch_start(NfVm *vm);
+void nf_vm_console_unanchor(NfVm *vm);
 /* Input for the guest's console; -1 when it has no console now. */
 gssize nf_vm_console_write(NfVm *vm, const char *buf, gsize len);
 

@@ -40,6 +40,11 @@ static gboolean got_all(gpointer data)
   return g_str_equal(w->sink->got->str, w->want);
 }
 
+static gboolean not_watching(gpointer data)
+{
+  return !nf_log_follow_watching(data);
+}
+
 static gboolean freed(gpointer data)
 {
   return ((Sink *)data)->self == NULL;
@@ -111,7 +116,7 @@ static void test_follow(void)
   wb = (Wait){&b, "after\n"};
   g_assert_true(nf_test_wait_for(got_all, &wb, WAIT_MS));
   g_string_truncate(a.got, 0);
-  nf_log_follow_restart(fa, 0);
+  g_assert_true(nf_log_follow_restart(fa, 0, NULL));
   w = (Wait){&a, "after\n"};
   g_assert_true(nf_test_wait_for(got_all, &w, WAIT_MS));
 
@@ -132,6 +137,21 @@ static void test_follow(void)
   g_assert_true(nf_test_wait_for(got_all, &wb, WAIT_MS));
   g_assert_cmpuint(a.got->len, ==, after_free);
   nf_log_follow_free(fb);
+
+  /* A deleted file is no longer watched; a restart on a missing one says
+   * which file. */
+  Sink c = {.got = g_string_new(NULL)};
+  NfLogFollow *fc = nf_log_follow_new(log, 0, sink_cb, &c, &error);
+  g_assert_no_error(error);
+  g_assert_true(nf_log_follow_watching(fc));
+  g_assert_cmpint(g_unlink(log), ==, 0);
+  g_assert_true(nf_test_wait_for(not_watching, fc, WAIT_MS));
+  g_assert_false(nf_log_follow_restart(fc, 0, &error));
+  g_assert_nonnull(error);
+  g_assert_nonnull(strstr(error->message, log));
+  g_clear_error(&error);
+  nf_log_follow_free(fc);
+  g_string_free(c.got, TRUE);
 
   /* A missing file is refused with its name. */
   g_autofree char *missing = g_build_filename(tmp, "missing.log", NULL);
