@@ -152,6 +152,73 @@ static void test_log_capped_after_quiet_spell(void)
   nf_fake_fleet_finish(f, FALSE);
 }
 
+static void collect_cb(NfVm *vm, const char *buf, gsize len, gpointer data)
+{
+  g_string_append_len(data, buf, (gssize)len);
+}
+
+typedef struct {
+  GString *got;
+  const char *log, *old;
+  gint64 start;
+} Stream;
+
+static gint64 file_size(const char *path)
+{
+  struct stat st;
+  return stat(path, &st) == 0 ? (gint64)st.st_size : -1;
+}
+
+/* The log was rotated and the watcher has every byte both files hold. */
+static gboolean caught_up_after_rotation(gpointer data)
+{
+  Stream *s = data;
+  gint64 old = file_size(s->old), now = file_size(s->log);
+  return old > 0 && now >= 0 && (gint64)s->got->len == old - s->start + now;
+}
+
+/* A console watcher across the cap's rotation of a guest gone chatty: it
+ * gets the rotated file from where it began and the new log after it, no
+ * byte missed or twice, also those the guest wrote between the watchers'
+ * drain and the cap's copy (read back from the .1). */
+static void test_watcher_across_rotation(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(1, 1);
+  f->config.health_interval_ms = 100;
+  f->config.health_timeout_ms = 5000;
+  f->config.slow_check_ms = 100;
+  g_setenv("FAKE_QEMU_FAULT_GUESTS", "vm-0001", TRUE);
+  g_setenv("FAKE_QEMU_CHATTER_MS", "1500", TRUE);
+  g_setenv("FAKE_QEMU_CHATTER_KB", "5120", TRUE);
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  NfVm *vm = vm_of(f, 1);
+  g_autofree char *old = g_strconcat(nf_vm_console_log_path(vm), ".1", NULL);
+  Stream s = {g_string_new(NULL), nf_vm_console_log_path(vm), old, 0};
+  s.start = nf_vm_console_watch_start(vm);
+  g_autofree char *tail = NULL;
+  guint id = nf_vm_console_watch(vm, 0, &tail, collect_cb, s.got);
+  g_assert_cmpstr(tail, ==, "");
+  g_assert_true(nf_test_wait_for(caught_up_after_rotation, &s, WAIT_MS));
+  /* Both files as they are now (the guest may have written more since). */
+  g_autofree char *old_text = NULL, *now_text = NULL;
+  gsize old_len, now_len;
+  g_assert_true(g_file_get_contents(old, &old_text, &old_len, NULL));
+  g_assert_true(g_file_get_contents(s.log, &now_text, &now_len, NULL));
+  g_assert_cmpint((gint64)old_len, >, s.start + NF_SERIAL_LOG_MAX_DEFAULT / 2);
+  g_assert_cmpmem(s.got->str, old_len - (gsize)s.start, old_text + s.start,
+                  old_len - (gsize)s.start);
+  gsize rest = s.got->len - (old_len - (gsize)s.start);
+  g_assert_cmpuint(rest, <=, now_len);
+  g_assert_cmpmem(s.got->str + s.got->len - rest, rest, now_text, rest);
+  nf_vm_console_unwatch(vm, id);
+  g_string_free(s.got, TRUE);
+  nf_fake_fleet_finish(f, FALSE);
+  g_unsetenv("FAKE_QEMU_FAULT_GUESTS");
+  g_unsetenv("FAKE_QEMU_CHATTER_MS");
+  g_unsetenv("FAKE_QEMU_CHATTER_KB");
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -159,5 +226,6 @@ int main(int argc, char **argv)
   g_test_add_func("/fleet-exits/panic-after-console-let-go", test_panic_after_console_let_go);
   g_test_add_func("/fleet-exits/input-after-console-let-go", test_input_after_console_let_go);
   g_test_add_func("/fleet-exits/log-capped-after-quiet-spell", test_log_capped_after_quiet_spell);
+  g_test_add_func("/fleet-exits/watcher-across-rotation", test_watcher_across_rotation);
   return g_test_run();
 }
