@@ -122,15 +122,11 @@ static gboolean file_exists(gpointer path)
   return g_file_test(path, G_FILE_TEST_EXISTS);
 }
 
-/* The log qemu writes for a ready guest nobody watches is still kept under
- * its cap by the probes' slow check, also when the guest goes chatty after
- * a quiet spell: a log found quiet is not looked at again until inotify
- * says it was written to (supervisor/log-watch.h), so that first write must
- * bring the looks back. Guest 1 prints 5 MiB ~1.5 s after its handshake,
- * ~15 checks after it went quiet; guest 2 stays quiet, its log untouched. */
-static void test_log_capped_after_quiet_spell(void)
+/* n guests, all ready, probed often; guest 1 prints 5 MiB ~1.5 s after its
+ * QMP handshake (its log is capped at 4 MiB: one rotation). */
+static NfFakeFleet *chatty_fleet(guint n)
 {
-  NfFakeFleet *f = nf_fake_fleet_new(2, 2);
+  NfFakeFleet *f = nf_fake_fleet_new(n, n);
   f->config.health_interval_ms = 100;
   f->config.health_timeout_ms = 5000;
   f->config.slow_check_ms = 100;
@@ -139,6 +135,18 @@ static void test_log_capped_after_quiet_spell(void)
   g_setenv("FAKE_QEMU_CHATTER_KB", "5120", TRUE);
   nf_fake_fleet_start(f);
   g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  return f;
+}
+
+/* The log qemu writes for a ready guest nobody watches is still kept under
+ * its cap by the probes' slow check, also when the guest goes chatty after
+ * a quiet spell: a log found quiet is not looked at again until inotify
+ * says it was written to (supervisor/log-watch.h), so that first write must
+ * bring the looks back. Guest 1 prints 5 MiB ~1.5 s after its handshake,
+ * ~15 checks after it went quiet; guest 2 stays quiet, its log untouched. */
+static void test_log_capped_after_quiet_spell(void)
+{
+  NfFakeFleet *f = chatty_fleet(2);
   const char *log1 = nf_vm_console_log_path(vm_of(f, 1));
   g_autofree char *old1 = g_strconcat(log1, ".1", NULL);
   g_autofree char *old2 = g_strconcat(nf_vm_console_log_path(vm_of(f, 2)), ".1", NULL);
@@ -183,15 +191,7 @@ static gboolean caught_up_after_rotation(gpointer data)
  * drain and the cap's copy (read back from the .1). */
 static void test_watcher_across_rotation(void)
 {
-  NfFakeFleet *f = nf_fake_fleet_new(1, 1);
-  f->config.health_interval_ms = 100;
-  f->config.health_timeout_ms = 5000;
-  f->config.slow_check_ms = 100;
-  g_setenv("FAKE_QEMU_FAULT_GUESTS", "vm-0001", TRUE);
-  g_setenv("FAKE_QEMU_CHATTER_MS", "1500", TRUE);
-  g_setenv("FAKE_QEMU_CHATTER_KB", "5120", TRUE);
-  nf_fake_fleet_start(f);
-  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  NfFakeFleet *f = chatty_fleet(1);
   NfVm *vm = vm_of(f, 1);
   g_autofree char *old = g_strconcat(nf_vm_console_log_path(vm), ".1", NULL);
   Stream s = {g_string_new(NULL), nf_vm_console_log_path(vm), old, 0};
