@@ -105,6 +105,10 @@ static void follow_from(NfVm *vm, gint64 from)
     vm->console_follow = nf_log_follow_new(vm->files.console_log, from, follow_cb, vm, &error);
   else if (!nf_log_follow_restart(vm->console_follow, from, &error)) /* a new file? */
     g_clear_pointer(&vm->console_follow, nf_log_follow_free);
+  /* Watchers left without a follower: the socket, connected if let go. */
+  if (vm->console_follow == NULL && vm->watchers->len > 0 && vm->console == NULL && vm->proc &&
+      !nf_process_has_exited(vm->proc))
+    nf_vm_console_attach(vm, NULL);
   static gboolean told;
   if (error && !told && vm->cb.notice) {
     told = TRUE;
