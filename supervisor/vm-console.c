@@ -236,8 +236,7 @@ static void console_data_cb(NfSerial *serial, const char *buf, gsize len, gpoint
 static void follow_cb(const char *buf, gsize len, gpointer data)
 {
   NfVm *vm = data;
-  if (vm->watchers->len == 0) /* started for a watcher that never came */
-    g_clear_pointer(&vm->console_follow, nf_log_follow_free);
+  nf_vm_console_unanchor(vm); /* started for a watcher that never came */
   to_watchers(vm, buf, len);
 }
 
@@ -327,8 +326,7 @@ void nf_vm_console_unwatch(NfVm *vm, guint id)
   /* Not at once: what the last watcher typed may still sit unread in the
    * socket (qemu reads it as fast as the guest's UART takes it, and drops
    * what is left when we hang up). */
-  if (vm->watchers->len == 0)
-    g_clear_pointer(&vm->console_follow, nf_log_follow_free);
+  nf_vm_console_unanchor(vm);
   if (vm->watchers->len == 0 && vm->console)
     linger_from_now(vm);
 }
