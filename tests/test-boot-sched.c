@@ -261,6 +261,45 @@ static gint64 stats_interval_of(NfFakeFleet *f)
   return q.interval;
 }
 
+/* How long all threads of `pid` have waited to run, in ms (the second
+ * field of /proc/PID/task/TID/schedstat, summed). */
+static guint64 waited_ms_of(GPid pid)
+{
+  g_autoptr(GArray) tids = threads_of(pid);
+  guint64 ns = 0;
+  for (guint i = 0; i < tids->len; i++) {
+    g_autofree char *path =
+        g_strdup_printf("/proc/%d/task/%ld/schedstat", (int)pid, g_array_index(tids, long, i));
+    g_autofree char *text = NULL;
+    unsigned long long ran, waited;
+    if (g_file_get_contents(path, &text, NULL, NULL) &&
+        sscanf(text, "%llu %llu", &ran, &waited) == 2)
+      ns += waited;
+  }
+  return ns / 1000000;
+}
+
+/* Guest 2 (idle) is still lowered, or, if relief put it back, it did wait
+ * to run for most of a relief window since `waited_ms` (the tests run in
+ * parallel on a host with few cores, where a SCHED_IDLE guest next to a
+ * hog can really starve: then relief is right to raise it). A relief that
+ * put back a guest that waited for nothing fails here: an idle fake waits
+ * a few ms a window. */
+static void assert_guest2_lowered_unless_starved(NfFakeFleet *f, GPid pid2, guint64 waited_ms)
+{
+  if (policy_of(f, 2) == SCHED_IDLE)
+    return;
+  /* Not relief's doing if guest 2 has another qemu or the storm ended
+   * (guests 3-4 no longer booting): say which. */
+  for (guint id = 2; id <= 4; id++)
+    g_test_message("guest %u: %s", id,
+                   nf_vm_state_name(nf_vm_state(nf_fleet_find_vm(f->fleet, id))));
+  g_assert_cmpint(nf_vm_pid(nf_fleet_find_vm(f->fleet, 2)), ==, pid2);
+  guint64 now = waited_ms_of(pid2);
+  g_test_message("guest 2 raised after waiting %" G_GUINT64_FORMAT " ms to run", now - waited_ms);
+  g_assert_cmpuint(now - waited_ms, >=, 1000);
+}
+
 /* A child spinning on `cpu` at the supervisor's class, as a booting guest
  * does on its core. */
 static pid_t hog_start(int cpu)
@@ -285,8 +324,8 @@ static pid_t hog_start(int cpu)
  * while the storm goes on, and lowered again once it no longer waits (busy
  * off). Guest 2, lowered and idle, waits for nothing and stays lowered all
  * along (relief that put back every lowered guest after a while would fail
- * here), and a lowered guest keeps the normal stats interval (3 s for a 12 s
- * heartbeat; relief does not need them faster). Guests 3-4 never become
+ * here), unless the host's other work really starved it, and a lowered guest keeps the normal stats
+ * interval (3 s for a 12 s heartbeat; relief does not need them faster). Guests 3-4 never become
  * ready, so the storm lasts. */
 static void test_relief(void)
 {
@@ -302,6 +341,8 @@ static void test_relief(void)
   PolicyWait pw = {f, SCHED_IDLE, 2};
   policy_wait = &pw;
   g_assert_true(nf_fake_fleet_wait(f, guest_has_policy, WAIT_MS));
+  GPid pid2 = nf_vm_pid(nf_fleet_find_vm(f->fleet, 2));
+  guint64 waited2 = waited_ms_of(pid2);
   g_assert_cmpint(stats_interval_of(f), ==, nf_health_stats_poll_ms(12000) / 1000);
 
   cpu_set_t mine;
@@ -315,13 +356,13 @@ static void test_relief(void)
   g_assert_cmpint(kill(pid, SIGUSR2), ==, 0); /* busy */
   pw = (PolicyWait){f, SCHED_OTHER, 1};
   g_assert_true(nf_fake_fleet_wait(f, guest_has_policy, 20000));
-  g_assert_cmpint(policy_of(f, 2), ==, SCHED_IDLE);
+  assert_guest2_lowered_unless_starved(f, pid2, waited2);
   g_assert_cmpint(kill(pid, SIGUSR2), ==, 0); /* idle again */
   pw.policy = SCHED_IDLE;
   g_assert_true(nf_fake_fleet_wait(f, guest_has_policy, 20000));
   g_assert_cmpint(kill(hog, SIGKILL), ==, 0);
   g_assert_cmpint(waitpid(hog, NULL, 0), ==, hog);
-  g_assert_cmpint(policy_of(f, 2), ==, SCHED_IDLE);
+  assert_guest2_lowered_unless_starved(f, pid2, waited2);
   g_assert_cmpint(nf_vm_state(nf_fleet_find_vm(f->fleet, 1)), ==, NF_VM_READY);
   g_assert_cmpint(nf_vm_state(nf_fleet_find_vm(f->fleet, 2)), ==, NF_VM_READY);
   policy_wait = NULL;
