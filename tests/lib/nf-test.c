@@ -4,6 +4,8 @@
  */
 #include "tests/lib/nf-test.h"
 
+#include "tests/lib/abort-cleanup.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -50,6 +52,7 @@ char *nf_test_tmpdir_new(void)
   g_autoptr(GError) error = NULL;
   char *dir = g_dir_make_tmp("nf-test-XXXXXX", &error);
   g_assert_no_error(error);
+  nf_test_abort_cleanup_add(dir);
   return dir;
 }
 
@@ -101,6 +104,7 @@ void nf_test_tmpdir_cleanup(const char *dir)
   int status = system(cmd);
   g_assert_cmpint(status, ==, 0);
   g_assert_false(g_file_test(dir, G_FILE_TEST_EXISTS));
+  nf_test_abort_cleanup_remove(dir);
 }
 
 static gboolean timeout_cb(gpointer data)

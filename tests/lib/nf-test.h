@@ -12,7 +12,9 @@
 #include <glib.h>
 
 /* A new empty directory $TMPDIR/nf-test-XXXXXX (short, so unix socket paths
- * inside it fit). Never NULL; aborts the test on failure. */
+ * inside it fit). Never NULL; aborts the test on failure. Until
+ * nf_test_tmpdir_cleanup(), a failed assertion removes it and stops what
+ * the test left running in it (abort-cleanup.h). */
 char *nf_test_tmpdir_new(void);
 
 /* Asserts that no process has `dir` in its command line (any found are

@@ -1,0 +1,129 @@
+/*
+ * abort-cleanup.c: a test's temp dirs, processes and cgroups removed when an
+ * assertion aborts it (see abort-cleanup.h for why and what).
+ */
+#include "tests/lib/abort-cleanup.h"
+
+#include <errno.h>
+#include <glib.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_DIRS 64
+
+/* Run once per registered dir, with the dir in NF_ABORT_DIR. A process of
+ * the test names the dir in its command line (qemu's sockets, --state-dir)
+ * or has XDG_RUNTIME_DIR in it (a supervisor started by nf_test_proc_spawn:
+ * `run 1 -d` names nothing else). Zombies are children of the aborting test
+ * that are already gone: not waited for. */
+/* Run per registered dir with the dir in NF_ABORT_DIR, first as `stop`,
+ * then, once the test has reaped its children, as `remove`. A process of
+ * the test names the dir in its command line (qemu's sockets, --state-dir)
+ * or has XDG_RUNTIME_DIR in it (a supervisor started by nf_test_proc_spawn:
+ * `run 1 -d` names nothing else). A zombie is a child of the aborting test
+ * that has already exited: not waited for, but it keeps its cgroup until
+ * reaped, hence the two steps. */
+static const char script[] =
+    "d=$NF_ABORT_DIR\n"
+    "if [ \"$1\" = remove ]; then\n"
+    "  for c in $(find /sys/fs/cgroup -type d -name \"*${d##*/}*\" -prune 2>/dev/null); do\n"
+    "    find \"$c\" -depth -type d -exec rmdir {} + 2>/dev/null\n"
+    "  done\n"
+    "  rm -rf \"$d\"\n"
+    "  echo \"# aborted: removed $d\"\n"
+    "  exit 0\n"
+    "fi\n"
+    "pids=\n"
+    "for p in /proc/[0-9]*; do\n"
+    "  case ${p#/proc/} in $$|$PPID) continue;; esac\n"
+    "  c=$(tr '\\0' '\\n' 2>/dev/null < \"$p/cmdline\")\n"
+    "  e=$(tr '\\0' '\\n' 2>/dev/null < \"$p/environ\")\n"
+    "  case $c in\n"
+    "    *\"$d\"*) pids=\"$pids ${p#/proc/}\";;\n"
+    "    *) case $e in *\"XDG_RUNTIME_DIR=$d/\"*) pids=\"$pids ${p#/proc/}\";; esac;;\n"
+    "  esac\n"
+    "done\n"
+    "alive() {\n"
+    "  for p in $pids; do\n"
+    "    s=$(sed -n 's/^State:[[:space:]]*\\(.\\).*/\\1/p' /proc/$p/status 2>/dev/null)\n"
+    "    [ -n \"$s\" ] && [ \"$s\" != Z ] && return 0\n"
+    "  done\n"
+    "  return 1\n"
+    "}\n"
+    "[ -n \"$pids\" ] || exit 0\n"
+    "echo \"# aborted: stopping what the test left running in $d:$pids\"\n"
+    "kill -TERM $pids 2>/dev/null\n"
+    "i=0\n"
+    "while [ $i -lt 50 ] && alive; do sleep 0.1; i=$((i + 1)); done\n"
+    "kill -KILL $pids 2>/dev/null\n";
+
+/* NF_ABORT_DIR=<dir> per slot, made when the dir is registered: the handler
+ * only forks and execs. */
+static char *envs[MAX_DIRS];
+static gboolean installed;
+
+static void run_script(const char *step)
+{
+  for (guint i = 0; i < MAX_DIRS; i++) {
+    if (envs[i] == NULL)
+      continue;
+    pid_t pid = fork();
+    if (pid == 0) {
+      char *const argv[] = {"sh", "-c", (char *)script, "sh", (char *)step, NULL};
+      char *const env[] = {envs[i], "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+      /* stdout is the TAP stream: comments only, and to stderr anyway. */
+      dup2(STDERR_FILENO, STDOUT_FILENO);
+      execve("/bin/sh", argv, env);
+      _exit(127);
+    }
+    if (pid > 0)
+      while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+  }
+}
+
+/* A failed g_assert ends in abort() (SIGABRT); a fatal g_critical
+ * (G_DEBUG=fatal-criticals) or g_error in a breakpoint (SIGTRAP). */
+static void on_abort(int sig)
+{
+  static volatile sig_atomic_t ran;
+  if (!ran) {
+    ran = 1;
+    run_script("stop");
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+      ; /* the test's own qemu, stopped: they leave their cgroups */
+    run_script("remove");
+  }
+  signal(sig, SIG_DFL);
+  raise(sig); /* a breakpoint would carry on after the trap otherwise */
+}
+
+void nf_test_abort_cleanup_add(const char *dir)
+{
+  if (!installed) {
+    struct sigaction sa = {.sa_handler = on_abort};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGABRT, &sa, NULL);
+    sigaction(SIGTRAP, &sa, NULL);
+    installed = TRUE;
+  }
+  for (guint i = 0; i < MAX_DIRS; i++)
+    if (envs[i] == NULL) {
+      envs[i] = g_strconcat("NF_ABORT_DIR=", dir, NULL);
+      return;
+    }
+  g_test_message("more than %d temp dirs: %s is not removed if the test aborts", MAX_DIRS, dir);
+}
+
+void nf_test_abort_cleanup_remove(const char *dir)
+{
+  for (guint i = 0; i < MAX_DIRS; i++)
+    if (envs[i] && strcmp(envs[i] + strlen("NF_ABORT_DIR="), dir) == 0) {
+      char *e = envs[i];
+      envs[i] = NULL;
+      g_free(e);
+      return;
+    }
+}

@@ -1,0 +1,149 @@
+/*
+ * test-abort-cleanup.c: a test that fails an assertion leaves nothing behind
+ * (tests/lib/abort-cleanup.c). A subprocess starts an in-process fake fleet
+ * and a daemon supervisor (`run 1 -d`, fake qemu), checks that their
+ * processes and memory cgroups are there, and fails an assertion; then no
+ * process names or runs in its temp dirs, the dirs are gone, and so are the
+ * cgroups. Without the abort handler the daemon, its qemu, both dirs and the
+ * cgroups stay (what a failed CI run left on the host).
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <gio/gio.h>
+
+#include "tests/lib/fake-fleet.h"
+#include "tests/lib/nf-test.h"
+
+#define WAIT_MS 60000
+
+static char *self_path;
+
+/* Processes whose environment runs them in `dir` (XDG_RUNTIME_DIR inside
+ * it: a supervisor started by nf_test_proc_spawn names nothing else). */
+static guint pids_running_in(const char *dir)
+{
+  g_autofree char *needle = g_strdup_printf("XDG_RUNTIME_DIR=%s/", dir);
+  g_autoptr(GDir) proc = g_dir_open("/proc", 0, NULL);
+  g_assert_nonnull(proc);
+  guint n = 0;
+  for (const char *name; (name = g_dir_read_name(proc)) != NULL;) {
+    g_autofree char *path = g_strdup_printf("/proc/%s/environ", name);
+    g_autofree char *env = NULL;
+    gsize len = 0;
+    if (!g_file_get_contents(path, &env, &len, NULL))
+      continue;
+    for (gsize i = 0; i < len; i++)
+      n += g_str_has_prefix(env + i, needle) && (i == 0 || env[i - 1] == '\0');
+  }
+  return n;
+}
+
+/* Memory cgroups (v1, under ours) with `dir`'s name in theirs. */
+static guint cgroups_named_after(const char *dir)
+{
+  g_autofree char *self = NULL;
+  g_assert_true(g_file_get_contents("/proc/self/cgroup", &self, NULL, NULL));
+  const char *m = strstr(self, ":memory:");
+  if (m == NULL)
+    return 0;
+  g_autofree char *rel = g_strndup(m + 8, strcspn(m + 8, "\n"));
+  g_autofree char *base = g_build_filename("/sys/fs/cgroup/memory", rel, NULL);
+  g_autofree char *name = g_path_get_basename(dir);
+  g_autoptr(GDir) d = g_dir_open(base, 0, NULL);
+  guint n = 0;
+  for (const char *e; d && (e = g_dir_read_name(d)) != NULL;)
+    n += strstr(e, name) != NULL;
+  return n;
+}
+
+/* The subprocess: a fleet in-process and one as a daemon, then a failed
+ * assertion. Where it ran is written to $TMPDIR/dirs for the parent. */
+static void fail_with_fleets(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(2, 2);
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *qemu = g_build_filename(g_getenv("NF_HELPERS"), "fake-qemu", NULL);
+  g_autofree char *kernel = g_build_filename(tmp, "Image", NULL);
+  g_assert_true(g_file_set_contents(kernel, "not a kernel", -1, NULL));
+  const char *args[] = {"run", "1",        "-d",   "--name",  "left", "--qemu",
+                        qemu,  "--kernel", kernel, "--accel", "tcg",  NULL};
+  g_autofree char *out = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, args, WAIT_MS, &out), ==, 0);
+  g_assert_cmpuint(pids_running_in(tmp), >=, 1);
+
+  g_autofree char *dirs = g_build_filename(g_get_tmp_dir(), "dirs", NULL);
+  g_autofree char *text = g_strdup_printf("%s\n%s\n", f->tmp, tmp);
+  g_assert_true(g_file_set_contents(dirs, text, -1, NULL));
+  g_test_message("cgroups: %u of the fleet, %u of the daemon", cgroups_named_after(f->tmp),
+                 nf_test_cgroups_of(tmp, "left"));
+  if (g_strcmp0(g_getenv("NF_TEST_ABORT_CHILD"), "critical") == 0)
+    g_critical("the failure"); /* fatal in a test: a breakpoint */
+  g_assert_cmpint(1, ==, 2);   /* the failure */
+}
+
+/* The test program again, as the child alone (GLib's own test subprocess
+ * exits instead of aborting on a failed assertion: not the case here),
+ * failing as `how` says (an assertion, or a g_critical); it must die of
+ * `sig` with nothing of it left. */
+static void abort_and_check(const char *how, int sig, const char *said)
+{
+  g_autofree char *outer = nf_test_tmpdir_new();
+  g_autoptr(GSubprocessLauncher) l =
+      g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_MERGE);
+  g_subprocess_launcher_setenv(l, "TMPDIR", outer, TRUE); /* its dirs inside ours */
+  g_subprocess_launcher_setenv(l, "NF_TEST_ABORT_CHILD", how, TRUE);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GSubprocess) child = g_subprocess_launcher_spawn(l, &error, self_path, NULL);
+  g_assert_no_error(error);
+  g_autofree char *out = NULL;
+  g_assert_true(g_subprocess_communicate_utf8(child, NULL, NULL, &out, NULL, &error));
+  g_assert_no_error(error);
+  g_test_message("the child said:\n%s", out);
+  g_assert_true(g_subprocess_get_if_signaled(child));
+  g_assert_cmpint(g_subprocess_get_term_sig(child), ==, sig);
+  g_assert_nonnull(strstr(out, said));
+  g_assert_nonnull(strstr(out, "aborted: stopping what the test left running in"));
+
+  g_autofree char *dirs_path = g_build_filename(outer, "dirs", NULL);
+  g_autofree char *dirs = NULL;
+  g_assert_true(g_file_get_contents(dirs_path, &dirs, NULL, NULL));
+  g_auto(GStrv) lines = g_strsplit(g_strstrip(dirs), "\n", -1);
+  g_assert_cmpuint(g_strv_length(lines), ==, 2);
+  for (guint i = 0; i < 2; i++) {
+    g_assert_false(g_file_test(lines[i], G_FILE_TEST_EXISTS));
+    g_assert_cmpuint(pids_running_in(lines[i]), ==, 0);
+    g_assert_cmpuint(cgroups_named_after(lines[i]), ==, 0);
+  }
+  g_assert_cmpuint(nf_test_cgroups_of(lines[1], "left"), ==, 0);
+  nf_test_tmpdir_cleanup(outer); /* and no process names either dir */
+}
+
+static void test_assertion(void)
+{
+  abort_and_check("assert", SIGABRT, "assertion failed (1 == 2)");
+}
+
+static void test_critical(void)
+{
+  abort_and_check("critical", SIGTRAP, "CRITICAL **");
+}
+
+int main(int argc, char **argv)
+{
+  self_path = g_canonicalize_filename(argv[0], NULL);
+  g_test_init(&argc, &argv, NULL);
+  if (g_getenv("NF_TEST_ABORT_CHILD"))
+    g_test_add_func("/abort-cleanup/child", fail_with_fleets);
+  else {
+    g_test_add_func("/abort-cleanup/assertion", test_assertion);
+    g_test_add_func("/abort-cleanup/critical", test_critical);
+  }
+  int rc = g_test_run();
+  g_free(self_path);
+  return rc;
+}
