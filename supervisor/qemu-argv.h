@@ -80,10 +80,15 @@ guint nf_qemu_tb_mib(guint tb_mib, gboolean dense);
  * lockup detector: its timer wakes the guest every 4 s to check that the
  * guest's own threads ran, which a TCG guest's host scheduler decides, not
  * its kernel (hangs are the supervisor's heartbeat's and the i6300esb's
- * job): 348 to 266 timeslices. */
+ * job): 348 to 266 timeslices. And a shorter boot: no crypto self-tests
+ * (testmgr checks every built-in algorithm against its test vectors as it
+ * registers: 166 ms of the Debian kernel's ~1.2 s to ready under TCG, by
+ * initcall_debug; one lone boot 1.26-1.27 -> 1.05-1.11 CPU-s). They test
+ * the kernel's crypto code on the emulated CPU, which tells a fleet test
+ * nothing; `--append cryptomgr.notests=0` runs them. */
 #define NF_QEMU_GUEST_ARGS                                                                         \
   "nokaslr sysctl.vm.compaction_proactiveness=0 sysctl.vm.stat_interval=10 psi=0 "                 \
-  "cgroup_disable=memory nowatchdog"
+  "cgroup_disable=memory nowatchdog cryptomgr.notests"
 /* Not here: init_on_free=1 (freed guest pages zeroed for KSM's zero page).
  * Free page reporting already gives freed pages back (72.5 vs 72.3 MiB PSS
  * per guest without and with it, 8 guests), and zeroing cost ~5 % more CPU
