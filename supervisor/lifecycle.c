@@ -244,6 +244,7 @@ static void ready(NfVm *vm, const char *detail)
   nf_vm_clear_timer(&vm->boot_timer);
   vm->ready_at = g_get_monotonic_time();
   nf_restart_tally_healthy(&vm->tally);
+  nf_vm_memory_ready(vm);
   nf_vm_set_state(vm, NF_VM_READY, detail);
   /* After the state: a guest lowered for a storm on becoming ready
    * (boot-sched.c) is told the storm's stats interval, and only that. */

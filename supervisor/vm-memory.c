@@ -5,6 +5,12 @@
  * of /proc files, and smaps_rollup walks qemu's page tables. The health
  * probes refresh the samples (health.c); a reader takes a fresh one only
  * when the sample is missing or older than its age limit (vm-private.h).
+ * A booting guest grows from a few MiB to its full size within a second or
+ * two, so its samples age in a second, and a sample someone took during the
+ * boot is taken again at the ready line: it would otherwise stand for the
+ * ready guest until the probe's next turn, up to 5 minutes for PSS (`ps`
+ * after a storm showed 5M for guests of 124M). Few guests boot at once (the
+ * window), so neither costs a large fleet anything.
  */
 #include "supervisor/vm-private.h"
 
@@ -45,6 +51,20 @@ void nf_vm_sample_pss(NfVm *vm)
   vm->pss_bytes = m.pss;
 }
 
+/* How old a sample may be when read: a booting guest's, a second. */
+static gint64 max_age_us(const NfVm *vm, gint64 ready_age_us)
+{
+  return vm->state == NF_VM_STARTING || vm->state == NF_VM_BOOTING ? G_USEC_PER_SEC : ready_age_us;
+}
+
+void nf_vm_memory_ready(NfVm *vm)
+{
+  if (vm->rss_at)
+    nf_vm_sample_rss(vm);
+  if (vm->pss_at)
+    nf_vm_sample_pss(vm);
+}
+
 guint64 nf_vm_rss(const NfVm *vm)
 {
   /* Sampled with the health probe while someone reads it, so `ps` on
@@ -54,7 +74,7 @@ guint64 nf_vm_rss(const NfVm *vm)
     return 0;
   if (vm->env->health)
     nf_health_wheel_rss_wanted(vm->env->health);
-  if (vm->rss_at == 0 || g_get_monotonic_time() - vm->rss_at > NF_VM_RSS_MAX_AGE_US)
+  if (vm->rss_at == 0 || g_get_monotonic_time() - vm->rss_at > max_age_us(vm, NF_VM_RSS_MAX_AGE_US))
     nf_vm_sample_rss((NfVm *)vm);
   return vm->rss_bytes;
 }
@@ -65,7 +85,7 @@ guint64 nf_vm_pss(const NfVm *vm)
    * health probe so that `ps` on thousands of guests rarely has to. */
   if (vm->proc == NULL)
     return 0;
-  if (vm->pss_at == 0 || g_get_monotonic_time() - vm->pss_at > NF_VM_PSS_MAX_AGE_US)
+  if (vm->pss_at == 0 || g_get_monotonic_time() - vm->pss_at > max_age_us(vm, NF_VM_PSS_MAX_AGE_US))
     nf_vm_sample_pss((NfVm *)vm);
   return vm->pss_bytes;
 }

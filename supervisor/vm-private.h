@@ -158,6 +158,8 @@ struct NfVm {
  * health probe and for nf_vm_rss/nf_vm_pss when their sample is stale. */
 void nf_vm_sample_rss(NfVm *vm);
 void nf_vm_sample_pss(NfVm *vm);
+/* The guest printed its ready line: samples taken while it booted are taken again. */
+void nf_vm_memory_ready(NfVm *vm);
 
 /* lifecycle.c */
 void nf_vm_dispatch(NfVm *vm, NfVmEvent event, const char *detail);

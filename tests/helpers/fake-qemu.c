@@ -46,6 +46,8 @@
  *   FAKE_QEMU_CHATTER_MS=N   N ms after the QMP handshake the console prints
  *                            FAKE_QEMU_CHATTER_KB KiB (default 64) of lines at
  *                            once (a guest gone chatty after a quiet spell)
+ * FAKE_QEMU_READY_KB=N (every guest) touches N KiB of new memory as it prints
+ * its first ready line, as a guest's RAM fills while it boots.
  * FAKE_QEMU_QMP_LOG=PATH (every guest) appends a line per command after the
  * negotiation to PATH: "NAME COMMAND", plus the property for qom-get and
  * qom-set, so a test can see what the supervisor asked and how often.
@@ -139,6 +141,19 @@ static void conn_readable(Chardev *c);
 static void finish(int code, const char *reason);
 static void on_signal(int sig);
 static void reset(bool guest, const char *reason);
+/* FAKE_QEMU_READY_KB: once per process, kept until it exits. */
+static void grow_at_ready(void)
+{
+  static char *grown;
+  const char *v = getenv("FAKE_QEMU_READY_KB");
+  if (grown || v == NULL || atoll(v) <= 0)
+    return;
+  size_t n = (size_t)atoll(v) * 1024;
+  grown = malloc(n);
+  if (grown)
+    memset(grown, 1, n);
+}
+
 static bool fault_applies(void);
 static void read_faults(void);
 
@@ -828,6 +843,7 @@ int main(int argc, char **argv)
         char line[256];
         int len = snprintf(line, sizeof(line), "nervesfleet-ready serial=%s\r\n", serial_string);
         c->ready_due_ms = 0;
+        grow_at_ready();
         out_append(c, line, (size_t)len);
       }
       if (c->fd >= 0 && c->ready_due_ms && !hung && (due < 0 || c->ready_due_ms < due))

@@ -17,11 +17,17 @@ static gboolean done_cb(gpointer data);
 
 NfFakeFleet *nf_fake_fleet_new(guint count, guint batch)
 {
-  static const char *const knobs[] = {"FAKE_QEMU_BOOT_MS",      "FAKE_QEMU_FAIL_START",
-                                      "FAKE_QEMU_EXIT_MS",      "FAKE_QEMU_EXIT_CODE",
-                                      "FAKE_QEMU_NO_READY",     "FAKE_QEMU_HANG_MS",
-                                      "FAKE_QEMU_FAULT_GUESTS", "FAKE_QEMU_REBOOT_MS",
-                                      "FAKE_QEMU_QMP_LOG",      NULL};
+  static const char *const knobs[] = {"FAKE_QEMU_BOOT_MS",
+                                      "FAKE_QEMU_FAIL_START",
+                                      "FAKE_QEMU_EXIT_MS",
+                                      "FAKE_QEMU_EXIT_CODE",
+                                      "FAKE_QEMU_NO_READY",
+                                      "FAKE_QEMU_HANG_MS",
+                                      "FAKE_QEMU_FAULT_GUESTS",
+                                      "FAKE_QEMU_REBOOT_MS",
+                                      "FAKE_QEMU_QMP_LOG",
+                                      "FAKE_QEMU_READY_KB",
+                                      NULL};
   for (const char *const *k = knobs; *k; k++)
     g_unsetenv(*k);
 
