@@ -32,6 +32,26 @@ static gboolean parse_choice(const char *flag, const char *text, const char *con
   return FALSE;
 }
 
+/* The --exec command can be run: checked before any guest boots, so that a
+ * CI job with a typo in it fails at once, not after the whole fleet came up.
+ * The command is the rest of the line; one quoted word with spaces in it is
+ * the usual slip, so the error shows the form that works. */
+static gboolean exec_findable(char **argv, GError **error)
+{
+  g_autofree char *found = g_find_program_in_path(argv[0]);
+  if (found)
+    return TRUE;
+  if (argv[1] == NULL && strpbrk(argv[0], " \t"))
+    g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                "--exec: no program '%s': the command is the rest of the line, so write "
+                "`--exec make test`, not `--exec 'make test'` (a shell line: `--exec sh -c '...'`)",
+                argv[0]);
+  else
+    g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                "--exec: no program '%s' (not in PATH, or not executable)", argv[0]);
+  return FALSE;
+}
+
 /* --net, --forward, --forward-base, --server, --ready. Asking for a network
  * feature implies --net user; with an explicit --net none it is an error. */
 static gboolean net_options(NfFleetConfig *cfg, const char *net, char **forwards,
@@ -293,6 +313,8 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
         mode->exec_argv[j - i - 1] = g_strdup((*argv)[j]);
       (*argv)[i] = NULL;
       *argc = i;
+      if (!exec_findable(mode->exec_argv, error))
+        return FALSE;
       break;
     }
   /* A fleet file becomes options in front of the command line's (so these
