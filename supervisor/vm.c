@@ -536,10 +536,16 @@ char *nf_vm_stderr_tail(const NfVm *vm, guint max_lines)
   char *start = g_strrstr(text, "\n=== ");
   start = start ? strchr(start + 1, '\n') : strchr(text, '\n');
   start = start ? start + 1 : text;
-  g_auto(GStrv) lines = g_strsplit(g_strchomp(start), "\n", -1);
-  guint n = g_strv_length(lines);
-  guint from = n > max_lines ? n - max_lines : 0;
-  return g_strjoinv("\n", lines + from);
+  g_auto(GStrv) all = g_strsplit(g_strchomp(start), "\n", -1);
+  /* qemu's info_report lines ("...: info: QEMU waiting for connection on:
+   * ..." for every server socket that waits) say nothing about a failure. */
+  g_autoptr(GPtrArray) lines = g_ptr_array_new();
+  for (char **l = all; *l; l++)
+    if (strstr(*l, ": info: ") == NULL)
+      g_ptr_array_add(lines, *l);
+  guint from = lines->len > max_lines ? lines->len - max_lines : 0;
+  g_ptr_array_add(lines, NULL);
+  return g_strjoinv("\n", (char **)lines->pdata + from);
 }
 
 gboolean nf_vm_storm_count_once(NfVm *vm, guint window_ms, gint64 now_us)

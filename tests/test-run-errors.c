@@ -157,6 +157,14 @@ static void test_qemu_fails_at_start(void)
   g_assert_nonnull(strstr(out, "-no-such-option: invalid option"));
   g_autofree char *rt = g_build_filename(tmp, "run", "nervesfleet", NULL);
   g_assert_false(g_file_test(rt, G_FILE_TEST_EXISTS));
+
+  /* Failing after its sockets are up, qemu has said it waits on the
+   * console's: only the error is quoted. */
+  const char *small[] = {"run", "1", "--name", "small", "--memory", "16M", NULL};
+  g_clear_pointer(&out, g_free);
+  g_assert_cmpint(nf_test_run_cli(tmp, small, 60000, &out), ==, 1);
+  g_assert_nonnull(strstr(out, "too large to fit in RAM"));
+  g_assert_null(strstr(out, "waiting for connection"));
   nf_test_tmpdir_cleanup(tmp);
 }
 
