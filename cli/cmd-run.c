@@ -5,6 +5,7 @@
  * turns Ctrl-C / SIGTERM into an orderly stop (a second one kills at once).
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <glib-unix.h>
@@ -161,6 +162,27 @@ static gboolean signal_cb(gpointer data)
   return G_SOURCE_CONTINUE;
 }
 
+/* How a person would run this binary again from here: `nervesfleet` when
+ * that is what PATH finds, `./nervesfleet` from its own directory (make
+ * demo), else its full path. */
+static char *self_command(void)
+{
+  g_autofree char *exe = g_file_read_link("/proc/self/exe", NULL);
+  if (exe == NULL)
+    return g_strdup("nervesfleet");
+  g_autofree char *found = g_find_program_in_path("nervesfleet");
+  g_autofree char *real = found ? realpath(found, NULL) : NULL;
+  if (g_strcmp0(real, exe) == 0)
+    return g_strdup("nervesfleet");
+  g_autofree char *dir = g_path_get_dirname(exe);
+  g_autofree char *cwd = g_get_current_dir();
+  if (g_str_equal(dir, cwd)) {
+    g_autofree char *base = g_path_get_basename(exe);
+    return g_strconcat("./", base, NULL);
+  }
+  return g_steal_pointer(&exe);
+}
+
 int nf_cmd_run(int argc, char **argv)
 {
   g_autoptr(GError) error = NULL;
@@ -303,6 +325,15 @@ int nf_cmd_run(int argc, char **argv)
                       "with the token can stop guests; plain HTTP, so use it on a trusted "
                       "network or behind TLS",
                       http_opts.addr);
+  }
+  if (!mode.exec_argv && !mode.detach) {
+    g_autofree char *me = self_command();
+    g_autofree char *name =
+        g_str_equal(cfg.name, "default") ? g_strdup("") : g_strdup_printf(" --name %s", cfg.name);
+    g_autofree char *hint = g_strdup_printf(
+        "in another terminal: `%s ps%s`, `%s console 1%s` (Ctrl-] q detaches), `%s logs 1 -f%s`",
+        me, name, me, name, me, name);
+    nf_progress_set_ready_hint(rs.progress, hint);
   }
   if (mode.exec_argv)
     rs.exec =

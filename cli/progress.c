@@ -10,6 +10,7 @@ struct NfProgress {
   gint64 t0;
   gboolean status_shown;
   gboolean all_ready_said;
+  char *ready_hint;
 };
 
 static double elapsed(NfProgress *p);
@@ -28,7 +29,14 @@ NfProgress *nf_progress_new(FILE *out, gboolean tty, gboolean quiet)
 
 void nf_progress_free(NfProgress *p)
 {
+  g_free(p->ready_hint);
   g_free(p);
+}
+
+void nf_progress_set_ready_hint(NfProgress *p, const char *hint)
+{
+  g_free(p->ready_hint);
+  p->ready_hint = p->tty && !p->quiet ? g_strdup(hint) : NULL;
 }
 
 static double elapsed(NfProgress *p)
@@ -100,6 +108,8 @@ void nf_progress_vm(NfProgress *p, NfFleet *fleet, NfVm *vm, NfVmState old_state
   if (!p->all_ready_said && c.ready == c.total) {
     p->all_ready_said = TRUE;
     nf_progress_say(p, "all %u guests ready", c.total);
+    if (p->ready_hint)
+      nf_progress_say(p, "%s", p->ready_hint);
   }
   draw_status(p, fleet);
 }

@@ -10,6 +10,7 @@
  * detaches (exit 0) once what was read is sent: `echo CMD | console`
  * runs CMD in the guest, and `console --ro </dev/null` returns. Through
  * the same piped console: the sim guest kernel took its idle settings.
+ * `run` itself on a terminal says, once all are ready, what to try next.
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -397,9 +398,12 @@ static void check_watch_exact(void)
 
 static void test_console(void)
 {
-  const char *run[] = {"run", "1", "--name", "con", "--stop-timeout", "5", NULL};
-  g_autoptr(NfTestProc) fleet = nf_test_proc_spawn(tmp, run);
-  g_assert_true(nf_test_proc_wait_output(fleet, "all 1 guests ready", BOOT_MS));
+  /* The fleet itself runs on a terminal too: once all are ready it tells a
+   * person what to try next, with the fleet's name. */
+  const char *run[] = {"run", "1", "--stop-timeout", "5", NULL};
+  Pty *fleet = pty_spawn(run);
+  g_assert_true(pty_wait(fleet, "all 1 guests ready"));
+  g_assert_true(pty_wait(fleet, "console 1 --name con` (Ctrl-] q detaches)"));
 
   /* The console shell was up before the ready line (guest/init): its
    * banner comes first in the log, so a ready guest's console answers. */
@@ -488,8 +492,10 @@ static void test_console(void)
   check_watch_exact();
   g_test_message("T %" G_GINT64_FORMAT " checks done", g_get_monotonic_time() / 1000);
 
-  nf_test_proc_signal(fleet, SIGTERM);
-  g_assert_cmpint(nf_test_proc_wait_exit(fleet, WAIT_MS), ==, 0);
+  kill(fleet->pid, SIGTERM);
+  g_assert_true(nf_test_wait_for(pty_exited, fleet, WAIT_MS));
+  g_assert_true(WIFEXITED(fleet->status) && WEXITSTATUS(fleet->status) == 0);
+  pty_free(fleet);
   g_test_message("T %" G_GINT64_FORMAT " fleet gone", g_get_monotonic_time() / 1000);
 }
 
