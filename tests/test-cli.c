@@ -162,6 +162,30 @@ static void test_fleet_verbs(void)
     }
   }
 
+  /* logs of several guests: every line behind its guest's name; --since
+   * start has each guest's last boot only. */
+  {
+    g_autofree char *all = cli(0, "logs", "all", NULL);
+    g_auto(GStrv) lines = g_strsplit(all, "\n", -1);
+    guint n = 0;
+    for (char **l = lines; *l && **l; l++, n++)
+      g_assert_true(g_str_has_prefix(*l, "vm-0001 | ") || g_str_has_prefix(*l, "vm-0002 | "));
+    g_assert_cmpuint(n, >, 4);
+    g_assert_nonnull(strstr(all, "vm-0002 | nervesfleet-ready serial=NF-000002"));
+    g_autofree char *last = cli(0, "logs", "1-2", "--since", "start", NULL);
+    for (guint id = 1; id <= 2; id++) {
+      g_autofree char *ready =
+          g_strdup_printf("vm-%04u | nervesfleet-ready serial=NF-%06u", id, id);
+      const char *at = strstr(last, ready);
+      g_assert_nonnull(at);
+      g_assert_null(strstr(at + 1, ready));
+    }
+    g_autofree char *follow = cli(2, "logs", "all", "-f", NULL);
+    g_assert_nonnull(strstr(follow, "-f follows one guest"));
+    g_autofree char *unknown = cli(1, "logs", "1,7", NULL);
+    g_assert_nonnull(strstr(unknown, "no guest 7"));
+  }
+
   /* balloon: the guest gives memory back and the size reached is reported. */
   g_autofree char *b = cli(0, "balloon", "1", "96M", "--timeout", "60", NULL);
   g_assert_nonnull(strstr(b, "vm-0001 balloon 96M"));
