@@ -1,10 +1,11 @@
 /*
  * test-abort-cleanup.c: a test that fails an assertion leaves nothing behind
- * (tests/lib/abort-cleanup.c). A subprocess starts an in-process fake fleet
- * and a daemon supervisor (`run 1 -d`, fake qemu), checks that their
- * processes and memory cgroups are there, and fails an assertion; then no
- * process names or runs in its temp dirs, the dirs are gone, and so are the
- * cgroups. Without the abort handler the daemon, its qemu, both dirs and the
+ * (tests/lib/abort-cleanup.c). A subprocess starts an in-process fake fleet,
+ * a daemon supervisor (`run 1 -d`, fake qemu) and a shell that ignores
+ * SIGTERM, checks that their processes and memory cgroups are there, and
+ * fails: an assertion, a fatal g_critical, or a use after free that ASan
+ * reports. Then no process names or runs in its temp dirs, the dirs are
+ * gone, and so are the cgroups. Without the abort handler the daemon, its qemu, both dirs and the
  * cgroups stay (what a failed CI run left on the host).
  */
 #include <signal.h>
@@ -76,20 +77,38 @@ static void fail_with_fleets(void)
   g_assert_cmpint(nf_test_run_cli(tmp, args, WAIT_MS, &out), ==, 0);
   g_assert_cmpuint(pids_running_in(tmp), >=, 1);
 
+  /* As root on a host with v1 memory cgroups, both fleets made theirs. */
+  if (geteuid() == 0 && g_file_test("/sys/fs/cgroup/memory", G_FILE_TEST_IS_DIR)) {
+    g_assert_cmpuint(cgroups_named_after(f->tmp), >, 0);
+    g_assert_cmpuint(nf_test_cgroups_of(tmp, "left"), >, 0);
+  }
+  /* One that will not stop on SIGTERM, so SIGKILL has to come. */
+  g_autofree char *marker = g_build_filename(tmp, "stubborn", NULL);
+  const char *sh[] = {"sh",       "-c",   "trap '' TERM; while :; do sleep 1; done",
+                      "stubborn", marker, NULL};
+  g_autoptr(GError) error = NULL;
+  g_assert_true(g_spawn_async(NULL, (char **)sh, NULL,
+                              G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL, NULL,
+                              &error));
+
   g_autofree char *dirs = g_build_filename(g_get_tmp_dir(), "dirs", NULL);
   g_autofree char *text = g_strdup_printf("%s\n%s\n", f->tmp, tmp);
   g_assert_true(g_file_set_contents(dirs, text, -1, NULL));
-  g_test_message("cgroups: %u of the fleet, %u of the daemon", cgroups_named_after(f->tmp),
-                 nf_test_cgroups_of(tmp, "left"));
-  if (g_strcmp0(g_getenv("NF_TEST_ABORT_CHILD"), "critical") == 0)
+  const char *how = g_getenv("NF_TEST_ABORT_CHILD");
+  if (g_strcmp0(how, "critical") == 0)
     g_critical("the failure"); /* fatal in a test: a breakpoint */
-  g_assert_cmpint(1, ==, 2);   /* the failure */
+  if (g_strcmp0(how, "asan") == 0) {
+    char *volatile p = g_malloc(8);
+    g_free(p);
+    p[0] = 1; /* the failure: a use after free, reported by ASan */
+  }
+  g_assert_cmpint(1, ==, 2); /* the failure */
 }
 
 /* The test program again, as the child alone (GLib's own test subprocess
  * exits instead of aborting on a failed assertion: not the case here),
- * failing as `how` says (an assertion, or a g_critical); it must die of
- * `sig` with nothing of it left. */
+ * failing as `how` says (an assertion, a g_critical, a use after free); it must die of
+ * `sig` (0: exit as a sanitizer does) with nothing of it left. */
 static void abort_and_check(const char *how, int sig, const char *said)
 {
   g_autofree char *outer = nf_test_tmpdir_new();
@@ -104,10 +123,16 @@ static void abort_and_check(const char *how, int sig, const char *said)
   g_assert_true(g_subprocess_communicate_utf8(child, NULL, NULL, &out, NULL, &error));
   g_assert_no_error(error);
   g_test_message("the child said:\n%s", out);
-  g_assert_true(g_subprocess_get_if_signaled(child));
-  g_assert_cmpint(g_subprocess_get_term_sig(child), ==, sig);
+  if (sig) {
+    g_assert_true(g_subprocess_get_if_signaled(child));
+    g_assert_cmpint(g_subprocess_get_term_sig(child), ==, sig);
+  } else {
+    g_assert_true(g_subprocess_get_if_exited(child)); /* the sanitizer's exit */
+    g_assert_cmpint(g_subprocess_get_exit_status(child), !=, 0);
+  }
   g_assert_nonnull(strstr(out, said));
   g_assert_nonnull(strstr(out, "aborted: stopping what the test left running in"));
+  g_assert_nonnull(strstr(out, "aborted: killing what did not stop:"));
 
   g_autofree char *dirs_path = g_build_filename(outer, "dirs", NULL);
   g_autofree char *dirs = NULL;
@@ -133,6 +158,15 @@ static void test_critical(void)
   abort_and_check("critical", SIGTRAP, "CRITICAL **");
 }
 
+static void test_sanitizer(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+  abort_and_check("asan", 0, "AddressSanitizer: heap-use-after-free");
+#else
+  g_test_skip("not built with ASan");
+#endif
+}
+
 int main(int argc, char **argv)
 {
   self_path = g_canonicalize_filename(argv[0], NULL);
@@ -142,6 +176,7 @@ int main(int argc, char **argv)
   else {
     g_test_add_func("/abort-cleanup/assertion", test_assertion);
     g_test_add_func("/abort-cleanup/critical", test_critical);
+    g_test_add_func("/abort-cleanup/sanitizer", test_sanitizer);
   }
   int rc = g_test_run();
   g_free(self_path);

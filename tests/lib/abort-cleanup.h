@@ -6,14 +6,16 @@
  * memory cgroups and the temp dir itself would stay on the host, and the
  * next run's leftover checks would trip over them. Every temp dir made by
  * nf_test_tmpdir_new() is registered here until it is cleaned up. On
- * SIGABRT (SIGTRAP for a fatal g_critical) a shell is forked for each
- * registered dir (fork and execve are what a signal handler may safely do).
- * It sends SIGTERM to every process that names the dir in its command line
- * or runs in it (a supervisor then stops its fleet and removes its
- * cgroups), SIGKILL to what is left after 5 s; the test reaps its own
- * children; a second shell removes the cgroups named after the dir
- * (in-process fake fleets name theirs so) and the dir. Then the signal
- * takes its default course: the test still fails.
+ * SIGABRT (SIGTRAP for a fatal g_critical), and before a sanitizer's report
+ * ends the program (ASan, UBSan: a bad access, a SIGSEGV), a shell is run
+ * for each registered dir (_Fork and execve: what a signal handler may
+ * do). It sends SIGTERM to every process that names the dir in its command
+ * line or runs in it (a supervisor then stops its fleet and removes its
+ * cgroups), then SIGKILL to those still running after 5 s; the test reaps
+ * its own children; a second shell removes the cgroups named after the dir
+ * (in-process fake fleets name theirs so) and the dir. Then the program
+ * ends as it would have: the test still fails. A child forked without exec
+ * inherits the handler but leaves its parent's dirs alone.
  *
  * Not covered: a GLib test subprocess (g_test_trap_subprocess) exits
  * instead of aborting on a failed assertion.
