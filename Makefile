@@ -127,7 +127,7 @@ TEST_ENV = NF_BIN=$(CURDIR)/build/asan/nervesfleet NF_GUEST_DIR=$(GUEST_DIR) \
 check:
 	scripts/install-deps.sh $(DEPS_ARGS)
 	$(MAKE) check-build guest
-	$(TEST_ENV) prove --exec $(CURDIR)/tests/run-test -j $(JOBS) --timer $(if $(T),$(patsubst %,build/asan/tests/%,$(T)),$(TEST_BINS))
+	$(TEST_ENV) prove --exec ./tests/run-test -j $(JOBS) --timer $(if $(T),$(patsubst %,build/asan/tests/%,$(T)),$(TEST_BINS))
 
 # The dashboard in a real headless Chromium (tests/web/): its own target, as
 # it needs a browser that `make check` does not (install-deps.sh --web).
@@ -139,7 +139,7 @@ check-web:
 
 # Unit tests only (no qemu): quick inner loop.
 unit: check-build
-	$(TEST_ENV) prove --exec $(CURDIR)/tests/run-test -j $(JOBS) $(filter %-unit,$(TEST_BINS))
+	$(TEST_ENV) prove --exec ./tests/run-test -j $(JOBS) $(filter %-unit,$(TEST_BINS))
 
 # --- fuzzing (clang/libFuzzer; not part of check) -----------------------------
 # Every library source is built again by clang with coverage for libFuzzer

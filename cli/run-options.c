@@ -35,7 +35,9 @@ static gboolean parse_choice(const char *flag, const char *text, const char *con
 /* The --exec command can be run: checked before any guest boots, so that a
  * CI job with a typo in it fails at once, not after the whole fleet came up.
  * The command is the rest of the line; one quoted word with spaces in it is
- * the usual slip, so the error shows the form that works. */
+ * the usual slip, so the error shows the form that works. (A program that
+ * only appears while the fleet boots is refused too: name a wrapper that
+ * exists, such as `sh -c '...'`.) */
 static gboolean exec_findable(char **argv, GError **error)
 {
   g_autofree char *found = g_find_program_in_path(argv[0]);
@@ -313,8 +315,6 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
         mode->exec_argv[j - i - 1] = g_strdup((*argv)[j]);
       (*argv)[i] = NULL;
       *argc = i;
-      if (!exec_findable(mode->exec_argv, error))
-        return FALSE;
       break;
     }
   /* A fleet file becomes options in front of the command line's (so these
@@ -516,6 +516,8 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       !nf_shard_apply(cfg, name_given, error))
     return FALSE;
   if (cfg->snapshot && !nf_snapshot_check_config(cfg, error))
+    return FALSE;
+  if (mode->exec_argv && !mode->print_config && !exec_findable(mode->exec_argv, error))
     return FALSE;
   cfg->restart.backoff_max_ms = MAX(cfg->restart.backoff_max_ms, cfg->restart.backoff_initial_ms);
   cfg->detached = mode->detach;

@@ -8,7 +8,7 @@
  * A booting guest grows from a few MiB to its full size within a second or
  * two, so its samples age in a second, and a sample someone took during the
  * boot is taken again at the ready line: it would otherwise stand for the
- * ready guest until the probe's next turn, up to 5 minutes for PSS (`ps`
+ * ready guest until the probe's next turn, up to 10 minutes for PSS (`ps`
  * after a storm showed 5M for guests of 124M). Few guests boot at once (the
  * window), so neither costs a large fleet anything.
  */

@@ -527,6 +527,17 @@ guint64 nf_vm_balloon_target(const NfVm *vm)
   return vm->balloon_target;
 }
 
+/* One of qemu's info_report lines: "PROGRAM: [LOCATION: ]info: ...", such
+ * as "QEMU waiting for connection on: ..." for every server socket that
+ * waits. They say nothing about a failure. */
+static gboolean is_qemu_info(const char *line)
+{
+  const char *colon = strstr(line, ": ");
+  if (colon == NULL || !g_str_has_prefix(line, "qemu") || memchr(line, ' ', colon - line))
+    return FALSE; /* not "qemu...: " at the start */
+  return strstr(colon, ": info: ") != NULL;
+}
+
 char *nf_vm_stderr_tail(const NfVm *vm, guint max_lines)
 {
   g_autofree char *text = NULL;
@@ -537,11 +548,9 @@ char *nf_vm_stderr_tail(const NfVm *vm, guint max_lines)
   start = start ? strchr(start + 1, '\n') : strchr(text, '\n');
   start = start ? start + 1 : text;
   g_auto(GStrv) all = g_strsplit(g_strchomp(start), "\n", -1);
-  /* qemu's info_report lines ("...: info: QEMU waiting for connection on:
-   * ..." for every server socket that waits) say nothing about a failure. */
   g_autoptr(GPtrArray) lines = g_ptr_array_new();
   for (char **l = all; *l; l++)
-    if (strstr(*l, ": info: ") == NULL)
+    if (!is_qemu_info(*l))
       g_ptr_array_add(lines, *l);
   guint from = lines->len > max_lines ? lines->len - max_lines : 0;
   g_ptr_array_add(lines, NULL);
