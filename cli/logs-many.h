@@ -1,0 +1,15 @@
+/*
+ * logs-many.h: `logs TARGET` for several guests (a range, a list, all).
+ * Without -f: each guest's log in id order, every line behind its name.
+ * With -f: the same, then what every one of them prints from then on, as it
+ * comes, through one connection per guest (each a `logs -f` stream that
+ * starts at the byte its history ended on). Lines of different guests meet
+ * in one output: a guest's unfinished line (a prompt) is ended when another
+ * guest's bytes come, and its next bytes start a new line behind its name.
+ * Ends when every stream has ended (the fleet stopped) or stdout is gone.
+ */
+#pragma once
+#include "cli/client.h"
+
+/* The exit status of `logs`. */
+int nf_logs_many(const NfClientOptions *o, const char *target, const char *since, gboolean follow);
