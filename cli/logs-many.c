@@ -5,10 +5,15 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sys/resource.h>
 
 #include "cli/fleet-verbs.h"
 #include "cli/log-print.h"
 #include "cli/verbs.h"
+#include "supervisor/control.h"
+
+/* Half the supervisor's control connections: the rest stay for others. */
+#define NF_LOGS_FOLLOW_MAX (NF_CONTROL_MAX_CLIENTS / 2)
 
 typedef struct {
   NfClient *client; /* its own `logs -f` stream; NULL: ended */
@@ -61,6 +66,25 @@ static guint wait_readable(GArray *streams, gboolean *ready)
   return left;
 }
 
+/* Following `streams` guests takes a socket each: the soft limit on open
+ * files (1024 by default) is raised as far as the hard one allows. */
+static gboolean room_for(guint streams, GError **error)
+{
+  struct rlimit rl;
+  rlim_t need = (rlim_t)streams + 16; /* stdio, the first connection, spare */
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+    return TRUE;
+  rl.rlim_cur = MIN(rl.rlim_max, need);
+  setrlimit(RLIMIT_NOFILE, &rl);
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= need)
+    return TRUE;
+  g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_USAGE,
+              "following %u guests takes %lu open files, and this process may open %lu (hard "
+              "limit); follow fewer at once (`logs 1-500 -f`) or raise it (`ulimit -n`)",
+              streams, (unsigned long)need, (unsigned long)rl.rlim_cur);
+  return FALSE;
+}
+
 int nf_logs_many(const NfClientOptions *o, const char *target, const char *since, gboolean follow)
 {
   g_autoptr(GError) error = NULL;
@@ -72,6 +96,16 @@ int nf_logs_many(const NfClientOptions *o, const char *target, const char *since
   if (!ps)
     return nf_client_fail("logs", error, c);
 
+  guint n = (guint)json_array_size(json_object_get(ps, "guests"));
+  if (follow && n > NF_LOGS_FOLLOW_MAX) {
+    nf_cli_error("logs: -f follows at most %u guests at once, not %u (each takes one of the "
+                 "supervisor's %d control connections); follow a range such as `logs 1-%u -f`, "
+                 "or search `logs %s` without -f",
+                 NF_LOGS_FOLLOW_MAX, n, NF_CONTROL_MAX_CLIENTS, NF_LOGS_FOLLOW_MAX, target);
+    return NF_EXIT_USAGE;
+  }
+  if (follow && !room_for(n, &error))
+    return nf_client_fail("logs", error, NULL);
   g_autoptr(GArray) streams = g_array_new(FALSE, TRUE, sizeof(Stream));
   g_array_set_clear_func(streams, stream_clear);
   gsize i;
@@ -109,16 +143,16 @@ int nf_logs_many(const NfClientOptions *o, const char *target, const char *since
       Stream *s = &g_array_index(streams, Stream, k);
       if (!ready[k] || s->client == NULL)
         continue;
-      gssize n = nf_client_read_raw(s->client, buf, sizeof(buf), &error);
-      if (n < 0)
+      gssize got = nf_client_read_raw(s->client, buf, sizeof(buf), &error);
+      if (got < 0)
         return nf_client_fail("logs", error, NULL);
-      if (n == 0) {
+      if (got == 0) {
         g_clear_pointer(&s->client, nf_client_free); /* the fleet stopped */
         continue;
       }
       if (open && open != s && !nf_log_end_line(&open->out))
         return NF_EXIT_OK;
-      if (!nf_log_write(&s->out, buf, (gsize)n))
+      if (!nf_log_write(&s->out, buf, (gsize)got))
         return NF_EXIT_OK; /* our reader went away */
       open = s->out.at_line_start ? NULL : s;
     }

@@ -7,6 +7,8 @@
  * in one output: a guest's unfinished line (a prompt) is ended when another
  * guest's bytes come, and its next bytes start a new line behind its name.
  * Ends when every stream has ended (the fleet stopped) or stdout is gone.
+ * At most half the supervisor's control connections (512) are followed at
+ * once: more is a usage error that names a range to follow instead.
  */
 #pragma once
 #include "cli/client.h"

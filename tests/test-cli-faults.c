@@ -8,7 +8,8 @@
  * speaks of "1 guest"; a stopped (SIGSTOP) supervisor makes ps, down, wait
  * and console fail (exit 1) with "supervisor pid N not answering within
  * S s" instead of hanging, and `down` leaves it running (no SIGTERM
- * pending), so after SIGCONT the fleet answers and stops in order.
+ * pending), so after SIGCONT the fleet answers and stops in order;
+ * `logs all -f` on more guests than it may follow is refused up front.
  */
 #include <signal.h>
 #include <string.h>
@@ -138,12 +139,40 @@ static void test_fleet_faults(void)
   g_assert_cmpint(nf_test_proc_wait_exit(fleet, CLI_MS), ==, 0);
 }
 
+/* `logs all -f` on more guests than it may follow at once (half the
+ * supervisor's control connections) is refused up front, naming a range
+ * that works, instead of failing at the 1024th connection after printing
+ * every history; without -f all of them print. 513 fake guests. */
+static void test_logs_follow_cap(void)
+{
+  g_autofree char *qemu = g_build_filename(g_getenv("NF_HELPERS"), "fake-qemu", NULL);
+  g_autofree char *kernel = g_build_filename(tmp, "Image", NULL);
+  g_assert_true(g_file_set_contents(kernel, "not a kernel", -1, NULL));
+  const char *run[] = {"run", "513",      "-d",   "--name",  "many", "--qemu",
+                       qemu,  "--kernel", kernel, "--accel", "tcg",  NULL};
+  g_autofree char *started = cli(0, run);
+  const char *wait[] = {"wait", "--name", "many", "--timeout", "120", NULL};
+  g_autofree char *ready = cli(0, wait);
+  const char *follow[] = {"logs", "all", "-f", "--name", "many", NULL};
+  g_autofree char *refused = cli(2, follow);
+  g_assert_nonnull(strstr(refused, "-f follows at most 512 guests at once, not 513"));
+  g_assert_nonnull(strstr(refused, "`logs 1-512 -f`"));
+  const char *all[] = {"logs", "all", "--name", "many", NULL};
+  char *out = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, all, CLI_MS, &out), ==, 0);
+  g_assert_cmpuint(count_of(out, "| nervesfleet-ready serial="), ==, 513);
+  g_free(out);
+  const char *down[] = {"down", "--name", "many", NULL};
+  g_autofree char *d = cli(0, down);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   tmp = nf_test_tmpdir_new();
   g_test_add_func("/cli-faults/bad-arguments", test_bad_arguments);
   g_test_add_func("/cli-faults/fleet-faults", test_fleet_faults);
+  g_test_add_func("/cli-faults/logs-follow-cap", test_logs_follow_cap);
   int rc = g_test_run();
   nf_test_tmpdir_cleanup(tmp);
   g_free(tmp);
