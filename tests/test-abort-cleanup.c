@@ -41,24 +41,6 @@ static guint pids_running_in(const char *dir)
   return n;
 }
 
-/* Memory cgroups (v1, under ours) with `dir`'s name in theirs. */
-static guint cgroups_named_after(const char *dir)
-{
-  g_autofree char *self = NULL;
-  g_assert_true(g_file_get_contents("/proc/self/cgroup", &self, NULL, NULL));
-  const char *m = strstr(self, ":memory:");
-  if (m == NULL)
-    return 0;
-  g_autofree char *rel = g_strndup(m + 8, strcspn(m + 8, "\n"));
-  g_autofree char *base = g_build_filename("/sys/fs/cgroup/memory", rel, NULL);
-  g_autofree char *name = g_path_get_basename(dir);
-  g_autoptr(GDir) d = g_dir_open(base, 0, NULL);
-  guint n = 0;
-  for (const char *e; d && (e = g_dir_read_name(d)) != NULL;)
-    n += strstr(e, name) != NULL;
-  return n;
-}
-
 /* The subprocess: a fleet in-process and one as a daemon, then a failed
  * assertion. Where it ran is written to $TMPDIR/dirs for the parent. */
 static void fail_with_fleets(void)
@@ -79,7 +61,7 @@ static void fail_with_fleets(void)
 
   /* As root on a host with v1 memory cgroups, both fleets made theirs. */
   if (geteuid() == 0 && g_file_test("/sys/fs/cgroup/memory", G_FILE_TEST_IS_DIR)) {
-    g_assert_cmpuint(cgroups_named_after(f->tmp), >, 0);
+    g_assert_cmpuint(nf_test_cgroups_naming(f->tmp), >, 0);
     g_assert_cmpuint(nf_test_cgroups_of(tmp, "left"), >, 0);
   }
   /* One that will not stop on SIGTERM, so SIGKILL has to come. */
@@ -142,7 +124,7 @@ static void abort_and_check(const char *how, int sig, const char *said)
   for (guint i = 0; i < 2; i++) {
     g_assert_false(g_file_test(lines[i], G_FILE_TEST_EXISTS));
     g_assert_cmpuint(pids_running_in(lines[i]), ==, 0);
-    g_assert_cmpuint(cgroups_named_after(lines[i]), ==, 0);
+    g_assert_cmpuint(nf_test_cgroups_naming(lines[i]), ==, 0);
   }
   g_assert_cmpuint(nf_test_cgroups_of(lines[1], "left"), ==, 0);
   nf_test_tmpdir_cleanup(outer); /* and no process names either dir */

@@ -472,27 +472,46 @@ char *nf_test_ksm_knob(const char *sysfs, const char *name)
   return g_strstrip(v);
 }
 
+/* Our own v1 memory cgroup's directory (fleets make theirs below it); NULL
+ * when there is none. */
+static char *memory_cgroup_dir(void)
+{
+  g_autofree char *self = NULL;
+  g_assert_true(g_file_get_contents("/proc/self/cgroup", &self, NULL, NULL));
+  const char *m = strstr(self, ":memory:");
+  if (m == NULL)
+    return NULL;
+  g_autofree char *rel = g_strndup(m + 8, strcspn(m + 8, "\n"));
+  return g_build_filename("/sys/fs/cgroup/memory", rel, NULL);
+}
+
+/* Cgroups below ours whose names start with `prefix` (or only contain it). */
+static guint cgroups_matching(const char *prefix, gboolean anywhere)
+{
+  g_autofree char *base = memory_cgroup_dir();
+  g_autoptr(GDir) dir = base ? g_dir_open(base, 0, NULL) : NULL;
+  guint n = 0;
+  const char *e;
+  while (dir && (e = g_dir_read_name(dir)) != NULL)
+    n += anywhere ? strstr(e, prefix) != NULL : g_str_has_prefix(e, prefix);
+  return n;
+}
+
 /* Memory cgroups of fleet `name` run from `tmp` (nf_test_proc_spawn's
  * XDG_RUNTIME_DIR), below our own: their names carry a hash of the runtime
  * dir, so tests elsewhere on the host using the same fleet name are not
  * counted. 0 when there is no (v1) memory cgroup to look in. */
 guint nf_test_cgroups_of(const char *tmp, const char *name)
 {
-  g_autofree char *self = NULL;
-  g_assert_true(g_file_get_contents("/proc/self/cgroup", &self, NULL, NULL));
-  const char *m = strstr(self, ":memory:");
-  if (m == NULL)
-    return 0;
-  g_autofree char *rel = g_strndup(m + 8, strcspn(m + 8, "\n"));
-  g_autofree char *base = g_build_filename("/sys/fs/cgroup/memory", rel, NULL);
   g_autofree char *rt = g_build_filename(tmp, "run", "nervesfleet", name, NULL);
   g_autofree char *prefix = g_strdup_printf("nervesfleet-%s-%08x", name, g_str_hash(rt));
-  g_autoptr(GDir) dir = g_dir_open(base, 0, NULL);
-  guint n = 0;
-  const char *e;
-  while (dir && (e = g_dir_read_name(dir)) != NULL)
-    n += g_str_has_prefix(e, prefix);
-  return n;
+  return cgroups_matching(prefix, FALSE);
+}
+
+guint nf_test_cgroups_naming(const char *dir)
+{
+  g_autofree char *name = g_path_get_basename(dir);
+  return cgroups_matching(name, TRUE);
 }
 
 guint nf_test_count_open_fds(void)

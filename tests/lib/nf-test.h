@@ -25,6 +25,9 @@ void nf_test_tmpdir_cleanup(const char *dir);
 /* Memory cgroups (the fleet's parent; v1) of fleet `name` run from `tmp`
  * by the CLI helpers; 0 when there is no v1 memory cgroup to look in. */
 guint nf_test_cgroups_of(const char *tmp, const char *name);
+/* Memory cgroups below ours with `dir`'s last component in their names (an
+ * in-process fake fleet names its cgroup after its temp dir). */
+guint nf_test_cgroups_naming(const char *dir);
 
 /* KSM's files stood in for (NERVESFLEET_KSM_SYSFS) in `sysfs`, made if need
  * be, as a host with KSM off: run 0, pages_to_scan 100, sleep_millisecs 200,
