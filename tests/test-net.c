@@ -172,9 +172,20 @@ static void test_tap_bridge(void)
     tap_bridge_body();
     return;
   }
+  /* The child makes its dirs in ours: GLib's test subprocess exits on a
+   * failed assertion without cleaning up, and then our own failure below
+   * stops what it left running and removes them (abort-cleanup.h). */
+  g_autofree char *outer = nf_test_tmpdir_new();
+  g_autofree char *old_tmp = g_strdup(g_getenv("TMPDIR"));
+  g_setenv("TMPDIR", outer, TRUE);
   g_test_trap_subprocess(NULL, 0,
                          G_TEST_SUBPROCESS_INHERIT_STDOUT | G_TEST_SUBPROCESS_INHERIT_STDERR);
+  if (old_tmp)
+    g_setenv("TMPDIR", old_tmp, TRUE);
+  else
+    g_unsetenv("TMPDIR");
   g_test_trap_assert_passed();
+  nf_test_tmpdir_cleanup(outer);
 }
 
 static void tap_bridge_body(void)

@@ -17,8 +17,9 @@
  * ends as it would have: the test still fails. A child forked without exec
  * inherits the handler but leaves its parent's dirs alone.
  *
- * Not covered: a GLib test subprocess (g_test_trap_subprocess) exits
- * instead of aborting on a failed assertion.
+ * A GLib test subprocess (g_test_trap_subprocess) exits instead of
+ * aborting on a failed assertion, so its parent gives it a temp dir of its
+ * own as TMPDIR (test-net.c): the parent's failure then cleans up both.
  */
 #pragma once
 
