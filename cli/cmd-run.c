@@ -326,13 +326,14 @@ int nf_cmd_run(int argc, char **argv)
                       "network or behind TLS",
                       http_opts.addr);
   }
-  if (!mode.exec_argv && !mode.detach) {
+  if (!mode.exec_argv && !mode.detach && nf_fleet_size(rs.fleet) > 0) {
     g_autofree char *me = self_command();
     g_autofree char *name =
         g_str_equal(cfg.name, "default") ? g_strdup("") : g_strdup_printf(" --name %s", cfg.name);
+    guint first = nf_vm_id(nf_fleet_vm(rs.fleet, 0)); /* 1, unless --id-offset or a shard */
     g_autofree char *hint = g_strdup_printf(
-        "in another terminal: `%s ps%s`, `%s console 1%s` (Ctrl-] q detaches), `%s logs 1 -f%s`",
-        me, name, me, name, me, name);
+        "in another terminal: `%s ps%s`, `%s console %u%s` (Ctrl-] q detaches), `%s logs %u -f%s`",
+        me, name, me, first, name, me, first, name);
     nf_progress_set_ready_hint(rs.progress, hint);
   }
   if (mode.exec_argv)
