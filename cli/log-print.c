@@ -48,8 +48,22 @@ gboolean nf_log_end_line(NfLogOut *out)
   return write_out("\n", 1);
 }
 
-/* Bytes [from, to) of `path` (to < 0: to the end). */
-static gboolean copy_range(const char *path, gint64 from, gint64 to, NfLogOut *out, GError **error)
+typedef gboolean (*Sink)(const char *buf, gsize len, gpointer data);
+
+static gboolean to_stdout(const char *buf, gsize len, gpointer data)
+{
+  return nf_log_write(data, buf, len);
+}
+
+static gboolean to_string(const char *buf, gsize len, gpointer data)
+{
+  g_string_append_len(data, buf, (gssize)len);
+  return TRUE;
+}
+
+/* Bytes [from, to) of `path` (to < 0: to the end) into `sink`. */
+static gboolean copy_range(const char *path, gint64 from, gint64 to, Sink sink, gpointer data,
+                           GError **error)
 {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -72,7 +86,7 @@ static gboolean copy_range(const char *path, gint64 from, gint64 to, NfLogOut *o
       continue;
     if (n <= 0)
       break;
-    if (!nf_log_write(out, buf, (gsize)n)) {
+    if (!sink(buf, (gsize)n, data)) {
       ok = FALSE;
       break;
     }
@@ -82,12 +96,22 @@ static gboolean copy_range(const char *path, gint64 from, gint64 to, NfLogOut *o
   return ok;
 }
 
-gboolean nf_log_print(json_t *reply, NfLogOut *out, GError **error)
+static gboolean print_into(json_t *reply, Sink sink, gpointer data, GError **error)
 {
   const char *rotated = json_string_value(json_object_get(reply, "rotated_path"));
-  if (rotated && !copy_range(rotated, 0, -1, out, error))
+  if (rotated && !copy_range(rotated, 0, -1, sink, data, error))
     return FALSE;
   return copy_range(json_string_value(json_object_get(reply, "path")),
                     json_integer_value(json_object_get(reply, "start")),
-                    json_integer_value(json_object_get(reply, "end")), out, error);
+                    json_integer_value(json_object_get(reply, "end")), sink, data, error);
+}
+
+gboolean nf_log_print(json_t *reply, NfLogOut *out, GError **error)
+{
+  return print_into(reply, to_stdout, out, error);
+}
+
+gboolean nf_log_read(json_t *reply, GString *into, GError **error)
+{
+  return print_into(reply, to_string, into, error);
 }

@@ -24,3 +24,5 @@ gboolean nf_log_end_line(NfLogOut *out);
  * FALSE with `error` set when a file cannot be read (one never made is
  * empty); FALSE without one when stdout is gone. */
 gboolean nf_log_print(json_t *reply, NfLogOut *out, GError **error);
+/* The same log appended to `into` (as it is, no prefix). */
+gboolean nf_log_read(json_t *reply, GString *into, GError **error);

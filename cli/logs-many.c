@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <string.h>
 #include <sys/resource.h>
 
 #include "cli/fleet-verbs.h"
@@ -14,18 +15,34 @@
 
 /* Half the supervisor's control connections: the rest stay for others. */
 #define NF_LOGS_FOLLOW_MAX (NF_CONTROL_MAX_CLIENTS / 2)
+/* qemu writes the console log a byte at a time, so a stream hands out
+ * pieces of lines: a guest's unfinished line waits for the rest this long
+ * (a prompt never gets one) or until it is this big. */
+#define PARTIAL_WAIT_US (200 * 1000)
+#define PARTIAL_MAX 4096
 
 typedef struct {
   NfClient *client; /* its own `logs -f` stream; NULL: ended */
+  guint id;
   char *prefix;
   NfLogOut out;
+  GString *pending;     /* read, not yet written: the end of an unfinished line */
+  gint64 pending_since; /* monotonic µs that unfinished line began waiting */
 } Stream;
+
+typedef struct {
+  GArray *streams;
+  Stream *open; /* the guest whose line went out unfinished */
+  gboolean dropped;
+} Follow;
 
 static void stream_clear(gpointer data)
 {
   Stream *s = data;
   g_clear_pointer(&s->client, nf_client_free);
   g_free(s->prefix);
+  if (s->pending)
+    g_string_free(s->pending, TRUE);
 }
 
 /* The `logs` request for guest `id`. */
@@ -37,33 +54,119 @@ static json_t *logs_args(json_int_t id, gboolean follow, const char *since)
   return args;
 }
 
-/* Streams whose bytes can be read now: buffered ones first, else whatever
- * poll says (blocking until one has something). Returns how many are left. */
-static guint wait_readable(GArray *streams, gboolean *ready)
+/* Writes `len` bytes of `s`, ending another guest's unfinished line first. */
+static gboolean emit(Follow *f, Stream *s, const char *buf, gsize len)
 {
-  guint left = 0, buffered = 0;
-  g_autofree struct pollfd *fds = g_new0(struct pollfd, streams->len);
-  for (guint i = 0; i < streams->len; i++) {
-    Stream *s = &g_array_index(streams, Stream, i);
-    ready[i] = FALSE;
+  if (len == 0)
+    return TRUE;
+  if (f->open && f->open != s && !nf_log_end_line(&f->open->out))
+    return FALSE;
+  if (!nf_log_write(&s->out, buf, len))
+    return FALSE;
+  f->open = s->out.at_line_start ? NULL : s;
+  return TRUE;
+}
+
+/* Writes what `s` has pending up to its last newline; the rest waits
+ * (until PARTIAL_WAIT_US have passed or it is PARTIAL_MAX big: all of it). */
+static gboolean flush(Follow *f, Stream *s, gint64 now, gboolean all)
+{
+  GString *p = s->pending;
+  const char *nl = p->len ? memrchr(p->str, '\n', p->len) : NULL;
+  gsize whole = nl ? (gsize)(nl - p->str) + 1 : 0, tail = p->len - whole;
+  if (all || tail >= PARTIAL_MAX || (tail && now - s->pending_since >= PARTIAL_WAIT_US))
+    whole = p->len;
+  if (!emit(f, s, p->str, whole))
+    return FALSE;
+  g_string_erase(p, 0, (gssize)whole);
+  if (p->len == 0)
+    s->pending_since = 0;
+  else if (whole || s->pending_since == 0)
+    s->pending_since = now;
+  return TRUE;
+}
+
+/* Reads what `s` has for us without blocking, into its pending bytes.
+ * FALSE when its stream ended. */
+static gboolean take(Stream *s, GError **error)
+{
+  char buf[16384];
+  while (nf_client_has_buffered(s->client) ||
+         poll(&(struct pollfd){.fd = nf_client_fd(s->client), .events = POLLIN}, 1, 0) > 0) {
+    gssize got = nf_client_read_raw(s->client, buf, sizeof(buf), error);
+    if (got <= 0)
+      return FALSE;
+    if (s->pending->len == 0)
+      s->pending_since = g_get_monotonic_time();
+    g_string_append_len(s->pending, buf, got);
+  }
+  return TRUE;
+}
+
+/* A stream ended: the fleet stopped or the guest went away (scaled down),
+ * or the supervisor dropped us for reading too slowly (1 MiB unread). */
+static void ended(Follow *f, Stream *s, NfClient *c)
+{
+  g_clear_pointer(&s->client, nf_client_free);
+  g_autofree char *id = g_strdup_printf("%u", s->id);
+  json_auto_t *ps = nf_client_call(c, "ps", json_pack("{s:s}", "targets", id), 5000, NULL);
+  if (ps && json_array_size(json_object_get(ps, "guests")) > 0) {
+    nf_cli_error("logs: %sstream ended while the guest runs (the supervisor drops a reader that "
+                 "falls 1 MiB behind); `logs %u` has all of it",
+                 s->prefix, s->id);
+    f->dropped = TRUE;
+  }
+}
+
+/* Waits until a stream has bytes or an unfinished line's wait is over;
+ * FALSE when no stream is left. */
+static gboolean wait_any(Follow *f)
+{
+  GArray *st = f->streams;
+  g_autofree struct pollfd *fds = g_new0(struct pollfd, st->len);
+  guint left = 0;
+  gint64 due = -1, now = g_get_monotonic_time();
+  for (guint i = 0; i < st->len; i++) {
+    Stream *s = &g_array_index(st, Stream, i);
     fds[i].fd = -1;
+    if (s->pending->len && (due < 0 || s->pending_since + PARTIAL_WAIT_US < due))
+      due = s->pending_since + PARTIAL_WAIT_US;
     if (s->client == NULL)
       continue;
     left++;
-    if (nf_client_has_buffered(s->client)) {
-      ready[i] = TRUE;
-      buffered++;
-    } else {
-      fds[i] = (struct pollfd){.fd = nf_client_fd(s->client), .events = POLLIN};
+    if (nf_client_has_buffered(s->client))
+      return TRUE;
+    fds[i] = (struct pollfd){.fd = nf_client_fd(s->client), .events = POLLIN};
+  }
+  if (left == 0)
+    return FALSE;
+  int wait_ms = due < 0 ? -1 : (int)MAX((due - now + 999) / 1000, 0);
+  while (poll(fds, st->len, wait_ms) < 0 && errno == EINTR)
+    ;
+  return TRUE;
+}
+
+static int follow_all(Follow *f, NfClient *c)
+{
+  g_autoptr(GError) error = NULL;
+  while (wait_any(f)) {
+    gint64 now = g_get_monotonic_time();
+    for (guint i = 0; i < f->streams->len; i++) {
+      Stream *s = &g_array_index(f->streams, Stream, i);
+      if (s->client && !take(s, &error)) {
+        if (error)
+          return nf_client_fail("logs", error, NULL);
+        ended(f, s, c);
+      }
+      if (!flush(f, s, now, s->client == NULL))
+        return NF_EXIT_OK; /* our reader went away */
     }
   }
-  if (left == 0 || buffered > 0)
-    return left;
-  while (poll(fds, streams->len, -1) < 0 && errno == EINTR)
-    ;
-  for (guint i = 0; i < streams->len; i++)
-    ready[i] = fds[i].fd >= 0 && fds[i].revents != 0;
-  return left;
+  for (guint i = 0; i < f->streams->len; i++)
+    flush(f, &g_array_index(f->streams, Stream, i), 0, TRUE);
+  if (f->open)
+    nf_log_end_line(&f->open->out);
+  return f->dropped ? NF_EXIT_FAILURE : NF_EXIT_OK;
 }
 
 /* Following `streams` guests takes a socket each: the soft limit on open
@@ -95,7 +198,6 @@ int nf_logs_many(const NfClientOptions *o, const char *target, const char *since
       nf_client_call(c, "ps", json_pack("{s:s}", "targets", target), NF_CLIENT_TIMEOUT_MS, &error);
   if (!ps)
     return nf_client_fail("logs", error, c);
-
   guint n = (guint)json_array_size(json_object_get(ps, "guests"));
   if (follow && n > NF_LOGS_FOLLOW_MAX) {
     nf_cli_error("logs: -f follows at most %u guests at once, not %u (each takes one of the "
@@ -106,15 +208,19 @@ int nf_logs_many(const NfClientOptions *o, const char *target, const char *since
   }
   if (follow && !room_for(n, &error))
     return nf_client_fail("logs", error, NULL);
-  g_autoptr(GArray) streams = g_array_new(FALSE, TRUE, sizeof(Stream));
+
+  g_autoptr(GArray) streams = g_array_sized_new(FALSE, TRUE, sizeof(Stream), n);
   g_array_set_clear_func(streams, stream_clear);
+  Follow f = {streams, NULL, FALSE};
   gsize i;
   json_t *g;
   json_array_foreach(json_object_get(ps, "guests"), i, g)
   {
     Stream s = {0};
+    s.id = (guint)json_integer_value(json_object_get(g, "id"));
     s.prefix = g_strdup_printf("%s | ", json_string_value(json_object_get(g, "name")));
     s.out = (NfLogOut){s.prefix, TRUE};
+    s.pending = g_string_new(NULL);
     g_array_append_val(streams, s);
     Stream *sp = &g_array_index(streams, Stream, streams->len - 1);
     NfClient *on = c;
@@ -124,40 +230,34 @@ int nf_logs_many(const NfClientOptions *o, const char *target, const char *since
         return nf_client_fail("logs", error, NULL);
       on = sp->client;
     }
-    json_auto_t *reply = nf_client_call(
-        on, "logs", logs_args(json_integer_value(json_object_get(g, "id")), follow, since),
-        NF_CLIENT_TIMEOUT_MS, &error);
+    json_auto_t *reply =
+        nf_client_call(on, "logs", logs_args(s.id, follow, since), NF_CLIENT_TIMEOUT_MS, &error);
     if (!reply)
       return nf_client_fail("logs", error, on);
-    if (!nf_log_print(reply, &sp->out, &error) || !nf_log_end_line(&sp->out))
-      return error ? nf_client_fail("logs", error, NULL) : NF_EXIT_OK;
+    if (!follow) {
+      if (!nf_log_print(reply, &sp->out, &error) || !nf_log_end_line(&sp->out))
+        return error ? nf_client_fail("logs", error, NULL) : NF_EXIT_OK;
+      continue;
+    }
+    /* Its history, whole lines out and an unfinished one kept for its
+     * stream; then what the guests already followed printed meanwhile, so
+     * that none falls 1 MiB behind while the histories go out. */
+    if (!nf_log_read(reply, sp->pending, &error))
+      return nf_client_fail("logs", error, NULL);
+    sp->pending_since = g_get_monotonic_time();
+    gint64 now = g_get_monotonic_time();
+    for (guint k = 0; k < streams->len; k++) {
+      Stream *s2 = &g_array_index(streams, Stream, k);
+      if (s2->client && !take(s2, &error)) {
+        if (error)
+          return nf_client_fail("logs", error, NULL);
+        ended(&f, s2, c);
+      }
+      if (!flush(&f, s2, now, FALSE))
+        return NF_EXIT_OK;
+    }
   }
   if (!follow)
     return NF_EXIT_OK;
-
-  g_autofree gboolean *ready = g_new0(gboolean, streams->len);
-  Stream *open = NULL; /* the guest whose line is unfinished */
-  char buf[16384];
-  while (wait_readable(streams, ready) > 0) {
-    for (guint k = 0; k < streams->len; k++) {
-      Stream *s = &g_array_index(streams, Stream, k);
-      if (!ready[k] || s->client == NULL)
-        continue;
-      gssize got = nf_client_read_raw(s->client, buf, sizeof(buf), &error);
-      if (got < 0)
-        return nf_client_fail("logs", error, NULL);
-      if (got == 0) {
-        g_clear_pointer(&s->client, nf_client_free); /* the fleet stopped */
-        continue;
-      }
-      if (open && open != s && !nf_log_end_line(&open->out))
-        return NF_EXIT_OK;
-      if (!nf_log_write(&s->out, buf, (gsize)got))
-        return NF_EXIT_OK; /* our reader went away */
-      open = s->out.at_line_start ? NULL : s;
-    }
-  }
-  if (open)
-    nf_log_end_line(&open->out);
-  return NF_EXIT_OK;
+  return follow_all(&f, c);
 }

@@ -9,7 +9,8 @@
  * and console fail (exit 1) with "supervisor pid N not answering within
  * S s" instead of hanging, and `down` leaves it running (no SIGTERM
  * pending), so after SIGCONT the fleet answers and stops in order;
- * `logs all -f` on more guests than it may follow is refused up front.
+ * `logs all -f` on more guests than it may follow is refused up front, and
+ * keeps every line whole while two guests print at once.
  */
 #include <signal.h>
 #include <string.h>
@@ -151,7 +152,7 @@ static void test_logs_follow_cap(void)
   const char *run[] = {"run", "513",      "-d",   "--name",  "many", "--qemu",
                        qemu,  "--kernel", kernel, "--accel", "tcg",  NULL};
   g_autofree char *started = cli(0, run);
-  const char *wait[] = {"wait", "--name", "many", "--timeout", "120", NULL};
+  const char *wait[] = {"wait", "--name", "many", "--timeout", "100", NULL};
   g_autofree char *ready = cli(0, wait);
   const char *follow[] = {"logs", "all", "-f", "--name", "many", NULL};
   g_autofree char *refused = cli(2, follow);
@@ -166,6 +167,57 @@ static void test_logs_follow_cap(void)
   g_autofree char *d = cli(0, down);
 }
 
+typedef struct {
+  NfTestProc *p;
+  const char *needle;
+} Seen;
+
+static gboolean seen_both(gpointer data)
+{
+  Seen *w = data;
+  const char *out = nf_test_proc_output(w->p);
+  g_autofree char *one = g_strdup_printf("vm-0001 | %s", w->needle);
+  g_autofree char *two = g_strdup_printf("vm-0002 | %s", w->needle);
+  return strstr(out, one) && strstr(out, two);
+}
+
+/* `logs all -f` while two guests print 256 KiB at the same moment: the log
+ * grows by pieces that end anywhere in a line, yet every line comes out
+ * whole behind its guest's name (the pieces of one guest wait for the rest
+ * of their line instead of being cut by the other's). Fake guests. */
+static void test_logs_follow_whole_lines(void)
+{
+  g_autofree char *qemu = g_build_filename(g_getenv("NF_HELPERS"), "fake-qemu", NULL);
+  g_autofree char *kernel = g_build_filename(tmp, "Image", NULL);
+  g_assert_true(g_file_set_contents(kernel, "not a kernel", -1, NULL));
+  g_setenv("FAKE_QEMU_CHATTER_MS", "2000", TRUE);
+  g_setenv("FAKE_QEMU_CHATTER_KB", "256", TRUE);
+  const char *run[] = {"run", "2",        "-d",   "--name",  "chat", "--qemu",
+                       qemu,  "--kernel", kernel, "--accel", "tcg",  NULL};
+  g_autofree char *started = cli(0, run);
+  g_unsetenv("FAKE_QEMU_CHATTER_MS");
+  g_unsetenv("FAKE_QEMU_CHATTER_KB");
+  const char *follow[] = {"logs", "all", "-f", "--name", "chat", NULL};
+  g_autoptr(NfTestProc) logs = nf_test_proc_spawn(tmp, follow);
+  /* 256 KiB of 43-byte lines: the last is number 6096. */
+  Seen last = {logs, "chatter 00006096 "};
+  g_assert_true(nf_test_wait_for(seen_both, &last, CLI_MS));
+  g_auto(GStrv) lines = g_strsplit(nf_test_proc_output(logs), "\n", -1);
+  guint chatter = 0;
+  for (char **l = lines; *l && **l; l++) {
+    g_assert_true(g_str_has_prefix(*l, "vm-0001 | ") || g_str_has_prefix(*l, "vm-0002 | "));
+    if (strstr(*l, "chatter ")) {
+      chatter++;
+      if (strlen(*l) != strlen("vm-0001 | chatter 00000000 ........................\r"))
+        g_error("a line cut or joined: '%s'", *l);
+    }
+  }
+  g_assert_cmpuint(chatter, ==, 2 * 6097);
+  const char *down[] = {"down", "--name", "chat", NULL};
+  g_autofree char *d = cli(0, down);
+  g_assert_cmpint(nf_test_proc_wait_exit(logs, CLI_MS), ==, 0);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -173,6 +225,7 @@ int main(int argc, char **argv)
   g_test_add_func("/cli-faults/bad-arguments", test_bad_arguments);
   g_test_add_func("/cli-faults/fleet-faults", test_fleet_faults);
   g_test_add_func("/cli-faults/logs-follow-cap", test_logs_follow_cap);
+  g_test_add_func("/cli-faults/logs-follow-whole-lines", test_logs_follow_whole_lines);
   int rc = g_test_run();
   nf_test_tmpdir_cleanup(tmp);
   g_free(tmp);
