@@ -183,6 +183,12 @@ static char *self_command(void)
   return g_steal_pointer(&exe);
 }
 
+/* `s` as one word a shell takes back as it is: quoted only when it must be. */
+static char *shell_word(const char *s)
+{
+  return strpbrk(s, " \t\n'\"\\$`!*?[]{}()<>|&;#~") ? g_shell_quote(s) : g_strdup(s);
+}
+
 int nf_cmd_run(int argc, char **argv)
 {
   g_autoptr(GError) error = NULL;
@@ -326,10 +332,14 @@ int nf_cmd_run(int argc, char **argv)
                       "network or behind TLS",
                       http_opts.addr);
   }
-  if (!mode.exec_argv && !mode.detach && nf_fleet_size(rs.fleet) > 0) {
-    g_autofree char *me = self_command();
+  if (!mode.exec_argv && !mode.detach && rs.control && nf_fleet_size(rs.fleet) > 0) {
+    g_autofree char *bin = self_command();
+    g_autofree char *me = shell_word(bin);
+    g_autofree char *dir = cfg.runtime_dir ? shell_word(cfg.runtime_dir) : NULL;
     g_autofree char *name =
-        g_str_equal(cfg.name, "default") ? g_strdup("") : g_strdup_printf(" --name %s", cfg.name);
+        g_strdup_printf("%s%s%s%s", g_str_equal(cfg.name, "default") ? "" : " --name ",
+                        g_str_equal(cfg.name, "default") ? "" : cfg.name,
+                        dir ? " --runtime-dir " : "", dir ? dir : "");
     guint first = nf_vm_id(nf_fleet_vm(rs.fleet, 0)); /* 1, unless --id-offset or a shard */
     g_autofree char *hint = g_strdup_printf(
         "in another terminal: `%s ps%s`, `%s console %u%s` (Ctrl-] q detaches), `%s logs %u -f%s`",

@@ -7,6 +7,7 @@
  * guests go through logs-many.h. events prints lifecycle events as they
  * happen until interrupted or the fleet stops.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -37,6 +38,8 @@ int nf_cmd_logs(int argc, char **argv)
                             "its guest's name.",
                             entries, &argc, &argv))
     return NF_EXIT_USAGE;
+  /* `logs -f | head`: a closed stdout ends us quietly (exit 0), not by SIGPIPE. */
+  signal(SIGPIPE, SIG_IGN);
   g_autoptr(GError) error = NULL;
   guint id = 0;
   if (argc != 2) {
