@@ -32,8 +32,8 @@ typedef struct {
 
 typedef struct {
   GArray *streams;
-  Stream *open; /* the guest whose line went out unfinished */
-  gboolean dropped;
+  Stream *open;     /* the guest whose line went out unfinished */
+  gboolean dropped; /* a stream lost while its guest ran, or poll failed: exit 1 */
 } Follow;
 
 static void stream_clear(gpointer data)
@@ -141,8 +141,14 @@ static gboolean wait_any(Follow *f)
   if (left == 0)
     return FALSE;
   int wait_ms = due < 0 ? -1 : (int)MAX((due - now + 999) / 1000, 0);
-  while (poll(fds, st->len, wait_ms) < 0 && errno == EINTR)
+  int r;
+  while ((r = poll(fds, st->len, wait_ms)) < 0 && errno == EINTR)
     ;
+  if (r < 0) {
+    nf_cli_error("logs: waiting for the guests' output: %s", g_strerror(errno));
+    f->dropped = TRUE; /* exit 1 */
+    return FALSE;
+  }
   return TRUE;
 }
 
