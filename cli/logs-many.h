@@ -4,9 +4,12 @@
  * With -f: the same, then what every one of them prints from then on, as it
  * comes, through one connection per guest (each a `logs -f` stream that
  * starts at the byte its history ended on). Lines of different guests meet
- * in one output: a guest's unfinished line (a prompt) is ended when another
- * guest's bytes come, and its next bytes start a new line behind its name.
- * Ends when every stream has ended (the fleet stopped) or stdout is gone.
+ * in one output, so only whole lines go out: qemu logs a byte at a time, and
+ * a guest's unfinished line waits for its end (up to 200 ms or 4 KiB: a
+ * prompt never gets one; then it goes out, and is ended if another guest
+ * speaks). Ends when every stream has ended (the fleet stopped) or stdout is
+ * gone; a stream the supervisor dropped while its guest runs (it drops a
+ * reader 1 MiB behind) is said on stderr and makes the exit status 1.
  * At most half the supervisor's control connections (512) are followed at
  * once: more is a usage error that names a range to follow instead.
  */
