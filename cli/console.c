@@ -16,6 +16,8 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "cli/log-print.h"
+
 /* How long a detaching client waits for the supervisor to take its last
  * input (it closes as soon as it has read our end: milliseconds). */
 #define NF_CONSOLE_DRAIN_MS 2000
@@ -26,7 +28,6 @@ static volatile sig_atomic_t tio_saved;
 static void tty_restore(void);
 static void tty_restore_signal(int sig);
 static gboolean tty_raw(void);
-static gboolean out_all(const char *buf, gsize len);
 static void drain_after_input(NfClient *c, char *buf, gsize size);
 
 static void tty_restore(void)
@@ -66,20 +67,6 @@ static gboolean tty_raw(void)
   if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &raw) < 0) {
     tio_saved = 0;
     return FALSE;
-  }
-  return TRUE;
-}
-
-static gboolean out_all(const char *buf, gsize len)
-{
-  while (len > 0) {
-    ssize_t n = write(STDOUT_FILENO, buf, len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return FALSE;
-    buf += n;
-    len -= (gsize)n;
   }
   return TRUE;
 }
@@ -126,7 +113,7 @@ static void drain_after_input(NfClient *c, char *buf, gsize size)
         return;
     }
     gssize n = nf_client_read_raw(c, buf, size, NULL);
-    if (n <= 0 || !out_all(buf, (gsize)n))
+    if (n <= 0 || !nf_log_write_raw(buf, (gsize)n))
       return;
   }
 }
@@ -141,7 +128,7 @@ NfConsoleEnd nf_console_run(NfClient *c, gboolean writer, GError **error)
   for (;;) {
     if (nf_client_has_buffered(c)) {
       gssize n = nf_client_read_raw(c, buf, sizeof(buf), error);
-      if (n > 0 && !out_all(buf, (gsize)n))
+      if (n > 0 && !nf_log_write_raw(buf, (gsize)n))
         break;
       continue;
     }
@@ -165,7 +152,7 @@ NfConsoleEnd nf_console_run(NfClient *c, gboolean writer, GError **error)
         end = NF_CONSOLE_CLOSED;
         break;
       }
-      if (!out_all(buf, (gsize)n))
+      if (!nf_log_write_raw(buf, (gsize)n))
         break;
     }
     if (p[1].revents) {
@@ -190,7 +177,7 @@ NfConsoleEnd nf_console_run(NfClient *c, gboolean writer, GError **error)
       } else if (send->len && !warned) {
         g_autofree char *note = g_strdup_printf(
             "%s[read-only console: input ignored; " NF_CONSOLE_ESCAPE_HINT "]%s", nl, nl);
-        out_all(note, strlen(note));
+        nf_log_write_raw(note, strlen(note));
         warned = TRUE;
       }
       if (detach) {

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static gboolean write_out(const char *buf, gsize len)
+gboolean nf_log_write_raw(const char *buf, gsize len)
 {
   while (len > 0) {
     ssize_t n = write(STDOUT_FILENO, buf, len);
@@ -25,13 +25,13 @@ static gboolean write_out(const char *buf, gsize len)
 gboolean nf_log_write(NfLogOut *out, const char *buf, gsize len)
 {
   if (out->prefix == NULL)
-    return write_out(buf, len);
+    return nf_log_write_raw(buf, len);
   while (len > 0) {
-    if (out->at_line_start && !write_out(out->prefix, strlen(out->prefix)))
+    if (out->at_line_start && !nf_log_write_raw(out->prefix, strlen(out->prefix)))
       return FALSE;
     const char *nl = memchr(buf, '\n', len);
     gsize n = nl ? (gsize)(nl - buf) + 1 : len;
-    if (!write_out(buf, n))
+    if (!nf_log_write_raw(buf, n))
       return FALSE;
     out->at_line_start = nl != NULL;
     buf += n;
@@ -45,7 +45,7 @@ gboolean nf_log_end_line(NfLogOut *out)
   if (out->at_line_start)
     return TRUE;
   out->at_line_start = TRUE;
-  return write_out("\n", 1);
+  return nf_log_write_raw("\n", 1);
 }
 
 typedef gboolean (*Sink)(const char *buf, gsize len, gpointer data);

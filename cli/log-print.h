@@ -15,6 +15,9 @@ typedef struct {
   gboolean at_line_start;
 } NfLogOut;
 
+/* Writes `len` bytes to stdout as they are (the console client's output
+ * too); FALSE when stdout is gone. */
+gboolean nf_log_write_raw(const char *buf, gsize len);
 /* Writes `len` bytes to stdout, each line behind out->prefix. FALSE when
  * stdout is gone (`logs -f | head`): the caller stops, without an error. */
 gboolean nf_log_write(NfLogOut *out, const char *buf, gsize len);

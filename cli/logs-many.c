@@ -152,21 +152,31 @@ static gboolean wait_any(Follow *f)
   return TRUE;
 }
 
-static int follow_all(Follow *f, NfClient *c)
+/* One pass over the streams: what each has for us read, its whole lines
+ * out (all it holds once it ended). -1: go on; else the exit status. */
+static int pump(Follow *f, NfClient *c)
 {
   g_autoptr(GError) error = NULL;
-  while (wait_any(f)) {
-    gint64 now = g_get_monotonic_time();
-    for (guint i = 0; i < f->streams->len; i++) {
-      Stream *s = &g_array_index(f->streams, Stream, i);
-      if (s->client && !take(s, &error)) {
-        if (error)
-          return nf_client_fail("logs", error, NULL);
-        ended(f, s, c);
-      }
-      if (!flush(f, s, now, s->client == NULL))
-        return NF_EXIT_OK; /* our reader went away */
+  gint64 now = g_get_monotonic_time();
+  for (guint i = 0; i < f->streams->len; i++) {
+    Stream *s = &g_array_index(f->streams, Stream, i);
+    if (s->client && !take(s, &error)) {
+      if (error)
+        return nf_client_fail("logs", error, NULL);
+      ended(f, s, c);
     }
+    if (!flush(f, s, now, s->client == NULL))
+      return NF_EXIT_OK; /* our reader went away */
+  }
+  return -1;
+}
+
+static int follow_all(Follow *f, NfClient *c)
+{
+  while (wait_any(f)) {
+    int status = pump(f, c);
+    if (status >= 0)
+      return status;
   }
   for (guint i = 0; i < f->streams->len; i++)
     flush(f, &g_array_index(f->streams, Stream, i), 0, TRUE);
@@ -251,17 +261,9 @@ int nf_logs_many(const NfClientOptions *o, const char *target, const char *since
     if (!nf_log_read(reply, sp->pending, &error))
       return nf_client_fail("logs", error, NULL);
     sp->pending_since = g_get_monotonic_time();
-    gint64 now = g_get_monotonic_time();
-    for (guint k = 0; k < streams->len; k++) {
-      Stream *s2 = &g_array_index(streams, Stream, k);
-      if (s2->client && !take(s2, &error)) {
-        if (error)
-          return nf_client_fail("logs", error, NULL);
-        ended(&f, s2, c);
-      }
-      if (!flush(&f, s2, now, FALSE))
-        return NF_EXIT_OK;
-    }
+    int status = pump(&f, c);
+    if (status >= 0)
+      return status;
   }
   if (!follow)
     return NF_EXIT_OK;
