@@ -110,7 +110,7 @@ static void test_fleet_faults(void)
   g_autofree char *want =
       g_strdup_printf("fleet 'flt': supervisor pid %d not answering within 10 s", (int)pid);
   nf_test_proc_signal(fleet, SIGSTOP);
-  g_assert_true(nf_test_wait_for(nf_test_pid_stopped, GINT_TO_POINTER(pid), CLI_MS));
+  g_assert_true(nf_test_wait_polled(nf_test_pid_stopped, GINT_TO_POINTER(pid), 10, CLI_MS));
   const char *const verbs[][8] = {
       {"ps", "--name", "flt", NULL},
       {"down", "--name", "flt", NULL},

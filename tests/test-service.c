@@ -157,7 +157,7 @@ static void test_notify(void)
   /* The pets come from the main loop: none while it cannot run. */
   GPid pid = nf_test_proc_pid(p);
   nf_test_proc_signal(p, SIGSTOP);
-  g_assert_true(nf_test_wait_for(nf_test_pid_stopped, GINT_TO_POINTER(pid), 10000));
+  g_assert_true(nf_test_wait_polled(nf_test_pid_stopped, GINT_TO_POINTER(pid), 10, 10000));
   /* Stopped: all it sent is queued on our socket; take it in. */
   while (g_main_context_iteration(NULL, FALSE))
     ;

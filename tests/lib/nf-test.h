@@ -70,7 +70,8 @@ int nf_test_proc_wait_exit(NfTestProc *p, guint timeout_ms);
 const char *nf_test_proc_output(NfTestProc *p);
 /* Sends `sig` now (not through GLib's worker thread), unless it exited. */
 void nf_test_proc_signal(NfTestProc *p, int sig);
-/* For nf_test_wait_for: the process GINT_TO_POINTER(pid) is stopped (T). */
+/* For nf_test_wait_polled (no event of ours says it): the process
+ * GINT_TO_POINTER(pid) is stopped (T). */
 gboolean nf_test_pid_stopped(gpointer pid);
 GPid nf_test_proc_pid(NfTestProc *p);
 /* Kills it if still running and frees. */
