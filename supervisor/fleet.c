@@ -282,6 +282,17 @@ static gboolean resume_cb(gpointer data)
   return G_SOURCE_REMOVE;
 }
 
+/* Listeners are called from a copy of the list, since one may add or
+ * remove listeners; one removed meanwhile (its owner may be freed) is
+ * skipped. */
+static gboolean listening(NfFleet *fleet, guint id)
+{
+  for (guint i = 0; i < fleet->listeners->len; i++)
+    if (g_array_index(fleet->listeners, Listener, i).id == id)
+      return TRUE;
+  return FALSE;
+}
+
 static void notice(NfFleet *fleet, const char *message)
 {
   if (fleet->cb.notice)
@@ -289,7 +300,7 @@ static void notice(NfFleet *fleet, const char *message)
   g_autoptr(GArray) ls = g_array_copy(fleet->listeners);
   for (guint i = 0; i < ls->len; i++) {
     Listener *li = &g_array_index(ls, Listener, i);
-    if (li->cb.notice)
+    if (li->cb.notice && listening(fleet, li->id))
       li->cb.notice(fleet, message, li->user_data);
   }
 }
@@ -333,7 +344,7 @@ static void emit_vm_changed(NfFleet *fleet, NfVm *vm, NfVmState old_state, const
   g_autoptr(GArray) ls = g_array_copy(fleet->listeners);
   for (guint i = 0; i < ls->len; i++) {
     Listener *li = &g_array_index(ls, Listener, i);
-    if (li->cb.vm_changed)
+    if (li->cb.vm_changed && listening(fleet, li->id))
       li->cb.vm_changed(fleet, vm, old_state, reason, li->user_data);
   }
 }
