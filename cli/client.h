@@ -95,6 +95,12 @@ char *nf_client_read_line(NfClient *c, GError **error);
 /* Whether read_raw has buffered bytes to return without touching the socket. */
 gboolean nf_client_has_buffered(NfClient *c);
 gboolean nf_client_write_all(NfClient *c, const char *buf, gsize len, GError **error);
+/* Why a stream of guest `id` ended (its connection closed), asked on a new
+ * connection: the fleet is gone (nothing answers), the guest left it
+ * (scaled away), or the supervisor ended the stream while both run (it
+ * drops a reader that falls too far behind). */
+typedef enum { NF_STREAM_FLEET_GONE, NF_STREAM_GUEST_GONE, NF_STREAM_DROPPED } NfStreamEnd;
+NfStreamEnd nf_client_stream_end(const NfClientOptions *o, guint id);
 
 /* Verb plumbing shared by cmd-*.c: parses `argv` with `entries` (which end
  * with NF_CLIENT_OPTION_ENTRIES and {NULL}); `params` names the positional

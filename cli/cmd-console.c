@@ -58,7 +58,19 @@ int nf_cmd_console(int argc, char **argv)
     fprintf(stderr, "\n[input ended: detached from %s]\n", name);
     return NF_EXIT_OK;
   case NF_CONSOLE_CLOSED:
-    fprintf(stderr, "\n[%s's console closed: the fleet stopped]\n", name);
+    switch (nf_client_stream_end(&o, id)) {
+    case NF_STREAM_GUEST_GONE:
+      fprintf(stderr, "\n[%s's console closed: the guest left the fleet (scaled away)]\n", name);
+      break;
+    case NF_STREAM_DROPPED:
+      fprintf(stderr,
+              "\n[%s's console closed by the supervisor: this terminal fell too far "
+              "behind]\n",
+              name);
+      break;
+    default:
+      fprintf(stderr, "\n[%s's console closed: the fleet stopped]\n", name);
+    }
     return NF_EXIT_FAILURE;
   default:
     return nf_client_fail("console", error, NULL);

@@ -18,6 +18,7 @@
 #include "cli/logs-many.h"
 #include "cli/parse.h"
 #include "cli/verbs.h"
+#include "supervisor/control.h" /* NF_CONTROL_OUT_MAX */
 #include "supervisor/targets.h"
 
 int nf_cmd_logs(int argc, char **argv)
@@ -79,8 +80,17 @@ int nf_cmd_logs(int argc, char **argv)
     gssize n = nf_client_read_raw(c, buf, sizeof(buf), &error);
     if (n < 0)
       return nf_client_fail("logs", error, NULL);
-    if (n == 0 || !nf_log_write(&out, buf, (gsize)n))
-      return NF_EXIT_OK; /* the fleet stopped, or our reader went away */
+    if (n > 0 && !nf_log_write(&out, buf, (gsize)n))
+      return NF_EXIT_OK; /* our reader went away */
+    if (n > 0)
+      continue;
+    /* The fleet stopped or the guest left it: the end of its log. */
+    if (nf_client_stream_end(&o, id) != NF_STREAM_DROPPED)
+      return NF_EXIT_OK;
+    nf_cli_error("logs: the supervisor ended the stream while %s runs (it drops a reader that "
+                 "falls %d MiB behind); `logs %u` has all of it",
+                 json_string_value(json_object_get(result, "name")), NF_CONTROL_OUT_MAX >> 20, id);
+    return NF_EXIT_FAILURE;
   }
 }
 

@@ -5,53 +5,73 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "cli/fleet-verbs.h"
 #include "cli/log-print.h"
 #include "cli/verbs.h"
-#include "supervisor/control.h"
+#include "supervisor/control.h" /* NF_CONTROL_OUT_MAX */
 
-/* Half the supervisor's control connections: the rest stay for others. */
-#define NF_LOGS_FOLLOW_MAX (NF_CONTROL_MAX_CLIENTS / 2)
 /* qemu writes the console log a byte at a time, so a stream hands out
  * pieces of lines: a guest's unfinished line waits for the rest this long
  * (a prompt never gets one) or until it is this big. */
 #define PARTIAL_WAIT_US (200 * 1000)
 #define PARTIAL_MAX 4096
+/* A frame's header line ("out 12 4096"): longer is not one. */
+#define HEAD_MAX 64
 
 typedef struct {
-  NfClient *client; /* its own `logs -f` stream; NULL: ended */
   guint id;
   char *prefix;
   NfLogOut out;
+  json_t *doc;          /* its `logs` document until its history is read */
   GString *pending;     /* read, not yet written: the end of an unfinished line */
   gint64 pending_since; /* monotonic µs that unfinished line began waiting */
+  GString *early;       /* its output that came before its history was read */
+  gboolean left;        /* it left the fleet: nothing more comes */
 } Stream;
 
 typedef struct {
-  GArray *streams;
-  Stream *open;     /* the guest whose line went out unfinished */
-  gboolean dropped; /* a stream lost while its guest ran, or poll failed: exit 1 */
+  NfClient *c;        /* the stream (log-mux.h frames); NULL once it ended */
+  GPtrArray *streams; /* Stream*: the TARGET's guests in id order, then joiners */
+  GHashTable *by_id;  /* id -> the Stream now receiving its output */
+  GString *in;        /* read, not yet taken apart into frames */
+  Stream *open;       /* the guest whose line went out unfinished */
 } Follow;
 
-static void stream_clear(gpointer data)
+static void stream_free(gpointer data)
 {
   Stream *s = data;
-  g_clear_pointer(&s->client, nf_client_free);
   g_free(s->prefix);
-  if (s->pending)
-    g_string_free(s->pending, TRUE);
+  json_decref(s->doc);
+  g_string_free(s->pending, TRUE);
+  g_string_free(s->early, TRUE);
+  g_free(s);
 }
 
-/* The `logs` request for guest `id`. */
-static json_t *logs_args(json_int_t id, gboolean follow, const char *since)
+static Stream *stream_new(json_t *doc)
 {
-  json_t *args = json_pack("{s:I, s:b}", "id", id, "follow", follow);
-  if (since)
-    json_object_set_new(args, "since", json_string(since));
-  return args;
+  Stream *s = g_new0(Stream, 1);
+  s->id = (guint)json_integer_value(json_object_get(doc, "id"));
+  s->prefix = g_strdup_printf("%s | ", json_string_value(json_object_get(doc, "name")));
+  s->out = (NfLogOut){s->prefix, TRUE};
+  s->doc = json_incref(doc);
+  s->pending = g_string_new(NULL);
+  s->early = g_string_new(NULL);
+  return s;
+}
+
+/* Its history into its pending bytes, then what its stream brought since. */
+static gboolean read_history(Stream *s, GError **error)
+{
+  if (!nf_log_read(s->doc, s->pending, error))
+    return FALSE;
+  g_clear_pointer(&s->doc, json_decref);
+  g_string_append_len(s->pending, s->early->str, (gssize)s->early->len);
+  g_string_truncate(s->early, 0);
+  s->pending_since = g_get_monotonic_time();
+  return TRUE;
 }
 
 /* Writes `len` bytes of `s`, ending another guest's unfinished line first. */
@@ -86,122 +106,173 @@ static gboolean flush(Follow *f, Stream *s, gint64 now, gboolean all)
   return TRUE;
 }
 
-/* Reads what `s` has for us without blocking, into its pending bytes.
- * FALSE when its stream ended. */
-static gboolean take(Stream *s, GError **error)
+/* One frame (log-mux.h) to its guest. */
+static gboolean frame(Follow *f, const char *kind, guint id, const char *body, gsize len,
+                      GError **error)
 {
-  char buf[16384];
-  while (nf_client_has_buffered(s->client) ||
-         poll(&(struct pollfd){.fd = nf_client_fd(s->client), .events = POLLIN}, 1, 0) > 0) {
-    gssize got = nf_client_read_raw(s->client, buf, sizeof(buf), error);
+  Stream *s = g_hash_table_lookup(f->by_id, GUINT_TO_POINTER(id));
+  if (strcmp(kind, "out") == 0) {
+    GString *into = s == NULL ? NULL : s->doc ? s->early : s->pending;
+    if (into && into->len == 0 && into == s->pending)
+      s->pending_since = g_get_monotonic_time();
+    if (into)
+      g_string_append_len(into, body, (gssize)len);
+    return TRUE;
+  }
+  if (strcmp(kind, "leave") == 0) {
+    if (s)
+      s->left = TRUE;
+    g_hash_table_remove(f->by_id, GUINT_TO_POINTER(id));
+    return TRUE;
+  }
+  if (strcmp(kind, "join") == 0) {
+    json_auto_t *doc = json_loadb(body, len, 0, NULL);
+    if (!json_is_object(doc) || !json_is_string(json_object_get(doc, "name"))) {
+      g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_PROTOCOL,
+                  "the supervisor announced guest %u without a valid document", id);
+      return FALSE;
+    }
+    Stream *joined = stream_new(doc);
+    g_ptr_array_add(f->streams, joined);
+    g_hash_table_insert(f->by_id, GUINT_TO_POINTER(id), joined);
+    return read_history(joined, error);
+  }
+  g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_PROTOCOL,
+              "the supervisor sent an unknown frame '%s' (a newer supervisor? use the CLI that "
+              "started it)",
+              kind);
+  return FALSE;
+}
+
+/* Takes the whole frames read so far apart; the last may wait for more. */
+static gboolean frames(Follow *f, GError **error)
+{
+  gsize at = 0;
+  gboolean ok = TRUE;
+  while (ok && at < f->in->len) {
+    const char *head = f->in->str + at;
+    gsize avail = f->in->len - at;
+    const char *nl = memchr(head, '\n', MIN(avail, HEAD_MAX));
+    char kind[8];
+    guint id;
+    guint64 len;
+    int used = -1;
+    g_autofree char *line = nl ? g_strndup(head, (gsize)(nl - head)) : NULL;
+    if (line && sscanf(line, "%7s %u %" G_GUINT64_FORMAT "%n", kind, &id, &len, &used) == 3 &&
+        used == (int)strlen(line)) {
+      gsize need = (gsize)(nl - head) + 1 + len;
+      if (avail < need)
+        break;
+      ok = frame(f, kind, id, nl + 1, len, error);
+      at += need;
+    } else if (nl || avail >= HEAD_MAX) {
+      g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_PROTOCOL,
+                  "the supervisor's log stream is garbled (a frame header was expected)");
+      ok = FALSE;
+    } else {
+      break;
+    }
+  }
+  g_string_erase(f->in, 0, (gssize)at);
+  return ok;
+}
+
+/* Reads what the stream has for us without blocking. FALSE when it ended
+ * (error set if it failed or was garbled). */
+static gboolean take(Follow *f, GError **error)
+{
+  char buf[65536];
+  while (nf_client_has_buffered(f->c) ||
+         poll(&(struct pollfd){.fd = nf_client_fd(f->c), .events = POLLIN}, 1, 0) > 0) {
+    gssize got = nf_client_read_raw(f->c, buf, sizeof(buf), error);
     if (got <= 0)
       return FALSE;
-    if (s->pending->len == 0)
-      s->pending_since = g_get_monotonic_time();
-    g_string_append_len(s->pending, buf, got);
+    g_string_append_len(f->in, buf, got);
   }
-  return TRUE;
+  return frames(f, error);
 }
 
-/* A stream ended: the fleet stopped or the guest went away (scaled down),
- * or the supervisor dropped us for reading too slowly (1 MiB unread). */
-static void ended(Follow *f, Stream *s, NfClient *c)
-{
-  g_clear_pointer(&s->client, nf_client_free);
-  g_autofree char *id = g_strdup_printf("%u", s->id);
-  json_auto_t *ps = nf_client_call(c, "ps", json_pack("{s:s}", "targets", id), 5000, NULL);
-  if (ps && json_array_size(json_object_get(ps, "guests")) > 0) {
-    nf_cli_error("logs: %sstream ended while the guest runs (the supervisor drops a reader that "
-                 "falls 1 MiB behind); `logs %u` has all of it",
-                 s->prefix, s->id);
-    f->dropped = TRUE;
-  }
-}
-
-/* Waits until a stream has bytes or an unfinished line's wait is over;
- * FALSE when no stream is left. */
-static gboolean wait_any(Follow *f)
-{
-  GArray *st = f->streams;
-  g_autofree struct pollfd *fds = g_new0(struct pollfd, st->len);
-  guint left = 0;
-  gint64 due = -1, now = g_get_monotonic_time();
-  for (guint i = 0; i < st->len; i++) {
-    Stream *s = &g_array_index(st, Stream, i);
-    fds[i].fd = -1;
-    if (s->pending->len && (due < 0 || s->pending_since + PARTIAL_WAIT_US < due))
-      due = s->pending_since + PARTIAL_WAIT_US;
-    if (s->client == NULL)
-      continue;
-    left++;
-    if (nf_client_has_buffered(s->client))
-      return TRUE;
-    fds[i] = (struct pollfd){.fd = nf_client_fd(s->client), .events = POLLIN};
-  }
-  if (left == 0)
-    return FALSE;
-  int wait_ms = due < 0 ? -1 : (int)MAX((due - now + 999) / 1000, 0);
-  int r;
-  while ((r = poll(fds, st->len, wait_ms)) < 0 && errno == EINTR)
-    ;
-  if (r < 0) {
-    nf_cli_error("logs: waiting for the guests' output: %s", g_strerror(errno));
-    f->dropped = TRUE; /* exit 1 */
-    return FALSE;
-  }
-  return TRUE;
-}
-
-/* One pass over the streams: what each has for us read, its whole lines
- * out (all it holds once it ended). -1: go on; else the exit status. */
-static int pump(Follow *f, NfClient *c)
+/* One pass: what the stream has read, every guest's whole lines out (all
+ * it holds once it left or the stream ended). -1: go on; else the exit
+ * status. */
+static int pump(Follow *f)
 {
   g_autoptr(GError) error = NULL;
+  if (f->c && !take(f, &error)) {
+    if (error)
+      return nf_client_fail("logs", error, NULL);
+    g_clear_pointer(&f->c, nf_client_free);
+  }
   gint64 now = g_get_monotonic_time();
   for (guint i = 0; i < f->streams->len; i++) {
-    Stream *s = &g_array_index(f->streams, Stream, i);
-    if (s->client && !take(s, &error)) {
-      if (error)
-        return nf_client_fail("logs", error, NULL);
-      ended(f, s, c);
-    }
-    if (!flush(f, s, now, s->client == NULL))
+    Stream *s = f->streams->pdata[i];
+    if (s->doc == NULL && !flush(f, s, now, s->left || f->c == NULL))
       return NF_EXIT_OK; /* our reader went away */
   }
   return -1;
 }
 
-static int follow_all(Follow *f, NfClient *c)
+/* Waits until the stream has bytes or an unfinished line's wait is over. */
+static gboolean wait_any(Follow *f)
 {
-  while (wait_any(f)) {
-    int status = pump(f, c);
+  if (nf_client_has_buffered(f->c))
+    return TRUE;
+  gint64 due = -1, now = g_get_monotonic_time();
+  for (guint i = 0; i < f->streams->len; i++) {
+    Stream *s = f->streams->pdata[i];
+    if (s->pending->len && (due < 0 || s->pending_since + PARTIAL_WAIT_US < due))
+      due = s->pending_since + PARTIAL_WAIT_US;
+  }
+  int wait_ms = due < 0 ? -1 : (int)MAX((due - now + 999) / 1000, 0);
+  struct pollfd p = {.fd = nf_client_fd(f->c), .events = POLLIN};
+  int r;
+  while ((r = poll(&p, 1, wait_ms)) < 0 && errno == EINTR)
+    ;
+  if (r < 0)
+    nf_cli_error("logs: waiting for the guests' output: %s", g_strerror(errno));
+  return r >= 0;
+}
+
+/* The stream ended: the fleet stopped (its socket is gone), or the
+ * supervisor dropped us, reading too slowly, while it runs. */
+static int ended(const NfClientOptions *o, const char *target)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(NfClient) c = nf_client_connect(o, &error);
+  if (c == NULL)
+    return NF_EXIT_OK;
+  nf_cli_error("logs: the supervisor ended the stream while the fleet runs (it drops a reader "
+               "that falls too far behind: %d MiB for each guest followed, 16 at most); "
+               "`logs %s` has all of it",
+               NF_CONTROL_OUT_MAX >> 20, target);
+  return NF_EXIT_FAILURE;
+}
+
+static int run(Follow *f, const NfClientOptions *o, const char *target)
+{
+  g_autoptr(GError) error = NULL;
+  /* The histories in id order, each with what its guest printed since, and
+   * between them what the guests already printed say meanwhile: the stream
+   * is read all along, so the supervisor never has to drop us. */
+  for (guint k = 0; k < f->streams->len; k++) {
+    Stream *s = f->streams->pdata[k];
+    if (s->doc && !read_history(s, &error))
+      return nf_client_fail("logs", error, NULL);
+    int status = pump(f);
     if (status >= 0)
       return status;
   }
-  for (guint i = 0; i < f->streams->len; i++)
-    flush(f, &g_array_index(f->streams, Stream, i), 0, TRUE);
-  if (f->open)
-    nf_log_end_line(&f->open->out);
-  return f->dropped ? NF_EXIT_FAILURE : NF_EXIT_OK;
-}
-
-/* Following `streams` guests takes a socket each: the soft limit on open
- * files (1024 by default) is raised as far as the hard one allows. */
-static gboolean room_for(guint streams, GError **error)
-{
-  struct rlimit rl;
-  rlim_t need = (rlim_t)streams + 16; /* stdio, the first connection, spare */
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
-    return TRUE;
-  rl.rlim_cur = MIN(rl.rlim_max, need);
-  setrlimit(RLIMIT_NOFILE, &rl);
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= need)
-    return TRUE;
-  g_set_error(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_USAGE,
-              "following %u guests takes %lu open files, and this process may open %lu (hard "
-              "limit); follow fewer at once (`logs 1-500 -f`) or raise it (`ulimit -n`)",
-              streams, (unsigned long)need, (unsigned long)rl.rlim_cur);
-  return FALSE;
+  gboolean following = f->c != NULL;
+  while (f->c) {
+    if (!wait_any(f))
+      return NF_EXIT_FAILURE;
+    int status = pump(f);
+    if (status >= 0)
+      return status;
+  }
+  if (f->open && !nf_log_end_line(&f->open->out))
+    return NF_EXIT_OK;
+  return following ? ended(o, target) : NF_EXIT_OK;
 }
 
 int nf_logs_many(const NfClientOptions *o, const char *target, const char *since, gboolean follow)
@@ -210,62 +281,25 @@ int nf_logs_many(const NfClientOptions *o, const char *target, const char *since
   g_autoptr(NfClient) c = nf_client_connect(o, &error);
   if (!c)
     return nf_client_fail("logs", error, NULL);
-  json_auto_t *ps =
-      nf_client_call(c, "ps", json_pack("{s:s}", "targets", target), NF_CLIENT_TIMEOUT_MS, &error);
-  if (!ps)
+  json_t *args = json_pack("{s:s, s:b}", "targets", target, "follow", follow);
+  if (since)
+    json_object_set_new(args, "since", json_string(since));
+  json_auto_t *reply = nf_client_call(c, "logs", args, NF_CLIENT_TIMEOUT_MS, &error);
+  if (!reply)
     return nf_client_fail("logs", error, c);
-  guint n = (guint)json_array_size(json_object_get(ps, "guests"));
-  if (follow && n > NF_LOGS_FOLLOW_MAX) {
-    nf_cli_error("logs: -f follows at most %u guests at once, not %u (each takes one of the "
-                 "supervisor's %d control connections); follow a range such as `logs 1-%u -f`, "
-                 "or search `logs %s` without -f",
-                 NF_LOGS_FOLLOW_MAX, n, NF_CONTROL_MAX_CLIENTS, NF_LOGS_FOLLOW_MAX, target);
-    return NF_EXIT_USAGE;
-  }
-  if (follow && !room_for(n, &error))
-    return nf_client_fail("logs", error, NULL);
-
-  g_autoptr(GArray) streams = g_array_sized_new(FALSE, TRUE, sizeof(Stream), n);
-  g_array_set_clear_func(streams, stream_clear);
-  Follow f = {streams, NULL, FALSE};
+  g_autoptr(GPtrArray) streams = g_ptr_array_new_with_free_func(stream_free);
+  g_autoptr(GHashTable) by_id = g_hash_table_new(NULL, NULL);
+  g_autoptr(GString) in = g_string_new(NULL);
+  Follow f = {follow ? g_steal_pointer(&c) : NULL, streams, by_id, in, NULL};
   gsize i;
-  json_t *g;
-  json_array_foreach(json_object_get(ps, "guests"), i, g)
+  json_t *doc;
+  json_array_foreach(json_object_get(reply, "guests"), i, doc)
   {
-    Stream s = {0};
-    s.id = (guint)json_integer_value(json_object_get(g, "id"));
-    s.prefix = g_strdup_printf("%s | ", json_string_value(json_object_get(g, "name")));
-    s.out = (NfLogOut){s.prefix, TRUE};
-    s.pending = g_string_new(NULL);
-    g_array_append_val(streams, s);
-    Stream *sp = &g_array_index(streams, Stream, streams->len - 1);
-    NfClient *on = c;
-    if (follow) {
-      sp->client = nf_client_connect(o, &error);
-      if (!sp->client)
-        return nf_client_fail("logs", error, NULL);
-      on = sp->client;
-    }
-    json_auto_t *reply =
-        nf_client_call(on, "logs", logs_args(s.id, follow, since), NF_CLIENT_TIMEOUT_MS, &error);
-    if (!reply)
-      return nf_client_fail("logs", error, on);
-    if (!follow) {
-      if (!nf_log_print(reply, &sp->out, &error) || !nf_log_end_line(&sp->out))
-        return error ? nf_client_fail("logs", error, NULL) : NF_EXIT_OK;
-      continue;
-    }
-    /* Its history, whole lines out and an unfinished one kept for its
-     * stream; then what the guests already followed printed meanwhile, so
-     * that none falls 1 MiB behind while the histories go out. */
-    if (!nf_log_read(reply, sp->pending, &error))
-      return nf_client_fail("logs", error, NULL);
-    sp->pending_since = g_get_monotonic_time();
-    int status = pump(&f, c);
-    if (status >= 0)
-      return status;
+    Stream *s = stream_new(doc);
+    g_ptr_array_add(streams, s);
+    g_hash_table_insert(by_id, GUINT_TO_POINTER(s->id), s);
   }
-  if (!follow)
-    return NF_EXIT_OK;
-  return follow_all(&f, c);
+  int status = run(&f, o, target);
+  g_clear_pointer(&f.c, nf_client_free);
+  return status;
 }

@@ -86,6 +86,15 @@ void nf_http_stream_send(NfHttpStream *s, const char *name, json_t *doc)
 
 static void console_cb(NfVm *vm, const char *buf, gsize len, gpointer data)
 {
+  NfHttpStream *s = data;
+  if (buf == NULL) {
+    /* The guest left the fleet: the response ends (the watch is gone). */
+    s->watch_id = 0;
+    s->dropped = TRUE; /* nothing more is written */
+    soup_message_body_complete(soup_server_message_get_response_body(s->msg));
+    soup_server_message_unpause(s->msg);
+    return;
+  }
   g_autofree char *text = g_utf8_make_valid(buf, (gssize)len);
   nf_http_stream_send(data, "console", json_string(text));
 }

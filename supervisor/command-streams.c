@@ -31,24 +31,22 @@ static gboolean can_stream(NfCommandReply *r, gboolean events)
   return FALSE;
 }
 
-void nf_command_logs(NfCommandReply *r, json_t *args)
+json_t *nf_commands_log_document(NfVm *vm, gint64 start, gint64 end, const char *rotated_path)
 {
-  NfVm *vm = nf_command_arg_vm(r, args);
-  gboolean follow;
-  const char *since;
-  if (!vm || !nf_command_arg_bool(r, args, "follow", FALSE, &follow) ||
-      !nf_command_arg_string(r, args, "since", "", &since))
-    return;
-  if (*since && strcmp(since, "start") != 0) {
-    nf_command_reply_error(r, "bad_args", NULL, "args.since must be \"start\" or absent");
-    return;
-  }
-  if (follow && !can_stream(r, FALSE))
-    return;
-  NfCommands *cmds = nf_command_reply_commands(r);
+  json_t *doc = json_pack("{s:I, s:s, s:s, s:I, s:I}", "id", (json_int_t)nf_vm_id(vm), "name",
+                          nf_vm_name(vm), "path", nf_vm_console_log_path(vm), "start",
+                          (json_int_t)start, "end", (json_int_t)end);
+  if (rotated_path)
+    json_object_set_new(doc, "rotated_path", json_string(rotated_path));
+  return doc;
+}
+
+/* Where `vm`'s log stands: with `follow`, the file up to where a watcher
+ * added now starts (the log may already hold more, which the stream is
+ * about to bring); `since_start`: only this run's part. */
+static json_t *log_document(NfCommands *cmds, NfVm *vm, gboolean follow, gboolean since_start)
+{
   const char *path = nf_vm_console_log_path(vm);
-  /* Following: the file up to where the watcher's stream starts (the log
-   * may already hold more, which the stream is about to bring). */
   GStatBuf st;
   gint64 end = follow                   ? nf_vm_console_watch_start(vm)
                : g_stat(path, &st) == 0 ? (gint64)st.st_size
@@ -56,16 +54,66 @@ void nf_command_logs(NfCommandReply *r, json_t *args)
   gint64 start = 0;
   g_autofree char *rotated = g_strconcat(path, ".1", NULL);
   gboolean has_rotated = g_file_test(rotated, G_FILE_TEST_EXISTS);
-  if (*since) {
+  if (since_start) {
     gint64 *mark = g_hash_table_lookup(cmds->run_starts, GUINT_TO_POINTER(nf_vm_id(vm)));
     start = mark && *mark <= end ? *mark : 0;
     has_rotated = FALSE;
   }
-  json_t *result = json_pack("{s:I, s:s, s:s, s:I, s:I, s:b}", "id", (json_int_t)nf_vm_id(vm),
-                             "name", nf_vm_name(vm), "path", path, "start", (json_int_t)start,
-                             "end", (json_int_t)end, "follow", follow);
-  if (has_rotated)
-    json_object_set_new(result, "rotated_path", json_string(rotated));
+  return nf_commands_log_document(vm, start, end, has_rotated ? rotated : NULL);
+}
+
+/* `logs` with `targets`: every named guest's document, and with `follow`
+ * one stream of all their output (and of guests that join later). */
+static void logs_many(NfCommandReply *r, json_t *args, gboolean follow, gboolean since_start)
+{
+  NfCommandPeer *peer = nf_command_reply_peer(r);
+  if (follow && peer->transport->logs_many == NULL) {
+    nf_command_reply_error(r, "unsupported", NULL,
+                           "the %s carries no stream of several guests' logs; follow one guest",
+                           peer->transport->name);
+    return;
+  }
+  g_autoptr(GPtrArray) vms = nf_command_arg_targets(r, args, NULL);
+  if (!vms)
+    return;
+  g_autoptr(NfTargets) targets =
+      nf_targets_parse(json_string_value(json_object_get(args, "targets")), NULL);
+  NfCommands *cmds = nf_command_reply_commands(r);
+  json_t *guests = json_array();
+  for (guint i = 0; i < vms->len; i++)
+    json_array_append_new(guests, log_document(cmds, vms->pdata[i], follow, since_start));
+  nf_command_reply_ok(r, json_pack("{s:o, s:b}", "guests", guests, "follow", follow));
+  if (follow && !peer->gone)
+    peer->transport->logs_many(peer, vms, g_steal_pointer(&targets));
+  else if (follow)
+    for (guint i = 0; i < vms->len; i++)
+      nf_vm_console_unanchor(vms->pdata[i]);
+}
+
+void nf_command_logs(NfCommandReply *r, json_t *args)
+{
+  gboolean follow;
+  const char *since;
+  if (!nf_command_arg_bool(r, args, "follow", FALSE, &follow) ||
+      !nf_command_arg_string(r, args, "since", "", &since))
+    return;
+  if (*since && strcmp(since, "start") != 0) {
+    nf_command_reply_error(r, "bad_args", NULL, "args.since must be \"start\" or absent");
+    return;
+  }
+  if (json_object_get(args, "targets")) {
+    if (json_object_get(args, "id")) {
+      nf_command_reply_error(r, "bad_args", NULL, "give args.id or args.targets, not both");
+      return;
+    }
+    logs_many(r, args, follow, *since != '\0');
+    return;
+  }
+  NfVm *vm = nf_command_arg_vm(r, args);
+  if (!vm || (follow && !can_stream(r, FALSE)))
+    return;
+  json_t *result = log_document(nf_command_reply_commands(r), vm, follow, *since != '\0');
+  json_object_set_new(result, "follow", json_boolean(follow));
   nf_command_reply_ok(r, result);
   NfCommandPeer *peer = nf_command_reply_peer(r);
   if (follow && !peer->gone)

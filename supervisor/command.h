@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <sys/types.h>
 #include "supervisor/fleet.h"
+#include "supervisor/targets.h"
 
 typedef struct NfCommands NfCommands;
 typedef struct NfCommandPeer NfCommandPeer;
@@ -45,6 +46,12 @@ typedef struct {
    * of recent console output to send first. */
   void (*console)(NfCommandPeer *peer, NfVm *vm, gboolean writer, gsize replay);
   void (*events)(NfCommandPeer *peer);
+  /* Several guests' console output on one stream (`logs` with `targets`
+   * and `follow`): `vms` (borrowed) from the offsets the reply gave
+   * (nf_vm_console_watch_start), then guests that join the fleet while
+   * `targets` (stolen) names them, each announced with
+   * nf_commands_log_document. NULL: "unsupported". */
+  void (*logs_many)(NfCommandPeer *peer, GPtrArray *vms, NfTargets *targets);
 } NfCommandTransport;
 
 /* One client of a transport, as the command layer sees it. */
@@ -108,6 +115,10 @@ void nf_commands_console_release(NfCommands *cmds, guint vm_id, NfCommandPeer *p
  * the host's, for collectors of several supervisors). New references. */
 json_t *nf_commands_state_event(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason);
 json_t *nf_commands_notice_event(NfFleet *fleet, const char *message);
+/* Where guest `vm`'s console log stands for `logs` (control-protocol.md):
+ * its id, name, path, the byte range [start, end) to read from it, and
+ * rotated_path (the older part) when given. New reference. */
+json_t *nf_commands_log_document(NfVm *vm, gint64 start, gint64 end, const char *rotated_path);
 /* A guest's recent console output: the live ring, or, once qemu is gone,
  * the end of its console log (at most `max` bytes, valid UTF-8). New string. */
 char *nf_commands_console_tail(NfVm *vm, gsize max);

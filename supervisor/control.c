@@ -1,11 +1,11 @@
 /*
  * control.c: the control socket: the command layer's JSON-lines transport
  * (see command.h). It owns the server object, peer checks, per-client
- * framing and bounded buffers, and the streams a command may switch a
- * client to (console bytes, event lines); the listening socket (accepting,
- * the runtime dir's repair) is control-listen.c's, and commands themselves
- * live in the command layer (supervisor/command*.c). The protocol is in
- * control-protocol.md.
+ * framing and bounded buffers; the streams a command may switch a client
+ * to (console bytes, several guests' logs, event lines) are
+ * control-streams.c's, the listening socket (accepting, the runtime dir's
+ * repair) control-listen.c's, and commands themselves live in the command
+ * layer (supervisor/command*.c). The protocol is in control-protocol.md.
  *
  * Every fd is non-blocking and watched by the one GMainLoop. Output goes
  * out as soon as the socket takes it; what it does not take waits in a
@@ -32,59 +32,21 @@
 #include "supervisor/control-request.h"
 #include "supervisor/paths.h"
 
-typedef enum {
-  MODE_REQUESTS, /* JSON lines in, replies out */
-  MODE_EVENTS,   /* after `events`: event lines out, input ignored */
-  MODE_RAW,      /* after `logs -f`/`console`: raw console bytes */
-} Mode;
-
-typedef struct {
-  NfCommandPeer peer; /* first: the command layer's view of this client */
-  NfControl *ctl;
-  int refs;
-  int fd;
-  uid_t uid;
-  guint in_src, out_src;
-  GString *in;
-  gboolean discarding; /* skipping the rest of an oversize line */
-  GByteArray *out;
-  gsize out_pos;
-  gboolean close_when_flushed;
-  gboolean dropping; /* too much unread output: closing on the next idle */
-  Mode mode;
-  guint vm_id;     /* RAW: whose console */
-  guint watch_id;  /* RAW: nf_vm_console_watch id */
-  gboolean writer; /* RAW: input goes to the guest */
-} Client;
+typedef NfControlClient Client;
 
 static gboolean client_in_cb(int fd, GIOCondition cond, gpointer data);
 static gboolean client_out_cb(int fd, GIOCondition cond, gpointer data);
-static Client *client_ref(Client *c);
-static void client_unref(Client *c);
 static void client_close(Client *c);
-static void client_flush(Client *c);
 static void client_handle_line(Client *c, const char *line, gsize len);
 static void client_feed(Client *c, const char *buf, gsize len);
-static void send_bytes(Client *c, const char *buf, gsize len);
-static void send_parts(Client *c, const struct iovec *parts, int n);
-static void send_json(Client *c, json_t *msg);
 static void reply_error(Client *c, json_t *id, const char *code, json_t *details, const char *fmt,
                         ...) G_GNUC_PRINTF(5, 6);
-static void console_data_cb(NfVm *vm, const char *buf, gsize len, gpointer data);
-static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason,
-                          gpointer data);
-static void notice_cb(NfFleet *fleet, const char *message, gpointer data);
-static void broadcast_event(NfControl *ctl, json_t *event);
-static gboolean any_events_client(NfControl *ctl);
-static gboolean drop_idle_cb(gpointer data);
 static void peer_ref(NfCommandPeer *peer);
 static void peer_unref(NfCommandPeer *peer);
 static void peer_ok(NfCommandPeer *peer, json_t *id, json_t *result);
 static void peer_ok_text(NfCommandPeer *peer, json_t *id, const char *result, gsize len);
 static void peer_error(NfCommandPeer *peer, json_t *id, const char *code, const char *message,
                        json_t *guests);
-static void peer_console(NfCommandPeer *peer, NfVm *vm, gboolean writer, gsize replay);
-static void peer_events(NfCommandPeer *peer);
 
 static const NfCommandTransport transport = {
     .name = "control socket",
@@ -93,8 +55,9 @@ static const NfCommandTransport transport = {
     .ok = peer_ok,
     .ok_text = peer_ok_text,
     .error = peer_error,
-    .console = peer_console,
-    .events = peer_events,
+    .console = nf_control_peer_console,
+    .events = nf_control_peer_events,
+    .logs_many = nf_control_peer_logs_many,
 };
 
 static gboolean drop_idle_cb(gpointer data)
@@ -143,7 +106,8 @@ NfControl *nf_control_new(NfFleet *fleet, const NfControlHooks *hooks, gpointer 
     if (ctl->watch[i])
       g_signal_connect(ctl->watch[i], "changed", G_CALLBACK(nf_control_runtime_changed_cb), ctl);
   }
-  static const NfFleetCallbacks listener = {.vm_changed = vm_changed_cb, .notice = notice_cb};
+  static const NfFleetCallbacks listener = {.vm_changed = nf_control_vm_changed_cb,
+                                            .notice = nf_control_notice_cb};
   ctl->listener_id = nf_fleet_add_listener(fleet, &listener, ctl);
   return ctl;
 }
@@ -166,7 +130,7 @@ void nf_control_free(NfControl *ctl)
   /* Best effort: whatever is queued goes out now if the socket takes it. */
   while (ctl->clients) {
     Client *c = ctl->clients->data;
-    client_flush(c);
+    nf_control_client_flush(c);
     client_close(c);
   }
   /* Pending waits and balloons go unanswered; they release their clients. */
@@ -201,6 +165,7 @@ void nf_control_client_new(NfControl *ctl, int fd)
   c->fd = fd;
   c->in = g_string_new(NULL);
   c->out = g_byte_array_new();
+  c->out_max = NF_CONTROL_OUT_MAX;
   ctl->clients = g_list_prepend(ctl->clients, c);
   ctl->n_clients++;
 
@@ -222,13 +187,13 @@ void nf_control_client_new(NfControl *ctl, int fd)
                 "uid %u may not control fleet '%s' (only uid %u or root)", (unsigned)cred.uid,
                 nf_fleet_name(ctl->fleet), (unsigned)me);
     c->close_when_flushed = TRUE;
-    client_flush(c);
+    nf_control_client_flush(c);
     return;
   }
   if (ctl->n_clients > NF_CONTROL_MAX_CLIENTS) {
     reply_error(c, NULL, "busy", NULL, "too many control clients (%d)", NF_CONTROL_MAX_CLIENTS);
     c->close_when_flushed = TRUE;
-    client_flush(c);
+    nf_control_client_flush(c);
   }
 }
 
@@ -258,15 +223,7 @@ static void client_close(Client *c)
   if (c->out_src)
     g_source_remove(c->out_src);
   c->in_src = c->out_src = 0;
-  if (c->watch_id) {
-    /* The guest may have been removed (scale down) since we attached. */
-    NfVm *vm = nf_fleet_find_vm(ctl->fleet, c->vm_id);
-    if (vm)
-      nf_vm_console_unwatch(vm, c->watch_id);
-    c->watch_id = 0;
-  }
-  if (c->writer)
-    nf_commands_console_release(ctl->cmds, c->vm_id, &c->peer);
+  nf_control_stream_end(c);
   close(c->fd);
   c->fd = -1;
   ctl->clients = g_list_remove(ctl->clients, c);
@@ -275,7 +232,7 @@ static void client_close(Client *c)
 }
 
 /* Writes what the socket takes now; watches for writability for the rest. */
-static void client_flush(Client *c)
+void nf_control_client_flush(Client *c)
 {
   if (c->peer.gone)
     return;
@@ -317,15 +274,15 @@ static gboolean client_out_cb(int fd, GIOCondition cond, gpointer data)
   Client *c = data;
   c->out_src = 0; /* client_flush watches again if output remains */
   client_ref(c);
-  client_flush(c);
+  nf_control_client_flush(c);
   client_unref(c);
   return G_SOURCE_REMOVE;
 }
 
-static void send_bytes(Client *c, const char *buf, gsize len)
+void nf_control_send_bytes(Client *c, const char *buf, gsize len)
 {
   struct iovec part = {.iov_base = (void *)buf, .iov_len = len};
-  send_parts(c, &part, 1);
+  nf_control_send_parts(c, &part, 1);
 }
 
 /* Queues `parts` as one message. The cap on unread output is checked once
@@ -335,7 +292,7 @@ static void send_bytes(Client *c, const char *buf, gsize len)
  * from the parts and only the rest is copied into c->out: a 1,000-guest ps
  * reply is ~280 KB, and a fresh buffer's pages cost more to fault in than
  * the copy itself. */
-static void send_parts(Client *c, const struct iovec *parts, int n)
+void nf_control_send_parts(Client *c, const struct iovec *parts, int n)
 {
   gsize total = 0;
   for (int i = 0; i < n; i++)
@@ -344,7 +301,7 @@ static void send_parts(Client *c, const struct iovec *parts, int n)
     return;
   if (c->dropping)
     return;
-  if (c->out->len - c->out_pos >= NF_CONTROL_OUT_MAX) {
+  if (c->out->len - c->out_pos >= c->out_max) {
     /* Closed from an idle: we may be inside a guest's watcher loop now. */
     nf_control_log(c->ctl, "dropped control client pid %d: %u bytes of output unread",
                    (int)c->peer.pid, (unsigned)(c->out->len - c->out_pos));
@@ -374,7 +331,7 @@ static void send_parts(Client *c, const struct iovec *parts, int n)
     g_byte_array_append(c->out, (const guint8 *)parts[i].iov_base + sent, (guint)(len - sent));
     sent = 0;
   }
-  client_flush(c);
+  nf_control_client_flush(c);
 }
 
 static void send_json(Client *c, json_t *msg)
@@ -386,7 +343,7 @@ static void send_json(Client *c, json_t *msg)
   /* One line, one message (see send_parts). */
   struct iovec line[] = {{.iov_base = text, .iov_len = strlen(text)},
                          {.iov_base = (void *)"\n", .iov_len = 1}};
-  send_parts(c, line, G_N_ELEMENTS(line));
+  nf_control_send_parts(c, line, G_N_ELEMENTS(line));
   free(text);
 }
 
@@ -420,7 +377,7 @@ static gboolean client_in_cb(int fd, GIOCondition cond, gpointer data)
       break;
     if (n <= 0) {
       /* EOF: an answer still queued goes out if it can, then we close. */
-      client_flush(c);
+      nf_control_client_flush(c);
       client_close(c);
       break;
     }
@@ -435,17 +392,9 @@ static gboolean client_in_cb(int fd, GIOCondition cond, gpointer data)
 
 static void client_feed(Client *c, const char *buf, gsize len)
 {
-  if (c->mode == MODE_RAW) {
-    if (c->writer) {
-      NfVm *vm = nf_fleet_find_vm(c->ctl->fleet, c->vm_id);
-      if (vm)
-        (void)nf_vm_console_write(vm, buf, len);
-    }
-    return; /* read-only watchers' typing goes nowhere */
-  }
-  if (c->mode == MODE_EVENTS)
+  if (nf_control_stream_input(c, buf, len))
     return;
-  while (len > 0 && !c->peer.gone && c->mode == MODE_REQUESTS) {
+  while (len > 0 && !c->peer.gone && c->mode == NF_CONTROL_MODE_REQUESTS) {
     const char *nl = memchr(buf, '\n', len);
     gsize take = nl ? (gsize)(nl - buf) + 1 : len;
     if (c->discarding) {
@@ -469,7 +418,7 @@ static void client_feed(Client *c, const char *buf, gsize len)
     len -= take;
   }
   /* Bytes after the request that switched the client to a stream. */
-  if (len > 0 && !c->peer.gone && c->mode != MODE_REQUESTS)
+  if (len > 0 && !c->peer.gone && c->mode != NF_CONTROL_MODE_REQUESTS)
     client_feed(c, buf, len);
 }
 
@@ -517,7 +466,7 @@ static void peer_ok_text(NfCommandPeer *peer, json_t *id, const char *result, gs
                          {.iov_base = (void *)key, .iov_len = sizeof key - 1},
                          {.iov_base = (void *)result, .iov_len = len},
                          {.iov_base = (void *)"}\n", .iov_len = 2}};
-  send_parts((Client *)peer, line, G_N_ELEMENTS(line));
+  nf_control_send_parts((Client *)peer, line, G_N_ELEMENTS(line));
   free(head);
 }
 
@@ -525,72 +474,4 @@ static void peer_error(NfCommandPeer *peer, json_t *id, const char *code, const 
                        json_t *guests)
 {
   reply_error((Client *)peer, id, code, guests, "%s", message);
-}
-
-static void console_data_cb(NfVm *vm, const char *buf, gsize len, gpointer data)
-{
-  send_bytes(data, buf, len);
-}
-
-/* Switches the client to raw console bytes of `vm` (after a replay). */
-static void peer_console(NfCommandPeer *peer, NfVm *vm, gboolean writer, gsize replay)
-{
-  Client *c = (Client *)peer;
-  c->mode = MODE_RAW;
-  c->vm_id = nf_vm_id(vm);
-  c->writer = writer;
-  g_autofree char *tail = NULL;
-  c->watch_id = nf_vm_console_watch(vm, replay, &tail, console_data_cb, c);
-  /* A client dropped while sending is unwatched by client_close. */
-  if (*tail)
-    send_bytes(c, tail, strlen(tail));
-}
-
-static void peer_events(NfCommandPeer *peer)
-{
-  ((Client *)peer)->mode = MODE_EVENTS;
-}
-
-/* --- event streams --------------------------------------------------------------- */
-
-static void broadcast_event(NfControl *ctl, json_t *event)
-{
-  g_autofree char *text = json_dumps(event, JSON_COMPACT | JSON_REAL_PRECISION(10));
-  json_decref(event);
-  if (!text)
-    return;
-  gsize n = strlen(text);
-  text = g_realloc(text, n + 2);
-  text[n] = '\n';
-  text[n + 1] = '\0';
-  /* Sending may drop a slow client, which edits the list: walk a copy. */
-  GList *copy = g_list_copy(ctl->clients);
-  for (GList *l = copy; l; l = l->next) {
-    Client *c = l->data;
-    if (c->mode == MODE_EVENTS)
-      send_bytes(c, text, n + 1);
-  }
-  g_list_free(copy);
-}
-
-static gboolean any_events_client(NfControl *ctl)
-{
-  for (GList *l = ctl->clients; l; l = l->next)
-    if (((Client *)l->data)->mode == MODE_EVENTS)
-      return TRUE;
-  return FALSE;
-}
-
-static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason,
-                          gpointer data)
-{
-  NfControl *ctl = data;
-  if (any_events_client(ctl))
-    broadcast_event(ctl, nf_commands_state_event(fleet, vm, old_state, reason));
-}
-
-static void notice_cb(NfFleet *fleet, const char *message, gpointer data)
-{
-  NfControl *ctl = data;
-  broadcast_event(ctl, nf_commands_notice_event(fleet, message));
 }

@@ -395,6 +395,13 @@ void nf_vm_free(NfVm *vm)
 {
   if (vm == NULL)
     return;
+  /* Watchers hear that the guest is gone while it still stands (they may
+   * read its name); unwatching from the callback is allowed. */
+  while (vm->watchers->len > 0) {
+    NfVmWatcher w = g_array_index(vm->watchers, NfVmWatcher, 0);
+    g_array_remove_index(vm->watchers, 0);
+    w.func(vm, NULL, 0, w.user_data);
+  }
   nf_vm_disk_cancel(vm);
   g_clear_error(&vm->disk_error);
   nf_vm_clear_timer(&vm->backoff_timer);

@@ -170,7 +170,9 @@ NfQmp *nf_vm_qmp(const NfVm *vm);
  * (never NULL; free it), and every byte after those, also across restarts,
  * goes to `func` from the main loop until unwatched: read from the log qemu
  * writes, none missed or twice (from the socket where qemu does not log, or
- * inotify fails). Returns an id > 0. */
+ * inotify fails). Returns an id > 0. When the guest itself goes (scaled
+ * away: nf_vm_free), `func` gets buf NULL and len 0 once, and the watch is
+ * gone: a client following it hears the end rather than silence. */
 typedef void (*NfVmConsoleFunc)(NfVm *vm, const char *buf, gsize len, gpointer user_data);
 guint nf_vm_console_watch(NfVm *vm, gsize replay, char **tail, NfVmConsoleFunc func,
                           gpointer user_data);

@@ -7,7 +7,9 @@
  * reads do not stop anyone else being served (the last one is dropped); 50
  * clients at once work; a client of another uid is refused and logged;
  * `scale` down with `wait` answers only once the removed guests are down
- * (their "stopped" event was sent before the answer).
+ * (their "stopped" event was sent before the answer); `logs` of several
+ * guests with follow carries framed output, a joining guest's document and
+ * its leaving.
  */
 #include <errno.h>
 #include <poll.h>
@@ -152,6 +154,10 @@ static void test_bad_requests(void)
       {"{\"v\":1,\"id\":1,\"cmd\":\"stop\",\"args\":{\"targets\":\"99\"}}", "no_such_guest"},
       {"{\"v\":1,\"id\":1,\"cmd\":\"logs\",\"args\":{\"id\":\"1\"}}", "bad_args"},
       {"{\"v\":1,\"id\":1,\"cmd\":\"logs\",\"args\":{\"id\":-1}}", "bad_args"},
+      {"{\"v\":1,\"id\":1,\"cmd\":\"logs\",\"args\":{\"id\":1,\"targets\":\"1\"}}", "bad_args"},
+      {"{\"v\":1,\"id\":1,\"cmd\":\"logs\",\"args\":{\"targets\":\"1-x\"}}", "bad_args"},
+      {"{\"v\":1,\"id\":1,\"cmd\":\"logs\",\"args\":{\"targets\":\"1,7\",\"follow\":true}}",
+       "no_such_guest"},
       {"{\"v\":1,\"id\":1,\"cmd\":\"scale\",\"args\":{\"count\":true}}", "bad_args"},
       {"{\"v\":1,\"id\":1,\"cmd\":\"balloon\",\"args\":{\"targets\":\"1\",\"bytes\":1.5}}",
        "bad_args"},
@@ -300,6 +306,95 @@ static void test_scale_down_waits(void)
   close(ev);
 }
 
+/* One log-mux.h frame from fd: *kind and *id set, the body returned. */
+static char *read_frame(int fd, GString *acc, char **kind, guint *id)
+{
+  g_autofree char *head = read_line(fd, acc);
+  g_assert_nonnull(head);
+  g_auto(GStrv) f = g_strsplit(head, " ", -1);
+  g_assert_cmpuint(g_strv_length(f), ==, 3);
+  *kind = g_strdup(f[0]);
+  *id = (guint)g_ascii_strtoull(f[1], NULL, 10);
+  gsize len = (gsize)g_ascii_strtoull(f[2], NULL, 10);
+  gint64 deadline = g_get_monotonic_time() + REPLY_MS * 1000;
+  while (acc->len < len) {
+    int left = (int)((deadline - g_get_monotonic_time()) / 1000);
+    g_assert_cmpint(left, >, 0);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, left) <= 0)
+      continue;
+    char buf[65536];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    g_assert_cmpint(n, >, 0);
+    g_string_append_len(acc, buf, n);
+  }
+  char *body = g_strndup(acc->str, len);
+  g_string_erase(acc, 0, (gssize)len);
+  return body;
+}
+
+/* Frames from fd until one of `want_kind` for guest `want_id` whose body
+ * holds `needle` (any body when NULL); what came for other guests or
+ * before is skipped. */
+static void wait_frame(int fd, GString *acc, const char *want_kind, guint want_id,
+                       const char *needle)
+{
+  g_autoptr(GString) out = g_string_new(NULL); /* one guest's bytes may come in pieces */
+  for (;;) {
+    g_autofree char *kind = NULL;
+    guint id;
+    g_autofree char *body = read_frame(fd, acc, &kind, &id);
+    if (id != want_id || strcmp(kind, want_kind) != 0)
+      continue;
+    g_string_append(out, body);
+    if (needle == NULL || strstr(out->str, needle))
+      return;
+  }
+}
+
+/* `logs` with targets and follow: the documents of every guest named, then
+ * one stream of frames for them all, and for a guest that joins (scale up,
+ * announced with its document) and leaves (scale down). */
+static void test_logs_many_frames(void)
+{
+  int fd = ctl_connect();
+  g_autoptr(GString) acc = g_string_new(NULL);
+  const char *req =
+      "{\"v\":1,\"id\":1,\"cmd\":\"logs\",\"args\":{\"targets\":\"all\",\"follow\":true}}\n";
+  send_all(fd, req, strlen(req));
+  g_autofree char *line = read_line(fd, acc);
+  json_auto_t *r = json_loads(line, 0, NULL);
+  g_assert_true(json_is_true(json_object_get(r, "ok")));
+  json_t *guests = json_object_get(json_object_get(r, "result"), "guests");
+  g_assert_cmpuint(json_array_size(guests), ==, 1);
+  json_t *g = json_array_get(guests, 0);
+  g_assert_cmpint(json_integer_value(json_object_get(g, "id")), ==, 1);
+  g_assert_cmpstr(json_string_value(json_object_get(g, "name")), ==, "vm-0001");
+  g_assert_true(g_file_test(json_string_value(json_object_get(g, "path")), G_FILE_TEST_EXISTS));
+  g_assert_cmpint(json_integer_value(json_object_get(g, "end")), >,
+                  json_integer_value(json_object_get(g, "start")));
+
+  int c2 = ctl_connect();
+  json_auto_t *grown = request(c2, "{\"v\":1,\"id\":1,\"cmd\":\"scale\",\"args\":{\"count\":2}}");
+  g_assert_true(json_is_true(json_object_get(grown, "ok")));
+  g_autofree char *kind = NULL;
+  guint id = 0;
+  g_autofree char *doc = read_frame(fd, acc, &kind, &id);
+  g_assert_cmpstr(kind, ==, "join");
+  g_assert_cmpuint(id, ==, 2);
+  json_auto_t *joined = json_loads(doc, 0, NULL);
+  g_assert_cmpstr(json_string_value(json_object_get(joined, "name")), ==, "vm-0002");
+  g_assert_cmpint(json_integer_value(json_object_get(joined, "start")), ==,
+                  json_integer_value(json_object_get(joined, "end")));
+  wait_frame(fd, acc, "out", 2, "nervesfleet-ready serial=NF-000002");
+  json_auto_t *shrunk =
+      request(c2, "{\"v\":1,\"id\":2,\"cmd\":\"scale\",\"args\":{\"count\":1,\"wait\":true}}");
+  g_assert_true(json_is_true(json_object_get(shrunk, "ok")));
+  wait_frame(fd, acc, "leave", 2, NULL);
+  close(c2);
+  close(fd);
+}
+
 static void test_other_uid_refused(void)
 {
   /* Open the path (not the socket's owner check) to uid 65534, so that
@@ -362,6 +457,7 @@ int main(int argc, char **argv)
   g_test_add_func("/control/client-that-never-reads", test_client_that_never_reads);
   g_test_add_func("/control/other-uid-refused", test_other_uid_refused);
   g_test_add_func("/control/scale-down-waits-until-down", test_scale_down_waits);
+  g_test_add_func("/control/logs-many-frames", test_logs_many_frames);
   int rc = g_test_run();
 
   nf_test_proc_signal(fleet, SIGTERM);

@@ -328,7 +328,17 @@ static void test_levers(void)
   g_assert_cmpint(json_integer_value(json_object_get(up, "previous")), ==, 2);
   json_auto_t *three = http_json("GET", "/api/guests", NULL, 200);
   g_assert_cmpint(json_array_size(json_object_get(three, "guests")), ==, 3);
+  /* A console stream of the guest about to be scaled away ends with it
+   * (the chunked body's last chunk) instead of idling on. */
+  int con = tcp_connect(port);
+  g_autofree char *req =
+      g_strdup_printf("GET /api/guests/3/console HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", port);
+  g_assert_true(send_all(con, req, strlen(req)));
+  g_autoptr(GString) acc = g_string_new(NULL);
+  g_assert_true(stream_until(con, acc, "event: console\ndata: \"", REPLY_MS));
   json_auto_t *down = http_json("POST", "/api/scale", "{\"count\":2,\"wait\":true}", 200);
+  g_assert_true(stream_until(con, acc, "\r\n0\r\n\r\n", BOOT_MS));
+  close(con);
   /* Answered once vm-0003 is down; it leaves the list when it is reaped. */
   json_auto_t *two = ps_json();
   json_t *gs = json_object_get(two, "guests");

@@ -1,0 +1,130 @@
+/*
+ * control-streams.c: what a control client switched to a stream gets (see
+ * control-private.h): raw console bytes of one guest (`console`, `logs ID
+ * -f`; a console writer's keys go to the guest), framed output of several
+ * (`logs TARGET -f`, log-mux.h) or event lines (`events`), until the
+ * client goes or, for one guest's console, that guest leaves the fleet.
+ */
+#include <string.h>
+
+#include "supervisor/control-private.h"
+
+typedef NfControlClient Client;
+
+static void console_data_cb(NfVm *vm, const char *buf, gsize len, gpointer data)
+{
+  Client *c = data;
+  if (buf == NULL) {
+    /* The guest left the fleet: the stream ends once what it said is out. */
+    c->watch_id = 0;
+    c->close_when_flushed = TRUE;
+    nf_control_client_flush(c);
+    return;
+  }
+  nf_control_send_bytes(c, buf, len);
+}
+
+/* Switches the client to raw console bytes of `vm` (after a replay). */
+void nf_control_peer_console(NfCommandPeer *peer, NfVm *vm, gboolean writer, gsize replay)
+{
+  Client *c = (Client *)peer;
+  c->mode = NF_CONTROL_MODE_RAW;
+  c->vm_id = nf_vm_id(vm);
+  c->writer = writer;
+  g_autofree char *tail = NULL;
+  c->watch_id = nf_vm_console_watch(vm, replay, &tail, console_data_cb, c);
+  /* A client dropped while sending is unwatched by nf_control_stream_end. */
+  if (*tail)
+    nf_control_send_bytes(c, tail, strlen(tail));
+}
+
+void nf_control_peer_events(NfCommandPeer *peer)
+{
+  ((Client *)peer)->mode = NF_CONTROL_MODE_EVENTS;
+}
+
+static void mux_sink_cb(const struct iovec *parts, int n, gpointer data)
+{
+  nf_control_send_parts(data, parts, n);
+}
+
+/* Switches the client to several guests' output (log-mux.h). The guests
+ * share this one buffer, where each would have had its own connection's:
+ * it may hold more, up to 16 times the cap. */
+void nf_control_peer_logs_many(NfCommandPeer *peer, GPtrArray *vms, NfTargets *targets)
+{
+  Client *c = (Client *)peer;
+  c->mode = NF_CONTROL_MODE_LOGS;
+  c->out_max = NF_CONTROL_OUT_MAX * CLAMP(vms->len, 1, 16);
+  c->mux = nf_log_mux_new(c->ctl->fleet, vms, targets, mux_sink_cb, c);
+}
+
+/* --- event streams --------------------------------------------------------------- */
+
+static void broadcast_event(NfControl *ctl, json_t *event)
+{
+  g_autofree char *text = json_dumps(event, JSON_COMPACT | JSON_REAL_PRECISION(10));
+  json_decref(event);
+  if (!text)
+    return;
+  gsize n = strlen(text);
+  text = g_realloc(text, n + 2);
+  text[n] = '\n';
+  text[n + 1] = '\0';
+  /* Sending may drop a slow client, which edits the list: walk a copy. */
+  GList *copy = g_list_copy(ctl->clients);
+  for (GList *l = copy; l; l = l->next) {
+    Client *c = l->data;
+    if (c->mode == NF_CONTROL_MODE_EVENTS)
+      nf_control_send_bytes(c, text, n + 1);
+  }
+  g_list_free(copy);
+}
+
+static gboolean any_events_client(NfControl *ctl)
+{
+  for (GList *l = ctl->clients; l; l = l->next)
+    if (((Client *)l->data)->mode == NF_CONTROL_MODE_EVENTS)
+      return TRUE;
+  return FALSE;
+}
+
+void nf_control_vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const char *reason,
+                              gpointer data)
+{
+  NfControl *ctl = data;
+  if (any_events_client(ctl))
+    broadcast_event(ctl, nf_commands_state_event(fleet, vm, old_state, reason));
+}
+
+void nf_control_notice_cb(NfFleet *fleet, const char *message, gpointer data)
+{
+  NfControl *ctl = data;
+  broadcast_event(ctl, nf_commands_notice_event(fleet, message));
+}
+
+gboolean nf_control_stream_input(Client *c, const char *buf, gsize len)
+{
+  if (c->mode == NF_CONTROL_MODE_REQUESTS)
+    return FALSE;
+  if (c->mode == NF_CONTROL_MODE_RAW && c->writer) {
+    NfVm *vm = nf_fleet_find_vm(c->ctl->fleet, c->vm_id);
+    if (vm)
+      (void)nf_vm_console_write(vm, buf, len);
+  }
+  return TRUE; /* read-only watchers' and followers' typing goes nowhere */
+}
+
+void nf_control_stream_end(Client *c)
+{
+  if (c->watch_id) {
+    /* The guest may have been removed (scale down) since we attached. */
+    NfVm *vm = nf_fleet_find_vm(c->ctl->fleet, c->vm_id);
+    if (vm)
+      nf_vm_console_unwatch(vm, c->watch_id);
+    c->watch_id = 0;
+  }
+  if (c->writer)
+    nf_commands_console_release(c->ctl->cmds, c->vm_id, &c->peer);
+  g_clear_pointer(&c->mux, nf_log_mux_free);
+}
