@@ -5,6 +5,7 @@
 #include "tests/lib/abort-cleanup.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <glib.h>
 #include <signal.h>
 #include <string.h>
@@ -111,9 +112,20 @@ static void clean_up(void)
 }
 
 /* A failed g_assert ends in abort() (SIGABRT); a fatal g_critical
- * (G_DEBUG=fatal-criticals) or g_error in a breakpoint (SIGTRAP). */
+ * (G_DEBUG=fatal-criticals) or g_error in a breakpoint (SIGTRAP). While
+ * one thread cleans up, another may fail too (GLib's worker thread warns,
+ * fatally in a test, when the clean-up reaped a child it watched): it
+ * waits, so that the clean-up runs to its end and the process dies of the
+ * first failure's signal. */
 static void on_abort(int sig)
 {
+  static pthread_t first;
+  static int taken;
+  pthread_t me = pthread_self();
+  if (__atomic_exchange_n(&taken, 1, __ATOMIC_SEQ_CST) && !pthread_equal(first, me))
+    for (;;)
+      pause();
+  first = me;
   clean_up();
   signal(sig, SIG_DFL);
   raise(sig); /* a breakpoint would carry on after the trap otherwise */
