@@ -33,11 +33,13 @@ typedef struct {
 } Stream;
 
 typedef struct {
-  NfClient *c;        /* the stream (log-mux.h frames); NULL once it ended */
-  GPtrArray *streams; /* Stream*: the TARGET's guests in id order, then joiners */
-  GHashTable *by_id;  /* id -> the Stream now receiving its output */
-  GString *in;        /* read, not yet taken apart into frames */
-  Stream *open;       /* the guest whose line went out unfinished */
+  NfClient *c;            /* the stream (log-mux.h frames); NULL once it ended */
+  GPtrArray *streams;     /* Stream*: the TARGET's guests in id order, then joiners */
+  GHashTable *by_id;      /* id -> the Stream now receiving its output */
+  GString *in;            /* read, not yet taken apart into frames */
+  Stream *open;           /* the guest whose line went out unfinished */
+  gboolean follow;        /* -f: an end of the stream needs explaining */
+  gboolean histories_out; /* streams may go (not while run() walks them) */
 } Follow;
 
 static void stream_free(gpointer data)
@@ -177,19 +179,24 @@ static gboolean frames(Follow *f, GError **error)
   return ok;
 }
 
-/* Reads what the stream has for us without blocking. FALSE when it ended
- * (error set if it failed or was garbled). */
+/* Reads what the stream has for us without blocking, and takes its whole
+ * frames apart (those read before it ended too; a frame cut short by a
+ * drop is left). FALSE when it ended (error set if it failed or was
+ * garbled). */
 static gboolean take(Follow *f, GError **error)
 {
   char buf[65536];
-  while (nf_client_has_buffered(f->c) ||
-         poll(&(struct pollfd){.fd = nf_client_fd(f->c), .events = POLLIN}, 1, 0) > 0) {
-    gssize got = nf_client_read_raw(f->c, buf, sizeof(buf), error);
-    if (got <= 0)
-      return FALSE;
-    g_string_append_len(f->in, buf, got);
+  gssize got = 1;
+  while (got > 0 &&
+         (nf_client_has_buffered(f->c) ||
+          poll(&(struct pollfd){.fd = nf_client_fd(f->c), .events = POLLIN}, 1, 0) > 0)) {
+    got = nf_client_read_raw(f->c, buf, sizeof(buf), error);
+    if (got > 0)
+      g_string_append_len(f->in, buf, got);
   }
-  return frames(f, error);
+  if (got < 0)
+    return FALSE;
+  return frames(f, error) && got > 0;
 }
 
 /* One pass: what the stream has read, every guest's whole lines out (all
@@ -208,6 +215,10 @@ static int pump(Follow *f)
     Stream *s = f->streams->pdata[i];
     if (s->doc == NULL && !flush(f, s, now, s->left || f->c == NULL))
       return NF_EXIT_OK; /* our reader went away */
+    /* A guest that left is done with once all of it is out (fleets that
+     * scale up and down for hours do not pile them up). */
+    if (s->left && f->open != s && f->histories_out)
+      g_ptr_array_remove_index(f->streams, i--);
   }
   return -1;
 }
@@ -262,7 +273,7 @@ static int run(Follow *f, const NfClientOptions *o, const char *target)
     if (status >= 0)
       return status;
   }
-  gboolean following = f->c != NULL;
+  f->histories_out = TRUE;
   while (f->c) {
     if (!wait_any(f))
       return NF_EXIT_FAILURE;
@@ -272,7 +283,7 @@ static int run(Follow *f, const NfClientOptions *o, const char *target)
   }
   if (f->open && !nf_log_end_line(&f->open->out))
     return NF_EXIT_OK;
-  return following ? ended(o, target) : NF_EXIT_OK;
+  return f->follow ? ended(o, target) : NF_EXIT_OK;
 }
 
 int nf_logs_many(const NfClientOptions *o, const char *target, const char *since, gboolean follow)
@@ -290,7 +301,7 @@ int nf_logs_many(const NfClientOptions *o, const char *target, const char *since
   g_autoptr(GPtrArray) streams = g_ptr_array_new_with_free_func(stream_free);
   g_autoptr(GHashTable) by_id = g_hash_table_new(NULL, NULL);
   g_autoptr(GString) in = g_string_new(NULL);
-  Follow f = {follow ? g_steal_pointer(&c) : NULL, streams, by_id, in, NULL};
+  Follow f = {follow ? g_steal_pointer(&c) : NULL, streams, by_id, in, NULL, follow, FALSE};
   gsize i;
   json_t *doc;
   json_array_foreach(json_object_get(reply, "guests"), i, doc)

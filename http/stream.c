@@ -19,7 +19,8 @@ struct NfHttpStream {
   NfHttp *http;
   SoupServerMessage *msg; /* ref */
   NfHttpStreamKind kind;
-  guint vm_id, watch_id; /* CONSOLE: whose output, the watch */
+  NfVm *vm;       /* CONSOLE: whose output, while watched (vm.h: until it goes) */
+  guint watch_id; /* CONSOLE: the watch */
   guint64 queued, written;
   gboolean dropped;
 };
@@ -90,6 +91,7 @@ static void console_cb(NfVm *vm, const char *buf, gsize len, gpointer data)
   if (buf == NULL) {
     /* The guest left the fleet: the response ends (the watch is gone). */
     s->watch_id = 0;
+    s->vm = NULL;
     s->dropped = TRUE; /* nothing more is written */
     soup_message_body_complete(soup_server_message_get_response_body(s->msg));
     soup_server_message_unpause(s->msg);
@@ -101,7 +103,7 @@ static void console_cb(NfVm *vm, const char *buf, gsize len, gpointer data)
 
 void nf_http_stream_watch_console(NfHttpStream *s, NfVm *vm, gsize replay)
 {
-  s->vm_id = nf_vm_id(vm);
+  s->vm = vm;
   g_autofree char *tail = NULL;
   s->watch_id = nf_vm_console_watch(vm, replay, &tail, console_cb, s);
   if (replay) {
@@ -159,11 +161,8 @@ static void stream_close(NfHttpStream *s)
 {
   NfHttp *http = s->http;
   http->streams = g_list_remove(http->streams, s);
-  if (s->watch_id) {
-    NfVm *vm = nf_fleet_find_vm(http->fleet, s->vm_id);
-    if (vm)
-      nf_vm_console_unwatch(vm, s->watch_id);
-  }
+  if (s->watch_id)
+    nf_vm_console_unwatch(s->vm, s->watch_id);
   g_signal_handlers_disconnect_by_data(s->msg, s);
   g_object_unref(s->msg);
   g_free(s);

@@ -12,7 +12,8 @@
  * A transport gives each of its clients an NfCommandPeer (embedded in its
  * own client struct) with a vtable: how to answer, how to keep the client
  * alive while an answer is pending (a `wait`, a `balloon`), and, when it
- * can, how to switch the client to a stream (console bytes, events).
+ * can, how to switch the client to a stream (console bytes, several
+ * guests' logs, events).
  * Everything runs on the supervisor's one GMainLoop.
  */
 #pragma once

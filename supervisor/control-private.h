@@ -49,11 +49,13 @@ typedef struct {
   gboolean discarding; /* skipping the rest of an oversize line */
   GByteArray *out;
   gsize out_pos;
-  gsize out_max; /* unread output at which the client is dropped */
+  gsize out_max;  /* unread output at which the client is dropped */
+  gsize out_base; /* LOGS: unread when the stream began */
   gboolean close_when_flushed;
   gboolean dropping; /* too much unread output: closing on the next idle */
   NfControlMode mode;
   guint vm_id;     /* RAW: whose console */
+  NfVm *watched;   /* RAW: that guest while watched (vm.h: until it goes) */
   guint watch_id;  /* RAW: nf_vm_console_watch id */
   gboolean writer; /* RAW: input goes to the guest */
   NfLogMux *mux;   /* LOGS: the guests followed */

@@ -15,8 +15,13 @@ static void console_data_cb(NfVm *vm, const char *buf, gsize len, gpointer data)
 {
   Client *c = data;
   if (buf == NULL) {
-    /* The guest left the fleet: the stream ends once what it said is out. */
+    /* The guest left the fleet: the stream ends once what it said is out,
+     * and a writer's seat is free at once (a new guest may take its id). */
     c->watch_id = 0;
+    c->watched = NULL;
+    if (c->writer)
+      nf_commands_console_release(c->ctl->cmds, c->vm_id, &c->peer);
+    c->writer = FALSE;
     c->close_when_flushed = TRUE;
     nf_control_client_flush(c);
     return;
@@ -30,6 +35,7 @@ void nf_control_peer_console(NfCommandPeer *peer, NfVm *vm, gboolean writer, gsi
   Client *c = (Client *)peer;
   c->mode = NF_CONTROL_MODE_RAW;
   c->vm_id = nf_vm_id(vm);
+  c->watched = vm;
   c->writer = writer;
   g_autofree char *tail = NULL;
   c->watch_id = nf_vm_console_watch(vm, replay, &tail, console_data_cb, c);
@@ -43,19 +49,24 @@ void nf_control_peer_events(NfCommandPeer *peer)
   ((Client *)peer)->mode = NF_CONTROL_MODE_EVENTS;
 }
 
+/* The guests of a mux share one buffer, where each would have had its own
+ * connection's: it may hold the cap for each guest followed now (16 at
+ * most), on top of what was still unread when the stream began (the
+ * reply listing them: ~250 bytes a guest). */
 static void mux_sink_cb(const struct iovec *parts, int n, gpointer data)
 {
-  nf_control_send_parts(data, parts, n);
+  Client *c = data;
+  c->out_max =
+      c->out_base + NF_CONTROL_OUT_MAX * CLAMP(c->mux ? nf_log_mux_size(c->mux) : 1, 1, 16);
+  nf_control_send_parts(c, parts, n);
 }
 
-/* Switches the client to several guests' output (log-mux.h). The guests
- * share this one buffer, where each would have had its own connection's:
- * it may hold more, up to 16 times the cap. */
+/* Switches the client to several guests' output (log-mux.h). */
 void nf_control_peer_logs_many(NfCommandPeer *peer, GPtrArray *vms, NfTargets *targets)
 {
   Client *c = (Client *)peer;
   c->mode = NF_CONTROL_MODE_LOGS;
-  c->out_max = NF_CONTROL_OUT_MAX * CLAMP(vms->len, 1, 16);
+  c->out_base = c->out->len - c->out_pos;
   c->mux = nf_log_mux_new(c->ctl->fleet, vms, targets, mux_sink_cb, c);
 }
 
@@ -117,13 +128,10 @@ gboolean nf_control_stream_input(Client *c, const char *buf, gsize len)
 
 void nf_control_stream_end(Client *c)
 {
-  if (c->watch_id) {
-    /* The guest may have been removed (scale down) since we attached. */
-    NfVm *vm = nf_fleet_find_vm(c->ctl->fleet, c->vm_id);
-    if (vm)
-      nf_vm_console_unwatch(vm, c->watch_id);
-    c->watch_id = 0;
-  }
+  if (c->watch_id)
+    nf_vm_console_unwatch(c->watched, c->watch_id);
+  c->watch_id = 0;
+  c->watched = NULL;
   if (c->writer)
     nf_commands_console_release(c->ctl->cmds, c->vm_id, &c->peer);
   g_clear_pointer(&c->mux, nf_log_mux_free);

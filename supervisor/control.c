@@ -36,6 +36,8 @@ typedef NfControlClient Client;
 
 static gboolean client_in_cb(int fd, GIOCondition cond, gpointer data);
 static gboolean client_out_cb(int fd, GIOCondition cond, gpointer data);
+static Client *client_ref(Client *c);
+static void client_unref(Client *c);
 static void client_close(Client *c);
 static void client_handle_line(Client *c, const char *line, gsize len);
 static void client_feed(Client *c, const char *buf, gsize len);
@@ -129,9 +131,11 @@ void nf_control_free(NfControl *ctl)
   (void)unlink(ctl->path);
   /* Best effort: whatever is queued goes out now if the socket takes it. */
   while (ctl->clients) {
-    Client *c = ctl->clients->data;
+    /* The flush may close it (all out, or the peer gone). */
+    Client *c = client_ref(ctl->clients->data);
     nf_control_client_flush(c);
     client_close(c);
+    client_unref(c);
   }
   /* Pending waits and balloons go unanswered; they release their clients. */
   nf_commands_free(ctl->cmds);
@@ -272,7 +276,7 @@ void nf_control_client_flush(Client *c)
 static gboolean client_out_cb(int fd, GIOCondition cond, gpointer data)
 {
   Client *c = data;
-  c->out_src = 0; /* client_flush watches again if output remains */
+  c->out_src = 0; /* nf_control_client_flush watches again if output remains */
   client_ref(c);
   nf_control_client_flush(c);
   client_unref(c);
@@ -340,7 +344,7 @@ static void send_json(Client *c, json_t *msg)
   json_decref(msg);
   if (!text)
     return;
-  /* One line, one message (see send_parts). */
+  /* One line, one message (see nf_control_send_parts). */
   struct iovec line[] = {{.iov_base = text, .iov_len = strlen(text)},
                          {.iov_base = (void *)"\n", .iov_len = 1}};
   nf_control_send_parts(c, line, G_N_ELEMENTS(line));
@@ -452,7 +456,7 @@ static void peer_ok(NfCommandPeer *peer, json_t *id, json_t *result)
 
 /* The envelope as jansson encodes it, with `result` spliced in as its last
  * member: one line, one message, sent from the result's own bytes (see
- * send_parts). */
+ * nf_control_send_parts). */
 static void peer_ok_text(NfCommandPeer *peer, json_t *id, const char *result, gsize len)
 {
   json_t *envelope = json_pack("{s:i, s:O?, s:b}", "v", NF_CONTROL_PROTOCOL, "id", id, "ok", 1);

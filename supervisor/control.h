@@ -19,7 +19,8 @@
 #define NF_CONTROL_SOCKET_NAME "control.sock"
 /* Longest request line; longer gets a "too_large" error. */
 #define NF_CONTROL_MAX_LINE (64 * 1024)
-/* A client with this much unread output when more is queued is dropped. */
+/* A client with this much unread output when more is queued is dropped
+ * (one following several guests' logs: this much per guest, 16 at most). */
 #define NF_CONTROL_OUT_MAX (1024 * 1024)
 /* Connections at once; more are answered "busy" and closed. */
 #define NF_CONTROL_MAX_CLIENTS 1024

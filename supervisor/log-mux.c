@@ -10,10 +10,15 @@
 
 #include "supervisor/command.h" /* nf_commands_log_document */
 
+typedef struct {
+  NfVm *vm;
+  guint id; /* its nf_vm_console_watch id */
+} Watch;
+
 struct NfLogMux {
   NfFleet *fleet;
   NfTargets *targets;
-  GHashTable *watches; /* guest id -> its nf_vm_console_watch id */
+  GHashTable *watches; /* guest id -> Watch (the guest, until it goes: vm.h) */
   NfLogMuxSink sink;
   gpointer user_data;
   guint listener_id;
@@ -47,8 +52,10 @@ static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const c
 static void watch(NfLogMux *m, NfVm *vm)
 {
   g_autofree char *tail = NULL; /* no replay: the document's range came first */
-  guint w = nf_vm_console_watch(vm, 0, &tail, output_cb, m);
-  g_hash_table_insert(m->watches, GUINT_TO_POINTER(nf_vm_id(vm)), GUINT_TO_POINTER(w));
+  Watch *w = g_new(Watch, 1);
+  w->vm = vm;
+  w->id = nf_vm_console_watch(vm, 0, &tail, output_cb, m);
+  g_hash_table_insert(m->watches, GUINT_TO_POINTER(nf_vm_id(vm)), w);
 }
 
 NfLogMux *nf_log_mux_new(NfFleet *fleet, GPtrArray *vms, NfTargets *targets, NfLogMuxSink sink,
@@ -57,7 +64,7 @@ NfLogMux *nf_log_mux_new(NfFleet *fleet, GPtrArray *vms, NfTargets *targets, NfL
   NfLogMux *m = g_new0(NfLogMux, 1);
   m->fleet = fleet;
   m->targets = targets;
-  m->watches = g_hash_table_new(NULL, NULL);
+  m->watches = g_hash_table_new_full(NULL, NULL, NULL, g_free);
   m->sink = sink;
   m->user_data = user_data;
   for (guint i = 0; i < vms->len; i++)
@@ -88,19 +95,21 @@ static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const c
   free(text);
 }
 
+guint nf_log_mux_size(const NfLogMux *m)
+{
+  return g_hash_table_size(m->watches);
+}
+
 void nf_log_mux_free(NfLogMux *m)
 {
   if (m == NULL)
     return;
   nf_fleet_remove_listener(m->fleet, m->listener_id);
   GHashTableIter it;
-  gpointer id, w;
+  gpointer w;
   g_hash_table_iter_init(&it, m->watches);
-  while (g_hash_table_iter_next(&it, &id, &w)) {
-    NfVm *vm = nf_fleet_find_vm(m->fleet, GPOINTER_TO_UINT(id));
-    if (vm)
-      nf_vm_console_unwatch(vm, GPOINTER_TO_UINT(w));
-  }
+  while (g_hash_table_iter_next(&it, NULL, &w))
+    nf_vm_console_unwatch(((Watch *)w)->vm, ((Watch *)w)->id);
   g_hash_table_unref(m->watches);
   nf_targets_free(m->targets);
   g_free(m);

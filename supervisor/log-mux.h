@@ -33,5 +33,7 @@ typedef void (*NfLogMuxSink)(const struct iovec *parts, int n, gpointer user_dat
  * (stolen). `fleet` must outlive the mux. */
 NfLogMux *nf_log_mux_new(NfFleet *fleet, GPtrArray *vms, NfTargets *targets, NfLogMuxSink sink,
                          gpointer user_data);
+/* How many guests it follows now. */
+guint nf_log_mux_size(const NfLogMux *mux);
 /* Stops following (the guests still in the fleet are unwatched). */
 void nf_log_mux_free(NfLogMux *mux);

@@ -172,7 +172,9 @@ NfQmp *nf_vm_qmp(const NfVm *vm);
  * writes, none missed or twice (from the socket where qemu does not log, or
  * inotify fails). Returns an id > 0. When the guest itself goes (scaled
  * away: nf_vm_free), `func` gets buf NULL and len 0 once, and the watch is
- * gone: a client following it hears the end rather than silence. */
+ * gone: a client following it hears the end rather than silence. So a
+ * watcher may keep `vm` to unwatch it until then (nf_fleet_find_vm no
+ * longer finds a guest that is being scaled away). */
 typedef void (*NfVmConsoleFunc)(NfVm *vm, const char *buf, gsize len, gpointer user_data);
 guint nf_vm_console_watch(NfVm *vm, gsize replay, char **tail, NfVmConsoleFunc func,
                           gpointer user_data);

@@ -9,7 +9,7 @@
  * `scale` down with `wait` answers only once the removed guests are down
  * (their "stopped" event was sent before the answer); `logs` of several
  * guests with follow carries framed output, a joining guest's document and
- * its leaving.
+ * its leaving, which also closes its console writer and frees the seat.
  */
 #include <errno.h>
 #include <poll.h>
@@ -335,11 +335,11 @@ static char *read_frame(int fd, GString *acc, char **kind, guint *id)
 
 /* Frames from fd until one of `want_kind` for guest `want_id` whose body
  * holds `needle` (any body when NULL); what came for other guests or
- * before is skipped. */
-static void wait_frame(int fd, GString *acc, const char *want_kind, guint want_id,
-                       const char *needle)
+ * before is skipped. Returns what those frames carried. */
+static char *wait_frame(int fd, GString *acc, const char *want_kind, guint want_id,
+                        const char *needle)
 {
-  g_autoptr(GString) out = g_string_new(NULL); /* one guest's bytes may come in pieces */
+  GString *out = g_string_new(NULL); /* one guest's bytes may come in pieces */
   for (;;) {
     g_autofree char *kind = NULL;
     guint id;
@@ -348,6 +348,22 @@ static void wait_frame(int fd, GString *acc, const char *want_kind, guint want_i
       continue;
     g_string_append(out, body);
     if (needle == NULL || strstr(out->str, needle))
+      return g_string_free(out, FALSE);
+  }
+}
+
+/* Reads fd until the peer closes it (within the deadline). */
+static void wait_closed(int fd)
+{
+  gint64 deadline = g_get_monotonic_time() + REPLY_MS * 1000;
+  for (;;) {
+    int left = (int)((deadline - g_get_monotonic_time()) / 1000);
+    g_assert_cmpint(left, >, 0);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, left) <= 0)
+      continue;
+    char buf[65536];
+    if (read(fd, buf, sizeof(buf)) <= 0)
       return;
   }
 }
@@ -377,20 +393,34 @@ static void test_logs_many_frames(void)
   int c2 = ctl_connect();
   json_auto_t *grown = request(c2, "{\"v\":1,\"id\":1,\"cmd\":\"scale\",\"args\":{\"count\":2}}");
   g_assert_true(json_is_true(json_object_get(grown, "ok")));
-  g_autofree char *kind = NULL;
-  guint id = 0;
-  g_autofree char *doc = read_frame(fd, acc, &kind, &id);
-  g_assert_cmpstr(kind, ==, "join");
-  g_assert_cmpuint(id, ==, 2);
+  g_autofree char *doc = wait_frame(fd, acc, "join", 2, NULL);
   json_auto_t *joined = json_loads(doc, 0, NULL);
   g_assert_cmpstr(json_string_value(json_object_get(joined, "name")), ==, "vm-0002");
   g_assert_cmpint(json_integer_value(json_object_get(joined, "start")), ==,
                   json_integer_value(json_object_get(joined, "end")));
-  wait_frame(fd, acc, "out", 2, "nervesfleet-ready serial=NF-000002");
+  g_free(wait_frame(fd, acc, "out", 2, "nervesfleet-ready serial=NF-000002"));
+  /* A console writer of the guest that leaves is closed, and its seat
+   * freed for the next guest with that id. */
+  int con = ctl_connect();
+  json_auto_t *seat = request(con, "{\"v\":1,\"id\":1,\"cmd\":\"console\",\"args\":{\"id\":2}}");
+  g_assert_true(json_is_true(json_object_get(seat, "ok")));
   json_auto_t *shrunk =
       request(c2, "{\"v\":1,\"id\":2,\"cmd\":\"scale\",\"args\":{\"count\":1,\"wait\":true}}");
   g_assert_true(json_is_true(json_object_get(shrunk, "ok")));
-  wait_frame(fd, acc, "leave", 2, NULL);
+  g_free(wait_frame(fd, acc, "leave", 2, NULL));
+  wait_closed(con);
+  close(con);
+  json_auto_t *again =
+      request(c2, "{\"v\":1,\"id\":3,\"cmd\":\"scale\",\"args\":{\"count\":2,\"wait\":true}}");
+  g_assert_true(json_is_true(json_object_get(again, "ok")));
+  g_free(wait_frame(fd, acc, "join", 2, NULL));
+  int con2 = ctl_connect();
+  json_auto_t *seat2 = request(con2, "{\"v\":1,\"id\":1,\"cmd\":\"console\",\"args\":{\"id\":2}}");
+  g_assert_true(json_is_true(json_object_get(seat2, "ok")));
+  close(con2);
+  json_auto_t *last =
+      request(c2, "{\"v\":1,\"id\":4,\"cmd\":\"scale\",\"args\":{\"count\":1,\"wait\":true}}");
+  g_assert_true(json_is_true(json_object_get(last, "ok")));
   close(c2);
   close(fd);
 }
@@ -461,7 +491,10 @@ int main(int argc, char **argv)
   int rc = g_test_run();
 
   nf_test_proc_signal(fleet, SIGTERM);
-  g_assert_cmpint(nf_test_proc_wait_exit(fleet, 60000), ==, 0);
+  int status = nf_test_proc_wait_exit(fleet, 60000);
+  if (status != 0)
+    g_printerr("the supervisor exited %d:\n%s\n", status, nf_test_proc_output(fleet));
+  g_assert_cmpint(status, ==, 0);
   g_assert_false(g_file_test(sock_path, G_FILE_TEST_EXISTS));
   nf_test_proc_free(fleet);
   nf_test_tmpdir_cleanup(tmp);
