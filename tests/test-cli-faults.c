@@ -153,15 +153,18 @@ static gboolean counted(gpointer data)
   return count_of(nf_test_proc_output(w->p), w->needle) >= w->want;
 }
 
-static guint open_fds_of(GPid pid)
+/* Starts fleet `name` of `count` fake guests in the background and waits
+ * until they are ready. */
+static void start_fakes(const char *name, const char *count)
 {
-  g_autofree char *dir = g_strdup_printf("/proc/%d/fd", (int)pid);
-  g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
-  g_assert_nonnull(d);
-  guint n = 0;
-  while (g_dir_read_name(d))
-    n++;
-  return n;
+  g_autofree char *qemu = g_build_filename(g_getenv("NF_HELPERS"), "fake-qemu", NULL);
+  g_autofree char *kernel = g_build_filename(tmp, "Image", NULL);
+  g_assert_true(g_file_set_contents(kernel, "not a kernel", -1, NULL));
+  const char *run[] = {"run", count,      "-d",   "--name",  name,  "--qemu",
+                       qemu,  "--kernel", kernel, "--accel", "tcg", NULL};
+  g_autofree char *started = cli(0, run);
+  const char *wait[] = {"wait", "--name", name, "--timeout", "100", NULL};
+  g_autofree char *ready = cli(0, wait);
 }
 
 /* `logs all -f` on 513 fake guests (more than the supervisor's 1024
@@ -170,20 +173,13 @@ static guint open_fds_of(GPid pid)
  * and one scaled away ends its own `logs ID -f` while the rest go on. */
 static void test_logs_follow_many(void)
 {
-  g_autofree char *qemu = g_build_filename(g_getenv("NF_HELPERS"), "fake-qemu", NULL);
-  g_autofree char *kernel = g_build_filename(tmp, "Image", NULL);
-  g_assert_true(g_file_set_contents(kernel, "not a kernel", -1, NULL));
-  const char *run[] = {"run", "513",      "-d",   "--name",  "many", "--qemu",
-                       qemu,  "--kernel", kernel, "--accel", "tcg",  NULL};
-  g_autofree char *started = cli(0, run);
-  const char *wait[] = {"wait", "--name", "many", "--timeout", "100", NULL};
-  g_autofree char *ready = cli(0, wait);
+  start_fakes("many", "513");
   const char *follow[] = {"logs", "all", "-f", "--name", "many", NULL};
   g_autoptr(NfTestProc) logs = nf_test_proc_spawn(tmp, follow);
   Count all = {logs, "| nervesfleet-ready serial=", 513};
   g_assert_true(nf_test_wait_for(counted, &all, CLI_MS));
   /* stdio, the connection and a few of GLib's: not one per guest. */
-  guint fds = open_fds_of(nf_test_proc_pid(logs));
+  guint fds = nf_test_count_open_fds_of(nf_test_proc_pid(logs));
   g_test_message("logs all -f of 513 guests holds %u fds", fds);
   g_assert_cmpuint(fds, <, 16);
 
@@ -220,14 +216,7 @@ static void test_logs_follow_many(void)
  * stderr and exits 1 rather than ending as if the fleet had stopped. */
 static void test_logs_follow_dropped(void)
 {
-  g_autofree char *qemu = g_build_filename(g_getenv("NF_HELPERS"), "fake-qemu", NULL);
-  g_autofree char *kernel = g_build_filename(tmp, "Image", NULL);
-  g_assert_true(g_file_set_contents(kernel, "not a kernel", -1, NULL));
-  const char *run[] = {"run", "1",        "-d",   "--name",  "drop", "--qemu",
-                       qemu,  "--kernel", kernel, "--accel", "tcg",  NULL};
-  g_autofree char *started = cli(0, run);
-  const char *wait[] = {"wait", "--name", "drop", "--timeout", "100", NULL};
-  g_autofree char *ready = cli(0, wait);
+  start_fakes("drop", "1");
   const char *follow[] = {"logs", "all", "-f", "--name", "drop", NULL};
   g_autoptr(NfTestProc) logs = nf_test_proc_spawn(tmp, follow);
   g_assert_true(

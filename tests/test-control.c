@@ -51,6 +51,24 @@ static void send_all(int fd, const char *buf, gsize len)
   }
 }
 
+/* What fd has next, appended to `acc`, waiting until `deadline` (asserted);
+ * FALSE at EOF. */
+static gboolean read_more(int fd, GString *acc, gint64 deadline)
+{
+  for (;;) {
+    int left = (int)((deadline - g_get_monotonic_time()) / 1000);
+    g_assert_cmpint(left, >, 0);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, left) <= 0)
+      continue;
+    char buf[65536];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n > 0)
+      g_string_append_len(acc, buf, n);
+    return n > 0;
+  }
+}
+
 /* One line from fd within the deadline; buffered per fd in `acc`. */
 static char *read_line(int fd, GString *acc)
 {
@@ -62,16 +80,8 @@ static char *read_line(int fd, GString *acc)
       g_string_erase(acc, 0, (gssize)(nl - acc->str) + 1);
       return line;
     }
-    int left = (int)((deadline - g_get_monotonic_time()) / 1000);
-    g_assert_cmpint(left, >, 0);
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, left) <= 0)
-      continue;
-    char buf[65536];
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n <= 0)
+    if (!read_more(fd, acc, deadline))
       return NULL;
-    g_string_append_len(acc, buf, n);
   }
 }
 
@@ -317,17 +327,8 @@ static char *read_frame(int fd, GString *acc, char **kind, guint *id)
   *id = (guint)g_ascii_strtoull(f[1], NULL, 10);
   gsize len = (gsize)g_ascii_strtoull(f[2], NULL, 10);
   gint64 deadline = g_get_monotonic_time() + REPLY_MS * 1000;
-  while (acc->len < len) {
-    int left = (int)((deadline - g_get_monotonic_time()) / 1000);
-    g_assert_cmpint(left, >, 0);
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, left) <= 0)
-      continue;
-    char buf[65536];
-    ssize_t n = read(fd, buf, sizeof(buf));
-    g_assert_cmpint(n, >, 0);
-    g_string_append_len(acc, buf, n);
-  }
+  while (acc->len < len)
+    g_assert_true(read_more(fd, acc, deadline));
   char *body = g_strndup(acc->str, len);
   g_string_erase(acc, 0, (gssize)len);
   return body;
@@ -356,16 +357,9 @@ static char *wait_frame(int fd, GString *acc, const char *want_kind, guint want_
 static void wait_closed(int fd)
 {
   gint64 deadline = g_get_monotonic_time() + REPLY_MS * 1000;
-  for (;;) {
-    int left = (int)((deadline - g_get_monotonic_time()) / 1000);
-    g_assert_cmpint(left, >, 0);
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, left) <= 0)
-      continue;
-    char buf[65536];
-    if (read(fd, buf, sizeof(buf)) <= 0)
-      return;
-  }
+  g_autoptr(GString) rest = g_string_new(NULL);
+  while (read_more(fd, rest, deadline))
+    g_string_truncate(rest, 0);
 }
 
 /* `logs` with targets and follow: the documents of every guest named, then

@@ -168,17 +168,6 @@ static void test_fd_limit(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
-static guint fd_count(pid_t pid)
-{
-  g_autofree char *dir = g_strdup_printf("/proc/%d/fd", (int)pid);
-  g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
-  g_assert_nonnull(d);
-  guint n = 0;
-  while (g_dir_read_name(d))
-    n++;
-  return n;
-}
-
 typedef struct {
   pid_t pid;
   guint want;
@@ -187,7 +176,7 @@ typedef struct {
 static gboolean fds_at_least_cb(gpointer data)
 {
   FdWait *w = data;
-  return fd_count(w->pid) >= w->want;
+  return nf_test_count_open_fds_of(w->pid) >= w->want;
 }
 
 static gboolean tick_cb(gpointer data)
@@ -210,7 +199,7 @@ static void test_poll_limit(void)
   g_autofree char *sock = g_build_filename(tmp, "run", "nervesfleet", "pl", "control.sock", NULL);
   g_autofree char *log =
       g_build_filename(tmp, "state", "nervesfleet", "pl", "supervisor.log", NULL);
-  FdWait w = {.pid = sup, .want = fd_count(sup) + 8};
+  FdWait w = {.pid = sup, .want = nf_test_count_open_fds_of(sup) + 8};
   int clients[8];
   for (guint i = 0; i < G_N_ELEMENTS(clients); i++) {
     clients[i] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -514,6 +514,17 @@ guint nf_test_cgroups_naming(const char *dir)
   return cgroups_matching(name, TRUE);
 }
 
+guint nf_test_count_open_fds_of(GPid pid)
+{
+  g_autofree char *dir = g_strdup_printf("/proc/%d/fd", (int)pid);
+  g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+  g_assert_nonnull(d);
+  guint n = 0;
+  while (g_dir_read_name(d))
+    n++;
+  return n;
+}
+
 guint nf_test_count_open_fds(void)
 {
   DIR *d = opendir("/proc/self/fd");

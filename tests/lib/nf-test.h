@@ -37,6 +37,8 @@ char *nf_test_ksm_knob(const char *sysfs, const char *name);
 
 /* How many file descriptors this process has open now (/proc/self/fd). */
 guint nf_test_count_open_fds(void);
+/* The same for another process of ours (/proc/PID/fd). */
+guint nf_test_count_open_fds_of(GPid pid);
 
 /* Lists pids whose /proc/PID/cmdline contains `needle` (excluding ourselves). */
 GArray *nf_test_pids_matching(const char *needle);
