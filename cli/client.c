@@ -424,16 +424,20 @@ gboolean nf_client_parse_args(const char *verb, const char *params, const char *
 
 NfStreamEnd nf_client_stream_end(const NfClientOptions *o, guint id)
 {
-  g_autoptr(NfClient) c = nf_client_connect(o, NULL);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(NfClient) c = nf_client_connect(o, &error);
+  /* Only a socket gone or refused means the fleet is: a busy or slow
+   * supervisor still runs it. */
   if (c == NULL)
-    return NF_STREAM_FLEET_GONE;
+    return g_error_matches(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_NO_FLEET) ? NF_STREAM_FLEET_GONE
+                                                                             : NF_STREAM_DROPPED;
   g_autofree char *target = g_strdup_printf("%u", id);
   json_auto_t *ps =
       nf_client_call(c, "ps", json_pack("{s:s}", "targets", target), NF_CLIENT_TIMEOUT_MS, NULL);
   if (ps)
     return NF_STREAM_DROPPED;
   return strcmp(nf_client_last_code(c), "no_such_guest") == 0 ? NF_STREAM_GUEST_GONE
-                                                              : NF_STREAM_FLEET_GONE;
+                                                              : NF_STREAM_DROPPED;
 }
 
 int nf_client_fail(const char *verb, const GError *error, NfClient *c)

@@ -250,7 +250,7 @@ static int ended(const NfClientOptions *o, const char *target)
 {
   g_autoptr(GError) error = NULL;
   g_autoptr(NfClient) c = nf_client_connect(o, &error);
-  if (c == NULL)
+  if (g_error_matches(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_NO_FLEET))
     return NF_EXIT_OK;
   nf_cli_error("logs: the supervisor ended the stream while the fleet runs (it drops a reader "
                "that falls too far behind: %d MiB for each guest followed, 16 at most); "
