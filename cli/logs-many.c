@@ -151,12 +151,12 @@ static gboolean frames(Follow *f, GError **error)
     const char *head = f->in->str + at;
     gsize avail = f->in->len - at;
     const char *nl = memchr(head, '\n', MIN(avail, HEAD_MAX));
-    char kind[8];
+    char kind[HEAD_MAX];
     guint id;
     guint64 len;
     int used = -1;
     g_autofree char *line = nl ? g_strndup(head, (gsize)(nl - head)) : NULL;
-    if (line && sscanf(line, "%7s %u %" G_GUINT64_FORMAT "%n", kind, &id, &len, &used) == 3 &&
+    if (line && sscanf(line, "%63s %u %" G_GUINT64_FORMAT "%n", kind, &id, &len, &used) == 3 &&
         used == (int)strlen(line)) {
       gsize need = (gsize)(nl - head) + 1 + len;
       if (avail < need)

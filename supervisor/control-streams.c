@@ -50,14 +50,15 @@ void nf_control_peer_events(NfCommandPeer *peer)
 }
 
 /* The guests of a mux share one buffer, where each would have had its own
- * connection's: it may hold the cap for each guest followed now (16 at
- * most), on top of what was still unread when the stream began (the
+ * connection's: it may hold the cap for each guest it has followed at
+ * once (16 at most; not lowered when guests leave: what they said may
+ * still be unread), on top of what was unread when the stream began (the
  * reply listing them: ~250 bytes a guest). */
 static void mux_sink_cb(const struct iovec *parts, int n, gpointer data)
 {
   Client *c = data;
-  c->out_max =
-      c->out_base + NF_CONTROL_OUT_MAX * CLAMP(c->mux ? nf_log_mux_size(c->mux) : 1, 1, 16);
+  guint guests = c->mux ? nf_log_mux_size(c->mux) : 1;
+  c->out_max = MAX(c->out_max, c->out_base + NF_CONTROL_OUT_MAX * CLAMP(guests, 1, 16));
   nf_control_send_parts(c, parts, n);
 }
 

@@ -75,7 +75,9 @@ gboolean nf_fleet_retire_cb(gpointer data)
       g_hash_table_remove(fleet->retiring, vm);
       nf_limiter_remove(fleet->limiter, vm);
       fleet->per_state[nf_vm_state(vm)]--;
-      g_ptr_array_remove_index(fleet->vms, i); /* frees it */
+      /* Out of the array first: its watchers, told as it is freed, must
+       * not find it by id any more. */
+      nf_vm_free(g_ptr_array_steal_index(fleet->vms, i));
     }
   }
   return G_SOURCE_REMOVE;

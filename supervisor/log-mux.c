@@ -39,6 +39,9 @@ static void output_cb(NfVm *vm, const char *buf, gsize len, gpointer data)
   NfLogMux *m = data;
   guint id = nf_vm_id(vm);
   if (buf == NULL) {
+    Watch *w = g_hash_table_lookup(m->watches, GUINT_TO_POINTER(id));
+    if (w == NULL || w->vm != vm)
+      return; /* not the guest of that id we follow */
     g_hash_table_remove(m->watches, GUINT_TO_POINTER(id));
     emit(m, "leave", id, NULL, 0);
   } else if (len > 0) {

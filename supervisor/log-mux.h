@@ -35,5 +35,5 @@ NfLogMux *nf_log_mux_new(NfFleet *fleet, GPtrArray *vms, NfTargets *targets, NfL
                          gpointer user_data);
 /* How many guests it follows now. */
 guint nf_log_mux_size(const NfLogMux *mux);
-/* Stops following (the guests still in the fleet are unwatched). */
+/* Stops following (the guests it still follows are unwatched). */
 void nf_log_mux_free(NfLogMux *mux);

@@ -167,8 +167,8 @@ static void start_fakes(const char *name, const char *count)
   g_autofree char *ready = cli(0, wait);
 }
 
-/* `logs all -f` on 513 fake guests (more than the supervisor's 1024
- * control connections could carry one a guest): all of them followed
+/* `logs all -f` on 513 fake guests (more than the 512 that a connection
+ * per guest allowed before): all of them followed
  * through one connection; a guest that joins (`scale` up) is followed too,
  * and one scaled away ends its own `logs ID -f` while the rest go on. */
 static void test_logs_follow_many(void)

@@ -5,7 +5,6 @@
 #include "tests/lib/abort-cleanup.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <glib.h>
 #include <signal.h>
 #include <string.h>
@@ -117,15 +116,19 @@ static void clean_up(void)
  * fatally in a test, when the clean-up reaped a child it watched): it
  * waits, so that the clean-up runs to its end and the process dies of the
  * first failure's signal. */
-static void on_abort(int sig)
+static void first_failure_only(void)
 {
-  static pthread_t first;
-  static int taken;
-  pthread_t me = pthread_self();
-  if (__atomic_exchange_n(&taken, 1, __ATOMIC_SEQ_CST) && !pthread_equal(first, me))
+  static pid_t first; /* the thread cleaning up */
+  pid_t me = gettid(), none = 0;
+  if (!__atomic_compare_exchange_n(&first, &none, me, FALSE, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST) &&
+      none != me)
     for (;;)
       pause();
-  first = me;
+}
+
+static void on_abort(int sig)
+{
+  first_failure_only();
   clean_up();
   signal(sig, SIG_DFL);
   raise(sig); /* a breakpoint would carry on after the trap otherwise */
@@ -136,6 +139,7 @@ static void on_abort(int sig)
  * ends in the sanitizer's _exit, not in a signal: it calls this first. */
 static void on_sanitizer_death(void)
 {
+  first_failure_only();
   clean_up();
 }
 #endif
