@@ -68,6 +68,12 @@ gboolean nf_command_arg_uint(NfCommandReply *r, json_t *args, const char *key, g
 
 GPtrArray *nf_command_arg_targets(NfCommandReply *r, json_t *args, const char *def)
 {
+  return nf_command_arg_targets_kept(r, args, def, NULL);
+}
+
+GPtrArray *nf_command_arg_targets_kept(NfCommandReply *r, json_t *args, const char *def,
+                                       NfTargets **kept)
+{
   const char *text;
   if (!nf_command_arg_string(r, args, "targets", def, &text))
     return NULL;
@@ -92,6 +98,8 @@ GPtrArray *nf_command_arg_targets(NfCommandReply *r, json_t *args, const char *d
     nf_command_reply_error(r, "no_such_guest", NULL, "%s", error->message);
     return NULL;
   }
+  if (kept)
+    *kept = g_steal_pointer(&t);
   return vms;
 }
 

@@ -59,6 +59,10 @@ gboolean nf_command_arg_uint(NfCommandReply *r, json_t *args, const char *key, g
 /* The guests named by args.targets (a TARGET string), in fleet order;
  * "no_such_guest" for an id the fleet does not have. */
 GPtrArray *nf_command_arg_targets(NfCommandReply *r, json_t *args, const char *def);
+/* The same, and the parsed TARGET in *kept (new) for a caller that keeps
+ * matching guests against it. */
+GPtrArray *nf_command_arg_targets_kept(NfCommandReply *r, json_t *args, const char *def,
+                                       NfTargets **kept);
 /* The guest named by args.id (an integer). */
 NfVm *nf_command_arg_vm(NfCommandReply *r, json_t *args);
 /* [id, ...] of `vms`. */

@@ -73,11 +73,10 @@ static void logs_many(NfCommandReply *r, json_t *args, gboolean follow, gboolean
                            peer->transport->name);
     return;
   }
-  g_autoptr(GPtrArray) vms = nf_command_arg_targets(r, args, NULL);
+  g_autoptr(NfTargets) targets = NULL;
+  g_autoptr(GPtrArray) vms = nf_command_arg_targets_kept(r, args, NULL, &targets);
   if (!vms)
     return;
-  g_autoptr(NfTargets) targets =
-      nf_targets_parse(json_string_value(json_object_get(args, "targets")), NULL);
   NfCommands *cmds = nf_command_reply_commands(r);
   json_t *guests = json_array();
   for (guint i = 0; i < vms->len; i++)

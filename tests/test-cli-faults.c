@@ -141,18 +141,6 @@ static void test_fleet_faults(void)
   g_assert_cmpint(nf_test_proc_wait_exit(fleet, CLI_MS), ==, 0);
 }
 
-typedef struct {
-  NfTestProc *p;
-  const char *needle;
-  guint want;
-} Count;
-
-static gboolean counted(gpointer data)
-{
-  Count *w = data;
-  return count_of(nf_test_proc_output(w->p), w->needle) >= w->want;
-}
-
 /* Starts fleet `name` of `count` fake guests in the background and waits
  * until they are ready. */
 static void start_fakes(const char *name, const char *count)
@@ -176,8 +164,7 @@ static void test_logs_follow_many(void)
   start_fakes("many", "513");
   const char *follow[] = {"logs", "all", "-f", "--name", "many", NULL};
   g_autoptr(NfTestProc) logs = nf_test_proc_spawn(tmp, follow);
-  Count all = {logs, "| nervesfleet-ready serial=", 513};
-  g_assert_true(nf_test_wait_for(counted, &all, CLI_MS));
+  g_assert_true(nf_test_proc_wait_count(logs, "| nervesfleet-ready serial=", 513, CLI_MS));
   /* stdio, the connection and a few of GLib's: not one per guest. */
   guint fds = nf_test_count_open_fds_of(nf_test_proc_pid(logs));
   g_test_message("logs all -f of 513 guests holds %u fds", fds);
@@ -196,8 +183,8 @@ static void test_logs_follow_many(void)
   g_assert_cmpint(nf_test_proc_wait_exit(logs_one, CLI_MS), ==, 0);
   const char *poke[] = {"restart", "1", "--name", "many", NULL};
   g_autofree char *poked = cli(0, poke);
-  Count again = {logs, "vm-0001 | nervesfleet-ready serial=NF-000001", 2};
-  g_assert_true(nf_test_wait_for(counted, &again, CLI_MS));
+  g_assert_true(
+      nf_test_proc_wait_count(logs, "vm-0001 | nervesfleet-ready serial=NF-000001", 2, CLI_MS));
   g_assert_null(strstr(nf_test_proc_output(logs), "nervesfleet: logs"));
 
   const char *without[] = {"logs", "all", "--name", "many", NULL};

@@ -63,21 +63,6 @@ static const char *state_of(json_t *ps, guint id)
   return g ? json_string_value(json_object_get(g, "state")) : NULL;
 }
 
-typedef struct {
-  NfTestProc *p;
-  const char *needle;
-  guint times;
-} Count;
-
-static gboolean seen_times(gpointer data)
-{
-  Count *c = data;
-  guint n = 0;
-  for (const char *s = nf_test_proc_output(c->p); (s = strstr(s, c->needle)); s++)
-    n++;
-  return n >= c->times;
-}
-
 static void test_fleet_verbs(void)
 {
   const char *run[] = {"run", "2", "--name", "cli", "--stop-timeout", "5", NULL};
@@ -151,8 +136,7 @@ static void test_fleet_verbs(void)
   /* start it again, waiting until ready; logs -f sees its second boot. */
   g_autofree char *st = cli(0, "start", "1-2", "--wait", NULL);
   g_assert_nonnull(strstr(st, "2 guests ready"));
-  Count twice = {logs, "nervesfleet-ready serial=NF-000002", 2};
-  g_assert_true(nf_test_wait_for(seen_times, &twice, CLI_MS));
+  g_assert_true(nf_test_proc_wait_count(logs, "nervesfleet-ready serial=NF-000002", 2, CLI_MS));
 
   /* restart a list: new pids, ready again. */
   json_auto_t *before = ps_json();
@@ -160,10 +144,10 @@ static void test_fleet_verbs(void)
   g_assert_nonnull(strstr(r, "2 guests restarted, ready"));
   /* logs all -f saw both guests boot again, each line behind its name:
    * guest 1 twice, guest 2 three times (stopped and started, then this). */
-  Count one_again = {logs_all, "vm-0001 | nervesfleet-ready serial=NF-000001", 2};
-  Count two_again = {logs_all, "vm-0002 | nervesfleet-ready serial=NF-000002", 3};
-  g_assert_true(nf_test_wait_for(seen_times, &one_again, CLI_MS));
-  g_assert_true(nf_test_wait_for(seen_times, &two_again, CLI_MS));
+  g_assert_true(
+      nf_test_proc_wait_count(logs_all, "vm-0001 | nervesfleet-ready serial=NF-000001", 2, CLI_MS));
+  g_assert_true(
+      nf_test_proc_wait_count(logs_all, "vm-0002 | nervesfleet-ready serial=NF-000002", 3, CLI_MS));
   {
     g_auto(GStrv) lines = g_strsplit(nf_test_proc_output(logs_all), "\n", -1);
     for (char **l = lines; *l && **l; l++)

@@ -23,24 +23,12 @@
 #define BOOT_MS 120000
 #define STOP_MS 60000
 
-typedef struct {
-  NfTestProc *p;
-  const char *needle;
-  guint times;
-} Count;
-
 static guint count_of(const char *text, const char *needle)
 {
   guint n = 0;
   for (const char *s = text; (s = strstr(s, needle)) != NULL; s += strlen(needle))
     n++;
   return n;
-}
-
-static gboolean output_has_times(gpointer data)
-{
-  Count *c = data;
-  return count_of(nf_test_proc_output(c->p), c->needle) >= c->times;
 }
 
 static char *console_of(const char *tmp, const char *fleet, guint id)
@@ -111,8 +99,7 @@ static void test_restore_own_identity_and_again(void)
 
   /* Killed, it comes back restored again, with its own serial. */
   kill(guest_pid(tmp, "snap", 2), SIGKILL);
-  Count again = {p, "vm-0002 ready NF-000002", 2};
-  g_assert_true(nf_test_wait_for(output_has_times, &again, BOOT_MS));
+  g_assert_true(nf_test_proc_wait_count(p, "vm-0002 ready NF-000002", 2, BOOT_MS));
   g_autofree char *text2 = console_of(tmp, "snap", 2);
   g_assert_cmpuint(count_of(text2, "serial=NF-000002 source=fw_cfg restored=snapshot"), ==, 2);
 
@@ -122,8 +109,7 @@ static void test_restore_own_identity_and_again(void)
   g_assert_cmpint(truncate(state, 4096), ==, 0);
   kill(guest_pid(tmp, "snap", 3), SIGKILL);
   g_assert_true(nf_test_proc_wait_output(p, "snapshot: restore failed (vm-0003", BOOT_MS));
-  Count booted = {p, "vm-0003 ready NF-000003", 2};
-  g_assert_true(nf_test_wait_for(output_has_times, &booted, BOOT_MS));
+  g_assert_true(nf_test_proc_wait_count(p, "vm-0003 ready NF-000003", 2, BOOT_MS));
   g_autofree char *text3 = console_of(tmp, "snap", 3);
   /* Its last ready line is a boot's, without restored=snapshot. */
   const char *last = g_strrstr(text3, "nervesfleet-ready serial=NF-000003");

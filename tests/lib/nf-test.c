@@ -252,6 +252,33 @@ gboolean nf_test_proc_wait_output(NfTestProc *p, const char *needle, guint timeo
   return strstr(p->out->str, needle) != NULL;
 }
 
+typedef struct {
+  NfTestProc *p;
+  const char *needle;
+  guint times;
+} CountWait;
+
+static guint times_in(const char *hay, const char *needle)
+{
+  guint n = 0;
+  for (const char *s = hay; (s = strstr(s, needle)); s++)
+    n++;
+  return n;
+}
+
+static gboolean count_seen(gpointer data)
+{
+  CountWait *w = data;
+  return times_in(w->p->out->str, w->needle) >= w->times || (w->p->exited && w->p->eof);
+}
+
+gboolean nf_test_proc_wait_count(NfTestProc *p, const char *needle, guint times, guint timeout_ms)
+{
+  CountWait w = {p, needle, times};
+  nf_test_wait_for(count_seen, &w, timeout_ms);
+  return times_in(p->out->str, needle) >= times;
+}
+
 static gboolean proc_done(gpointer data)
 {
   NfTestProc *p = data;

@@ -67,6 +67,8 @@ typedef struct NfTestProc NfTestProc;
 NfTestProc *nf_test_proc_spawn(const char *tmpdir, const char *const *args);
 /* Waits until the output contains `needle`; FALSE on timeout or exit first. */
 gboolean nf_test_proc_wait_output(NfTestProc *p, const char *needle, guint timeout_ms);
+/* The same until `needle` was printed at least `times` times. */
+gboolean nf_test_proc_wait_count(NfTestProc *p, const char *needle, guint times, guint timeout_ms);
 /* Waits for exit; returns the exit status (128+signal when killed), or -1 on timeout. */
 int nf_test_proc_wait_exit(NfTestProc *p, guint timeout_ms);
 const char *nf_test_proc_output(NfTestProc *p);
