@@ -7,7 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-gboolean nf_parse_size_mib(const char *flag, const char *text, guint64 *mib, GError **error)
+gboolean nf_parse_size_kib(const char *flag, const char *text, guint64 *kib, GError **error)
 {
   char *end = NULL;
   errno = 0;
@@ -39,7 +39,16 @@ gboolean nf_parse_size_mib(const char *flag, const char *text, guint64 *mib, GEr
                 "%s '%s': expected a size such as 128M or 1G", flag, text);
     return FALSE;
   }
-  *mib = v * mult_k / 1024;
+  *kib = v * mult_k;
+  return TRUE;
+}
+
+gboolean nf_parse_size_mib(const char *flag, const char *text, guint64 *mib, GError **error)
+{
+  guint64 kib;
+  if (!nf_parse_size_kib(flag, text, &kib, error))
+    return FALSE;
+  *mib = kib / 1024;
   if (*mib == 0) {
     g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                 "%s '%s': less than 1M; use e.g. 128M", flag, text);

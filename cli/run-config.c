@@ -215,6 +215,7 @@ char *nf_run_config_to_json(const NfFleetConfig *cfg, const NfRunMode *mode, con
   json_object_set_new(doc, "ready_sched", json_string(classes[cfg->ready_sched]));
   json_object_set_new(doc, "boot_affinity", json_string(affinities[cfg->boot_affinity]));
   json_object_set_new(doc, "dense", json_boolean(cfg->dense));
+  json_object_set_new(doc, "log_max", json_integer((json_int_t)cfg->log_max));
   json_object_set_new(doc, "tb_mib", json_integer(nf_qemu_tb_mib(cfg->tb_mib, cfg->dense)));
   json_object_set_new(doc, "net", json_string(nets[cfg->net]));
   json_object_set_new(doc, "forwards", forwards);

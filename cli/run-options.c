@@ -137,6 +137,23 @@ static gboolean net_options(NfFleetConfig *cfg, const char *net, char **forwards
   return TRUE;
 }
 
+/* --log-max: KiB granularity, bounded below so that a rotation, which
+ * moves whole filesystem blocks, always leaves the log under its cap. */
+static gboolean parse_log_max(const char *text, guint64 *bytes, GError **error)
+{
+  guint64 kib;
+  if (!nf_parse_size_kib("--log-max", text, &kib, error))
+    return FALSE;
+  if (kib < NF_LOG_MAX_MIN / 1024 || kib > G_MAXUINT64 / 1024) {
+    g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                "--log-max %s is too small: a console log needs at least 64K (e.g. --log-max 1M)",
+                text);
+    return FALSE;
+  }
+  *bytes = kib * 1024;
+  return TRUE;
+}
+
 gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRunMode *mode,
                               GError **error)
 {
@@ -149,7 +166,7 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
                   *memory_limit = NULL, *profile = NULL, *disk = NULL, *disk_format = NULL,
                   *firmware = NULL, *loader = NULL, *ready_marker = NULL, *balloon_policy = NULL,
                   *net = NULL, *forward_base = NULL, *server = NULL, *ready = NULL, *ksm = NULL,
-                  *ready_sched = NULL, *boot_affinity = NULL;
+                  *ready_sched = NULL, *boot_affinity = NULL, *log_max = NULL;
   g_auto(GStrv) qemu_args = NULL;
   g_auto(GStrv) forwards = NULL;
   gboolean exec_flag = FALSE;
@@ -223,6 +240,10 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
        "S"},
       {"memory-limit", 0, 0, G_OPTION_ARG_STRING, &memory_limit,
        "Hard memory cap per guest's qemu (cgroup), e.g. 256M (default: none)", "SIZE"},
+      {"log-max", 0, 0, G_OPTION_ARG_STRING, &log_max,
+       "A guest's console log is moved to console.log.1 past SIZE, so a guest keeps at most "
+       "twice SIZE (default: 4M, at least 64K)",
+       "SIZE"},
       {"profile", 0, 0, G_OPTION_ARG_STRING, &profile,
        "sim (default guest) or nerves (little_loader + firmware disk)", "PROFILE"},
       {"disk", 0, 0, G_OPTION_ARG_FILENAME, &disk,
@@ -468,7 +489,8 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
       (heartbeat_timeout && !nf_parse_seconds_ms("--heartbeat-timeout", heartbeat_timeout,
                                                  &cfg->heartbeat_timeout_ms, error)) ||
       (memory_limit &&
-       !nf_parse_size_mib("--memory-limit", memory_limit, &cfg->memory_limit_mib, error)))
+       !nf_parse_size_mib("--memory-limit", memory_limit, &cfg->memory_limit_mib, error)) ||
+      (log_max && !parse_log_max(log_max, &cfg->log_max, error)))
     return FALSE;
   if (balloon_policy) {
     static const char *const policies[] = {"guard", "auto", "off"};

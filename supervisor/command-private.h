@@ -19,7 +19,7 @@ struct NfCommands {
   GList *balloons;        /* balloon requests waiting for qemu or the guest */
   guint eval_src;         /* idle that re-evaluates waits after changes */
   GHashTable *writers;    /* vm id -> NfCommandPeer* holding the console's input */
-  GHashTable *run_starts; /* vm id -> console.log offset at its latest spawn */
+  GHashTable *run_starts; /* vm id -> console.log offset at its latest spawn (+ moved) */
   GHashTable *ps_cache;   /* vm id -> its last `ps` encoding (command-ps.c) */
   guint64 ps_pass;        /* `ps` calls so far */
 };

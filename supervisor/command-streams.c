@@ -56,7 +56,8 @@ static json_t *log_document(NfCommands *cmds, NfVm *vm, gboolean follow, gboolea
   gboolean has_rotated = g_file_test(rotated, G_FILE_TEST_EXISTS);
   if (since_start) {
     gint64 *mark = g_hash_table_lookup(cmds->run_starts, GUINT_TO_POINTER(nf_vm_id(vm)));
-    start = mark && *mark <= end ? *mark : 0;
+    /* Rotated past since the run began: the log holds only this run. */
+    start = mark ? CLAMP(*mark - nf_vm_console_log_moved(vm), 0, end) : 0;
     has_rotated = FALSE;
   }
   return nf_commands_log_document(vm, start, end, has_rotated ? rotated : NULL);

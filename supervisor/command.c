@@ -233,10 +233,13 @@ static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const c
   NfCommands *cmds = data;
   NfVmState state = nf_vm_state(vm);
   if (state == NF_VM_STARTING) {
-    /* Where this run's console output starts, for `logs --since start`. */
+    /* Where this run's console output starts, for `logs --since start`;
+     * counted from the log's first byte ever, so that rotations (which
+     * move the log's head to the .1) do not move it. */
     GStatBuf st;
     gint64 *off = g_new(gint64, 1);
-    *off = g_stat(nf_vm_console_log_path(vm), &st) == 0 ? (gint64)st.st_size : 0;
+    *off = (g_stat(nf_vm_console_log_path(vm), &st) == 0 ? (gint64)st.st_size : 0) +
+           nf_vm_console_log_moved(vm);
     g_hash_table_insert(cmds->run_starts, GUINT_TO_POINTER(nf_vm_id(vm)), off);
   }
   nf_command_waits_changed(cmds, vm, state);

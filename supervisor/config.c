@@ -23,6 +23,7 @@ void nf_fleet_config_init(NfFleetConfig *config)
       .health_interval_ms = NF_DEFAULT_HEALTH_INTERVAL_MS,
       .health_timeout_ms = NF_DEFAULT_HEALTH_TIMEOUT_MS,
       .heartbeat_timeout_ms = NF_DEFAULT_HEARTBEAT_TIMEOUT_MS,
+      .log_max = NF_DEFAULT_LOG_MAX,
       .adopt = TRUE,
       .balloon_policy = NF_BALLOON_POLICY_GUARD,
       .ready_sched = NF_READY_SCHED_IDLE,

@@ -79,6 +79,7 @@ typedef struct {
   guint health_timeout_ms;      /* QMP ping deadline: missed = hung */
   guint heartbeat_timeout_ms;   /* guest-stats must advance within this; 0 = off */
   guint64 memory_limit_mib;     /* per-guest cgroup memory.max; 0 = no limit */
+  guint64 log_max;              /* --log-max: a console log's cap, bytes (plus one .1) */
   gboolean detached;            /* guests outlive the supervisor (daemon mode) */
   NfKsmMode ksm;                /* host KSM page merging while the fleet runs */
   NfReadySched ready_sched;     /* --ready-sched: ready guests' class during a storm */
@@ -114,6 +115,10 @@ typedef struct {
 #define NF_DEFAULT_HEALTH_INTERVAL_MS 30000
 #define NF_DEFAULT_HEALTH_TIMEOUT_MS 15000
 #define NF_DEFAULT_HEARTBEAT_TIMEOUT_MS 60000
+/* A guest's console log, and as much again in its .1: 8 MiB of disk a
+ * guest at most, 80 GB for 10,000 chatty guests (--log-max lowers it). */
+#define NF_DEFAULT_LOG_MAX (4 * 1024 * 1024)
+#define NF_LOG_MAX_MIN (64 * 1024)
 
 void nf_fleet_config_init(NfFleetConfig *config);
 void nf_fleet_config_clear(NfFleetConfig *config);

@@ -10,6 +10,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,6 +19,22 @@
 #define FIND_WINDOW (64 * 1024)
 
 static char *read_range(const char *path, gint64 from, gsize max, gsize *len);
+
+/* The one filesystem seen refusing a collapse, so that each rotation on it
+ * does not copy the head first in vain (logs of a fleet share a dir). */
+static dev_t unsupported_dev;
+static gboolean unsupported_known;
+
+static gboolean collapse_unsupported(dev_t dev)
+{
+  return unsupported_known && unsupported_dev == dev;
+}
+
+static void remember_unsupported(dev_t dev)
+{
+  unsupported_dev = dev;
+  unsupported_known = TRUE;
+}
 
 gint64 nf_console_log_size(const char *path)
 {
@@ -99,23 +117,105 @@ char *nf_console_log_read(const char *path, gint64 from, gint64 to, gsize *len)
   return read_range(path, from, to > from ? (gsize)(to - from) : 0, len);
 }
 
-gboolean nf_console_log_cap(const char *path, gsize max, gint64 *copied, GError **error)
+/* Writes the log's first `len` bytes (-1: all it holds) to `old`, through
+ * a temporary file renamed over it, in the kernel (no buffer of the log's
+ * size here, whatever --log-max). *copied: how many. */
+static gboolean copy_head(int fd, const char *path, const char *old, gint64 len, gint64 *copied,
+                          GError **error)
 {
-  if (nf_console_log_size(path) <= (gint64)max)
-    return FALSE;
-  g_autofree char *old = g_strconcat(path, ".1", NULL);
-  g_autofree char *text = NULL;
-  gsize len = 0;
-  if (!g_file_get_contents(path, &text, &len, error) ||
-      !g_file_set_contents_full(old, text, (gssize)len, G_FILE_SET_CONTENTS_NONE, 0644, error))
-    return FALSE;
-  if (truncate(path, 0) != 0) {
+  g_autofree char *tmp = g_strconcat(old, ".tmp", NULL);
+  int out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (out < 0) {
     int e = errno;
-    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot truncate %s: %s", path,
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot write %s: %s", tmp,
                 g_strerror(e));
     return FALSE;
   }
-  if (copied)
-    *copied = (gint64)len;
+  loff_t at = 0;
+  int e = 0;
+  while (len < 0 || at < len) {
+    size_t want = len < 0 ? 1 << 20 : (size_t)MIN(len - at, 1 << 20);
+    loff_t in_at = at;
+    ssize_t n = copy_file_range(fd, &in_at, out, NULL, want, 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL)) {
+      char buf[64 * 1024];
+      n = pread(fd, buf, MIN(want, sizeof buf), at);
+      if (n > 0 && write(out, buf, (size_t)n) != n)
+        n = -1;
+    }
+    if (n < 0) {
+      e = errno ? errno : EIO;
+      break;
+    }
+    if (n == 0)
+      break; /* the end of the log */
+    at += n;
+  }
+  if (close(out) != 0 && e == 0)
+    e = errno;
+  if (e == 0 && len >= 0 && at != len)
+    e = EIO; /* shorter than it was a moment ago: not ours to cut */
+  if (e == 0 && rename(tmp, old) != 0)
+    e = errno;
+  if (e != 0) {
+    unlink(tmp);
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot copy %s to %s: %s", path,
+                old, g_strerror(e));
+    return FALSE;
+  }
+  *copied = at;
   return TRUE;
+}
+
+gboolean nf_console_log_cap(const char *path, gsize max, gint64 *moved, GError **error)
+{
+  int fd = open(path, O_RDWR | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0 || st.st_size <= (off_t)max) {
+    if (fd >= 0)
+      close(fd);
+    return FALSE; /* missing (not yet written) or under the cap */
+  }
+  g_autofree char *old = g_strconcat(path, ".1", NULL);
+  gint64 block = st.st_blksize > 0 ? (gint64)st.st_blksize : 4096;
+  /* Whole blocks only, and not the last byte (a collapse may not reach the
+   * end of the file): the log keeps less than a block, the line being
+   * written among it. */
+  gint64 head = (((gint64)st.st_size - 1) / block) * block;
+  gint64 done = 0;
+  gboolean ok = FALSE;
+  if (head > 0 && !collapse_unsupported(st.st_dev)) {
+    if (!copy_head(fd, path, old, head, &done, error)) {
+      close(fd);
+      return FALSE;
+    }
+    /* qemu's appends wait for the collapse: each lands before it, past
+     * `head` and kept, or after it, at the new end. */
+    if (fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, 0, head) == 0) {
+      ok = TRUE;
+    } else if (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL) {
+      remember_unsupported(st.st_dev); /* tmpfs, or an ext4 file without extents */
+    } else {
+      int e = errno;
+      g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e),
+                  "cannot drop the start of %s: %s", path, g_strerror(e));
+      close(fd);
+      return FALSE;
+    }
+  }
+  if (!ok && copy_head(fd, path, old, -1, &done, error)) {
+    /* What qemu writes from here to the truncation is lost (see .h). */
+    ok = ftruncate(fd, 0) == 0;
+    if (!ok) {
+      int e = errno;
+      g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e), "cannot truncate %s: %s", path,
+                  g_strerror(e));
+    }
+  }
+  close(fd);
+  if (ok && moved)
+    *moved = done;
+  return ok;
 }

@@ -20,12 +20,17 @@
 gint64 nf_console_log_size(const char *path);
 
 /* Keeps a log that qemu appends to (O_APPEND) under `max` bytes: past it,
- * copies it to `path`.1 and truncates it to 0 in place (the writer's fd
- * stays valid; a rename would send its writes to the .1). What qemu writes
- * between the copy and the truncation is missing from both. TRUE when it
- * rotated (*copied: the bytes the .1 got; may be NULL); FALSE when under
- * the cap or on an error (then `error` says which file). */
-gboolean nf_console_log_cap(const char *path, gsize max, gint64 *copied, GError **error);
+ * moves the log's head, all but its last partial filesystem block, to
+ * `path`.1 and drops it from the log in place (fallocate's COLLAPSE_RANGE,
+ * which qemu's appends wait for: no byte is lost, and the writer's fd stays
+ * valid, where a rename would send its writes to the .1). Offsets in the
+ * log move down by the bytes moved, and a line may begin in the .1 and end
+ * in the log. Where the filesystem cannot collapse (tmpfs), the whole log
+ * is copied and truncated to 0: what qemu writes between the copy and the
+ * truncation is then missing from both. TRUE when it rotated (*moved: the
+ * bytes that left the log's head for the .1; may be NULL); FALSE when under
+ * the cap, missing, or on an error (then `error` says which file). */
+gboolean nf_console_log_cap(const char *path, gsize max, gint64 *moved, GError **error);
 
 /* Bytes [from, to) of the log (fewer where it is shorter), NUL-terminated
  * (never NULL); *len: how many. */

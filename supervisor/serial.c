@@ -11,6 +11,7 @@
  * an open per read would cost more CPU than the read.
  */
 #include "supervisor/serial.h"
+#include "supervisor/config.h"
 #include "supervisor/poller.h"
 
 #include <errno.h>
@@ -77,7 +78,7 @@ NfSerial *nf_serial_new(int fd, const char *log_path, gsize log_max, const char 
   s->ring = g_malloc(NF_SERIAL_RING_SIZE);
   s->markers = markers;
   s->log_path = g_strdup(log_path);
-  s->log_max = log_max ? log_max : NF_SERIAL_LOG_MAX_DEFAULT;
+  s->log_max = log_max ? log_max : NF_DEFAULT_LOG_MAX;
   if (log_fd >= 0) {
     s->log_size = (gsize)MAX(lseek(log_fd, 0, SEEK_END), 0);
     close(log_fd); /* opened again per flush: see the top of this file */

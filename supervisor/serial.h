@@ -14,7 +14,6 @@
 
 #define NF_SERIAL_RING_SIZE 8192
 #define NF_SERIAL_LINE_MAX 512
-#define NF_SERIAL_LOG_MAX_DEFAULT (4 * 1024 * 1024)
 
 typedef struct NfSerial NfSerial;
 

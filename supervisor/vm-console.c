@@ -77,8 +77,8 @@ gboolean nf_vm_console_attach(NfVm *vm, GError **error)
   if (fd < 0)
     return FALSE;
   /* qemu writes the log; only a qemu that does not is logged by us. */
-  vm->console = nf_serial_new(fd, vm->console_by_qemu ? NULL : vm->files.console_log, 0,
-                              vm->markers, &ser_cb, vm, error);
+  vm->console = nf_serial_new(fd, vm->console_by_qemu ? NULL : vm->files.console_log,
+                              vm->env->config->log_max, vm->markers, &ser_cb, vm, error);
   return vm->console != NULL;
 }
 
@@ -120,26 +120,30 @@ static void follow_from(NfVm *vm, gint64 from)
   }
 }
 
-/* Caps the log qemu writes; watchers get all the log held first, and read
- * on from the start of the rotated log. */
-static gboolean cap_log(NfVm *vm)
+/* Caps the log qemu writes; watchers get all the log held first, then what
+ * the cap moved to the .1 past their offset, and read on in the log from
+ * where that left them. Sets *moved (the bytes that left the log's head). */
+static gboolean cap_log(NfVm *vm, gint64 *moved)
 {
   if (vm->console_follow)
     nf_log_follow_drain(vm->console_follow);
-  gint64 copied = 0;
   const char *log = vm->files.console_log;
-  if (!nf_console_log_cap(log, NF_SERIAL_LOG_MAX_DEFAULT, &copied, NULL))
+  guint64 max = vm->env->config->log_max ? vm->env->config->log_max : NF_DEFAULT_LOG_MAX;
+  if (!nf_console_log_cap(log, max, moved, NULL))
     return FALSE;
-  if (vm->console_follow && copied > nf_log_follow_offset(vm->console_follow)) {
-    /* What qemu appended between the drain and the copy is in the copy only. */
+  vm->console_log_moved += *moved;
+  if (vm->console_follow == NULL)
+    return TRUE;
+  gint64 at = nf_log_follow_offset(vm->console_follow);
+  if (*moved > at) {
+    /* What qemu appended between the drain and the cap's read is in the .1. */
     g_autofree char *old = g_strconcat(log, ".1", NULL);
     gsize len;
-    g_autofree char *rest =
-        nf_console_log_read(old, nf_log_follow_offset(vm->console_follow), copied, &len);
+    g_autofree char *rest = nf_console_log_read(old, at, *moved, &len);
     to_watchers(vm, rest, len);
   }
   if (vm->console_follow) /* (a watcher's callback may have ended it) */
-    follow_from(vm, 0);
+    follow_from(vm, at > *moved ? at - *moved : 0);
   return TRUE;
 }
 
@@ -147,7 +151,8 @@ void nf_vm_console_note_start(NfVm *vm)
 {
   vm->console_by_qemu = TRUE;
   /* Bounded before qemu opens it (it only appends); health keeps it so. */
-  cap_log(vm);
+  gint64 moved;
+  cap_log(vm, &moved);
   vm->console_log_start = nf_console_log_size(vm->files.console_log);
   /* Watchers read on from here (those of an adopted guest whose qemu did
    * not log read the socket so far; this qemu logs). */
@@ -164,8 +169,9 @@ void nf_vm_console_cap_log(NfVm *vm)
   /* Armed before the look, so what qemu writes during it is seen next time
    * (a rotation's own truncation too: one look more, harmless). */
   nf_log_watch_arm(&vm->console_log_watch, vm->files.console_log);
-  if (cap_log(vm))
-    vm->console_log_start = 0;
+  gint64 moved;
+  if (cap_log(vm, &moved)) /* the current run's start moved down with the rest */
+    vm->console_log_start = vm->console_log_start > moved ? vm->console_log_start - moved : 0;
 }
 
 void nf_vm_console_check_exit(NfVm *vm)

@@ -529,6 +529,11 @@ const char *nf_vm_console_log_path(const NfVm *vm)
   return vm->files.console_log;
 }
 
+gint64 nf_vm_console_log_moved(const NfVm *vm)
+{
+  return vm->console_log_moved;
+}
+
 guint64 nf_vm_balloon_target(const NfVm *vm)
 {
   return vm->balloon_target;

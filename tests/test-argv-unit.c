@@ -412,6 +412,13 @@ static void test_parse_values(void)
   g_assert_false(nf_parse_size_mib("--memory", "", &mib, NULL));
   g_assert_false(nf_parse_size_mib("--memory", "-5M", &mib, NULL));
   g_assert_false(nf_parse_size_mib("--memory", "99999999999999999999G", &mib, NULL));
+  g_assert_false(nf_parse_size_mib("--memory", "512K", &mib, NULL)); /* under 1M */
+  guint64 kib;
+  g_assert_true(nf_parse_size_kib("--log-max", "64K", &kib, NULL));
+  g_assert_cmpuint(kib, ==, 64);
+  g_assert_true(nf_parse_size_kib("--log-max", "4", &kib, NULL));
+  g_assert_cmpuint(kib, ==, 4096);
+  g_assert_false(nf_parse_size_kib("--log-max", "4X", &kib, NULL));
   g_assert_true(nf_parse_count("N", "12", 100, &n, NULL));
   g_assert_cmpuint(n, ==, 12);
   g_assert_false(nf_parse_count("N", "101", 100, &n, NULL));

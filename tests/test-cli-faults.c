@@ -67,6 +67,12 @@ static void test_bad_arguments(void)
   const char *big[] = {"scale", "100001", "--name", "flt", NULL};
   g_autofree char *o4 = cli(2, big);
   g_assert_cmpuint(count_of(o4, "scale:"), ==, 1);
+  const char *small_log[] = {"run", "1", "--name", "flt-log", "--log-max", "10K", NULL};
+  g_autofree char *o5 = cli(2, small_log);
+  g_assert_nonnull(strstr(o5, "--log-max 10K is too small"));
+  const char *bad_log[] = {"run", "1", "--name", "flt-log", "--log-max", "lots", NULL};
+  g_autofree char *o6 = cli(2, bad_log);
+  g_assert_nonnull(strstr(o6, "--log-max 'lots': expected a size"));
 }
 
 static void test_fleet_faults(void)
@@ -143,16 +149,24 @@ static void test_fleet_faults(void)
 
 /* Starts fleet `name` of `count` fake guests in the background and waits
  * until they are ready. */
-static void start_fakes(const char *name, const char *count)
+/* A detached fleet of `count` fake guests, all ready; `extra`: one more
+ * `run` option and its value, or NULL. */
+static void start_fakes_with(const char *name, const char *count, const char *extra,
+                             const char *value)
 {
   g_autofree char *qemu = g_build_filename(g_getenv("NF_HELPERS"), "fake-qemu", NULL);
   g_autofree char *kernel = g_build_filename(tmp, "Image", NULL);
   g_assert_true(g_file_set_contents(kernel, "not a kernel", -1, NULL));
-  const char *run[] = {"run", count,      "-d",   "--name",  name,  "--qemu",
-                       qemu,  "--kernel", kernel, "--accel", "tcg", NULL};
+  const char *run[] = {"run",      count,  "-d",      "--name", name,  "--qemu", qemu,
+                       "--kernel", kernel, "--accel", "tcg",    extra, value,    NULL};
   g_autofree char *started = cli(0, run);
   const char *wait[] = {"wait", "--name", name, "--timeout", "100", NULL};
   g_autofree char *ready = cli(0, wait);
+}
+
+static void start_fakes(const char *name, const char *count)
+{
+  start_fakes_with(name, count, NULL, NULL);
 }
 
 /* `logs all -f` on 513 fake guests (more than the 512 that a connection
@@ -225,6 +239,51 @@ static void test_logs_follow_dropped(void)
   g_autofree char *d = cli(0, down);
 }
 
+/* `--log-max 64K`: a guest's log past it is rotated when its next run
+ * starts (and by the probes), keeping under the cap; `logs` still has every
+ * line the guest printed, across the .1 and the log, once and in order;
+ * `--since start` has only the new run, though the log kept the end of the
+ * old one (a rotation moves whole blocks). */
+static void test_log_max(void)
+{
+  start_fakes_with("logmax", "1", "--log-max", "64K");
+  g_autofree char *type = g_strdup_printf(
+      "seq -f 'typed-%%05g' 1 20000 | XDG_RUNTIME_DIR='%s/run' '%s' console 1 --name logmax "
+      ">/dev/null",
+      tmp, nf_test_bin());
+  nf_test_sh(type);
+  const char *one[] = {"logs", "1", "--name", "logmax", NULL};
+  g_autofree char *before = cli(0, one);
+  g_assert_nonnull(strstr(before, "typed-20000"));
+  const char *restart[] = {"restart", "1", "--wait", "--name", "logmax", NULL};
+  g_autofree char *restarted = cli(0, restart);
+
+  g_autofree char *log =
+      g_build_filename(tmp, "state/nervesfleet/logmax/vm-0001/console.log", NULL);
+  g_autofree char *old = g_strconcat(log, ".1", NULL);
+  GStatBuf st;
+  g_assert_cmpint(g_stat(log, &st), ==, 0);
+  g_assert_cmpint(st.st_size, <=, 64 * 1024);
+  g_assert_true(g_file_test(old, G_FILE_TEST_EXISTS));
+  g_autofree char *all = cli(0, one);
+  const char *at = all;
+  for (int i = 1; i <= 20000; i++) {
+    char want[32];
+    g_snprintf(want, sizeof want, "typed-%05d\n", i);
+    const char *next = strstr(at, want);
+    if (next == NULL)
+      g_error("logs after the rotation: %s missing or out of order", want);
+    at = next + strlen(want);
+  }
+  g_assert_cmpuint(count_of(all, "typed-10000\n"), ==, 1);
+  const char *since[] = {"logs", "1", "--since", "start", "--name", "logmax", NULL};
+  g_autofree char *run2 = cli(0, since);
+  g_assert_null(strstr(run2, "typed-"));
+  g_assert_cmpuint(count_of(run2, "nervesfleet-ready serial=NF-000001"), ==, 1);
+  const char *down[] = {"down", "--name", "logmax", NULL};
+  g_autofree char *d = cli(0, down);
+}
+
 typedef struct {
   NfTestProc *p;
   const char *needle;
@@ -283,6 +342,7 @@ int main(int argc, char **argv)
   g_test_add_func("/cli-faults/bad-arguments", test_bad_arguments);
   g_test_add_func("/cli-faults/fleet-faults", test_fleet_faults);
   g_test_add_func("/cli-faults/logs-follow-many", test_logs_follow_many);
+  g_test_add_func("/cli-faults/log-max", test_log_max);
   g_test_add_func("/cli-faults/logs-follow-dropped", test_logs_follow_dropped);
   g_test_add_func("/cli-faults/logs-follow-whole-lines", test_logs_follow_whole_lines);
   int rc = g_test_run();

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "supervisor/serial.h"
+#include "supervisor/config.h"
 #include "tests/lib/fake-fleet.h"
 #include "tests/lib/nf-test.h"
 
@@ -153,9 +153,9 @@ static void test_log_capped_after_quiet_spell(void)
   g_assert_true(nf_test_wait_for(file_exists, old1, WAIT_MS));
   struct stat st;
   g_assert_cmpint(stat(log1, &st), ==, 0);
-  g_assert_cmpint(st.st_size, <=, NF_SERIAL_LOG_MAX_DEFAULT);
+  g_assert_cmpint(st.st_size, <=, NF_DEFAULT_LOG_MAX);
   g_assert_cmpint(stat(old1, &st), ==, 0);
-  g_assert_cmpint(st.st_size, >, NF_SERIAL_LOG_MAX_DEFAULT);
+  g_assert_cmpint(st.st_size, >, NF_DEFAULT_LOG_MAX);
   g_assert_false(g_file_test(old2, G_FILE_TEST_EXISTS));
   nf_fake_fleet_finish(f, FALSE);
 }
@@ -205,7 +205,7 @@ static void test_watcher_across_rotation(void)
   gsize old_len, now_len;
   g_assert_true(g_file_get_contents(old, &old_text, &old_len, NULL));
   g_assert_true(g_file_get_contents(s.log, &now_text, &now_len, NULL));
-  g_assert_cmpint((gint64)old_len, >, s.start + NF_SERIAL_LOG_MAX_DEFAULT / 2);
+  g_assert_cmpint((gint64)old_len, >, s.start + NF_DEFAULT_LOG_MAX / 2);
   g_assert_cmpmem(s.got->str, old_len - (gsize)s.start, old_text + s.start,
                   old_len - (gsize)s.start);
   gsize rest = s.got->len - (old_len - (gsize)s.start);
