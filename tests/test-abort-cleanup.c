@@ -64,6 +64,17 @@ static void fail_with_fleets(void)
     g_assert_cmpuint(nf_test_cgroups_naming(f->tmp), >, 0);
     g_assert_cmpuint(nf_test_cgroups_of(tmp, "left"), >, 0);
   }
+  /* A supervisor that crashed: its runtime dir, guest and cgroups stay. */
+  const char *crash[] = {"run", "1",        "-d",   "--name",  "crashed", "--qemu",
+                         qemu,  "--kernel", kernel, "--accel", "tcg",     NULL};
+  g_autofree char *out2 = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, crash, WAIT_MS, &out2), ==, 0);
+  const char *said = strstr(out2, "supervisor pid ");
+  g_assert_nonnull(said);
+  g_assert_cmpint(kill((pid_t)atoi(said + strlen("supervisor pid ")), SIGKILL), ==, 0);
+  if (geteuid() == 0 && g_file_test("/sys/fs/cgroup/memory", G_FILE_TEST_IS_DIR))
+    g_assert_cmpuint(nf_test_cgroups_of(tmp, "crashed"), >, 0);
+
   /* One that will not stop on SIGTERM, so SIGKILL has to come. */
   g_autofree char *marker = g_build_filename(tmp, "stubborn", NULL);
   const char *sh[] = {"sh",       "-c",   "trap '' TERM; while :; do sleep 1; done",
@@ -127,6 +138,7 @@ static void abort_and_check(const char *how, int sig, const char *said)
     g_assert_cmpuint(nf_test_cgroups_naming(lines[i]), ==, 0);
   }
   g_assert_cmpuint(nf_test_cgroups_of(lines[1], "left"), ==, 0);
+  g_assert_cmpuint(nf_test_cgroups_of(lines[1], "crashed"), ==, 0);
   nf_test_tmpdir_cleanup(outer); /* and no process names either dir */
 }
 

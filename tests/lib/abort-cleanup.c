@@ -31,6 +31,19 @@ static const char script[] =
     "  for c in $(find /sys/fs/cgroup -type d -name \"*${d##*/}*\" -prune 2>/dev/null); do\n"
     "    find \"$c\" -depth -type d -exec rmdir {} + 2>/dev/null\n"
     "  done\n"
+    /* A CLI fleet's cgroups are nervesfleet-NAME-HASH, HASH its runtime
+     * dir's g_str_hash (nf_paths_cgroup_name): a supervisor that crashed
+     * left that dir, and its cgroups, which name nothing of ours. */
+    "  for r in \"$d\"/run/nervesfleet/*; do\n"
+    "    [ -d \"$r\" ] || continue\n"
+    "    h=$(printf %s \"$r\" | od -An -v -tu1 | awk 'BEGIN { h = 5381 }\n"
+    "      { for (i = 1; i <= NF; i++) h = (h * 33 + $i) % 4294967296 }\n"
+    "      END { printf \"%08x\", h }')\n"
+    "    for c in $(find /sys/fs/cgroup -type d -name \"nervesfleet-${r##*/}-$h\" -prune \\\n"
+    "        2>/dev/null); do\n"
+    "      find \"$c\" -depth -type d -exec rmdir {} + 2>/dev/null\n"
+    "    done\n"
+    "  done\n"
     "  rm -rf \"$d\"\n"
     "  echo \"# aborted: removed $d\"\n"
     "  exit 0\n"

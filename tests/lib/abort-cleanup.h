@@ -13,7 +13,9 @@
  * line or runs in it (a supervisor then stops its fleet and removes its
  * cgroups), then SIGKILL to those still running after 5 s; the test reaps
  * its own children; a second shell removes the cgroups named after the dir
- * (in-process fake fleets name theirs so) and the dir. Then the program
+ * (in-process fake fleets name theirs so), those of the CLI's fleets whose
+ * runtime dirs are in it (a supervisor that crashed leaves them), and the
+ * dir. Then the program
  * ends as it would have: the test still fails. A child forked without exec
  * inherits the handler but leaves its parent's dirs alone.
  *
