@@ -92,8 +92,13 @@ NfDisks *nf_disks_new(const NfFleetConfig *cfg, const NfFleetPaths *paths, GErro
   }
   g_autofree char *dir = g_build_filename(paths->state_dir, "disks", NULL);
   nf_overlay_clean_temps(dir);
-  if (cfg->reflash_all ? !nf_overlay_record_base(dir, base, error)
-                       : !nf_overlay_check_base(dir, base, error)) {
+  /* --reflash-all: every overlay goes before the new base is recorded, also
+   * those of guests outside this run (a later `scale` up or a larger run
+   * would otherwise find them on the old base, which the record no longer
+   * names), and those this run fails to remake. */
+  if (cfg->reflash_all
+          ? !nf_overlay_remove_all(dir, error) || !nf_overlay_record_base(dir, base, error)
+          : !nf_overlay_check_base(dir, base, error)) {
     /* --reflash-all is the way out of a changed base only: a disk that
      * cannot be written is not cured by writing more. */
     if (g_error_matches(*error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_BASE_CHANGED))

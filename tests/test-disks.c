@@ -67,9 +67,10 @@ static void test_base_changed_is_refused(void)
 {
   g_autofree char *tmp = nf_test_tmpdir_new();
   g_autofree char *base = nf_test_make_ext4_base(tmp);
+  const char *two[] = {"run", "2", "--name", "chg", "--disk", base, NULL};
   const char *args[] = {"run", "1", "--name", "chg", "--disk", base, NULL};
-  g_autoptr(NfTestProc) p = nf_test_proc_spawn(tmp, args);
-  g_assert_true(nf_test_proc_wait_output(p, "all 1 guests ready", BOOT_MS));
+  g_autoptr(NfTestProc) p = nf_test_proc_spawn(tmp, two);
+  g_assert_true(nf_test_proc_wait_output(p, "all 2 guests ready", BOOT_MS));
   g_assert_cmpint(run_to_end(p), ==, 0);
 
   g_autofree char *cmd =
@@ -79,6 +80,17 @@ static void test_base_changed_is_refused(void)
   g_assert_cmpint(nf_test_run_cli(tmp, args, 60000, &out), ==, 1);
   g_assert_nonnull(strstr(out, "--reflash-all"));
   g_assert_null(strstr(out, "ready"));
+
+  /* The way out for one guest takes the other's disk too: left on the old
+   * base under a record of the new one, it would boot corrupted later. */
+  const char *reflash[] = {"run",           "1",      "--name", "chg", "--disk", base,
+                           "--reflash-all", "--exec", "true",   NULL};
+  g_autofree char *out2 = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, reflash, BOOT_MS, &out2), ==, 0);
+  g_autofree char *disk1 = g_build_filename(tmp, "state/nervesfleet/chg/disks/chg-1.qcow2", NULL);
+  g_autofree char *disk2 = g_build_filename(tmp, "state/nervesfleet/chg/disks/chg-2.qcow2", NULL);
+  g_assert_true(g_file_test(disk1, G_FILE_TEST_EXISTS));
+  g_assert_false(g_file_test(disk2, G_FILE_TEST_EXISTS));
   nf_test_tmpdir_cleanup(tmp);
 }
 
