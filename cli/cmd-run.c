@@ -39,6 +39,7 @@ typedef struct {
   int exit_code;
   guint signals_seen;
   gboolean stopping;
+  gboolean left_running; /* `down --leave-running`: the guests outlive us */
 } RunState;
 
 /* The main loop's poll guard acted (an open-file limit lowered under us). */
@@ -136,6 +137,7 @@ static gboolean leave_cb(gpointer data)
     return G_SOURCE_CONTINUE;
   }
   nf_progress_say(rs->progress, "leaving the guests running for the next supervisor");
+  rs->left_running = TRUE;
   nf_fleet_detach(rs->fleet);
   g_main_loop_quit(rs->loop);
   return G_SOURCE_CONTINUE;
@@ -371,15 +373,13 @@ int nf_cmd_run(int argc, char **argv)
     g_source_remove(sigs[i]);
   nf_shard_claim_release(rs.ids);
   nf_fleet_free(rs.fleet);
-  if (mode.ephemeral) {
-    /* Nothing left on disk: the fleet's state dir, and the XDG
-     * "nervesfleet" level above it if that is now empty. */
-    nf_run_remove_tree(state_dir);
-    g_autofree char *parent = g_path_get_dirname(state_dir);
-    g_autofree char *base = g_path_get_basename(parent);
-    if (g_str_equal(base, "nervesfleet"))
-      g_rmdir(parent);
-  }
+  if (mode.ephemeral && rs.left_running)
+    nf_progress_say(rs.progress,
+                    "--ephemeral: %s stays, the guests left running use it (the supervisor that "
+                    "takes them over removes it if it runs with --ephemeral)",
+                    state_dir);
+  else if (mode.ephemeral)
+    nf_run_remove_state(state_dir); /* nothing of the fleet left on disk */
   nf_progress_free(rs.progress);
   g_main_loop_unref(rs.loop);
   nf_fleet_config_clear(&cfg);

@@ -177,7 +177,8 @@ void nf_run_exec_free(NfRunExec *x)
   g_free(x);
 }
 
-void nf_run_remove_tree(const char *dir)
+/* rm -rf `dir` (symlinks are removed, never followed). */
+static void remove_tree(const char *dir)
 {
   GStatBuf st;
   if (g_lstat(dir, &st) != 0)
@@ -187,10 +188,43 @@ void nf_run_remove_tree(const char *dir)
     const char *name;
     while (d && (name = g_dir_read_name(d)) != NULL) {
       g_autofree char *path = g_build_filename(dir, name, NULL);
-      nf_run_remove_tree(path);
+      remove_tree(path);
     }
     g_rmdir(dir);
   } else {
     g_unlink(dir);
+  }
+}
+
+/* vm-0003, vm-12345: a guest's dir (paths.h). */
+static gboolean is_guest_dir(const char *name)
+{
+  if (!g_str_has_prefix(name, "vm-") || name[3] == '\0')
+    return FALSE;
+  for (const char *c = name + 3; *c; c++)
+    if (!g_ascii_isdigit(*c))
+      return FALSE;
+  return TRUE;
+}
+
+void nf_run_remove_state(const char *state_dir)
+{
+  static const char *const ours[] = {"disks", "template", "supervisor.log"};
+  g_autoptr(GDir) d = g_dir_open(state_dir, 0, NULL);
+  const char *name;
+  while (d && (name = g_dir_read_name(d)) != NULL) {
+    gboolean mine = is_guest_dir(name);
+    for (gsize i = 0; !mine && i < G_N_ELEMENTS(ours); i++)
+      mine = g_str_equal(name, ours[i]);
+    if (mine) {
+      g_autofree char *path = g_build_filename(state_dir, name, NULL);
+      remove_tree(path);
+    }
+  }
+  if (g_rmdir(state_dir) == 0) {
+    g_autofree char *parent = g_path_get_dirname(state_dir);
+    g_autofree char *base = g_path_get_basename(parent);
+    if (g_str_equal(base, "nervesfleet"))
+      g_rmdir(parent);
   }
 }

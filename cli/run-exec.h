@@ -28,5 +28,10 @@ void nf_run_exec_cancel(NfRunExec *x);
 gboolean nf_run_exec_running(const NfRunExec *x);
 void nf_run_exec_free(NfRunExec *x);
 
-/* rm -rf `dir` (symlinks are removed, never followed). */
-void nf_run_remove_tree(const char *dir);
+/* --ephemeral: what a fleet wrote in its state dir (the guests' vm-NNNN
+ * dirs, disks/, the snapshot's template/, the daemon's supervisor.log),
+ * then the dir if that leaves it empty, and the XDG "nervesfleet" level
+ * above it if that is empty too. Anything else stays: --state-dir may name
+ * a dir of the user's own ($PWD, a CI workspace). Symlinks are removed,
+ * never followed. */
+void nf_run_remove_state(const char *state_dir);

@@ -284,6 +284,29 @@ static void test_log_max(void)
   g_autofree char *d = cli(0, down);
 }
 
+/* --ephemeral with `down --leave-running`: the state dir stays while its
+ * guests run on (their console logs are in it); the supervisor that takes
+ * them over and stops them with --ephemeral removes it. */
+static void test_ephemeral_left_running(void)
+{
+  start_fakes_with("eph", "1", "--ephemeral", NULL);
+  const char *leave[] = {"down", "--leave-running", "--name", "eph", NULL};
+  g_autofree char *left = cli(0, leave);
+  g_autofree char *state = g_build_filename(tmp, "state/nervesfleet/eph", NULL);
+  g_autofree char *log = g_build_filename(state, "vm-0001/console.log", NULL);
+  g_assert_true(g_file_test(log, G_FILE_TEST_EXISTS));
+  g_autofree char *said = g_build_filename(state, "supervisor.log", NULL);
+  g_assert_true(nf_test_wait_file_contains(said, "--ephemeral: ", CLI_MS));
+
+  start_fakes_with("eph", "1", "--ephemeral", NULL); /* takes the guest over */
+  const char *ps[] = {"ps", "--name", "eph", NULL};
+  g_autofree char *table = cli(0, ps);
+  g_assert_nonnull(strstr(table, "1 guest: 1 ready"));
+  const char *down[] = {"down", "--name", "eph", NULL};
+  g_autofree char *d = cli(0, down);
+  g_assert_false(g_file_test(state, G_FILE_TEST_EXISTS));
+}
+
 typedef struct {
   NfTestProc *p;
   const char *needle;
@@ -343,6 +366,7 @@ int main(int argc, char **argv)
   g_test_add_func("/cli-faults/fleet-faults", test_fleet_faults);
   g_test_add_func("/cli-faults/logs-follow-many", test_logs_follow_many);
   g_test_add_func("/cli-faults/log-max", test_log_max);
+  g_test_add_func("/cli-faults/ephemeral-left-running", test_ephemeral_left_running);
   g_test_add_func("/cli-faults/logs-follow-dropped", test_logs_follow_dropped);
   g_test_add_func("/cli-faults/logs-follow-whole-lines", test_logs_follow_whole_lines);
   int rc = g_test_run();

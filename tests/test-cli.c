@@ -10,6 +10,7 @@
  * missing fleet gets the "start one with" hint.
  */
 #include <string.h>
+#include <glib/gstdio.h>
 #include <jansson.h>
 
 #include "tests/lib/nf-test.h"
@@ -249,6 +250,19 @@ static void test_exec_status_and_ephemeral(void)
   g_assert_cmpint(nf_test_run_cli(tmp, ok, BOOT_MS, &out2), ==, 0);
   g_assert_false(g_file_test(state, G_FILE_TEST_EXISTS));
   g_assert_false(g_file_test(rt, G_FILE_TEST_EXISTS));
+
+  /* --state-dir naming a dir of the user's own: only the fleet's files go. */
+  g_autofree char *mine = g_build_filename(tmp, "workspace", NULL);
+  g_autofree char *keep = g_build_filename(mine, "keep.txt", NULL);
+  g_assert_cmpint(g_mkdir(mine, 0755), ==, 0);
+  g_assert_true(g_file_set_contents(keep, "the user's\n", -1, NULL));
+  const char *in_mine[] = {"run",         "1",  "--name",      "ex",     "--stop-timeout", "5",
+                           "--state-dir", mine, "--ephemeral", "--exec", "true",           NULL};
+  g_autofree char *out3 = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, in_mine, BOOT_MS, &out3), ==, 0);
+  g_assert_true(g_file_test(keep, G_FILE_TEST_EXISTS));
+  g_autofree char *guest_dir = g_build_filename(mine, "vm-0001", NULL);
+  g_assert_false(g_file_test(guest_dir, G_FILE_TEST_EXISTS));
 }
 
 static void test_exec_fails_fast(void)
