@@ -40,6 +40,7 @@ typedef struct {
   guint signals_seen;
   gboolean stopping;
   gboolean left_running; /* `down --leave-running`: the guests outlive us */
+  gboolean fleet_down;   /* stopped; waiting for --exec's CMD to end */
 } RunState;
 
 /* The main loop's poll guard acted (an open-file limit lowered under us). */
@@ -67,6 +68,10 @@ static void exec_done_cb(int status, gpointer data)
 {
   RunState *rs = data;
   rs->exit_code = status;
+  if (rs->fleet_down) {
+    g_main_loop_quit(rs->loop); /* stopped_cb waited for CMD */
+    return;
+  }
   if (!rs->stopping) {
     rs->stopping = TRUE;
     nf_notify_stopping(rs->notify);
@@ -102,12 +107,12 @@ static void start_failed_cb(NfFleet *fleet, const GError *error, gpointer data)
   RunState *rs = data;
   nf_progress_finish(rs->progress);
   nf_cli_error("%s", error->message);
-  if (rs->exec)
-    nf_run_exec_cancel(rs->exec);
-  rs->exit_code = NF_EXIT_FAILURE;
   rs->stopping = TRUE;
   nf_notify_stopping(rs->notify);
+  if (rs->exec)
+    nf_run_exec_cancel(rs->exec);
   nf_fleet_stop(fleet, FALSE);
+  rs->exit_code = NF_EXIT_FAILURE;
 }
 
 static void stopped_cb(NfFleet *fleet, gpointer data)
@@ -117,6 +122,11 @@ static void stopped_cb(NfFleet *fleet, gpointer data)
   nf_fleet_counts(fleet, &c);
   nf_progress_say(rs->progress, "fleet stopped (%u stopped, %u failed)", c.stopped, c.failed);
   nf_progress_finish(rs->progress);
+  if (rs->exec && nf_run_exec_running(rs->exec)) {
+    rs->fleet_down = TRUE; /* run's status is CMD's: wait for it */
+    nf_run_exec_cancel(rs->exec);
+    return;
+  }
   g_main_loop_quit(rs->loop);
 }
 
@@ -147,15 +157,20 @@ static gboolean signal_cb(gpointer data)
 {
   RunState *rs = data;
   rs->signals_seen++;
-  if (rs->exec)
-    nf_run_exec_cancel(rs->exec);
-  if (rs->signals_seen == 1 && !rs->stopping) {
+  gboolean first = rs->signals_seen == 1 && !rs->stopping;
+  if (first) {
     NfFleetCounts c;
     nf_fleet_counts(rs->fleet, &c);
     nf_progress_say(rs->progress, "stopping %u guests (Ctrl-C again to kill them now)",
                     c.total - c.stopped - c.failed);
     nf_notify_stopping(rs->notify);
     rs->stopping = TRUE;
+  }
+  /* Before the guests change: a CMD not yet run is told it will not run
+   * (exit 1), not that a guest failed. */
+  if (rs->exec)
+    nf_run_exec_cancel(rs->exec);
+  if (first) {
     nf_fleet_stop(rs->fleet, FALSE);
   } else {
     nf_progress_say(rs->progress, "killing all guests now");

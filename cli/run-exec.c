@@ -28,6 +28,7 @@ struct NfRunExec {
   guint listener;
   GPid pid;
   guint child_watch;
+  guint kill_timer; /* CMD did not end on SIGTERM within the stop timeout */
   gboolean started, finished;
 };
 
@@ -51,6 +52,7 @@ static void child_cb(GPid pid, gint status, gpointer data)
   NfRunExec *x = data;
   x->child_watch = 0;
   x->pid = 0;
+  g_clear_handle_id(&x->kill_timer, g_source_remove);
   g_spawn_close_pid(pid);
   int code = WIFEXITED(status)     ? WEXITSTATUS(status)
              : WIFSIGNALED(status) ? 128 + WTERMSIG(status)
@@ -148,11 +150,29 @@ NfRunExec *nf_run_exec_new(NfFleet *fleet, char **argv, const char *socket, NfRu
   return x;
 }
 
+static gboolean kill_cb(gpointer data)
+{
+  NfRunExec *x = data;
+  x->kill_timer = 0;
+  fprintf(stderr, "nervesfleet: run --exec: %s did not end on SIGTERM; killing it\n", x->argv[0]);
+  kill(x->pid, SIGKILL);
+  return G_SOURCE_REMOVE;
+}
+
 void nf_run_exec_cancel(NfRunExec *x)
 {
-  x->finished = TRUE; /* no CMD from now on */
-  if (x->pid > 0)
+  if (x->pid > 0) {
+    /* CMD's status, when it ends, is still run's: a CI job stopped by a
+     * timeout or `down` must not pass. It gets as long as a guest does. */
     kill(x->pid, SIGTERM);
+    if (x->kill_timer == 0)
+      x->kill_timer =
+          g_timeout_add(MAX(nf_fleet_config(x->fleet)->stop_timeout_ms, 100), kill_cb, x);
+  } else if (!x->started && !x->finished) {
+    fprintf(stderr, "nervesfleet: run --exec: stopped before the fleet was ready; not running %s\n",
+            x->argv[0]);
+    finish(x, 1);
+  }
 }
 
 gboolean nf_run_exec_running(const NfRunExec *x)
@@ -167,9 +187,11 @@ void nf_run_exec_free(NfRunExec *x)
   nf_fleet_remove_listener(x->fleet, x->listener);
   if (x->child_watch)
     g_source_remove(x->child_watch);
+  g_clear_handle_id(&x->kill_timer, g_source_remove);
   if (x->pid > 0) {
-    /* Not ours to leave behind: ask, then reap. */
-    kill(x->pid, SIGTERM);
+    /* The caller waits for CMD (nf_run_exec_running); if it did not, CMD
+     * is not ours to leave behind. */
+    kill(x->pid, SIGKILL);
     waitpid(x->pid, NULL, 0);
     g_spawn_close_pid(x->pid);
   }

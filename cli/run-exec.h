@@ -21,8 +21,10 @@ typedef void (*NfRunExecDone)(int status, gpointer user_data);
  * path for NERVESFLEET_SOCKET (may be NULL). */
 NfRunExec *nf_run_exec_new(NfFleet *fleet, char **argv, const char *socket, NfRunExecDone done,
                            gpointer user_data);
-/* The fleet is being stopped for another reason (a signal): SIGTERM to CMD
- * if it runs. */
+/* The fleet is being stopped for another reason (a signal, `down`): SIGTERM
+ * to CMD if it runs, SIGKILL after the fleet's stop timeout; its status,
+ * when it ends, still comes to `done`. Before CMD ran: `done` gets 1 now
+ * (a CI job stopped before its tests ran has not passed). */
 void nf_run_exec_cancel(NfRunExec *x);
 /* Whether CMD is still running (the caller waits for it before exiting). */
 gboolean nf_run_exec_running(const NfRunExec *x);

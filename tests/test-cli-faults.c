@@ -284,6 +284,47 @@ static void test_log_max(void)
   g_autofree char *d = cli(0, down);
 }
 
+/* `run 1 --exec CMD` on a fake guest, as a background process. */
+static NfTestProc *run_exec(const char *name, const char *script)
+{
+  g_autofree char *qemu = g_build_filename(g_getenv("NF_HELPERS"), "fake-qemu", NULL);
+  g_autofree char *kernel = g_build_filename(tmp, "Image", NULL);
+  g_assert_true(g_file_set_contents(kernel, "not a kernel", -1, NULL));
+  const char *run[] = {"run",     "1",   "--name",         name, "--qemu", qemu, "--kernel", kernel,
+                       "--accel", "tcg", "--stop-timeout", "1",  "--exec", "sh", "-c",       script,
+                       NULL};
+  return nf_test_proc_spawn(tmp, run);
+}
+
+/* A CI job stopped from outside (a timeout's SIGTERM, `down`) has not
+ * passed: run's status is CMD's as it ends (143 on SIGTERM, 137 when CMD
+ * ignores it past the stop timeout), or 1 when CMD never ran. */
+static void test_exec_stopped(void)
+{
+  g_autoptr(NfTestProc) a = run_exec("ex-term", "echo cmd-started; exec sleep 1000");
+  g_assert_true(nf_test_proc_wait_output(a, "cmd-started", CLI_MS));
+  nf_test_proc_signal(a, SIGTERM);
+  g_assert_cmpint(nf_test_proc_wait_exit(a, CLI_MS), ==, 143);
+
+  g_autoptr(NfTestProc) b =
+      run_exec("ex-stubborn", "trap '' TERM; echo cmd-started; while :; do sleep 0.1; done");
+  g_assert_true(nf_test_proc_wait_output(b, "cmd-started", CLI_MS));
+  const char *down[] = {"down", "--name", "ex-stubborn", NULL};
+  g_autofree char *d = cli(0, down);
+  g_assert_cmpint(nf_test_proc_wait_exit(b, CLI_MS), ==, 137);
+  g_assert_nonnull(strstr(nf_test_proc_output(b), "did not end on SIGTERM; killing it"));
+
+  g_setenv("FAKE_QEMU_NO_READY", "1", TRUE);
+  g_autoptr(NfTestProc) c = run_exec("ex-early", "echo cmd-should-not-run");
+  g_unsetenv("FAKE_QEMU_NO_READY");
+  g_assert_true(nf_test_proc_wait_output(c, "booting", CLI_MS));
+  nf_test_proc_signal(c, SIGTERM);
+  g_assert_cmpint(nf_test_proc_wait_exit(c, CLI_MS), ==, 1);
+  g_test_message("%s", nf_test_proc_output(c));
+  g_assert_nonnull(strstr(nf_test_proc_output(c), "stopped before the fleet was ready"));
+  g_assert_null(strstr(nf_test_proc_output(c), "cmd-should-not-run\n"));
+}
+
 /* --ephemeral with `down --leave-running`: the state dir stays while its
  * guests run on (their console logs are in it); the supervisor that takes
  * them over and stops them with --ephemeral removes it. */
@@ -367,6 +408,7 @@ int main(int argc, char **argv)
   g_test_add_func("/cli-faults/logs-follow-many", test_logs_follow_many);
   g_test_add_func("/cli-faults/log-max", test_log_max);
   g_test_add_func("/cli-faults/ephemeral-left-running", test_ephemeral_left_running);
+  g_test_add_func("/cli-faults/exec-stopped", test_exec_stopped);
   g_test_add_func("/cli-faults/logs-follow-dropped", test_logs_follow_dropped);
   g_test_add_func("/cli-faults/logs-follow-whole-lines", test_logs_follow_whole_lines);
   int rc = g_test_run();
