@@ -42,9 +42,12 @@ gboolean nf_fleet_scale(NfFleet *fleet, guint count, GError **error)
         return FALSE;
       }
     }
+    /* Before the retiring ones: the array stays in id order with those
+     * last, which the check above and a later scale down rely on. */
+    guint at = live;
     for (guint id = last + 1; id <= last + (count - live); id++) {
       NfVm *vm = nf_vm_new(id, &fleet->env, &nf_fleet_vm_callbacks, fleet);
-      g_ptr_array_add(fleet->vms, vm);
+      g_ptr_array_insert(fleet->vms, (gint)at++, vm);
       fleet->per_state[NF_VM_CREATED]++;
       nf_vm_queue(vm);
     }

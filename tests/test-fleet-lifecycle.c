@@ -373,6 +373,47 @@ static void test_scale_up_down(void)
   nf_fake_fleet_finish(f, FALSE);
 }
 
+static gboolean size_is_9(NfFakeFleet *f)
+{
+  return nf_fleet_size(f->fleet) == 9;
+}
+
+static gboolean size_is_8_all_ready(NfFakeFleet *f)
+{
+  return nf_fleet_size(f->fleet) == 8 && nf_fake_fleet_count(f, NF_VM_READY) == 8;
+}
+
+/* Scale 10 -> 7 while guests 9 and 10 cannot stop (SIGSTOPped, the stop
+ * timeout long): 8 goes at once. Back to 8, then 9: guest 9 is still
+ * stopping, so no second guest 9 may start (it would share its files).
+ * The new guest 8 went behind the stopping ones, where the check did not
+ * look, and a second guest 9 started. */
+static void test_scale_up_past_stopping(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(10, 10);
+  f->config.stop_timeout_ms = 120000;
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  GPid stuck[2] = {nf_vm_pid(vm_of(f, 9)), nf_vm_pid(vm_of(f, 10))};
+  for (guint i = 0; i < 2; i++)
+    g_assert_cmpint(kill(stuck[i], SIGSTOP), ==, 0);
+  g_autoptr(GError) error = NULL;
+  g_assert_true(nf_fleet_scale(f->fleet, 7, &error));
+  g_assert_true(nf_fake_fleet_wait(f, size_is_9, WAIT_MS)); /* 8 freed; 9, 10 stopping */
+  g_assert_true(nf_fleet_scale(f->fleet, 8, &error));
+  g_assert_no_error(error);
+  g_assert_false(nf_fleet_scale(f->fleet, 9, &error));
+  g_assert_nonnull(strstr(error->message, "vm-0009 is still stopping"));
+  g_assert_cmpuint(nf_fleet_size(f->fleet), ==, 10);
+  /* In id order, the stopping ones last (ps, scale down). */
+  for (guint i = 0; i < 10; i++)
+    g_assert_cmpuint(nf_vm_id(nf_fleet_vm(f->fleet, i)), ==, i + 1);
+  for (guint i = 0; i < 2; i++)
+    g_assert_cmpint(kill(stuck[i], SIGCONT), ==, 0);
+  g_assert_true(nf_fake_fleet_wait(f, size_is_8_all_ready, WAIT_MS));
+  nf_fake_fleet_finish(f, FALSE);
+}
+
 /* KSM's files, a stand-in dir (main) so the host's own KSM is never touched. */
 static char *ksm_tmp;
 
@@ -479,6 +520,7 @@ int main(int argc, char **argv)
   g_test_add_func("/fleet-lifecycle/poweroff-stays-off", test_poweroff_stays_off);
   g_test_add_func("/fleet-lifecycle/reboot-loop", test_reboot_loop);
   g_test_add_func("/fleet-lifecycle/scale-up-down", test_scale_up_down);
+  g_test_add_func("/fleet-lifecycle/scale-up-past-stopping", test_scale_up_past_stopping);
   g_test_add_func("/fleet-lifecycle/ksm-pace-follows-guests", test_ksm_pace_follows_guests);
   int rc = g_test_run();
   nf_test_tmpdir_cleanup(ksm_tmp);
