@@ -37,7 +37,8 @@ static gboolean backoff_done_cb(gpointer data);
 static char *describe_exit(NfVm *vm, const char *detail);
 
 /* STARTING covers the wait for the guest's disk too (no qemu yet, see
- * spawn): only DISK_READY, STOP and KILL can reach a guest then. */
+ * spawn): only DISK_READY, STOP and KILL can reach a guest then, and a
+ * --ready http report, which ready() ignores without a qemu. */
 /* clang-format off */
 static const Action table[NF_VM_N_STATES][NF_VM_N_EVENTS] = {
   /*                 QUEUE          ADMIT   QMP_UP  READY   HEALTH_FAIL EXIT    STOP       KILL       BACKOFF_DONE DISK_READY */
@@ -241,6 +242,12 @@ static void qmp_up_late(NfVm *vm, const char *detail)
 
 static void ready(NfVm *vm, const char *detail)
 {
+  /* A guest waiting for its disk has no qemu, yet a --ready http report
+   * naming its serial can come (a late one from its last run, or one sent
+   * by anyone on the host): READY then would never spawn qemu, and a stop
+   * would signal no process. */
+  if (vm->proc == NULL)
+    return;
   nf_vm_clear_timer(&vm->boot_timer);
   vm->ready_at = g_get_monotonic_time();
   nf_restart_tally_healthy(&vm->tally);
