@@ -2,7 +2,9 @@
  * fleet-host.c: what a fleet sets up on the host for its guests, beyond
  * dirs and lock: KSM tuned for its guests (--ksm, ksm.h) and paced for those
  * up (ksm-pace.h), the --net tap bridge (tap.h), user networking's port plan
- * (net.h) and the --ready http listener (ready-http.h). Each lands in
+ * (net.h), the --ready http listener (ready-http.h), and, with health
+ * probes off, the timer that keeps guests' console logs under --log-max on
+ * the host's disk (the probes' slow check does it otherwise). Each lands in
  * fleet->env, where the guests find it; nf_fleet_free (fleet.c) gives it all
  * back. Kept apart from fleet.c because these are host resources with their
  * own failure modes, not the fleet's bookkeeping.
@@ -15,6 +17,7 @@
 static gboolean ready_http_cb(const char *serial, gpointer data);
 static void ksm_apply(NfFleet *fleet);
 static gboolean ksm_tick_cb(gpointer data);
+static gboolean log_cap_cb(gpointer data);
 
 /* How often ksmd's counters are read for the pace (a full scan takes ~10 s
  * at the fast pace). */
@@ -62,7 +65,25 @@ gboolean nf_fleet_host_setup(NfFleet *fleet, GError **error)
       return FALSE;
     fleet->env.ready_url = nf_ready_http_guest_url(fleet->ready_http);
   }
+  if (config->health_interval_ms == 0) {
+    guint ms = config->slow_check_ms ? config->slow_check_ms : NF_VM_SLOW_CHECK_US / 1000;
+    fleet->log_cap_timer = g_timeout_add(ms, log_cap_cb, fleet);
+  }
   return TRUE;
+}
+
+/* --health-interval 0: no probe looks at the guests' logs, which qemu
+ * appends to for as long as a guest runs. A stat per guest whose log was
+ * written to since the last look (vm-console.c). */
+static gboolean log_cap_cb(gpointer data)
+{
+  NfFleet *fleet = data;
+  for (guint i = 0; i < fleet->vms->len; i++) {
+    NfVm *vm = g_ptr_array_index(fleet->vms, i);
+    if (nf_vm_is_running(vm))
+      nf_vm_console_cap_log(vm);
+  }
+  return G_SOURCE_CONTINUE;
 }
 
 /* ksmd's fast pace follows the guests that have a qemu, not the fleet's

@@ -50,6 +50,7 @@ struct NfFleet {
   NfKsmPace ksm_pace;        /* fast while ksmd finds pages to merge (ksm-pace.h) */
   guint ksm_applied;         /* the pages per wake-up last asked for */
   guint ksm_timer;           /* reads ksmd's counters for ksm_pace */
+  guint log_cap_timer;       /* --health-interval 0: caps console logs (fleet-host.c) */
   NfStrayGuests *strays;     /* guests beyond our ids a dead supervisor left: being stopped */
   gboolean write_error_told; /* a guest's file could not be written: said once */
   gboolean built;            /* nf_fleet_new succeeded */

@@ -589,6 +589,7 @@ void nf_fleet_free(NfFleet *fleet)
   g_clear_pointer(&fleet->env.disks, nf_disks_free);
   g_clear_pointer(&fleet->env.snapshot, nf_snapshot_free);
   g_clear_handle_id(&fleet->ksm_timer, g_source_remove);
+  g_clear_handle_id(&fleet->log_cap_timer, g_source_remove);
   if (fleet->detaching)
     g_clear_pointer(&fleet->ksm, nf_ksm_forget);
   else

@@ -129,8 +129,12 @@ static gboolean cap_log(NfVm *vm, gint64 *moved)
     nf_log_follow_drain(vm->console_follow);
   const char *log = vm->files.console_log;
   guint64 max = vm->env->config->log_max ? vm->env->config->log_max : NF_DEFAULT_LOG_MAX;
-  if (!nf_console_log_cap(log, max, moved, NULL))
+  g_autoptr(GError) error = NULL;
+  if (!nf_console_log_cap(log, max, moved, &error)) {
+    if (error) /* a full disk, say: the log grows past its cap, and someone should know */
+      nf_vm_note_write_message(vm, error->message);
     return FALSE;
+  }
   vm->console_log_moved += *moved;
   if (vm->console_follow == NULL)
     return TRUE;

@@ -148,8 +148,7 @@ struct NfVm {
  * 0.8 % of a core at 1,000 guests read once a minute; once in 5 minutes it
  * is 0.17 %. `mem` reads it fresh. The console log's size cap (for a log
  * written to since the last check: log-watch.h) and the PSS clock are
- * checked at most every NF_VM_SLOW_CHECK_US (config slow_check_ms). */
-#define NF_VM_SLOW_CHECK_US (30 * G_USEC_PER_SEC)
+ * checked at most every NF_VM_SLOW_CHECK_US (vm.h; config slow_check_ms). */
 #define NF_VM_RSS_SAMPLE_US (30 * G_USEC_PER_SEC)
 #define NF_VM_RSS_MAX_AGE_US (60 * G_USEC_PER_SEC)
 #define NF_VM_PSS_SAMPLE_US (300 * G_USEC_PER_SEC)
@@ -188,8 +187,6 @@ gboolean nf_vm_console_attach(NfVm *vm, GError **error);
 void nf_vm_console_settle(NfVm *vm);
 /* Before a spawn whose qemu logs its console: caps the log, notes its size. */
 void nf_vm_console_note_start(NfVm *vm);
-/* Health tick: keeps the log qemu writes under its cap. */
-void nf_vm_console_cap_log(NfVm *vm);
 /* At exit: a panic line in this run's log that nobody read live counts. */
 void nf_vm_console_check_exit(NfVm *vm);
 
@@ -229,6 +226,8 @@ void nf_vm_flush_status(NfVm *vm);
 /* Writing `path` failed with `err`: remembered (nf_vm_write_error) and told
  * once through the notice callback, until a status write succeeds again. */
 void nf_vm_note_write(NfVm *vm, const char *path, int err);
+/* The same with the whole message ("cannot copy ... : No space left"). */
+void nf_vm_note_write_message(NfVm *vm, const char *message);
 /* Appends "<time> <old> -> <new>: <reason>" to <state>/vm-NNNN/events.log. */
 void nf_vm_log_transition(NfVm *vm, NfVmState old_state, NfVmState new_state, const char *reason);
 

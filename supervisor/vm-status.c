@@ -123,7 +123,15 @@ void nf_vm_note_write(NfVm *vm, const char *path, int err)
 {
   if (vm->write_error)
     return;
-  vm->write_error = g_strdup_printf("cannot write %s: %s", path, g_strerror(err));
+  g_autofree char *msg = g_strdup_printf("cannot write %s: %s", path, g_strerror(err));
+  nf_vm_note_write_message(vm, msg);
+}
+
+void nf_vm_note_write_message(NfVm *vm, const char *message)
+{
+  if (vm->write_error)
+    return;
+  vm->write_error = g_strdup(message);
   if (vm->cb.notice)
     vm->cb.notice(vm, vm->write_error, vm->user_data);
 }

@@ -188,6 +188,12 @@ void nf_vm_console_unwatch(NfVm *vm, guint id);
  * after all (its client went) lets it go with nf_vm_console_unanchor. */
 gint64 nf_vm_console_watch_start(NfVm *vm);
 void nf_vm_console_unanchor(NfVm *vm);
+/* Keeps the console log qemu writes under --log-max (a stat, when the log
+ * was written to since the last look): the health probes' slow check calls
+ * it every NF_VM_SLOW_CHECK_US (config slow_check_ms), and with probes off
+ * a fleet timer at the same period. */
+#define NF_VM_SLOW_CHECK_US (30 * G_USEC_PER_SEC)
+void nf_vm_console_cap_log(NfVm *vm);
 /* Input for the guest's console; -1 when it has no console now. */
 gssize nf_vm_console_write(NfVm *vm, const char *buf, gsize len);
 

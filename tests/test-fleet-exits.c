@@ -122,12 +122,13 @@ static gboolean file_exists(gpointer path)
   return g_file_test(path, G_FILE_TEST_EXISTS);
 }
 
-/* n guests, all ready, probed often; guest 1 prints 5 MiB ~1.5 s after its
- * QMP handshake (its log is capped at 4 MiB: one rotation). */
-static NfFakeFleet *chatty_fleet(guint n)
+/* n guests, all ready, probed often (`probes` FALSE: not at all); guest 1
+ * prints 5 MiB ~1.5 s after its QMP handshake (its log is capped at 4 MiB:
+ * one rotation). */
+static NfFakeFleet *chatty_fleet_probed(guint n, gboolean probes)
 {
   NfFakeFleet *f = nf_fake_fleet_new(n, n);
-  f->config.health_interval_ms = 100;
+  f->config.health_interval_ms = probes ? 100 : 0;
   f->config.health_timeout_ms = 5000;
   f->config.slow_check_ms = 100;
   g_setenv("FAKE_QEMU_FAULT_GUESTS", "vm-0001", TRUE);
@@ -136,6 +137,28 @@ static NfFakeFleet *chatty_fleet(guint n)
   nf_fake_fleet_start(f);
   g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
   return f;
+}
+
+static NfFakeFleet *chatty_fleet(guint n)
+{
+  return chatty_fleet_probed(n, TRUE);
+}
+
+/* With probes off (--health-interval 0) the log is still kept under its
+ * cap: it grew without bound when only the probes looked. */
+static void test_log_capped_without_probes(void)
+{
+  NfFakeFleet *f = chatty_fleet_probed(1, FALSE);
+  const char *log = nf_vm_console_log_path(vm_of(f, 1));
+  g_autofree char *old = g_strconcat(log, ".1", NULL);
+  g_assert_true(nf_test_wait_for(file_exists, old, WAIT_MS));
+  struct stat st;
+  g_assert_cmpint(stat(log, &st), ==, 0);
+  g_assert_cmpint(st.st_size, <=, NF_DEFAULT_LOG_MAX);
+  nf_fake_fleet_finish(f, FALSE);
+  g_unsetenv("FAKE_QEMU_FAULT_GUESTS");
+  g_unsetenv("FAKE_QEMU_CHATTER_MS");
+  g_unsetenv("FAKE_QEMU_CHATTER_KB");
 }
 
 /* The log qemu writes for a ready guest nobody watches is still kept under
@@ -227,5 +250,6 @@ int main(int argc, char **argv)
   g_test_add_func("/fleet-exits/input-after-console-let-go", test_input_after_console_let_go);
   g_test_add_func("/fleet-exits/log-capped-after-quiet-spell", test_log_capped_after_quiet_spell);
   g_test_add_func("/fleet-exits/watcher-across-rotation", test_watcher_across_rotation);
+  g_test_add_func("/fleet-exits/log-capped-without-probes", test_log_capped_without_probes);
   return g_test_run();
 }
