@@ -52,7 +52,9 @@ typedef struct {
   gsize out_max;  /* unread output at which the client is dropped */
   gsize out_base; /* LOGS: unread when the stream began */
   gboolean close_when_flushed;
-  gboolean dropping; /* too much unread output: closing on the next idle */
+  gboolean read_closed; /* REQUESTS: the peer shut its side; answer, then close */
+  guint unanswered;     /* requests dispatched and not yet answered */
+  gboolean dropping;    /* too much unread output: closing on the next idle */
   NfControlMode mode;
   guint vm_id;     /* RAW: whose console */
   NfVm *watched;   /* RAW: that guest while watched (vm.h: until it goes) */

@@ -17,6 +17,7 @@
 #include "supervisor/control.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -40,6 +41,9 @@ static Client *client_ref(Client *c);
 static void client_unref(Client *c);
 static void client_close(Client *c);
 static void client_handle_line(Client *c, const char *line, gsize len);
+static void close_if_answered(Client *c);
+static gboolean peer_hung_up(int fd);
+static gboolean client_hup_cb(int fd, GIOCondition cond, gpointer data);
 static void client_feed(Client *c, const char *buf, gsize len);
 static void reply_error(Client *c, json_t *id, const char *code, json_t *details, const char *fmt,
                         ...) G_GNUC_PRINTF(5, 6);
@@ -379,19 +383,46 @@ static gboolean client_in_cb(int fd, GIOCondition cond, gpointer data)
       continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
       break;
+    if (n == 0 && c->mode == NF_CONTROL_MODE_REQUESTS && !peer_hung_up(fd)) {
+      /* The peer shut only its side after its requests (`echo REQ | socat
+       * - UNIX-CONNECT:...`): each still gets its answer, a `wait` its
+       * late one, a large `ps` all of it; then we close. Meanwhile only a
+       * hang-up is watched for (a peer that goes before its answer). */
+      c->read_closed = TRUE;
+      close_if_answered(c);
+      break;
+    }
     if (n <= 0) {
-      /* EOF: an answer still queued goes out if it can, then we close. */
+      /* A stream's client left (a console's end of input), or an error:
+       * what is queued goes out if it can, then we close. */
       nf_control_client_flush(c);
       client_close(c);
       break;
     }
     client_feed(c, buf, (gsize)n);
   }
-  gboolean dead = c->peer.gone;
+  gboolean dead = c->peer.gone || c->read_closed;
   if (dead)
     c->in_src = 0;
+  if (c->read_closed && !c->peer.gone)
+    c->in_src = g_unix_fd_add(fd, G_IO_HUP | G_IO_ERR, client_hup_cb, c);
   client_unref(c);
   return dead ? G_SOURCE_REMOVE : G_SOURCE_CONTINUE;
+}
+
+/* Both directions closed: the peer is gone, not just done sending. */
+static gboolean peer_hung_up(int fd)
+{
+  struct pollfd p = {.fd = fd, .events = 0};
+  return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
+}
+
+static gboolean client_hup_cb(int fd, GIOCondition cond, gpointer data)
+{
+  Client *c = data;
+  c->in_src = 0;
+  client_close(c); /* its answers have nobody to go to */
+  return G_SOURCE_REMOVE;
 }
 
 static void client_feed(Client *c, const char *buf, gsize len)
@@ -429,11 +460,31 @@ static void client_feed(Client *c, const char *buf, gsize len)
 static void client_handle_line(Client *c, const char *line, gsize len)
 {
   NfControlRequest req;
-  if (nf_control_request_parse(line, len, &req))
+  if (nf_control_request_parse(line, len, &req)) {
+    c->unanswered++; /* every command answers once: ok or error (command.h) */
     nf_commands_dispatch(c->ctl->cmds, &c->peer, req.id, req.cmd, req.args);
-  else if (req.code)
+  } else if (req.code)
     reply_error(c, req.id, req.code, NULL, "%s", req.message);
   nf_control_request_clear(&req);
+}
+
+/* A client that shut its side is closed once every request it sent is
+ * answered and the answers are out. */
+static void close_if_answered(Client *c)
+{
+  if (c->unanswered > 0 || c->peer.gone)
+    return;
+  c->close_when_flushed = TRUE;
+  nf_control_client_flush(c);
+}
+
+/* One of the client's requests has its answer (queued). */
+static void answered(Client *c)
+{
+  if (c->unanswered > 0)
+    c->unanswered--;
+  if (c->read_closed)
+    close_if_answered(c);
 }
 
 /* --- the transport's side of the command layer ---------------------------------- */
@@ -452,6 +503,7 @@ static void peer_ok(NfCommandPeer *peer, json_t *id, json_t *result)
 {
   send_json((Client *)peer, json_pack("{s:i, s:O?, s:b, s:o}", "v", NF_CONTROL_PROTOCOL, "id", id,
                                       "ok", 1, "result", result));
+  answered((Client *)peer);
 }
 
 /* The envelope as jansson encodes it, with `result` spliced in as its last
@@ -472,10 +524,12 @@ static void peer_ok_text(NfCommandPeer *peer, json_t *id, const char *result, gs
                          {.iov_base = (void *)"}\n", .iov_len = 2}};
   nf_control_send_parts((Client *)peer, line, G_N_ELEMENTS(line));
   free(head);
+  answered((Client *)peer);
 }
 
 static void peer_error(NfCommandPeer *peer, json_t *id, const char *code, const char *message,
                        json_t *guests)
 {
   reply_error((Client *)peer, id, code, guests, "%s", message);
+  answered((Client *)peer);
 }

@@ -316,6 +316,36 @@ static void test_scale_down_waits(void)
   close(ev);
 }
 
+/* Requests, then the peer shuts its side (`echo ... | socat`): every
+ * request is still answered, a wait when it is over (guest 2 booting),
+ * and then the supervisor closes. It closed at the peer's EOF before, so
+ * the wait's answer never came. */
+static void test_half_closed_client(void)
+{
+  int fd = ctl_connect();
+  const char *reqs = "{\"v\":1,\"id\":1,\"cmd\":\"hello\"}\n"
+                     "{\"v\":1,\"id\":2,\"cmd\":\"scale\",\"args\":{\"count\":2,\"wait\":true}}\n";
+  send_all(fd, reqs, strlen(reqs));
+  g_assert_cmpint(shutdown(fd, SHUT_WR), ==, 0);
+  g_autoptr(GString) acc = g_string_new(NULL);
+  gint64 deadline = g_get_monotonic_time() + (gint64)BOOT_MS * 1000;
+  while (read_more(fd, acc, deadline))
+    ; /* to the supervisor's close */
+  g_test_message("answers: %s", acc->str);
+  g_auto(GStrv) lines = g_strsplit(g_strchomp(acc->str), "\n", -1);
+  g_assert_cmpuint(g_strv_length(lines), ==, 2);
+  json_auto_t *scaled = json_loads(lines[1], 0, NULL);
+  g_assert_cmpint(json_integer_value(json_object_get(scaled, "id")), ==, 2);
+  g_assert_true(json_is_true(json_object_get(scaled, "ok")));
+  close(fd);
+  /* And back (the fleet is one guest for the other tests). */
+  int fd2 = ctl_connect();
+  json_auto_t *down =
+      request(fd2, "{\"v\":1,\"id\":3,\"cmd\":\"scale\",\"args\":{\"count\":1,\"wait\":true}}");
+  g_assert_true(json_is_true(json_object_get(down, "ok")));
+  close(fd2);
+}
+
 /* One log-mux.h frame from fd: *kind and *id set, the body returned. */
 static char *read_frame(int fd, GString *acc, char **kind, guint *id)
 {
@@ -481,6 +511,7 @@ int main(int argc, char **argv)
   g_test_add_func("/control/client-that-never-reads", test_client_that_never_reads);
   g_test_add_func("/control/other-uid-refused", test_other_uid_refused);
   g_test_add_func("/control/scale-down-waits-until-down", test_scale_down_waits);
+  g_test_add_func("/control/half-closed-client", test_half_closed_client);
   g_test_add_func("/control/logs-many-frames", test_logs_many_frames);
   int rc = g_test_run();
 
