@@ -100,6 +100,7 @@ static void req_answered(Req *r)
 {
   if (r->paused) {
     r->paused = FALSE;
+    nf_http_conn_answering(r->http, r->msg);
     soup_server_message_unpause(r->msg);
   }
 }
@@ -215,6 +216,9 @@ static void run(NfHttp *http, SoupServerMessage *msg, const char *cmd, json_t *a
      * pausing here would cancel the resume the first chunks asked for.) */
     r->paused = TRUE;
     soup_server_message_pause(msg);
+    /* A wait may take longer than the write timeout: the deadline starts
+     * again with the answer (req_answered). */
+    nf_http_conn_streaming(http, msg);
   }
   req_unref(&r->peer);
 }

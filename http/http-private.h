@@ -50,8 +50,11 @@ void nf_http_reply_error(SoupServerMessage *msg, guint status, const char *code,
 guint nf_http_status_for_code(const char *code);
 /* Closes the connection carrying `msg` (a stream whose reader fell behind). */
 void nf_http_drop_connection(NfHttp *http, SoupServerMessage *msg);
-/* `msg` will take long (a stream): no write deadline for its connection. */
+/* `msg` will take long (a stream, or an answer that waits): no write
+ * deadline for its connection until nf_http_conn_answering. */
 void nf_http_conn_streaming(NfHttp *http, SoupServerMessage *msg);
+/* `msg`'s answer is set: the client must take it within the write timeout. */
+void nf_http_conn_answering(NfHttp *http, SoupServerMessage *msg);
 
 /* --- access.c ------------------------------------------------------------------ */
 /* A Host header (host[:port], [v6]:port) naming this machine: a loopback

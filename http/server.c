@@ -298,6 +298,13 @@ void nf_http_conn_streaming(NfHttp *http, SoupServerMessage *msg)
     c->write_deadline = 0;
 }
 
+void nf_http_conn_answering(NfHttp *http, SoupServerMessage *msg)
+{
+  Conn *c = conn_for_msg(http, msg);
+  if (c)
+    c->write_deadline = g_get_monotonic_time() + NF_HTTP_WRITE_TIMEOUT_S * G_USEC_PER_SEC;
+}
+
 void nf_http_drop_connection(NfHttp *http, SoupServerMessage *msg)
 {
   Conn *c = conn_for_msg(http, msg);
