@@ -427,10 +427,13 @@ NfStreamEnd nf_client_stream_end(const NfClientOptions *o, guint id)
   g_autoptr(GError) error = NULL;
   g_autoptr(NfClient) c = nf_client_connect(o, &error);
   /* Only a socket gone or refused means the fleet is: a busy or slow
-   * supervisor still runs it. */
+   * supervisor still runs it. (A stopping supervisor removes its socket
+   * before it closes its clients.) */
   if (c == NULL)
     return g_error_matches(error, NF_CLIENT_ERROR, NF_CLIENT_ERROR_NO_FLEET) ? NF_STREAM_FLEET_GONE
                                                                              : NF_STREAM_DROPPED;
+  if (id == 0)
+    return NF_STREAM_DROPPED; /* a stream of the fleet's, not of a guest */
   g_autofree char *target = g_strdup_printf("%u", id);
   json_auto_t *ps =
       nf_client_call(c, "ps", json_pack("{s:s}", "targets", target), NF_CLIENT_TIMEOUT_MS, NULL);

@@ -95,11 +95,12 @@ char *nf_client_read_line(NfClient *c, GError **error);
 /* Whether read_raw has buffered bytes to return without touching the socket. */
 gboolean nf_client_has_buffered(NfClient *c);
 gboolean nf_client_write_all(NfClient *c, const char *buf, gsize len, GError **error);
-/* Why a stream of guest `id` ended (its connection closed), asked on a new
- * connection: the fleet is gone (no socket, or nothing listening), the
- * guest left it (scaled away), or the supervisor ended the stream while
- * both run (it drops a reader that falls too far behind; also when it
- * answers but not as asked: busy, or too slow). */
+/* Why a stream of guest `id` (0: of the fleet, as `events`) ended (its
+ * connection closed), asked on a new connection: the fleet is gone (no
+ * socket, or nothing listening), the guest left it (scaled away), or the
+ * supervisor ended the stream while both run (it drops a reader that falls
+ * too far behind; also when it answers but not as asked: busy, or too
+ * slow). */
 typedef enum { NF_STREAM_FLEET_GONE, NF_STREAM_GUEST_GONE, NF_STREAM_DROPPED } NfStreamEnd;
 NfStreamEnd nf_client_stream_end(const NfClientOptions *o, guint id);
 

@@ -121,8 +121,16 @@ int nf_cmd_events(int argc, char **argv)
   setvbuf(stdout, NULL, _IOLBF, 0);
   for (;;) {
     g_autofree char *line = nf_client_read_line(c, &error);
-    if (!line)
-      return error ? nf_client_fail("events", error, NULL) : NF_EXIT_OK;
+    if (!line && error)
+      return nf_client_fail("events", error, NULL);
+    if (!line && nf_client_stream_end(&o, 0) == NF_STREAM_FLEET_GONE)
+      return NF_EXIT_OK; /* the fleet stopped: the end of its events */
+    if (!line) {
+      nf_cli_error("events: the supervisor ended the stream while the fleet runs (it drops a "
+                   "reader that falls %d MiB behind)",
+                   NF_CONTROL_OUT_MAX >> 20);
+      return NF_EXIT_FAILURE;
+    }
     if (json) {
       printf("%s\n", line);
       continue;

@@ -284,6 +284,39 @@ static void test_log_max(void)
   g_autofree char *d = cli(0, down);
 }
 
+static gboolean file_contains(const char *path, const char *needle)
+{
+  g_autofree char *text = NULL;
+  return g_file_get_contents(path, &text, NULL, NULL) && strstr(text, needle) != NULL;
+}
+
+/* `events` whose reader stops while the fleet churns: the supervisor drops
+ * it past 1 MiB unread, and it says so and exits 1 (it exited 0, as if
+ * the fleet had stopped). Restarts of 200 fake guests make the events. */
+static void test_events_dropped(void)
+{
+  start_fakes("evdrop", "200");
+  const char *follow[] = {"events", "--name", "evdrop", NULL};
+  g_autoptr(NfTestProc) ev = nf_test_proc_spawn(tmp, follow);
+  const char *one[] = {"restart", "1", "--wait", "--name", "evdrop", NULL};
+  g_autofree char *r1 = cli(0, one);
+  g_assert_true(nf_test_proc_wait_output(ev, "vm-0001", CLI_MS)); /* subscribed */
+  GPid pid = nf_test_proc_pid(ev);
+  nf_test_proc_signal(ev, SIGSTOP);
+  g_assert_true(nf_test_wait_polled(nf_test_pid_stopped, GINT_TO_POINTER(pid), 10, CLI_MS));
+  g_autofree char *log = g_build_filename(tmp, "state/nervesfleet/evdrop/supervisor.log", NULL);
+  const char *restart[] = {"restart", "all", "--wait", "--name", "evdrop", NULL};
+  for (guint i = 0; i < 40 && !file_contains(log, "dropped control client"); i++) {
+    g_autofree char *r = cli(0, restart);
+  }
+  g_assert_true(file_contains(log, "dropped control client"));
+  nf_test_proc_signal(ev, SIGCONT);
+  g_assert_cmpint(nf_test_proc_wait_exit(ev, CLI_MS), ==, 1);
+  g_assert_nonnull(strstr(nf_test_proc_output(ev), "ended the stream while the fleet runs"));
+  const char *down[] = {"down", "--name", "evdrop", NULL};
+  g_autofree char *d = cli(0, down);
+}
+
 /* `run 1 --exec CMD` on a fake guest, as a background process. */
 static NfTestProc *run_exec(const char *name, const char *script)
 {
@@ -409,6 +442,7 @@ int main(int argc, char **argv)
   g_test_add_func("/cli-faults/log-max", test_log_max);
   g_test_add_func("/cli-faults/ephemeral-left-running", test_ephemeral_left_running);
   g_test_add_func("/cli-faults/exec-stopped", test_exec_stopped);
+  g_test_add_func("/cli-faults/events-dropped", test_events_dropped);
   g_test_add_func("/cli-faults/logs-follow-dropped", test_logs_follow_dropped);
   g_test_add_func("/cli-faults/logs-follow-whole-lines", test_logs_follow_whole_lines);
   int rc = g_test_run();
