@@ -236,7 +236,9 @@ void nf_http_api_handle(NfHttp *http, SoupServerMessage *msg, const char *path)
   if (!args)
     return;
   g_autofree char *target = n > 2 ? g_uri_unescape_string(parts[2], NULL) : NULL;
-  if (n > 2 && !target) {
+  if (n > 2 && (!target || !g_utf8_validate(target, -1, NULL))) {
+    /* (Not UTF-8: jansson would drop the TARGET, and `ps` then answer for
+     * every guest, or the first.) */
     nf_http_reply_error(msg, 400, "bad_args", "bad escape in the guest part of %s", path);
     return;
   }

@@ -339,8 +339,10 @@ void nf_http_reply_error(SoupServerMessage *msg, guint status, const char *code,
 {
   va_list ap;
   va_start(ap, fmt);
-  g_autofree char *text = g_strdup_vprintf(fmt, ap);
+  g_autofree char *raw = g_strdup_vprintf(fmt, ap);
   va_end(ap);
+  /* A path or header quoted back may hold any bytes: JSON strings may not. */
+  g_autofree char *text = g_utf8_make_valid(raw, -1);
   nf_http_reply_json(msg, status,
                      json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", text));
 }

@@ -406,6 +406,11 @@ static void test_hostile(void)
   g_auto(Response) r3 = {0};
   http("POST", "/api/scale", "[1]", &r3);
   expect_error(&r3, 400, "bad_request");
+  /* A guest id that is not UTF-8: an error, not guest 1's document (the
+   * TARGET was dropped, and `ps` of no target is every guest). */
+  g_auto(Response) r3b = {0};
+  http("GET", "/api/guests/%FF", NULL, &r3b);
+  expect_error(&r3b, 400, "bad_args");
   /* A huge body is refused on its headers: none of it is ever sent. */
   g_autofree char *huge = g_strdup_printf("POST /api/scale HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n"
                                           "Content-Length: 1000000000\r\n\r\n{",
