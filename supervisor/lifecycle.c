@@ -183,9 +183,7 @@ static void launch(NfVm *vm)
     fail_start(vm, error->message);
     return;
   }
-  const guint boot_ms = vm->env->config->boot_timeout_ms;
-  if (boot_ms)
-    vm->boot_timer = nf_deadline_add(boot_ms, boot_timeout_cb, vm);
+  nf_vm_arm_boot_timer(vm);
   if (vm->state == NF_VM_STARTING) {
     /* After its disk: the same state, one step further (and a pid now). */
     nf_vm_log_transition(vm, NF_VM_STARTING, NF_VM_STARTING, "disk ready, qemu spawned");
@@ -392,12 +390,22 @@ static void exited(NfVm *vm, const char *detail)
   }
 }
 
+void nf_vm_arm_boot_timer(NfVm *vm)
+{
+  const guint boot_ms = vm->env->config->boot_timeout_ms;
+  nf_vm_clear_timer(&vm->boot_timer);
+  if (boot_ms)
+    vm->boot_timer = nf_deadline_add(boot_ms, boot_timeout_cb, vm);
+}
+
 static gboolean boot_timeout_cb(gpointer data)
 {
   NfVm *vm = data;
   vm->boot_timer = 0;
-  g_autofree char *why = g_strdup_printf("no ready line within %.0f s (--boot-timeout)",
-                                         vm->env->config->boot_timeout_ms / 1000.0);
+  g_autofree char *why =
+      g_strdup_printf("no %s within %.0f s (--boot-timeout)",
+                      vm->state == NF_VM_STARTING ? "QMP handshake" : "ready line",
+                      vm->env->config->boot_timeout_ms / 1000.0);
   nf_vm_dispatch(vm, NF_VM_EV_HEALTH_FAIL, why);
   return G_SOURCE_REMOVE;
 }

@@ -136,6 +136,10 @@ gboolean nf_vm_adopt(NfVm *vm)
       if (vm->cgroup)
         vm->oom_kills_at_start = nf_cgroup_oom_kills(vm->cgroup);
       nf_vm_set_state(vm, NF_VM_STARTING, "adopted from a previous supervisor");
+      /* Judged as a boot is: a qemu that never completes its QMP handshake
+       * (stopped, wedged) is hung, not a guest that holds a boot slot for
+       * ever. */
+      nf_vm_arm_boot_timer(vm);
       if (g_strcmp0(was, "ready") == 0) {
         vm->ready_at = g_get_monotonic_time();
         /* It was ready before; the QMP handshake and health confirm it is alive. */

@@ -164,6 +164,9 @@ void nf_vm_memory_ready(NfVm *vm);
 /* lifecycle.c */
 void nf_vm_dispatch(NfVm *vm, NfVmEvent event, const char *detail);
 void nf_vm_set_state(NfVm *vm, NfVmState state, const char *reason);
+/* (Re)arms the --boot-timeout deadline: spawned or adopted, a guest that
+ * reaches no QMP handshake, or no ready line, in time is hung. */
+void nf_vm_arm_boot_timer(NfVm *vm);
 
 /* vm-disk.c: the wait for the disk before a spawn.
  * Starts making this run's overlay if it needs one (missing, or a reflash

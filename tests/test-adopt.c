@@ -282,6 +282,35 @@ static void test_foreground_killed(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* A guest adopted while its qemu cannot answer (SIGSTOPped here; wedged
+ * in life) is judged hung after --boot-timeout and restarted. Before, it
+ * sat in `starting` for ever: no deadline was armed for an adoption. */
+static void test_adopted_wedged(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *log = g_build_filename(tmp, "state/nervesfleet/wedge/supervisor.log", NULL);
+  const char *run1[] = {"run", "1", "-d", "--name", "wedge", "--backoff", "0.2", "--boot-timeout",
+                        "4",   NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, run1, 30000, NULL), ==, 0);
+  g_assert_true(nf_test_wait_file_contains(log, "all 1 guests ready", BOOT_MS));
+  g_autoptr(GArray) sup = one_pid(supervisor_pid(tmp, "wedge"));
+  kill(g_array_index(sup, GPid, 0), SIGKILL);
+  g_assert_true(nf_test_wait_pids_gone(sup, STOP_MS));
+  GPid wedged = pid_of(tmp, "wedge", "vm-0001");
+  g_assert_cmpint(kill(wedged, SIGSTOP), ==, 0);
+
+  g_assert_cmpint(nf_test_run_cli(tmp, run1, 30000, NULL), ==, 0);
+  g_autofree char *events =
+      g_build_filename(tmp, "state/nervesfleet/wedge/vm-0001/events.log", NULL);
+  g_assert_true(nf_test_wait_file_contains(events, "no QMP handshake within 4 s", BOOT_MS));
+  const char *wait[] = {"wait", "--name", "wedge", "--timeout", "170", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, wait, BOOT_MS, NULL), ==, 0);
+  g_assert_cmpint(pid_of(tmp, "wedge", "vm-0001"), !=, wedged);
+  const char *down[] = {"down", "--name", "wedge", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, down, STOP_MS, NULL), ==, 0);
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 /* Before: killing the guest killed the wrapper and left its qemu running. */
 static void test_wrapper_group_killed(void)
 {
@@ -314,5 +343,6 @@ int main(int argc, char **argv)
   g_test_add_func("/adopt/scale-waits-for-stray", test_scale_waits_for_stray);
   g_test_add_func("/adopt/foreground-killed", test_foreground_killed);
   g_test_add_func("/adopt/wrapper-group-killed", test_wrapper_group_killed);
+  g_test_add_func("/adopt/adopted-wedged", test_adopted_wedged);
   return g_test_run();
 }
