@@ -231,7 +231,7 @@ static gboolean is_guest_dir(const char *name)
 
 void nf_run_remove_state(const char *state_dir)
 {
-  static const char *const ours[] = {"disks", "template", "supervisor.log"};
+  static const char *const ours[] = {"disks", "template", "supervisor.log", NF_FLEET_STATE_LOCK};
   g_autoptr(GDir) d = g_dir_open(state_dir, 0, NULL);
   const char *name;
   while (d && (name = g_dir_read_name(d)) != NULL) {

@@ -31,7 +31,8 @@ gboolean nf_run_exec_running(const NfRunExec *x);
 void nf_run_exec_free(NfRunExec *x);
 
 /* --ephemeral: what a fleet wrote in its state dir (the guests' vm-NNNN
- * dirs, disks/, the snapshot's template/, the daemon's supervisor.log),
+ * dirs, disks/, the snapshot's template/, the daemon's supervisor.log, the
+ * state dir's lock),
  * then the dir if that leaves it empty, and the XDG "nervesfleet" level
  * above it if that is empty too. Anything else stays: --state-dir may name
  * a dir of the user's own ($PWD, a CI workspace). Symlinks are removed,

@@ -26,6 +26,7 @@ struct NfFleet {
   NfVmEnv env;
   char *lock_path;
   int lock_fd;
+  int state_lock_fd; /* NF_FLEET_STATE_LOCK in the state dir (fleet-setup.c) */
   GPtrArray *vms;
   NfLimiter *limiter;      /* the boot window */
   NfBootSched *boot_sched; /* booting guests pinned, ready ones lowered (boot-sched.h) */

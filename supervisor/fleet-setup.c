@@ -25,6 +25,7 @@
 
 static gboolean check_file(const char *path, const char *what, const char *fix, GError **error);
 static gboolean take_lock(NfFleet *fleet, GError **error);
+static gboolean take_state_lock(NfFleet *fleet, GError **error);
 
 /* Spelled out rather than G_DEFINE_QUARK(a-b-c, ...): clang-format
  * reads the dashes as operators and the quark string would change. */
@@ -102,8 +103,46 @@ gboolean nf_fleet_claim_dirs(NfFleet *fleet, GError **error)
       !nf_paths_ensure_dir(fleet->paths.state_dir, 0755, "--state-dir", error) ||
       !nf_paths_probe_write(fleet->paths.state_dir, "--state-dir", error))
     return FALSE;
-  if (!take_lock(fleet, error))
+  if (!take_lock(fleet, error) || !take_state_lock(fleet, error))
     return FALSE;
+  return TRUE;
+}
+
+/* The runtime dir's lock is per runtime dir, and the state dir does not
+ * follow it: `run` from a login shell and from cron (no XDG_RUNTIME_DIR)
+ * are two runtime dirs and one ~/.local/state/nervesfleet/NAME, two
+ * supervisors on the same overlays and logs. The state dir is locked too.
+ * Its lock file stays (the state dir does): removing a lock file races
+ * with the next supervisor opening it. */
+static gboolean take_state_lock(NfFleet *fleet, GError **error)
+{
+  g_autofree char *path = g_build_filename(fleet->paths.state_dir, NF_FLEET_STATE_LOCK, NULL);
+  fleet->state_lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fleet->state_lock_fd < 0) {
+    int e = errno;
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
+                "cannot create %s: %s; choose another --state-dir", path, g_strerror(e));
+    return FALSE;
+  }
+  if (flock(fleet->state_lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = "";
+    ssize_t n = pread(fleet->state_lock_fd, pid, sizeof(pid) - 1, 0);
+    pid[n > 0 ? n : 0] = '\0';
+    g_strchomp(pid);
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_BUSY,
+                "fleet '%s' is already running from another runtime dir (supervisor pid %s, "
+                "state dir %s; a different XDG_RUNTIME_DIR or --runtime-dir?); stop it first, "
+                "or give this one another --name or --state-dir",
+                fleet->config->name, pid[0] ? pid : "?", fleet->paths.state_dir);
+    close(fleet->state_lock_fd);
+    fleet->state_lock_fd = -1;
+    return FALSE;
+  }
+  g_autofree char *pid = g_strdup_printf("%d\n", (int)getpid());
+  if (ftruncate(fleet->state_lock_fd, 0) != 0 ||
+      pwrite(fleet->state_lock_fd, pid, strlen(pid), 0) < 0) {
+    /* Only a hint for the message above: the lock is what counts. */
+  }
   return TRUE;
 }
 

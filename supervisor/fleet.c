@@ -82,6 +82,7 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
   fleet->cb = *callbacks;
   fleet->user_data = user_data;
   fleet->lock_fd = -1;
+  fleet->state_lock_fd = -1;
   fleet->vms = g_ptr_array_new_with_free_func((GDestroyNotify)nf_vm_free);
   fleet->listeners = g_array_new(FALSE, FALSE, sizeof(Listener));
   fleet->retiring = g_hash_table_new(NULL, NULL);
@@ -574,6 +575,13 @@ void nf_fleet_free(NfFleet *fleet)
   }
   if (!fleet->detaching && fleet->env.cgroup_name)
     nf_cgroup_sweep(fleet->env.cgroup_name);
+  if (fleet->state_lock_fd >= 0) {
+    if (!fleet->built) { /* (held: nobody can be using it) */
+      g_autofree char *path = g_build_filename(fleet->paths.state_dir, NF_FLEET_STATE_LOCK, NULL);
+      g_unlink(path);
+    }
+    close(fleet->state_lock_fd);
+  }
   if (!fleet->built) {
     nf_paths_remove_empty_dirs(fleet->paths.runtime_dir, fleet->made_runtime_dir);
     nf_paths_remove_empty_dirs(fleet->paths.state_dir, fleet->made_state_dir);

@@ -24,6 +24,11 @@ typedef enum {
 
 typedef struct NfFleet NfFleet;
 
+/* In the state dir: held (flock) by the fleet's supervisor while it runs,
+ * so two supervisors of one name cannot share a state dir from two runtime
+ * dirs. Left in place when it stops. */
+#define NF_FLEET_STATE_LOCK "supervisor.lock"
+
 typedef struct {
   guint total;
   guint queued;

@@ -317,6 +317,27 @@ static void test_events_dropped(void)
   g_autofree char *d = cli(0, down);
 }
 
+/* One name from two runtime dirs (a login shell's XDG_RUNTIME_DIR and
+ * cron's none) is one state dir: the second supervisor is refused (exit 1)
+ * instead of running guests on the first one's overlays and logs. */
+static void test_state_dir_locked(void)
+{
+  start_fakes("same", "1");
+  g_autofree char *qemu = g_build_filename(g_getenv("NF_HELPERS"), "fake-qemu", NULL);
+  g_autofree char *kernel = g_build_filename(tmp, "Image", NULL);
+  g_autofree char *other = g_build_filename(tmp, "other-run", NULL);
+  const char *again[] = {"run",      "1",    "-d",      "--name", "same",          "--qemu", qemu,
+                         "--kernel", kernel, "--accel", "tcg",    "--runtime-dir", other,    NULL};
+  g_autofree char *out = cli(1, again);
+  g_assert_nonnull(strstr(out, "fleet 'same' is already running from another runtime dir"));
+  g_assert_false(g_file_test(other, G_FILE_TEST_EXISTS)); /* nothing of it left */
+  const char *ps[] = {"ps", "--name", "same", NULL};
+  g_autofree char *table = cli(0, ps);
+  g_assert_nonnull(strstr(table, "1 guest: 1 ready"));
+  const char *down[] = {"down", "--name", "same", NULL};
+  g_autofree char *d = cli(0, down);
+}
+
 /* `run 1 --exec CMD` on a fake guest, as a background process. */
 static NfTestProc *run_exec(const char *name, const char *script)
 {
@@ -443,6 +464,7 @@ int main(int argc, char **argv)
   g_test_add_func("/cli-faults/ephemeral-left-running", test_ephemeral_left_running);
   g_test_add_func("/cli-faults/exec-stopped", test_exec_stopped);
   g_test_add_func("/cli-faults/events-dropped", test_events_dropped);
+  g_test_add_func("/cli-faults/state-dir-locked", test_state_dir_locked);
   g_test_add_func("/cli-faults/logs-follow-dropped", test_logs_follow_dropped);
   g_test_add_func("/cli-faults/logs-follow-whole-lines", test_logs_follow_whole_lines);
   int rc = g_test_run();
