@@ -61,9 +61,14 @@ static gboolean set_up(int s, const char *ifname, gboolean up, GError **error)
   return TRUE;
 }
 
+/* 40 bits of the runtime dir's SHA-256, as much as a 15-character
+ * interface name holds: a 32-bit g_str_hash collided for fleets as near as
+ * "ab" and "bA", and the second fleet then took the first one's bridge as
+ * its own. */
 char *nf_tap_bridge_name(const char *runtime_dir)
 {
-  return g_strdup_printf("nfbr-%08x", g_str_hash(runtime_dir));
+  g_autofree char *sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, runtime_dir, -1);
+  return g_strdup_printf("nfbr-%.10s", sum);
 }
 
 gboolean nf_tap_bridge_exists(const char *name)

@@ -24,7 +24,8 @@
 
 typedef struct NfTap NfTap;
 
-/* The bridge name of a fleet: "nfbr-" + 8 hex digits of its runtime dir. */
+/* The bridge name of a fleet: "nfbr-" + 10 hex digits of its runtime
+ * dir's SHA-256 (15 characters, the most an interface name holds). */
 char *nf_tap_bridge_name(const char *runtime_dir);
 
 /* Creates (or takes over) the fleet's bridge and its /16. NULL with an

@@ -15,6 +15,7 @@
 #include <gio/gio.h>
 
 #include "supervisor/net.h"
+#include "supervisor/tap.h"
 #include "supervisor/ready-http.h"
 #include "tests/lib/nf-test.h"
 
@@ -273,10 +274,24 @@ static void test_ready_http(void)
   nf_ready_http_free(http);
 }
 
+/* Fleets "ab" and "bA" had one bridge name (a 32-bit g_str_hash of the
+ * runtime dir collided): the second took the first one's bridge. */
+static void test_bridge_name(void)
+{
+  g_autofree char *ab = nf_tap_bridge_name("/run/user/0/nervesfleet/ab");
+  g_autofree char *ba = nf_tap_bridge_name("/run/user/0/nervesfleet/bA");
+  g_assert_cmpstr(ab, !=, ba);
+  g_assert_cmpuint(strlen(ab), ==, 15); /* IFNAMSIZ - 1 */
+  g_assert_true(g_str_has_prefix(ab, "nfbr-"));
+  g_autofree char *again = nf_tap_bridge_name("/run/user/0/nervesfleet/ab");
+  g_assert_cmpstr(ab, ==, again);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/net/parse", test_parse);
+  g_test_add_func("/net/bridge-name", test_bridge_name);
   g_test_add_func("/net/allocator", test_allocator);
   g_test_add_func("/net/ready-http", test_ready_http);
   return g_test_run();
