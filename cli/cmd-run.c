@@ -179,6 +179,12 @@ static gboolean signal_cb(gpointer data)
   return G_SOURCE_CONTINUE;
 }
 
+static void remove_signals(const guint *sigs, gsize n)
+{
+  for (gsize i = 0; i < n; i++)
+    g_source_remove(sigs[i]);
+}
+
 /* How a person would run this binary again from here: `nervesfleet` when
  * that is what PATH finds, `./nervesfleet` from its own directory (make
  * demo), else its full path. */
@@ -263,8 +269,16 @@ int nf_cmd_run(int argc, char **argv)
                                       .start_failed = start_failed_cb,
                                       .stopped = stopped_cb,
                                       .notice = notice_cb};
+  /* Before the fleet is built: making a thousand guests' disks takes a
+   * while, and a Ctrl-C then killed the supervisor mid-way (Nerves
+   * overlays made but without their serial). Caught now, it is handled
+   * once the main loop runs: the fleet comes up and stops in order. */
+  guint sigs[] = {
+      g_unix_signal_add(SIGINT, signal_cb, &rs), g_unix_signal_add(SIGTERM, signal_cb, &rs),
+      g_unix_signal_add(SIGHUP, signal_cb, &rs), g_unix_signal_add(SIGUSR1, leave_cb, &rs)};
   rs.fleet = nf_fleet_new(&cfg, &cb, &rs, &error);
   if (rs.fleet == NULL) {
+    remove_signals(sigs, G_N_ELEMENTS(sigs));
     if (report_fd >= 0)
       nf_daemon_report_error(report_fd, error->message);
     else
@@ -280,6 +294,7 @@ int nf_cmd_run(int argc, char **argv)
       nf_daemon_report_error(report_fd, error->message);
     else
       nf_cli_error("run: %s", error->message);
+    remove_signals(sigs, G_N_ELEMENTS(sigs));
     nf_fleet_free(rs.fleet);
     g_main_loop_unref(rs.loop);
     nf_run_http_options_clear(&http_opts);
@@ -306,6 +321,7 @@ int nf_cmd_run(int argc, char **argv)
       else
         nf_cli_error("%s", msg);
       nf_control_free(rs.control);
+      remove_signals(sigs, G_N_ELEMENTS(sigs));
       nf_shard_claim_release(rs.ids);
       nf_fleet_free(rs.fleet);
       g_main_loop_unref(rs.loop);
@@ -328,9 +344,6 @@ int nf_cmd_run(int argc, char **argv)
     nf_daemon_report_ok(report_fd, msg, log);
   }
   rs.progress = nf_progress_new(stdout, isatty(STDOUT_FILENO), mode.quiet);
-  guint sigs[] = {
-      g_unix_signal_add(SIGINT, signal_cb, &rs), g_unix_signal_add(SIGTERM, signal_cb, &rs),
-      g_unix_signal_add(SIGHUP, signal_cb, &rs), g_unix_signal_add(SIGUSR1, leave_cb, &rs)};
 
   nf_progress_say(rs.progress,
                   "fleet '%s': %u guests, %s, %" G_GUINT64_FORMAT "M each, %u booting at once, "
@@ -384,8 +397,7 @@ int nf_cmd_run(int argc, char **argv)
   nf_control_free(rs.control);
   g_autofree char *state_dir = g_strdup(nf_fleet_state_dir(rs.fleet));
 
-  for (gsize i = 0; i < G_N_ELEMENTS(sigs); i++)
-    g_source_remove(sigs[i]);
+  remove_signals(sigs, G_N_ELEMENTS(sigs));
   nf_shard_claim_release(rs.ids);
   nf_fleet_free(rs.fleet);
   if (mode.ephemeral && rs.left_running)

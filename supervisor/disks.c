@@ -34,7 +34,8 @@ struct NfDisksJob {
   JobStage stage;
   NfDisksDoneFunc done; /* NULL once cancelled */
   gpointer user_data;
-  NfDisksJob *next; /* the same guest's next request, waiting for this one */
+  NfDisksJob *next;  /* the same guest's next request, waiting for this one */
+  gboolean existing; /* only the serial, into an overlay that was there */
 };
 
 struct NfDisks {
@@ -373,7 +374,10 @@ static void injected_cb(GObject *source, GAsyncResult *res, gpointer data)
   NfDisks *d = job->disks;
   GError *error = NULL;
   if (!nf_overlay_env_set_finish(res, &error)) {
-    drop_unwritten(job, &error);
+    if (job->existing) /* a disk the guest may have used: kept, the start fails */
+      g_prefix_error(&error, "writing the serial into %s: ", job->path);
+    else
+      drop_unwritten(job, &error);
     explain_full(d->dir, &error);
   }
   nf_overlay_env_cache_forget(d->env_cache, job->path);
@@ -421,6 +425,36 @@ static void explain_full(const char *dir, GError **error)
                  dir, free_kib);
 }
 
+/* A Nerves guest's existing overlay without its serial: made, but its
+ * supervisor was killed (SIGKILL, the OOM killer) before qemu-io wrote the
+ * serial, and the file's existence alone says "done". */
+static gboolean serial_missing(NfDisks *d, guint id)
+{
+  g_autofree char *path = nf_disks_overlay_path(d, id);
+  const NfUbootEnv *env = nf_overlay_env_cache_get(d->env_cache, path, NULL);
+  g_autofree char *serial = nf_identity_serial(d->serial_format, id, NULL);
+  return env && serial && g_strcmp0(nf_ubootenv_get(env, NF_OVERLAY_ENV_SERIAL_KEY), serial) != 0;
+}
+
+/* Writes the serial into guest `id`'s existing overlay, as a job of its
+ * own (no overlay to make first). */
+static NfDisksJob *queue_serial(NfDisks *d, guint id, NfDisksDoneFunc done, gpointer user_data)
+{
+  NfDisksJob *job = g_new0(NfDisksJob, 1);
+  job->disks = d;
+  job->id = id;
+  job->path = nf_disks_overlay_path(d, id);
+  job->done = done;
+  job->user_data = user_data;
+  job->stage = JOB_RUNNING;
+  job->existing = TRUE;
+  nf_overlay_env_cache_forget(d->env_cache, job->path);
+  g_hash_table_insert(d->busy, GUINT_TO_POINTER(id), job);
+  g_queue_push_tail(&d->injections, job);
+  pump_injections(d);
+  return job;
+}
+
 gboolean nf_disks_prepare(NfDisks *d, guint first_id, guint count, GError **error)
 {
   /* The batch's children and idles attach to the thread-default context at
@@ -428,9 +462,13 @@ gboolean nf_disks_prepare(NfDisks *d, guint first_id, guint count, GError **erro
   g_autoptr(GMainContext) ctx = g_main_context_new();
   g_main_context_push_thread_default(ctx);
   Prepare p = {0};
-  for (guint i = 0; i < count; i++)
-    if (nf_disks_ensure_async(d, first_id + i, d->reflash_all, prepared_cb, &p))
+  for (guint i = 0; i < count; i++) {
+    guint id = first_id + i;
+    if (nf_disks_ensure_async(d, id, d->reflash_all, prepared_cb, &p) ||
+        (d->profile == NF_PROFILE_NERVES && serial_missing(d, id) &&
+         queue_serial(d, id, prepared_cb, &p)))
       p.remaining++;
+  }
   /* Until the batches' own completions ran too: sources left on `ctx` would
    * be dropped with it, and what they hold with them. */
   while (p.remaining > 0 || d->batches > 0 || d->injecting > 0)

@@ -207,9 +207,41 @@ static void test_loop_serves_while_overlays_are_made(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+static gboolean gate_waited_on(gpointer data)
+{
+  g_autoptr(GArray) held = nf_test_pids_matching(data);
+  return held->len > 0;
+}
+
+/* Ctrl-C while the fleet's disks are being made (before its main loop
+ * runs) is handled, not fatal: once the disks are done the fleet stops in
+ * order and run exits 0. It killed the supervisor mid-way before (exit
+ * 130), leaving Nerves overlays without their serial. */
+static void test_interrupt_while_disks_are_made(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *base = nf_test_make_ext4_base(tmp);
+  g_autofree char *gate = g_build_filename(tmp, "gate", NULL);
+  g_autofree char *old_path = install_gate(tmp, gate);
+  gate_close(gate);
+  const char *run[] = {"run", "2", "--name", "intr", "--disk", base, "--stop-timeout", "5", NULL};
+  g_autoptr(NfTestProc) p = nf_test_proc_spawn(tmp, run);
+  g_autofree char *wrapper = g_build_filename(tmp, "bin", "qemu-img", NULL);
+  g_assert_true(nf_test_wait_polled(gate_waited_on, wrapper, 10, CLI_MS));
+  nf_test_proc_signal(p, SIGINT);
+  gate_open(gate);
+  g_assert_cmpint(nf_test_proc_wait_exit(p, BOOT_MS), ==, 0);
+  g_test_message("%s", nf_test_proc_output(p));
+  g_assert_nonnull(strstr(nf_test_proc_output(p), "stopping"));
+  g_setenv("PATH", old_path, TRUE);
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/disks-async/interrupt-while-disks-are-made",
+                  test_interrupt_while_disks_are_made);
   g_test_add_func("/disks-async/loop-serves-while-overlays-are-made",
                   test_loop_serves_while_overlays_are_made);
   return g_test_run();

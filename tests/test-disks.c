@@ -155,6 +155,27 @@ static void test_nerves_profile_env_serials(void)
     g_assert_null(strstr(qtext, "-no-reboot"));
   }
   g_assert_cmpint(run_to_end(p), ==, 0);
+
+  /* Guest 2's overlay as a supervisor killed between making it and writing
+   * its serial leaves it (the base's serial, BASE-0): the next supervisor
+   * writes the serial before the guest boots. It booted as BASE-0 before. */
+  g_autofree char *overlay2 =
+      g_build_filename(tmp, "state/nervesfleet/nerves/disks/nerves-2.qcow2", NULL);
+  g_assert_cmpint(g_unlink(overlay2), ==, 0);
+  g_autofree char *make =
+      g_strdup_printf("qemu-img create -q -f qcow2 -b '%s' -F raw '%s' >/dev/null", disk, overlay2);
+  nf_test_sh(make);
+  g_autoptr(NfTestProc) p2 = nf_test_proc_spawn(tmp, args);
+  g_assert_true(nf_test_proc_wait_output(p2, "all 2 guests ready", BOOT_MS));
+  g_assert_cmpint(run_to_end(p2), ==, 0);
+  g_autofree char *log2 =
+      g_build_filename(tmp, "state/nervesfleet/nerves/vm-0002/console.log", NULL);
+  g_autofree char *text2 = NULL;
+  g_assert_true(g_file_get_contents(log2, &text2, NULL, NULL));
+  g_assert_null(strstr(text2, "serial=BASE-0"));
+  g_assert_nonnull(
+      strstr(strstr(text2, "serial=NF-000002 source=env") + 1, "serial=NF-000002 source=env"));
+
   g_autofree char *after = nf_test_sha256_file(disk);
   g_assert_cmpstr(before, ==, after);
   nf_test_tmpdir_cleanup(tmp);
