@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "supervisor/control-private.h"
+#include "supervisor/serial.h" /* NF_SERIAL_INPUT_MAX */
 
 typedef NfControlClient Client;
 
@@ -121,8 +122,17 @@ gboolean nf_control_stream_input(Client *c, const char *buf, gsize len)
     return FALSE;
   if (c->mode == NF_CONTROL_MODE_RAW && c->writer) {
     NfVm *vm = nf_fleet_find_vm(c->ctl->fleet, c->vm_id);
-    if (vm)
-      (void)nf_vm_console_write(vm, buf, len);
+    gssize n = vm ? nf_vm_console_write(vm, buf, len) : -1;
+    if (n >= 0 && (gsize)n < len) {
+      /* More than NF_SERIAL_INPUT_MAX waiting for the guest: said, and the
+       * writer let go, rather than typing silently lost. */
+      nf_control_log(c->ctl,
+                     "dropped console writer pid %d: %s takes its input slower than it comes "
+                     "(%d MiB waiting)",
+                     (int)c->peer.pid, nf_vm_name(vm), NF_SERIAL_INPUT_MAX >> 20);
+      c->close_when_flushed = TRUE;
+      nf_control_client_flush(c);
+    }
   }
   return TRUE; /* read-only watchers' and followers' typing goes nowhere */
 }

@@ -46,6 +46,10 @@ struct NfSerial {
   gsize line_len;
   gboolean line_cut;
   gboolean log_failing; /* the last log write failed (told once) */
+  /* Input for the guest that qemu has not taken yet: it reads the socket
+   * only as fast as the guest's UART drains, so a paste or a piped file
+   * waits here (up to NF_SERIAL_INPUT_MAX) instead of being dropped. */
+  GByteArray *in_buf;
   /* A callback may free us (the guest's console let go on its ready line):
    * then the free waits until read_cb is done with us. */
   gboolean dispatching;
@@ -198,9 +202,38 @@ static void log_write(NfSerial *s, const char *buf, gsize n)
   s->log_failing = err != 0;
 }
 
+/* Writes what it can of the pending input; watches for writability while
+ * some is left. FALSE when the socket failed (the input is dropped: qemu
+ * is going, its EOF comes on the read side). */
+static gboolean input_flush(NfSerial *s)
+{
+  gsize done = 0;
+  gboolean ok = TRUE;
+  while (s->in_buf && done < s->in_buf->len) {
+    ssize_t n = write(s->fd, s->in_buf->data + done, s->in_buf->len - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno == EAGAIN)
+      break;
+    if (n <= 0) {
+      ok = FALSE;
+      done = s->in_buf->len;
+      break;
+    }
+    done += (gsize)n;
+  }
+  if (s->in_buf && done > 0)
+    g_byte_array_remove_range(s->in_buf, 0, (guint)done);
+  if (s->watch_id)
+    nf_poller_modify(s->watch_id, nf_serial_input_pending(s) ? EPOLLIN | EPOLLOUT : EPOLLIN);
+  return ok;
+}
+
 static gboolean read_cb(int fd, guint32 events, gpointer data)
 {
   NfSerial *s = data;
+  if (events & EPOLLOUT)
+    input_flush(s);
   char buf[4096];
   ssize_t n = read(fd, buf, sizeof(buf));
   if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -242,10 +275,19 @@ char *nf_serial_tail(NfSerial *s, gsize max)
 
 gssize nf_serial_write(NfSerial *s, const char *data, gsize len)
 {
-  ssize_t n = write(s->fd, data, len);
-  if (n < 0 && (errno == EAGAIN || errno == EINTR))
-    return 0;
-  return n;
+  if (s->in_buf == NULL)
+    s->in_buf = g_byte_array_new();
+  gsize room = NF_SERIAL_INPUT_MAX - MIN(s->in_buf->len, NF_SERIAL_INPUT_MAX);
+  gsize take = MIN(len, room);
+  g_byte_array_append(s->in_buf, (const guint8 *)data, (guint)take);
+  if (!input_flush(s))
+    return -1;
+  return (gssize)take;
+}
+
+gboolean nf_serial_input_pending(const NfSerial *s)
+{
+  return s->in_buf && s->in_buf->len > 0;
 }
 
 void nf_serial_free(NfSerial *s)
@@ -263,6 +305,8 @@ void nf_serial_free(NfSerial *s)
 
 static void destroy(NfSerial *s)
 {
+  if (s->in_buf)
+    g_byte_array_unref(s->in_buf);
   nf_poller_remove(s->watch_id);
   s->cb.log_failed = NULL; /* the owner is going away: write what is left, quietly */
   log_flush(s);

@@ -40,9 +40,14 @@ NfSerial *nf_serial_new(int fd, const char *log_path, gsize log_max, const char 
 /* Up to `max` most recent bytes of output, as a string (never NULL). */
 char *nf_serial_tail(NfSerial *serial, gsize max);
 
-/* Writes input for the guest (console). Best effort: drops what the socket
- * cannot take right now rather than blocking the loop; returns bytes taken. */
+/* Input for the guest (console): written now as far as the socket takes
+ * it, the rest kept and written as qemu reads (never blocking the loop),
+ * up to NF_SERIAL_INPUT_MAX pending. Returns the bytes taken (fewer than
+ * `len` only past that cap), -1 when the socket failed. */
+#define NF_SERIAL_INPUT_MAX (1024 * 1024)
 gssize nf_serial_write(NfSerial *serial, const char *data, gsize len);
+/* Input taken but not yet written to qemu. */
+gboolean nf_serial_input_pending(const NfSerial *serial);
 
 /* Stops reading and closes the fd and log. Callable from the serial's own
  * callbacks (no further callback is made then). */

@@ -355,6 +355,10 @@ static gboolean linger_done_cb(gpointer data)
 {
   NfVm *vm = data;
   vm->console_linger_timer = 0;
+  if (vm->console && nf_serial_input_pending(vm->console)) {
+    linger_from_now(vm); /* typed or piped input still on its way in */
+    return G_SOURCE_REMOVE;
+  }
   nf_vm_console_settle(vm);
   return G_SOURCE_REMOVE;
 }

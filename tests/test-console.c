@@ -251,6 +251,28 @@ static void check_stdin_eof(void)
   g_assert_cmpint(run_with_stdin(NULL, attach, &out_w), ==, 0);
 }
 
+/* A file piped into the console, far more than the socket buffers hold
+ * while the guest's UART drains it: every line arrives (it was written as
+ * far as the socket took it at once, the rest dropped silently). */
+static void check_stdin_large(void)
+{
+  const char *attach[] = {"console", "1", NULL};
+  g_autoptr(GString) input = g_string_new("cat > /tmp/in\r");
+  for (guint i = 1; i <= 60000; i++)
+    g_string_append_printf(input, "%u\n", i);
+  g_string_append_c(input, '\x04'); /* ^D: cat's end of input */
+  g_autofree char *out = NULL;
+  g_assert_cmpint(run_with_stdin(input->str, attach, &out), ==, 0);
+  g_autofree char *out2 = NULL;
+  g_assert_cmpint(
+      run_with_stdin("echo piped-$((1+1))-lines=$(wc -l < /tmp/in)-$(tail -n 1 /tmp/in)\r", attach,
+                     &out2),
+      ==, 0);
+  g_autofree char *log = g_build_filename(tmp, "state/nervesfleet/con/vm-0001/console.log", NULL);
+  g_assert_true(nf_test_wait_file_contains(log, "piped-2-lines=", WAIT_MS));
+  g_assert_true(nf_test_wait_file_contains(log, "piped-2-lines=60000-60000", 1000));
+}
+
 /* No connected socket on the guest's console: the supervisor let it go
  * (nobody watching for NF_VM_CONSOLE_LINGER_MS) and qemu logs alone.
  * /proc/net/unix: state 03 is a connected socket, and qemu's accepted end
@@ -487,6 +509,7 @@ static void test_console(void)
   pty_free(k);
 
   check_stdin_eof();
+  check_stdin_large();
   check_guest_quiet();
   check_stdin_after_let_go();
   check_watch_exact();
