@@ -147,8 +147,24 @@ gboolean nf_vm_adopt(NfVm *vm)
       }
       return TRUE;
     }
+    gboolean running = vm->proc != NULL; /* adopted, but its sockets refused us */
     g_clear_pointer(&vm->proc, nf_process_forget);
     nf_vm_release(vm);
+    if (running) {
+      /* Alive, but not ours to supervise (no fd left while adopting
+       * thousands, a socket gone): not a crash of the guest. It is ended
+       * here, not left to the stray sweep, and starts afresh, nothing
+       * counted against it. */
+      finish_dying(pid);
+      nf_vm_remove_runtime_files(vm);
+      vm->exit_kind = NF_EXIT_STOPPED;
+      vm->exit_time = g_get_real_time();
+      g_free(vm->exit_reason);
+      vm->exit_reason = g_strdup_printf("could not be taken over (%s): stopped, to start again",
+                                        error ? error->message : "its channels did not answer");
+      nf_vm_set_state(vm, NF_VM_STOPPED, vm->exit_reason);
+      return FALSE;
+    }
   }
   nf_vm_remove_runtime_files(vm);
   if (was_up && died_with_it) {

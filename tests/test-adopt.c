@@ -311,6 +311,41 @@ static void test_adopted_wedged(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* A guest whose channels refuse the new supervisor (its QMP socket, .ctl, gone
+ * here; no fd left while adopting thousands, in life) is ended and started
+ * afresh, said so, no restart counted. It was recorded as a crash
+ * ("died while no supervisor was watching"), the live qemu left to the
+ * stray sweep. */
+static void test_adopt_refused(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *log = g_build_filename(tmp, "state/nervesfleet/refuse/supervisor.log", NULL);
+  const char *run1[] = {"run", "1", "-d", "--name", "refuse", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, run1, 30000, NULL), ==, 0);
+  g_assert_true(nf_test_wait_file_contains(log, "all 1 guests ready", BOOT_MS));
+  g_autoptr(GArray) sup = one_pid(supervisor_pid(tmp, "refuse"));
+  kill(g_array_index(sup, GPid, 0), SIGKILL);
+  g_assert_true(nf_test_wait_pids_gone(sup, STOP_MS));
+  g_autoptr(GArray) old = one_pid(pid_of(tmp, "refuse", "vm-0001"));
+  g_autofree char *qmp = g_build_filename(tmp, "run/nervesfleet/refuse/vm-0001.ctl", NULL);
+  g_assert_cmpint(g_unlink(qmp), ==, 0);
+
+  g_assert_cmpint(nf_test_run_cli(tmp, run1, 30000, NULL), ==, 0);
+  const char *wait[] = {"wait", "--name", "refuse", "--timeout", "170", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, wait, BOOT_MS, NULL), ==, 0);
+  g_assert_true(nf_test_wait_pids_gone(old, STOP_MS));
+  g_autofree char *events =
+      g_build_filename(tmp, "state/nervesfleet/refuse/vm-0001/events.log", NULL);
+  g_assert_true(nf_test_wait_file_contains(events, "could not be taken over", 1000));
+  {
+    json_auto_t *s = status_of(tmp, "refuse", "vm-0001");
+    g_assert_cmpint(json_integer_value(json_object_get(s, "restarts")), ==, 0);
+  }
+  const char *down[] = {"down", "--name", "refuse", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, down, STOP_MS, NULL), ==, 0);
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 /* Before: killing the guest killed the wrapper and left its qemu running. */
 static void test_wrapper_group_killed(void)
 {
@@ -344,5 +379,6 @@ int main(int argc, char **argv)
   g_test_add_func("/adopt/foreground-killed", test_foreground_killed);
   g_test_add_func("/adopt/wrapper-group-killed", test_wrapper_group_killed);
   g_test_add_func("/adopt/adopted-wedged", test_adopted_wedged);
+  g_test_add_func("/adopt/adopt-refused", test_adopt_refused);
   return g_test_run();
 }
