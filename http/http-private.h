@@ -28,7 +28,10 @@ struct NfHttp {
   char *url;
   guint port;
   SoupServer *server;
-  GSocketService *service;
+  GSocketListener *listener; /* accepted from one at a time (server.c: accept_next) */
+  GCancellable *accepting;   /* the pending accept; cancelled at free */
+  guint accept_pause;        /* no fd left: accepting again after a pause */
+  gboolean told_no_fds;
   GHashTable *conns; /* GSocketConnection* (weak) -> NfHttpConn* */
   guint sweep_src;   /* deadline sweep while connections exist */
   GList *streams;    /* NfHttpStream*: open event/console streams */

@@ -3,8 +3,8 @@
  * checks every request passes before anything reads its body, routing to
  * api.c, metrics.c and page.c, and the JSON error answers all of them use.
  *
- * Connections are accepted here (a GSocketService on the default main
- * context) and only then handed to libsoup, so their number is capped
+ * Connections are accepted here (one accept at a time on the default main
+ * context, paused while no fd is left) and only then handed to libsoup, so their number is capped
  * (NF_HTTP_MAX_CONNS: the next one gets a 503 and is closed) and each has
  * deadlines: its request must arrive within NF_HTTP_READ_TIMEOUT_S (a slow
  * or silent client is closed) and its answer be taken within
@@ -36,8 +36,8 @@ typedef struct {
   guint src;
 } Refusal;
 
-static gboolean incoming_cb(GSocketService *service, GSocketConnection *connection, GObject *source,
-                            gpointer data);
+static void incoming(NfHttp *http, GSocketConnection *connection);
+static void accept_next(NfHttp *http);
 static void conn_gone_cb(gpointer data, GObject *where);
 static Conn *conn_for_msg(NfHttp *http, SoupServerMessage *msg);
 static char *peer_key(GSocketAddress *addr);
@@ -74,14 +74,14 @@ NfHttp *nf_http_new(NfCommands *cmds, const NfHttpOptions *opts, GError **error)
     return NULL;
   g_autoptr(GInetAddress) ia = g_inet_address_new_from_string(opts->addr);
   g_autoptr(GSocketAddress) sa = g_inet_socket_address_new(ia, (guint16)opts->port);
-  GSocketService *service = g_socket_service_new();
+  GSocketListener *listener = g_socket_listener_new();
   /* GLib's default backlog (10) would leave a burst of clients in SYN retries. */
-  g_socket_listener_set_backlog(G_SOCKET_LISTENER(service), 128);
+  g_socket_listener_set_backlog(listener, 128);
   g_autoptr(GSocketAddress) bound = NULL;
-  if (!g_socket_listener_add_address(G_SOCKET_LISTENER(service), sa, G_SOCKET_TYPE_STREAM,
-                                     G_SOCKET_PROTOCOL_TCP, NULL, &bound, error)) {
+  if (!g_socket_listener_add_address(listener, sa, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP,
+                                     NULL, &bound, error)) {
     g_prefix_error(error, "--http %s:%u: ", opts->addr, opts->port);
-    g_object_unref(service);
+    g_object_unref(listener);
     return NULL;
   }
   NfHttp *http = g_new0(NfHttp, 1);
@@ -94,7 +94,8 @@ NfHttp *nf_http_new(NfCommands *cmds, const NfHttpOptions *opts, GError **error)
   http->port = g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(bound));
   http->url = g_strdup_printf(strchr(opts->addr, ':') ? "http://[%s]:%u/" : "http://%s:%u/",
                               opts->addr, http->port);
-  http->service = service;
+  http->listener = listener;
+  http->accepting = g_cancellable_new();
   http->conns = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, conn_free);
   http->server = g_object_new(SOUP_TYPE_SERVER, "server-header", "nervesfleet", NULL);
   soup_server_add_early_handler(http->server, NULL, early_cb, http, NULL);
@@ -103,12 +104,54 @@ NfHttp *nf_http_new(NfCommands *cmds, const NfHttpOptions *opts, GError **error)
   g_signal_connect(http->server, "request-read", G_CALLBACK(request_read_cb), http);
   g_signal_connect(http->server, "request-finished", G_CALLBACK(request_done_cb), http);
   g_signal_connect(http->server, "request-aborted", G_CALLBACK(request_done_cb), http);
-  g_signal_connect(service, "incoming", G_CALLBACK(incoming_cb), http);
   http->metrics = nf_http_metrics_new(http);
-  static const NfFleetCallbacks listener = {.vm_changed = vm_changed_cb, .notice = notice_cb};
-  http->listener_id = nf_fleet_add_listener(http->fleet, &listener, http);
-  g_socket_service_start(service);
+  static const NfFleetCallbacks fleet_cb = {.vm_changed = vm_changed_cb, .notice = notice_cb};
+  http->listener_id = nf_fleet_add_listener(http->fleet, &fleet_cb, http);
+  accept_next(http);
   return http;
+}
+
+/* Accepting by hand rather than through a GSocketService: the service
+ * answers a failed accept with a warning and at once another accept, so
+ * with no fd left (EMFILE: the fleet's budget spent, a flood of clients)
+ * it spun on the queued connection at 100 % of a core. Here that pauses,
+ * said once, as the control socket's listener does. */
+#define NF_HTTP_ACCEPT_PAUSE_MS 100
+
+static gboolean accept_resume_cb(gpointer data)
+{
+  NfHttp *http = data;
+  http->accept_pause = 0;
+  accept_next(http);
+  return G_SOURCE_REMOVE;
+}
+
+static void accepted_cb(GObject *source, GAsyncResult *res, gpointer data)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GSocketConnection) conn =
+      g_socket_listener_accept_finish(G_SOCKET_LISTENER(source), res, NULL, &error);
+  if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return; /* nf_http_free: `data` is gone */
+  NfHttp *http = data;
+  if (g_error_matches(error, G_IO_ERROR, G_IO_ERROR_TOO_MANY_OPEN_FILES)) {
+    if (!http->told_no_fds)
+      g_printerr("nervesfleet: --http: %s; new connections wait until some close (raise the "
+                 "open-file limit: `ulimit -n`, LimitNOFILE=)\n",
+                 error->message);
+    http->told_no_fds = TRUE;
+    http->accept_pause = g_timeout_add(NF_HTTP_ACCEPT_PAUSE_MS, accept_resume_cb, http);
+    return;
+  }
+  http->told_no_fds = FALSE;
+  if (conn)
+    incoming(http, conn);
+  accept_next(http);
+}
+
+static void accept_next(NfHttp *http)
+{
+  g_socket_listener_accept_async(http->listener, http->accepting, accepted_cb, http);
 }
 
 void nf_http_free(NfHttp *http)
@@ -116,9 +159,9 @@ void nf_http_free(NfHttp *http)
   if (!http)
     return;
   nf_fleet_remove_listener(http->fleet, http->listener_id);
-  g_socket_service_stop(http->service);
-  g_socket_listener_close(G_SOCKET_LISTENER(http->service));
-  g_signal_handlers_disconnect_by_data(http->service, http);
+  g_cancellable_cancel(http->accepting);
+  g_clear_handle_id(&http->accept_pause, g_source_remove);
+  g_socket_listener_close(http->listener);
   nf_http_streams_close_all(http);
   while (http->refusals)
     g_source_remove(((Refusal *)http->refusals->data)->src);
@@ -135,7 +178,8 @@ void nf_http_free(NfHttp *http)
   }
   g_hash_table_unref(http->conns);
   g_object_unref(http->server);
-  g_object_unref(http->service);
+  g_object_unref(http->listener);
+  g_object_unref(http->accepting);
   if (http->sweep_src)
     g_source_remove(http->sweep_src);
   if (http->stats_src)
@@ -159,10 +203,8 @@ const char *nf_http_url(const NfHttp *http)
 
 /* --- connections ------------------------------------------------------------------ */
 
-static gboolean incoming_cb(GSocketService *service, GSocketConnection *connection, GObject *source,
-                            gpointer data)
+static void incoming(NfHttp *http, GSocketConnection *connection)
 {
-  NfHttp *http = data;
   GSocket *sock = g_socket_connection_get_socket(connection);
   if (g_hash_table_size(http->conns) >= NF_HTTP_MAX_CONNS) {
     /* No parsing needed to refuse: one fixed answer, then close. */
@@ -178,7 +220,7 @@ static gboolean incoming_cb(GSocketService *service, GSocketConnection *connecti
     (void)g_socket_send(sock, busy, strlen(busy), NULL, NULL);
     g_socket_shutdown(sock, TRUE, TRUE, NULL);
     g_io_stream_close(G_IO_STREAM(connection), NULL, NULL);
-    return TRUE;
+    return;
   }
   g_autoptr(GSocketAddress) local = g_socket_connection_get_local_address(connection, NULL);
   g_autoptr(GSocketAddress) remote = g_socket_connection_get_remote_address(connection, NULL);
@@ -198,7 +240,6 @@ static gboolean incoming_cb(GSocketService *service, GSocketConnection *connecti
   g_autoptr(GError) error = NULL;
   if (!soup_server_accept_iostream(http->server, G_IO_STREAM(connection), local, remote, &error))
     g_socket_shutdown(sock, TRUE, TRUE, NULL);
-  return TRUE;
 }
 
 /* libsoup let go of a connection: forget it. */

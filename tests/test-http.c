@@ -17,6 +17,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -495,6 +496,31 @@ static void test_many_connections(void)
   g_assert_nonnull(json_object_get(ok, "pid"));
 }
 
+/* No fd left in the supervisor (its limit lowered under it here; the
+ * budget spent by clients, in life): connections wait, said once, and are
+ * served once fds are back. A GSocketService spun on the queued
+ * connection instead, a warning per failed accept. */
+static void test_no_fds_left(void)
+{
+  GPid sup = nf_test_proc_pid(fleet);
+  guint open_now = nf_test_count_open_fds_of(sup);
+  struct rlimit low = {.rlim_cur = open_now + 2, .rlim_max = 0}, old;
+  g_assert_cmpint(prlimit(sup, RLIMIT_NOFILE, NULL, &old), ==, 0);
+  low.rlim_max = old.rlim_max;
+  g_assert_cmpint(prlimit(sup, RLIMIT_NOFILE, &low, NULL), ==, 0);
+  enum { N = 8 };
+  int fds[N];
+  for (int i = 0; i < N; i++)
+    fds[i] = tcp_connect(port);
+  g_assert_true(nf_test_proc_wait_output(fleet, "new connections wait until some close", REPLY_MS));
+  g_assert_cmpint(prlimit(sup, RLIMIT_NOFILE, &old, NULL), ==, 0);
+  for (int i = 0; i < N; i++)
+    close(fds[i]);
+  json_auto_t *ok = http_json("GET", "/api/hello", NULL, 200);
+  g_assert_nonnull(json_object_get(ok, "pid"));
+  g_assert_null(strstr(nf_test_proc_output(fleet), "fail: "));
+}
+
 static void test_page(void)
 {
   g_auto(Response) r = {0};
@@ -627,6 +653,7 @@ int main(int argc, char **argv)
   g_test_add_func("/http/hostile", test_hostile);
   g_test_add_func("/http/slow-client", test_slow_client);
   g_test_add_func("/http/many-connections", test_many_connections);
+  g_test_add_func("/http/no-fds-left", test_no_fds_left);
   g_test_add_func("/http/page", test_page);
   g_test_add_func("/http/flags", test_flags);
   g_test_add_func("/http/token", test_token);
