@@ -74,6 +74,9 @@ gboolean nf_fleet_check_input(NfFleet *fleet, GError **error);
  * runtime and state dirs (remembering the ones it made) and takes the
  * fleet lock. */
 gboolean nf_fleet_claim_dirs(NfFleet *fleet, GError **error);
+/* At free: lets the state dir's lock go; for a fleet that never started,
+ * removes what nf_fleet_claim_dirs and the disks' preparation made. */
+void nf_fleet_release_dirs(NfFleet *fleet);
 /* Raises the soft open file limit for `guests` running guests (and the
  * fleet's boot window), or fails naming the numbers and the fix. */
 gboolean nf_fleet_ensure_fd_limit(NfFleet *fleet, guint guests, GError **error);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <glib/gstdio.h>
 
+#include "supervisor/disks.h"
 #include "supervisor/identity.h"
 
 #define NF_FLEET_FDS_PER_GUEST 1
@@ -144,6 +145,26 @@ static gboolean take_state_lock(NfFleet *fleet, GError **error)
     /* Only a hint for the message above: the lock is what counts. */
   }
   return TRUE;
+}
+
+void nf_fleet_release_dirs(NfFleet *fleet)
+{
+  if (fleet->state_lock_fd >= 0) {
+    if (!fleet->built) { /* (held: nobody can be using it) */
+      g_autofree char *path = g_build_filename(fleet->paths.state_dir, NF_FLEET_STATE_LOCK, NULL);
+      g_unlink(path);
+    }
+    close(fleet->state_lock_fd);
+    fleet->state_lock_fd = -1;
+  }
+  if (fleet->built)
+    return;
+  /* A state dir this start made holds nothing of anyone else's: its disks
+   * (the base's record, overlays a failed preparation left) go too. */
+  if (fleet->made_state_dir && fleet->env.disks)
+    nf_disks_remove_all(fleet->env.disks);
+  nf_paths_remove_empty_dirs(fleet->paths.runtime_dir, fleet->made_runtime_dir);
+  nf_paths_remove_empty_dirs(fleet->paths.state_dir, fleet->made_state_dir);
 }
 
 static gboolean take_lock(NfFleet *fleet, GError **error)

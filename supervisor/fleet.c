@@ -575,17 +575,7 @@ void nf_fleet_free(NfFleet *fleet)
   }
   if (!fleet->detaching && fleet->env.cgroup_name)
     nf_cgroup_sweep(fleet->env.cgroup_name);
-  if (fleet->state_lock_fd >= 0) {
-    if (!fleet->built) { /* (held: nobody can be using it) */
-      g_autofree char *path = g_build_filename(fleet->paths.state_dir, NF_FLEET_STATE_LOCK, NULL);
-      g_unlink(path);
-    }
-    close(fleet->state_lock_fd);
-  }
-  if (!fleet->built) {
-    nf_paths_remove_empty_dirs(fleet->paths.runtime_dir, fleet->made_runtime_dir);
-    nf_paths_remove_empty_dirs(fleet->paths.state_dir, fleet->made_state_dir);
-  }
+  nf_fleet_release_dirs(fleet);
   g_free(fleet->made_runtime_dir);
   g_free(fleet->made_state_dir);
   g_ptr_array_unref(fleet->vms);

@@ -104,6 +104,28 @@ static void test_unusable_leaves_nothing(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* A Nerves firmware without a U-Boot env: the disks' preparation fails
+ * after it recorded the base and made the first overlay. The state dir this
+ * start made goes with them; it stayed before (disks/base.json in it). */
+static void test_failed_disks_leave_nothing(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *fw = g_build_filename(tmp, "fw.img", NULL);
+  g_autofree char *make = g_strdup_printf("truncate -s 4M '%s'", fw);
+  nf_test_sh(make);
+  g_autofree char *kernel = nf_test_guest_kernel();
+  const char *args[] = {"run",        "1", "--name",   "noenv", "--profile", "nerves",
+                        "--firmware", fw,  "--loader", kernel,  NULL};
+  g_autofree char *out = NULL;
+  g_assert_cmpint(nf_test_run_cli(tmp, args, 30000, &out), ==, 1);
+  g_assert_nonnull(strstr(out, "writing the serial into"));
+  g_autofree char *state = g_build_filename(tmp, "state", "nervesfleet", NULL);
+  g_assert_false(g_file_test(state, G_FILE_TEST_EXISTS));
+  g_autofree char *run = g_build_filename(tmp, "run", "nervesfleet", NULL);
+  g_assert_false(g_file_test(run, G_FILE_TEST_EXISTS));
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 /* Before: the guest kept running and every write failed in silence. */
 static void test_fills_while_running(void)
 {
@@ -170,6 +192,7 @@ int main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/state-dir/full-at-start", test_full_at_start);
   g_test_add_func("/state-dir/unusable-leaves-nothing", test_unusable_leaves_nothing);
+  g_test_add_func("/state-dir/failed-disks-leave-nothing", test_failed_disks_leave_nothing);
   g_test_add_func("/state-dir/fills-while-running", test_fills_while_running);
   g_test_add_func("/state-dir/disk-on-full-fs", test_disk_on_full_fs);
   return g_test_run();
