@@ -130,6 +130,10 @@ gboolean nf_control_stream_input(Client *c, const char *buf, gsize len)
                      "dropped console writer pid %d: %s takes its input slower than it comes "
                      "(%d MiB waiting)",
                      (int)c->peer.pid, nf_vm_name(vm), NF_SERIAL_INPUT_MAX >> 20);
+      /* Nothing more of its input goes in: a later chunk taken as the
+       * buffer drains would leave holes in what the guest gets. */
+      nf_commands_console_release(c->ctl->cmds, c->vm_id, &c->peer);
+      c->writer = FALSE;
       c->close_when_flushed = TRUE;
       nf_control_client_flush(c);
     }

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <glib-unix.h>
 
@@ -210,7 +211,9 @@ static gboolean input_flush(NfSerial *s)
   gsize done = 0;
   gboolean ok = TRUE;
   while (s->in_buf && done < s->in_buf->len) {
-    ssize_t n = write(s->fd, s->in_buf->data + done, s->in_buf->len - done);
+    /* send, not write: a qemu gone must not SIGPIPE the supervisor. */
+    ssize_t n =
+        send(s->fd, s->in_buf->data + done, s->in_buf->len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0 && errno == EAGAIN)
@@ -232,7 +235,7 @@ static gboolean input_flush(NfSerial *s)
 static gboolean read_cb(int fd, guint32 events, gpointer data)
 {
   NfSerial *s = data;
-  if (events & EPOLLOUT)
+  if ((events & EPOLLOUT) && !(events & (EPOLLHUP | EPOLLERR)))
     input_flush(s);
   char buf[4096];
   ssize_t n = read(fd, buf, sizeof(buf));
