@@ -71,6 +71,15 @@ char *nf_tap_bridge_name(const char *runtime_dir)
   return g_strdup_printf("nfbr-%.10s", sum);
 }
 
+/* The name versions before the SHA-256 one gave the fleet's bridge. A
+ * fleet left running by one of them (`down --leave-running`, to upgrade)
+ * is on it: taken over and swept under that name, so adopted and new
+ * guests share one segment and no bridge is left behind. */
+static char *old_bridge_name(const char *runtime_dir)
+{
+  return g_strdup_printf("nfbr-%08x", g_str_hash(runtime_dir));
+}
+
 gboolean nf_tap_bridge_exists(const char *name)
 {
   g_autofree char *path = g_strdup_printf("/sys/class/net/%s/bridge", name);
@@ -122,7 +131,12 @@ NfTap *nf_tap_new(const char *runtime_dir, GError **error)
     return NULL;
   NfTap *tap = g_new0(NfTap, 1);
   tap->bridge = nf_tap_bridge_name(runtime_dir);
-  if (nf_tap_bridge_exists(tap->bridge) && bridge_addr(tap->bridge, &tap->b)) {
+  g_autofree char *old = old_bridge_name(runtime_dir);
+  if (!nf_tap_bridge_exists(tap->bridge) && nf_tap_bridge_exists(old) &&
+      bridge_addr(old, &tap->b)) {
+    g_free(tap->bridge);
+    tap->bridge = g_steal_pointer(&old);
+  } else if (nf_tap_bridge_exists(tap->bridge) && bridge_addr(tap->bridge, &tap->b)) {
     /* Left by a supervisor of this fleet (maybe with detached guests on it). */
   } else {
     guint start = 64 + g_str_hash(runtime_dir) % 128;
@@ -220,12 +234,16 @@ const char *nf_tap_host_addr(const NfTap *tap)
 
 void nf_tap_sweep(const char *runtime_dir)
 {
-  g_autofree char *name = nf_tap_bridge_name(runtime_dir);
-  if (!nf_tap_bridge_exists(name))
-    return;
-  NfTap *tap = g_new0(NfTap, 1);
-  tap->bridge = g_steal_pointer(&name);
-  nf_tap_free(tap, FALSE);
+  char *names[] = {nf_tap_bridge_name(runtime_dir), old_bridge_name(runtime_dir)};
+  for (gsize i = 0; i < G_N_ELEMENTS(names); i++) {
+    if (!nf_tap_bridge_exists(names[i])) {
+      g_free(names[i]);
+      continue;
+    }
+    NfTap *tap = g_new0(NfTap, 1);
+    tap->bridge = names[i];
+    nf_tap_free(tap, FALSE);
+  }
 }
 
 void nf_tap_free(NfTap *tap, gboolean keep)
