@@ -6,6 +6,7 @@
 #include "overlay/tool.h"
 
 #include <string.h>
+#include <unistd.h>
 
 /* Children started here and perhaps still running (pruned as they go). */
 static GPtrArray *live_children;
@@ -34,10 +35,20 @@ char *nf_overlay_tool_first_line(const char *text)
   return g_strdup("");
 }
 
+/* A process group of its own, as a guest's qemu has: a Ctrl-C at the
+ * terminal goes to the foreground group, and must reach the supervisor
+ * alone (which stops the fleet in order), not kill the qemu-img or qemu-io
+ * making a disk, which failed the start. */
+static void own_group(gpointer data)
+{
+  setpgid(0, 0);
+}
+
 GSubprocess *nf_overlay_tool_spawn(const char *const *argv, GSubprocessFlags flags, int fd3,
                                    GError **error)
 {
   g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(flags);
+  g_subprocess_launcher_set_child_setup(launcher, own_group, NULL, NULL);
   if (fd3 >= 0)
     g_subprocess_launcher_take_fd(launcher, fd3, 3);
   GSubprocess *proc = g_subprocess_launcher_spawnv(launcher, argv, error);

@@ -18,6 +18,7 @@
 #include "supervisor/disks.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/statvfs.h>
 
@@ -428,9 +429,25 @@ static void explain_full(const char *dir, GError **error)
 /* A Nerves guest's existing overlay without its serial: made, but its
  * supervisor was killed (SIGKILL, the OOM killer) before qemu-io wrote the
  * serial, and the file's existence alone says "done". */
+/* qemu holds an open file description lock on an image it runs from: a
+ * guest left running by the previous supervisor (to be adopted) is not
+ * written to, whatever its env says. */
+static gboolean overlay_in_use(const char *path)
+{
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return FALSE;
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+  gboolean used = fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+  close(fd);
+  return used;
+}
+
 static gboolean serial_missing(NfDisks *d, guint id)
 {
   g_autofree char *path = nf_disks_overlay_path(d, id);
+  if (overlay_in_use(path))
+    return FALSE;
   const NfUbootEnv *env = nf_overlay_env_cache_get(d->env_cache, path, NULL);
   g_autofree char *serial = nf_identity_serial(d->serial_format, id, NULL);
   return env && serial && g_strcmp0(nf_ubootenv_get(env, NF_OVERLAY_ENV_SERIAL_KEY), serial) != 0;

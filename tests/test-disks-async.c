@@ -216,7 +216,8 @@ static gboolean gate_waited_on(gpointer data)
 /* Ctrl-C while the fleet's disks are being made (before its main loop
  * runs) is handled, not fatal: once the disks are done the fleet stops in
  * order and run exits 0. It killed the supervisor mid-way before (exit
- * 130), leaving Nerves overlays without their serial. */
+ * 130), leaving Nerves overlays without their serial; and the terminal's
+ * SIGINT to the whole group killed the qemu-img making them. */
 static void test_interrupt_while_disks_are_made(void)
 {
   g_autofree char *tmp = nf_test_tmpdir_new();
@@ -228,6 +229,11 @@ static void test_interrupt_while_disks_are_made(void)
   g_autoptr(NfTestProc) p = nf_test_proc_spawn(tmp, run);
   g_autofree char *wrapper = g_build_filename(tmp, "bin", "qemu-img", NULL);
   g_assert_true(nf_test_wait_polled(gate_waited_on, wrapper, 10, CLI_MS));
+  /* A terminal's Ctrl-C goes to run's process group: the disk tools are
+   * not in it (they died of it, and the start failed). */
+  g_autoptr(GArray) held = nf_test_pids_matching(wrapper);
+  g_assert_cmpuint(held->len, >, 0);
+  g_assert_cmpint(getpgid(g_array_index(held, GPid, 0)), !=, getpgid(nf_test_proc_pid(p)));
   nf_test_proc_signal(p, SIGINT);
   gate_open(gate);
   g_assert_cmpint(nf_test_proc_wait_exit(p, BOOT_MS), ==, 0);
