@@ -399,6 +399,7 @@ int nf_cmd_run(int argc, char **argv)
 
   remove_signals(sigs, G_N_ELEMENTS(sigs));
   nf_shard_claim_release(rs.ids);
+  int state_lock = mode.ephemeral ? nf_fleet_keep_state_lock(rs.fleet) : -1;
   nf_fleet_free(rs.fleet);
   if (mode.ephemeral && rs.left_running)
     nf_progress_say(rs.progress,
@@ -407,6 +408,8 @@ int nf_cmd_run(int argc, char **argv)
                     state_dir);
   else if (mode.ephemeral)
     nf_run_remove_state(state_dir); /* nothing of the fleet left on disk */
+  if (state_lock >= 0)
+    close(state_lock);
   nf_progress_free(rs.progress);
   g_main_loop_unref(rs.loop);
   nf_fleet_config_clear(&cfg);

@@ -34,7 +34,7 @@ int nf_cmd_logs(int argc, char **argv)
       {NULL}};
   if (!nf_client_parse_args("logs", "TARGET",
                             "Prints a guest's serial console log (kept by the supervisor\n"
-                            "whether or not anyone is attached; rotated at 4 MiB). For\n"
+                            "whether or not anyone is attached; rotated past --log-max). For\n"
                             "several guests (3-17, 1,4,7-9, all) each line is prefixed with\n"
                             "its guest's name.",
                             entries, &argc, &argv))

@@ -144,7 +144,7 @@ static gboolean parse_log_max(const char *text, guint64 *bytes, GError **error)
   guint64 kib;
   if (!nf_parse_size_kib("--log-max", text, &kib, error))
     return FALSE;
-  if (kib < NF_LOG_MAX_MIN / 1024 || kib > G_MAXUINT64 / 1024) {
+  if (kib < NF_LOG_MAX_MIN / 1024) {
     g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                 "--log-max %s is too small: a console log needs at least 64K (e.g. --log-max 1M)",
                 text);

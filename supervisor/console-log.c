@@ -195,8 +195,11 @@ gboolean nf_console_log_cap(const char *path, gsize max, gint64 *moved, GError *
      * `head` and kept, or after it, at the new end. */
     if (fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, 0, head) == 0) {
       ok = TRUE;
-    } else if (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL) {
-      remember_unsupported(st.st_dev); /* tmpfs, or an ext4 file without extents */
+    } else if (errno == EOPNOTSUPP || errno == ENOSYS) {
+      remember_unsupported(st.st_dev); /* tmpfs */
+    } else if (errno == EINVAL) {
+      /* This file only (an ext4 file without extents, a size the
+       * filesystem will not cut at): the copy this time. */
     } else {
       int e = errno;
       g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(e),

@@ -13,8 +13,9 @@
 
 NfVm *nf_fleet_find_vm(const NfFleet *fleet, guint id)
 {
-  /* Ids are contiguous from id_offset + 1 in array order (scale adds and
-   * removes at the end), so this is a direct index; called per runtime file
+  /* Ids are contiguous from id_offset + 1 in array order (scale inserts
+   * new ids before the guests still stopping and retires the highest), so
+   * this is a direct index; called per runtime file
    * at start and per TARGET id, a scan would be quadratic at thousands. */
   guint i = id - fleet->config->id_offset - 1;
   if (id > fleet->config->id_offset && i < fleet->vms->len) {

@@ -150,7 +150,9 @@ static gboolean take_state_lock(NfFleet *fleet, GError **error)
 void nf_fleet_release_dirs(NfFleet *fleet)
 {
   if (fleet->state_lock_fd >= 0) {
-    if (!fleet->built) { /* (held: nobody can be using it) */
+    if (!fleet->built && fleet->made_state_dir) {
+      /* The dir is this failed start's to remove, lock and all (a `run`
+       * that opened the file meanwhile finds it held and says so). */
       g_autofree char *path = g_build_filename(fleet->paths.state_dir, NF_FLEET_STATE_LOCK, NULL);
       g_unlink(path);
     }
@@ -165,6 +167,13 @@ void nf_fleet_release_dirs(NfFleet *fleet)
     nf_disks_remove_all(fleet->env.disks);
   nf_paths_remove_empty_dirs(fleet->paths.runtime_dir, fleet->made_runtime_dir);
   nf_paths_remove_empty_dirs(fleet->paths.state_dir, fleet->made_state_dir);
+}
+
+int nf_fleet_keep_state_lock(NfFleet *fleet)
+{
+  int fd = fleet->state_lock_fd;
+  fleet->state_lock_fd = -1;
+  return fd;
 }
 
 static gboolean take_lock(NfFleet *fleet, GError **error)

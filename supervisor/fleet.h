@@ -28,6 +28,10 @@ typedef struct NfFleet NfFleet;
  * so two supervisors of one name cannot share a state dir from two runtime
  * dirs. Left in place when it stops. */
 #define NF_FLEET_STATE_LOCK "supervisor.lock"
+/* Hands the state dir's lock (an fd, -1 if none) to the caller, who closes
+ * it: held past nf_fleet_free while the caller removes the state dir
+ * (--ephemeral), no other supervisor of the name can start in it. */
+int nf_fleet_keep_state_lock(NfFleet *fleet);
 
 typedef struct {
   guint total;
