@@ -109,6 +109,37 @@ gboolean nf_fleet_claim_dirs(NfFleet *fleet, GError **error)
   return TRUE;
 }
 
+/* Opens `path` (made if missing, `mode`) and takes it with flock, our pid
+ * written in it (a hint for the next one's message). -1 with `error` when
+ * it cannot be made (naming `flag`, the option that moves it); -1 with
+ * *holder set (its pid as written, "?" if none) when another process holds
+ * it. */
+static int take_lock_file(const char *path, mode_t mode, const char *flag, char **holder,
+                          GError **error)
+{
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode);
+  if (fd < 0) {
+    int e = errno;
+    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
+                "cannot create %s: %s; choose another %s", path, g_strerror(e), flag);
+    return -1;
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = "";
+    ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+    pid[n > 0 ? n : 0] = '\0';
+    g_strchomp(pid);
+    *holder = g_strdup(pid[0] ? pid : "?");
+    close(fd);
+    return -1;
+  }
+  g_autofree char *pid = g_strdup_printf("%d\n", (int)getpid());
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, strlen(pid), 0) < 0) {
+    /* Only a hint for the message above: the lock is what counts. */
+  }
+  return fd;
+}
+
 /* The runtime dir's lock is per runtime dir, and the state dir does not
  * follow it: `run` from a login shell and from cron (no XDG_RUNTIME_DIR)
  * are two runtime dirs and one ~/.local/state/nervesfleet/NAME, two
@@ -118,33 +149,15 @@ gboolean nf_fleet_claim_dirs(NfFleet *fleet, GError **error)
 static gboolean take_state_lock(NfFleet *fleet, GError **error)
 {
   g_autofree char *path = g_build_filename(fleet->paths.state_dir, NF_FLEET_STATE_LOCK, NULL);
-  fleet->state_lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fleet->state_lock_fd < 0) {
-    int e = errno;
-    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
-                "cannot create %s: %s; choose another --state-dir", path, g_strerror(e));
-    return FALSE;
-  }
-  if (flock(fleet->state_lock_fd, LOCK_EX | LOCK_NB) != 0) {
-    char pid[32] = "";
-    ssize_t n = pread(fleet->state_lock_fd, pid, sizeof(pid) - 1, 0);
-    pid[n > 0 ? n : 0] = '\0';
-    g_strchomp(pid);
+  g_autofree char *holder = NULL;
+  fleet->state_lock_fd = take_lock_file(path, 0644, "--state-dir", &holder, error);
+  if (holder)
     g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_BUSY,
                 "fleet '%s' is already running from another runtime dir (supervisor pid %s, "
                 "state dir %s; a different XDG_RUNTIME_DIR or --runtime-dir?); stop it first, "
                 "or give this one another --name or --state-dir",
-                fleet->config->name, pid[0] ? pid : "?", fleet->paths.state_dir);
-    close(fleet->state_lock_fd);
-    fleet->state_lock_fd = -1;
-    return FALSE;
-  }
-  g_autofree char *pid = g_strdup_printf("%d\n", (int)getpid());
-  if (ftruncate(fleet->state_lock_fd, 0) != 0 ||
-      pwrite(fleet->state_lock_fd, pid, strlen(pid), 0) < 0) {
-    /* Only a hint for the message above: the lock is what counts. */
-  }
-  return TRUE;
+                fleet->config->name, holder, fleet->paths.state_dir);
+  return fleet->state_lock_fd >= 0;
 }
 
 void nf_fleet_release_dirs(NfFleet *fleet)
@@ -179,32 +192,16 @@ int nf_fleet_keep_state_lock(NfFleet *fleet)
 static gboolean take_lock(NfFleet *fleet, GError **error)
 {
   fleet->lock_path = g_build_filename(fleet->paths.runtime_dir, "fleet.lock", NULL);
-  fleet->lock_fd = open(fleet->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fleet->lock_fd < 0) {
-    int e = errno;
-    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_INPUT,
-                "cannot create %s: %s; choose another --runtime-dir", fleet->lock_path,
-                g_strerror(e));
-    return FALSE;
-  }
-  if (flock(fleet->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-    char pid[32] = "";
-    ssize_t n = pread(fleet->lock_fd, pid, sizeof(pid) - 1, 0);
-    pid[n > 0 ? n : 0] = '\0';
-    g_strchomp(pid);
+  g_autofree char *holder = NULL;
+  fleet->lock_fd = take_lock_file(fleet->lock_path, 0600, "--runtime-dir", &holder, error);
+  if (holder) {
     g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_BUSY,
                 "fleet '%s' is already running (supervisor pid %s); stop it first or choose "
                 "another --name",
-                fleet->config->name, pid[0] ? pid : "?");
-    close(fleet->lock_fd);
-    fleet->lock_fd = -1;
+                fleet->config->name, holder);
     g_clear_pointer(&fleet->lock_path, g_free); /* not ours to remove */
-    return FALSE;
   }
-  g_autofree char *pid = g_strdup_printf("%d\n", (int)getpid());
-  if (ftruncate(fleet->lock_fd, 0) != 0 || pwrite(fleet->lock_fd, pid, strlen(pid), 0) < 0) {
-  }
-  return TRUE;
+  return fleet->lock_fd >= 0;
 }
 
 /* A running guest holds one fd of ours (its QMP socket); one booting or

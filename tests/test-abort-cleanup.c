@@ -69,6 +69,9 @@ static void fail_with_fleets(void)
                          qemu,  "--kernel", kernel, "--accel", "tcg",     NULL};
   g_autofree char *out2 = NULL;
   g_assert_cmpint(nf_test_run_cli(tmp, crash, WAIT_MS, &out2), ==, 0);
+  /* Its guest spawned (and its cgroup made) before the crash. */
+  const char *wait[] = {"wait", "--name", "crashed", "--timeout", "60", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, wait, WAIT_MS, NULL), ==, 0);
   const char *said = strstr(out2, "supervisor pid ");
   g_assert_nonnull(said);
   g_assert_cmpint(kill((pid_t)atoi(said + strlen("supervisor pid ")), SIGKILL), ==, 0);

@@ -57,6 +57,15 @@ static GPid pid_of(const char *tmp, const char *name, const char *vm)
   return (GPid)json_integer_value(json_object_get(j, "pid"));
 }
 
+/* SIGKILLs fleet `name`'s supervisor (as a crash would) and waits until
+ * it is gone; its guests, spawned detached, run on. */
+static void kill_supervisor(const char *tmp, const char *name)
+{
+  g_autoptr(GArray) sup = one_pid(supervisor_pid(tmp, name));
+  kill(g_array_index(sup, GPid, 0), SIGKILL);
+  g_assert_true(nf_test_wait_pids_gone(sup, STOP_MS));
+}
+
 /* Before: guests 2 and 3 kept running unsupervised and invisible, `down`
  * did not find them, their cgroups stayed; vm-0001's last exit was lost. */
 static void test_smaller_run_adopts_all(void)
@@ -74,9 +83,7 @@ static void test_smaller_run_adopts_all(void)
   GPid second = pid_of(tmp, "big", "vm-0002");
   GPid third = pid_of(tmp, "big", "vm-0003");
 
-  g_autoptr(GArray) sup = one_pid(supervisor_pid(tmp, "big"));
-  kill(g_array_index(sup, GPid, 0), SIGKILL);
-  g_assert_true(nf_test_wait_pids_gone(sup, STOP_MS));
+  kill_supervisor(tmp, "big");
   g_autoptr(GArray) alive = qemus(tmp);
   g_assert_cmpuint(alive->len, ==, 3); /* detached guests outlive it */
   g_assert_cmpuint(nf_test_cgroups_of(tmp, "big"), >,
@@ -155,9 +162,7 @@ static void test_balloon_adopted(void)
   g_assert_cmpint(nf_test_run_cli(tmp, balloon, 90000, NULL), ==, 0);
   GPid guest = pid_of(tmp, "bal", "vm-0001");
 
-  g_autoptr(GArray) sup = one_pid(supervisor_pid(tmp, "bal"));
-  kill(g_array_index(sup, GPid, 0), SIGKILL);
-  g_assert_true(nf_test_wait_pids_gone(sup, STOP_MS));
+  kill_supervisor(tmp, "bal");
   g_assert_cmpint(nf_test_run_cli(tmp, run, 30000, NULL), ==, 0);
   g_assert_cmpint(nf_test_run_cli(tmp, wait, BOOT_MS, NULL), ==, 0);
   g_assert_cmpint(pid_of(tmp, "bal", "vm-0001"), ==, guest); /* adopted */
@@ -197,9 +202,7 @@ static void test_down_sweeps_without_pidfiles(void)
   const char *run2[] = {"run", "2", "-d", "--name", "sw", NULL};
   g_assert_cmpint(nf_test_run_cli(tmp, run2, 30000, NULL), ==, 0);
   g_assert_true(nf_test_wait_file_contains(log, "all 2 guests ready", BOOT_MS));
-  g_autoptr(GArray) sup = one_pid(supervisor_pid(tmp, "sw"));
-  kill(g_array_index(sup, GPid, 0), SIGKILL);
-  g_assert_true(nf_test_wait_pids_gone(sup, STOP_MS));
+  kill_supervisor(tmp, "sw");
   /* What an older supervisor did to guests beyond its count. */
   g_autofree char *pidfile = g_build_filename(tmp, "run/nervesfleet/sw/vm-0002.pid", NULL);
   g_assert_cmpint(g_unlink(pidfile), ==, 0);
@@ -225,9 +228,7 @@ static void test_scale_waits_for_stray(void)
   const char *run2[] = {"run", "2", "-d", "--name", "sc", NULL};
   g_assert_cmpint(nf_test_run_cli(tmp, run2, 30000, NULL), ==, 0);
   g_assert_true(nf_test_wait_file_contains(log, "all 2 guests ready", BOOT_MS));
-  g_autoptr(GArray) sup = one_pid(supervisor_pid(tmp, "sc"));
-  kill(g_array_index(sup, GPid, 0), SIGKILL);
-  g_assert_true(nf_test_wait_pids_gone(sup, STOP_MS));
+  kill_supervisor(tmp, "sc");
   GPid held = pid_of(tmp, "sc", "vm-0002");
   kill(held, SIGSTOP);
 
@@ -293,9 +294,7 @@ static void test_adopted_wedged(void)
                         "4",   NULL};
   g_assert_cmpint(nf_test_run_cli(tmp, run1, 30000, NULL), ==, 0);
   g_assert_true(nf_test_wait_file_contains(log, "all 1 guests ready", BOOT_MS));
-  g_autoptr(GArray) sup = one_pid(supervisor_pid(tmp, "wedge"));
-  kill(g_array_index(sup, GPid, 0), SIGKILL);
-  g_assert_true(nf_test_wait_pids_gone(sup, STOP_MS));
+  kill_supervisor(tmp, "wedge");
   GPid wedged = pid_of(tmp, "wedge", "vm-0001");
   g_assert_cmpint(kill(wedged, SIGSTOP), ==, 0);
 
@@ -323,9 +322,7 @@ static void test_adopt_refused(void)
   const char *run1[] = {"run", "1", "-d", "--name", "refuse", NULL};
   g_assert_cmpint(nf_test_run_cli(tmp, run1, 30000, NULL), ==, 0);
   g_assert_true(nf_test_wait_file_contains(log, "all 1 guests ready", BOOT_MS));
-  g_autoptr(GArray) sup = one_pid(supervisor_pid(tmp, "refuse"));
-  kill(g_array_index(sup, GPid, 0), SIGKILL);
-  g_assert_true(nf_test_wait_pids_gone(sup, STOP_MS));
+  kill_supervisor(tmp, "refuse");
   g_autoptr(GArray) old = one_pid(pid_of(tmp, "refuse", "vm-0001"));
   g_autofree char *qmp = g_build_filename(tmp, "run/nervesfleet/refuse/vm-0001.ctl", NULL);
   g_assert_cmpint(g_unlink(qmp), ==, 0);
