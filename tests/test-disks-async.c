@@ -103,10 +103,11 @@ static char *install_gate(const char *tmp, const char *gate)
   g_autofree char *wrapper = g_build_filename(bin, "qemu-img", NULL);
   g_autofree char *script = g_strdup_printf("#!/bin/sh\n"
                                             "if [ \"$1\" = create ] && [ -p '%s' ]; then\n"
+                                            "  : > '%s.waiting'\n"
                                             "  read _ < '%s'\n"
                                             "fi\n"
                                             "exec '%s' \"$@\"\n",
-                                            gate, gate, real);
+                                            gate, gate, gate, real);
   g_assert_true(g_file_set_contents(wrapper, script, -1, NULL));
   g_assert_cmpint(g_chmod(wrapper, 0755), ==, 0);
   char *old = g_strdup(g_getenv("PATH"));
@@ -207,10 +208,9 @@ static void test_loop_serves_while_overlays_are_made(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
-static gboolean gate_waited_on(gpointer data)
+static gboolean file_exists(gpointer path)
 {
-  g_autoptr(GArray) held = nf_test_pids_matching(data);
-  return held->len > 0;
+  return g_file_test(path, G_FILE_TEST_EXISTS);
 }
 
 /* Ctrl-C while the fleet's disks are being made (before its main loop
@@ -228,7 +228,9 @@ static void test_interrupt_while_disks_are_made(void)
   const char *run[] = {"run", "2", "--name", "intr", "--disk", base, "--stop-timeout", "5", NULL};
   g_autoptr(NfTestProc) p = nf_test_proc_spawn(tmp, run);
   g_autofree char *wrapper = g_build_filename(tmp, "bin", "qemu-img", NULL);
-  g_assert_true(nf_test_wait_polled(gate_waited_on, wrapper, 10, CLI_MS));
+  g_autofree char *waiting = g_strconcat(gate, ".waiting", NULL);
+  /* (A qemu-img other than create, `info` say, passes the gate at once.) */
+  g_assert_true(nf_test_wait_polled(file_exists, waiting, 10, CLI_MS));
   /* A terminal's Ctrl-C goes to run's process group: the disk tools are
    * not in it (they died of it, and the start failed). */
   g_autoptr(GArray) held = nf_test_pids_matching(wrapper);
