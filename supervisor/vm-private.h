@@ -104,6 +104,7 @@ struct NfVm {
   NfCgroup *cgroup;
   guint boot_timer;
   guint kill_timer;
+  guint qmp_gone_timer; /* QMP closed, qemu still running: hung if it stays so */
   guint backoff_timer;
   gint64 next_probe_at;
   GList *health_link; /* in the health wheel's queue (health.c) */

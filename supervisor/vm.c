@@ -306,6 +306,15 @@ static void qmp_event_cb(NfQmp *qmp, const char *name, json_t *data, gint64 ts, 
   }
 }
 
+static gboolean qmp_gone_cb(gpointer data)
+{
+  NfVm *vm = data;
+  vm->qmp_gone_timer = 0;
+  if (vm->proc && !nf_process_has_exited(vm->proc))
+    nf_vm_dispatch(vm, NF_VM_EV_HEALTH_FAIL, "its QMP monitor closed while qemu kept running");
+  return G_SOURCE_REMOVE;
+}
+
 static void qmp_closed_cb(NfQmp *qmp, const GError *error, gpointer data)
 {
   NfVm *vm = data;
@@ -315,6 +324,14 @@ static void qmp_closed_cb(NfQmp *qmp, const GError *error, gpointer data)
    * its SHUTDOWN reason included, and its exit callback follows. */
   if (vm->proc)
     nf_process_watch(vm->proc);
+  /* Follows within moments, that is. A qemu that runs on without its
+   * monitor (it broke) can no longer be probed or stopped in order: the
+   * probes' deadline later it is hung, killed and restarted, where it
+   * used to go unjudged. */
+  if (vm->proc && vm->qmp_gone_timer == 0 &&
+      (vm->state == NF_VM_STARTING || vm->state == NF_VM_BOOTING || vm->state == NF_VM_READY))
+    vm->qmp_gone_timer =
+        nf_deadline_add(MAX(vm->env->config->health_timeout_ms, 1000), qmp_gone_cb, vm);
 }
 
 void nf_vm_report_ready(NfVm *vm, const char *how)
@@ -358,6 +375,7 @@ static void drop_channels(NfVm *vm)
 {
   nf_vm_clear_timer(&vm->boot_timer);
   nf_vm_clear_timer(&vm->kill_timer);
+  nf_vm_clear_timer(&vm->qmp_gone_timer);
   nf_vm_clear_timer(&vm->console_linger_timer);
   nf_vm_clear_timer(&vm->ready_wait_timer);
   g_clear_pointer(&vm->ready_line, g_free);

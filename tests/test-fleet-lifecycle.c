@@ -175,6 +175,25 @@ static void test_ready_then_hung(void)
   nf_fake_fleet_finish(f, FALSE);
 }
 
+/* READY, then its QMP sockets close while qemu runs on (a broken monitor):
+ * judged hung after the probes' deadline, killed, restarted. It was never
+ * judged: probes on a closed connection are not failures, and the exit
+ * that normally follows the close never came. */
+static void test_monitor_gone(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(1, 1);
+  f->config.health_timeout_ms = 1000;
+  g_setenv("FAKE_QEMU_MONITOR_GONE_MS", "300", TRUE);
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_UNHEALTHY, WAIT_MS));
+  g_unsetenv("FAKE_QEMU_MONITOR_GONE_MS"); /* the restarted one keeps it */
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
+  g_assert_true(any_reason_has(f, "QMP monitor closed while qemu kept running"));
+  g_assert_cmpint(nf_vm_exit_kind(vm_of(f, 1)), ==, NF_EXIT_HUNG);
+  nf_fake_fleet_finish(f, FALSE);
+}
+
 /* A ready guest's probes read its balloon stats only once new ones can be
  * there (every stats interval: 1 s for a 4 s heartbeat); the probes in
  * between are a query-status, which costs qemu half as much (health.c). A
@@ -515,6 +534,7 @@ int main(int argc, char **argv)
   g_test_add_func("/fleet-lifecycle/crash-backoff", test_crash_backoff);
   g_test_add_func("/fleet-lifecycle/boot-timeout-hung", test_boot_timeout_hung);
   g_test_add_func("/fleet-lifecycle/ready-then-hung", test_ready_then_hung);
+  g_test_add_func("/fleet-lifecycle/monitor-gone", test_monitor_gone);
   g_test_add_func("/fleet-lifecycle/probes-read-stats-when-due", test_probes_read_stats_when_due);
   g_test_add_func("/fleet-lifecycle/stop-hung-and-queued", test_stop_hung_and_queued);
   g_test_add_func("/fleet-lifecycle/poweroff-stays-off", test_poweroff_stays_off);

@@ -43,6 +43,9 @@
  *   FAKE_QEMU_REBOOT_MS=N    the guest reboots itself N ms after the QMP
  *                            handshake: with -no-reboot, SHUTDOWN (guest-reset)
  *                            and exit 0, as qemu does; else RESET and boot again
+ *   FAKE_QEMU_MONITOR_GONE_MS=N  N ms after the QMP handshake every QMP
+ *                            socket closes (listeners too) while the process
+ *                            runs on (a qemu whose monitor broke)
  *   FAKE_QEMU_CHATTER_MS=N   N ms after the QMP handshake the console prints
  *                            FAKE_QEMU_CHATTER_KB KiB (default 64) of lines at
  *                            once (a guest gone chatty after a quiet spell)
@@ -111,6 +114,7 @@ static volatile sig_atomic_t got_signal;
 static int64_t exit_after_ms = -1, hang_after_ms = -1, reboot_after_ms = -1;
 static int64_t chatter_after_ms = -1, chatter_due_ms, chatter_kib = 64;
 static int64_t reboot_due_ms;
+static int64_t monitor_gone_after_ms = -1, monitor_gone_due_ms;
 static volatile sig_atomic_t got_panic; /* SIGUSR1: a kernel panic now */
 static volatile sig_atomic_t busy;      /* SIGUSR2: poll without waiting */
 static bool no_reboot;
@@ -530,6 +534,8 @@ static void handle_command(Chardev *c, json_t *req)
         reboot_due_ms = now_ms() + reboot_after_ms + 1;
       if (chatter_after_ms >= 0 && chatter_due_ms == 0)
         chatter_due_ms = now_ms() + chatter_after_ms + 1;
+      if (monitor_gone_after_ms >= 0 && monitor_gone_due_ms == 0)
+        monitor_gone_due_ms = now_ms() + monitor_gone_after_ms + 1;
     } else {
       reply_error(c, id, "CommandNotFound",
                   "Expecting capabilities negotiation with 'qmp_capabilities'");
@@ -749,6 +755,8 @@ static void read_faults(void)
     hang_after_ms = atoll(v);
   if ((v = getenv("FAKE_QEMU_REBOOT_MS")) && v[0])
     reboot_after_ms = atoll(v);
+  if ((v = getenv("FAKE_QEMU_MONITOR_GONE_MS")) && v[0])
+    monitor_gone_after_ms = atoll(v);
   if ((v = getenv("FAKE_QEMU_CHATTER_MS")) && v[0])
     chatter_after_ms = atoll(v);
   if ((v = getenv("FAKE_QEMU_CHATTER_KB")) && v[0])
@@ -801,6 +809,16 @@ int main(int argc, char **argv)
       _exit(exit_code); /* a crash: no SHUTDOWN event, the pid file stays */
     if (hang_due_ms && hang_due_ms <= now)
       hung = true;
+    if (monitor_gone_due_ms && monitor_gone_due_ms <= now) {
+      monitor_gone_due_ms = 0;
+      for (int i = 0; i < n_chardevs; i++)
+        if (chardevs[i].kind == KIND_QMP) {
+          conn_close(&chardevs[i]);
+          if (chardevs[i].listen_fd >= 0)
+            close(chardevs[i].listen_fd);
+          chardevs[i].listen_fd = -1;
+        }
+    }
     if (got_panic && !hung) {
       /* The kernel's last words, then its reboot (panic=N), at once. */
       static const char panic[] = "[   42.000000] Kernel panic - not syncing: fake (SIGUSR1)\r\n";
@@ -836,6 +854,8 @@ int main(int argc, char **argv)
       due = exit_due_ms;
     if (hang_due_ms && !hung && (due < 0 || hang_due_ms < due))
       due = hang_due_ms;
+    if (monitor_gone_due_ms && (due < 0 || monitor_gone_due_ms < due))
+      due = monitor_gone_due_ms;
 
     for (int i = 0; i < n_chardevs; i++) {
       Chardev *c = &chardevs[i];
