@@ -15,13 +15,12 @@ struct NfCommands {
   NfCommandHooks hooks;
   gpointer hooks_data;
   guint listener_id;
-  GList *waits;           /* NfCommandWait* pending */
-  GList *balloons;        /* balloon requests waiting for qemu or the guest */
-  guint eval_src;         /* idle that re-evaluates waits after changes */
-  GHashTable *writers;    /* vm id -> NfCommandPeer* holding the console's input */
-  GHashTable *run_starts; /* vm id -> console.log offset at its latest spawn (+ moved) */
-  GHashTable *ps_cache;   /* vm id -> its last `ps` encoding (command-ps.c) */
-  guint64 ps_pass;        /* `ps` calls so far */
+  GList *waits;         /* NfCommandWait* pending */
+  GList *balloons;      /* balloon requests waiting for qemu or the guest */
+  guint eval_src;       /* idle that re-evaluates waits after changes */
+  GHashTable *writers;  /* vm id -> NfCommandPeer* holding the console's input */
+  GHashTable *ps_cache; /* vm id -> its last `ps` encoding (command-ps.c) */
+  guint64 ps_pass;      /* `ps` calls so far */
 };
 
 /* --- command.c: replies ------------------------------------------------------ */

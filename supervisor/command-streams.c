@@ -55,13 +55,7 @@ static json_t *log_document(NfCommands *cmds, NfVm *vm, gboolean follow, gboolea
   g_autofree char *rotated = g_strconcat(path, ".1", NULL);
   gboolean has_rotated = g_file_test(rotated, G_FILE_TEST_EXISTS);
   if (since_start) {
-    gint64 *mark = g_hash_table_lookup(cmds->run_starts, GUINT_TO_POINTER(nf_vm_id(vm)));
-    /* Rotated past since the run began: the log holds only this run. A
-     * mark past the end is a log rotated by rename (serial.c, for a guest
-     * whose qemu does not write its log), which the count does not see:
-     * the whole log then. */
-    gint64 at = mark ? *mark - nf_vm_console_log_moved(vm) : 0;
-    start = at > end ? 0 : MAX(at, 0);
+    start = MIN(nf_vm_console_run_start(vm), end);
     has_rotated = FALSE;
   }
   return nf_commands_log_document(vm, start, end, has_rotated ? rotated : NULL);

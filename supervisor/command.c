@@ -55,7 +55,6 @@ NfCommands *nf_commands_new(NfFleet *fleet, const NfCommandHooks *hooks, gpointe
     cmds->hooks = *hooks;
   cmds->hooks_data = user_data;
   cmds->writers = g_hash_table_new(g_direct_hash, g_direct_equal);
-  cmds->run_starts = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
   static const NfFleetCallbacks listener = {.vm_changed = vm_changed_cb};
   cmds->listener_id = nf_fleet_add_listener(fleet, &listener, cmds);
   return cmds;
@@ -72,7 +71,6 @@ void nf_commands_free(NfCommands *cmds)
   if (cmds->eval_src)
     g_source_remove(cmds->eval_src);
   g_hash_table_unref(cmds->writers);
-  g_hash_table_unref(cmds->run_starts);
   g_free(cmds);
 }
 
@@ -232,15 +230,5 @@ static void vm_changed_cb(NfFleet *fleet, NfVm *vm, NfVmState old_state, const c
 {
   NfCommands *cmds = data;
   NfVmState state = nf_vm_state(vm);
-  if (state == NF_VM_STARTING) {
-    /* Where this run's console output starts, for `logs --since start`;
-     * counted from the log's first byte ever, so that rotations (which
-     * move the log's head to the .1) do not move it. */
-    GStatBuf st;
-    gint64 *off = g_new(gint64, 1);
-    *off = (g_stat(nf_vm_console_log_path(vm), &st) == 0 ? (gint64)st.st_size : 0) +
-           nf_vm_console_log_moved(vm);
-    g_hash_table_insert(cmds->run_starts, GUINT_TO_POINTER(nf_vm_id(vm)), off);
-  }
   nf_command_waits_changed(cmds, vm, state);
 }

@@ -158,6 +158,7 @@ void nf_vm_console_note_start(NfVm *vm)
   gint64 moved;
   cap_log(vm, &moved);
   vm->console_log_start = nf_console_log_size(vm->files.console_log);
+  vm->console_run_mark = vm->console_log_start + vm->console_log_moved;
   /* Watchers read on from here (those of an adopted guest whose qemu did
    * not log read the socket so far; this qemu logs). */
   if (vm->watchers->len > 0)

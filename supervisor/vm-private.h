@@ -128,6 +128,7 @@ struct NfVm {
   gboolean console_by_qemu;     /* qemu appends the console to console_log itself */
   gint64 console_log_start;     /* console_log's size when this run began */
   gint64 console_log_moved;     /* bytes the cap has moved out of the log's head, in all */
+  gint64 console_run_mark;      /* this run's first byte, counted as console_log_moved is */
   NfLogWatch console_log_watch; /* armed at each cap check: quiet logs need no stat */
   guint console_linger_timer;   /* console held after input nobody watches */
   NfLogFollow *console_follow;  /* watchers' stream, read from the log qemu writes */

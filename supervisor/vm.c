@@ -26,6 +26,7 @@
 #include <jansson.h>
 
 #include "supervisor/boot-image.h"
+#include "supervisor/console-log.h"
 #include "supervisor/deadlines.h"
 #include "supervisor/disks.h"
 #include "supervisor/identity.h"
@@ -547,9 +548,11 @@ const char *nf_vm_console_log_path(const NfVm *vm)
   return vm->files.console_log;
 }
 
-gint64 nf_vm_console_log_moved(const NfVm *vm)
+gint64 nf_vm_console_run_start(const NfVm *vm)
 {
-  return vm->console_log_moved;
+  gint64 at = vm->console_run_mark - vm->console_log_moved;
+  /* Past the end: rotated by rename (serial.c), which the count does not see. */
+  return at > 0 && at <= nf_console_log_size(vm->files.console_log) ? at : 0;
 }
 
 guint64 nf_vm_balloon_target(const NfVm *vm)

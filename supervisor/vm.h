@@ -138,9 +138,12 @@ char *nf_vm_stderr_tail(const NfVm *vm, guint max_lines);
 /* Recent console output (from the in-memory ring). */
 char *nf_vm_console_tail(const NfVm *vm, gsize max_bytes);
 const char *nf_vm_console_log_path(const NfVm *vm);
-/* Bytes the log's cap has moved out of its head into the .1 so far: an
- * offset in the log plus this is one that later rotations do not move. */
-gint64 nf_vm_console_log_moved(const NfVm *vm);
+/* Where this run's output starts in the console log (`logs --since
+ * start`): its size when qemu was spawned, moved down with each rotation
+ * since; 0 (the whole log) where that is not known (adopted, or a log
+ * rotated by rename). Taken before the spawn: at the STARTING state change
+ * a fast guest had already printed its boot and ready lines. */
+gint64 nf_vm_console_run_start(const NfVm *vm);
 /* Monotonic times (g_get_monotonic_time) of the last spawn and ready; 0 if none. */
 gint64 nf_vm_started_at(const NfVm *vm);
 gint64 nf_vm_ready_at(const NfVm *vm);
