@@ -6,6 +6,7 @@
  * watch with --ro. Ctrl-] then q detaches, and so does the end of stdin
  * (`echo 'uptime' | nervesfleet console 1` sends the line, then detaches).
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -49,6 +50,9 @@ int nf_cmd_console(int argc, char **argv)
   fprintf(stderr, "[attached to %s's console%s; " NF_CONSOLE_ESCAPE_HINT "]\n", name,
           ro ? ", read-only" : "");
   fflush(stderr);
+  /* A stdout that goes away (`console 1 | head`) must end us through the
+   * terminal's restore, not by SIGPIPE with the terminal left raw. */
+  signal(SIGPIPE, SIG_IGN);
   NfConsoleEnd end = nf_console_run(c, !ro, &error);
   switch (end) {
   case NF_CONSOLE_DETACHED:

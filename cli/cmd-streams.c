@@ -72,7 +72,7 @@ int nf_cmd_logs(int argc, char **argv)
     return nf_client_fail("logs", error, c);
   NfLogOut out = {NULL, TRUE};
   if (!nf_log_print(result, &out, &error))
-    return error ? nf_client_fail("logs", error, NULL) : NF_EXIT_OK;
+    return error ? nf_client_fail("logs", error, NULL) : nf_log_write_failed("logs");
   if (!follow)
     return NF_EXIT_OK;
   char buf[16384];
@@ -81,7 +81,7 @@ int nf_cmd_logs(int argc, char **argv)
     if (n < 0)
       return nf_client_fail("logs", error, NULL);
     if (n > 0 && !nf_log_write(&out, buf, (gsize)n))
-      return NF_EXIT_OK; /* our reader went away */
+      return nf_log_write_failed("logs"); /* our reader went away, or a full disk */
     if (n > 0)
       continue;
     /* The fleet stopped or the guest left it: the end of its log. */

@@ -118,6 +118,18 @@ static void drain_after_input(NfClient *c, char *buf, gsize size)
   }
 }
 
+/* stdout failed: a reader that went away (`console 1 | head`) detaches
+ * quietly; anything else is an error that says so. */
+static NfConsoleEnd output_failed(GError **error)
+{
+  int e = errno;
+  if (e == EPIPE)
+    return NF_CONSOLE_DETACHED;
+  g_set_error(error, G_IO_ERROR, g_io_error_from_errno(e), "cannot write to stdout: %s",
+              g_strerror(e));
+  return NF_CONSOLE_ERROR;
+}
+
 NfConsoleEnd nf_console_run(NfClient *c, gboolean writer, GError **error)
 {
   gboolean raw = tty_raw();
@@ -128,8 +140,10 @@ NfConsoleEnd nf_console_run(NfClient *c, gboolean writer, GError **error)
   for (;;) {
     if (nf_client_has_buffered(c)) {
       gssize n = nf_client_read_raw(c, buf, sizeof(buf), error);
-      if (n > 0 && !nf_log_write_raw(buf, (gsize)n))
+      if (n > 0 && !nf_log_write_raw(buf, (gsize)n)) {
+        end = output_failed(error);
         break;
+      }
       continue;
     }
     struct pollfd p[2] = {{.fd = nf_client_fd(c), .events = POLLIN},
@@ -152,8 +166,10 @@ NfConsoleEnd nf_console_run(NfClient *c, gboolean writer, GError **error)
         end = NF_CONSOLE_CLOSED;
         break;
       }
-      if (!nf_log_write_raw(buf, (gsize)n))
+      if (!nf_log_write_raw(buf, (gsize)n)) {
+        end = output_failed(error);
         break;
+      }
     }
     if (p[1].revents) {
       ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));

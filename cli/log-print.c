@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -20,6 +21,15 @@ gboolean nf_log_write_raw(const char *buf, gsize len)
     len -= (gsize)n;
   }
   return TRUE;
+}
+
+int nf_log_write_failed(const char *verb)
+{
+  int e = errno;
+  if (e == EPIPE)
+    return 0; /* `| head`: the reader had what it wanted */
+  fprintf(stderr, "nervesfleet: %s: cannot write to stdout: %s\n", verb, g_strerror(e));
+  return 1;
 }
 
 gboolean nf_log_write(NfLogOut *out, const char *buf, gsize len)

@@ -16,8 +16,12 @@ typedef struct {
 } NfLogOut;
 
 /* Writes `len` bytes to stdout as they are (the console client's output
- * too); FALSE when stdout is gone. */
+ * too); FALSE (errno set) when stdout is gone or failed. */
 gboolean nf_log_write_raw(const char *buf, gsize len);
+/* After a write to stdout failed (errno as it left): 0 for a reader that
+ * went away (EPIPE, as `| head` does), else says why and 1 (a full disk
+ * must not pass for a complete log). */
+int nf_log_write_failed(const char *verb);
 /* Writes `len` bytes to stdout, each line behind out->prefix. FALSE when
  * stdout is gone (`logs -f | head`): the caller stops, without an error. */
 gboolean nf_log_write(NfLogOut *out, const char *buf, gsize len);

@@ -210,7 +210,7 @@ static int pump(Follow *f)
   for (guint i = 0; i < f->streams->len; i++) {
     Stream *s = f->streams->pdata[i];
     if (s->doc == NULL && !flush(f, s, now, s->left || f->c == NULL))
-      return NF_EXIT_OK; /* our reader went away */
+      return nf_log_write_failed("logs"); /* our reader went away, or a full disk */
     /* A guest that left is done with once all of it is out (fleets that
      * scale up and down for hours do not pile them up). */
     if (s->left && f->open != s && f->histories_out)
@@ -278,7 +278,7 @@ static int run(Follow *f, const NfClientOptions *o, const char *target)
       return status;
   }
   if (f->open && !nf_log_end_line(&f->open->out))
-    return NF_EXIT_OK;
+    return nf_log_write_failed("logs");
   return f->follow ? ended(o, target) : NF_EXIT_OK;
 }
 

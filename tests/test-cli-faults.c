@@ -279,6 +279,26 @@ static void test_log_max(void)
     at = next + strlen(want);
   }
   g_assert_cmpuint(count_of(all, "typed-04000\n"), ==, 1);
+  /* A log written to a full disk is not a complete log: exit 1, said. It
+   * exited 0, as when the reader goes away (`| head`, still 0). */
+  g_autofree char *full = g_strdup_printf(
+      "XDG_RUNTIME_DIR='%s/run' '%s' logs 1 --name logmax >/dev/full 2>'%s/full.err'; "
+      "echo $? >'%s/full.rc'; XDG_RUNTIME_DIR='%s/run' '%s' logs 1 --name logmax | head -c 10 "
+      ">/dev/null; echo ${PIPESTATUS[0]} >'%s/head.rc'",
+      tmp, nf_test_bin(), tmp, tmp, tmp, nf_test_bin(), tmp);
+  const char *argv_full[] = {"bash", "-c", full, NULL};
+  g_assert_true(g_spawn_sync(NULL, (char **)argv_full, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL,
+                             NULL, NULL, NULL));
+  g_autofree char *rc_path = g_build_filename(tmp, "full.rc", NULL);
+  g_autofree char *err_path = g_build_filename(tmp, "full.err", NULL);
+  g_autofree char *head_path = g_build_filename(tmp, "head.rc", NULL);
+  g_autofree char *rc = NULL, *err = NULL, *head_rc = NULL;
+  g_assert_true(g_file_get_contents(rc_path, &rc, NULL, NULL));
+  g_assert_true(g_file_get_contents(err_path, &err, NULL, NULL));
+  g_assert_true(g_file_get_contents(head_path, &head_rc, NULL, NULL));
+  g_assert_cmpstr(rc, ==, "1\n");
+  g_assert_nonnull(strstr(err, "cannot write to stdout: No space left on device"));
+  g_assert_cmpstr(head_rc, ==, "0\n");
   const char *since[] = {"logs", "1", "--since", "start", "--name", "logmax", NULL};
   g_autofree char *run2 = cli(0, since);
   g_assert_null(strstr(run2, "typed-"));
