@@ -129,8 +129,11 @@ void nf_boot_sched_update(NfBootSched *s, NfVm *vm, GPid pid, NfVmState new_stat
     g_hash_table_remove(s->lowered, vm);
   } else if (booting) {
     /* A guest booting again in the same qemu (adopted, or reset) boots at
-     * full speed like any other. */
-    if (g_hash_table_remove(s->lowered, vm))
+     * full speed like any other; an adopted one may have been lowered by
+     * a supervisor that died in a storm, which this one's table does not
+     * know: put back whatever the table says. */
+    gboolean was_lowered = g_hash_table_remove(s->lowered, vm);
+    if (was_lowered || s->ready_sched != NF_READY_SCHED_NORMAL)
       nf_boot_sched_set_class(pid, NF_READY_SCHED_NORMAL, NULL);
     if (s->affinity == NF_BOOT_AFFINITY_CORE && !g_hash_table_contains(s->pin_of, vm))
       pin(s, vm, pid);

@@ -156,7 +156,8 @@ static double idle_cores_since_last(NfLimiter *l)
     total += v[i];
   guint64 idle = v[3] + v[4];
   double r = 0;
-  if (l->cpu_total && total > l->cpu_total)
+  /* iowait may go backwards (proc(5)): no idle then, not 1.8e19 of it. */
+  if (l->cpu_total && total > l->cpu_total && idle >= l->cpu_idle)
     r = (double)(idle - l->cpu_idle) / (double)(total - l->cpu_total) * l->cores;
   l->cpu_total = total;
   l->cpu_idle = idle;
