@@ -56,11 +56,14 @@ typedef struct {
   guint unanswered;     /* requests dispatched and not yet answered */
   gboolean dropping;    /* too much unread output: closing on the next idle */
   NfControlMode mode;
-  guint vm_id;     /* RAW: whose console */
-  NfVm *watched;   /* RAW: that guest while watched (vm.h: until it goes) */
-  guint watch_id;  /* RAW: nf_vm_console_watch id */
-  gboolean writer; /* RAW: input goes to the guest */
-  NfLogMux *mux;   /* LOGS: the guests followed */
+  guint vm_id;           /* RAW: whose console */
+  NfVm *watched;         /* RAW: that guest while watched (vm.h: until it goes) */
+  guint watch_id;        /* RAW: nf_vm_console_watch id */
+  gboolean writer;       /* RAW: input goes to the guest */
+  GByteArray *in_hold;   /* RAW writer: input the guest has not taken yet (control-streams.c) */
+  guint in_retry;        /* RAW writer: offers in_hold again while it is not empty */
+  gboolean input_paused; /* not read from while in_hold waits: backpressure */
+  NfLogMux *mux;         /* LOGS: the guests followed */
 } NfControlClient;
 
 /* --- control.c ---------------------------------------------------------------- */
@@ -77,6 +80,8 @@ void nf_control_send_bytes(NfControlClient *c, const char *buf, gsize len);
 /* Writes what the socket takes now; closes a client whose close_when_flushed
  * is set once all is out. */
 void nf_control_client_flush(NfControlClient *c);
+/* A client whose input was paused (input_paused) is read from again. */
+void nf_control_client_resume_input(NfControlClient *c);
 
 /* --- control-streams.c -------------------------------------------------------- */
 /* The transport's stream callbacks (command.h). */

@@ -8,7 +8,9 @@
 #include <string.h>
 
 #include "supervisor/control-private.h"
-#include "supervisor/serial.h" /* NF_SERIAL_INPUT_MAX */
+
+/* How often input held for a guest that has not caught up is offered again. */
+#define NF_CONTROL_INPUT_RETRY_MS 20
 
 typedef NfControlClient Client;
 
@@ -116,26 +118,42 @@ void nf_control_notice_cb(NfFleet *fleet, const char *message, gpointer data)
   broadcast_event(ctl, nf_commands_notice_event(fleet, message));
 }
 
+/* Offers the held input to the guest; TRUE once none is held. Input for a
+ * guest gone or without a console now goes nowhere, as typing into a
+ * device that is off does. */
+static gboolean feed_held(Client *c)
+{
+  NfVm *vm = c->writer ? nf_fleet_find_vm(c->ctl->fleet, c->vm_id) : NULL;
+  gssize n = vm ? nf_vm_console_write(vm, (const char *)c->in_hold->data, c->in_hold->len) : -1;
+  g_byte_array_remove_range(c->in_hold, 0, n < 0 ? c->in_hold->len : (guint)n);
+  return c->in_hold->len == 0;
+}
+
+static gboolean retry_cb(gpointer data)
+{
+  Client *c = data;
+  if (!feed_held(c))
+    return G_SOURCE_CONTINUE;
+  c->in_retry = 0;
+  nf_control_client_resume_input(c);
+  return G_SOURCE_REMOVE;
+}
+
 gboolean nf_control_stream_input(Client *c, const char *buf, gsize len)
 {
   if (c->mode == NF_CONTROL_MODE_REQUESTS)
     return FALSE;
   if (c->mode == NF_CONTROL_MODE_RAW && c->writer) {
-    NfVm *vm = nf_fleet_find_vm(c->ctl->fleet, c->vm_id);
-    gssize n = vm ? nf_vm_console_write(vm, buf, len) : -1;
-    if (n >= 0 && (gsize)n < len) {
-      /* More than NF_SERIAL_INPUT_MAX waiting for the guest: said, and the
-       * writer let go, rather than typing silently lost. */
-      nf_control_log(c->ctl,
-                     "dropped console writer pid %d: %s takes its input slower than it comes "
-                     "(%d MiB waiting)",
-                     (int)c->peer.pid, nf_vm_name(vm), NF_SERIAL_INPUT_MAX >> 20);
-      /* Nothing more of its input goes in: a later chunk taken as the
-       * buffer drains would leave holes in what the guest gets. */
-      nf_commands_console_release(c->ctl->cmds, c->vm_id, &c->peer);
-      c->writer = FALSE;
-      c->close_when_flushed = TRUE;
-      nf_control_client_flush(c);
+    /* The guest takes input as fast as its UART drains, qemu holds none of
+     * it, and the supervisor up to NF_SERIAL_INPUT_MAX (serial.h): past
+     * that the writer is not read from until the guest has caught up, so
+     * a file of any size arrives whole at the guest's pace. */
+    if (c->in_hold == NULL)
+      c->in_hold = g_byte_array_new();
+    g_byte_array_append(c->in_hold, (const guint8 *)buf, (guint)len);
+    if (!feed_held(c) && c->in_retry == 0) {
+      c->input_paused = TRUE;
+      c->in_retry = g_timeout_add(NF_CONTROL_INPUT_RETRY_MS, retry_cb, c);
     }
   }
   return TRUE; /* read-only watchers' and followers' typing goes nowhere */
@@ -143,6 +161,8 @@ gboolean nf_control_stream_input(Client *c, const char *buf, gsize len)
 
 void nf_control_stream_end(Client *c)
 {
+  g_clear_handle_id(&c->in_retry, g_source_remove);
+  g_clear_pointer(&c->in_hold, g_byte_array_unref);
   if (c->watch_id)
     nf_vm_console_unwatch(c->watched, c->watch_id);
   c->watch_id = 0;

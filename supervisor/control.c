@@ -377,7 +377,7 @@ static gboolean client_in_cb(int fd, GIOCondition cond, gpointer data)
   char buf[16384];
   client_ref(c);
   /* A bounded amount per wake-up keeps one busy client from starving others. */
-  for (int i = 0; i < 8 && !c->peer.gone; i++) {
+  for (int i = 0; i < 8 && !c->peer.gone && !c->input_paused; i++) {
     ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (n < 0 && errno == EINTR)
       continue;
@@ -401,13 +401,20 @@ static gboolean client_in_cb(int fd, GIOCondition cond, gpointer data)
     }
     client_feed(c, buf, (gsize)n);
   }
-  gboolean dead = c->peer.gone || c->read_closed;
+  gboolean dead = c->peer.gone || c->read_closed || c->input_paused;
   if (dead)
     c->in_src = 0;
   if (c->read_closed && !c->peer.gone)
     c->in_src = g_unix_fd_add(fd, G_IO_HUP | G_IO_ERR, client_hup_cb, c);
   client_unref(c);
   return dead ? G_SOURCE_REMOVE : G_SOURCE_CONTINUE;
+}
+
+void nf_control_client_resume_input(Client *c)
+{
+  c->input_paused = FALSE;
+  if (!c->peer.gone && c->in_src == 0)
+    c->in_src = g_unix_fd_add(c->fd, G_IO_IN, client_in_cb, c);
 }
 
 /* Both directions closed: the peer is gone, not just done sending. */

@@ -18,6 +18,8 @@
 #include <fcntl.h>
 #include <string.h>
 #include <stdio.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <glib-unix.h>
@@ -228,7 +230,7 @@ static gboolean input_flush(NfSerial *s)
   if (s->in_buf && done > 0)
     g_byte_array_remove_range(s->in_buf, 0, (guint)done);
   if (s->watch_id)
-    nf_poller_modify(s->watch_id, nf_serial_input_pending(s) ? EPOLLIN | EPOLLOUT : EPOLLIN);
+    nf_poller_modify(s->watch_id, s->in_buf && s->in_buf->len > 0 ? EPOLLIN | EPOLLOUT : EPOLLIN);
   return ok;
 }
 
@@ -290,7 +292,12 @@ gssize nf_serial_write(NfSerial *s, const char *data, gsize len)
 
 gboolean nf_serial_input_pending(const NfSerial *s)
 {
-  return s->in_buf && s->in_buf->len > 0;
+  if (s->in_buf && s->in_buf->len > 0)
+    return TRUE;
+  /* Sent, but not yet read by qemu (it reads as the guest's UART drains):
+   * qemu drops what is unread when we hang up. */
+  int queued = 0;
+  return ioctl(s->fd, SIOCOUTQ, &queued) == 0 && queued > 0;
 }
 
 void nf_serial_free(NfSerial *s)

@@ -43,10 +43,11 @@ char *nf_serial_tail(NfSerial *serial, gsize max);
 /* Input for the guest (console): written now as far as the socket takes
  * it, the rest kept and written as qemu reads (never blocking the loop),
  * up to NF_SERIAL_INPUT_MAX pending. Returns the bytes taken (fewer than
- * `len` only past that cap), -1 when the socket failed. */
+ * `len` only past that cap: the writer then offers the rest again later,
+ * control-streams.c), -1 when the socket failed. */
 #define NF_SERIAL_INPUT_MAX (1024 * 1024)
 gssize nf_serial_write(NfSerial *serial, const char *data, gsize len);
-/* Input taken but not yet written to qemu. */
+/* Input taken but not yet read by qemu (here, or in the socket). */
 gboolean nf_serial_input_pending(const NfSerial *serial);
 
 /* Stops reading and closes the fd and log. Callable from the serial's own
