@@ -307,12 +307,6 @@ static void test_log_max(void)
   g_autofree char *d = cli(0, down);
 }
 
-static gboolean file_contains(const char *path, const char *needle)
-{
-  g_autofree char *text = NULL;
-  return g_file_get_contents(path, &text, NULL, NULL) && strstr(text, needle) != NULL;
-}
-
 /* `events` whose reader stops while the fleet churns: the supervisor drops
  * it past 1 MiB unread, and it says so and exits 1 (it exited 0, as if
  * the fleet had stopped). Restarts of 200 fake guests make the events. */
@@ -329,10 +323,10 @@ static void test_events_dropped(void)
   g_assert_true(nf_test_wait_polled(nf_test_pid_stopped, GINT_TO_POINTER(pid), 10, CLI_MS));
   g_autofree char *log = g_build_filename(tmp, "state/nervesfleet/evdrop/supervisor.log", NULL);
   const char *restart[] = {"restart", "all", "--wait", "--name", "evdrop", NULL};
-  for (guint i = 0; i < 40 && !file_contains(log, "dropped control client"); i++) {
+  for (guint i = 0; i < 40 && !nf_test_file_contains(log, "dropped control client"); i++) {
     g_autofree char *r = cli(0, restart);
   }
-  g_assert_true(file_contains(log, "dropped control client"));
+  g_assert_true(nf_test_file_contains(log, "dropped control client"));
   nf_test_proc_signal(ev, SIGCONT);
   g_assert_cmpint(nf_test_proc_wait_exit(ev, CLI_MS), ==, 1);
   g_assert_nonnull(strstr(nf_test_proc_output(ev), "ended the stream while the fleet runs"));

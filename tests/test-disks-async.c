@@ -208,11 +208,6 @@ static void test_loop_serves_while_overlays_are_made(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
-static gboolean file_exists(gpointer path)
-{
-  return g_file_test(path, G_FILE_TEST_EXISTS);
-}
-
 /* Ctrl-C while the fleet's disks are being made (before its main loop
  * runs) is handled, not fatal: once the disks are done the fleet stops in
  * order and run exits 0. It killed the supervisor mid-way before (exit
@@ -230,7 +225,7 @@ static void test_interrupt_while_disks_are_made(void)
   g_autofree char *wrapper = g_build_filename(tmp, "bin", "qemu-img", NULL);
   g_autofree char *waiting = g_strconcat(gate, ".waiting", NULL);
   /* (A qemu-img other than create, `info` say, passes the gate at once.) */
-  g_assert_true(nf_test_wait_polled(file_exists, waiting, 10, CLI_MS));
+  g_assert_true(nf_test_wait_polled(nf_test_path_exists, waiting, 10, CLI_MS));
   /* A terminal's Ctrl-C goes to run's process group: the disk tools are
    * not in it (they died of it, and the start failed). */
   g_autoptr(GArray) held = nf_test_pids_matching(wrapper);

@@ -117,11 +117,6 @@ static void test_input_after_console_let_go(void)
   nf_fake_fleet_finish(f, FALSE);
 }
 
-static gboolean file_exists(gpointer path)
-{
-  return g_file_test(path, G_FILE_TEST_EXISTS);
-}
-
 /* n guests, all ready, probed often (`probes` FALSE: not at all); guest 1
  * prints 5 MiB ~1.5 s after its QMP handshake (its log is capped at 4 MiB:
  * one rotation). */
@@ -151,7 +146,7 @@ static void test_log_capped_without_probes(void)
   NfFakeFleet *f = chatty_fleet_probed(1, FALSE);
   const char *log = nf_vm_console_log_path(vm_of(f, 1));
   g_autofree char *old = g_strconcat(log, ".1", NULL);
-  g_assert_true(nf_test_wait_for(file_exists, old, WAIT_MS));
+  g_assert_true(nf_test_wait_for(nf_test_path_exists, old, WAIT_MS));
   struct stat st;
   g_assert_cmpint(stat(log, &st), ==, 0);
   g_assert_cmpint(st.st_size, <=, NF_DEFAULT_LOG_MAX);
@@ -173,7 +168,7 @@ static void test_log_capped_after_quiet_spell(void)
   const char *log1 = nf_vm_console_log_path(vm_of(f, 1));
   g_autofree char *old1 = g_strconcat(log1, ".1", NULL);
   g_autofree char *old2 = g_strconcat(nf_vm_console_log_path(vm_of(f, 2)), ".1", NULL);
-  g_assert_true(nf_test_wait_for(file_exists, old1, WAIT_MS));
+  g_assert_true(nf_test_wait_for(nf_test_path_exists, old1, WAIT_MS));
   struct stat st;
   g_assert_cmpint(stat(log1, &st), ==, 0);
   g_assert_cmpint(st.st_size, <=, NF_DEFAULT_LOG_MAX);

@@ -157,17 +157,24 @@ static void test_boot_timeout_hung(void)
 
 /* READY+HEALTH_FAIL: a qemu that stops answering QMP after it was ready is
  * found by the health probe, killed and restarted. */
+/* Starts `f` (one guest) with the fake's fault `var`=`value`: the guest
+ * comes up, goes unhealthy, and its restart (the fault unset) is ready. */
+static void fault_then_back(NfFakeFleet *f, const char *var, const char *value)
+{
+  g_setenv(var, value, TRUE);
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_UNHEALTHY, WAIT_MS));
+  g_unsetenv(var); /* the restarted one stays well */
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
+}
+
 static void test_ready_then_hung(void)
 {
   NfFakeFleet *f = nf_fake_fleet_new(1, 1);
   f->config.health_interval_ms = 100;
   f->config.health_timeout_ms = 300;
-  g_setenv("FAKE_QEMU_HANG_MS", "300", TRUE);
-  nf_fake_fleet_start(f);
-  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
-  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_UNHEALTHY, WAIT_MS));
-  g_unsetenv("FAKE_QEMU_HANG_MS"); /* the restarted one stays well */
-  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
+  fault_then_back(f, "FAKE_QEMU_HANG_MS", "300");
   g_assert_cmpuint(nf_fake_fleet_seen(f, NF_VM_READY, NF_VM_UNHEALTHY), ==, 1);
   g_assert_cmpuint(nf_fake_fleet_seen(f, NF_VM_UNHEALTHY, NF_VM_BACKOFF), ==, 1);
   g_assert_cmpint(nf_vm_exit_kind(vm_of(f, 1)), ==, NF_EXIT_HUNG);
@@ -183,12 +190,7 @@ static void test_monitor_gone(void)
 {
   NfFakeFleet *f = nf_fake_fleet_new(1, 1);
   f->config.health_timeout_ms = 1000;
-  g_setenv("FAKE_QEMU_MONITOR_GONE_MS", "300", TRUE);
-  nf_fake_fleet_start(f);
-  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
-  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_UNHEALTHY, WAIT_MS));
-  g_unsetenv("FAKE_QEMU_MONITOR_GONE_MS"); /* the restarted one keeps it */
-  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_READY, WAIT_MS));
+  fault_then_back(f, "FAKE_QEMU_MONITOR_GONE_MS", "300");
   g_assert_true(any_reason_has(f, "QMP monitor closed while qemu kept running"));
   g_assert_cmpint(nf_vm_exit_kind(vm_of(f, 1)), ==, NF_EXIT_HUNG);
   nf_fake_fleet_finish(f, FALSE);

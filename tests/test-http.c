@@ -100,23 +100,45 @@ static void parse_response(const char *raw, Response *r)
   (void)sscanf(raw, "HTTP/1.%*d %d", &r->status);
 }
 
-/* One raw request on a fresh connection; the whole answer. */
-static void raw_request(guint p, const char *req, gsize len, Response *r)
+/* One raw request on a fresh connection; the whole answer, waited for
+ * `timeout_ms` at most. */
+static void raw_request_within(guint p, const char *req, gsize len, guint timeout_ms, Response *r)
 {
   int fd = tcp_connect(p);
   (void)send_all(fd, req, len);
-  g_autofree char *raw = read_all(fd, REPLY_MS);
+  g_autofree char *raw = read_all(fd, timeout_ms);
   close(fd);
   parse_response(raw, r);
 }
 
-static void http(const char *method, const char *path, const char *body, Response *r)
+static void raw_request(guint p, const char *req, gsize len, Response *r)
+{
+  raw_request_within(p, req, len, REPLY_MS, r);
+}
+
+static void http_within(const char *method, const char *path, const char *body, guint timeout_ms,
+                        Response *r)
 {
   g_autofree char *req =
       g_strdup_printf("%s %s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nContent-Type: application/json\r\n"
                       "Content-Length: %zu\r\n\r\n%s",
                       method, path, port, body ? strlen(body) : 0, body ? body : "");
-  raw_request(port, req, strlen(req), r);
+  raw_request_within(port, req, strlen(req), timeout_ms, r);
+}
+
+static void http(const char *method, const char *path, const char *body, Response *r)
+{
+  http_within(method, path, body, REPLY_MS, r);
+}
+
+/* A GET of a stream (events, a console) on a fresh connection: its fd. */
+static int stream_open(const char *path)
+{
+  int fd = tcp_connect(port);
+  g_autofree char *req =
+      g_strdup_printf("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", path, port);
+  g_assert_true(send_all(fd, req, strlen(req)));
+  return fd;
 }
 
 static json_t *http_json(const char *method, const char *path, const char *body, int status)
@@ -273,10 +295,7 @@ static gboolean stream_until(int fd, GString *acc, const char *needle, guint tim
 
 static void test_events_and_sigkill(void)
 {
-  int fd = tcp_connect(port);
-  g_autofree char *req =
-      g_strdup_printf("GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", port);
-  g_assert_true(send_all(fd, req, strlen(req)));
+  int fd = stream_open("/api/events");
   g_autoptr(GString) acc = g_string_new(NULL);
   g_assert_true(stream_until(fd, acc, "event: ps\ndata: {", REPLY_MS));
   g_assert_nonnull(strstr(acc->str, "text/event-stream"));
@@ -298,10 +317,7 @@ static void test_events_and_sigkill(void)
 
 static void test_console_stream(void)
 {
-  int fd = tcp_connect(port);
-  g_autofree char *req =
-      g_strdup_printf("GET /api/guests/2/console HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", port);
-  g_assert_true(send_all(fd, req, strlen(req)));
+  int fd = stream_open("/api/guests/2/console");
   g_autoptr(GString) acc = g_string_new(NULL);
   /* The replay of recent output carries the guest's prompt or ready line. */
   g_assert_true(stream_until(fd, acc, "event: console\ndata: \"", REPLY_MS));
@@ -331,10 +347,7 @@ static void test_levers(void)
   g_assert_cmpint(json_array_size(json_object_get(three, "guests")), ==, 3);
   /* A console stream of the guest about to be scaled away ends with it
    * (the chunked body's last chunk) instead of idling on. */
-  int con = tcp_connect(port);
-  g_autofree char *req =
-      g_strdup_printf("GET /api/guests/3/console HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", port);
-  g_assert_true(send_all(con, req, strlen(req)));
+  int con = stream_open("/api/guests/3/console");
   g_autoptr(GString) acc = g_string_new(NULL);
   g_assert_true(stream_until(con, acc, "event: console\ndata: \"", REPLY_MS));
   json_auto_t *down = http_json("POST", "/api/scale", "{\"count\":2,\"wait\":true}", 200);
@@ -362,17 +375,9 @@ static void test_levers(void)
  * was shut at ~31 s, the wait going on for nobody. */
 static void test_long_wait(void)
 {
-  g_autofree char *body = g_strdup("{\"bytes\":107374182400000,\"timeout_ms\":33000}");
-  g_autofree char *req =
-      g_strdup_printf("POST /api/guests/1/balloon HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nContent-Type: "
-                      "application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                      port, strlen(body), body);
-  int fd = tcp_connect(port);
-  g_assert_true(send_all(fd, req, strlen(req)));
-  g_autofree char *raw = read_all(fd, 60000);
-  close(fd);
   g_auto(Response) r = {0};
-  parse_response(raw, &r);
+  http_within("POST", "/api/guests/1/balloon", "{\"bytes\":107374182400000,\"timeout_ms\":33000}",
+              60000, &r);
   g_test_message("after the wait: %d %s", r.status, r.body);
   g_assert_cmpint(r.status, ==, 200);
   g_assert_nonnull(strstr(r.body, "\"reached\":false"));

@@ -407,6 +407,17 @@ static gboolean file_has(FileWait *w)
   return w->found;
 }
 
+gboolean nf_test_path_exists(gpointer path)
+{
+  return g_file_test(path, G_FILE_TEST_EXISTS);
+}
+
+gboolean nf_test_file_contains(const char *path, const char *needle)
+{
+  FileWait w = {path, needle, FALSE};
+  return file_has(&w);
+}
+
 static void file_changed_cb(GFileMonitor *m, GFile *f, GFile *o, GFileMonitorEvent e, gpointer data)
 {
   file_has(data);

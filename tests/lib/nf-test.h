@@ -89,6 +89,10 @@ int nf_test_run_cli(const char *tmpdir, const char *const *args, guint timeout_m
 /* Waits (on pidfds, no polling) until every pid in `pids` has exited. */
 gboolean nf_test_wait_pids_gone(GArray *pids, guint timeout_ms);
 
+/* Whether `path` exists (a predicate for nf_test_wait_for/_polled), and
+ * whether the file at `path` contains `needle` now. */
+gboolean nf_test_path_exists(gpointer path);
+gboolean nf_test_file_contains(const char *path, const char *needle);
 /* Waits (on inotify via GFileMonitor) until the file at `path` exists and
  * contains `needle`. */
 gboolean nf_test_wait_file_contains(const char *path, const char *needle, guint timeout_ms);
