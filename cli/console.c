@@ -118,6 +118,52 @@ static void drain_after_input(NfClient *c, char *buf, gsize size)
   }
 }
 
+/* Sends `data` to the guest while still reading its output: the supervisor
+ * reads a writer only as fast as the guest takes the input, and one that
+ * blocked here on its send, reading nothing, would be dropped for the
+ * output it left unread (the guest's echo of the input, say). */
+static gboolean send_draining(NfClient *c, const char *data, gsize len, GError **error)
+{
+  char out[16384];
+  while (len > 0) {
+    struct pollfd p = {.fd = nf_client_fd(c), .events = POLLIN | POLLOUT};
+    if (!nf_client_has_buffered(c) && poll(&p, 1, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "poll: %s", g_strerror(errno));
+      return FALSE;
+    }
+    if (nf_client_has_buffered(c) || (p.revents & POLLIN)) {
+      gssize n = nf_client_read_raw(c, out, sizeof(out), error);
+      if (n <= 0) {
+        if (n == 0)
+          g_set_error(error, G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED,
+                      "the supervisor closed the console");
+        return FALSE;
+      }
+      if (!nf_log_write_raw(out, (gsize)n) && errno != EPIPE) {
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "cannot write to stdout: %s",
+                    g_strerror(errno));
+        return FALSE;
+      }
+      continue;
+    }
+    if (p.revents & (POLLOUT | POLLHUP | POLLERR)) {
+      ssize_t n = send(nf_client_fd(c), data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        continue;
+      if (n < 0) {
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "control socket: %s",
+                    g_strerror(errno));
+        return FALSE;
+      }
+      data += n;
+      len -= (gsize)n;
+    }
+  }
+  return TRUE;
+}
+
 /* stdout failed: a reader that went away (`console 1 | head`) detaches
  * quietly; anything else is an error that says so. */
 static NfConsoleEnd output_failed(GError **error)
@@ -186,7 +232,7 @@ NfConsoleEnd nf_console_run(NfClient *c, gboolean writer, GError **error)
       g_autoptr(GString) send = g_string_new(NULL);
       gboolean detach = nf_console_filter_keys(&escaped, buf, (gsize)n, send);
       if (send->len && writer) {
-        if (!nf_client_write_all(c, send->str, send->len, error)) {
+        if (!send_draining(c, send->str, send->len, error)) {
           end = NF_CONSOLE_ERROR;
           break;
         }
