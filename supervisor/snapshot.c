@@ -269,6 +269,13 @@ void nf_snapshot_restore_failed(NfSnapshot *snap, const char *why)
                      why, snap->state_path);
 }
 
+gboolean nf_snapshot_restore_rejected(const char *qemu_stderr)
+{
+  /* qemu's incoming migration ends with this line, whatever the cause
+   * (truncated, foreign or corrupt stream), just before it exits. */
+  return qemu_stderr && strstr(qemu_stderr, "load of migration failed") != NULL;
+}
+
 void nf_snapshot_cancel(NfSnapshot *snap)
 {
   if (snap == NULL)

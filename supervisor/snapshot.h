@@ -76,6 +76,12 @@ const char *nf_snapshot_file(const NfSnapshot *snap);
  * and later starts boot normally. `why` names the guest and qemu's words. */
 void nf_snapshot_restore_failed(NfSnapshot *snap, const char *why);
 
+/* Whether a restoring qemu's last stderr lines say it rejected the stream.
+ * Only that drops the snapshot: a qemu that exits for another reason while
+ * restoring (no RAM for it, a bad --qemu-arg) says nothing about the file,
+ * and its restart restores again. */
+gboolean nf_snapshot_restore_rejected(const char *qemu_stderr);
+
 /* Cancels a build in progress: the template is killed, temporary files are
  * removed, `done` does not run. NULL or no build: nothing. */
 void nf_snapshot_cancel(NfSnapshot *snap);

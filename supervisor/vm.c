@@ -349,9 +349,11 @@ void nf_vm_on_exit_cb(NfProcess *proc, int status, gpointer data)
   /* qemu exits by itself when it cannot load the snapshot: drop it, so this
    * guest's restart (and every later start) boots instead. */
   if (vm->restore_file && !vm->stop_requested && WIFEXITED(status) && WEXITSTATUS(status) != 0) {
-    g_autofree char *tail = nf_vm_stderr_tail(vm, 1);
-    g_autofree char *why = g_strdup_printf("%s: %s", vm->name, tail);
-    nf_snapshot_restore_failed(vm->env->snapshot, why);
+    g_autofree char *tail = nf_vm_stderr_tail(vm, 4);
+    const char *last = strrchr(tail, '\n');
+    g_autofree char *why = g_strdup_printf("%s: %s", vm->name, last ? last + 1 : tail);
+    if (nf_snapshot_restore_rejected(tail))
+      nf_snapshot_restore_failed(vm->env->snapshot, why);
   }
   /* A pidfd can win the race with qemu's last QMP words (SHUTDOWN and its
    * reason, written just before it exits): read them first, or a guest

@@ -4,7 +4,8 @@
  * a restored guest killed with SIGKILL is restored again; a snapshot whose
  * inputs changed (kernel arguments, kernel file) is rebuilt, never used; a
  * corrupt or truncated state file is rebuilt before use, and one that fails
- * while guests restore from it is dropped and the guest boots instead; a
+ * while guests restore from it is dropped and the guest boots instead (a
+ * qemu that fails for another reason while restoring keeps it); a
  * template that cannot be built falls back to booting; a stop during the
  * build leaves no template behind; flags a snapshot
  * cannot serve are refused; nothing is left behind (template qemu, runtime
@@ -79,7 +80,21 @@ static void assert_runtime_gone(const char *tmp)
 static void test_restore_own_identity_and_again(void)
 {
   g_autofree char *tmp = nf_test_tmpdir_new();
-  const char *args[] = {"run", "3", "--name", "snap", "--snapshot", "--ksm", "off", NULL};
+  /* qemu, but it fails once, before it is up, whenever `flag` exists. */
+  g_autofree char *flag = g_build_filename(tmp, "fail-once", NULL);
+  g_autofree char *qemu = g_build_filename(tmp, "qemu-fails-once", NULL);
+  g_autofree char *script = g_strdup_printf(
+      "#!/bin/sh\n"
+      "if rm '%s' 2>/dev/null; then\n"
+      "  echo \"qemu-system-aarch64: cannot set up guest memory: Cannot allocate memory\" >&2\n"
+      "  exit 1\n"
+      "fi\n"
+      "exec qemu-system-aarch64 \"$@\"\n",
+      flag);
+  g_assert_true(g_file_set_contents(qemu, script, -1, NULL));
+  g_assert_cmpint(g_chmod(qemu, 0755), ==, 0);
+  const char *args[] = {"run",   "3",   "--name", "snap", "--snapshot",
+                        "--ksm", "off", "--qemu", qemu,   NULL};
   g_autoptr(NfTestProc) p = nf_test_proc_spawn(tmp, args);
 
   g_assert_true(nf_test_proc_wait_output(p, "all 3 guests ready", BOOT_MS));
@@ -93,7 +108,7 @@ static void test_restore_own_identity_and_again(void)
   }
   /* The template is gone: only the three guests run, and it left no files. */
   g_autoptr(GArray) qemus = nf_test_pids_matching(tmp);
-  g_assert_cmpuint(qemus->len, ==, 3);
+  g_assert_cmpuint(qemus->len, ==, 3 + 1); /* and the supervisor: its --qemu is in tmp */
   g_autofree char *tpl = g_build_filename(tmp, "run/nervesfleet/snap/template.pid", NULL);
   g_assert_false(g_file_test(tpl, G_FILE_TEST_EXISTS));
 
@@ -102,6 +117,17 @@ static void test_restore_own_identity_and_again(void)
   g_assert_true(nf_test_proc_wait_count(p, "vm-0002 ready NF-000002", 2, BOOT_MS));
   g_autofree char *text2 = console_of(tmp, "snap", 2);
   g_assert_cmpuint(count_of(text2, "serial=NF-000002 source=fw_cfg restored=snapshot"), ==, 2);
+
+  /* A qemu that fails while restoring for another reason (no RAM for it)
+   * says nothing about the file: the snapshot stays, and the restart
+   * restores. Before, any non-zero exit dropped it. */
+  g_assert_true(g_file_set_contents(flag, "", 0, NULL));
+  kill(guest_pid(tmp, "snap", 1), SIGKILL);
+  g_assert_true(nf_test_proc_wait_count(p, "vm-0001 ready NF-000001", 2, BOOT_MS));
+  g_assert_false(g_file_test(flag, G_FILE_TEST_EXISTS)); /* it did fail once */
+  g_autofree char *text1 = console_of(tmp, "snap", 1);
+  g_assert_cmpuint(count_of(text1, "serial=NF-000001 source=fw_cfg restored=snapshot"), ==, 2);
+  g_assert_null(strstr(nf_test_proc_output(p), "restore failed"));
 
   /* A state file that breaks under the running fleet: the next restore fails,
    * the snapshot is dropped and that guest boots instead. */
