@@ -122,8 +122,9 @@ static void nf_qmp_out_append(NfQmp *qmp, const char *data, gsize len);
 static void nf_qmp_flush(NfQmp *qmp, gboolean in_dispatch);
 static void nf_qmp_watch_out(NfQmp *qmp, gboolean on);
 static void nf_qmp_expire(NfQmp *qmp);
+static NfQmpPending *nf_qmp_first_expired(NfQmp *qmp, gint64 now);
 static void nf_qmp_rearm(NfQmp *qmp);
-static gint nf_qmp_pending_cmp_deadline(gconstpointer a, gconstpointer b);
+static gboolean nf_qmp_pending_before(const NfQmpPending *a, const NfQmpPending *b);
 static NfQmpPending *nf_qmp_pending_find(NfQmp *qmp, gint64 id);
 static void nf_qmp_pending_remove(NfQmp *qmp, NfQmpPending *p);
 static void nf_qmp_pending_complete(NfQmp *qmp, NfQmpPending *p, const NfQmpReply *reply);
@@ -533,9 +534,12 @@ static void nf_qmp_watch_out(NfQmp *qmp, gboolean on)
 }
 
 /* Fails every command whose deadline passed, earliest deadline first (a
- * stalled loop can find several expired at once). They are all unlinked
- * before the first callback runs, so a callback closing the connection cannot
- * make one of them fail twice. */
+ * stalled loop can find several expired at once). One at a time: each is
+ * unlinked just before its callback, so if that callback closes the
+ * connection, the rest are still pending and fail with DISCONNECTED before
+ * `closed` runs, as the contract says (unlinking all first made them fail
+ * with TIMEOUT after it), and none fails twice. Commands a callback issues
+ * cannot be expired yet: their deadlines are later than `now`. */
 static void nf_qmp_expire(NfQmp *qmp)
 {
   gint64 now = g_get_monotonic_time();
@@ -543,42 +547,40 @@ static void nf_qmp_expire(NfQmp *qmp)
   if (armed < 0 || armed > now)
     return;
 
-  g_autoptr(GPtrArray) expired = g_ptr_array_new();
-  for (GList *l = qmp->pending.head; l != NULL;) {
-    NfQmpPending *p = l->data;
-    l = l->next;
-    if (p->deadline_us > now)
-      continue;
+  NfQmpPending *p;
+  while (qmp->state != NF_QMP_STATE_CLOSED && (p = nf_qmp_first_expired(qmp, now)) != NULL) {
     g_queue_unlink(&qmp->pending, &p->link);
     if (p->line == NULL) { /* it was sent: qemu may still answer it */
       if (qmp->timed_out == NULL)
         qmp->timed_out = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
       g_hash_table_add(qmp->timed_out, g_memdup2(&p->id, sizeof(p->id)));
     }
-    g_ptr_array_add(expired, p);
-  }
-  nf_qmp_rearm(qmp);
-  if (expired->len == 0)
-    return;
-  qmp->responsive = FALSE;
-  g_ptr_array_sort(expired, nf_qmp_pending_cmp_deadline);
-
-  for (guint i = 0; i < expired->len; i++) {
-    NfQmpPending *p = expired->pdata[i];
+    qmp->responsive = FALSE;
     g_autoptr(GError) error =
         g_error_new(NF_QMP_ERROR, NF_QMP_ERROR_TIMEOUT, "QMP command '%s' timed out after %u ms",
                     p->command, p->timeout_ms);
     NfQmpReply reply = {.error = error};
     nf_qmp_pending_complete(qmp, p, &reply);
   }
+  nf_qmp_rearm(qmp);
 }
 
-static gint nf_qmp_pending_cmp_deadline(gconstpointer a, gconstpointer b)
+/* The pending command with the earliest deadline at or before `now` (ties:
+ * the first issued), or NULL. */
+static NfQmpPending *nf_qmp_first_expired(NfQmp *qmp, gint64 now)
 {
-  const NfQmpPending *pa = *(NfQmpPending *const *)a, *pb = *(NfQmpPending *const *)b;
-  if (pa->deadline_us != pb->deadline_us)
-    return pa->deadline_us < pb->deadline_us ? -1 : 1;
-  return pa->id < pb->id ? -1 : pa->id > pb->id;
+  NfQmpPending *first = NULL;
+  for (GList *l = qmp->pending.head; l != NULL; l = l->next) {
+    NfQmpPending *p = l->data;
+    if (p->deadline_us <= now && (first == NULL || nf_qmp_pending_before(p, first)))
+      first = p;
+  }
+  return first;
+}
+
+static gboolean nf_qmp_pending_before(const NfQmpPending *a, const NfQmpPending *b)
+{
+  return a->deadline_us != b->deadline_us ? a->deadline_us < b->deadline_us : a->id < b->id;
 }
 
 static void nf_qmp_rearm(NfQmp *qmp)

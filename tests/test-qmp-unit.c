@@ -836,6 +836,26 @@ static void test_default_timeout(Fixture *f, gconstpointer data)
 
 /* --- client: reentrancy -------------------------------------------------------- */
 
+static void test_close_in_timeout_callback(Fixture *f, gconstpointer data)
+{
+  /* Two commands expire in one pass (the loop stalls past both deadlines)
+   * and the first one's callback closes the connection: the second must
+   * still fail, once, before `closed` runs (reply_cb asserts the order). It
+   * used to fail with TIMEOUT after `closed`. */
+  peer_negotiate(f);
+  Result r[2] = {0};
+  exec(f, "first", 10, &r[0], ACT_CLOSE);
+  exec(f, "second", 10, &r[1], ACT_NONE);
+  g_usleep(30 * 1000); /* the stall under test, not a wait for an event */
+  g_assert_true(nf_test_wait_for(rec_closed, &f->rec, WAIT_MS));
+  g_assert_error(r[0].error, NF_QMP_ERROR, NF_QMP_ERROR_TIMEOUT);
+  g_assert_error(r[1].error, NF_QMP_ERROR, NF_QMP_ERROR_DISCONNECTED);
+  for (int i = 0; i < 2; i++) {
+    g_assert_cmpint(r[i].calls, ==, 1);
+    result_clear(&r[i]);
+  }
+}
+
 static void test_close_in_callback(Fixture *f, gconstpointer data)
 {
   peer_negotiate(f);
@@ -998,6 +1018,7 @@ int main(int argc, char **argv)
   T("timeout-order", test_timeout_order);
   T("timeout-before-greeting", test_timeout_before_greeting);
   T("default-timeout", test_default_timeout);
+  T("close-in-timeout-callback", test_close_in_timeout_callback);
   T("close-in-callback", test_close_in_callback);
   T("unref-in-callback", test_unref_in_callback);
   T("unref-in-closed", test_unref_in_closed);
