@@ -32,10 +32,9 @@ typedef struct {
   NfFleet *fleet;
   NfProgress *progress;
   NfControl *control;
-  NfHttp *http;      /* --http */
-  NfRunExec *exec;   /* --exec */
-  NfNotify *notify;  /* systemd's Type=notify (a no-op without NOTIFY_SOCKET) */
-  NfShardClaim *ids; /* this fleet's id range, checked against the host's others */
+  NfHttp *http;     /* --http */
+  NfRunExec *exec;  /* --exec */
+  NfNotify *notify; /* systemd's Type=notify (a no-op without NOTIFY_SOCKET) */
   int exit_code;
   guint signals_seen;
   gboolean stopping;
@@ -288,20 +287,6 @@ int nf_cmd_run(int argc, char **argv)
     g_strfreev(mode.exec_argv);
     return NF_EXIT_FAILURE;
   }
-  rs.ids = nf_shard_claim(&cfg, nf_fleet_runtime_dir(rs.fleet), &error);
-  if (rs.ids == NULL) {
-    if (report_fd >= 0)
-      nf_daemon_report_error(report_fd, error->message);
-    else
-      nf_cli_error("run: %s", error->message);
-    remove_signals(sigs, G_N_ELEMENTS(sigs));
-    nf_fleet_free(rs.fleet);
-    g_main_loop_unref(rs.loop);
-    nf_run_http_options_clear(&http_opts);
-    nf_fleet_config_clear(&cfg);
-    g_strfreev(mode.exec_argv);
-    return NF_EXIT_FAILURE;
-  }
   /* Before -d reports success: once `run` returns, the fleet answers. */
   static const NfControlHooks hooks = {.down = control_down_cb, .log = control_log_cb};
   rs.control = nf_control_new(rs.fleet, &hooks, &rs, &error);
@@ -322,7 +307,6 @@ int nf_cmd_run(int argc, char **argv)
         nf_cli_error("%s", msg);
       nf_control_free(rs.control);
       remove_signals(sigs, G_N_ELEMENTS(sigs));
-      nf_shard_claim_release(rs.ids);
       nf_fleet_free(rs.fleet);
       g_main_loop_unref(rs.loop);
       nf_run_http_options_clear(&http_opts);
@@ -398,7 +382,6 @@ int nf_cmd_run(int argc, char **argv)
   g_autofree char *state_dir = g_strdup(nf_fleet_state_dir(rs.fleet));
 
   remove_signals(sigs, G_N_ELEMENTS(sigs));
-  nf_shard_claim_release(rs.ids);
   int state_lock = mode.ephemeral ? nf_fleet_keep_state_lock(rs.fleet) : -1;
   nf_fleet_free(rs.fleet);
   if (mode.ephemeral && rs.left_running)

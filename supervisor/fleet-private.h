@@ -16,6 +16,7 @@
 #include "supervisor/paths.h"
 #include "supervisor/ready-http.h"
 #include "supervisor/restart-policy.h"
+#include "supervisor/shard.h"
 #include "supervisor/strays.h"
 
 struct NfFleet {
@@ -26,6 +27,7 @@ struct NfFleet {
   NfVmEnv env;
   char *lock_path;
   int lock_fd;
+  NfShardClaim *ids; /* this fleet's ids, recorded for other fleets on the host (shard.h) */
   int state_lock_fd; /* NF_FLEET_STATE_LOCK in the state dir (fleet-setup.c) */
   GPtrArray *vms;
   NfLimiter *limiter;      /* the boot window */

@@ -106,7 +106,9 @@ gboolean nf_fleet_claim_dirs(NfFleet *fleet, GError **error)
     return FALSE;
   if (!take_lock(fleet, error) || !take_state_lock(fleet, error))
     return FALSE;
-  return TRUE;
+  /* Before any disk is made: a fleet refused for another's ids leaves none. */
+  fleet->ids = nf_shard_claim(config, fleet->paths.runtime_dir, error);
+  return fleet->ids != NULL;
 }
 
 /* Opens `path` (made if missing, `mode`) and takes it with flock, our pid

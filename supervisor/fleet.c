@@ -561,6 +561,7 @@ void nf_fleet_free(NfFleet *fleet)
   g_clear_pointer(&fleet->ready_http, nf_ready_http_free);
   nf_tap_free(fleet->env.tap, fleet->detaching);
   fleet->env.tap = NULL;
+  g_clear_pointer(&fleet->ids, nf_shard_claim_release);
   if (fleet->lock_fd >= 0) {
     if (!fleet->detaching)
       remove_stale_runtime_files(fleet);

@@ -380,9 +380,13 @@ static void test_shard_overlap(void)
   g_assert_cmpint(json_integer_value(json_object_get(json_array_get(guests, 0), "id")), ==, 3);
   g_assert_cmpint(json_integer_value(json_object_get(json_array_get(guests, 1), "id")), ==, 4);
 
-  /* Ids 2-3, same serial format: overlaps both shards. */
+  /* Ids 2-3, same serial format: overlaps both shards. Refused before its
+   * disks are made: it leaves no overlay, no state or runtime dir (the
+   * claim used to come after the overlays, which stayed). */
   g_autofree char *out = NULL;
-  const char *over[] = {"--name", "odd", "--id-offset", "1", "--shard", "0/1", NULL};
+  g_autofree char *base = nf_test_make_ext4_base(tmp);
+  const char *over[] = {"--name", "odd",    "--id-offset", "1", "--shard",
+                        "0/1",    "--disk", base,          NULL};
   g_autoptr(NfTestProc) c = spawn_fake(tmp, "2", over);
   g_assert_cmpint(nf_test_proc_wait_exit(c, 60000), ==, 1);
   g_test_message("%s", nf_test_proc_output(c));
@@ -390,6 +394,10 @@ static void test_shard_overlap(void)
   g_assert_nonnull(strstr(nf_test_proc_output(c), "already has ids"));
   g_autofree char *odd_ids = g_build_filename(tmp, "run", "nervesfleet", "odd", "ids", NULL);
   g_assert_false(g_file_test(odd_ids, G_FILE_TEST_EXISTS));
+  g_autofree char *odd_run = g_path_get_dirname(odd_ids);
+  g_autofree char *odd_state = g_build_filename(tmp, "state", "nervesfleet", "odd", NULL);
+  g_assert_false(g_file_test(odd_run, G_FILE_TEST_EXISTS));
+  g_assert_false(g_file_test(odd_state, G_FILE_TEST_EXISTS));
   /* Another serial format is another identity space: no overlap. */
   const char *other_format[] = {"--name",          "other",    "--shard",        "0/1",
                                 "--serial-format", "LAB-%06u", "--print-config", NULL};
