@@ -3,6 +3,7 @@
  * the last one to leave, even after a crash (see ksm.h for the books kept).
  */
 #include "supervisor/ksm.h"
+#include "supervisor/process.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -36,7 +37,8 @@ static int lock_books(gboolean create, GError **error);
 static void unlock_books(int fd);
 static char *owner_path(const char *owner_key);
 static guint prune_owners(const char *drop_path, guint *pages_sum);
-static gboolean pid_alive(GPid pid);
+static gboolean owner_alive(const char *entry, guint *pages);
+static char *owner_entry(guint pages, const char *owner_key);
 static void restore_saved(void);
 static void apply(guint pages);
 
@@ -159,9 +161,26 @@ static char *owner_path(const char *owner_key)
   return g_build_filename(state_dir(), name, NULL);
 }
 
-static gboolean pid_alive(GPid pid)
+/* An owner entry: our pid and its start time (a crashed supervisor's pid
+ * may be another process's by the time someone prunes), our scan rate, and
+ * the fleet for people reading the file. */
+static char *owner_entry(guint pages, const char *owner_key)
 {
-  return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+  GPid self = getpid();
+  return g_strdup_printf("pid=%d pages=%u start=%" G_GUINT64_FORMAT "\nfleet=%s\n", (int)self,
+                         pages, nf_process_stat_field(self, 22), owner_key);
+}
+
+/* Whether an entry's supervisor still runs: its pid is there and, when the
+ * entry has one (older ones do not), with the start time it wrote. */
+static gboolean owner_alive(const char *entry, guint *pages)
+{
+  int pid = 0;
+  guint64 start = 0;
+  int n = sscanf(entry, "pid=%d pages=%u start=%" G_GUINT64_FORMAT, &pid, pages, &start);
+  if (n < 2 || pid <= 0 || (kill(pid, 0) != 0 && errno != EPERM))
+    return FALSE;
+  return n < 3 || start == nf_process_stat_field(pid, 22);
 }
 
 /* Removes `drop_path` (may be NULL) and the entries of dead supervisors;
@@ -178,10 +197,8 @@ static guint prune_owners(const char *drop_path, guint *pages_sum)
       continue;
     g_autofree char *path = g_build_filename(state_dir(), n, NULL);
     g_autofree char *text = NULL;
-    int pid = 0;
     guint pages = 0;
-    if (!g_file_get_contents(path, &text, NULL, NULL) ||
-        sscanf(text, "pid=%d pages=%u", &pid, &pages) != 2 || !pid_alive(pid)) {
+    if (!g_file_get_contents(path, &text, NULL, NULL) || !owner_alive(text, &pages)) {
       g_unlink(path);
       continue;
     }
@@ -260,7 +277,7 @@ NfKsm *nf_ksm_acquire(const char *owner_key, guint pages_to_scan, GError **error
       goto fail;
     }
   }
-  entry = g_strdup_printf("pid=%d pages=%u\nfleet=%s\n", (int)getpid(), pages_to_scan, owner_key);
+  entry = owner_entry(pages_to_scan, owner_key);
   if (!g_file_set_contents(k->owner_path, entry, -1, error)) {
     g_prefix_error(error, "--ksm: ");
     goto fail;
@@ -288,8 +305,7 @@ fail:
 void nf_ksm_set_rate(NfKsm *k, guint pages_to_scan)
 {
   int lock = lock_books(FALSE, NULL);
-  g_autofree char *entry =
-      g_strdup_printf("pid=%d pages=%u\nfleet=%s\n", (int)getpid(), pages_to_scan, k->owner_key);
+  g_autofree char *entry = owner_entry(pages_to_scan, k->owner_key);
   guint pages = 0;
   if (g_file_set_contents(k->owner_path, entry, -1, NULL) && prune_owners(NULL, &pages) > 0)
     apply(pages);

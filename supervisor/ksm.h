@@ -10,7 +10,8 @@
  * directory (NF_KSM_STATE_DIR, root-only like KSM itself):
  *   - `saved`: the host's settings as the first fleet found them;
  *   - `owner-<hash of the fleet's runtime dir>`: one file per fleet using KSM
- *     (its supervisor pid and the scan rate it asked for);
+ *     (its supervisor's pid and start time, so that a dead one's reused pid
+ *     does not keep it alive, and the scan rate it asked for);
  *   - `lock`: flock'ed around every read-modify-write.
  * The applied scan rate is the sum of the live owners' rates. When the last
  * owner goes (stop, or a dead supervisor's entry pruned at the next start of

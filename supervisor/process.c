@@ -385,6 +385,24 @@ void nf_process_forget(NfProcess *proc)
   g_free(proc);
 }
 
+guint64 nf_process_stat_field(GPid pid, guint field)
+{
+  char path[64];
+  g_snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+  g_autofree char *text = NULL;
+  if (field < 3 || !g_file_get_contents(path, &text, NULL, NULL))
+    return 0;
+  /* "pid (comm) state ppid ...": comm may hold spaces and parentheses, so
+   * fields are counted from the last ')' (field 2's end). */
+  const char *p = strrchr(text, ')');
+  if (p == NULL)
+    return 0;
+  g_auto(GStrv) rest = g_strsplit(p + 2, " ", (gint)(field - 1));
+  if (g_strv_length(rest) < field - 2)
+    return 0;
+  return g_ascii_strtoull(rest[field - 3], NULL, 10);
+}
+
 char *nf_process_describe_status(int wait_status)
 {
   if (WIFEXITED(wait_status))

@@ -87,6 +87,11 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(NfProcess, nf_process_free)
  * going away without stopping its guests). */
 void nf_process_forget(NfProcess *proc);
 
+/* Field `field` (numbered from 1, as in proc(5): 4 ppid, 22 starttime) of
+ * /proc/PID/stat, or 0 when the process or the field is not there. A pid
+ * with its start time names one process: pids are reused, the pair is not. */
+guint64 nf_process_stat_field(GPid pid, guint field);
+
 /* Describes a wait status for people: "exited with status 1",
  * "killed by signal 9 (Killed)". */
 char *nf_process_describe_status(int wait_status);

@@ -3,6 +3,7 @@
  * /proc, and stopping those beyond its ids (see strays.h).
  */
 #include "supervisor/strays.h"
+#include "supervisor/process.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -12,7 +13,6 @@
 
 static gboolean parse_guest_name(const char *name, const char *suffix, guint *id);
 static int cmp_uint(gconstpointer a, gconstpointer b);
-static GPid read_ppid(GPid pid);
 
 /* "vm-NNNN<suffix>" -> NNNN; FALSE for anything else. */
 static gboolean parse_guest_name(const char *name, const char *suffix, guint *id)
@@ -62,18 +62,6 @@ GArray *nf_strays_ids(const NfFleetPaths *paths)
   return ids;
 }
 
-static GPid read_ppid(GPid pid)
-{
-  char path[64];
-  g_snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-  g_autofree char *text = NULL;
-  if (!g_file_get_contents(path, &text, NULL, NULL))
-    return 0;
-  /* "pid (comm) state ppid ...": comm may hold spaces and parentheses. */
-  const char *p = strrchr(text, ')');
-  return p ? (GPid)atoi(p + 4) : 0;
-}
-
 GArray *nf_strays_processes(const char *runtime_dir)
 {
   GArray *found = g_array_new(FALSE, FALSE, sizeof(NfStrayProcess));
@@ -103,7 +91,7 @@ GArray *nf_strays_processes(const char *runtime_dir)
       g_autofree char *base = g_path_get_basename(cmd + next);
       g_autofree char *dir = g_path_get_dirname(cmd + next);
       if (strcmp(dir, runtime_dir) == 0 && parse_guest_name(base, ".pid", &id)) {
-        NfStrayProcess sp = {.id = id, .pid = pid, .ppid = read_ppid(pid)};
+        NfStrayProcess sp = {.id = id, .pid = pid, .ppid = (GPid)nf_process_stat_field(pid, 4)};
         g_array_append_val(found, sp);
       }
       break;

@@ -101,6 +101,20 @@ static void kill_owners(Fixture *f)
     }
 }
 
+/* Rewrites every owner entry as if its supervisor had died and its pid been
+ * reused: the pid is live (ours), the start time is not its process's. */
+static void reuse_owner_pids(Fixture *f)
+{
+  g_autoptr(GDir) d = g_dir_open(f->state, 0, NULL);
+  g_assert_nonnull(d);
+  for (const char *n; (n = g_dir_read_name(d)) != NULL;)
+    if (g_str_has_prefix(n, "owner-")) {
+      g_autofree char *p = g_build_filename(f->state, n, NULL);
+      g_autofree char *text = g_strdup_printf("pid=%d pages=300 start=1\n", (int)getpid());
+      g_assert_true(g_file_set_contents(p, text, -1, NULL));
+    }
+}
+
 static void test_two_fleets(Fixture *f, gconstpointer data)
 {
   g_autoptr(GError) error = NULL;
@@ -141,6 +155,13 @@ static void test_crash_then_recover(Fixture *f, gconstpointer data)
   g_assert_true(nf_ksm_recover("/run/other"));
   assert_host_original(f);
   g_assert_false(nf_ksm_recover(NULL)); /* nothing left to do */
+
+  /* So is one whose pid another process has by now. It used to count as
+   * live, and the host's settings stayed tuned until that process ended. */
+  nf_ksm_forget(nf_ksm_acquire("/run/a", 300, &error));
+  reuse_owner_pids(f);
+  g_assert_true(nf_ksm_recover("/run/other"));
+  assert_host_original(f);
 }
 
 static void test_leftover_is_not_saved_again(Fixture *f, gconstpointer data)
