@@ -33,11 +33,13 @@ static const char script[] =
     "  done\n"
     /* A CLI fleet's cgroups are nervesfleet-NAME-HASH, HASH its runtime
      * dir's g_str_hash (nf_paths_cgroup_name): a supervisor that crashed
-     * left that dir, and its cgroups, which name nothing of ours. */
+     * left that dir, and its cgroups, which name nothing of ours. The hash
+     * adds bytes as signed chars, as g_str_hash does (od -td1). */
     "  for r in \"$d\"/run/nervesfleet/*; do\n"
     "    [ -d \"$r\" ] || continue\n"
-    "    h=$(printf %s \"$r\" | od -An -v -tu1 | awk 'BEGIN { h = 5381 }\n"
-    "      { for (i = 1; i <= NF; i++) h = (h * 33 + $i) % 4294967296 }\n"
+    "    h=$(printf %s \"$r\" | od -An -v -td1 | awk 'BEGIN { h = 5381 }\n"
+    "      { for (i = 1; i <= NF; i++) { h = (h * 33 + $i) % 4294967296\n"
+    "        if (h < 0) h += 4294967296 } }\n"
     "      END { printf \"%08x\", h }')\n"
     "    for c in $(find /sys/fs/cgroup -type d -name \"nervesfleet-${r##*/}-$h\" -prune \\\n"
     "        2>/dev/null); do\n"
