@@ -1,6 +1,7 @@
 /*
  * vm-private.h: the guest's insides, shared by the files that make up one
- * guest (vm.c: channels, spawn, exit and accessors; vm-net.c: a spawn's
+ * guest (vm.c: channels, spawn, teardown and accessors; vm-qemu.c: what its
+ * qemu says over QMP, its exit and stderr; vm-net.c: a spawn's
  * networking; vm-adopt.c: taking over a guest a previous supervisor left;
  * vm-status.c: its status file and events log; vm-disk.c: the wait for its
  * disk; lifecycle.c: the state table; health.c: deadlines). Nothing outside
@@ -207,8 +208,10 @@ void nf_vm_clear_timer(guint *id);
 gboolean nf_vm_attach_channels(NfVm *vm, GError **error);
 /* Forgets what the last run showed, before a new run or an adoption. */
 void nf_vm_reset_run_facts(NfVm *vm);
-/* The qemu process is gone (NfProcess exit callback). */
+/* vm-qemu.c: the process is gone (NfProcess exit callback), and the
+ * callbacks of the guest's own QMP connection. */
 void nf_vm_on_exit_cb(NfProcess *proc, int status, gpointer data);
+extern const NfQmpCallbacks nf_vm_qmp_callbacks;
 /* Unlinks the guest's sockets and pid file in the runtime dir. */
 void nf_vm_remove_runtime_files(NfVm *vm);
 
