@@ -122,7 +122,12 @@ int nf_cmd_down(int argc, char **argv)
   }
   g_autofree char *lock = g_build_filename(paths.runtime_dir, "fleet.lock", NULL);
   int fd = open(lock, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
+  /* No lock file but guests still running: a `run` that failed to start
+   * over a dead supervisor's guests (refused --reflash-all, say) removed
+   * the file, not them. */
+  g_autoptr(GArray) left = fd < 0 ? nf_strays_processes(paths.runtime_dir) : NULL;
+  gboolean unlocked = fd < 0 || flock(fd, LOCK_SH | LOCK_NB) == 0;
+  if (fd < 0 && left->len == 0) {
     nf_ksm_recover(paths.runtime_dir); /* host KSM settings a crash left behind */
     nf_cli_error("down: no fleet '%s' running (no %s); start one with `nervesfleet run N -d "
                  "--name %s`",
@@ -131,15 +136,17 @@ int nf_cmd_down(int argc, char **argv)
     return NF_EXIT_FAILURE;
   }
   int code = NF_EXIT_OK;
-  if (flock(fd, LOCK_SH | LOCK_NB) == 0 && leave) {
-    close(fd);
+  if (unlocked && leave) {
+    if (fd >= 0)
+      close(fd);
     nf_cli_error("down: no supervisor runs fleet '%s'; nothing to leave", fleet);
     nf_paths_clear(&paths);
     return NF_EXIT_FAILURE;
   }
-  if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+  if (unlocked) {
     /* Nobody holds the lock: the supervisor died. Clean up after it. */
-    close(fd);
+    if (fd >= 0)
+      close(fd);
     int n = kill_orphans(paths.runtime_dir);
     g_autofree char *cgroup_name = nf_paths_cgroup_name(&paths, fleet);
     nf_cgroup_sweep(cgroup_name);

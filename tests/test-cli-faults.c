@@ -73,6 +73,17 @@ static void test_bad_arguments(void)
   const char *bad_log[] = {"run", "1", "--name", "flt-log", "--log-max", "lots", NULL};
   g_autofree char *o6 = cli(2, bad_log);
   g_assert_nonnull(strstr(o6, "--log-max 'lots': expected a size"));
+  /* Disk flags are checked as flags (exit 2), before any dir is made; a
+   * wrong format used to be exit 1 after the fleet's dirs were claimed. */
+  const char *fmt[] = {"run",           "1",    "--name", "flt-fmt", "--disk", "/nonexistent.img",
+                       "--disk-format", "vmdk", NULL};
+  g_autofree char *o7 = cli(2, fmt);
+  g_assert_nonnull(strstr(o7, "--disk-format 'vmdk': raw or qcow2"));
+  const char *nodisk[] = {"run", "1", "--name", "flt-nodisk", "--reflash-all", NULL};
+  g_autofree char *o8 = cli(2, nodisk);
+  g_assert_nonnull(strstr(o8, "--reflash-all is about the guests' disks"));
+  g_autofree char *state = g_build_filename(tmp, "state", "nervesfleet", "flt-fmt", NULL);
+  g_assert_false(g_file_test(state, G_FILE_TEST_EXISTS));
 }
 
 static void test_fleet_faults(void)
@@ -167,6 +178,42 @@ static void start_fakes_with(const char *name, const char *count, const char *ex
 static void start_fakes(const char *name, const char *count)
 {
   start_fakes_with(name, count, NULL, NULL);
+}
+
+/* `run --reflash-all` while guests a killed supervisor left still run on
+ * the overlays: refused (exit 1), the overlays kept. It used to remove
+ * them and adopt the qemus, which ran on deleted files and the old base. */
+static void test_reflash_all_with_orphans(void)
+{
+  g_autofree char *base = nf_test_make_ext4_base(tmp);
+  start_fakes_with("orph", "2", "--disk", base);
+  g_autofree char *overlay =
+      g_build_filename(tmp, "state/nervesfleet/orph/disks/orph-1.qcow2", NULL);
+  struct stat before, after;
+  g_assert_cmpint(stat(overlay, &before), ==, 0);
+  /* The supervisor's pid, as its lock file holds it. */
+  g_autofree char *lock = g_build_filename(tmp, "run/nervesfleet/orph/fleet.lock", NULL);
+  g_autofree char *pid_text = NULL;
+  g_assert_true(g_file_get_contents(lock, &pid_text, NULL, NULL));
+  GPid sup = (GPid)g_ascii_strtoll(pid_text, NULL, 10);
+  g_assert_cmpint(sup, >, 0);
+  g_autoptr(GArray) gone = g_array_new(FALSE, FALSE, sizeof(GPid));
+  g_array_append_val(gone, sup);
+  kill(sup, SIGKILL);
+  g_assert_true(nf_test_wait_pids_gone(gone, CLI_MS));
+
+  g_autofree char *qemu = g_build_filename(g_getenv("NF_HELPERS"), "fake-qemu", NULL);
+  g_autofree char *kernel = g_build_filename(tmp, "Image", NULL);
+  const char *again[] = {"run",    "2",      "-d",       "--name",        "orph",
+                         "--qemu", qemu,     "--kernel", kernel,          "--accel",
+                         "tcg",    "--disk", base,       "--reflash-all", NULL};
+  g_autofree char *out = cli(1, again);
+  g_assert_nonnull(strstr(out, "--reflash-all: 2 qemu processes of fleet 'orph' still run"));
+  g_assert_cmpint(stat(overlay, &after), ==, 0);
+  g_assert_cmpuint(after.st_ino, ==, before.st_ino);
+  const char *down[] = {"down", "--name", "orph", NULL};
+  g_autofree char *d = cli(0, down);
+  g_assert_nonnull(strstr(d, "killed 2 orphaned guests"));
 }
 
 /* `logs all -f` on 513 fake guests (more than the 512 that a connection
@@ -476,6 +523,7 @@ int main(int argc, char **argv)
   tmp = nf_test_tmpdir_new();
   g_test_add_func("/cli-faults/bad-arguments", test_bad_arguments);
   g_test_add_func("/cli-faults/fleet-faults", test_fleet_faults);
+  g_test_add_func("/cli-faults/reflash-all-with-orphans", test_reflash_all_with_orphans);
   g_test_add_func("/cli-faults/logs-follow-many", test_logs_follow_many);
   g_test_add_func("/cli-faults/log-max", test_log_max);
   g_test_add_func("/cli-faults/ephemeral-left-running", test_ephemeral_left_running);
