@@ -442,6 +442,20 @@ gboolean nf_run_options_parse(int *argc, char ***argv, NfFleetConfig *cfg, NfRun
     cfg->disk = g_steal_pointer(&disk);
   }
   cfg->disk_format = g_steal_pointer(&disk_format);
+  /* Said here (usage, exit 2), not after the fleet's dirs are made. */
+  if (cfg->disk_format && !g_str_equal(cfg->disk_format, "raw") &&
+      !g_str_equal(cfg->disk_format, "qcow2")) {
+    g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                "--disk-format '%s': raw or qcow2 (or leave it out: detected)", cfg->disk_format);
+    return FALSE;
+  }
+  if (cfg->disk == NULL && (cfg->disk_format || cfg->reflash_all)) {
+    g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                "%s is about the guests' disks, and this fleet has none: give --disk FILE (or "
+                "--profile nerves --firmware FILE)",
+                cfg->reflash_all ? "--reflash-all" : "--disk-format");
+    return FALSE;
+  }
   if (ready_marker) {
     if (!*ready_marker) {
       g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,

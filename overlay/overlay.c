@@ -514,9 +514,8 @@ gboolean nf_overlay_check_base(const char *dir, const NfOverlayBase *base, GErro
   if (diff) {
     g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_BASE_CHANGED,
                 "base image %s is not the one the overlays in %s were made from (%s); starting "
-                "guests on it would corrupt their disks. Restore the original base, or run "
-                "`nervesfleet reflash all` to recreate every guest's disk from this base "
-                "(what the guests wrote is lost)",
+                "guests on it would corrupt their disks. Restore the original base, or recreate "
+                "every guest's disk from this base (what the guests wrote is lost)",
                 now->path, dir, diff);
     return FALSE;
   }
