@@ -32,6 +32,15 @@ static void drop_first_pair(GPtrArray *a, const char *option)
 
 static void addf(GPtrArray *a, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 static void add_net(GPtrArray *a, const NfQemuSpec *spec);
+static char *option_value(const char *text);
+
+/* `text` as a value inside a qemu option string ("a=1,file=TEXT"): qemu
+ * reads ",," as one literal comma, and a single one as the next key. */
+static char *option_value(const char *text)
+{
+  g_auto(GStrv) parts = g_strsplit(text, ",", -1);
+  return g_strjoinv(",,", parts);
+}
 
 static void add(GPtrArray *a, const char *s)
 {
@@ -117,14 +126,16 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
     add(a, "-global");
     add(a, "virtio-mmio.force-legacy=false");
     if (spec->disk) {
+      g_autofree char *disk = option_value(spec->disk);
       add(a, "-drive");
-      addf(a, "if=none,file=%s,format=qcow2,id=vdisk", spec->disk);
+      addf(a, "if=none,file=%s,format=qcow2,id=vdisk", disk);
       add(a, "-device");
       add(a, "virtio-blk-device,drive=vdisk,bus=virtio-mmio-bus.0");
     }
   } else if (spec->disk) {
+    g_autofree char *disk = option_value(spec->disk);
     add(a, "-drive");
-    addf(a, "if=none,file=%s,format=qcow2,id=vdisk", spec->disk);
+    addf(a, "if=none,file=%s,format=qcow2,id=vdisk", disk);
     add(a, "-device");
     add(a, "virtio-blk-pci,drive=vdisk");
   }
@@ -149,9 +160,7 @@ char **nf_qemu_argv_build(const NfQemuSpec *spec)
   }
   add(a, "-chardev");
   if (spec->console_log) {
-    /* A comma in an option value is written twice. */
-    g_auto(GStrv) parts = g_strsplit(spec->console_log, ",", -1);
-    g_autofree char *escaped = g_strjoinv(",,", parts);
+    g_autofree char *escaped = option_value(spec->console_log);
     /* wait=on: qemu accepts our connection (made right after the spawn)
      * before the guest runs. With wait=off the accept could come after the
      * guest's first output, which then went to the log only: a quiet guest
@@ -216,9 +225,7 @@ static void add_net(GPtrArray *a, const NfQemuSpec *spec)
     addf(a, "name=opt/nervesfleet/server,string=%s", spec->server);
   }
   if (spec->net == NF_NET_TAP && spec->ip) {
-    /* qemu's option syntax reads ",," as one literal comma. */
-    g_auto(GStrv) parts = g_strsplit(spec->ip, ",", -1);
-    g_autofree char *escaped = g_strjoinv(",,", parts);
+    g_autofree char *escaped = option_value(spec->ip);
     add(a, "-fw_cfg");
     addf(a, "name=opt/nervesfleet/ip,string=%s", escaped);
   }

@@ -154,12 +154,15 @@ static void test_argv_disks_and_nerves(void)
                        .kernel = "/fw/little_loader.elf",
                        .guest_name = "vm-0002",
                        .serial = "S",
-                       .disk = "/d/o2.qcow2",
+                       .disk = "/d,x/o2.qcow2", /* a comma in --state-dir */
                        .profile = NF_PROFILE_NERVES,
                        .net = NF_NET_USER,
                        .mac = "5e:00:00:00:00:02"};
   g_auto(GStrv) n = nf_qemu_argv_build(&nerves);
   g_assert_cmpint(find_pair(n, "-kernel", "/fw/little_loader.elf"), >, 0);
+  /* Written twice, or qemu read "x/o2.qcow2" as the next key. */
+  g_assert_cmpint(find_pair(n, "-drive", "if=none,file=/d,,x/o2.qcow2,format=qcow2,id=vdisk"), >,
+                  0);
   g_assert_cmpint(find_pair(n, "-global", "virtio-mmio.force-legacy=false"), >, 0);
   g_assert_cmpint(find_pair(n, "-device", "virtio-blk-device,drive=vdisk,bus=virtio-mmio-bus.0"), >,
                   0);
