@@ -53,6 +53,10 @@ void nf_cli_error(const char *fmt, ...)
 int main(int argc, char **argv)
 {
   setlocale(LC_ALL, "");
+  /* Numbers we print are read by programs: /metrics (Prometheus takes only
+   * "0.5", a de_DE printf writes "0,5"), JSON, logs. Messages and character
+   * sets still follow the user's locale. */
+  setlocale(LC_NUMERIC, "C");
   if (argc < 2) {
     usage(stderr);
     return NF_EXIT_USAGE;

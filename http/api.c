@@ -115,7 +115,7 @@ static void req_ok(NfCommandPeer *peer, json_t *id, json_t *result)
       /* The whole fleet first, so a reader needs no second request. */
       json_t *ps = nf_http_command_now(r->http, "ps", NULL, NULL);
       if (ps)
-        nf_http_stream_send(r->s, "ps", ps);
+        nf_http_stream_send_whole(r->s, "ps", ps);
       nf_http_stream_send(r->s, "stats", nf_http_metrics_stats(r->http));
     }
     req_answered(r);
@@ -250,7 +250,8 @@ void nf_http_api_handle(NfHttp *http, SoupServerMessage *msg, const char *path)
     if (!post && n == 3) {
       json_object_set_new(args, "targets", json_string(target));
       const char *bare = g_str_has_prefix(target, "vm-") ? target + 3 : target;
-      if (strpbrk(bare, ",-") || g_str_equal(target, "all")) {
+      /* Any case: the targets parser takes "ALL" for every guest too. */
+      if (strpbrk(bare, ",-") || g_ascii_strcasecmp(target, "all") == 0) {
         nf_http_reply_error(msg, 400, "bad_args", "GET /api/guests/ID takes one guest id");
         return;
       }

@@ -97,6 +97,10 @@ typedef enum {
 NfHttpStream *nf_http_stream_open(NfHttp *http, SoupServerMessage *msg, NfHttpStreamKind kind);
 /* One event: `event: NAME` and `data: JSON` (`doc` stolen). */
 void nf_http_stream_send(NfHttpStream *s, const char *name, json_t *doc);
+/* The same for a document the reader asked for as a whole (the fleet's
+ * first `ps`): what is left of it unwritten does not count against
+ * NF_HTTP_STREAM_BACKLOG; later events do. */
+void nf_http_stream_send_whole(NfHttpStream *s, const char *name, json_t *doc);
 /* The last `replay` bytes of guest `vm`'s console (none: 0), then its output
  * from there on, go to `s` as `console` events. */
 void nf_http_stream_watch_console(NfHttpStream *s, NfVm *vm, gsize replay);

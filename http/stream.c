@@ -22,12 +22,14 @@ struct NfHttpStream {
   NfVm *vm;       /* CONSOLE: whose output, while watched (vm.h: until it goes) */
   guint watch_id; /* CONSOLE: the watch */
   guint64 queued, written;
+  guint64 whole_end; /* bytes up to here were asked for whole (nf_http_stream_send_whole) */
   gboolean dropped;
 };
 
 static void wrote_cb(SoupServerMessage *msg, guint chunk_size, gpointer data);
 static void stream_close(NfHttpStream *s);
-static void stream_write(NfHttpStream *s, const char *text, gsize len);
+static void stream_write(NfHttpStream *s, const char *text, gsize len, gboolean whole);
+static void send_event(NfHttpStream *s, const char *name, json_t *doc, gboolean whole);
 static void console_cb(NfVm *vm, const char *buf, gsize len, gpointer data);
 static gboolean stats_cb(gpointer data);
 
@@ -58,11 +60,14 @@ static void wrote_cb(SoupServerMessage *msg, guint chunk_size, gpointer data)
   s->written += chunk_size;
 }
 
-static void stream_write(NfHttpStream *s, const char *text, gsize len)
+static void stream_write(NfHttpStream *s, const char *text, gsize len, gboolean whole)
 {
   if (s->dropped)
     return;
-  if (s->queued - s->written > NF_HTTP_STREAM_BACKLOG) {
+  /* What is left of a document asked for whole is not the reader falling
+   * behind: a 10,000-guest fleet's first `ps` alone is ~4 MB. */
+  guint64 asked = s->whole_end > s->written ? s->whole_end - s->written : 0;
+  if (!whole && s->queued - s->written - asked > NF_HTTP_STREAM_BACKLOG) {
     /* The reader stopped reading: let it go rather than buffer for it. */
     s->dropped = TRUE;
     nf_http_drop_connection(s->http, s->msg);
@@ -71,10 +76,12 @@ static void stream_write(NfHttpStream *s, const char *text, gsize len)
   soup_message_body_append(soup_server_message_get_response_body(s->msg), SOUP_MEMORY_COPY, text,
                            len);
   s->queued += len;
+  if (whole)
+    s->whole_end = s->queued;
   soup_server_message_unpause(s->msg);
 }
 
-void nf_http_stream_send(NfHttpStream *s, const char *name, json_t *doc)
+static void send_event(NfHttpStream *s, const char *name, json_t *doc, gboolean whole)
 {
   char *data = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(10));
   json_decref(doc);
@@ -82,7 +89,17 @@ void nf_http_stream_send(NfHttpStream *s, const char *name, json_t *doc)
     return;
   g_autofree char *text = g_strdup_printf("event: %s\ndata: %s\n\n", name, data);
   free(data);
-  stream_write(s, text, strlen(text));
+  stream_write(s, text, strlen(text), whole);
+}
+
+void nf_http_stream_send(NfHttpStream *s, const char *name, json_t *doc)
+{
+  send_event(s, name, doc, FALSE);
+}
+
+void nf_http_stream_send_whole(NfHttpStream *s, const char *name, json_t *doc)
+{
+  send_event(s, name, doc, TRUE);
 }
 
 static void console_cb(NfVm *vm, const char *buf, gsize len, gpointer data)
@@ -124,7 +141,7 @@ void nf_http_streams_broadcast(NfHttp *http, NfHttpStreamKind kind, const char *
   for (GList *l = http->streams; l; l = l->next) {
     NfHttpStream *s = l->data;
     if (s->kind == kind)
-      stream_write(s, text, len);
+      stream_write(s, text, len, FALSE);
   }
 }
 
@@ -152,7 +169,7 @@ static gboolean stats_cb(gpointer data)
   for (GList *l = http->streams; l; l = l->next) {
     NfHttpStream *s = l->data;
     if (s->kind == NF_HTTP_STREAM_CONSOLE)
-      stream_write(s, keepalive, sizeof(keepalive) - 1);
+      stream_write(s, keepalive, sizeof(keepalive) - 1, FALSE);
   }
   return G_SOURCE_CONTINUE;
 }

@@ -22,9 +22,11 @@ PKGS=(
   clang libclang-rt-14-dev
   u-boot-tools libubootenv-tool e2fsprogs
   tmux util-linux procps
-  prometheus
+  prometheus locales
 )
 # prometheus: its promtool checks the /metrics exposition in tests/test-http.
+# locales: the de_DE source tests/test-http compiles (localedef, into its tmp dir) to run a
+# supervisor in a comma-decimal locale.
 for arg in "$@"; do
   case $arg in
     --web) PKGS+=(chromium chromium-driver python3) ;;

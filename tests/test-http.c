@@ -12,6 +12,11 @@
  * or is closed, and the supervisor keeps serving. Flags: a non-loopback
  * bind without a token, a token without --http, a short token are usage
  * errors; with a token, requests without it or with a wrong one get 401.
+ * A second supervisor, 4,000 fake guests in a comma-decimal locale (de_DE,
+ * compiled into the tmp dir; skipped without Debian's locale sources):
+ * /api/events sends its reader the whole fleet first (a `ps` over the 1 MiB
+ * a reader may leave unread) instead of dropping it before the first byte;
+ * /metrics still writes decimal points (promtool); /api/guests/ALL is 400.
  */
 #include <errno.h>
 #include <poll.h>
@@ -635,6 +640,77 @@ static void test_token(void)
   g_assert_cmpint(nf_test_proc_wait_exit(p, 60000), ==, 0);
 }
 
+/* A comma-decimal locale the supervisor can use (LOCPATH), or NULL. */
+static char *make_comma_locale(void)
+{
+  if (!g_file_test("/usr/share/i18n/locales/de_DE", G_FILE_TEST_EXISTS))
+    return NULL;
+  g_autofree char *dir = g_build_filename(tmp, "locale", NULL);
+  g_autofree char *cmd =
+      g_strdup_printf("localedef -i de_DE -f UTF-8 '%s/de_DE.UTF-8' >/dev/null 2>&1", dir);
+  g_mkdir_with_parents(dir, 0755);
+  return system(cmd) == 0 ? g_steal_pointer(&dir) : NULL;
+}
+
+/* A big fleet's first events, its metrics in a comma-decimal locale. */
+static void test_big_fleet(void)
+{
+  g_autofree char *locales = make_comma_locale();
+  if (locales) {
+    g_setenv("LOCPATH", locales, TRUE);
+    g_setenv("LC_ALL", "de_DE.UTF-8", TRUE);
+  } else {
+    g_test_message("no de_DE locale sources (package locales): metrics checked in C only");
+  }
+  g_autofree char *qemu = g_build_filename(g_getenv("NF_HELPERS"), "fake-qemu", NULL);
+  g_autofree char *kernel = g_build_filename(tmp, "Image", NULL);
+  g_assert_true(g_file_set_contents(kernel, "not a kernel", -1, NULL));
+  const char *args[] = {"run", "4000",     "--name", "big",     "--http", "127.0.0.1:0", "--qemu",
+                        qemu,  "--kernel", kernel,   "--accel", "tcg",    "--quiet",     NULL};
+  g_autoptr(NfTestProc) p = nf_test_proc_spawn(tmp, args);
+  g_unsetenv("LOCPATH");
+  g_unsetenv("LC_ALL");
+  g_assert_true(nf_test_proc_wait_output(p, "dashboard on http://127.0.0.1:", REPLY_MS));
+  const char *at = strstr(nf_test_proc_output(p), "http://127.0.0.1:");
+  guint big = (guint)atoi(at + strlen("http://127.0.0.1:"));
+  g_assert_true(nf_test_proc_wait_output(p, "all 4000 guests ready", BOOT_MS));
+
+  /* The whole fleet, then stats: the reader is not dropped for the size
+   * of what it asked for. */
+  int fd = tcp_connect(big);
+  g_autofree char *req =
+      g_strdup_printf("GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", big);
+  g_assert_true(send_all(fd, req, strlen(req)));
+  g_autoptr(GString) acc = g_string_new(NULL);
+  g_assert_true(stream_until(fd, acc, "event: stats\ndata: {", REPLY_MS));
+  close(fd);
+  const char *ps = strstr(acc->str, "event: ps\ndata: ");
+  g_assert_nonnull(ps);
+  g_assert_cmpuint(strlen(ps), >, 1 << 20);
+  g_assert_nonnull(strstr(ps, "\"name\":\"vm-4000\""));
+
+  g_autofree char *metrics =
+      g_strdup_printf("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", big);
+  g_auto(Response) m = {0};
+  raw_request(big, metrics, strlen(metrics), &m);
+  g_assert_cmpint(m.status, ==, 200);
+  g_assert_nonnull(strstr(m.body, "le=\"0.5\"")); /* not "0,5" */
+  g_autofree char *path = g_build_filename(tmp, "big-scrape.txt", NULL);
+  g_assert_true(g_file_set_contents(path, m.body, -1, NULL));
+  g_autofree char *cmd = g_strdup_printf("promtool check metrics < %s", path);
+  nf_test_sh(cmd);
+
+  /* "ALL" names every guest, as "all" does: not one guest's document. */
+  g_autofree char *one =
+      g_strdup_printf("GET /api/guests/ALL HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", big);
+  g_auto(Response) r = {0};
+  raw_request(big, one, strlen(one), &r);
+  expect_error(&r, 400, "bad_args");
+
+  nf_test_proc_signal(p, SIGTERM);
+  g_assert_cmpint(nf_test_proc_wait_exit(p, 120000), ==, 0);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -662,6 +738,7 @@ int main(int argc, char **argv)
   g_test_add_func("/http/page", test_page);
   g_test_add_func("/http/flags", test_flags);
   g_test_add_func("/http/token", test_token);
+  g_test_add_func("/http/big-fleet", test_big_fleet);
   int rc = g_test_run();
 
   nf_test_proc_signal(fleet, SIGTERM);
