@@ -248,7 +248,6 @@ static void ready(NfVm *vm, const char *detail)
     return;
   nf_vm_clear_timer(&vm->boot_timer);
   vm->ready_at = g_get_monotonic_time();
-  nf_restart_tally_healthy(&vm->tally);
   nf_vm_memory_ready(vm);
   nf_vm_set_state(vm, NF_VM_READY, detail);
   /* After the state: a guest lowered for a storm on becoming ready
@@ -366,8 +365,15 @@ static void exited(NfVm *vm, const char *detail)
     return;
   }
   guint delay_ms = 0;
-  NfRestartDecision d = nf_restart_decide(&cfg->restart, &vm->tally, vm->exit_kind,
-                                          g_get_monotonic_time(), g_random_double(), &delay_ms);
+  gint64 now = g_get_monotonic_time();
+  /* Healthy is ready for a while, a whole restart window: then the backoff
+   * starts over. Reset at every ready line, a guest that crashed soon after
+   * each one restarted at the first delay forever, under the intensity
+   * limit when its boots were long. */
+  if (vm->ready_at && now - vm->ready_at >= (gint64)cfg->restart.window_ms * 1000)
+    nf_restart_tally_healthy(&vm->tally);
+  NfRestartDecision d = nf_restart_decide(&cfg->restart, &vm->tally, vm->exit_kind, now,
+                                          g_random_double(), &delay_ms);
   switch (d) {
   case NF_RESTART_NO:
     nf_vm_set_state(vm, nf_exit_kind_is_failure(vm->exit_kind) ? NF_VM_FAILED : NF_VM_STOPPED,

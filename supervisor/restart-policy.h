@@ -80,5 +80,6 @@ NfRestartDecision nf_restart_decide(const NfRestartPolicy *policy, NfRestartTall
 /* Restarts inside the window ending at `now_us`. */
 guint nf_restart_recent(const NfRestartTally *tally, guint window_ms, gint64 now_us);
 
-/* The guest proved healthy (ready for a while): backoff starts over. */
+/* The guest proved healthy (ready for a whole restart window, judged when it
+ * exits: lifecycle.c): backoff starts over. */
 void nf_restart_tally_healthy(NfRestartTally *tally);

@@ -158,6 +158,34 @@ static void test_one_crash_loop_is_no_storm(void)
   nf_fake_fleet_finish(f, FALSE);
 }
 
+/* A guest that crashes soon after each ready line has not proved healthy:
+ * its backoff doubles (0.1, 0.2, 0.4, 0.8 s). It used to start over at
+ * every ready line, so such a guest restarted at the first delay forever. */
+static void test_backoff_grows_across_short_ready_spells(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(1, 1);
+  f->config.restart.max_restarts = 4;
+  f->config.restart.window_ms = 600000;
+  f->config.restart.backoff_initial_ms = 100;
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  g_setenv("FAKE_QEMU_EXIT_MS", "300", TRUE); /* after its ready line */
+  kill_guest(f, 1);
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_FAILED, WAIT_MS));
+  guint readies = 0;
+  for (guint s = 0; s < NF_VM_N_STATES; s++)
+    readies += nf_fake_fleet_seen(f, s, NF_VM_READY);
+  g_assert_cmpuint(readies, ==, 5); /* each of its runs got as far as ready */
+  double longest = 0;
+  for (guint i = 0; i < f->reasons->len; i++) {
+    const char *in = strstr(g_ptr_array_index(f->reasons, i), "restarting in ");
+    if (in)
+      longest = MAX(longest, g_ascii_strtod(in + strlen("restarting in "), NULL));
+  }
+  g_assert_cmpfloat(longest, >=, 0.6); /* the 4th: 0.8 s, jitter ±20 % */
+  nf_fake_fleet_finish(f, FALSE);
+}
+
 /* --max-restarts 40 with --backoff 0: the guest is given up on after its
  * 40th restart, and each restart waited at least the floor. */
 static void test_restarts_above_old_tally(void)
@@ -297,6 +325,8 @@ int main(int argc, char **argv)
   g_test_add_func("/fleet-limits/storm-pause-then-stop", test_storm_pause_then_stop);
   g_test_add_func("/fleet-limits/one-crash-loop-is-no-storm", test_one_crash_loop_is_no_storm);
   g_test_add_func("/fleet-limits/restarts-above-old-tally", test_restarts_above_old_tally);
+  g_test_add_func("/fleet-limits/backoff-grows-across-short-ready-spells",
+                  test_backoff_grows_across_short_ready_spells);
   g_test_add_func("/fleet-limits/flags", test_flags);
   g_test_add_func("/fleet-limits/ps-reply-over-output-cap", test_ps_reply_over_output_cap);
   return g_test_run();
