@@ -175,9 +175,14 @@ void nf_fleet_start(NfFleet *fleet)
     return;
   }
   /* Guests a dead supervisor of this fleet left running are taken over, not
-   * started twice; the rest queue up for the limiter. */
+   * started twice; the rest queue up for the limiter. Only those not yet
+   * touched: while a snapshot was made, `start` or `scale` may have started
+   * some, which adopting would kill (their status file says they die with
+   * this supervisor) or wire up twice. */
   for (guint i = 0; i < fleet->vms->len; i++) {
     NfVm *vm = g_ptr_array_index(fleet->vms, i);
+    if (nf_vm_state(vm) != NF_VM_CREATED)
+      continue;
     if (!(fleet->config->adopt && nf_vm_adopt(vm)))
       nf_vm_queue(vm);
   }

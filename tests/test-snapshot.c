@@ -282,6 +282,32 @@ static void test_stop_during_build(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* `start` while the template is being made: the guest boots (there is no
+ * snapshot yet) and is left alone once the snapshot is ready. It used to be
+ * "adopted" then: killed, as a guest of this supervisor's, and started
+ * again. */
+static void test_start_during_build(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  const char *args[] = {"run", "1", "--name", "sd", "--snapshot", "--ksm", "off", NULL};
+  g_autoptr(NfTestProc) p = nf_test_proc_spawn(tmp, args);
+  g_assert_true(nf_test_proc_wait_output(p, "snapshot: booting a template guest", BOOT_MS));
+  const char *start[] = {"start", "1", "--name", "sd", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, start, STOP_MS, NULL), ==, 0);
+  g_assert_true(nf_test_proc_wait_output(p, "snapshot: template saved", BOOT_MS));
+  g_assert_true(nf_test_proc_wait_output(p, "all 1 guests ready", BOOT_MS));
+  GPid pid = guest_pid(tmp, "sd", 1);
+  const char *wait[] = {"wait", "--name", "sd", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, wait, STOP_MS, NULL), ==, 0);
+  g_assert_cmpint(guest_pid(tmp, "sd", 1), ==, pid);
+  g_autofree char *text = console_of(tmp, "sd", 1);
+  g_assert_cmpuint(count_of(text, "nervesfleet-ready serial=NF-000001"), ==, 1);
+  nf_test_proc_signal(p, SIGTERM);
+  g_assert_cmpint(nf_test_proc_wait_exit(p, STOP_MS), ==, 0);
+  assert_runtime_gone(tmp);
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 static void test_refused_flags(void)
 {
   g_autofree char *tmp = nf_test_tmpdir_new();
@@ -307,6 +333,7 @@ int main(int argc, char **argv)
   g_test_add_func("/snapshot/reuse-stale-and-corrupt", test_reuse_stale_and_corrupt);
   g_test_add_func("/snapshot/template-failure-boots-instead", test_template_failure_boots_instead);
   g_test_add_func("/snapshot/stop-during-build", test_stop_during_build);
+  g_test_add_func("/snapshot/start-during-build", test_start_during_build);
   g_test_add_func("/snapshot/refused-flags", test_refused_flags);
   return g_test_run();
 }
