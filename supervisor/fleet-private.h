@@ -2,7 +2,7 @@
  * fleet-private.h: the fleet's insides (fleet.h), shared by the files that
  * make up one fleet: fleet.c (building it, guests' state changes, the storm
  * guard, listeners, the orderly stop), fleet-setup.c (input checks, dirs,
- * lock, open file limit, the error domain), fleet-host.c (KSM, networking
+ * lock, stale runtime files, open file limit, the error domain), fleet-host.c (KSM, networking
  * and the --ready http listener it sets up on the host) and fleet-scale.c
  * (scaling and retiring). Nothing outside supervisor/fleet*.c includes this.
  */
@@ -79,6 +79,9 @@ gboolean nf_fleet_claim_dirs(NfFleet *fleet, GError **error);
 /* At free: lets the state dir's lock go; for a fleet that never started,
  * removes what nf_fleet_claim_dirs and the disks' preparation made. */
 void nf_fleet_release_dirs(NfFleet *fleet);
+/* Removes guest files in the runtime dir that no running guest of ours (or
+ * stray still stopping) owns: a dead supervisor's. */
+void nf_fleet_remove_stale_runtime_files(NfFleet *fleet);
 /* Raises the soft open file limit for `guests` running guests (and the
  * fleet's boot window), or fails naming the numbers and the fix. */
 gboolean nf_fleet_ensure_fd_limit(NfFleet *fleet, guint guests, GError **error);

@@ -255,3 +255,25 @@ gboolean nf_fleet_retake_lock(NfFleet *fleet, GError **error)
   g_clear_pointer(&fleet->lock_path, g_free);
   return take_lock(fleet, error);
 }
+
+void nf_fleet_remove_stale_runtime_files(NfFleet *fleet)
+{
+  /* We hold the lock, so guest files here that no running guest of ours
+   * owns belong to a supervisor that died without cleaning up. */
+  g_autoptr(GDir) dir = g_dir_open(fleet->paths.runtime_dir, 0, NULL);
+  const char *name;
+  while (dir && (name = g_dir_read_name(dir)) != NULL) {
+    guint id = (guint)g_ascii_strtoull(name + MIN(strlen(name), 3), NULL, 10);
+    NfVm *vm = nf_fleet_find_vm(fleet, id);
+    if (vm && nf_vm_is_running(vm))
+      continue;
+    if (fleet->strays && nf_stray_guests_running(fleet->strays, id))
+      continue; /* still stopping: its files go when it is down */
+    if (g_str_has_prefix(name, "vm-") &&
+        (g_str_has_suffix(name, ".qmp") || g_str_has_suffix(name, ".pid") ||
+         g_str_has_suffix(name, ".ctl") || g_str_has_suffix(name, ".serial"))) {
+      g_autofree char *path = g_build_filename(fleet->paths.runtime_dir, name, NULL);
+      g_unlink(path);
+    }
+  }
+}

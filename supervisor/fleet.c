@@ -28,7 +28,6 @@ typedef struct {
   gpointer user_data;
 } Listener;
 
-static void remove_stale_runtime_files(NfFleet *fleet);
 static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state, const char *reason,
                           gpointer data);
 static guint booting_cb(gpointer data);
@@ -51,28 +50,6 @@ static void snapshot_done_cb(NfSnapshot *snap, gpointer data);
 
 const NfVmCallbacks nf_fleet_vm_callbacks = {.state_changed = vm_changed_cb,
                                              .notice = vm_notice_cb};
-
-static void remove_stale_runtime_files(NfFleet *fleet)
-{
-  /* We hold the lock, so guest files here that no running guest of ours
-   * owns belong to a supervisor that died without cleaning up. */
-  g_autoptr(GDir) dir = g_dir_open(fleet->paths.runtime_dir, 0, NULL);
-  const char *name;
-  while (dir && (name = g_dir_read_name(dir)) != NULL) {
-    guint id = (guint)g_ascii_strtoull(name + MIN(strlen(name), 3), NULL, 10);
-    NfVm *vm = nf_fleet_find_vm(fleet, id);
-    if (vm && nf_vm_is_running(vm))
-      continue;
-    if (fleet->strays && nf_stray_guests_running(fleet->strays, id))
-      continue; /* still stopping: its files go when it is down */
-    if (g_str_has_prefix(name, "vm-") &&
-        (g_str_has_suffix(name, ".qmp") || g_str_has_suffix(name, ".pid") ||
-         g_str_has_suffix(name, ".ctl") || g_str_has_suffix(name, ".serial"))) {
-      g_autofree char *path = g_build_filename(fleet->paths.runtime_dir, name, NULL);
-      g_unlink(path);
-    }
-  }
-}
 
 NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callbacks,
                       gpointer user_data, GError **error)
@@ -188,7 +165,7 @@ void nf_fleet_start(NfFleet *fleet)
   }
   if (fleet->config->adopt)
     adopt_strays(fleet);
-  remove_stale_runtime_files(fleet);
+  nf_fleet_remove_stale_runtime_files(fleet);
   nf_cgroup_sweep(fleet->env.cgroup_name);
   if (fleet->ksm)
     notice(fleet,
@@ -439,9 +416,16 @@ void nf_fleet_remove_listener(NfFleet *fleet, guint id)
     g_array_remove_index(fleet->listeners, (guint)i); /* (keeps the id order) */
 }
 
+/* A guest being scaled away takes no start, restart or reflash: requeued,
+ * it could be spawned before its retirement, and run on unseen. */
+static gboolean takes_commands(NfFleet *fleet, NfVm *vm)
+{
+  return !fleet->stopping && !g_hash_table_contains(fleet->retiring, vm);
+}
+
 void nf_fleet_start_vm(NfFleet *fleet, NfVm *vm)
 {
-  if (!fleet->stopping)
+  if (takes_commands(fleet, vm))
     nf_vm_queue(vm);
 }
 
@@ -452,7 +436,7 @@ void nf_fleet_stop_vm(NfFleet *fleet, NfVm *vm, gboolean force)
 
 void nf_fleet_restart_vm(NfFleet *fleet, NfVm *vm)
 {
-  if (!fleet->stopping)
+  if (takes_commands(fleet, vm))
     nf_vm_restart(vm);
 }
 
@@ -465,7 +449,7 @@ gboolean nf_fleet_reflash_vm(NfFleet *fleet, NfVm *vm, GError **error)
                 fleet->config->name);
     return FALSE;
   }
-  if (!fleet->stopping)
+  if (takes_commands(fleet, vm))
     nf_vm_reflash(vm);
   return TRUE;
 }
@@ -569,7 +553,7 @@ void nf_fleet_free(NfFleet *fleet)
   g_clear_pointer(&fleet->ids, nf_shard_claim_release);
   if (fleet->lock_fd >= 0) {
     if (!fleet->detaching)
-      remove_stale_runtime_files(fleet);
+      nf_fleet_remove_stale_runtime_files(fleet);
     g_unlink(fleet->lock_path);
     close(fleet->lock_fd);
     /* Only empty dirs go: anything else in there is not ours to delete. */

@@ -435,6 +435,34 @@ static void test_scale_up_past_stopping(void)
   nf_fake_fleet_finish(f, FALSE);
 }
 
+/* `restart` and `start` of a guest being scaled away (`restart all` right
+ * after `scale`): it is not requeued. It used to be, and it could be
+ * spawned before its retirement, then run on where no one saw it. */
+static gboolean size_is_2(NfFakeFleet *f)
+{
+  return nf_fleet_size(f->fleet) == 2;
+}
+
+static void test_restart_while_retiring(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(3, 3);
+  f->config.stop_timeout_ms = 120000;
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  NfVm *going = vm_of(f, 3);
+  GPid stuck = nf_vm_pid(going);
+  g_assert_cmpint(kill(stuck, SIGSTOP), ==, 0); /* it stays stopping */
+  g_autoptr(GError) error = NULL;
+  g_assert_true(nf_fleet_scale(f->fleet, 2, &error));
+  nf_fleet_restart_vm(f->fleet, going);
+  nf_fleet_start_vm(f->fleet, going);
+  g_assert_cmpint(kill(stuck, SIGCONT), ==, 0);
+  g_assert_true(nf_fake_fleet_wait(f, size_is_2, WAIT_MS));
+  g_assert_cmpuint(nf_fake_fleet_seen(f, NF_VM_STOPPED, NF_VM_QUEUED), ==, 0);
+  g_assert_cmpuint(nf_fake_fleet_count(f, NF_VM_READY), ==, 2);
+  nf_fake_fleet_finish(f, FALSE);
+}
+
 /* KSM's files, a stand-in dir (main) so the host's own KSM is never touched. */
 static char *ksm_tmp;
 
@@ -543,6 +571,7 @@ int main(int argc, char **argv)
   g_test_add_func("/fleet-lifecycle/reboot-loop", test_reboot_loop);
   g_test_add_func("/fleet-lifecycle/scale-up-down", test_scale_up_down);
   g_test_add_func("/fleet-lifecycle/scale-up-past-stopping", test_scale_up_past_stopping);
+  g_test_add_func("/fleet-lifecycle/restart-while-retiring", test_restart_while_retiring);
   g_test_add_func("/fleet-lifecycle/ksm-pace-follows-guests", test_ksm_pace_follows_guests);
   int rc = g_test_run();
   nf_test_tmpdir_cleanup(ksm_tmp);
