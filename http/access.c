@@ -147,9 +147,12 @@ gboolean nf_http_check_access(NfHttp *http, SoupServerMessage *msg, const char *
   const char *origin = soup_message_headers_get_one(h, "Origin");
   if (origin && host) {
     /* A browser on another site may send requests but not read answers;
-     * refuse it before anything runs. */
-    g_autofree char *same = g_strconcat("http://", host, NULL);
-    if (!g_str_equal(origin, same)) {
+     * refuse it before anything runs. The page itself may come over https:
+     * through a TLS proxy that passes Host on, its POSTs carry that origin. */
+    const char *rest = g_str_has_prefix(origin, "http://")    ? origin + 7
+                       : g_str_has_prefix(origin, "https://") ? origin + 8
+                                                              : NULL;
+    if (rest == NULL || !g_str_equal(rest, host)) {
       nf_http_reply_error(msg, 403, "permission_denied", "cross-origin request from %s refused",
                           origin);
       return FALSE;

@@ -459,6 +459,14 @@ static void test_hostile(void)
   g_auto(Response) r8 = {0};
   raw_request(port, cross, strlen(cross), &r8);
   expect_error(&r8, 403, "permission_denied");
+  /* The same host through a TLS proxy that passes Host on is the page's
+   * own origin (its POSTs were refused). */
+  g_autofree char *tls = g_strdup_printf("GET /api/hello HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n"
+                                         "Origin: https://127.0.0.1:%u\r\n\r\n",
+                                         port, port);
+  g_auto(Response) r11 = {0};
+  raw_request(port, tls, strlen(tls), &r11);
+  g_assert_cmpint(r11.status, ==, 200);
   g_auto(Response) r9 = {0};
   http("GET", "/nope", NULL, &r9);
   expect_error(&r9, 404, "not_found");
