@@ -124,7 +124,15 @@ static gboolean image_open(Image *img, const char *path, GError **error)
   }
   guint64 bf_off = BE64(8);
   guint32 bf_len = BE32(16);
-  if (bf_off && bf_len && bf_len < 4096) {
+  if (bf_off && bf_len > 1023) {
+    /* qemu refuses such a name too (callers fall back to its tools, which
+     * say so); read as "no backing", the image's
+     * unallocated clusters would be taken for zeros. */
+    g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_UNSUPPORTED,
+                "%s: backing file name of %u bytes (at most 1023)", path, bf_len);
+    return FALSE;
+  }
+  if (bf_off && bf_len) {
     g_autofree char *name = g_malloc0(bf_len + 1);
     if (!image_pread(img, name, bf_len, bf_off, error))
       return FALSE;
@@ -145,6 +153,7 @@ static gboolean image_open(Image *img, const char *path, GError **error)
     if (type == 0)
       break;
     if (type == EXT_BACKING_FORMAT && len < 64) {
+      g_free(img->backing_format); /* a repeated extension: the last one counts */
       img->backing_format = g_malloc0(len + 1);
       if (!image_pread(img, img->backing_format, len, pos + 8, error))
         return FALSE;

@@ -688,6 +688,26 @@ static void test_qcow2_bad_cluster_bits(void)
   nf_test_tmpdir_cleanup(dir);
 }
 
+/* A backing file name longer than qemu allows (1023 bytes) is refused, not
+ * read as "no backing file": that read the overlay's unallocated clusters
+ * as zeros instead of the base's data. */
+static void test_qcow2_long_backing_name(void)
+{
+  g_autofree char *dir = nf_test_tmpdir_new();
+  g_autofree char *raw = t_raw_base(dir, "base.img", "1M");
+  g_autofree char *path = g_build_filename(dir, "long.qcow2", NULL);
+  g_free(t_ok("qemu-img create -q -f qcow2 -F raw -b %s %s", raw, path));
+  /* backing_file_size (header bytes 16-19) = 5000 */
+  g_free(
+      t_ok("printf '\\000\\000\\023\\210' | dd of=%s bs=1 seek=16 conv=notrunc 2>/dev/null", path));
+  guint8 buf[16];
+  g_autoptr(GError) error = NULL;
+  g_assert_false(nf_overlay_qcow2_pread(path, buf, sizeof buf, 0, &error));
+  g_assert_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_UNSUPPORTED);
+  g_assert_nonnull(strstr(error->message, "5000 bytes"));
+  nf_test_tmpdir_cleanup(dir);
+}
+
 int main(int argc, char **argv)
 {
   /* Our own mount namespace (before any thread exists): the tmpfs mounts of
@@ -710,6 +730,7 @@ int main(int argc, char **argv)
   g_test_add_func("/overlay/env", test_env_in_overlay);
   g_test_add_func("/overlay/qcow2-reader", test_qcow2_reader);
   g_test_add_func("/overlay/qcow2-bad-cluster-bits", test_qcow2_bad_cluster_bits);
+  g_test_add_func("/overlay/qcow2-long-backing-name", test_qcow2_long_backing_name);
   g_test_add_func("/overlay/failure/enotdir", test_enotdir);
   g_test_add_func("/overlay/failure/disk-full-readonly", test_disk_full_and_readonly);
   int rc = g_test_run();
