@@ -549,13 +549,18 @@ gboolean nf_overlay_remove_all(const char *dir, GError **error)
   }
   const char *name;
   while ((name = g_dir_read_name(d))) {
-    if (!g_str_has_suffix(name, ".qcow2") && !strstr(name, ".qcow2.tmp-") &&
-        strcmp(name, NF_OVERLAY_BASE_RECORD) != 0)
+    if (!g_str_has_suffix(name, ".qcow2") && !strstr(name, ".qcow2.tmp-"))
       continue;
     g_autofree char *p = g_build_filename(dir, name, NULL);
     if (!nf_overlay_remove(p, error))
       return FALSE;
   }
+  /* The base's record last: cut short before it (a kill, a power cut),
+   * the overlays left are still checked against the old base, where with
+   * no record they would be taken as made from whatever base comes next. */
+  g_autofree char *record = g_build_filename(dir, NF_OVERLAY_BASE_RECORD, NULL);
+  if (g_file_test(record, G_FILE_TEST_EXISTS) && !nf_overlay_remove(record, error))
+    return FALSE;
   if (rmdir(dir) < 0 && errno != ENOTEMPTY && errno != EEXIST) {
     int e = errno;
     g_set_error(error, NF_OVERLAY_ERROR, NF_OVERLAY_ERROR_IO, "cannot remove %s: %s", dir,
