@@ -88,31 +88,31 @@ static int dead_pid(void)
   return pid;
 }
 
-/* Rewrites every owner entry as if its supervisor had died. */
-static void kill_owners(Fixture *f)
+/* Rewrites every owner entry as `text`. */
+static void rewrite_owners(Fixture *f, const char *text)
 {
   g_autoptr(GDir) d = g_dir_open(f->state, 0, NULL);
   g_assert_nonnull(d);
   for (const char *n; (n = g_dir_read_name(d)) != NULL;)
     if (g_str_has_prefix(n, "owner-")) {
       g_autofree char *p = g_build_filename(f->state, n, NULL);
-      g_autofree char *text = g_strdup_printf("pid=%d pages=300\n", dead_pid());
       g_assert_true(g_file_set_contents(p, text, -1, NULL));
     }
 }
 
-/* Rewrites every owner entry as if its supervisor had died and its pid been
- * reused: the pid is live (ours), the start time is not its process's. */
+/* Every owner entry as if its supervisor had died. */
+static void kill_owners(Fixture *f)
+{
+  g_autofree char *text = g_strdup_printf("pid=%d pages=300\n", dead_pid());
+  rewrite_owners(f, text);
+}
+
+/* Every owner entry as if its supervisor had died and its pid been reused:
+ * the pid is live (ours), the start time is not its process's. */
 static void reuse_owner_pids(Fixture *f)
 {
-  g_autoptr(GDir) d = g_dir_open(f->state, 0, NULL);
-  g_assert_nonnull(d);
-  for (const char *n; (n = g_dir_read_name(d)) != NULL;)
-    if (g_str_has_prefix(n, "owner-")) {
-      g_autofree char *p = g_build_filename(f->state, n, NULL);
-      g_autofree char *text = g_strdup_printf("pid=%d pages=300 start=1\n", (int)getpid());
-      g_assert_true(g_file_set_contents(p, text, -1, NULL));
-    }
+  g_autofree char *text = g_strdup_printf("pid=%d pages=300 start=1\n", (int)getpid());
+  rewrite_owners(f, text);
 }
 
 static void test_two_fleets(Fixture *f, gconstpointer data)
