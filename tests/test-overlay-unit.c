@@ -30,6 +30,7 @@
 #include "overlay/env.h"
 #include "overlay/overlay.h"
 #include "overlay/qcow2.h"
+#include "tests/lib/abort-cleanup.h"
 #include "tests/lib/nf-test.h"
 
 static char *t_sh(int *status, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
@@ -720,6 +721,7 @@ int main(int argc, char **argv)
   char root[] = "/tmp/nf-test-root-XXXXXX";
   g_assert_nonnull(mkdtemp(root));
   g_setenv("TMPDIR", root, TRUE);
+  nf_test_abort_cleanup_add(root); /* a failed assertion removes it too */
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/overlay/base/valid", test_base_valid);
   g_test_add_func("/overlay/base/errors", test_base_errors);
@@ -734,6 +736,7 @@ int main(int argc, char **argv)
   g_test_add_func("/overlay/failure/enotdir", test_enotdir);
   g_test_add_func("/overlay/failure/disk-full-readonly", test_disk_full_and_readonly);
   int rc = g_test_run();
+  nf_test_abort_cleanup_remove(root);
   g_assert_cmpint(rmdir(root), ==, 0); /* fails if anything was left behind */
   return rc;
 }
