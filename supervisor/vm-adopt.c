@@ -24,6 +24,7 @@ static gboolean pid_is_our_qemu(NfVm *vm, GPid pid);
 static gboolean cmdline_has(GPid pid, const char *needle);
 static void load_recorded(NfVm *vm, json_t *status);
 static void finish_dying(GPid pid);
+static gboolean booted_unseen(NfVm *vm, json_t *status);
 static void balloon_reply_cb(NfQmp *qmp, const NfQmpReply *reply, gpointer data);
 
 gboolean nf_vm_read_pidfile(const NfVm *vm, GPid *pid)
@@ -93,6 +94,20 @@ static void finish_dying(GPid pid)
   close(fd);
 }
 
+/* Whether a guest recorded as booting printed its ready line while no
+ * supervisor watched (an upgrade's hand-over mid-boot): its qemu logged it,
+ * from the run's start that status.json keeps (`console_at`; a rotation
+ * since only moves it down, so a stale one can miss the line, never find a
+ * line of an earlier run). A --ready http guest's report is not in the log. */
+static gboolean booted_unseen(NfVm *vm, json_t *status)
+{
+  json_t *at = json_object_get(status, "console_at");
+  if (!vm->console_by_qemu || vm->env->ready_url || !json_is_integer(at))
+    return FALSE;
+  gint64 from = MIN((gint64)json_integer_value(at), vm->console_log_start);
+  return nf_console_log_find(vm->files.console_log, from, vm->markers[NF_VM_MARKER_READY]);
+}
+
 gboolean nf_vm_adopt(NfVm *vm)
 {
   GPid pid = 0;
@@ -140,6 +155,8 @@ gboolean nf_vm_adopt(NfVm *vm)
        * (stopped, wedged) is hung, not a guest that holds a boot slot for
        * ever. */
       nf_vm_arm_boot_timer(vm);
+      if (g_strcmp0(was, "ready") != 0 && booted_unseen(vm, status))
+        was = "ready";
       if (g_strcmp0(was, "ready") == 0) {
         vm->ready_at = g_get_monotonic_time();
         /* It was ready before; the QMP handshake and health confirm it is alive. */

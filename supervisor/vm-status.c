@@ -76,12 +76,13 @@ void nf_vm_write_status(NfVm *vm)
 static void write_status_now(NfVm *vm)
 {
   json_auto_t *o = json_pack(
-      "{s:i, s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:s, s:s?, s:I, s:b, s:I}", "id", (int)vm->id,
+      "{s:i, s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:s, s:s?, s:I, s:b, s:I, s:I}", "id", (int)vm->id,
       "name", vm->name, "serial", vm->serial, "mac", vm->mac, "state", nf_vm_state_name(vm->state),
       "pid", (json_int_t)nf_vm_pid(vm), "started_at_us", (json_int_t)vm->started_wall, "restarts",
       (int)vm->restarts, "last_exit", nf_exit_kind_name(vm->exit_kind), "last_exit_reason",
       vm->exit_reason, "last_exit_at_us", (json_int_t)vm->exit_time, "dies_with_supervisor",
-      vm->proc && vm->dies_with_supervisor, "balloon_target_bytes", (json_int_t)vm->balloon_target);
+      vm->proc && vm->dies_with_supervisor, "balloon_target_bytes", (json_int_t)vm->balloon_target,
+      "console_at", (json_int_t)vm->console_log_start);
   if (o == NULL || !ensure_state_dir(vm))
     return;
   g_autofree char *text = json_dumps(o, JSON_COMPACT);

@@ -7,7 +7,8 @@
  * a killed foreground supervisor are reported as stopped with it, not as
  * crashed; an adopted guest's balloon size is asked of qemu, not assumed
  * full; a wrapper script given as --qemu does not leave its qemu running
- * when the guest is killed. Real qemu under TCG.
+ * when the guest is killed; a guest that became ready while no supervisor
+ * ran is adopted as ready. Real qemu under TCG.
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -366,6 +367,40 @@ static void test_wrapper_group_killed(void)
   nf_test_tmpdir_cleanup(tmp);
 }
 
+/* A guest that prints its ready line while no supervisor runs (its
+ * supervisor killed mid-boot, or a hand-over) is adopted as ready. It used
+ * to stay `booting` until --boot-timeout killed it as hung: the line was in
+ * its log, not on the socket the new supervisor reads. */
+static void test_ready_while_unsupervised(void)
+{
+  g_autofree char *tmp = nf_test_tmpdir_new();
+  g_autofree char *status =
+      g_build_filename(tmp, "state/nervesfleet/gap/vm-0001/status.json", NULL);
+  g_autofree char *console =
+      g_build_filename(tmp, "state/nervesfleet/gap/vm-0001/console.log", NULL);
+  const char *run[] = {"run", "1", "-d", "--name", "gap", "--boot-timeout", "150", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, run, 30000, NULL), ==, 0);
+  g_assert_true(nf_test_wait_file_contains(status, "\"state\":\"booting\"", BOOT_MS));
+  kill_supervisor(tmp, "gap");
+  const char *down[] = {"down", "--name", "gap", NULL};
+  if (nf_test_path_exists(console) && nf_test_file_contains(console, "nervesfleet-ready")) {
+    g_test_skip("the guest was ready before its supervisor was killed");
+    g_assert_cmpint(nf_test_run_cli(tmp, down, STOP_MS, NULL), ==, 0);
+    nf_test_tmpdir_cleanup(tmp);
+    return;
+  }
+  g_assert_true(nf_test_wait_file_contains(console, "nervesfleet-ready", BOOT_MS));
+  GPid pid = pid_of(tmp, "gap", "vm-0001");
+
+  g_assert_cmpint(nf_test_run_cli(tmp, run, 30000, NULL), ==, 0);
+  /* Well inside the boot timeout the old code waited out. */
+  const char *wait[] = {"wait", "--name", "gap", "--timeout", "60", NULL};
+  g_assert_cmpint(nf_test_run_cli(tmp, wait, BOOT_MS, NULL), ==, 0);
+  g_assert_cmpint(pid_of(tmp, "gap", "vm-0001"), ==, pid);
+  g_assert_cmpint(nf_test_run_cli(tmp, down, STOP_MS, NULL), ==, 0);
+  nf_test_tmpdir_cleanup(tmp);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -377,5 +412,6 @@ int main(int argc, char **argv)
   g_test_add_func("/adopt/wrapper-group-killed", test_wrapper_group_killed);
   g_test_add_func("/adopt/adopted-wedged", test_adopted_wedged);
   g_test_add_func("/adopt/adopt-refused", test_adopt_refused);
+  g_test_add_func("/adopt/ready-while-unsupervised", test_ready_while_unsupervised);
   return g_test_run();
 }
