@@ -33,6 +33,14 @@ static void kill_guest(NfFakeFleet *f, guint id)
   g_assert_cmpint(kill(pid, SIGKILL), ==, 0);
 }
 
+static gboolean any_notice_has(NfFakeFleet *f, const char *needle)
+{
+  for (guint i = 0; i < f->notices->len; i++)
+    if (strstr(g_ptr_array_index(f->notices, i), needle))
+      return TRUE;
+  return FALSE;
+}
+
 static gboolean any_reason_has(NfFakeFleet *f, const char *needle)
 {
   for (guint i = 0; i < f->reasons->len; i++)
@@ -155,6 +163,26 @@ static void test_one_crash_loop_is_no_storm(void)
   for (guint i = 0; i < f->notices->len; i++)
     g_assert_null(strstr(g_ptr_array_index(f->notices, i), "restarts paused"));
   g_assert_cmpuint(nf_fake_fleet_count(f, NF_VM_READY), ==, 9);
+  nf_fake_fleet_finish(f, FALSE);
+}
+
+/* After a host reboot a fleet's status files say its guests were up, and
+ * none is there (no pid file, no qemu): they are restarted at once, not
+ * held back by the storm guard as if they had crashed together. */
+static void test_all_dead_at_adoption_is_no_storm(void)
+{
+  NfFakeFleet *f = nf_fake_fleet_new(6, 6);
+  f->config.adopt = TRUE;
+  for (guint id = 1; id <= 6; id++) {
+    g_autofree char *dir = g_strdup_printf("%s/vm-%04u", f->config.state_dir, id);
+    g_assert_cmpint(g_mkdir_with_parents(dir, 0755), ==, 0);
+    g_autofree char *path = g_build_filename(dir, "status.json", NULL);
+    g_assert_true(g_file_set_contents(path, "{\"state\":\"ready\",\"restarts\":0}", -1, NULL));
+  }
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  g_assert_false(any_notice_has(f, "restarts paused"));
+  g_assert_true(any_reason_has(f, "died while no supervisor was watching"));
   nf_fake_fleet_finish(f, FALSE);
 }
 
@@ -325,6 +353,8 @@ int main(int argc, char **argv)
   g_test_add_func("/fleet-limits/storm-pause-then-stop", test_storm_pause_then_stop);
   g_test_add_func("/fleet-limits/one-crash-loop-is-no-storm", test_one_crash_loop_is_no_storm);
   g_test_add_func("/fleet-limits/restarts-above-old-tally", test_restarts_above_old_tally);
+  g_test_add_func("/fleet-limits/all-dead-at-adoption-is-no-storm",
+                  test_all_dead_at_adoption_is_no_storm);
   g_test_add_func("/fleet-limits/backoff-grows-across-short-ready-spells",
                   test_backoff_grows_across_short_ready_spells);
   g_test_add_func("/fleet-limits/flags", test_flags);
