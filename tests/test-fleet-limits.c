@@ -186,6 +186,17 @@ static void test_all_dead_at_adoption_is_no_storm(void)
   nf_fake_fleet_finish(f, FALSE);
 }
 
+/* Starts a one-guest fleet, kills its guest once ready, and lets every run
+ * after crash `exit_ms` after its QMP handshake, until the guest is failed. */
+static void crash_loop_until_failed(NfFakeFleet *f, const char *exit_ms)
+{
+  nf_fake_fleet_start(f);
+  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
+  g_setenv("FAKE_QEMU_EXIT_MS", exit_ms, TRUE);
+  kill_guest(f, 1);
+  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_FAILED, WAIT_MS));
+}
+
 /* A guest that crashes soon after each ready line has not proved healthy:
  * its backoff doubles (0.1, 0.2, 0.4, 0.8 s). It used to start over at
  * every ready line, so such a guest restarted at the first delay forever. */
@@ -195,11 +206,7 @@ static void test_backoff_grows_across_short_ready_spells(void)
   f->config.restart.max_restarts = 4;
   f->config.restart.window_ms = 600000;
   f->config.restart.backoff_initial_ms = 100;
-  nf_fake_fleet_start(f);
-  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
-  g_setenv("FAKE_QEMU_EXIT_MS", "300", TRUE); /* after its ready line */
-  kill_guest(f, 1);
-  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_FAILED, WAIT_MS));
+  crash_loop_until_failed(f, "300"); /* each run crashes after its ready line */
   guint readies = 0;
   for (guint s = 0; s < NF_VM_N_STATES; s++)
     readies += nf_fake_fleet_seen(f, s, NF_VM_READY);
@@ -223,11 +230,7 @@ static void test_restarts_above_old_tally(void)
   f->config.restart.window_ms = 600000;
   f->config.restart.backoff_initial_ms = 0;
   f->config.restart.backoff_max_ms = 0;
-  nf_fake_fleet_start(f);
-  g_assert_true(nf_fake_fleet_wait_all(f, NF_VM_READY, WAIT_MS));
-  g_setenv("FAKE_QEMU_EXIT_MS", "0", TRUE);
-  kill_guest(f, 1);
-  g_assert_true(nf_fake_fleet_wait_vm(f, 1, NF_VM_FAILED, WAIT_MS));
+  crash_loop_until_failed(f, "0");
   NfVm *vm = nf_fleet_find_vm(f->fleet, 1);
   g_assert_cmpuint(nf_vm_restarts(vm), ==, 40);
   g_assert_true(any_reason_has(f, "more than 40 restarts within 600 s"));
