@@ -49,6 +49,7 @@ static void req_answered(Req *r);
 static void run(NfHttp *http, SoupServerMessage *msg, const char *cmd, json_t *args,
                 gboolean one_guest, gboolean stream, NfHttpStreamKind kind);
 static json_t *read_body(SoupServerMessage *msg);
+static gboolean one_guest_id(SoupServerMessage *msg, const char *target, guint64 *id);
 static void now_nop(NfCommandPeer *peer);
 static void now_ok(NfCommandPeer *peer, json_t *id, json_t *result);
 static void now_error(NfCommandPeer *peer, json_t *id, const char *code, const char *message,
@@ -223,6 +224,18 @@ static void run(NfHttp *http, SoupServerMessage *msg, const char *cmd, json_t *a
   req_unref(&r->peer);
 }
 
+/* A GET of one guest (its document, its console) names it by its id, "3" or
+ * "vm-0003": not a range, list or "all" in any case, which the targets
+ * parser would take. A 400 otherwise. */
+static gboolean one_guest_id(SoupServerMessage *msg, const char *target, guint64 *id)
+{
+  const char *bare = g_str_has_prefix(target, "vm-") ? target + 3 : target;
+  if (g_ascii_string_to_unsigned(bare, 10, 1, G_MAXUINT, id, NULL))
+    return TRUE;
+  nf_http_reply_error(msg, 400, "bad_args", "'%s' is not a guest id (GET names one guest)", target);
+  return FALSE;
+}
+
 void nf_http_api_handle(NfHttp *http, SoupServerMessage *msg, const char *path)
 {
   const char *method = soup_server_message_get_method(msg);
@@ -247,24 +260,17 @@ void nf_http_api_handle(NfHttp *http, SoupServerMessage *msg, const char *path)
       run(http, msg, "ps", args, FALSE, FALSE, 0);
       return;
     }
+    guint64 id;
     if (!post && n == 3) {
-      json_object_set_new(args, "targets", json_string(target));
-      const char *bare = g_str_has_prefix(target, "vm-") ? target + 3 : target;
-      /* Any case: the targets parser takes "ALL" for every guest too. */
-      if (strpbrk(bare, ",-") || g_ascii_strcasecmp(target, "all") == 0) {
-        nf_http_reply_error(msg, 400, "bad_args", "GET /api/guests/ID takes one guest id");
+      if (!one_guest_id(msg, target, &id))
         return;
-      }
+      json_object_set_new(args, "targets", json_string(target));
       run(http, msg, "ps", args, TRUE, FALSE, 0);
       return;
     }
     if (!post && n == 4 && g_str_equal(parts[3], "console")) {
-      guint64 id;
-      if (!g_ascii_string_to_unsigned(g_str_has_prefix(target, "vm-") ? target + 3 : target, 10, 1,
-                                      G_MAXUINT, &id, NULL)) {
-        nf_http_reply_error(msg, 400, "bad_args", "'%s' is not a guest id", target);
+      if (!one_guest_id(msg, target, &id))
         return;
-      }
       json_object_set_new(args, "id", json_integer((json_int_t)id));
       json_object_set_new(args, "ro", json_true());
       run(http, msg, "console", args, FALSE, TRUE, NF_HTTP_STREAM_CONSOLE);
