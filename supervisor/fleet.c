@@ -379,8 +379,10 @@ static void vm_changed_cb(NfVm *vm, NfVmState old_state, NfVmState new_state, co
       fleet->cb.start_failed(fleet, error, fleet->user_data);
     return;
   }
+  /* Guests found dead at adoption are no storm: after a host reboot every
+   * one is, at once (that paused the whole fleet's boot for a window). */
   if ((new_state == NF_VM_BACKOFF || new_state == NF_VM_FAILED) &&
-      nf_exit_kind_is_failure(nf_vm_exit_kind(vm)))
+      nf_exit_kind_is_failure(nf_vm_exit_kind(vm)) && !nf_vm_found_dead(vm))
     note_failure(fleet, vm);
   if (new_state == NF_VM_QUEUED) {
     if (fleet->stopping)

@@ -199,10 +199,7 @@ gboolean nf_vm_adopt(NfVm *vm)
   if (was_up) {
     nf_vm_reset_run_facts(vm);
     vm->status_known = FALSE;
-    /* Taken as already counted by the fleet's storm guard: after a host
-     * reboot every guest is found dead at once, and that is no restart
-     * storm to hold back (it paused the whole fleet's boot for a window). */
-    vm->tally.storm_counted_us = g_get_monotonic_time();
+    vm->found_dead = TRUE;
     nf_vm_set_state(vm, NF_VM_STARTING, "recorded as running by a previous supervisor");
     nf_vm_dispatch(vm, NF_VM_EV_EXIT, "died while no supervisor was watching");
     return TRUE;

@@ -85,6 +85,7 @@ struct NfVm {
   char *exit_reason;
   gint64 exit_time;
   gboolean failed_at_start;
+  gboolean found_dead; /* recorded as up, gone when adopted (vm-adopt.c) */
   int wait_status;
   gboolean status_known;
 

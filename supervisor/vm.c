@@ -105,6 +105,7 @@ void nf_vm_reset_run_facts(NfVm *vm)
   g_clear_pointer(&vm->shutdown_reason, g_free);
   g_clear_pointer(&vm->health_problem, g_free);
   vm->failed_at_start = FALSE;
+  vm->found_dead = FALSE;
   vm->ready_at = 0;
   vm->stats_polling_set = FALSE;
   vm->qemu_child = NF_VM_QEMU_CHILD_UNKNOWN;
@@ -427,6 +428,11 @@ gint64 nf_vm_exit_time(const NfVm *vm)
 gboolean nf_vm_failed_at_start(const NfVm *vm)
 {
   return vm->failed_at_start;
+}
+
+gboolean nf_vm_found_dead(const NfVm *vm)
+{
+  return vm->found_dead;
 }
 gint64 nf_vm_started_at(const NfVm *vm)
 {

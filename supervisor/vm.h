@@ -133,6 +133,9 @@ const char *nf_vm_write_error(const NfVm *vm);
 /* TRUE when qemu ended before its QMP handshake: a start failure (bad argv,
  * missing file, ...), as opposed to a guest that ran and then died. */
 gboolean nf_vm_failed_at_start(const NfVm *vm);
+/* TRUE when its last end was found, not seen: recorded as up by a previous
+ * supervisor, and gone when this one came to adopt it (a host reboot). */
+gboolean nf_vm_found_dead(const NfVm *vm);
 /* Last lines qemu wrote to stderr (from its log), for error messages. */
 char *nf_vm_stderr_tail(const NfVm *vm, guint max_lines);
 /* Recent console output (from the in-memory ring). */
