@@ -23,9 +23,7 @@
 #include <sys/statvfs.h>
 
 #include "overlay/overlay.h"
-#include "supervisor/fleet.h"
 #include "supervisor/identity.h"
-#include "supervisor/strays.h"
 
 typedef enum { JOB_WAITING, JOB_PENDING, JOB_RUNNING } JobStage;
 
@@ -95,19 +93,6 @@ NfDisks *nf_disks_new(const NfFleetConfig *cfg, const NfFleetPaths *paths, GErro
     return NULL;
   }
   g_autofree char *dir = g_build_filename(paths->state_dir, "disks", NULL);
-  /* Guests a dead supervisor left run on these overlays: removing them
-   * would leave those qemus on deleted files (and the old base), adopted as
-   * if reflashed, and what they write lost at their next restart. */
-  g_autoptr(GArray) running = cfg->reflash_all ? nf_strays_processes(paths->runtime_dir) : NULL;
-  if (running && running->len > 0) {
-    g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_BUSY,
-                "--reflash-all: %u qemu process%s of fleet '%s' still run%s on the disks (left by "
-                "a supervisor that is gone); stop them first with `nervesfleet down --name %s`, "
-                "or start without --reflash-all to take them over",
-                running->len, running->len == 1 ? "" : "es", cfg->name,
-                running->len == 1 ? "s" : "", cfg->name);
-    return NULL;
-  }
   nf_overlay_clean_temps(dir);
   /* --reflash-all: every overlay goes before the new base is recorded, also
    * those of guests outside this run (a later `scale` up or a larger run

@@ -82,6 +82,11 @@ void nf_fleet_release_dirs(NfFleet *fleet);
 /* Removes guest files in the runtime dir that no running guest of ours (or
  * stray still stopping) owns: a dead supervisor's. */
 void nf_fleet_remove_stale_runtime_files(NfFleet *fleet);
+/* --reflash-all while guests a dead supervisor left still run on the disks:
+ * FALSE (NF_FLEET_ERROR_BUSY). Removing the disks would leave those qemus on
+ * deleted files and the old base, adopted as if reflashed, and what they
+ * write lost at their next restart. TRUE otherwise. */
+gboolean nf_fleet_check_reflash(NfFleet *fleet, GError **error);
 /* Raises the soft open file limit for `guests` running guests (and the
  * fleet's boot window), or fails naming the numbers and the fix. */
 gboolean nf_fleet_ensure_fd_limit(NfFleet *fleet, guint guests, GError **error);

@@ -277,3 +277,20 @@ void nf_fleet_remove_stale_runtime_files(NfFleet *fleet)
     }
   }
 }
+
+gboolean nf_fleet_check_reflash(NfFleet *fleet, GError **error)
+{
+  const NfFleetConfig *config = fleet->config;
+  if (!config->reflash_all)
+    return TRUE;
+  g_autoptr(GArray) running = nf_strays_processes(fleet->paths.runtime_dir);
+  if (running->len == 0)
+    return TRUE;
+  g_set_error(error, NF_FLEET_ERROR, NF_FLEET_ERROR_BUSY,
+              "--reflash-all: %u qemu process%s of fleet '%s' still run%s on the disks (left by a "
+              "supervisor that is gone); stop them first with `nervesfleet down --name %s`, or "
+              "start without --reflash-all to take them over",
+              running->len, running->len == 1 ? "" : "es", config->name,
+              running->len == 1 ? "s" : "", config->name);
+  return FALSE;
+}

@@ -104,6 +104,8 @@ NfFleet *nf_fleet_new(const NfFleetConfig *config, const NfFleetCallbacks *callb
     return NULL;
   fleet->env.use_cgroups = TRUE;
   if (config->disk) {
+    if (!nf_fleet_check_reflash(fleet, error))
+      return NULL;
     fleet->env.disks = nf_disks_new(config, &fleet->paths, error);
     if (fleet->env.disks == NULL ||
         !nf_disks_prepare(fleet->env.disks, config->id_offset + 1, config->count, error))
