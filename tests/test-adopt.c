@@ -36,14 +36,6 @@ static GArray *qemus(const char *tmp)
   return nf_test_pids_matching(run);
 }
 
-static GPid supervisor_pid(const char *tmp, const char *name)
-{
-  g_autofree char *lock = g_build_filename(tmp, "run/nervesfleet", name, "fleet.lock", NULL);
-  g_autofree char *text = NULL;
-  g_assert_true(g_file_get_contents(lock, &text, NULL, NULL));
-  return (GPid)atoi(text);
-}
-
 static json_t *status_of(const char *tmp, const char *name, const char *vm)
 {
   g_autofree char *path = g_build_filename(tmp, "state/nervesfleet", name, vm, "status.json", NULL);
@@ -62,9 +54,7 @@ static GPid pid_of(const char *tmp, const char *name, const char *vm)
  * it is gone; its guests, spawned detached, run on. */
 static void kill_supervisor(const char *tmp, const char *name)
 {
-  g_autoptr(GArray) sup = one_pid(supervisor_pid(tmp, name));
-  kill(g_array_index(sup, GPid, 0), SIGKILL);
-  g_assert_true(nf_test_wait_pids_gone(sup, STOP_MS));
+  nf_test_kill_supervisor(tmp, name, STOP_MS);
 }
 
 /* Before: guests 2 and 3 kept running unsupervised and invisible, `down`

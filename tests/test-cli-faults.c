@@ -191,16 +191,7 @@ static void test_reflash_all_with_orphans(void)
       g_build_filename(tmp, "state/nervesfleet/orph/disks/orph-1.qcow2", NULL);
   struct stat before, after;
   g_assert_cmpint(stat(overlay, &before), ==, 0);
-  /* The supervisor's pid, as its lock file holds it. */
-  g_autofree char *lock = g_build_filename(tmp, "run/nervesfleet/orph/fleet.lock", NULL);
-  g_autofree char *pid_text = NULL;
-  g_assert_true(g_file_get_contents(lock, &pid_text, NULL, NULL));
-  GPid sup = (GPid)g_ascii_strtoll(pid_text, NULL, 10);
-  g_assert_cmpint(sup, >, 0);
-  g_autoptr(GArray) gone = g_array_new(FALSE, FALSE, sizeof(GPid));
-  g_array_append_val(gone, sup);
-  kill(sup, SIGKILL);
-  g_assert_true(nf_test_wait_pids_gone(gone, CLI_MS));
+  nf_test_kill_supervisor(tmp, "orph", CLI_MS);
 
   g_autofree char *qemu = g_build_filename(g_getenv("NF_HELPERS"), "fake-qemu", NULL);
   g_autofree char *kernel = g_build_filename(tmp, "Image", NULL);

@@ -38,7 +38,6 @@
 
 static char *nf(const char *tmp, int want, const char *first, ...) G_GNUC_NULL_TERMINATED;
 static json_t *guest_json(const char *tmp, const char *name, guint id);
-static pid_t sup_pid(const char *tmp, const char *name);
 static char *start_fleet(const char *tmp, const char *name, const char *qemu, guint n,
                          const char *extra);
 
@@ -73,14 +72,6 @@ static json_t *guest_json(const char *tmp, const char *name, guint id)
       return json_incref(g);
   }
   g_assert_not_reached();
-}
-
-static pid_t sup_pid(const char *tmp, const char *name)
-{
-  g_autofree char *lock = g_build_filename(tmp, "run", "nervesfleet", name, "fleet.lock", NULL);
-  g_autofree char *text = NULL;
-  g_assert_true(g_file_get_contents(lock, &text, NULL, NULL));
-  return (pid_t)atoi(text);
 }
 
 /* `run N -d` of fake guests; returns the fake qemu's path used. */
@@ -120,7 +111,7 @@ static void test_fd_limit(void)
   g_free(start_fleet(tmp, "fd", qemu, 3, NULL));
   json_auto_t *g1 = guest_json(tmp, "fd", 1);
   json_int_t pid1 = json_integer_value(json_object_get(g1, "pid"));
-  pid_t sup = sup_pid(tmp, "fd");
+  pid_t sup = nf_test_supervisor_pid(tmp, "fd");
 
   /* Lower the limit (hard too: the supervisor raises its soft limit up to
    * the hard one by itself) to just above the highest fd it holds. */
@@ -190,7 +181,7 @@ static void test_poll_limit(void)
   g_autofree char *qemu = fake_qemu();
   g_free(start_fleet(tmp, "pl", qemu, 3, NULL));
   json_auto_t *g1 = guest_json(tmp, "pl", 1);
-  pid_t sup = sup_pid(tmp, "pl");
+  pid_t sup = nf_test_supervisor_pid(tmp, "pl");
   guint cgroups = nf_test_cgroups_of(tmp, "pl"); /* 1 as root with v1 memory cgroups */
   struct rlimit orig;
   g_assert_cmpint(prlimit(sup, RLIMIT_NOFILE, NULL, &orig), ==, 0);

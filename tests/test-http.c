@@ -136,14 +136,28 @@ static void http(const char *method, const char *path, const char *body, Respons
   http_within(method, path, body, REPLY_MS, r);
 }
 
-/* A GET of a stream (events, a console) on a fresh connection: its fd. */
-static int stream_open(const char *path)
+/* A GET of a stream (events, a console) on a fresh connection to port `p`:
+ * its fd. */
+static int stream_open_on(guint p, const char *path)
 {
-  int fd = tcp_connect(port);
-  g_autofree char *req =
-      g_strdup_printf("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", path, port);
+  int fd = tcp_connect(p);
+  g_autofree char *req = g_strdup_printf("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", path, p);
   g_assert_true(send_all(fd, req, strlen(req)));
   return fd;
+}
+
+static int stream_open(const char *path)
+{
+  return stream_open_on(port, path);
+}
+
+/* A whole GET on port `p`: the server closes after its answer. */
+static void get_on(guint p, const char *path, Response *r)
+{
+  int fd = stream_open_on(p, path);
+  g_autofree char *raw = read_all(fd, REPLY_MS);
+  close(fd);
+  parse_response(raw, r);
 }
 
 static json_t *http_json(const char *method, const char *path, const char *body, int status)
@@ -689,10 +703,7 @@ static void test_big_fleet(void)
 
   /* The whole fleet, then stats: the reader is not dropped for the size
    * of what it asked for. */
-  int fd = tcp_connect(big);
-  g_autofree char *req =
-      g_strdup_printf("GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", big);
-  g_assert_true(send_all(fd, req, strlen(req)));
+  int fd = stream_open_on(big, "/api/events");
   g_autoptr(GString) acc = g_string_new(NULL);
   g_assert_true(stream_until(fd, acc, "event: stats\ndata: {", REPLY_MS));
   close(fd);
@@ -701,10 +712,8 @@ static void test_big_fleet(void)
   g_assert_cmpuint(strlen(ps), >, 1 << 20);
   g_assert_nonnull(strstr(ps, "\"name\":\"vm-4000\""));
 
-  g_autofree char *metrics =
-      g_strdup_printf("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", big);
   g_auto(Response) m = {0};
-  raw_request(big, metrics, strlen(metrics), &m);
+  get_on(big, "/metrics", &m);
   g_assert_cmpint(m.status, ==, 200);
   g_assert_nonnull(strstr(m.body, "le=\"0.5\"")); /* not "0,5" */
   g_autofree char *path = g_build_filename(tmp, "big-scrape.txt", NULL);
@@ -713,10 +722,8 @@ static void test_big_fleet(void)
   nf_test_sh(cmd);
 
   /* "ALL" names every guest, as "all" does: not one guest's document. */
-  g_autofree char *one =
-      g_strdup_printf("GET /api/guests/ALL HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", big);
   g_auto(Response) r = {0};
-  raw_request(big, one, strlen(one), &r);
+  get_on(big, "/api/guests/ALL", &r);
   expect_error(&r, 400, "bad_args");
 
   nf_test_proc_signal(p, SIGTERM);

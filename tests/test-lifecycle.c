@@ -168,17 +168,10 @@ static void test_daemon_readoption(void)
   g_assert_cmpint(nf_test_run_cli(tmp, args, 30000, &out), ==, 0);
   g_assert_nonnull(strstr(out, "in the background (supervisor pid"));
   g_autofree char *log = g_build_filename(tmp, "state/nervesfleet/adopt/supervisor.log", NULL);
-  g_autofree char *lock = g_build_filename(tmp, "run/nervesfleet/adopt/fleet.lock", NULL);
 
   g_assert_true(nf_test_wait_file_contains(log, "all 1 guests ready", BOOT_MS));
   GPid guest = only_qemu(tmp);
-  g_autofree char *pidtext = NULL;
-  g_assert_true(g_file_get_contents(lock, &pidtext, NULL, NULL));
-  GPid sup = (GPid)atoi(pidtext);
-  g_autoptr(GArray) sups = g_array_new(FALSE, FALSE, sizeof(GPid));
-  g_array_append_val(sups, sup);
-  kill(sup, SIGKILL);
-  g_assert_true(nf_test_wait_pids_gone(sups, STOP_MS));
+  nf_test_kill_supervisor(tmp, "adopt", STOP_MS);
   g_assert_cmpint(only_qemu(tmp), ==, guest); /* the guest outlived it */
 
   /* A new supervisor takes the guest over without restarting it. */

@@ -574,3 +574,22 @@ guint nf_test_count_open_fds(void)
   closedir(d);
   return n;
 }
+
+GPid nf_test_supervisor_pid(const char *tmp, const char *name)
+{
+  g_autofree char *lock = g_build_filename(tmp, "run/nervesfleet", name, "fleet.lock", NULL);
+  g_autofree char *text = NULL;
+  g_assert_true(g_file_get_contents(lock, &text, NULL, NULL));
+  GPid pid = (GPid)g_ascii_strtoll(text, NULL, 10);
+  g_assert_cmpint(pid, >, 0);
+  return pid;
+}
+
+void nf_test_kill_supervisor(const char *tmp, const char *name, guint timeout_ms)
+{
+  g_autoptr(GArray) sup = g_array_new(FALSE, FALSE, sizeof(GPid));
+  GPid pid = nf_test_supervisor_pid(tmp, name);
+  g_array_append_val(sup, pid);
+  g_assert_cmpint(kill(pid, SIGKILL), ==, 0);
+  g_assert_true(nf_test_wait_pids_gone(sup, timeout_ms));
+}

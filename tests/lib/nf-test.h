@@ -88,6 +88,12 @@ int nf_test_run_cli(const char *tmpdir, const char *const *args, guint timeout_m
 
 /* Waits (on pidfds, no polling) until every pid in `pids` has exited. */
 gboolean nf_test_wait_pids_gone(GArray *pids, guint timeout_ms);
+/* The pid of fleet `name`'s supervisor (under nf_test_proc_spawn's dirs in
+ * `tmp`), as its fleet.lock holds it; the test fails without one. */
+GPid nf_test_supervisor_pid(const char *tmp, const char *name);
+/* SIGKILLs that supervisor (as a crash would) and waits until it is gone;
+ * detached guests run on. */
+void nf_test_kill_supervisor(const char *tmp, const char *name, guint timeout_ms);
 
 /* Whether `path` exists (a predicate for nf_test_wait_for/_polled), and
  * whether the file at `path` contains `needle` now. */
